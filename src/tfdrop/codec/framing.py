@@ -1,0 +1,194 @@
+"""TFRecord framing: a push/pull decoder and an encoder, no I/O.
+
+Follows TensorFlow's ``core/lib/io/record_writer.cc`` / ``record_reader.cc``. Each record is::
+
+    uint64 length (little-endian)
+    uint32 masked_crc32c(the 8 length bytes)
+    byte   data[length]
+    uint32 masked_crc32c(data)
+
+There is no file header; an empty input is zero records. The decoder has h11's shape
+(``h11/_connection.py``): :meth:`RecordDecoder.feed` only appends (``b""`` ends the input),
+:meth:`RecordDecoder.next_record` parses and returns owned ``bytes``, :data:`NEED_DATA`, or
+:data:`END` after a clean end. Both CRCs are always checked; a length over the cap is rejected
+before anything is allocated for it; after an error the decoder is dead.
+"""
+
+from __future__ import annotations
+
+import struct
+from enum import Enum
+from typing import Final, Literal
+
+import google_crc32c
+
+from tfdrop.errors import (
+    CrcMismatchError,
+    DecoderDeadError,
+    RecordTooLargeError,
+    TfdropError,
+    TruncatedRecordError,
+)
+
+# --- wire constants (record_writer.cc) ---------------------------------------------------------
+HEADER_SIZE: Final = 12  # uint64 length + uint32 masked crc of the length
+FOOTER_SIZE: Final = 4  # uint32 masked crc of the data
+_MASK_DELTA: Final = 0xA282EAD8
+_U32: Final = 0xFFFFFFFF
+_HEADER = struct.Struct("<QI")
+_LENGTH = struct.Struct("<Q")
+_CRC = struct.Struct("<I")
+
+DEFAULT_MAX_RECORD_SIZE: Final = 256 * 1024 * 1024
+"""Largest record accepted by default (256 MiB); checked before any allocation."""
+
+
+class Sentinel(Enum):
+    NEED_DATA = "NEED_DATA"
+    END = "END"
+
+
+NEED_DATA: Final = Sentinel.NEED_DATA
+"""More bytes are needed before the next record can be returned."""
+END: Final = Sentinel.END
+"""The input ended cleanly at a record boundary."""
+
+
+def masked_crc32c(data: bytes) -> int:
+    """TensorFlow's masked CRC-32C: rotate right by 15 and add a constant (mod 2**32).
+
+    google-crc32c takes ``bytes`` only (no memoryview or bytearray).
+    """
+    crc: int = google_crc32c.value(data)
+    return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & _U32
+
+
+def frame(data: bytes) -> tuple[bytes, bytes]:
+    """The header and footer to put around ``data``; the payload itself is not copied."""
+    length = _LENGTH.pack(len(data))
+    return length + _CRC.pack(masked_crc32c(length)), _CRC.pack(masked_crc32c(data))
+
+
+def encode_record(data: bytes) -> bytes:
+    """One whole framed record."""
+    header, footer = frame(data)
+    return b"".join((header, data, footer))
+
+
+class RecordDecoder:
+    """Incremental TFRecord decoder.
+
+    >>> dec = RecordDecoder()
+    >>> dec.feed(encode_record(b"abc") + encode_record(b""))
+    >>> dec.next_record(), dec.next_record(), dec.next_record()
+    (b'abc', b'', <Sentinel.NEED_DATA: 'NEED_DATA'>)
+    >>> dec.feed(b""); dec.next_record()
+    <Sentinel.END: 'END'>
+    """
+
+    __slots__ = ("_buf", "_dead", "_eof", "_index", "_max", "_pos", "_start")
+
+    def __init__(self, *, max_record_size: int = DEFAULT_MAX_RECORD_SIZE) -> None:
+        self._buf = bytearray()
+        self._pos = 0  # parse position inside _buf
+        self._start = 0  # stream offset of _buf[0]
+        self._index = 0  # index of the next record
+        self._max = max_record_size
+        self._eof = False
+        self._dead: TfdropError | None = None
+
+    @property
+    def offset(self) -> int:
+        """Stream offset of the next unparsed byte (the start of the next record)."""
+        return self._start + self._pos
+
+    @property
+    def index(self) -> int:
+        """Index of the next record (= records returned so far)."""
+        return self._index
+
+    @property
+    def trailing_data(self) -> tuple[bytes, bool]:
+        """Bytes fed but not yet parsed, and whether the input has ended (h11's habit)."""
+        return bytes(self._buf[self._pos :]), self._eof
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Append input; ``b""`` marks the end of the input."""
+        if self._dead is not None:
+            raise DecoderDeadError("decoder used after an error") from self._dead
+        if self._eof:
+            if data:
+                raise RuntimeError("feed() after end of input")
+            return
+        if not data:
+            self._eof = True
+            return
+        if self._pos and self._pos >= len(self._buf) // 2:
+            # drop consumed bytes; deleting from the front of a bytearray is cheap
+            del self._buf[: self._pos]
+            self._start += self._pos
+            self._pos = 0
+        self._buf += data
+
+    def next_record(self) -> bytes | Literal[Sentinel.NEED_DATA, Sentinel.END]:
+        """The next record as owned bytes, or :data:`NEED_DATA`, or :data:`END`."""
+        if self._dead is not None:
+            raise DecoderDeadError("decoder used after an error") from self._dead
+        try:
+            return self._next()
+        except TfdropError as exc:
+            self._dead = exc
+            raise
+
+    def _next(self) -> bytes | Literal[Sentinel.NEED_DATA, Sentinel.END]:
+        buf, pos = self._buf, self._pos
+        avail = len(buf) - pos
+        if avail < HEADER_SIZE:
+            return self._short(avail, HEADER_SIZE)
+        length, length_crc = _HEADER.unpack_from(buf, pos)
+        if masked_crc32c(bytes(buf[pos : pos + 8])) != length_crc:
+            raise CrcMismatchError("length CRC mismatch", record=self._index, offset=self.offset)
+        if length > self._max:
+            raise RecordTooLargeError(
+                f"record length {length} is over the cap of {self._max} bytes",
+                record=self._index,
+                offset=self.offset,
+            )
+        total = HEADER_SIZE + length + FOOTER_SIZE
+        if avail < total:
+            return self._short(avail, total)
+        data_start = pos + HEADER_SIZE
+        with memoryview(buf) as view:
+            data = bytes(view[data_start : data_start + length])
+        (data_crc,) = _CRC.unpack_from(buf, data_start + length)
+        if masked_crc32c(data) != data_crc:
+            raise CrcMismatchError("data CRC mismatch", record=self._index, offset=self.offset)
+        self._pos = pos + total
+        self._index += 1
+        return data
+
+    def _short(self, avail: int, need: int) -> Literal[Sentinel.NEED_DATA, Sentinel.END]:
+        if not self._eof:
+            return NEED_DATA
+        if avail == 0:
+            return END
+        raise TruncatedRecordError(
+            f"input ends inside a record ({avail} of {need} bytes present)",
+            record=self._index,
+            offset=self.offset,
+        )
+
+
+def decode_records(data: bytes, *, max_record_size: int = DEFAULT_MAX_RECORD_SIZE) -> list[bytes]:
+    """Decode a whole in-memory TFRecord (tests and small files only)."""
+    dec = RecordDecoder(max_record_size=max_record_size)
+    dec.feed(data)
+    dec.feed(b"")
+    out: list[bytes] = []
+    while True:
+        rec = dec.next_record()
+        if rec is END:
+            return out
+        if rec is NEED_DATA:  # pragma: no cover - impossible after end of input
+            raise AssertionError("decoder wants data after end of input")
+        out.append(rec)

@@ -1,0 +1,178 @@
+"""The one item model every format reads into and writes from.
+
+A dataset is a label list plus a stream of :class:`Item` (one image each). Boxes are kept
+normalised to [0, 1] as the TF Object Detection API stores them; pixel formats divide by the
+image size on read and multiply back on write (SPEC.md "Conversions": no 1-based shift), so the
+TFRecord, the hub format, round-trips without any conversion at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Shape(StrEnum):
+    """What the source held for an annotation (the report counts them)."""
+
+    BOX = "box"
+    POLYGON = "polygon"
+    MASK = "mask"
+    POLYLINE = "polyline"
+    POINTS = "points"
+
+
+@dataclass(frozen=True, slots=True)
+class Box:
+    """A box normalised by the image width (x) and height (y)."""
+
+    xmin: float
+    ymin: float
+    xmax: float
+    ymax: float
+
+    @classmethod
+    def from_pixels(
+        cls, xmin: float, ymin: float, xmax: float, ymax: float, width: int, height: int
+    ) -> Box:
+        """Divide pixel coordinates by the image size, as TF models' pascal script does."""
+        return cls(xmin / width, ymin / height, xmax / width, ymax / height)
+
+    def to_pixels(self, width: int, height: int) -> tuple[float, float, float, float]:
+        """Multiply back by the image size: (xmin, ymin, xmax, ymax) in pixels."""
+        return (self.xmin * width, self.ymin * height, self.xmax * width, self.ymax * height)
+
+
+@dataclass(frozen=True, slots=True)
+class Annotation:
+    """One object in an image.
+
+    ``label`` is the label's name (``image/object/class/text``); ``label_id`` its 1-based id
+    (``image/object/class/label``), 0 while not yet assigned by a label map.
+    ``mask`` is a full-image PNG with pixel values 0/1 (TF's PNG_MASKS), when masks are on.
+    ``polygon`` keeps a polygon's pixel points ``(x0, y0, x1, y1, ...)`` when the source had one,
+    so a writer that can hold polygons writes them back.
+    """
+
+    label: str
+    box: Box
+    label_id: int = 0
+    difficult: bool = False
+    truncated: bool = False
+    occluded: bool = False
+    view: str = ""
+    mask: bytes | None = None
+    is_crowd: bool = False
+    area: float | None = None
+    shape: Shape = Shape.BOX
+    polygon: tuple[float, ...] = ()
+    attributes: tuple[tuple[str, str], ...] = ()
+    track_id: int | None = None
+    z_order: int = 0
+    group: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One image and its objects.
+
+    ``name`` is the image file name as the source spells it (a relative path, ``/`` separated);
+    ``image`` the encoded file bytes, unchanged, or ``None`` when images are not embedded.
+    ``extra`` keeps Example features tfdrop does not know, serialized, so a record that passes
+    through keeps them (SPEC.md: readers keep unknown keys).
+    """
+
+    name: str
+    subset: str = "default"
+    width: int = 0
+    height: int = 0
+    image: bytes | None = None
+    image_format: str = ""
+    source_id: str = ""
+    sha256: str = ""
+    objects: tuple[Annotation, ...] = ()
+    tags: tuple[str, ...] = ()
+    extra: tuple[tuple[str, bytes], ...] = ()
+    frame: int | None = None
+
+    @property
+    def stem(self) -> str:
+        """The item id: the file name without folders or extension (Datumaro's convention)."""
+        base = self.name.rsplit("/", 1)[-1]
+        return base.rsplit(".", 1)[0] if "." in base else base
+
+
+@dataclass(frozen=True, slots=True)
+class Keypoint:
+    """A keypoint entry of a label map item (``keypoints { id label }``)."""
+
+    id: int
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class LabelMapItem:
+    """One ``item { ... }`` of a ``StringIntLabelMap``."""
+
+    id: int
+    name: str
+    display_name: str = ""
+    keypoints: tuple[Keypoint, ...] = ()
+    ancestor_ids: tuple[int, ...] = ()
+    descendant_ids: tuple[int, ...] = ()
+    frequency: int = 0
+    instance_count: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LabelMap:
+    """An ordered label map with lookups by id, name and display name."""
+
+    items: tuple[LabelMapItem, ...] = ()
+    _by_id: dict[int, LabelMapItem] = field(init=False, repr=False, compare=False)
+    _by_name: dict[str, LabelMapItem] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        by_id = {it.id: it for it in self.items}
+        by_name: dict[str, LabelMapItem] = {}
+        # display names answer only where no item has that name
+        for it in self.items:
+            if it.display_name:
+                by_name.setdefault(it.display_name, it)
+        for it in self.items:
+            by_name[it.name] = it
+        object.__setattr__(self, "_by_id", by_id)
+        object.__setattr__(self, "_by_name", by_name)
+
+    @classmethod
+    def from_names(cls, names: list[str] | tuple[str, ...]) -> LabelMap:
+        """Ids 1..N in the given order (0 is reserved for background)."""
+        return cls(tuple(LabelMapItem(id=i, name=n) for i, n in enumerate(names, start=1)))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    @property
+    def names(self) -> list[str]:
+        return [it.name for it in self.items]
+
+    def id_of(self, name: str) -> int | None:
+        it = self._by_name.get(name)
+        return None if it is None else it.id
+
+    def name_of(self, label_id: int) -> str | None:
+        it = self._by_id.get(label_id)
+        return None if it is None else it.name
+
+    def get(self, label_id: int) -> LabelMapItem | None:
+        return self._by_id.get(label_id)
+
+    def with_name(self, name: str) -> LabelMap:
+        """A copy with ``name`` appended at the next free id (no-op when present)."""
+        if name in self._by_name:
+            return self
+        next_id = max((it.id for it in self.items), default=0) + 1
+        return LabelMap((*self.items, LabelMapItem(id=next_id, name=name)))
