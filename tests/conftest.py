@@ -1,0 +1,56 @@
+"""Shared test fixtures.
+
+- ``corpus_dir()`` / the ``corpus`` fixture: the real datasets in ``../shared/corpus`` (beside the
+  repo). Tests that use them skip when the folder is absent (a user's fresh clone) but FAIL when it
+  is absent and ``CI=true``, so CI can never pass by skipping them (issue 2).
+- ``tf``: TensorFlow, imported lazily once per session (about 4 s and 600 MB) with its C++ logs
+  silenced; only interop tests ask for it.
+
+Several helpers edit this file: append new fixtures, do not rewrite existing ones.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def corpus_dir() -> Path:
+    """Where the real datasets live: ``<repo>/../shared/corpus``."""
+    return Path(__file__).resolve().parents[2] / "shared" / "corpus"
+
+
+def require_corpus(*parts: str) -> Path:
+    """A path inside the corpus; skips when absent, fails when absent under ``CI=true``."""
+    path = corpus_dir().joinpath(*parts)
+    if not path.exists():
+        message = f"real dataset not found: {path}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{message} (CI=true: corpus tests must not be skipped)")
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Path:
+    """The corpus folder (skip unless present; fail when absent under ``CI=true``)."""
+    return require_corpus()
+
+
+@pytest.fixture(scope="session")
+def tf() -> ModuleType:
+    """TensorFlow, imported once per session with its C++ logging silenced."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+    try:
+        return importlib.import_module("tensorflow")
+    except ImportError as exc:  # pragma: no cover - the test extra installs it
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"tensorflow is not installed: {exc}")
+        pytest.skip(f"tensorflow is not installed: {exc}")
