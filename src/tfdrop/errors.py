@@ -111,10 +111,23 @@ class RecordError(DataError):
 
 
 class CrcMismatchError(RecordError):
-    """A masked CRC-32C did not match (``part`` is ``"length"`` or ``"data"``)."""
+    """A masked CRC-32C did not match; ``part`` (one subclass each) says ``length`` or ``data``."""
 
     kind = "crc_mismatch"
     default_hint = "the file is corrupted; export or copy it again"
+    part: ClassVar[str] = ""
+
+
+class LengthCrcMismatchError(CrcMismatchError):
+    """The masked CRC-32C of a record's 8 length bytes did not match."""
+
+    part: ClassVar[str] = "length"
+
+
+class DataCrcMismatchError(CrcMismatchError):
+    """The masked CRC-32C of a record's data did not match."""
+
+    part: ClassVar[str] = "data"
 
 
 class TruncatedRecordError(RecordError):

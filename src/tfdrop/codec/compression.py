@@ -37,7 +37,13 @@ def detect(head: bytes, *, at_eof: bool = False) -> Compression | None:
         return None
     if head[:2] == _GZIP_MAGIC:
         return "gzip"
-    if len(head) >= 2 and head[0] & 0x0F == 8 and (head[0] << 8 | head[1]) % 31 == 0:
+    # RFC 1950: CM = 8 (deflate), CINFO <= 7 (window), and CMF*256 + FLG divisible by 31
+    if (
+        len(head) >= 2
+        and head[0] & 0x0F == 8
+        and head[0] >> 4 <= 7
+        and (head[0] << 8 | head[1]) % 31 == 0
+    ):
         return "zlib"
     # neither: let the framing decoder report the broken record with its offset
     return "none"
@@ -74,14 +80,20 @@ class Decompressor:
         self._consumed += len(data)
         while data:
             if self._done:
-                if self.compression == "gzip" and data.lstrip(b"\x00"):
-                    self._obj, self._done = self._new(), False
-                else:
+                if self.compression != "gzip":
                     raise CompressionError(
                         f"{len(data)} bytes of trailing garbage after the "
                         f"{self.compression} stream",
                         offset=offset,
                     )
+                # Python's gzip (and tape/block tools) allow NUL padding after a member, and
+                # another member after the padding: skip the NULs, keep waiting if that was all.
+                stripped = data.lstrip(b"\x00")
+                if not stripped:
+                    return
+                offset += len(data) - len(stripped)
+                data = stripped
+                self._obj, self._done = self._new(), False
             try:
                 out = self._obj.decompress(data, OUTPUT_CHUNK)
             except zlib.error as exc:

@@ -23,8 +23,9 @@ from typing import Final, Literal
 import google_crc32c
 
 from tfdrop.errors import (
-    CrcMismatchError,
+    DataCrcMismatchError,
     DecoderDeadError,
+    LengthCrcMismatchError,
     RecordTooLargeError,
     TfdropError,
     TruncatedRecordError,
@@ -147,7 +148,9 @@ class RecordDecoder:
             return self._short(avail, HEADER_SIZE)
         length, length_crc = _HEADER.unpack_from(buf, pos)
         if masked_crc32c(bytes(buf[pos : pos + 8])) != length_crc:
-            raise CrcMismatchError("length CRC mismatch", record=self._index, offset=self.offset)
+            raise LengthCrcMismatchError(
+                "length CRC mismatch", record=self._index, offset=self.offset
+            )
         if length > self._max:
             raise RecordTooLargeError(
                 f"record length {length} is over the cap of {self._max} bytes",
@@ -162,7 +165,7 @@ class RecordDecoder:
             data = bytes(view[data_start : data_start + length])
         (data_crc,) = _CRC.unpack_from(buf, data_start + length)
         if masked_crc32c(data) != data_crc:
-            raise CrcMismatchError("data CRC mismatch", record=self._index, offset=self.offset)
+            raise DataCrcMismatchError("data CRC mismatch", record=self._index, offset=self.offset)
         self._pos = pos + total
         self._index += 1
         return data
