@@ -134,15 +134,26 @@ class LabelMap:
 
     def __post_init__(self) -> None:
         by_id = {it.id: it for it in self.items}
+        # TF's own mscoco_label_map.pbtxt repeats name "NA" with distinct display names, so a
+        # repeated name is not indexed; display names answer where no item has that name.
+        counts: dict[str, int] = {}
+        for it in self.items:
+            counts[it.name] = counts.get(it.name, 0) + 1
         by_name: dict[str, LabelMapItem] = {}
-        # display names answer only where no item has that name
         for it in self.items:
             if it.display_name:
                 by_name.setdefault(it.display_name, it)
         for it in self.items:
-            by_name[it.name] = it
+            if counts[it.name] == 1:
+                by_name[it.name] = it
         object.__setattr__(self, "_by_id", by_id)
         object.__setattr__(self, "_by_name", by_name)
+
+    def label_of(self, it: LabelMapItem) -> str:
+        """The text that names ``it``: its name, or its display name where the name repeats."""
+        if it.display_name and self._by_name.get(it.name) is not it:
+            return it.display_name
+        return it.name
 
     @classmethod
     def from_names(cls, names: list[str] | tuple[str, ...]) -> LabelMap:
@@ -157,7 +168,7 @@ class LabelMap:
 
     @property
     def names(self) -> list[str]:
-        return [it.name for it in self.items]
+        return [self.label_of(it) for it in self.items]
 
     def id_of(self, name: str) -> int | None:
         it = self._by_name.get(name)
@@ -165,7 +176,7 @@ class LabelMap:
 
     def name_of(self, label_id: int) -> str | None:
         it = self._by_id.get(label_id)
-        return None if it is None else it.name
+        return None if it is None else self.label_of(it)
 
     def get(self, label_id: int) -> LabelMapItem | None:
         return self._by_id.get(label_id)

@@ -1,0 +1,312 @@
+"""``tf.train.Example`` <-> :class:`~tfdrop.codec.model.Item`, for the TF Object Detection API.
+
+Feature keys are the ones TF models' ``create_pascal_tf_record.py`` / ``create_coco_tf_record.py``
+write and the OD API's ``TfExampleDecoder`` reads (SPEC.md table). Decoding goes through a
+columnar :class:`ParsedExample` (plain lists per key) so the schema check can run over lists
+without building one object per box; :func:`to_item` builds the typed item when a conversion
+needs it. Keys tfdrop does not know are kept serialized and written back unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from google.protobuf.message import DecodeError
+
+from tfdrop.codec import wire
+from tfdrop.codec.model import Annotation, Box, Item, LabelMap, Shape
+from tfdrop.codec.proto import Example, Feature
+from tfdrop.errors import ExampleError, SchemaError
+
+# --- feature keys (TF models object_detection/core/standard_fields.py TfExampleFields) --------
+FILENAME: Final = "image/filename"
+SOURCE_ID: Final = "image/source_id"
+HEIGHT: Final = "image/height"
+WIDTH: Final = "image/width"
+ENCODED: Final = "image/encoded"
+FORMAT: Final = "image/format"
+SHA256: Final = "image/key/sha256"
+XMIN: Final = "image/object/bbox/xmin"
+XMAX: Final = "image/object/bbox/xmax"
+YMIN: Final = "image/object/bbox/ymin"
+YMAX: Final = "image/object/bbox/ymax"
+LABEL: Final = "image/object/class/label"
+TEXT: Final = "image/object/class/text"
+DIFFICULT: Final = "image/object/difficult"
+TRUNCATED: Final = "image/object/truncated"
+OCCLUDED: Final = "image/object/occluded"  # tfdrop's key for CVAT/VOC occlusion (SPEC.md)
+VIEW: Final = "image/object/view"
+MASK: Final = "image/object/mask"
+IS_CROWD: Final = "image/object/is_crowd"
+AREA: Final = "image/object/area"
+
+BOX_KEYS: Final = (XMIN, YMIN, XMAX, YMAX)
+_BYTES, _FLOAT, _INT = "bytes_list", "float_list", "int64_list"
+
+SCALAR_KEYS: Final[dict[str, str]] = {
+    FILENAME: _BYTES,
+    SOURCE_ID: _BYTES,
+    HEIGHT: _INT,
+    WIDTH: _INT,
+    ENCODED: _BYTES,
+    FORMAT: _BYTES,
+    SHA256: _BYTES,
+}
+OBJECT_KEYS: Final[dict[str, str]] = {
+    XMIN: _FLOAT,
+    XMAX: _FLOAT,
+    YMIN: _FLOAT,
+    YMAX: _FLOAT,
+    LABEL: _INT,
+    TEXT: _BYTES,
+    DIFFICULT: _INT,
+    TRUNCATED: _INT,
+    OCCLUDED: _INT,
+    VIEW: _BYTES,
+    MASK: _BYTES,
+    IS_CROWD: _INT,
+    AREA: _FLOAT,
+}
+
+
+@dataclass(slots=True)
+class ParsedExample:
+    """An Example as plain values: scalars, one list per per-object key, unknown features.
+
+    ``lists`` holds only the per-object keys present and non-empty.
+    """
+
+    filename: str = ""
+    source_id: str = ""
+    height: int = 0
+    width: int = 0
+    encoded: bytes | None = None
+    format: str = ""
+    sha256: str = ""
+    lists: dict[str, list[Any]] = field(default_factory=dict)
+    extra: list[tuple[str, bytes]] = field(default_factory=list)
+
+    @property
+    def num_objects(self) -> int:
+        return max((len(self.lists.get(k, ())) for k in BOX_KEYS), default=0)
+
+
+_KIND_NAMES: Final = {1: _BYTES, 2: _FLOAT, 3: _INT}
+_KINDS: Final = {_BYTES: 1, _FLOAT: 2, _INT: 3}
+_KNOWN: Final[dict[bytes, tuple[str, int]]] = {
+    k.encode(): (k, _KINDS[v]) for k, v in (SCALAR_KEYS | OBJECT_KEYS).items()
+}
+_MASK_B: Final = MASK.encode()
+
+
+def _features_slow(data: bytes) -> wire.Features:
+    """The reference parser (protobuf) in the fast path's shape."""
+    try:
+        ex = Example.FromString(data)
+    except DecodeError as exc:
+        raise ExampleError(f"not a tf.train.Example protobuf: {exc}") from None
+    out: wire.Features = {}
+    for key, feat in ex.features.feature.items():  # type: ignore[attr-defined]
+        kind_name = feat.WhichOneof("kind")
+        kind = _KINDS[kind_name] if kind_name else 0
+        values = list(getattr(feat, kind_name).value) if kind_name else []
+        out[key.encode("utf-8", "surrogateescape")] = (kind, values, feat.SerializeToString())
+    return out
+
+
+def _text(values: list[Any], key: str) -> str:
+    if not values:
+        return ""
+    raw: bytes = values[0]
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ExampleError("value is not UTF-8 text", key=key) from None
+
+
+def parse_example(data: bytes) -> ParsedExample:
+    """Parse a serialized Example; wrong feature types raise :class:`ExampleError` with the key."""
+    try:
+        feats = wire.parse_features(data)
+    except wire.NotCanonical:
+        feats = _features_slow(data)
+    out = ParsedExample()
+    lists = out.lists
+    for bkey, (kind, values, raw) in feats.items():
+        known = _KNOWN.get(bkey)
+        if known is None or (bkey == _MASK_B and kind == wire.FLOAT_KIND):
+            # unknown key, or TF's NUMERICAL_MASKS (a float list): keep unchanged
+            out.extra.append((bkey.decode("utf-8", "replace"), raw))
+            continue
+        key, want = known
+        if not kind:
+            continue  # an empty Feature: the key is absent
+        if kind != want:
+            raise ExampleError(f"expected {_KIND_NAMES[want]}, found {_KIND_NAMES[kind]}", key=key)
+        if key in OBJECT_KEYS:
+            if values:
+                lists[key] = values
+        elif key == ENCODED:
+            out.encoded = values[0] if values else b""  # type: ignore[assignment]
+        elif key == HEIGHT:
+            out.height = values[0] if values else 0  # type: ignore[assignment]
+        elif key == WIDTH:
+            out.width = values[0] if values else 0  # type: ignore[assignment]
+        elif key == FILENAME:
+            out.filename = _text(values, key)
+        elif key == SOURCE_ID:
+            out.source_id = _text(values, key)
+        elif key == FORMAT:
+            out.format = _text(values, key)
+        else:  # SHA256
+            out.sha256 = _text(values, key)
+    _check_lengths(out)
+    return out
+
+
+def _check_lengths(p: ParsedExample) -> None:
+    """Per-object lists must agree in length (the OD decoder zips them)."""
+    n = p.num_objects
+    for key, values in p.lists.items():
+        if len(values) != n:
+            raise SchemaError(
+                f"has {len(values)} values but the record has {n} boxes "
+                f"(per-object lists must have one value per object)",
+                key=key,
+            )
+
+
+def _flag(values: list[int] | None, i: int) -> bool:
+    return bool(values[i]) if values else False
+
+
+def to_item(
+    p: ParsedExample, *, subset: str = "default", label_map: LabelMap | None = None
+) -> Item:
+    """Build the typed item. Names come from class/text, else from ``label_map`` by id."""
+    L = p.lists
+    texts = L.get(TEXT)
+    ids = L.get(LABEL)
+    views = L.get(VIEW)
+    masks = L.get(MASK)
+    crowd = L.get(IS_CROWD)
+    areas = L.get(AREA)
+    diff, trunc, occl = L.get(DIFFICULT), L.get(TRUNCATED), L.get(OCCLUDED)
+    xmin, ymin, xmax, ymax = (L.get(k, ()) for k in BOX_KEYS)
+    objects = []
+    for i in range(p.num_objects):
+        label_id = ids[i] if ids else 0
+        if texts:
+            try:
+                label = texts[i].decode("utf-8")
+            except UnicodeDecodeError:
+                raise ExampleError("value is not UTF-8 text", key=TEXT, object=i) from None
+        else:
+            label = (label_map.name_of(label_id) if label_map else None) or ""
+        objects.append(
+            Annotation(
+                label=label,
+                box=Box(xmin[i], ymin[i], xmax[i], ymax[i]),
+                label_id=label_id,
+                difficult=_flag(diff, i),
+                truncated=_flag(trunc, i),
+                occluded=_flag(occl, i),
+                view=views[i].decode("utf-8", "replace") if views else "",
+                mask=masks[i] if masks else None,
+                is_crowd=_flag(crowd, i),
+                area=areas[i] if areas else None,
+                shape=Shape.MASK if masks else Shape.BOX,
+            )
+        )
+    return Item(
+        name=p.filename,
+        subset=subset,
+        width=p.width,
+        height=p.height,
+        image=p.encoded if p.encoded else None,
+        image_format=p.format,
+        source_id=p.source_id,
+        sha256=p.sha256,
+        objects=tuple(objects),
+        extra=tuple(p.extra),
+    )
+
+
+def decode_example(
+    data: bytes, *, subset: str = "default", label_map: LabelMap | None = None
+) -> Item:
+    """Serialized Example -> :class:`Item` (see :func:`parse_example`, :func:`to_item`)."""
+    return to_item(parse_example(data), subset=subset, label_map=label_map)
+
+
+# --- encoding ------------------------------------------------------------------------------
+
+
+def _set_bytes(feats: Any, key: str, values: list[bytes]) -> None:
+    feats[key].bytes_list.value.extend(values)
+
+
+def _set_ints(feats: Any, key: str, values: list[int]) -> None:
+    feats[key].int64_list.value.extend(values)
+
+
+def _set_floats(feats: Any, key: str, values: list[float]) -> None:
+    feats[key].float_list.value.extend(values)
+
+
+def image_sha256(image: bytes) -> str:
+    """Hex SHA-256 of the encoded image, as ``image/key/sha256`` holds it."""
+    return hashlib.sha256(image).hexdigest()
+
+
+def encode_example(item: Item) -> bytes:
+    """:class:`Item` -> serialized Example with the OD API's keys.
+
+    Label ids must already be assigned (``label_id >= 1``; the convert path does that from the
+    label map). Like TF models' pascal script, the per-object box, class, difficult, truncated
+    and view lists are always written (empty for an image with no objects); occluded, mask,
+    is_crowd and area only when the item has them.
+    """
+    ex = Example()
+    feats = ex.features.feature  # type: ignore[attr-defined]
+    image = item.image if item.image is not None else b""
+    sha = image_sha256(image) if image else item.sha256
+    _set_ints(feats, HEIGHT, [item.height])
+    _set_ints(feats, WIDTH, [item.width])
+    _set_bytes(feats, FILENAME, [item.name.encode()])
+    _set_bytes(feats, SOURCE_ID, [item.source_id.encode()])
+    _set_bytes(feats, ENCODED, [image])
+    _set_bytes(feats, FORMAT, [item.image_format.encode()])
+    _set_bytes(feats, SHA256, [sha.encode()])
+    objs = item.objects
+    _set_floats(feats, XMIN, [o.box.xmin for o in objs])
+    _set_floats(feats, XMAX, [o.box.xmax for o in objs])
+    _set_floats(feats, YMIN, [o.box.ymin for o in objs])
+    _set_floats(feats, YMAX, [o.box.ymax for o in objs])
+    _set_bytes(feats, TEXT, [o.label.encode() for o in objs])
+    _set_ints(feats, LABEL, [o.label_id for o in objs])
+    _set_ints(feats, DIFFICULT, [int(o.difficult) for o in objs])
+    _set_ints(feats, TRUNCATED, [int(o.truncated) for o in objs])
+    _set_bytes(feats, VIEW, [o.view.encode() for o in objs])
+    if any(o.occluded for o in objs):
+        _set_ints(feats, OCCLUDED, [int(o.occluded) for o in objs])
+    if any(o.mask is not None for o in objs):
+        missing = [i for i, o in enumerate(objs) if o.mask is None]
+        if missing:
+            raise SchemaError(
+                "some objects have a mask and others do not (the OD API needs one per object)",
+                key=MASK,
+                item=item.name,
+                object=missing[0],
+            )
+        _set_bytes(feats, MASK, [o.mask for o in objs if o.mask is not None])
+    if any(o.is_crowd for o in objs):
+        _set_ints(feats, IS_CROWD, [int(o.is_crowd) for o in objs])
+    if objs and all(o.area is not None for o in objs):
+        _set_floats(feats, AREA, [o.area for o in objs if o.area is not None])
+    for key, raw in item.extra:
+        if key not in feats:
+            feats[key].CopyFrom(Feature.FromString(raw))
+    return bytes(ex.SerializeToString())

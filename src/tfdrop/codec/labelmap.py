@@ -1,0 +1,148 @@
+"""``label_map.pbtxt``: TF models' ``StringIntLabelMap`` in protobuf text format.
+
+Parsed with protobuf's own ``text_format`` (fields in any order, either quote style, ``#``
+comments, ``item {`` or ``item: {``), never with a regex: Datumaro's regex reader silently drops
+items that carry ``display_name``. Written the way CVAT's TFRecord 1.0 export wrote it::
+
+    item {
+    \tid: 1
+    \tname: 'label_0'
+    }
+
+Ids start at 1; id 0 is only for ``background`` (TF models' label_map_util). Duplicate ids or
+names are errors naming the line of the second item.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import text_format
+
+from tfdrop.codec.model import Keypoint, LabelMap, LabelMapItem
+from tfdrop.codec.proto import StringIntLabelMap
+from tfdrop.errors import LabelMapError
+
+BACKGROUND = "background"
+
+
+def _item_lines(text: str) -> list[int]:
+    """1-based line of each top-level ``item`` field, to point errors at the right line.
+
+    This only locates items (braces outside strings and comments); parsing is text_format's.
+    """
+    lines: list[int] = []
+    depth = 0
+    quote = ""
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        i = 0
+        while i < len(line):
+            ch = line[i]
+            if quote:
+                if ch == "\\":
+                    i += 1
+                elif ch == quote:
+                    quote = ""
+            elif ch in "'\"":
+                quote = ch
+            elif ch == "#":
+                break
+            elif ch == "{":
+                depth += 1
+            elif ch == "}":
+                depth -= 1
+            elif depth == 0 and line.startswith("item", i):
+                lines.append(lineno)
+                i += 3
+            i += 1
+    return lines
+
+
+def parse_label_map(text: str | bytes, *, source: str | None = None) -> LabelMap:
+    """Parse and check a label map. ``source`` names the file in errors."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise LabelMapError(f"not UTF-8 text ({exc.reason})", archive=source) from None
+    msg: Any = StringIntLabelMap()
+    try:
+        text_format.Parse(text, msg)
+    except text_format.ParseError as exc:
+        line = exc.GetLine() if hasattr(exc, "GetLine") else None
+        raise LabelMapError(f"not a StringIntLabelMap: {exc}", archive=source, line=line) from None
+    lines = _item_lines(text)
+    items: list[LabelMapItem] = []
+    seen_ids: dict[int, int] = {}
+    seen_names: dict[str, int] = {}
+    seen_idents: set[tuple[str, str]] = set()
+    for n, m in enumerate(msg.item):
+        line = lines[n] if n < len(lines) else None
+        if not m.HasField("id"):
+            raise LabelMapError(f"item {m.name!r} has no id", archive=source, line=line)
+        if not m.name and not m.display_name:
+            raise LabelMapError(f"item with id {m.id} has no name", archive=source, line=line)
+        name = m.name or m.display_name
+        if m.id < 0 or (m.id == 0 and name != BACKGROUND):
+            raise LabelMapError(
+                f"id {m.id} of {name!r}: ids start at 1 (0 is reserved for 'background')",
+                archive=source,
+                line=line,
+            )
+        if m.id in seen_ids:
+            raise LabelMapError(
+                f"duplicate id {m.id} (first used on line {seen_ids[m.id]})",
+                archive=source,
+                line=line,
+            )
+        # a repeated name is fine while display names tell the items apart (TF's own
+        # mscoco_label_map.pbtxt repeats "NA"); otherwise the label map is ambiguous
+        ident = (name, m.display_name)
+        if name in seen_names and (not m.display_name or ident in seen_idents):
+            raise LabelMapError(
+                f"duplicate name {name!r} (first used on line {seen_names[name]})",
+                archive=source,
+                line=line,
+            )
+        seen_names[name] = line or 0
+        seen_idents.add(ident)
+        seen_ids[m.id] = line or 0
+        items.append(
+            LabelMapItem(
+                id=m.id,
+                name=name,
+                display_name=m.display_name,
+                keypoints=tuple(Keypoint(k.id, k.label) for k in m.keypoints),
+                ancestor_ids=tuple(m.ancestor_ids),
+                descendant_ids=tuple(m.descendant_ids),
+                frequency=m.frequency,
+                instance_count=m.instance_count if m.HasField("instance_count") else None,
+            )
+        )
+    return LabelMap(tuple(items))
+
+
+def _quote(s: str) -> str:
+    return "'" + s.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
+
+
+def format_label_map(label_map: LabelMap) -> str:
+    """CVAT's layout: tab-indented ``id`` then ``name``, a blank line after each item.
+
+    Fields CVAT never wrote (display_name, keypoints, ...) follow when a pinned map has them.
+    """
+    out: list[str] = []
+    for it in label_map.items:
+        out.append(f"item {{\n\tid: {it.id}\n\tname: {_quote(it.name)}\n")
+        if it.display_name:
+            out.append(f"\tdisplay_name: {_quote(it.display_name)}\n")
+        for kp in it.keypoints:
+            out.append(f"\tkeypoints {{\n\t\tid: {kp.id}\n\t\tlabel: {_quote(kp.label)}\n\t}}\n")
+        out.extend(f"\tancestor_ids: {a}\n" for a in it.ancestor_ids)
+        out.extend(f"\tdescendant_ids: {d}\n" for d in it.descendant_ids)
+        if it.frequency:
+            out.append(f"\tfrequency: {it.frequency}\n")
+        if it.instance_count is not None:
+            out.append(f"\tinstance_count: {it.instance_count}\n")
+        out.append("}\n\n")
+    return "".join(out)

@@ -1,0 +1,122 @@
+"""Schema checks on a parsed Example, as the TF Object Detection API expects records.
+
+List lengths are checked while parsing (:func:`tfdrop.codec.example.parse_example`); this
+module checks values: boxes finite, inside [0, 1] and ordered; class ids >= 1 (0 only for a
+``background`` item of the label map); class text and id agreeing with the label map; the
+SHA-256 key matching the embedded image; masks being PNGs. Each check runs over whole lists
+first and builds per-object problems only when a list fails, because most records are clean.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from tfdrop.codec.example import (
+    BOX_KEYS,
+    ENCODED,
+    HEIGHT,
+    LABEL,
+    MASK,
+    SHA256,
+    TEXT,
+    WIDTH,
+    XMAX,
+    XMIN,
+    YMAX,
+    YMIN,
+    ParsedExample,
+)
+from tfdrop.codec.model import LabelMap
+
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with a record: the feature key, the object index, what is wrong."""
+
+    key: str
+    message: str
+    obj: int | None = None
+
+    def to_dict(self) -> dict[str, str | int]:
+        out: dict[str, str | int] = {"key": self.key, "message": self.message}
+        if self.obj is not None:
+            out["object"] = self.obj
+        return out
+
+
+def _in_unit(values: list[float]) -> bool:
+    return all(0.0 <= v <= 1.0 for v in values)  # False for NaN and inf too
+
+
+def _check_boxes(p: ParsedExample, out: list[Problem]) -> None:
+    lists = p.lists
+    if not all(k in lists for k in BOX_KEYS):
+        missing = [k for k in BOX_KEYS if k not in lists]
+        out.append(Problem(missing[0], "missing while other box coordinates are present"))
+        return
+    for key in BOX_KEYS:
+        values = lists[key]
+        if not _in_unit(values):
+            for i, v in enumerate(values):
+                if not 0.0 <= v <= 1.0:
+                    out.append(Problem(key, f"{v!r} is not a normalised coordinate in [0, 1]", i))
+    for lo, hi in ((XMIN, XMAX), (YMIN, YMAX)):
+        a, b = lists[lo], lists[hi]
+        if not all(x <= y for x, y in zip(a, b, strict=True)):
+            for i, (x, y) in enumerate(zip(a, b, strict=True)):
+                if x > y:
+                    out.append(Problem(lo, f"{lo.rsplit('/', 1)[1]} {x!r} > {hi} {y!r}", i))
+
+
+def _check_labels(p: ParsedExample, label_map: LabelMap | None, out: list[Problem]) -> None:
+    ids: list[int] | None = p.lists.get(LABEL)
+    texts: list[bytes] | None = p.lists.get(TEXT)
+    if ids is None and texts is None:
+        out.append(Problem(LABEL, "objects have boxes but neither class/label nor class/text"))
+        return
+    if ids is not None and min(ids) < 1:
+        for i, v in enumerate(ids):
+            bg = label_map is not None and v == 0 and label_map.get(0) is not None
+            if v < 1 and not bg:
+                out.append(Problem(LABEL, f"class id {v} (ids start at 1; 0 is background)", i))
+    if label_map is None:
+        return
+    n = p.num_objects
+    for i in range(n):
+        text = texts[i].decode("utf-8", "replace") if texts is not None else None
+        label_id = ids[i] if ids is not None else None
+        if text is not None:
+            expected = label_map.id_of(text)
+            if expected is None:
+                out.append(Problem(TEXT, f"label {text!r} is not in the label map", i))
+            elif label_id is not None and label_id != expected:
+                out.append(
+                    Problem(
+                        LABEL, f"id {label_id} but the label map gives {text!r} id {expected}", i
+                    )
+                )
+        elif label_id is not None and label_map.get(label_id) is None:
+            out.append(Problem(LABEL, f"class id {label_id} is not in the label map", i))
+
+
+def check_parsed(p: ParsedExample, label_map: LabelMap | None = None) -> list[Problem]:
+    """Every value problem of one parsed record (empty when the record is valid)."""
+    out: list[Problem] = []
+    if p.height <= 0:
+        out.append(Problem(HEIGHT, "missing or not positive"))
+    if p.width <= 0:
+        out.append(Problem(WIDTH, "missing or not positive"))
+    if p.num_objects:
+        _check_boxes(p, out)
+        _check_labels(p, label_map, out)
+    masks = p.lists.get(MASK)
+    if masks is not None:
+        for i, m in enumerate(masks):
+            if not m.startswith(_PNG_MAGIC):
+                out.append(Problem(MASK, "instance mask is not a PNG", i))
+    if p.encoded and p.sha256 and hashlib.sha256(p.encoded).hexdigest() != p.sha256.lower():
+        out.append(Problem(SHA256, f"does not match the SHA-256 of {ENCODED}"))
+    return out
