@@ -1,0 +1,402 @@
+"""The daemon's configuration: one TOML file parsed once into frozen objects.
+
+Follows SPEC.md "The daemon": each ``[[pipeline]]`` has a drop folder, an output folder and the
+conversion options; ``[daemon]`` holds what applies to the whole process (job pool, settle and
+rescan times, retries, logging). Environment variables ``TFDROP_<KEY>`` override ``[daemon]``
+keys (``TFDROP_MAX_JOBS=4``). Every error names the file, the key and what is allowed
+(STYLE.md habit 9: no module-level mutable settings; the daemon holds one :class:`Config`).
+
+With no config file the built-in default runs one pipeline ``./tfdrop/inbox`` ->
+``./tfdrop/outbox`` (auto -> tfrecord).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Final
+
+from tfdrop.codec.model import LabelMap
+from tfdrop.errors import ConfigError, TfdropError
+
+# The spec's format table; tfdrop.formats.FORMATS is the authority once it exists.
+_SPEC_FORMATS: Final = ("tfrecord", "voc", "cvat", "coco", "yolo", "images")
+_READ_ONLY_FORMATS: Final = frozenset({"images"})
+COMPRESSIONS: Final = ("none", "gzip", "zlib")
+ON_SUCCESS: Final = ("keep", "delete")
+LOG_FORMATS: Final = ("auto", "json", "console")
+LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+
+DEFAULT_PATTERNS: Final = (
+    "*.zip",
+    "*.tfrecord",
+    "*.record",
+    "*-[0-9][0-9][0-9][0-9][0-9]-of-[0-9][0-9][0-9][0-9][0-9]",
+)
+STATE_FOLDER: Final = ".tfdrop"
+"""Default state folder inside each drop folder (work folders, ledger); on the drop's own
+file system because claiming is a rename, and shared by every host that mounts the drop."""
+
+
+def known_formats() -> tuple[str, ...]:
+    """Format names: tfdrop.formats.FORMATS when it is importable, else the spec's table."""
+    try:
+        from tfdrop.formats import FORMATS
+    except ImportError:
+        return _SPEC_FORMATS
+    return tuple(FORMATS)
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    """Process-wide settings (``[daemon]``)."""
+
+    max_jobs: int = 2
+    settle_seconds: float = 2.0
+    rescan_seconds: float = 30.0
+    poll: bool = False
+    poll_interval_seconds: float = 1.0
+    stale_seconds: float = 60.0
+    grace_seconds: float = 20.0
+    retry_base_seconds: float = 5.0
+    retry_max_seconds: float = 300.0
+    progress_seconds: float = 5.0
+    log_format: str = "auto"
+    log_level: str = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineConfig:
+    """One drop folder -> output folder conversion (``[[pipeline]]``)."""
+
+    name: str
+    drop: Path
+    output: Path
+    source_format: str = "auto"
+    target_format: str = "tfrecord"
+    label_map_path: Path | None = None
+    label_map: LabelMap | None = field(default=None, compare=False)
+    masks: bool = False
+    shards: int = 1
+    compression: str = "none"
+    images: bool = True
+    on_success: str = "keep"
+    patterns: tuple[str, ...] = DEFAULT_PATTERNS
+    state_dir: Path | None = None
+    create: bool = True
+
+    @property
+    def state(self) -> Path:
+        return self.state_dir if self.state_dir is not None else self.drop / STATE_FOLDER
+
+    @property
+    def done(self) -> Path:
+        return self.drop / "done"
+
+    @property
+    def failed(self) -> Path:
+        return self.drop / "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole parsed configuration; ``source`` is the file (None for the built-in default)."""
+
+    daemon: DaemonConfig
+    pipelines: tuple[PipelineConfig, ...]
+    source: Path | None = None
+
+    @property
+    def is_default(self) -> bool:
+        return self.source is None
+
+
+# key -> (type, allowed values or None); the order is the documented order
+_DAEMON_KEYS: Final[dict[str, tuple[type, tuple[str, ...] | None]]] = {
+    "max_jobs": (int, None),
+    "settle_seconds": (float, None),
+    "rescan_seconds": (float, None),
+    "poll": (bool, None),
+    "poll_interval_seconds": (float, None),
+    "stale_seconds": (float, None),
+    "grace_seconds": (float, None),
+    "retry_base_seconds": (float, None),
+    "retry_max_seconds": (float, None),
+    "progress_seconds": (float, None),
+    "log_format": (str, LOG_FORMATS),
+    "log_level": (str, LOG_LEVELS),
+}
+_PIPELINE_KEYS: Final = (
+    "name",
+    "drop",
+    "output",
+    "from",
+    "to",
+    "label_map",
+    "masks",
+    "shards",
+    "compression",
+    "images",
+    "on_success",
+    "patterns",
+    "state_dir",
+    "create",
+)
+
+
+class _Ctx:
+    """Where a value came from, for error messages."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def error(self, key: str, message: str, hint: str | None = None) -> ConfigError:
+        return ConfigError(f"{self.source}: {key}: {message}", key=key, hint=hint)
+
+
+def _typed(ctx: _Ctx, key: str, value: Any, kind: type, allowed: tuple[str, ...] | None) -> Any:
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ctx.error(key, f"expected true or false, got {value!r}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ctx.error(key, f"expected an integer, got {value!r}")
+        if value < 1:
+            raise ctx.error(key, f"must be at least 1, got {value}")
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ctx.error(key, f"expected a number of seconds, got {value!r}")
+        if value < 0:
+            raise ctx.error(key, f"must not be negative, got {value}")
+        return float(value)
+    if not isinstance(value, str):
+        raise ctx.error(key, f"expected a string, got {value!r}")
+    if allowed is not None and value not in allowed:
+        raise ctx.error(key, f"{value!r} is not allowed; allowed: {', '.join(allowed)}")
+    return value
+
+
+def _from_env(value: str, kind: type) -> Any:
+    """Environment strings to TOML-like values (type errors are reported by :func:`_typed`)."""
+    if kind is bool:
+        low = value.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        return value
+    if kind is int:
+        try:
+            return int(value)
+        except ValueError:
+            return value
+    if kind is float:
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _daemon(table: Mapping[str, Any], where: str, env: Mapping[str, str]) -> DaemonConfig:
+    ctx = _Ctx(where)
+    unknown = sorted(set(table) - set(_DAEMON_KEYS))
+    if unknown:
+        raise ctx.error(f"daemon.{unknown[0]}", f"unknown key; allowed: {', '.join(_DAEMON_KEYS)}")
+    values: dict[str, Any] = {}
+    for key, (kind, allowed) in _DAEMON_KEYS.items():
+        if key in table:
+            values[key] = _typed(ctx, f"daemon.{key}", table[key], kind, allowed)
+        env_name = f"TFDROP_{key.upper()}"
+        if env_name in env:
+            values[key] = _typed(
+                _Ctx(f"environment variable {env_name}"),
+                f"daemon.{key}",
+                _from_env(env[env_name], kind),
+                kind,
+                allowed,
+            )
+    return DaemonConfig(**values)
+
+
+def _path(ctx: _Ctx, key: str, value: Any, base: Path) -> Path:
+    if not isinstance(value, str) or not value:
+        raise ctx.error(key, f"expected a folder path string, got {value!r}")
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else base / p
+
+
+def load_label_map(path: Path) -> LabelMap:
+    """Read and parse a ``label_map.pbtxt`` (errors name the file)."""
+    from tfdrop.codec.labelmap import parse_label_map
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read label map {path}: {exc.strerror or exc}", key="label_map"
+        ) from exc
+    try:
+        return parse_label_map(text, source=str(path))
+    except TfdropError as exc:
+        raise ConfigError(f"label map {path}: {exc}", key="label_map", hint=exc.hint) from exc
+
+
+def _pipeline(table: Any, index: int, where: str, base: Path) -> PipelineConfig:
+    ctx = _Ctx(where)
+    prefix = f"pipeline[{index}]"
+    if not isinstance(table, dict):
+        raise ctx.error(prefix, "expected a table ([[pipeline]])")
+    unknown = sorted(set(table) - set(_PIPELINE_KEYS))
+    if unknown:
+        raise ctx.error(
+            f"{prefix}.{unknown[0]}", f"unknown key; allowed: {', '.join(_PIPELINE_KEYS)}"
+        )
+    for required in ("drop", "output"):
+        if required not in table:
+            raise ctx.error(f"{prefix}.{required}", "missing (a folder path)")
+    name = table.get("name", f"pipeline{index}")
+    if not isinstance(name, str) or not name or "/" in name:
+        raise ctx.error(f"{prefix}.name", f"expected a short name without '/', got {name!r}")
+    prefix = f"pipeline[{index}] ({name})"
+    formats = known_formats()
+    readable = ("auto", *formats)
+    writable = tuple(f for f in formats if f not in _READ_ONLY_FORMATS)
+    drop = _path(ctx, f"{prefix}.drop", table["drop"], base)
+    output = _path(ctx, f"{prefix}.output", table["output"], base)
+    if drop.resolve() == output.resolve():
+        raise ctx.error(
+            f"{prefix}.output",
+            "must differ from drop",
+            hint="chain pipelines instead: one's output is the next one's drop",
+        )
+    label_map_path = None
+    label_map = None
+    if "label_map" in table:
+        label_map_path = _path(ctx, f"{prefix}.label_map", table["label_map"], base)
+        try:
+            label_map = load_label_map(label_map_path)
+        except ConfigError as exc:
+            raise ctx.error(f"{prefix}.label_map", exc.message, exc.hint) from exc
+    patterns = table.get("patterns", list(DEFAULT_PATTERNS))
+    if (
+        not isinstance(patterns, list)
+        or not patterns
+        or not all(isinstance(p, str) and p and "/" not in p for p in patterns)
+    ):
+        raise ctx.error(
+            f"{prefix}.patterns", f"expected a non-empty list of file name globs, got {patterns!r}"
+        )
+    state_dir = None
+    if "state_dir" in table:
+        state_dir = _path(ctx, f"{prefix}.state_dir", table["state_dir"], base)
+    return PipelineConfig(
+        name=name,
+        drop=drop,
+        output=output,
+        source_format=_typed(ctx, f"{prefix}.from", table.get("from", "auto"), str, readable),
+        target_format=_typed(ctx, f"{prefix}.to", table.get("to", "tfrecord"), str, writable),
+        label_map_path=label_map_path,
+        label_map=label_map,
+        masks=_typed(ctx, f"{prefix}.masks", table.get("masks", False), bool, None),
+        shards=_typed(ctx, f"{prefix}.shards", table.get("shards", 1), int, None),
+        compression=_typed(
+            ctx, f"{prefix}.compression", table.get("compression", "none"), str, COMPRESSIONS
+        ),
+        images=_typed(ctx, f"{prefix}.images", table.get("images", True), bool, None),
+        on_success=_typed(
+            ctx, f"{prefix}.on_success", table.get("on_success", "keep"), str, ON_SUCCESS
+        ),
+        patterns=tuple(patterns),
+        state_dir=state_dir,
+        create=_typed(ctx, f"{prefix}.create", table.get("create", True), bool, None),
+    )
+
+
+def _check_pipelines(pipelines: tuple[PipelineConfig, ...], where: str) -> None:
+    ctx = _Ctx(where)
+    names: set[str] = set()
+    drops: dict[Path, str] = {}
+    for p in pipelines:
+        if p.name in names:
+            raise ctx.error(f"pipeline ({p.name}).name", "two pipelines have this name")
+        names.add(p.name)
+        drop = p.drop.resolve()
+        if drop in drops:
+            raise ctx.error(
+                f"pipeline ({p.name}).drop",
+                f"already the drop folder of pipeline {drops[drop]!r}",
+                hint="one drop folder feeds one pipeline; chain pipelines instead",
+            )
+        drops[drop] = p.name
+
+
+def parse_config(
+    text: str, *, source: Path | None = None, env: Mapping[str, str] | None = None
+) -> Config:
+    """Parse TOML text. Relative paths are relative to the config file's folder."""
+    where = str(source) if source is not None else "<config>"
+    env = os.environ if env is None else env
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}: not valid TOML: {exc}") from exc
+    unknown = sorted(set(data) - {"daemon", "pipeline"})
+    if unknown:
+        raise _Ctx(where).error(unknown[0], "unknown table; allowed: daemon, pipeline")
+    base = source.parent if source is not None else Path.cwd()
+    daemon_table = data.get("daemon", {})
+    if not isinstance(daemon_table, dict):
+        raise _Ctx(where).error("daemon", "expected a table ([daemon])")
+    daemon = _daemon(daemon_table, where, env)
+    tables = data.get("pipeline", [])
+    if not isinstance(tables, list) or not tables:
+        raise _Ctx(where).error(
+            "pipeline", "no [[pipeline]] table", hint="add at least one [[pipeline]] table"
+        )
+    pipelines = tuple(_pipeline(t, i, where, base) for i, t in enumerate(tables))
+    _check_pipelines(pipelines, where)
+    return Config(daemon=daemon, pipelines=pipelines, source=source)
+
+
+def load_config(path: Path, *, env: Mapping[str, str] | None = None) -> Config:
+    """Read and parse a config file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text: {exc}") from exc
+    return parse_config(text, source=path.absolute(), env=env)
+
+
+def default_config(*, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> Config:
+    """The built-in default: ``./tfdrop/inbox`` -> ``./tfdrop/outbox``, auto -> tfrecord."""
+    env = os.environ if env is None else env
+    base = (cwd or Path.cwd()) / "tfdrop"
+    pipeline = PipelineConfig(name="default", drop=base / "inbox", output=base / "outbox")
+    return Config(daemon=_daemon({}, "<built-in default>", env), pipelines=(pipeline,))
+
+
+def with_daemon(config: Config, **changes: Any) -> Config:
+    """A copy with some ``[daemon]`` values changed (tests and benchmarks)."""
+    return replace(config, daemon=replace(config.daemon, **changes))
+
+
+def _default_config_path(env: Mapping[str, str]) -> Path | None:
+    value = env.get("TFDROP_CONFIG")
+    return Path(value) if value else None
+
+
+def resolve_config(path: Path | None, *, env: Mapping[str, str] | None = None) -> Config:
+    """The argument, then ``$TFDROP_CONFIG``, then the built-in default."""
+    env = os.environ if env is None else env
+    chosen = path if path is not None else _default_config_path(env)
+    if chosen is None:
+        return default_config(env=env)
+    return load_config(chosen, env=env)

@@ -1,0 +1,187 @@
+"""Instances and work folders: claiming a drop so that exactly one daemon converts it.
+
+Follows SPEC.md "claimed (atomic rename into a work folder, so two instances never take the
+same file)" and "On restart, claimed work is taken up again". Each pipeline's state folder
+(``<drop>/.tfdrop`` by default, on the drop's file system so the claim is a rename) holds
+``work/<host>-<slot>/`` per instance. An instance takes the lowest slot whose lock file
+``work/<host>-<slot>.lock`` it can lock (a POSIX lock, which NFS also honours, holding its pid),
+so two live instances never share a work folder while a restarted one gets its old slot back
+and finds the inputs its killed predecessor had claimed. Work folders of instances whose lock
+is free (a host that died) are adopted by a live instance, so nothing waits forever.
+
+Each claim is ``work/<instance>/<job id>/<original name>``: the rename of the drop into it
+either succeeds for exactly one instance or fails with ENOENT for the others.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import secrets
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tfdrop.daemon.fsops import fsync_dir
+
+_MAX_SLOTS = 64
+
+
+def _default_host() -> str:
+    host = socket.gethostname().split(".", 1)[0] or "host"
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in host)
+
+
+def new_job_id() -> str:
+    """Sortable by claim time, unique across hosts (time + random)."""
+    return f"{time.time_ns() // 1_000_000:x}{secrets.token_hex(3)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A drop in this instance's work folder."""
+
+    job_id: str
+    folder: Path  # work/<instance>/<job id>
+    input: Path  # folder / original name
+
+    @property
+    def name(self) -> str:
+        return self.input.name
+
+
+def _try_lock(path: Path) -> int | None:
+    """An fd holding an exclusive lock on ``path``, or None when another process holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EACCES, errno.EAGAIN):
+            return None
+        raise
+    return fd
+
+
+class WorkArea:
+    """This instance's work folder in one pipeline's state folder (holds the slot lock)."""
+
+    def __init__(self, state: Path, *, host: str | None = None) -> None:
+        self.state = state
+        self.root = state / "work"
+        self.root.mkdir(parents=True, exist_ok=True)
+        host = host or _default_host()
+        for slot in range(_MAX_SLOTS):
+            name = f"{host}-{slot}"
+            fd = _try_lock(self.root / f"{name}.lock")
+            if fd is not None:
+                break
+        else:
+            raise OSError(errno.EBUSY, f"all {_MAX_SLOTS} instance slots are taken", str(state))
+        self.instance = name
+        self._fd: int | None = fd
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+        self.folder = self.root / name
+        self.folder.mkdir(exist_ok=True)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # releases the lock
+            self._fd = None
+
+    def claim(self, src: Path) -> Claimed | None:
+        """Rename ``src`` into a new job folder; None when another instance took it first."""
+        job_id = new_job_id()
+        folder = self.folder / job_id
+        folder.mkdir()
+        dst = folder / src.name
+        try:
+            os.rename(src, dst)
+        except FileNotFoundError:
+            folder.rmdir()
+            return None
+        except BaseException:
+            folder.rmdir()
+            raise
+        fsync_dir(src.parent)
+        return Claimed(job_id, folder, dst)
+
+    def recover(self) -> list[Claimed]:
+        """Claims left by a killed run of this slot (oldest first); empty job folders go."""
+        found = []
+        for entry in sorted(os.scandir(self.folder), key=lambda e: e.name):
+            if not entry.is_dir(follow_symlinks=False):
+                continue
+            folder = Path(entry.path)
+            inputs = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+            if len(inputs) != 1:
+                # crash between mkdir and rename (empty), or leftovers only
+                if not inputs:
+                    _remove_tree(folder)
+                continue
+            found.append(Claimed(entry.name, folder, inputs[0]))
+        return found
+
+    def adopt_orphans(self) -> list[str]:
+        """Move job folders of dead instances (free lock) into ours; their names."""
+        adopted = []
+        for lock in sorted(self.root.glob("*.lock")):
+            name = lock.name.removesuffix(".lock")
+            if name == self.instance:
+                continue  # never open our own lock file: closing it would drop our lock
+            other = self.root / name
+            if not other.is_dir() or not any(other.iterdir()):
+                continue
+            fd = _try_lock(lock)
+            if fd is None:
+                continue  # alive
+            try:
+                for job in other.iterdir():
+                    if job.is_dir():
+                        os.rename(job, self.folder / job.name)
+                        adopted.append(job.name)
+            finally:
+                os.close(fd)
+        return adopted
+
+    def is_alive(self, instance: str) -> bool:
+        """Whether the instance holding ``instance``'s slot is running (we are)."""
+        if instance == self.instance:
+            return True
+        lock = self.root / f"{instance}.lock"
+        if not lock.exists():
+            return False
+        fd = _try_lock(lock)
+        if fd is None:
+            return True
+        os.close(fd)
+        return False
+
+
+def _remove_tree(folder: Path) -> None:
+    for p in sorted(folder.rglob("*"), key=lambda q: len(q.parts), reverse=True):
+        if p.is_dir() and not p.is_symlink():
+            p.rmdir()
+        else:
+            p.unlink(missing_ok=True)
+    folder.rmdir()
+
+
+def clean_job_folder(claimed: Claimed) -> None:
+    """Remove everything in a job folder but the input (temp outputs of an aborted run)."""
+    for p in claimed.folder.iterdir():
+        if p == claimed.input:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            _remove_tree(p)
+        else:
+            p.unlink(missing_ok=True)
+
+
+def finish_job_folder(claimed: Claimed) -> None:
+    """Remove a job folder once its input has been routed."""
+    if claimed.folder.exists():
+        _remove_tree(claimed.folder)

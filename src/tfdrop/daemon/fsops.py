@@ -1,0 +1,160 @@
+"""Small crash-safe file operations the daemon needs: durable writes and no-clobber moves.
+
+Follows SPEC.md "published (temp file, fsync, rename, folder fsync)": a reader of a folder sees
+a file whole or not at all, and after the folder is fsynced the name survives a power cut.
+Temp names are ``.<name>.<instance>.<random>.tmp``: hidden and ``*.tmp``, so no scanner takes
+them, and tagged with the instance so a restarted instance removes only its own leftovers.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import secrets
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+_CHUNK = 4 * 1024 * 1024
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make the names in ``folder`` durable (some file systems refuse: that is not an error)."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def temp_name(final: Path, instance: str) -> Path:
+    return final.with_name(f".{final.name}.{instance}.{secrets.token_hex(3)}.tmp")
+
+
+def is_own_temp(name: str, instance: str) -> bool:
+    return name.startswith(".") and name.endswith(".tmp") and f".{instance}." in name
+
+
+def _write_temp(final: Path, data: bytes, instance: str) -> Path:
+    tmp = temp_name(final, instance)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        with os.fdopen(fd, "wb", closefd=False) as f:
+            f.write(data)
+            f.flush()
+            os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    return tmp
+
+
+def write_replace(final: Path, data: bytes, instance: str) -> None:
+    """Write ``final`` whole or not at all (replacing an older file of that name)."""
+    tmp = _write_temp(final, data, instance)
+    try:
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(final.parent)
+
+
+def link_no_clobber(src: Path, dst: Path) -> None:
+    """Give ``src`` the name ``dst`` unless ``dst`` exists (FileExistsError), then drop ``src``.
+
+    A hard link fails on an existing name atomically, where a rename would silently replace
+    it; file systems without hard links fall back to check-then-rename.
+    """
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        if dst.exists():
+            raise FileExistsError(errno.EEXIST, "file exists", str(dst)) from exc
+        os.rename(src, dst)
+        return
+    os.unlink(src)
+
+
+def publish_file(src: Path, dst: Path, instance: str) -> None:
+    """Publish ``src`` as ``dst`` without ever replacing an existing ``dst``.
+
+    Same file system: a no-clobber link. Otherwise a copy to a temp name beside ``dst``,
+    fsynced, then the no-clobber link. The folder is fsynced either way.
+    """
+    try:
+        link_no_clobber(src, dst)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        tmp = temp_name(dst, instance)
+        try:
+            with src.open("rb") as fin, tmp.open("xb") as fout:
+                shutil.copyfileobj(fin, fout, _CHUNK)
+                fout.flush()
+                os.fsync(fout.fileno())
+            link_no_clobber(tmp, dst)
+        finally:
+            tmp.unlink(missing_ok=True)
+        src.unlink()
+    fsync_dir(dst.parent)
+
+
+def numbered(folder: Path, stem: str, suffix: str, n: int) -> Path:
+    """``<stem><suffix>``, then ``<stem>-1<suffix>``, ``<stem>-2<suffix>`` ..."""
+    return folder / (f"{stem}{suffix}" if n == 0 else f"{stem}-{n}{suffix}")
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """``a.zip`` -> (``a``, ``.zip``); names without a suffix keep it empty."""
+    p = Path(name)
+    return (p.stem, p.suffix) if p.suffix else (name, "")
+
+
+def move_unique(src: Path, folder: Path, name: str) -> Path:
+    """Move ``src`` into ``folder`` as ``name`` or, if taken, ``<stem>-N<suffix>``."""
+    stem, suffix = split_name(name)
+    for n in range(10_000):
+        dst = numbered(folder, stem, suffix, n)
+        try:
+            link_no_clobber(src, dst)
+        except FileExistsError:
+            continue
+        fsync_dir(folder)
+        return dst
+    raise FileExistsError(errno.EEXIST, "no free name", str(folder / name))
+
+
+def sha256_file(path: Path, check: Callable[[], None] | None = None) -> str:
+    """Hex SHA-256 of a file, read in large chunks; ``check`` runs between chunks."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+            if check is not None:
+                check()
+    return h.hexdigest()
+
+
+def remove_own_temps(folder: Path, instance: str) -> list[str]:
+    """Remove this instance's leftover temp files in ``folder`` (after a crash)."""
+    removed: list[str] = []
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        if is_own_temp(entry.name, instance) and entry.is_file(follow_symlinks=False):
+            Path(entry.path).unlink(missing_ok=True)
+            removed.append(entry.name)
+    return removed

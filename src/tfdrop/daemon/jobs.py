@@ -1,0 +1,267 @@
+"""One claimed drop, end to end: hash, convert, publish, route. Runs in a worker thread.
+
+Follows SPEC.md "The daemon": converted (streamed) -> validated (``convert`` reads its output
+back) -> published in the order ``<stem>.label_map.pbtxt``, ``<stem>.report.json``,
+``<stem>.zip``, each durable before the next, so the archive appearing means its sidecars are
+there -> input to ``done/`` (or removed) or to ``failed/`` with ``<name>.error.json``.
+Bad input (:class:`~tfdrop.errors.DataError`) fails; an :class:`OSError` (full disk, a share
+gone away) is transient: the input stays claimed and the service retries it later. This module
+is the daemon's outermost job boundary, the one place where anything unexpected is caught and
+turned into an error file.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from tfdrop.config import DaemonConfig, PipelineConfig
+from tfdrop.daemon.claim import Claimed, WorkArea, clean_job_folder, finish_job_folder
+from tfdrop.daemon.fsops import move_unique, publish_file, sha256_file, split_name, write_replace
+from tfdrop.daemon.ledger import Entry, Ledger
+from tfdrop.errors import TfdropError
+
+log = structlog.get_logger("tfdrop.daemon")
+
+ARCHIVE_SUFFIX = ".zip"
+
+
+class JobCancelled(Exception):
+    """Raised from the progress callback when the service aborts a job (shutdown)."""
+
+
+class WaitForOther(Exception):
+    """Another live instance is converting the same bytes; try again later."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a job ended: published, duplicate, failed, retry, waiting or cancelled."""
+
+    status: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class JobRunner:
+    """Everything one job needs; :meth:`run` is called in a worker thread."""
+
+    claimed: Claimed
+    pipeline: PipelineConfig
+    daemon: DaemonConfig
+    work: WorkArea
+    ledger: Ledger
+    cancel: threading.Event = field(default_factory=threading.Event)
+    started: float = field(default_factory=time.monotonic)
+    entry: Entry | None = None
+
+    def _check(self) -> None:
+        if self.cancel.is_set():
+            raise JobCancelled
+
+    def _progress(self) -> Callable[[int], None]:
+        last = time.monotonic()
+
+        def progress(items: int) -> None:
+            nonlocal last
+            self._check()
+            now = time.monotonic()
+            if now - last >= self.daemon.progress_seconds:
+                last = now
+                log.info("job_progress", items=items, elapsed_s=round(now - self.started, 1))
+
+        return progress
+
+    def run(self) -> Outcome:
+        try:
+            return self._run()
+        except JobCancelled:
+            clean_job_folder(self.claimed)
+            return Outcome("cancelled")
+        except WaitForOther:
+            return Outcome("waiting")
+        except TfdropError as exc:
+            return self._fail(exc.at(archive=self.claimed.name).to_dict())
+        except OSError as exc:
+            clean_job_folder(self.claimed)
+            return Outcome("retry", {"errno": exc.errno, "error": str(exc), "kind": "os_error"})
+        except Exception as exc:  # the outermost job boundary: a bug must not stop the daemon
+            log.exception("job_internal_error")
+            return self._fail(
+                {
+                    "kind": "internal_error",
+                    "message": f"{type(exc).__name__}: {exc}",
+                    "archive": self.claimed.name,
+                    "hint": "this is a bug in tfdrop; please report it with this file",
+                }
+            )
+
+    # -- steps ----------------------------------------------------------------------------
+
+    def _entry(self, digest: str) -> Entry | None:
+        """Our pending entry for these bytes, or None when they were published already."""
+        for _ in range(3):
+            entry = self.ledger.get(digest)
+            if entry is None:
+                entry = self.ledger.begin(digest, self.claimed.name)
+                if entry is not None:
+                    return entry
+                continue  # another instance created it just now: look again
+            if entry.state == "published":
+                return None
+            if entry.instance == self.work.instance:
+                return entry
+            if self.work.is_alive(entry.instance):
+                raise WaitForOther
+            return self.ledger.take_over(entry)
+        raise WaitForOther
+
+    def _run(self) -> Outcome:
+        from tfdrop.convert import ConvertOptions, convert
+
+        clean_job_folder(self.claimed)  # leftovers of an attempt killed or aborted earlier
+        p = self.pipeline
+        size = self.claimed.input.stat().st_size
+        digest = sha256_file(self.claimed.input, self._check)
+        entry = self.entry = self._entry(digest)
+        if entry is None:
+            first = self.ledger.get(digest)
+            log.info(
+                "duplicate_input",
+                sha256=digest,
+                published_as=first.output if first else None,
+                first_source=first.source if first else None,
+            )
+            done = self._route_done()
+            return Outcome("duplicate", {"sha256": digest, "moved_to": done})
+        if entry.stem is not None and (p.output / f"{entry.stem}{ARCHIVE_SUFFIX}").exists():
+            # a killed run of this job published already; only the bookkeeping is left
+            self.ledger.published(entry, f"{entry.stem}{ARCHIVE_SUFFIX}")
+            log.info("publish_recovered", output=f"{entry.stem}{ARCHIVE_SUFFIX}")
+            done = self._route_done()
+            return Outcome(
+                "published", {"output": f"{entry.stem}{ARCHIVE_SUFFIX}", "moved_to": done}
+            )
+
+        out = self.claimed.folder / "out" / f"archive{ARCHIVE_SUFFIX}"
+        out.parent.mkdir()
+        tmp = self.claimed.folder / "tmp"
+        tmp.mkdir()
+        options = ConvertOptions(
+            source_format=p.source_format,
+            target_format=p.target_format,
+            label_map=p.label_map,
+            masks=p.masks,
+            shards=p.shards,
+            compression=p.compression,
+            images=p.images,
+        )
+        log.info("convert_started", size=size, sha256=digest)
+        report = convert(self.claimed.input, out, options, progress=self._progress(), workdir=tmp)
+        self._check()
+        if entry.stem is None:
+            entry = self.entry = self.ledger.reserve_stem(
+                entry, split_name(self.claimed.name)[0], p.output, ARCHIVE_SUFFIX
+            )
+        published = self._publish(entry, out, report, digest, size)
+        done = self._route_done()
+        detail = {
+            "output": published,
+            "items": report.items,
+            "objects": report.objects,
+            "warnings": len(report.warnings),
+            "moved_to": done,
+        }
+        return Outcome("published", detail)
+
+    def _publish(self, entry: Entry, archive: Path, report: Any, digest: str, size: int) -> str:
+        from tfdrop.codec.labelmap import format_label_map
+
+        assert entry.stem is not None
+        p = self.pipeline
+        doc = dict(report.to_dict())
+        doc["source"] = {"name": self.claimed.name, "sha256": digest, "size": size}
+        doc["pipeline"] = p.name
+        doc["job"] = self.claimed.job_id
+        for attempt in range(3):
+            stem = entry.stem
+            assert stem is not None
+            write_replace(
+                p.output / f"{stem}.label_map.pbtxt",
+                format_label_map(report.label_map).encode(),
+                self.work.instance,
+            )
+            doc["output"] = f"{stem}{ARCHIVE_SUFFIX}"
+            write_replace(
+                p.output / f"{stem}.report.json",
+                (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode(),
+                self.work.instance,
+            )
+            try:
+                publish_file(archive, p.output / f"{stem}{ARCHIVE_SUFFIX}", self.work.instance)
+            except FileExistsError:
+                # someone put a file of that name there after we reserved it: take the next
+                if attempt == 2:
+                    raise
+                (p.output / f"{stem}.label_map.pbtxt").unlink(missing_ok=True)
+                (p.output / f"{stem}.report.json").unlink(missing_ok=True)
+                entry = self.ledger.reserve_stem(
+                    Entry(entry.sha256, "pending", entry.instance, None, entry.source),
+                    stem,
+                    p.output,
+                    ARCHIVE_SUFFIX,
+                )
+                continue
+            self.ledger.published(entry, f"{stem}{ARCHIVE_SUFFIX}")
+            log.info(
+                "archive_published",
+                output=str(p.output / f"{stem}{ARCHIVE_SUFFIX}"),
+                items=report.items,
+                objects=report.objects,
+                warnings=len(report.warnings),
+                elapsed_s=round(time.monotonic() - self.started, 3),
+            )
+            return f"{stem}{ARCHIVE_SUFFIX}"
+        raise AssertionError("unreachable")
+
+    def _route_done(self) -> str | None:
+        if self.pipeline.on_success == "delete":
+            self.claimed.input.unlink()
+            finish_job_folder(self.claimed)
+            return None
+        self.pipeline.done.mkdir(exist_ok=True)
+        dst = move_unique(self.claimed.input, self.pipeline.done, self.claimed.name)
+        finish_job_folder(self.claimed)
+        return str(dst)
+
+    def _fail(self, error: dict[str, Any]) -> Outcome:
+        """Input to ``failed/`` with ``<name>.error.json``; forgets the ledger entry."""
+        try:
+            clean_job_folder(self.claimed)
+            if self.entry is not None:
+                self.ledger.forget(self.entry)
+            self.pipeline.failed.mkdir(exist_ok=True)
+            dst = move_unique(self.claimed.input, self.pipeline.failed, self.claimed.name)
+            doc = dict(error)
+            doc.update(
+                pipeline=self.pipeline.name,
+                source=self.claimed.name,
+                job=self.claimed.job_id,
+                time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            )
+            write_replace(
+                dst.with_name(f"{dst.name}.error.json"),
+                (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode(),
+                self.work.instance,
+            )
+            finish_job_folder(self.claimed)
+        except OSError as exc:
+            return Outcome("retry", {"errno": exc.errno, "error": str(exc), "kind": "os_error"})
+        return Outcome("failed", {**error, "moved_to": str(dst)})

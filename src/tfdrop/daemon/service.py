@@ -1,0 +1,424 @@
+"""The daemon's main loop: watchers, the settle ticker, the job pool, signals and sd_notify.
+
+Follows SPEC.md "The daemon" and the service contract of systemd (sd_notify(3), Type=notify):
+READY=1 once the start-up scan is done, WATCHDOG=1 only while the loop and the scanner are
+alive, RELOADING=1 then READY=1 around a SIGHUP reload (a bad new config is refused and the old
+one stays), STOPPING=1 on SIGTERM/SIGINT, then a grace period for running jobs, then the rest
+are aborted through their progress callback (their inputs stay claimed and are taken up again
+on restart), exit 0. CPU work runs in threads (``asyncio.to_thread``); the loop only stats,
+renames and schedules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+import watchfiles
+
+from tfdrop.config import Config, PipelineConfig, resolve_config
+from tfdrop.daemon.claim import Claimed, WorkArea
+from tfdrop.daemon.fsops import remove_own_temps
+from tfdrop.daemon.jobs import JobRunner
+from tfdrop.daemon.ledger import Ledger
+from tfdrop.daemon.notify import Notifier
+from tfdrop.daemon.watch import DropTracker, Settled
+from tfdrop.errors import TfdropError
+
+log = structlog.get_logger("tfdrop.daemon")
+
+_ABORT_SECONDS = 10.0  # after the grace period: how long aborted jobs get to clean up
+
+
+@dataclass(eq=False, slots=True)
+class Runtime:
+    """One pipeline while the daemon runs."""
+
+    cfg: PipelineConfig
+    work: WorkArea
+    ledger: Ledger
+    tracker: DropTracker
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    watcher: asyncio.Task[None] | None = None
+    next_rescan: float = 0.0
+    closed: bool = False
+    jobs: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    runtime: Runtime
+    claimed: Claimed
+    attempt: int = 0
+
+
+def _tick_seconds(settle: float) -> float:
+    return min(0.5, max(0.05, settle / 4))
+
+
+class Service:
+    """Runs the pipelines of a :class:`Config` until SIGTERM/SIGINT."""
+
+    def __init__(
+        self, config: Config, *, config_path: Path | None, notifier: Notifier | None = None
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.notifier = notifier or Notifier()
+        self.runtimes: list[Runtime] = []
+        self.queue: asyncio.Queue[Job | tuple[Runtime, Settled]] = asyncio.Queue()
+        self.counts: Counter[str] = Counter()
+        self.running: dict[str, JobRunner] = {}
+        self.stopping = asyncio.Event()
+        self.workers: dict[int, asyncio.Task[None]] = {}
+        self.busy: set[int] = set()
+        self.beat = time.monotonic()
+        self._status = ""
+        self._tasks: list[asyncio.Task[None]] = []
+        self.clean = True
+
+    # -- pipelines --------------------------------------------------------------------------
+
+    def _open(self, cfg: PipelineConfig) -> Runtime:
+        if cfg.create:
+            for folder in (cfg.drop, cfg.output, cfg.done, cfg.failed):
+                folder.mkdir(parents=True, exist_ok=True)
+        for folder in (cfg.drop, cfg.output):
+            if not folder.is_dir():
+                raise TfdropError(
+                    f"pipeline {cfg.name}: {folder} is not a folder",
+                    hint="create it, or set create = true",
+                )
+        cfg.state.mkdir(parents=True, exist_ok=True)
+        if cfg.state.stat().st_dev != cfg.drop.stat().st_dev:
+            raise TfdropError(
+                f"pipeline {cfg.name}: state_dir {cfg.state} is not on the drop folder's "
+                "file system, so claiming by rename cannot work",
+                key="state_dir",
+            )
+        work = WorkArea(cfg.state)
+        d = self.config.daemon
+        rt = Runtime(
+            cfg,
+            work,
+            Ledger(cfg.state, work.instance),
+            DropTracker(cfg.drop, cfg.patterns, settle=d.settle_seconds, stale=d.stale_seconds),
+        )
+        removed = remove_own_temps(cfg.output, work.instance)
+        removed += remove_own_temps(cfg.state / "ledger" / "sha256", work.instance)
+        adopted = work.adopt_orphans()
+        recovered = work.recover()
+        log.info(
+            "pipeline_opened",
+            pipeline=cfg.name,
+            drop=str(cfg.drop),
+            output=str(cfg.output),
+            source_format=cfg.source_format,
+            target_format=cfg.target_format,
+            instance=work.instance,
+            recovered=len(recovered),
+            adopted=len(adopted),
+            temps_removed=len(removed),
+        )
+        for claimed in recovered:
+            log.info("claim_recovered", pipeline=cfg.name, job=claimed.job_id, source=claimed.name)
+            self.queue.put_nowait(Job(rt, claimed))
+        return rt
+
+    def _start_watcher(self, rt: Runtime) -> None:
+        rt.stop = asyncio.Event()
+        rt.watcher = asyncio.create_task(self._watch(rt), name=f"watch-{rt.cfg.name}")
+
+    async def _watch(self, rt: Runtime) -> None:
+        d = self.config.daemon
+        while not rt.stop.is_set():
+            try:
+                async for changes in watchfiles.awatch(
+                    rt.cfg.drop,
+                    watch_filter=None,
+                    debounce=50,
+                    step=20,
+                    stop_event=rt.stop,
+                    force_polling=d.poll,
+                    poll_delay_ms=int(d.poll_interval_seconds * 1000),
+                    recursive=False,
+                    ignore_permission_denied=True,
+                ):
+                    now = time.monotonic()
+                    for change, path in changes:
+                        p = Path(path)
+                        if change != watchfiles.Change.deleted and p.parent == rt.cfg.drop:
+                            rt.tracker.note(p.name, now)
+            except (OSError, RuntimeError) as exc:
+                # the folder went away or inotify ran out of watches: rescans still find drops
+                log.warning("watch_failed", pipeline=rt.cfg.name, error=str(exc))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(rt.stop.wait(), timeout=max(d.rescan_seconds, 1.0))
+
+    def _scan(self, rt: Runtime, now: float) -> None:
+        d = self.config.daemon
+        if now >= rt.next_rescan:
+            rt.next_rescan = now + d.rescan_seconds
+            rt.tracker.scan(now)
+            for name in rt.work.adopt_orphans():
+                log.info("claim_adopted", pipeline=rt.cfg.name, job=name)
+                for claimed in rt.work.recover():
+                    if claimed.job_id == name:
+                        self.queue.put_nowait(Job(rt, claimed))
+        for settled in rt.tracker.settled(now):
+            if not settled.complete:
+                log.warning(
+                    "drop_incomplete_taken",
+                    pipeline=rt.cfg.name,
+                    source=settled.path.name,
+                    reason="no zip end record after stale_seconds",
+                )
+            self.queue.put_nowait((rt, settled))
+        for name in rt.tracker.newly_ignored:
+            log.info("drop_ignored", pipeline=rt.cfg.name, source=name, patterns=rt.cfg.patterns)
+        rt.tracker.newly_ignored.clear()
+
+    async def _ticker(self) -> None:
+        failing: set[str] = set()
+        while True:
+            now = time.monotonic()
+            for rt in list(self.runtimes):
+                try:
+                    self._scan(rt, now)
+                except OSError as exc:
+                    if rt.cfg.name not in failing:  # log once per outage, not per tick
+                        failing.add(rt.cfg.name)
+                        log.error("scan_failed", pipeline=rt.cfg.name, error=str(exc))
+                else:
+                    failing.discard(rt.cfg.name)
+            self.beat = time.monotonic()
+            self._update_status()
+            await asyncio.sleep(_tick_seconds(self.config.daemon.settle_seconds))
+
+    async def _watchdog(self, seconds: float) -> None:
+        while True:
+            # a stuck scanner (a hung share) stops the pings, so systemd restarts us
+            if time.monotonic() - self.beat < seconds:
+                self.notifier.watchdog()
+            await asyncio.sleep(seconds / 2)
+
+    def _status_text(self) -> str:
+        queued = self.queue.qsize()
+        return (
+            f"{len(self.runtimes)} pipeline(s); {len(self.running)} running, {queued} queued; "
+            f"published {self.counts['published']}, duplicate {self.counts['duplicate']}, "
+            f"failed {self.counts['failed']}"
+        )
+
+    def _update_status(self) -> None:
+        text = self._status_text()
+        if text != self._status:
+            self._status = text
+            self.notifier.status(text)
+
+    # -- jobs -------------------------------------------------------------------------------
+
+    def _ensure_workers(self) -> None:
+        for i in range(self.config.daemon.max_jobs):
+            task = self.workers.get(i)
+            if task is None or task.done():
+                self.workers[i] = asyncio.create_task(self._worker(i), name=f"worker-{i}")
+
+    async def _worker(self, index: int) -> None:
+        while not self.stopping.is_set() and index < self.config.daemon.max_jobs:
+            item = await self.queue.get()
+            self.busy.add(index)
+            try:
+                if isinstance(item, Job):
+                    job: Job | None = item
+                else:
+                    job = self._claim(*item)
+                if job is not None and not job.runtime.closed:
+                    await self._run(job)
+            finally:
+                self.busy.discard(index)
+
+    def _claim(self, rt: Runtime, settled: Settled) -> Job | None:
+        name = settled.path.name
+        rt.tracker.forget(name)
+        if rt.closed:
+            return None
+        try:
+            claimed = rt.work.claim(settled.path)
+        except OSError as exc:
+            log.error("claim_failed", pipeline=rt.cfg.name, source=name, error=str(exc))
+            return None
+        if claimed is None:
+            log.debug("drop_taken_elsewhere", pipeline=rt.cfg.name, source=name)
+            return None
+        return Job(rt, claimed)
+
+    async def _run(self, job: Job) -> None:
+        rt, claimed = job.runtime, job.claimed
+        d = self.config.daemon
+        with structlog.contextvars.bound_contextvars(
+            job=claimed.job_id, pipeline=rt.cfg.name, source=claimed.name
+        ):
+            log.info("job_started", attempt=job.attempt, instance=rt.work.instance)
+            runner = JobRunner(claimed, rt.cfg, d, rt.work, rt.ledger)
+            self.running[claimed.job_id] = runner
+            rt.jobs += 1
+            try:
+                outcome = await asyncio.to_thread(runner.run)
+            finally:
+                rt.jobs -= 1
+                del self.running[claimed.job_id]
+            self.counts[outcome.status] += 1
+            elapsed = round(time.monotonic() - runner.started, 3)
+            if outcome.status in ("published", "duplicate"):
+                log.info("job_done", status=outcome.status, elapsed_s=elapsed, **outcome.detail)
+            elif outcome.status == "failed":
+                log.warning("job_failed", elapsed_s=elapsed, **outcome.detail)
+            elif outcome.status == "cancelled":
+                log.info("job_aborted", reason="shutdown", kept_in=str(claimed.folder))
+            else:
+                if outcome.status == "retry":
+                    delay = min(d.retry_base_seconds * 2**job.attempt, d.retry_max_seconds)
+                    attempt = job.attempt + 1
+                else:  # waiting for another instance converting the same bytes
+                    delay, attempt = max(d.settle_seconds, 0.5), job.attempt
+                log.warning(
+                    "job_retry_scheduled",
+                    reason=outcome.status,
+                    delay_s=delay,
+                    attempt=attempt,
+                    **outcome.detail,
+                )
+                if not self.stopping.is_set():
+                    again = Job(rt, claimed, attempt)
+                    asyncio.get_running_loop().call_later(delay, self._requeue, again)
+            self._update_status()
+
+    def _requeue(self, job: Job) -> None:
+        if not self.stopping.is_set() and not job.runtime.closed:
+            self.queue.put_nowait(job)
+
+    # -- reload and stop --------------------------------------------------------------------
+
+    def _apply(self, new: Config) -> None:
+        """Switch to a new config: keep runtimes whose folders did not change."""
+        old = {(rt.cfg.drop, rt.cfg.state): rt for rt in self.runtimes}
+        self.config = new
+        runtimes = []
+        for cfg in new.pipelines:
+            rt = old.pop((cfg.drop, cfg.state), None)
+            if rt is None:
+                rt = self._open(cfg)
+            else:
+                rt.cfg = cfg
+                rt.tracker.patterns = cfg.patterns
+            rt.tracker.settle = new.daemon.settle_seconds
+            rt.tracker.stale = max(new.daemon.stale_seconds, new.daemon.settle_seconds)
+            rt.next_rescan = 0.0
+            runtimes.append(rt)
+        for rt in old.values():
+            rt.closed = True
+            rt.stop.set()
+            log.info("pipeline_closed", pipeline=rt.cfg.name)
+        for rt in runtimes:
+            rt.stop.set()
+        self.runtimes = runtimes
+        for rt in runtimes:
+            self._start_watcher(rt)
+        self._ensure_workers()
+
+    async def _reload(self) -> None:
+        self.notifier.reloading()
+        log.info("config_reload_started", config=str(self.config_path or "built-in default"))
+        try:
+            new = resolve_config(self.config_path)
+            self._apply(new)
+        except (TfdropError, OSError) as exc:
+            details = exc.to_dict() if isinstance(exc, TfdropError) else {"message": str(exc)}
+            log.error("config_reload_refused", **details)
+        else:
+            log.info("config_reloaded", pipelines=[p.name for p in new.pipelines])
+        self.notifier.ready(self._status_text())
+
+    async def _shutdown(self) -> bool:
+        """Stop taking work, let jobs finish for the grace period, then abort them."""
+        self.notifier.stopping()
+        log.info("daemon_stopping", running=len(self.running))
+        for rt in self.runtimes:
+            rt.stop.set()
+        for task in self._tasks:
+            task.cancel()
+        for index, task in self.workers.items():
+            if index not in self.busy:
+                task.cancel()
+        busy = [t for t in self.workers.values() if not t.done()]
+        clean = True
+        if busy:
+            _, pending = await asyncio.wait(busy, timeout=self.config.daemon.grace_seconds)
+            if pending:
+                log.warning("jobs_aborting", jobs=sorted(self.running))
+                for runner in list(self.running.values()):
+                    runner.cancel.set()
+                _, pending = await asyncio.wait(pending, timeout=_ABORT_SECONDS)
+                clean = not pending
+        for rt in self.runtimes:
+            if rt.watcher is not None:
+                with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                    await asyncio.wait_for(rt.watcher, timeout=2.0)
+        for rt in self.runtimes:
+            rt.work.close()
+        return clean
+
+    async def run(self) -> int:
+        """Start, serve until a stop signal, stop; the exit code."""
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="job"))
+        if self.config.is_default:
+            p = self.config.pipelines[0]
+            log.info(
+                "daemon_started",
+                config="built-in default (no config file)",
+                drop=str(p.drop),
+                output=str(p.output),
+                hint="drop annotation zips into the drop folder; see tfdrop run --help",
+            )
+        else:
+            log.info("daemon_started", config=str(self.config.source))
+        try:
+            self.runtimes = [self._open(cfg) for cfg in self.config.pipelines]
+            now = time.monotonic()
+            for rt in self.runtimes:
+                self._scan(rt, now)  # the start-up scan, before READY=1
+        except (TfdropError, OSError) as exc:
+            details = exc.to_dict() if isinstance(exc, TfdropError) else {"message": str(exc)}
+            log.error("daemon_start_failed", **details)
+            return 1
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        loop.add_signal_handler(
+            signal.SIGHUP, lambda: self._tasks.append(loop.create_task(self._reload()))
+        )
+        for rt in self.runtimes:
+            self._start_watcher(rt)
+        self._ensure_workers()
+        self._tasks.append(asyncio.create_task(self._ticker(), name="ticker"))
+        if self.notifier.watchdog_seconds:
+            self._tasks.append(
+                asyncio.create_task(self._watchdog(self.notifier.watchdog_seconds), name="watchdog")
+            )
+        self.beat = time.monotonic()
+        self._status = self._status_text()
+        self.notifier.ready(self._status)
+        log.info("daemon_ready", pipelines=[rt.cfg.name for rt in self.runtimes])
+        await self.stopping.wait()
+        self.clean = await self._shutdown()
+        log.info("daemon_stopped", clean=self.clean, counts=dict(self.counts))
+        self.notifier.close()
+        return 0

@@ -1,0 +1,155 @@
+"""Finding drops that are complete: name rules, settling, and the zip end-record check.
+
+Follows SPEC.md "The daemon": a drop is *seen* (a file event or a rescan of the folder's top
+level), then *settled* once its size and mtime have not changed for the settle time and, for a
+zip, its end-of-central-directory record is present (a copy still in progress has none).
+Temp names (``.x.XXXXXX``, ``*.part``, ``*.partial``, ``*.tmp``) are never taken, and only the
+pipeline's input patterns are, so sidecars in a chained folder stay put. A zip that stays
+unchanged for the stale time without an end record is taken anyway and fails as a broken zip,
+so nothing waits forever. Everything here is synchronous and cheap (stat and one small read).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Final
+
+_TEMP_SUFFIXES: Final = (".part", ".partial", ".tmp", ".crdownload", ".download", ".swp", "~")
+OWN_FOLDERS: Final = frozenset({"done", "failed"})
+_EOCD_SIGNATURE: Final = b"PK\x05\x06"
+_EOCD_MIN: Final = 22
+_EOCD_MAX_COMMENT: Final = 65535
+
+
+def is_temp_name(name: str) -> bool:
+    """Names writers use while a file is incomplete (and our own temp files)."""
+    return name.startswith(".") or name.lower().endswith(_TEMP_SUFFIXES)
+
+
+def matches(name: str, patterns: tuple[str, ...]) -> bool:
+    """Case-insensitive glob match (cameras write ``.ZIP``)."""
+    low = name.lower()
+    return any(fnmatchcase(low, p.lower()) for p in patterns)
+
+
+def has_zip_end_record(path: Path) -> bool:
+    """True when the last 64 KiB + 22 bytes hold an end-of-central-directory record."""
+    with path.open("rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size < _EOCD_MIN:
+            return False
+        start = max(0, size - _EOCD_MIN - _EOCD_MAX_COMMENT)
+        f.seek(start)
+        tail = f.read()
+    pos = tail.rfind(_EOCD_SIGNATURE)
+    # the record must fit: signature at least 22 bytes before the end
+    return pos != -1 and len(tail) - pos >= _EOCD_MIN
+
+
+@dataclass(slots=True)
+class _Seen:
+    size: int
+    mtime_ns: int
+    since: float  # monotonic time of the last change seen
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """A drop ready to claim; ``complete`` is False for a stale zip without an end record."""
+
+    path: Path
+    size: int
+    complete: bool
+
+
+class DropTracker:
+    """Tracks candidate files of one drop folder until they settle.
+
+    Feed it names (:meth:`note`, from events) or whole listings (:meth:`scan`), and ask
+    :meth:`settled` on each tick. A name is handed out once; :meth:`forget` re-arms it
+    (when a claim lost a race or a file came back).
+    """
+
+    def __init__(
+        self, folder: Path, patterns: tuple[str, ...], *, settle: float, stale: float
+    ) -> None:
+        self.folder = folder
+        self.patterns = patterns
+        self.settle = settle
+        self.stale = max(stale, settle)
+        self._seen: dict[str, _Seen] = {}
+        self._handed: set[str] = set()
+        self._ignored: set[str] = set()
+        self.newly_ignored: list[str] = []
+
+    def wanted(self, name: str) -> bool:
+        if is_temp_name(name) or name in OWN_FOLDERS:
+            return False
+        if not matches(name, self.patterns):
+            if name not in self._ignored:
+                self._ignored.add(name)
+                self.newly_ignored.append(name)
+            return False
+        return True
+
+    def note(self, name: str, now: float) -> None:
+        if name in self._seen or name in self._handed or not self.wanted(name):
+            return
+        self._seen[name] = _Seen(-1, -1, now)
+
+    def scan(self, now: float) -> None:
+        """Note every top-level entry (a rescan; catches anything events missed)."""
+        present = set()
+        with os.scandir(self.folder) as it:
+            for entry in it:
+                present.add(entry.name)
+                self.note(entry.name, now)
+        # names gone from the folder may come back later as new drops
+        self._handed &= present
+        self._ignored &= present
+
+    def forget(self, name: str) -> None:
+        self._handed.discard(name)
+        self._seen.pop(name, None)
+
+    def pending(self) -> int:
+        return len(self._seen)
+
+    def settled(self, now: float) -> list[Settled]:
+        out: list[Settled] = []
+        for name, seen in list(self._seen.items()):
+            path = self.folder / name
+            try:
+                st = path.lstat()
+            except FileNotFoundError:
+                del self._seen[name]
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                del self._seen[name]  # folders, links, fifos: never taken
+                if name not in self._ignored:
+                    self._ignored.add(name)
+                    self.newly_ignored.append(name)
+                continue
+            if (st.st_size, st.st_mtime_ns) != (seen.size, seen.mtime_ns):
+                seen.size, seen.mtime_ns, seen.since = st.st_size, st.st_mtime_ns, now
+                continue
+            quiet = now - seen.since
+            if quiet < self.settle:
+                continue
+            complete = True
+            if name.lower().endswith(".zip"):
+                try:
+                    complete = has_zip_end_record(path)
+                except FileNotFoundError:
+                    del self._seen[name]
+                    continue
+                if not complete and quiet < self.stale:
+                    continue
+            del self._seen[name]
+            self._handed.add(name)
+            out.append(Settled(path, st.st_size, complete))
+        return out
