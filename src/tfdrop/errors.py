@@ -200,6 +200,12 @@ class UnsafeArchiveError(ArchiveError):
     default_hint = "rejected for safety; re-create the zip without links or absolute paths"
 
 
+class MemberNotFoundError(ArchiveError):
+    """A member that the annotations (or the caller) name is not in the archive."""
+
+    kind = "missing_member"
+
+
 class FormatError(DataError):
     """An annotation file is malformed for its format."""
 

@@ -1,0 +1,143 @@
+"""A :class:`~tfdrop.archive.source.Source` over a folder tree (an unzipped drop).
+
+The same rules as for zips (SPEC.md "Bad input"): names are normalised, entry count and total
+size are capped, and no path may leave the root. Symbolic links are followed only when they
+stay inside the root and point at files; a link that leaves the root makes the whole tree
+unsafe, links to folders are not descended (no cycles, no duplicates), and anything that is
+not a file or a folder (pipes, devices, sockets) is refused because opening it could block.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from tfdrop.archive.limits import ArchiveLimits, normalize_name
+from tfdrop.archive.source import CHUNK, BaseSource, CheckedReader
+from tfdrop.errors import ArchiveError, TfdropError, UnsafeArchiveError
+
+
+class DirSource(BaseSource):
+    """The files under a folder, checked against :class:`ArchiveLimits` when opened.
+
+    Args:
+        root: The folder.
+        limits: Safety caps; defaults apply when omitted.
+
+    Raises:
+        UnsafeArchiveError: A link leaves the root, a special file, or a cap is exceeded.
+        ArchiveError: ``root`` is not a folder.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], *, limits: ArchiveLimits | None = None):
+        lim = limits if limits is not None else ArchiveLimits()
+        label = str(root)
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise ArchiveError("not a folder", archive=label)
+        self._real_root = os.path.realpath(self.root)
+        self._paths: dict[str, str] = {}
+        sizes: dict[str, int] = {}
+        total = 0
+        for rel, size in self._walk(label, lim):
+            name, _ = normalize_name(rel, archive=label, limits=lim)
+            if name in sizes:
+                raise UnsafeArchiveError("duplicate member name", archive=label, member=name)
+            lim.check_count(len(sizes) + 1, label)
+            lim.check_member(name, size, None, label)
+            total += size
+            lim.check_total(total, label, name)
+            sizes[name] = size
+            self._paths[name] = rel
+        super().__init__(label, sizes, lim)
+
+    def _inside(self, real: str) -> bool:
+        return real == self._real_root or real.startswith(self._real_root + os.sep)
+
+    def _walk(self, label: str, lim: ArchiveLimits) -> list[tuple[str, int]]:
+        out: list[tuple[str, int]] = []
+        stack = [""]
+        while stack:
+            rel_dir = stack.pop()
+            with os.scandir(os.path.join(self.root, rel_dir)) as it:
+                entries = sorted(it, key=lambda e: e.name)
+            subdirs = []
+            for e in entries:
+                rel = f"{rel_dir}/{e.name}" if rel_dir else e.name
+                if e.is_symlink():
+                    real = os.path.realpath(e.path)
+                    if not self._inside(real):
+                        raise UnsafeArchiveError(
+                            "symbolic link leads outside the folder", archive=label, member=rel
+                        )
+                    if os.path.isdir(real):
+                        continue
+                try:
+                    st = os.stat(e.path)
+                except FileNotFoundError:
+                    continue  # a dangling link, or a file removed while listing
+                if stat.S_ISDIR(st.st_mode):
+                    subdirs.append(rel)
+                elif stat.S_ISREG(st.st_mode):
+                    out.append((rel, st.st_size))
+                    lim.check_count(len(out), label)
+                else:
+                    raise UnsafeArchiveError(
+                        "not a regular file (pipe, device or socket)", archive=label, member=rel
+                    )
+            stack.extend(reversed(subdirs))
+        out.sort()
+        return out
+
+    def path_of(self, name: str) -> Path:
+        """The on-disk path of a member (for tools that need a real file)."""
+        self.size(name)
+        return self.root / self._paths[name]
+
+    def _open_raw(self, name: str, size: int) -> CheckedReader:
+        path = os.path.join(self.root, self._paths[name])
+        real = os.path.realpath(path)
+        # Checked again at open time: a link may have been swapped since listing.
+        if not self._inside(real):
+            raise UnsafeArchiveError(
+                "symbolic link leads outside the folder", archive=self._label, member=name
+            )
+        try:
+            fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except FileNotFoundError:
+            raise ArchiveError(
+                "file vanished while the folder was read", archive=self._label, member=name
+            ) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise UnsafeArchiveError("not a regular file", archive=self._label, member=name)
+        return _FileReader(fd, self._label, name, size)
+
+
+class _FileReader(CheckedReader):
+    def __init__(self, fd: int, archive: str, member: str, size: int) -> None:
+        super().__init__(archive, member, size)
+        self._fd = fd
+        self._eof = False
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self._fd)
+        super().close()
+
+    def _produce(self, want: int) -> bytes:
+        left = self.declared - self.produced
+        # Once the listed size is read, probe one more byte so a growing file is noticed.
+        data = os.read(self._fd, min(want, CHUNK, left) if left > 0 else 1)
+        self._eof = not data
+        return data
+
+    def _at_end(self) -> bool:
+        return self._eof
+
+    def _too_long(self) -> TfdropError:
+        return ArchiveError(
+            f"file grew past its listed size of {self.declared} bytes while being read",
+            hint="the drop was still being written; it will be retried once settled",
+        )

@@ -1,0 +1,110 @@
+"""Streaming zip writer for tfdrop's outputs (SPEC.md "The TFRecord archive").
+
+Members are written one at a time and never held whole in memory: TFRecord shards and images
+are STORED (already compressed; deflating them costs CPU for nothing), annotation text
+(XML/JSON/txt/pbtxt) is deflated. Names go through the same rules as on reading, so a file
+name taken from an annotation can never produce a zip-slip archive for the next tool.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import time
+import zipfile
+from types import TracebackType
+from typing import IO, BinaryIO, Self
+
+from tfdrop.archive.limits import check_write_name
+from tfdrop.archive.source import CHUNK
+from tfdrop.errors import ArchiveError
+
+# zipfile switches to zip64 records past this size; members that may reach it must be
+# opened with force_zip64 because their size is not known when the header is written.
+_ZIP64_LIMIT = (1 << 31) - 1
+
+
+class ZipSink:
+    """Writes a zip member by member.
+
+    Args:
+        target: A path, or a binary file opened for writing (e.g. from
+            :func:`tfdrop.publish.atomic_write`); a file object is not closed by the sink.
+        date_time: The timestamp of every member; the current local time when omitted.
+
+    Example:
+        >>> with atomic_path(out) as tmp, ZipSink(tmp) as sink:  # doctest: +SKIP
+        ...     with sink.open_member("default.tfrecord", compress=False) as w:
+        ...         w.write(frame(record))
+        ...     sink.write_member("label_map.pbtxt", text.encode(), compress=True)
+    """
+
+    def __init__(
+        self,
+        target: str | os.PathLike[str] | BinaryIO,
+        *,
+        date_time: tuple[int, int, int, int, int, int] | None = None,
+    ) -> None:
+        self._label = os.fspath(target) if isinstance(target, (str, os.PathLike)) else "<zip>"
+        self._date_time = date_time if date_time is not None else time.localtime()[:6]
+        self._zf = zipfile.ZipFile(target, "w", allowZip64=True)
+        self._names: list[str] = []
+
+    @property
+    def names(self) -> list[str]:
+        """The members written so far, in order."""
+        return list(self._names)
+
+    def open_member(self, name: str, *, compress: bool, size: int | None = None) -> IO[bytes]:
+        """Start a member and return a writer for its bytes; close it before the next one.
+
+        Args:
+            name: A relative ``/``-separated file name (checked like names on reading).
+            compress: Deflate the member (text) or store it (TFRecords, images).
+            size: The final size if known; an unknown size uses zip64 headers so the member
+                may grow past 4 GiB.
+
+        Raises:
+            UnsafeArchiveError: The name is absolute, has ``..``, a drive letter or a NUL.
+            ArchiveError: The name was already written.
+        """
+        check_write_name(name, archive=self._label)
+        if name in self._names:
+            raise ArchiveError("duplicate member name", archive=self._label, member=name)
+        info = zipfile.ZipInfo(name, self._date_time)
+        info.compress_type = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+        info.external_attr = (stat.S_IFREG | 0o644) << 16
+        if size is not None:
+            info.file_size = size
+        self._names.append(name)
+        large = size is None or size > _ZIP64_LIMIT
+        return self._zf.open(info, "w", force_zip64=large)
+
+    def write_member(self, name: str, data: bytes, *, compress: bool) -> None:
+        """Write a whole member from bytes (label maps, annotation files, small images)."""
+        with self.open_member(name, compress=compress, size=len(data)) as w:
+            w.write(data)
+
+    def add_file(self, name: str, path: str | os.PathLike[str], *, compress: bool) -> None:
+        """Copy a finished file (e.g. a temp TFRecord shard) into the zip in chunks."""
+        with (
+            open(path, "rb") as src,
+            self.open_member(name, compress=compress, size=os.path.getsize(path)) as w,
+        ):
+            shutil.copyfileobj(src, w, CHUNK)
+
+    def close(self) -> None:
+        """Write the central directory and close the zip."""
+        self._zf.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,292 @@
+"""The read side of the archive layer: one :class:`Source` API over a zip or a folder tree.
+
+Format readers take a :class:`Source` from :func:`open_source` and never care whether the
+user dropped ``voc.zip`` or an unzipped ``VOCdevkit/`` tree. Every member is streamed through a
+reader that counts what it returns against the size declared up front (and for zips checks
+the CRC-32 at the end), so a lying header fails with a clear error instead of filling memory.
+Follows SPEC.md "Bad input": caps on entries, total size and ratio; no links; no extraction.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO, Protocol, Self, runtime_checkable
+
+from tfdrop.archive.limits import ArchiveLimits, MiB
+from tfdrop.errors import ArchiveError, MemberNotFoundError, TfdropError
+
+CHUNK = 1 * MiB  # one decompression step: bounds the memory of a member reader
+BUFFER = 256 * 1024
+
+
+@runtime_checkable
+class Source(Protocol):
+    """A read-only set of named members: a zip or a folder tree.
+
+    Names are relative, ``/``-separated, normalised and unique; only files are listed.
+    """
+
+    @property
+    def label(self) -> str:
+        """The archive's path as shown in errors (the ``archive`` field)."""
+        ...
+
+    def names(self) -> list[str]:
+        """Every file member's name, in archive order (directory order, or sorted for folders)."""
+        ...
+
+    def size(self, name: str) -> int:
+        """The member's declared size in bytes (raises MemberNotFoundError)."""
+        ...
+
+    def exists(self, name: str) -> bool:
+        """Whether a file member has exactly this name."""
+        ...
+
+    def find(self, name: str) -> str | None:
+        """The member named ``name``, matched exactly, else case-insensitively if unique."""
+        ...
+
+    def open(self, name: str) -> BinaryIO:
+        """A streaming, non-seekable reader of the member's bytes."""
+        ...
+
+    def read_bytes(self, name: str, *, max_size: int) -> bytes:
+        """The whole member, refused up front if it declares more than ``max_size`` bytes."""
+        ...
+
+    def close(self) -> None:
+        """Release the source; readers already open stay usable."""
+        ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+class BaseSource(ABC):
+    """Shared bookkeeping for sources: the name table, lookups and ``read_bytes``."""
+
+    def __init__(self, label: str, sizes: dict[str, int], limits: ArchiveLimits) -> None:
+        self._label = label
+        self._sizes = sizes
+        self._limits = limits
+        self._folded: dict[str, list[str]] | None = None
+
+    @property
+    def label(self) -> str:
+        """The archive's path as shown in errors (the ``archive`` field)."""
+        return self._label
+
+    @property
+    def limits(self) -> ArchiveLimits:
+        """The caps this source was opened with."""
+        return self._limits
+
+    def names(self) -> list[str]:
+        """Every file member's name, in archive order (directory order, or sorted for folders)."""
+        return list(self._sizes)
+
+    def size(self, name: str) -> int:
+        """The member's declared size in bytes."""
+        try:
+            return self._sizes[name]
+        except KeyError:
+            raise self._missing(name) from None
+
+    def exists(self, name: str) -> bool:
+        """Whether a file member has exactly this name."""
+        return name in self._sizes
+
+    def find(self, name: str) -> str | None:
+        """The member named ``name``: exact match first, else the one case-insensitive match.
+
+        VOC and CVAT exports vary in case (``JPEGImages/X.JPG``); an ambiguous case-folded
+        name returns None rather than a guess.
+        """
+        if name in self._sizes:
+            return name
+        if self._folded is None:
+            self._folded = {}
+            for n in self._sizes:
+                self._folded.setdefault(n.casefold(), []).append(n)
+        hits = self._folded.get(name.replace("\\", "/").strip("/").casefold(), [])
+        return hits[0] if len(hits) == 1 else None
+
+    def open(self, name: str) -> BinaryIO:
+        """A streaming, non-seekable reader of the member's bytes.
+
+        The reader raises :class:`~tfdrop.errors.UnsafeArchiveError` as soon as the data runs
+        past the declared size, and :class:`~tfdrop.errors.ArchiveError` (with ``member``
+        set) on corrupt data or a short member.
+        """
+        size = self.size(name)
+        return io.BufferedReader(self._open_raw(name, size), buffer_size=BUFFER)
+
+    def read_bytes(self, name: str, *, max_size: int) -> bytes:
+        """The whole member, for small members (annotation files, images).
+
+        Raises:
+            ArchiveError: The member declares more than ``max_size`` bytes, or is corrupt.
+        """
+        size = self.size(name)
+        if size > max_size:
+            raise ArchiveError(
+                f"member is {size} bytes, over the {max_size}-byte cap for reading it whole",
+                archive=self._label,
+                member=name,
+                hint="the member is unexpectedly large; check the export",
+            )
+        with self._open_raw(name, size) as raw:
+            return raw.readall()
+
+    def close(self) -> None:  # noqa: B027  (folders hold nothing open)
+        """Release the source; readers already open stay usable."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _missing(self, name: str) -> MemberNotFoundError:
+        return MemberNotFoundError("no such member", archive=self._label, member=name)
+
+    @abstractmethod
+    def _open_raw(self, name: str, size: int) -> CheckedReader:
+        """An unbuffered reader of exactly ``size`` bytes of member ``name``."""
+
+
+class CheckedReader(io.RawIOBase, ABC):
+    """A raw member reader that proves the member is exactly its declared size.
+
+    Subclasses produce chunks; this class buffers them, counts every byte against the
+    declared size, and once it has raised stays dead (every later read raises the same
+    error, like h11's ERROR state).
+    """
+
+    def __init__(self, archive: str, member: str, size: int) -> None:
+        super().__init__()
+        self.archive = archive
+        self.member = member
+        self.declared = size
+        self.produced = 0
+        self._buf = b""
+        self._bpos = 0
+        self._done = False
+        self._error: TfdropError | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: memoryview | bytearray) -> int:  # type: ignore[override]
+        view = memoryview(b).cast("B")
+        chunk = self._next(len(view))
+        view[: len(chunk)] = chunk
+        return len(chunk)
+
+    def readall(self) -> bytes:
+        parts: list[bytes] = []
+        while chunk := self._next(CHUNK):
+            parts.append(bytes(chunk))
+        return b"".join(parts)
+
+    def _next(self, want: int) -> memoryview:
+        if self._error is not None:
+            raise self._error
+        if self.closed:
+            raise ValueError("read from a closed member reader")
+        try:
+            while self._bpos >= len(self._buf) and not self._done:
+                data = self._produce(max(want, 64 * 1024))
+                self.produced += len(data)
+                if self.produced > self.declared:
+                    raise self._too_long()
+                self._buf, self._bpos = data, 0
+                if self._at_end():
+                    self._finish()
+        except TfdropError as exc:
+            self._error = exc.at(archive=self.archive, member=self.member)
+            raise
+        except OSError as exc:
+            # The file changed or vanished under us (or a disk error): the input is unusable.
+            self._error = ArchiveError(
+                f"cannot read member: {exc.strerror or exc}",
+                archive=self.archive,
+                member=self.member,
+            )
+            raise self._error from exc
+        view = memoryview(self._buf)[self._bpos : self._bpos + want]
+        self._bpos += len(view)
+        return view
+
+    def _finish(self) -> None:
+        self._done = True
+        if self.produced != self.declared:
+            raise ArchiveError(
+                f"member ends after {self.produced} bytes, {self.declared} declared",
+                archive=self.archive,
+                member=self.member,
+                hint="the archive is truncated or corrupt; export it again",
+            )
+        self._check_end()
+
+    @abstractmethod
+    def _produce(self, want: int) -> bytes:
+        """The next chunk of member bytes (may be empty while input is consumed)."""
+
+    @abstractmethod
+    def _at_end(self) -> bool:
+        """Whether the member's data is exhausted."""
+
+    @abstractmethod
+    def _too_long(self) -> TfdropError:
+        """The error for data running past the declared size."""
+
+    def _check_end(self) -> None:
+        """Extra checks once all data is read."""
+
+
+def open_source(path: str | os.PathLike[str], *, limits: ArchiveLimits | None = None) -> Source:
+    """Open a drop as a :class:`Source`: a folder tree, or a zip (whatever its suffix).
+
+    Args:
+        path: A folder or a zip file.
+        limits: Safety caps; the defaults of :class:`ArchiveLimits` when omitted.
+
+    Raises:
+        ArchiveError: The path is neither a folder nor a readable zip.
+
+    Example:
+        >>> with open_source("voc.zip") as src:  # doctest: +SKIP
+        ...     xml = src.read_bytes("Annotations/a.xml", max_size=16 << 20)
+    """
+    from tfdrop.archive.dirsource import DirSource
+    from tfdrop.archive.zipsource import ZipSource
+
+    lim = limits if limits is not None else ArchiveLimits()
+    if Path(path).is_dir():
+        return DirSource(path, limits=lim)
+    return ZipSource(path, limits=lim)
+
+
+def sorted_names(source: Source, *, suffixes: Sequence[str] = ()) -> list[str]:
+    """The member names in sorted order, optionally only those ending in one of ``suffixes``
+    (compared case-insensitively)."""
+    low = tuple(s.lower() for s in suffixes)
+    return sorted(n for n in source.names() if not low or n.lower().endswith(low))

@@ -1,0 +1,331 @@
+"""Reading a zip's end record and central directory without trusting them (PKWARE APPNOTE 6.3).
+
+:func:`read_directory` walks the central directory record by record, checking every name and
+declared size against :class:`~tfdrop.archive.limits.ArchiveLimits` as it goes, so an archive
+that declares a million entries or a petabyte fails after a bounded amount of work and memory.
+The standard library's zipfile is not used for reading: it loads the whole directory before
+anything can be checked and trusts declared sizes when streaming.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from tfdrop.archive.limits import ArchiveLimits, normalize_name
+from tfdrop.errors import ArchiveError, UnsafeArchiveError
+
+# --- APPNOTE 4.3.16: end of central directory record -----------------------------------------
+EOCD_SIG = b"PK\x05\x06"
+EOCD = struct.Struct("<4s4H2LH")
+MAX_COMMENT = 0xFFFF
+# --- APPNOTE 4.3.14/4.3.15: zip64 end record and its locator ---------------------------------
+ZIP64_LOCATOR_SIG = b"PK\x06\x07"
+ZIP64_LOCATOR = struct.Struct("<4sLQL")
+ZIP64_EOCD_SIG = b"PK\x06\x06"
+ZIP64_EOCD = struct.Struct("<4sQ2H2L4Q")
+# --- APPNOTE 4.3.12: central directory file header -------------------------------------------
+CENTRAL_SIG = b"PK\x01\x02"
+CENTRAL = struct.Struct("<4s4B4HL2L5H2L")
+# --- APPNOTE 4.3.7: local file header --------------------------------------------------------
+LOCAL_SIG = b"PK\x03\x04"
+LOCAL = struct.Struct("<4s2B4HL2L2H")
+
+FLAG_ENCRYPTED = 0x0001
+FLAG_STRONG_ENCRYPTION = 0x0040
+FLAG_UTF8 = 0x0800  # APPNOTE appendix D: name and comment are UTF-8
+EXTRA_ZIP64 = 0x0001
+EXTRA_UNICODE_PATH = 0x7075  # Info-ZIP Unicode Path extra field
+
+STORED = 0
+DEFLATED = 8
+_METHOD_NAMES = {1: "shrink", 6: "implode", 9: "deflate64", 12: "bzip2", 14: "lzma", 93: "zstd"}
+
+_ZIP_HINT = "the file is not a complete zip; wait for the copy to finish or export it again"
+
+
+@dataclass(frozen=True, slots=True)
+class ZipEntry:
+    """One file member as the central directory declares it (sizes not yet proven)."""
+
+    name: str
+    raw_name: bytes
+    method: int
+    flags: int
+    crc: int
+    compressed_size: int
+    size: int
+    header_offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class _End:
+    entries: int
+    cd_size: int
+    cd_offset: int
+    cd_end: int  # where the central directory must end (end record or zip64 end record)
+
+
+def _read_at(f: BinaryIO, offset: int, n: int) -> bytes:
+    f.seek(offset)
+    return f.read(n)
+
+
+def _find_end(f: BinaryIO, file_size: int, archive: str) -> _End:
+    if file_size == 0:
+        raise ArchiveError("empty file (0 bytes), not a zip file", archive=archive, hint=_ZIP_HINT)
+    tail_len = min(file_size, EOCD.size + MAX_COMMENT)
+    tail = _read_at(f, file_size - tail_len, tail_len)
+    pos = tail.rfind(EOCD_SIG)
+    while pos >= 0 and pos + EOCD.size > len(tail):
+        pos = tail.rfind(EOCD_SIG, 0, pos)
+    if pos < 0:
+        head = _read_at(f, 0, 4)
+        if head == LOCAL_SIG:
+            raise ArchiveError(
+                "truncated: no end of central directory record", archive=archive, hint=_ZIP_HINT
+            )
+        raise ArchiveError("not a zip file", archive=archive, hint="drop a .zip archive")
+    eocd_at = file_size - tail_len + pos
+    _, disk, cd_disk, _, entries, cd_size, cd_offset, _ = EOCD.unpack_from(tail, pos)
+    cd_end = eocd_at
+    loc_at = eocd_at - ZIP64_LOCATOR.size
+    if loc_at >= 0:
+        loc = _read_at(f, loc_at, ZIP64_LOCATOR.size)
+        if loc[:4] == ZIP64_LOCATOR_SIG:
+            _, _, z64_at, _ = ZIP64_LOCATOR.unpack(loc)
+            rec = _read_at(f, z64_at, ZIP64_EOCD.size) if z64_at < loc_at else b""
+            if rec[:4] != ZIP64_EOCD_SIG:
+                # The locator's offset is absolute, so it is off when data was prepended
+                # (self-extractors); the record then sits right before the locator.
+                z64_at = loc_at - ZIP64_EOCD.size
+                rec = _read_at(f, z64_at, ZIP64_EOCD.size) if z64_at >= 0 else b""
+            if len(rec) != ZIP64_EOCD.size or rec[:4] != ZIP64_EOCD_SIG:
+                raise ArchiveError("corrupt zip64 end of central directory", archive=archive)
+            (_, _, _, _, disk, cd_disk, _, entries, cd_size, cd_offset) = ZIP64_EOCD.unpack(rec)
+            cd_end = z64_at
+    if disk != 0 or cd_disk != 0:
+        raise ArchiveError(
+            "split or multi-volume zips are not supported",
+            archive=archive,
+            hint="join the parts into one zip",
+        )
+    if cd_size > cd_end:
+        raise ArchiveError("corrupt central directory size", archive=archive, hint=_ZIP_HINT)
+    return _End(entries, cd_size, cd_offset, cd_end)
+
+
+def _zip64_sizes(
+    extra: bytes, size: int, csize: int, offset: int, archive: str, member: str
+) -> tuple[int, int, int]:
+    """Apply the zip64 extra field (APPNOTE 4.5.3): only the saturated fields are present."""
+    for tag, body in _extras(extra):
+        if tag != EXTRA_ZIP64:
+            continue
+        want = [v == 0xFFFFFFFF for v in (size, csize, offset)]
+        vals = (
+            list(struct.unpack_from(f"<{sum(want)}Q", body)) if len(body) >= 8 * sum(want) else None
+        )
+        if vals is None:
+            raise ArchiveError("corrupt zip64 extra field", archive=archive, member=member)
+        out = []
+        for flag, old in zip(want, (size, csize, offset), strict=True):
+            out.append(vals.pop(0) if flag else old)
+        return out[0], out[1], out[2]
+    if 0xFFFFFFFF in (size, csize, offset):
+        raise ArchiveError(
+            "zip64 sizes without a zip64 extra field", archive=archive, member=member
+        )
+    return size, csize, offset
+
+
+def _extras(extra: bytes) -> list[tuple[int, bytes]]:
+    out = []
+    i = 0
+    while i + 4 <= len(extra):
+        tag, n = struct.unpack_from("<2H", extra, i)
+        out.append((tag, extra[i + 4 : i + 4 + n]))
+        i += 4 + n
+    return out
+
+
+def _decode_name(raw: bytes, flags: int, extra: bytes) -> str:
+    """Decode a member name: UTF-8 flag, Info-ZIP Unicode Path, else UTF-8 or cp437."""
+    if flags & FLAG_UTF8:
+        return raw.decode("utf-8", "surrogateescape")
+    for tag, body in _extras(extra):
+        # Version 1, CRC-32 of the stored name, then the UTF-8 name (Info-ZIP extrafld.txt).
+        if (
+            tag == EXTRA_UNICODE_PATH
+            and len(body) > 5
+            and body[0] == 1
+            and struct.unpack_from("<L", body, 1)[0] == zlib.crc32(raw)
+        ):
+            try:
+                return body[5:].decode("utf-8")
+            except UnicodeDecodeError:
+                break
+    try:
+        # Many tools (macOS, Info-ZIP) store UTF-8 without setting the flag.
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("cp437")  # APPNOTE appendix D: the default code page
+
+
+def read_directory(f: BinaryIO, *, archive: str, limits: ArchiveLimits) -> list[ZipEntry]:
+    """Read and check the central directory of the zip open as ``f``.
+
+    Returns:
+        The file members (folders skipped), in directory order, with normalised names.
+
+    Raises:
+        ArchiveError: Not a zip, truncated, corrupt, encrypted or an unsupported method.
+        UnsafeArchiveError: A name, a link entry, a duplicate or a declared size breaks a rule.
+    """
+    file_size = f.seek(0, os.SEEK_END)
+    end = _find_end(f, file_size, archive)
+    limits.check_count(end.entries, archive)
+    if end.cd_size > limits.max_directory_size:
+        raise UnsafeArchiveError(
+            f"central directory is {end.cd_size} bytes, over the "
+            f"{limits.max_directory_size}-byte cap",
+            archive=archive,
+        )
+    # Data prepended to the zip (self-extractors) shifts every stored offset by `shift`.
+    shift = end.cd_end - end.cd_size - end.cd_offset
+    if shift < 0:
+        raise ArchiveError(
+            "truncated: the central directory points past the end of the file",
+            archive=archive,
+            hint=_ZIP_HINT,
+        )
+    data = _read_at(f, end.cd_offset + shift, end.cd_size)
+    if len(data) != end.cd_size:
+        raise ArchiveError("truncated central directory", archive=archive, hint=_ZIP_HINT)
+    entries: list[ZipEntry] = []
+    seen: set[str] = set()
+    total = 0
+    count = 0
+    pos = 0
+    while pos < len(data):
+        if data[pos : pos + 4] != CENTRAL_SIG or pos + CENTRAL.size > len(data):
+            raise ArchiveError(
+                f"corrupt central directory at byte {pos}", archive=archive, offset=pos
+            )
+        (_, _, system, _, _, flags, method, _, _, crc, csize, size, n, m, k, _, _, attr, off) = (
+            CENTRAL.unpack_from(data, pos)
+        )
+        start = pos + CENTRAL.size
+        raw = data[start : start + n]
+        extra = data[start + n : start + n + m]
+        pos = start + n + m + k
+        if pos > len(data):
+            raise ArchiveError("truncated central directory", archive=archive, hint=_ZIP_HINT)
+        count += 1
+        limits.check_count(count, archive)
+        shown = _decode_name(raw, flags, extra)
+        name, is_dir = normalize_name(shown, archive=archive, limits=limits)
+        mode = attr >> 16
+        kind = stat.S_IFMT(mode)
+        if kind == stat.S_IFLNK:
+            raise UnsafeArchiveError("symbolic link entry", archive=archive, member=shown)
+        if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
+            raise UnsafeArchiveError(
+                "special file entry (device, pipe or socket)", archive=archive, member=shown
+            )
+        del system  # Unix mode bits are honoured from any creator system: stricter, not looser.
+        if is_dir or kind == stat.S_IFDIR:
+            continue
+        size, csize, off = _zip64_sizes(extra, size, csize, off, archive, shown)
+        if name in seen:
+            raise UnsafeArchiveError("duplicate member name", archive=archive, member=name)
+        seen.add(name)
+        _check_storage(name, flags, method, csize, size, archive)
+        limits.check_member(name, size, csize, archive)
+        total += size
+        limits.check_total(total, archive, name)
+        entries.append(ZipEntry(name, raw, method, flags, crc, csize, size, off + shift))
+    _check_layout(entries, end.cd_offset + shift, archive)
+    return entries
+
+
+def _check_storage(name: str, flags: int, method: int, csize: int, size: int, archive: str) -> None:
+    """Refuse members tfdrop cannot read: encrypted, unknown method, two stored sizes."""
+    if flags & (FLAG_ENCRYPTED | FLAG_STRONG_ENCRYPTION):
+        raise ArchiveError(
+            "member is encrypted",
+            archive=archive,
+            member=name,
+            hint="export the archive without a password",
+        )
+    if method not in (STORED, DEFLATED):
+        label = _METHOD_NAMES.get(method, str(method))
+        raise ArchiveError(
+            f"unsupported compression method {label}",
+            archive=archive,
+            member=name,
+            hint="re-create the zip with deflate or no compression",
+        )
+    if method == STORED and csize != size:
+        raise ArchiveError(
+            f"stored member declares {csize} bytes stored but {size} bytes of data",
+            archive=archive,
+            member=name,
+        )
+
+
+def _check_layout(entries: list[ZipEntry], cd_start: int, archive: str) -> None:
+    """Members must not overlap each other or the directory (overlap bombs reuse data)."""
+    ordered = sorted(entries, key=lambda e: e.header_offset)
+    for here, after in zip(ordered, [*ordered[1:], None], strict=True):
+        limit = after.header_offset if after is not None else cd_start
+        # A lower bound on the member's end: header, name and data (local extras only add).
+        end = here.header_offset + LOCAL.size + len(here.raw_name) + here.compressed_size
+        if end > limit:
+            what = "overlaps another member" if after is not None else "runs into the directory"
+            raise UnsafeArchiveError(
+                f"member data {what} (overlapping-entry zip bomb or corrupt zip)",
+                archive=archive,
+                member=here.name,
+                offset=here.header_offset,
+            )
+
+
+def data_offset(f: BinaryIO, entry: ZipEntry, archive: str) -> int:
+    """Check a member's local header against the directory and return where its data starts."""
+    head = _read_at(f, entry.header_offset, LOCAL.size)
+    if len(head) != LOCAL.size or head[:4] != LOCAL_SIG:
+        raise ArchiveError(
+            "bad local file header", archive=archive, member=entry.name, offset=entry.header_offset
+        )
+    _, _, _, flags, _, _, _, _, _, _, n, m = LOCAL.unpack(head)
+    local_name = _read_at(f, entry.header_offset + LOCAL.size, n)
+    if local_name != entry.raw_name:
+        # A different name in the local header is how some scanners are fooled; refuse it.
+        raise UnsafeArchiveError(
+            "local header names a different file than the central directory",
+            archive=archive,
+            member=entry.name,
+            offset=entry.header_offset,
+        )
+    if flags & (FLAG_ENCRYPTED | FLAG_STRONG_ENCRYPTION):
+        raise ArchiveError("member is encrypted", archive=archive, member=entry.name)
+    start: int = entry.header_offset + LOCAL.size + n + m
+    return start
+
+
+def has_end_record(path: str | os.PathLike[str]) -> bool:
+    """Whether a file ends with a zip end-of-central-directory record (a finished zip).
+
+    The daemon's settle check uses this: a zip still being copied has no end record yet.
+    """
+    try:
+        with open(path, "rb") as f:
+            _find_end(f, f.seek(0, os.SEEK_END), os.fspath(path))
+    except ArchiveError:
+        return False
+    return True

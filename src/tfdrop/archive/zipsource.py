@@ -1,0 +1,138 @@
+"""A :class:`~tfdrop.archive.source.Source` over an untrusted zip file (SPEC.md "Bad input").
+
+The central directory is checked up front (:mod:`tfdrop.archive.zipdir`); each member is then
+read straight from the zip with ``os.pread``, inflated in bounded steps, counted against its
+declared size and CRC-checked at its end. Nothing is extracted to disk.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from pathlib import Path
+
+from tfdrop.archive.limits import ArchiveLimits
+from tfdrop.archive.source import CHUNK, BaseSource, CheckedReader
+from tfdrop.archive.zipdir import DEFLATED, ZipEntry, data_offset, read_directory
+from tfdrop.errors import ArchiveError, TfdropError, UnsafeArchiveError
+
+_CORRUPT_HINT = "the archive is corrupt; export or copy it again"
+
+
+class ZipSource(BaseSource):
+    """The file members of a zip, checked against :class:`ArchiveLimits` when opened.
+
+    Args:
+        path: The zip file (any suffix).
+        limits: Safety caps; defaults apply when omitted.
+
+    Raises:
+        ArchiveError: Not a zip, truncated, corrupt, encrypted or an unsupported method.
+        UnsafeArchiveError: Unsafe names, link entries, duplicates, or declared sizes over the
+            caps (entry count, total, per member, ratio).
+        OSError: The file cannot be opened (missing, permissions): the caller decides.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, limits: ArchiveLimits | None = None):
+        self.path = Path(path)
+        lim = limits if limits is not None else ArchiveLimits()
+        label = str(path)
+        f = open(self.path, "rb")  # noqa: SIM115  (kept open for the source's lifetime)
+        try:
+            entries = read_directory(f, archive=label, limits=lim)
+        except BaseException:
+            f.close()
+            raise
+        self._file = f
+        self._entries = {e.name: e for e in entries}
+        super().__init__(label, {e.name: e.size for e in entries}, lim)
+
+    def entry(self, name: str) -> ZipEntry:
+        """The central-directory entry of a member (method, CRC, sizes)."""
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise self._missing(name) from None
+
+    def close(self) -> None:
+        """Close the zip; member readers already open keep their own descriptor."""
+        self._file.close()
+
+    def _open_raw(self, name: str, size: int) -> CheckedReader:
+        entry = self.entry(name)
+        if self._file.closed:
+            raise ValueError(f"{self._label} is closed")
+        start = data_offset(self._file, entry, self._label)
+        # A duplicated descriptor per member: readers stay valid, and safe, after close().
+        return _ZipMemberReader(os.dup(self._file.fileno()), entry, start, self._label)
+
+
+class _ZipMemberReader(CheckedReader):
+    def __init__(self, fd: int, entry: ZipEntry, start: int, archive: str) -> None:
+        super().__init__(archive, entry.name, entry.size)
+        self._fd = fd
+        self._entry = entry
+        self._pos = start
+        self._left = entry.compressed_size
+        self._crc = 0
+        self._inflate = zlib.decompressobj(-15) if entry.method == DEFLATED else None
+        if entry.compressed_size == 0 and entry.size == 0:
+            # An empty member may be stored as no bytes at all, even under deflate.
+            self._inflate = None
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self._fd)
+        super().close()
+
+    def _read_input(self, n: int) -> bytes:
+        n = min(n, self._left)
+        data = os.pread(self._fd, n, self._pos)
+        if len(data) != n:
+            raise ArchiveError(
+                "truncated: member data ends early", offset=self._pos, hint=_CORRUPT_HINT
+            )
+        self._pos += n
+        self._left -= n
+        return data
+
+    def _produce(self, want: int) -> bytes:
+        want = min(want, CHUNK)
+        if self._inflate is None:
+            out = self._read_input(want)
+        else:
+            tail = self._inflate.unconsumed_tail
+            if tail:
+                src = tail
+            elif self._left > 0:
+                src = self._read_input(CHUNK)
+            else:
+                raise ArchiveError(
+                    "truncated: deflate data ends before the end of the member",
+                    hint=_CORRUPT_HINT,
+                )
+            try:
+                # max_length bounds each step: a bomb inflates one chunk at a time.
+                out = self._inflate.decompress(src, want)
+            except zlib.error as exc:
+                raise ArchiveError(f"corrupt deflate data ({exc})", hint=_CORRUPT_HINT) from exc
+        self._crc = zlib.crc32(out, self._crc)
+        return out
+
+    def _at_end(self) -> bool:
+        if self._inflate is None:
+            return self._left == 0
+        return self._inflate.eof
+
+    def _too_long(self) -> TfdropError:
+        return UnsafeArchiveError(
+            f"member inflates past its declared size of {self.declared} bytes "
+            "(lying header or zip bomb)"
+        )
+
+    def _check_end(self) -> None:
+        if self._crc != self._entry.crc:
+            raise ArchiveError(
+                f"bad CRC-32 (stored {self._entry.crc:08x}, data {self._crc:08x})",
+                hint=_CORRUPT_HINT,
+            )

@@ -1,0 +1,205 @@
+"""Crash-safe publication of output files (SPEC.md "The daemon": published).
+
+A reader of an output folder must never see a partial file: everything is written to a temp
+name in the destination folder, flushed and fsynced, renamed into place, and then the folder
+itself is fsynced so the rename survives a power cut. Temp names are ``.<name>.tfdrop-XXXXXX.tmp``:
+a dot name with a ``.tmp`` suffix, which the daemon's settle rule (and most other watchers)
+ignore, so a chained pipeline never picks up a half-written archive. If anything fails, the
+temp file is removed and the error (including ``OSError`` for ENOSPC/EACCES, which the daemon
+retries) propagates unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+_COPY_CHUNK = 1 << 20
+_TEMP_MARK = ".tfdrop-"
+_TEMP_SUFFIX = ".tmp"
+# Folders on some filesystems (certain FUSE, CIFS/SMB mounts) cannot be fsynced; there the
+# rename is as durable as the filesystem allows and the error is not the input's fault.
+_DIR_FSYNC_UNSUPPORTED = {errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF}
+# Filesystems without hard links make publish_no_clobber fall back to a checked rename.
+_NO_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK}
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """fsync a folder so renames and unlinks in it are durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in _DIR_FSYNC_UNSUPPORTED:
+            raise
+    finally:
+        os.close(fd)
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether a file name is one of tfdrop's publication temp names."""
+    return name.startswith(".") and _TEMP_MARK in name and name.endswith(_TEMP_SUFFIX)
+
+
+def _make_temp(final: Path) -> Path:
+    """Create (exclusively) and return a fresh temp file beside ``final``."""
+    for _ in range(100):
+        tmp = final.with_name(f".{final.name}{_TEMP_MARK}{secrets.token_hex(3)}{_TEMP_SUFFIX}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(errno.EEXIST, "no free temp name", str(final))
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # on Linux any descriptor of the inode flushes its dirty pages
+    finally:
+        os.close(fd)
+
+
+def publish_no_clobber(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    """Rename ``src`` to ``dst`` on the same filesystem, failing if ``dst`` exists.
+
+    Uses link-then-unlink, which is atomic against another publisher of the same name.
+
+    Raises:
+        FileExistsError: ``dst`` already exists; ``src`` is left in place.
+    """
+    try:
+        os.link(src, dst)
+    except OSError as exc:
+        if exc.errno not in _NO_LINKS:
+            raise
+        # No hard links here: the check and the rename are two steps, so a race is possible.
+        if os.path.lexists(dst):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), os.fspath(dst)) from None
+        os.replace(src, dst)
+    else:
+        os.unlink(src)
+    fsync_dir(Path(dst).parent)
+
+
+@contextlib.contextmanager
+def atomic_path(final_path: str | os.PathLike[str], *, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temp path beside ``final_path``; publish it there when the block succeeds.
+
+    The temp file already exists (empty) when yielded; write it with anything that takes a
+    path. On success it is fsynced, renamed to ``final_path`` (replacing an old file only if
+    ``overwrite``) and the folder is fsynced. On any exception it is removed and the
+    exception propagates.
+
+    Raises:
+        FileExistsError: ``overwrite`` is False and ``final_path`` exists.
+        OSError: Writing, syncing or renaming failed (ENOSPC, EACCES, EROFS ...).
+
+    Example:
+        >>> with atomic_path(out_dir / "voc.tfrecord.zip") as tmp:  # doctest: +SKIP
+        ...     write_zip(tmp)
+    """
+    final = Path(final_path)
+    tmp = _make_temp(final)
+    try:
+        yield tmp
+        _fsync_file(tmp)
+        if overwrite:
+            os.replace(tmp, final)
+            fsync_dir(final.parent)
+        else:
+            publish_no_clobber(tmp, final)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_write(
+    final_path: str | os.PathLike[str], *, overwrite: bool = True
+) -> Iterator[BinaryIO]:
+    """Yield a binary file to write; it appears at ``final_path`` only when complete.
+
+    Same guarantees as :func:`atomic_path`; the file is flushed and fsynced before the rename.
+    """
+    with atomic_path(final_path, overwrite=overwrite) as tmp, open(tmp, "wb") as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def copy_atomic(
+    src: str | os.PathLike[str],
+    dst_dir: str | os.PathLike[str],
+    name: str | None = None,
+    *,
+    overwrite: bool = True,
+) -> Path:
+    """Copy a finished file into ``dst_dir`` (any filesystem) so it appears there whole.
+
+    Returns:
+        The published path, ``dst_dir / (name or the source's name)``.
+    """
+    final = Path(dst_dir) / (name if name is not None else Path(src).name)
+    with open(src, "rb") as fin, atomic_write(final, overwrite=overwrite) as fout:
+        shutil.copyfileobj(fin, fout, _COPY_CHUNK)
+    return final
+
+
+def move_atomic(
+    src: str | os.PathLike[str],
+    dst_dir: str | os.PathLike[str],
+    name: str | None = None,
+    *,
+    overwrite: bool = True,
+) -> Path:
+    """Move a file into ``dst_dir``: a rename on one filesystem, else copy_atomic + unlink."""
+    final = Path(dst_dir) / (name if name is not None else Path(src).name)
+    try:
+        if overwrite:
+            os.replace(src, final)
+            fsync_dir(final.parent)
+        else:
+            publish_no_clobber(src, final)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        copy_atomic(src, dst_dir, final.name, overwrite=overwrite)
+        os.unlink(src)
+    fsync_dir(Path(src).parent)
+    return final
+
+
+def cleanup_temps(folder: str | os.PathLike[str], *, min_age: float = 0.0) -> list[Path]:
+    """Remove temp files left in ``folder`` by a killed run; returns what was removed.
+
+    Args:
+        folder: The output folder.
+        min_age: Only remove temps whose mtime is at least this many seconds old, so a
+            second instance writing to the same folder keeps its live temp files.
+    """
+    removed = []
+    now = time.time()
+    with os.scandir(folder) as it:
+        for entry in it:
+            if not is_temp_name(entry.name) or not entry.is_file(follow_symlinks=False):
+                continue
+            try:
+                if now - entry.stat(follow_symlinks=False).st_mtime < min_age:
+                    continue
+                os.unlink(entry.path)
+            except FileNotFoundError:
+                continue
+            removed.append(Path(entry.path))
+    if removed:
+        fsync_dir(folder)
+    return removed
