@@ -86,7 +86,7 @@ def _check_labels(p: ParsedExample, label_map: LabelMap | None, out: list[Proble
         return
     n = p.num_objects
     for i in range(n):
-        text = texts[i].decode("utf-8", "replace") if texts is not None else None
+        text = texts[i].decode("utf-8", "replace") if texts is not None and texts[i] else None
         label_id = ids[i] if ids is not None else None
         if text is not None:
             expected = label_map.id_of(text)

@@ -1,0 +1,88 @@
+"""Finding the record files behind a path, for ``validate`` and ``inspect``.
+
+A path may be a bare ``.tfrecord`` (any compression), one file of a shard set (the whole set is
+read), or a TFRecord zip or folder (every record file in it, with its ``label_map.pbtxt``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from tfdrop.archive import Source, open_source
+from tfdrop.codec.framing import FOOTER_SIZE, HEADER_SIZE
+from tfdrop.codec.labelmap import parse_label_map
+from tfdrop.codec.model import LabelMap
+from tfdrop.errors import TfdropError
+from tfdrop.formats.tfrecord import LABEL_MAP_NAME, subset_of
+from tfdrop.stream import is_tfrecord_name, iter_records, parse_shard_name
+
+
+@dataclass(frozen=True, slots=True)
+class RecordFile:
+    """One record file: how to show it, and which source member or path holds it."""
+
+    display: str
+    member: str | None
+    path: Path
+
+    @property
+    def subset(self) -> str:
+        return subset_of(self.member or self.path.name)
+
+
+def _shard_set(path: Path) -> list[Path]:
+    shard = parse_shard_name(path.name)
+    if shard is None:
+        return [path]
+    base, _, count = shard
+    siblings = [path.with_name(f"{base}-{i:05d}-of-{count:05d}") for i in range(count)]
+    return [p for p in siblings if p.exists()] or [path]
+
+
+def _is_bare(path: Path) -> bool:
+    """A file that is not a zip is read as a TFRecord, whatever its name."""
+    if not path.is_file():
+        return False
+    with path.open("rb") as f:
+        return f.read(4) != b"PK\x03\x04"
+
+
+@contextmanager
+def record_files(path: Path) -> Iterator[tuple[list[RecordFile], LabelMap | None, Source | None]]:
+    """The record files behind ``path``, the label map found beside them, and the source."""
+    if _is_bare(path):
+        files = [RecordFile(str(p), None, p) for p in _shard_set(path)]
+        lm_path = path.with_name(LABEL_MAP_NAME)
+        lm = (
+            parse_label_map(lm_path.read_bytes(), source=str(lm_path))
+            if lm_path.is_file()
+            else None
+        )
+        yield files, lm, None
+        return
+    with open_source(path) as src:
+        names = sorted(n for n in src.names() if is_tfrecord_name(n))
+        files = [RecordFile(f"{path}:{n}", n, path) for n in names]
+        maps = [n for n in src.names() if n.rsplit("/", 1)[-1] == LABEL_MAP_NAME]
+        lm = (
+            parse_label_map(src.read_bytes(maps[0], max_size=64 << 20), source=maps[0])
+            if maps
+            else None
+        )
+        yield files, lm, src
+
+
+def iter_file_records(rf: RecordFile, source: Source | None) -> Iterator[tuple[int, int, bytes]]:
+    """``(index, offset, record)`` of one record file; codec errors get the file's name."""
+    f = source.open(rf.member) if source is not None and rf.member else rf.path.open("rb")
+    offset = 0
+    with f:
+        try:
+            for index, rec in enumerate(iter_records(f)):
+                yield index, offset, rec
+                offset += HEADER_SIZE + len(rec) + FOOTER_SIZE
+        except TfdropError as exc:
+            raise exc.at(archive=rf.display) from None

@@ -1,0 +1,338 @@
+"""The one conversion path: source archive -> items -> target archive -> validated report.
+
+The CLI's ``tfdrop convert`` and every daemon job call :func:`convert`; there is no second
+path. Items stream one at a time from the source reader through label-id assignment to the
+target writer; the finished archive is read back through the target's own reader (for TFRecord:
+the codec with both CRCs and the schema check) and its counts compared with what was written
+before the archive is renamed into place (SPEC.md "validated").
+"""
+
+from __future__ import annotations
+
+import time
+import zipfile
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, BinaryIO, Self
+
+from tfdrop.archive import ArchiveLimits, Source, ZipSink, open_source
+from tfdrop.codec.model import Annotation, Item, LabelMap
+from tfdrop.errors import TfdropError, UnknownLabelError
+from tfdrop.formats import FORMATS, Notes, ReadOptions, WriteOptions, detect_format
+from tfdrop.formats.masks import box_mask_png
+from tfdrop.publish import atomic_path
+from tfdrop.stream import is_tfrecord_name
+
+
+class ValidationError(TfdropError):
+    """The written archive did not read back as written: a tfdrop bug, never published."""
+
+    kind = "validation"
+    default_hint = "this is a bug in tfdrop; please report it with the input"
+
+
+@dataclass(frozen=True, slots=True)
+class ConvertOptions:
+    """What to convert to, and how. Defaults: auto-detect -> TFRecord, images embedded."""
+
+    source_format: str = "auto"
+    target_format: str = "tfrecord"
+    label_map: LabelMap | None = None
+    masks: bool = False
+    shards: int = 1
+    compression: str = "none"
+    images: bool = True
+    limits: ArchiveLimits | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """What a conversion did: counts, label histogram, what it skipped or lost, warnings."""
+
+    source: str
+    output: str
+    source_format: str
+    target_format: str
+    items: int
+    objects: int
+    subsets: dict[str, int]
+    labels: dict[str, int]
+    label_map: LabelMap
+    skipped: dict[str, int]
+    lossy: dict[str, int]
+    warnings: list[dict[str, Any]]
+    warning_counts: dict[str, int]
+    validated_items: int
+    output_bytes: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (``<stem>.report.json``)."""
+        return {
+            "source": self.source,
+            "output": self.output,
+            "source_format": self.source_format,
+            "target_format": self.target_format,
+            "items": self.items,
+            "objects": self.objects,
+            "subsets": self.subsets,
+            "labels": self.labels,
+            "label_map": [
+                {"id": it.id, "name": it.name}
+                | ({"display_name": it.display_name} if it.display_name else {})
+                for it in self.label_map.items
+            ],
+            "skipped": self.skipped,
+            "lossy": self.lossy,
+            "warnings": self.warnings,
+            "warning_counts": self.warning_counts,
+            "validated_items": self.validated_items,
+            "output_bytes": self.output_bytes,
+            "seconds": round(self.seconds, 3),
+        }
+
+    def summary(self) -> str:
+        """One line for a terminal."""
+        skipped = sum(self.skipped.values())
+        extra = f", {skipped} annotations skipped" if skipped else ""
+        warns = sum(self.warning_counts.values())
+        extra += f", {warns} warnings" if warns else ""
+        return (
+            f"{self.source_format} -> {self.target_format}: {self.items} items, "
+            f"{self.objects} objects, {len(self.label_map)} labels{extra} -> {self.output} "
+            f"({self.seconds:.2f} s)"
+        )
+
+
+class LabelResolver:
+    """Assigns label ids: a pinned map is exact; otherwise the source's map, else 1..N."""
+
+    def __init__(
+        self,
+        pinned: LabelMap | None,
+        source_labels: list[str],
+        source_map: LabelMap | None,
+    ) -> None:
+        self.pinned = pinned is not None
+        if pinned is not None:
+            self.map = pinned
+        elif source_map is not None:
+            self.map = source_map  # keeps a source's own (possibly non-contiguous) ids
+        else:
+            self.map = LabelMap.from_names(list(dict.fromkeys(source_labels)))
+
+    def assign(self, item: Item) -> Item:
+        objects = []
+        changed = False
+        for i, obj in enumerate(item.objects):
+            label_id = self.map.id_of(obj.label)
+            if label_id is None:
+                if self.pinned:
+                    raise UnknownLabelError(
+                        f"label {obj.label!r} is not in the pinned label map "
+                        f"(it has: {', '.join(self.map.names[:20])})",
+                        item=item.name,
+                        object=i,
+                    )
+                self.map = self.map.with_name(obj.label)
+                label_id = self.map.id_of(obj.label)
+                assert label_id is not None
+            if label_id != obj.label_id:
+                obj = replace(obj, label_id=label_id)
+                changed = True
+            objects.append(obj)
+        return replace(item, objects=tuple(objects)) if changed else item
+
+
+def _with_box_masks(item: Item) -> Item:
+    """With masks on, the OD API needs a mask per object: boxes get a filled rectangle."""
+    if not item.objects or all(o.mask is not None for o in item.objects):
+        return item
+    if item.width <= 0 or item.height <= 0:
+        return item
+    objs: list[Annotation] = [
+        o if o.mask is not None else replace(o, mask=box_mask_png(o.box, item.width, item.height))
+        for o in item.objects
+    ]
+    return replace(item, objects=tuple(objs))
+
+
+class _FileSource:
+    """A bare TFRecord file (not a zip) as a one-member source."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.label = str(path)
+        self._name = path.name
+
+    def names(self) -> list[str]:
+        return [self._name]
+
+    def size(self, name: str) -> int:
+        return self.path.stat().st_size
+
+    def exists(self, name: str) -> bool:
+        return name == self._name
+
+    def find(self, name: str) -> str | None:
+        return self._name if name.casefold() == self._name.casefold() else None
+
+    def open(self, name: str) -> BinaryIO:
+        return self.path.open("rb")
+
+    def read_bytes(self, name: str, *, max_size: int) -> bytes:
+        with self.path.open("rb") as f:
+            return f.read(max_size)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_input(path: Path, limits: ArchiveLimits | None = None) -> Source:
+    """A drop as a source: a folder, a zip, or a bare TFRecord file."""
+    if path.is_file() and is_tfrecord_name(path.name) and not zipfile.is_zipfile(path):
+        return _FileSource(path)
+    return open_source(path, limits=limits)
+
+
+def _read_back(out: Path, fmt: str, notes: Notes, options: ConvertOptions) -> Iterator[Item]:
+    spec = FORMATS[fmt]
+    assert spec.open_reader is not None
+    with open_source(out, limits=options.limits) as src:
+        reader = spec.open_reader(src, ReadOptions(masks=options.masks, images=False), notes)
+        yield from reader.items()
+
+
+def convert(
+    src: Path,
+    out: Path,
+    options: ConvertOptions,
+    *,
+    progress: Callable[[int], None] | None = None,
+    workdir: Path | None = None,
+) -> Report:
+    """Convert ``src`` (zip, folder or bare TFRecord) into the archive ``out`` (a zip).
+
+    ``out`` appears only complete and validated (temp name, fsync, rename). ``progress`` gets
+    the number of items done; an exception it raises aborts the conversion (no output).
+
+    Raises:
+        DataError: the input is malformed (its fields say where); nothing is written.
+        OSError: the disk is full, a folder is not writable, ...: transient for the daemon.
+    """
+    started = time.monotonic()
+    src, out = Path(src), Path(out)
+    if options.target_format not in FORMATS or FORMATS[options.target_format].open_writer is None:
+        raise ValueError(f"cannot write format {options.target_format!r}")
+    notes = Notes()
+    with open_input(src, options.limits) as source:
+        fmt = options.source_format
+        if fmt == "auto":
+            fmt = detect_format(source.names(), archive=str(src))
+        spec = FORMATS.get(fmt)
+        if spec is None or spec.open_reader is None:
+            raise ValueError(f"cannot read format {fmt!r}")
+        try:
+            reader = spec.open_reader(
+                source, ReadOptions(masks=options.masks, images=options.images), notes
+            )
+            resolver = LabelResolver(options.label_map, list(reader.labels()), reader.label_map())
+            with atomic_path(out) as tmp:
+                counts = _write(reader.items(), resolver, tmp, options, notes, progress, workdir)
+                validated = _validate(tmp, options, counts)
+        except TfdropError as exc:
+            raise exc.at(archive=str(src)) from None
+    items, objects, subsets, labels = counts
+    return Report(
+        source=str(src),
+        output=str(out),
+        source_format=fmt,
+        target_format=options.target_format,
+        items=items,
+        objects=objects,
+        subsets=dict(subsets),
+        labels=dict(labels),
+        label_map=resolver.map,
+        skipped=dict(notes.skipped),
+        lossy=dict(notes.lossy),
+        warnings=list(notes.warnings),
+        warning_counts=dict(notes.warning_counts),
+        validated_items=validated,
+        output_bytes=out.stat().st_size,
+        seconds=time.monotonic() - started,
+    )
+
+
+_Counts = tuple[int, int, Counter[str], Counter[str]]
+
+
+def _write(
+    items: Iterator[Item],
+    resolver: LabelResolver,
+    out: Path,
+    options: ConvertOptions,
+    notes: Notes,
+    progress: Callable[[int], None] | None,
+    workdir: Path | None,
+) -> _Counts:
+    spec = FORMATS[options.target_format]
+    assert spec.open_writer is not None
+    n_items = n_objects = 0
+    subsets: Counter[str] = Counter()
+    labels: Counter[str] = Counter()
+    masks_needed = options.masks and options.target_format == "tfrecord"
+    wopts = WriteOptions(
+        masks=options.masks,
+        shards=options.shards,
+        compression=options.compression,
+        images=options.images,
+        workdir=workdir,
+    )
+    with ZipSink(out) as sink:
+        writer = spec.open_writer(sink, wopts, notes)
+        for item in items:
+            item = resolver.assign(item)
+            if masks_needed:
+                item = _with_box_masks(item)
+            writer.write(item)
+            n_items += 1
+            n_objects += len(item.objects)
+            subsets[item.subset] += 1
+            labels.update(o.label for o in item.objects)
+            if progress is not None:
+                progress(n_items)
+        writer.close(resolver.map)
+    return n_items, n_objects, subsets, labels
+
+
+def _validate(out: Path, options: ConvertOptions, counts: _Counts) -> int:
+    """Read the archive back through the target's reader and compare the counts."""
+    items, objects, subsets, labels = counts
+    notes = Notes()
+    seen_items = seen_objects = 0
+    seen_subsets: Counter[str] = Counter()
+    seen_labels: Counter[str] = Counter()
+    try:
+        for item in _read_back(out, options.target_format, notes, options):
+            seen_items += 1
+            seen_objects += len(item.objects)
+            seen_subsets[item.subset] += 1
+            seen_labels.update(o.label for o in item.objects)
+    except TfdropError as exc:
+        raise ValidationError(f"the written archive does not read back: {exc}") from exc
+    wrote = (items, objects, dict(subsets), dict(labels))
+    read = (seen_items, seen_objects, dict(seen_subsets), dict(seen_labels))
+    if wrote != read:
+        raise ValidationError(
+            f"the written archive reads back differently: wrote {items} items / {objects} "
+            f"objects, read {seen_items} / {seen_objects}",
+        )
+    return seen_items

@@ -1,0 +1,121 @@
+"""What every format module provides, and the notes a conversion collects.
+
+Each format (Datumaro's habit: one small module set per format over one shared item model) is a
+:class:`FormatSpec` in the explicit table ``tfdrop.formats.FORMATS``: a detector over member
+names, a streaming reader (source -> labels + iterator of items) and a streaming writer (items ->
+zip members). Readers and writers never log; what they could not convert goes into
+:class:`Notes`, which ends up in the conversion report (SPEC.md: never drop an annotation
+without saying so).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from tfdrop.codec.model import Item, LabelMap
+
+if TYPE_CHECKING:
+    from tfdrop.archive import Source, ZipSink
+
+MAX_WARNINGS = 200
+"""Warnings kept word for word in a report; the rest are only counted by code."""
+
+
+@dataclass(slots=True)
+class Notes:
+    """Warnings, skipped annotations and lossy conversions, collected for the report."""
+
+    warnings: list[dict[str, Any]] = field(default_factory=list)
+    warning_counts: Counter[str] = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)
+    lossy: dict[str, int] = field(default_factory=dict)
+
+    def warn(self, code: str, message: str, **where: Any) -> None:
+        """Something a user should know that does not fail the archive."""
+        self.warning_counts[code] += 1
+        if len(self.warnings) < MAX_WARNINGS:
+            self.warnings.append(
+                {"code": code, "message": message}
+                | {k: v for k, v in where.items() if v is not None}
+            )
+
+    def skip(self, what: str, message: str, **where: Any) -> None:
+        """An annotation that is not converted (counted by kind, e.g. ``"polyline"``)."""
+        self.skipped[what] += 1
+        self.warn(f"skipped_{what}", message, **where)
+
+    def lose(self, what: str, n: int = 1) -> None:
+        """Information the target format has no room for (e.g. ``"attribute:color"``)."""
+        self.lossy[what] = self.lossy.get(what, 0) + n
+
+
+@dataclass(frozen=True, slots=True)
+class ReadOptions:
+    """How to read. ``masks``: turn polygons and masks into PNG instance masks.
+    ``images``: load image bytes (else only sizes, from the annotation or the image header).
+    """
+
+    masks: bool = False
+    images: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class WriteOptions:
+    """How to write. ``workdir`` holds temp files a writer may spill to."""
+
+    masks: bool = False
+    shards: int = 1
+    compression: str = "none"
+    images: bool = True
+    workdir: Path | None = None
+
+
+class Reader(Protocol):
+    """A format's streaming reader, opened on a source."""
+
+    def labels(self) -> Sequence[str]:
+        """The source's own label list in its order, if it has one up front (else empty)."""
+        ...
+
+    def label_map(self) -> LabelMap | None:
+        """A label map the source carries with ids (a TFRecord archive's label_map.pbtxt)."""
+        ...
+
+    def items(self) -> Iterator[Item]:
+        """Every item, one at a time; errors carry the member and item."""
+        ...
+
+
+class Writer(Protocol):
+    """A format's streaming writer into a zip."""
+
+    def write(self, item: Item) -> None:
+        """Write one item; label ids are already assigned."""
+        ...
+
+    def close(self, label_map: LabelMap) -> None:
+        """Finish the archive: the label list, index files, anything kept until the end."""
+        ...
+
+
+OpenReader = Callable[["Source", ReadOptions, Notes], Reader]
+OpenWriter = Callable[["ZipSink", WriteOptions, Notes], Writer]
+
+
+@dataclass(frozen=True, slots=True)
+class FormatSpec:
+    """One row of the format table.
+
+    ``detect`` scores a source by its member names: 0 means "not this format", higher wins
+    (100 for a format's own marker file, like CVAT's ``annotations.xml``).
+    """
+
+    name: str
+    description: str
+    detect: Callable[[Sequence[str]], int]
+    open_reader: OpenReader | None = None
+    open_writer: OpenWriter | None = None

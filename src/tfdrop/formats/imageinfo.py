@@ -1,0 +1,56 @@
+"""Image file facts from headers only: format and size (Pillow reads the header, no decode).
+
+SPEC.md: images are embedded unchanged, never re-encoded; their size comes from the annotation
+or from the image header. ``image/format`` is "jpeg" or "png" as TF's decoders expect.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from typing import IO, Final
+
+from PIL import Image, UnidentifiedImageError
+
+from tfdrop.errors import FormatError
+
+IMAGE_EXTENSIONS: Final = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+)
+_PIL_FORMATS: Final = {"JPEG": "jpeg", "PNG": "png", "BMP": "bmp", "GIF": "gif", "TIFF": "tiff"}
+_PIL_FORMATS_WEBP: Final = {"WEBP": "webp", "MPO": "jpeg"}
+
+
+@dataclass(frozen=True, slots=True)
+class ImageInfo:
+    format: str
+    width: int
+    height: int
+
+
+def is_image_name(name: str) -> bool:
+    """Whether a member name looks like an image file (by extension, case-insensitive)."""
+    dot = name.rfind(".")
+    return dot > name.rfind("/") and name[dot:].lower() in IMAGE_EXTENSIONS
+
+
+def format_from_name(name: str) -> str:
+    """``image/format`` for a file name: jpg/jpeg -> "jpeg", png -> "png", else the extension."""
+    ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    return "jpeg" if ext in ("jpg", "jpeg", "jpe") else ext
+
+
+def probe(data: bytes | IO[bytes], *, name: str) -> ImageInfo:
+    """Format and size from the header of an image; :class:`FormatError` naming it otherwise."""
+    stream = io.BytesIO(data) if isinstance(data, bytes) else data
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(stream) as img:
+                fmt = img.format or ""
+                width, height = img.size
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
+        raise FormatError(f"not a readable image: {exc}", member=name) from None
+    kind = _PIL_FORMATS.get(fmt) or _PIL_FORMATS_WEBP.get(fmt) or fmt.lower()
+    return ImageInfo(kind, width, height)

@@ -1,0 +1,266 @@
+"""TFRecord archives: CVAT's "TFRecord 1.0" layout, TF OD API records (SPEC.md).
+
+Read: every ``*.tfrecord`` / ``*.record`` / shard set ``<base>-0000i-of-0000N`` in the source
+(Datumaro ignored ``*.record`` and shard names), GZIP/ZLIB detected from the bytes, plus the
+``label_map.pbtxt`` beside them. The subset is the file's base name (``train.tfrecord`` ->
+``train``). Write: ``<subset>.tfrecord`` (or ``<subset>.tfrecord-0000i-of-0000N`` with shards,
+records assigned round-robin as TF models' ``tf_record_creation_util.py`` does) and
+``label_map.pbtxt`` in CVAT's layout. Members are stored, not deflated: images are already
+compressed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, BinaryIO, cast
+
+from tfdrop.codec.compression import Compression
+from tfdrop.codec.example import LABEL, TEXT, encode_example, parse_example, to_item
+from tfdrop.codec.labelmap import format_label_map, parse_label_map
+from tfdrop.codec.model import Item, LabelMap
+from tfdrop.codec.schema import check_parsed
+from tfdrop.errors import DataError, FormatError, SchemaError, TfdropError
+from tfdrop.formats.base import FormatSpec, Notes, ReadOptions, WriteOptions
+from tfdrop.stream import RecordWriter, is_tfrecord_name, iter_records, parse_shard_name, shard_name
+
+if TYPE_CHECKING:
+    from tfdrop.archive import Source, ZipSink
+
+LABEL_MAP_NAME = "label_map.pbtxt"
+_SUFFIX = re.compile(r"\.(tfrecords?|record)(\.(gz|gzip|zlib|z))?$", re.IGNORECASE)
+
+
+def subset_of(name: str) -> str:
+    """``train.tfrecord`` -> ``train``; ``val.record-00001-of-00004`` -> ``val``."""
+    base = os.path.basename(name)
+    shard = parse_shard_name(base)
+    if shard is not None:
+        base = shard[0]
+    base = _SUFFIX.sub("", base)
+    return base or "default"
+
+
+def _shard_key(name: str) -> tuple[str, int]:
+    shard = parse_shard_name(os.path.basename(name))
+    return (subset_of(name), shard[1] if shard else -1)
+
+
+def detect(names: Sequence[str]) -> int:
+    """A TFRecord archive has at least one record file."""
+    return 90 if any(is_tfrecord_name(n) for n in names) else 0
+
+
+def _find_label_maps(names: Sequence[str]) -> list[str]:
+    return sorted(n for n in names if n.rsplit("/", 1)[-1].lower().endswith(".pbtxt"))
+
+
+@dataclass(slots=True)
+class TfrecordReader:
+    source: Source
+    options: ReadOptions
+    notes: Notes
+    files: list[str] = field(default_factory=list)
+    _label_map: LabelMap | None = None
+
+    def __post_init__(self) -> None:
+        names = self.source.names()
+        self.files = sorted((n for n in names if is_tfrecord_name(n)), key=_shard_key)
+        self._check_shard_sets()
+        maps = _find_label_maps(names)
+        merged: LabelMap | None = None
+        for name in maps:
+            lm = parse_label_map(self.source.read_bytes(name, max_size=64 << 20), source=name)
+            if merged is None:
+                merged = lm
+            elif lm != merged:
+                # Roboflow exports one map per subset folder; they must agree
+                for it in lm.items:
+                    other = merged.get(it.id)
+                    if other is not None and other.name != it.name:
+                        raise FormatError(
+                            f"label maps disagree: id {it.id} is {other.name!r} in one and "
+                            f"{it.name!r} here",
+                            member=name,
+                        )
+                merged = LabelMap(
+                    merged.items + tuple(i for i in lm.items if merged.get(i.id) is None)
+                )
+        self._label_map = merged
+
+    def _check_shard_sets(self) -> None:
+        sets: dict[str, tuple[int, set[int]]] = {}
+        for name in self.files:
+            shard = parse_shard_name(os.path.basename(name))
+            if shard is not None:
+                base = name[: len(name) - len(os.path.basename(name))] + shard[0]
+                count, seen = sets.setdefault(base, (shard[2], set()))
+                seen.add(shard[1])
+        for base, (count, seen) in sets.items():
+            missing = sorted(set(range(count)) - seen)
+            if missing:
+                self.notes.warn(
+                    "incomplete_shard_set",
+                    f"shard set {base} has {len(seen)} of {count} files; "
+                    f"missing {shard_name(base, missing[0], count)}",
+                    member=base,
+                )
+
+    def labels(self) -> Sequence[str]:
+        return self._label_map.names if self._label_map else ()
+
+    def label_map(self) -> LabelMap | None:
+        return self._label_map
+
+    def items(self) -> Iterator[Item]:
+        for name in self.files:
+            subset = subset_of(name)
+            with self.source.open(name) as f:
+                try:
+                    for index, record in enumerate(iter_records(f)):
+                        yield self._item(record, subset, name, index)
+                except TfdropError as exc:
+                    raise exc.at(member=name) from None
+
+    def _item(self, record: bytes, subset: str, member: str, index: int) -> Item:
+        try:
+            parsed = parse_example(record)
+        except DataError as exc:
+            raise exc.at(member=member, record=index) from None
+        lm = self._label_map
+        texts = parsed.lists.get(TEXT)
+        ids = parsed.lists.get(LABEL)
+        # Datumaro writes a box without a label as id 0 and text "": keep the box out, say so
+        unlabeled = {
+            i
+            for i in range(parsed.num_objects)
+            if (not texts or not texts[i]) and (not ids or ids[i] == 0)
+        }
+        for problem in check_parsed(parsed, lm):
+            if problem.obj is None or problem.obj not in unlabeled:
+                raise SchemaError(
+                    problem.message,
+                    member=member,
+                    record=index,
+                    item=parsed.filename or None,
+                    key=problem.key,
+                    object=problem.obj,
+                )
+        item = to_item(parsed, subset=subset, label_map=lm)
+        if unlabeled:
+            for i in sorted(unlabeled):
+                self.notes.skip(
+                    "unlabeled",
+                    f"object {i} has no class id or text",
+                    member=member,
+                    item=item.name,
+                )
+            item = replace(
+                item, objects=tuple(o for i, o in enumerate(item.objects) if i not in unlabeled)
+            )
+        if not self.options.images and item.image is not None:
+            item = replace(item, image=None)
+        return item
+
+
+def open_reader(source: Source, options: ReadOptions, notes: Notes) -> TfrecordReader:
+    return TfrecordReader(source, options, notes)
+
+
+@dataclass(slots=True)
+class _Out:
+    """One output record file: a zip member streamed directly, or a spilled temp file."""
+
+    name: str
+    writer: RecordWriter
+    handle: IO[bytes]
+    spill: Path | None = None
+
+
+class TfrecordWriter:
+    """Streams records into ``<subset>.tfrecord`` members of the output zip.
+
+    A zip can only take one member at a time, so the first output file streams straight into
+    the zip and any other (another subset, other shards) spills to a temp file in the work
+    folder that is copied in at :meth:`close`.
+    """
+
+    def __init__(self, sink: ZipSink, options: WriteOptions, notes: Notes) -> None:
+        self.sink = sink
+        self.options = options
+        self.notes = notes
+        self._subsets: dict[str, list[_Out]] = {}
+        self._rr: dict[str, int] = {}
+        self._direct_open = False
+        self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
+
+    def _open(self, name: str) -> _Out:
+        compression = cast(Compression, self.options.compression)
+        if not self._direct_open:
+            self._direct_open = True
+            handle = self.sink.open_member(name, compress=False)
+            return _Out(name, RecordWriter(cast(BinaryIO, handle), compression=compression), handle)
+        if self._tmpdir is None:
+            self._tmpdir = tempfile.TemporaryDirectory(
+                prefix=".tfdrop-spill-", dir=self.options.workdir
+            )
+        path = Path(self._tmpdir.name) / name.replace("/", "_")
+        handle = path.open("wb")
+        return _Out(
+            name, RecordWriter(cast(BinaryIO, handle), compression=compression), handle, path
+        )
+
+    def _outputs(self, subset: str) -> list[_Out]:
+        outs = self._subsets.get(subset)
+        if outs is None:
+            n = max(1, self.options.shards)
+            base = f"{subset}.tfrecord"
+            names = [base] if n == 1 else [shard_name(base, i, n) for i in range(n)]
+            outs = [self._open(nm) for nm in names]
+            self._subsets[subset] = outs
+            self._rr[subset] = 0
+        return outs
+
+    def write(self, item: Item) -> None:
+        if not self.options.images and item.image is not None:
+            item = replace(item, image=None)
+        outs = self._outputs(item.subset or "default")
+        i = self._rr[item.subset or "default"]
+        self._rr[item.subset or "default"] = i + 1
+        outs[i % len(outs)].writer.write(encode_example(item))
+
+    def close(self, label_map: LabelMap) -> None:
+        try:
+            spilled: list[_Out] = []
+            for outs in self._subsets.values():
+                for out in outs:
+                    out.writer.close()
+                    out.handle.close()
+                    if out.spill is not None:
+                        spilled.append(out)
+            for out in spilled:
+                assert out.spill is not None
+                self.sink.add_file(out.name, out.spill, compress=False)
+            self.sink.write_member(
+                LABEL_MAP_NAME, format_label_map(label_map).encode(), compress=True
+            )
+        finally:
+            if self._tmpdir is not None:
+                self._tmpdir.cleanup()
+
+
+def open_writer(sink: ZipSink, options: WriteOptions, notes: Notes) -> TfrecordWriter:
+    return TfrecordWriter(sink, options, notes)
+
+
+SPEC = FormatSpec(
+    name="tfrecord",
+    description="TFRecord archive: <subset>.tfrecord + label_map.pbtxt (CVAT TFRecord 1.0)",
+    detect=detect,
+    open_reader=open_reader,
+    open_writer=open_writer,
+)
