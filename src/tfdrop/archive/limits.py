@@ -110,7 +110,7 @@ def normalize_name(raw: str, *, archive: str, limits: ArchiveLimits) -> tuple[st
     """
 
     def unsafe(why: str) -> UnsafeArchiveError:
-        return UnsafeArchiveError(f"unsafe member name: {why}", archive=archive, member=raw)
+        return UnsafeArchiveError(f"unsafe member name: {why}", archive=archive, member=shown(raw))
 
     if "\x00" in raw:
         raise unsafe("contains a NUL byte")
@@ -132,6 +132,13 @@ def normalize_name(raw: str, *, archive: str, limits: ArchiveLimits) -> tuple[st
     return "/".join(parts), name.endswith("/")
 
 
+def shown(name: str) -> str:
+    """A name safe to print and log: control characters (NUL, newline ...) escaped."""
+    if name.isprintable():
+        return name
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
+
+
 def check_write_name(name: str, *, archive: str) -> None:
     """Reject a name a writer is about to store unless it is already normal and safe.
 
@@ -143,5 +150,5 @@ def check_write_name(name: str, *, archive: str) -> None:
         raise UnsafeArchiveError(
             f"refusing to write member name {name!r} (use a relative '/'-separated file name)",
             archive=archive,
-            member=name,
+            member=shown(name),
         )

@@ -16,7 +16,7 @@ import zlib
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from tfdrop.archive.limits import ArchiveLimits, normalize_name
+from tfdrop.archive.limits import ArchiveLimits, normalize_name, shown
 from tfdrop.errors import ArchiveError, UnsafeArchiveError
 
 # --- APPNOTE 4.3.16: end of central directory record -----------------------------------------
@@ -227,20 +227,22 @@ def read_directory(f: BinaryIO, *, archive: str, limits: ArchiveLimits) -> list[
             raise ArchiveError("truncated central directory", archive=archive, hint=_ZIP_HINT)
         count += 1
         limits.check_count(count, archive)
-        shown = _decode_name(raw, flags, extra)
-        name, is_dir = normalize_name(shown, archive=archive, limits=limits)
+        decoded = _decode_name(raw, flags, extra)
+        name, is_dir = normalize_name(decoded, archive=archive, limits=limits)
         mode = attr >> 16
         kind = stat.S_IFMT(mode)
         if kind == stat.S_IFLNK:
-            raise UnsafeArchiveError("symbolic link entry", archive=archive, member=shown)
+            raise UnsafeArchiveError("symbolic link entry", archive=archive, member=shown(decoded))
         if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
             raise UnsafeArchiveError(
-                "special file entry (device, pipe or socket)", archive=archive, member=shown
+                "special file entry (device, pipe or socket)",
+                archive=archive,
+                member=shown(decoded),
             )
         del system  # Unix mode bits are honoured from any creator system: stricter, not looser.
         if is_dir or kind == stat.S_IFDIR:
             continue
-        size, csize, off = _zip64_sizes(extra, size, csize, off, archive, shown)
+        size, csize, off = _zip64_sizes(extra, size, csize, off, archive, shown(decoded))
         if name in seen:
             raise UnsafeArchiveError("duplicate member name", archive=archive, member=name)
         seen.add(name)

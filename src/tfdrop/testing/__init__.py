@@ -1,0 +1,1 @@
+"""Test helpers shipped with tfdrop (hostile inputs for its own and downstream test suites)."""
