@@ -41,13 +41,19 @@ STATE_FOLDER: Final = ".tfdrop"
 file system because claiming is a rename, and shared by every host that mounts the drop."""
 
 
-def known_formats() -> tuple[str, ...]:
-    """Format names: tfdrop.formats.FORMATS when it is importable, else the spec's table."""
+def known_formats() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(readable, writable) format names from ``tfdrop.formats.FORMATS``.
+
+    Before the format table is importable (a partial install) the spec's table is used.
+    """
     try:
         from tfdrop.formats import FORMATS
     except ImportError:
-        return _SPEC_FORMATS
-    return tuple(FORMATS)
+        writable = tuple(f for f in _SPEC_FORMATS if f not in _READ_ONLY_FORMATS)
+        return _SPEC_FORMATS, writable
+    readable = tuple(n for n, spec in FORMATS.items() if spec.open_reader is not None)
+    writable = tuple(n for n, spec in FORMATS.items() if spec.open_writer is not None)
+    return readable, writable
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +160,8 @@ class _Ctx:
         self.source = source
 
     def error(self, key: str, message: str, hint: str | None = None) -> ConfigError:
-        return ConfigError(f"{self.source}: {key}: {message}", key=key, hint=hint)
+        # str(): "<file>, key <key>: <message>" (TfdropError puts the location first)
+        return ConfigError(message, archive=self.source, key=key, hint=hint)
 
 
 def _typed(ctx: _Ctx, key: str, value: Any, kind: type, allowed: tuple[str, ...] | None) -> Any:
@@ -264,9 +271,8 @@ def _pipeline(table: Any, index: int, where: str, base: Path) -> PipelineConfig:
     if not isinstance(name, str) or not name or "/" in name:
         raise ctx.error(f"{prefix}.name", f"expected a short name without '/', got {name!r}")
     prefix = f"pipeline[{index}] ({name})"
-    formats = known_formats()
-    readable = ("auto", *formats)
-    writable = tuple(f for f in formats if f not in _READ_ONLY_FORMATS)
+    readable, writable = known_formats()
+    readable = ("auto", *readable)
     drop = _path(ctx, f"{prefix}.drop", table["drop"], base)
     output = _path(ctx, f"{prefix}.output", table["output"], base)
     if drop.resolve() == output.resolve():
@@ -345,7 +351,7 @@ def parse_config(
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{where}: not valid TOML: {exc}") from exc
+        raise ConfigError(f"not valid TOML: {exc}", archive=where) from exc
     unknown = sorted(set(data) - {"daemon", "pipeline"})
     if unknown:
         raise _Ctx(where).error(unknown[0], "unknown table; allowed: daemon, pipeline")
@@ -369,9 +375,9 @@ def load_config(path: Path, *, env: Mapping[str, str] | None = None) -> Config:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+        raise ConfigError(f"cannot read: {exc.strerror or exc}", archive=str(path)) from exc
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text: {exc}") from exc
+        raise ConfigError(f"not UTF-8 text: {exc}", archive=str(path)) from exc
     return parse_config(text, source=path.absolute(), env=env)
 
 

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tfdrop.daemon.fsops import fsync_dir
+from tfdrop.publish import fsync_dir
 
 _MAX_SLOTS = 64
 

@@ -2,8 +2,10 @@
 
 Follows SPEC.md "published (temp file, fsync, rename, folder fsync)": a reader of a folder sees
 a file whole or not at all, and after the folder is fsynced the name survives a power cut.
-Temp names are ``.<name>.<instance>.<random>.tmp``: hidden and ``*.tmp``, so no scanner takes
-them, and tagged with the instance so a restarted instance removes only its own leftovers.
+Builds on :mod:`tfdrop.publish` (fsync_dir, publish_no_clobber). The daemon's own temp names
+are ``.<name>.<instance>.<random>.tmp``: hidden and ``*.tmp``, so no scanner takes them, and
+tagged with the instance so a restarted instance removes its own leftovers at once without
+touching the live temp files of another instance writing to the same share.
 """
 
 from __future__ import annotations
@@ -16,19 +18,9 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from tfdrop.publish import fsync_dir, publish_no_clobber
+
 _CHUNK = 4 * 1024 * 1024
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make the names in ``folder`` durable (some file systems refuse: that is not an error)."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
-            raise
-    finally:
-        os.close(fd)
 
 
 def temp_name(final: Path, instance: str) -> Path:
@@ -66,34 +58,14 @@ def write_replace(final: Path, data: bytes, instance: str) -> None:
     fsync_dir(final.parent)
 
 
-def link_no_clobber(src: Path, dst: Path) -> None:
-    """Give ``src`` the name ``dst`` unless ``dst`` exists (FileExistsError), then drop ``src``.
-
-    A hard link fails on an existing name atomically, where a rename would silently replace
-    it; file systems without hard links fall back to check-then-rename.
-    """
-    try:
-        os.link(src, dst)
-    except FileExistsError:
-        raise
-    except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
-            raise
-        if dst.exists():
-            raise FileExistsError(errno.EEXIST, "file exists", str(dst)) from exc
-        os.rename(src, dst)
-        return
-    os.unlink(src)
-
-
 def publish_file(src: Path, dst: Path, instance: str) -> None:
     """Publish ``src`` as ``dst`` without ever replacing an existing ``dst``.
 
-    Same file system: a no-clobber link. Otherwise a copy to a temp name beside ``dst``,
-    fsynced, then the no-clobber link. The folder is fsynced either way.
+    Same file system: a no-clobber link (atomic against another publisher). Otherwise a copy
+    to a temp name beside ``dst``, fsynced, then the no-clobber link.
     """
     try:
-        link_no_clobber(src, dst)
+        publish_no_clobber(src, dst)
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
@@ -103,11 +75,10 @@ def publish_file(src: Path, dst: Path, instance: str) -> None:
                 shutil.copyfileobj(fin, fout, _CHUNK)
                 fout.flush()
                 os.fsync(fout.fileno())
-            link_no_clobber(tmp, dst)
+            publish_no_clobber(tmp, dst)
         finally:
             tmp.unlink(missing_ok=True)
         src.unlink()
-    fsync_dir(dst.parent)
 
 
 def numbered(folder: Path, stem: str, suffix: str, n: int) -> Path:
@@ -127,10 +98,9 @@ def move_unique(src: Path, folder: Path, name: str) -> Path:
     for n in range(10_000):
         dst = numbered(folder, stem, suffix, n)
         try:
-            link_no_clobber(src, dst)
+            publish_no_clobber(src, dst)
         except FileExistsError:
             continue
-        fsync_dir(folder)
         return dst
     raise FileExistsError(errno.EEXIST, "no free name", str(folder / name))
 

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tfdrop.daemon.fsops import fsync_dir, write_replace
+from tfdrop.daemon.fsops import write_replace
+from tfdrop.publish import fsync_dir
 
 
 @dataclass(frozen=True, slots=True)
