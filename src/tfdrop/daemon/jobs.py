@@ -88,6 +88,8 @@ class JobRunner:
         except WaitForOther:
             return Outcome("waiting")
         except TfdropError as exc:
+            if exc.archive == str(self.claimed.input):
+                exc.archive = self.claimed.name  # the name the user dropped, not our work path
             return self._fail(exc.at(archive=self.claimed.name).to_dict())
         except OSError as exc:
             clean_job_folder(self.claimed)
@@ -187,7 +189,8 @@ class JobRunner:
         assert entry.stem is not None
         p = self.pipeline
         doc = dict(report.to_dict())
-        doc["source"] = {"name": self.claimed.name, "sha256": digest, "size": size}
+        doc["source"] = self.claimed.name  # convert saw the work folder path
+        doc["input"] = {"name": self.claimed.name, "sha256": digest, "size": size}
         doc["pipeline"] = p.name
         doc["job"] = self.claimed.job_id
         for attempt in range(3):
