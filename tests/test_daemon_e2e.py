@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from daemon_support import (
     Daemon,
     copy_slowly,
@@ -182,11 +185,6 @@ def test_on_success_delete_removes_the_input(tmp_path: Path) -> None:
 
 
 def test_no_config_runs_the_built_in_inbox_to_outbox_pipeline(tmp_path: Path) -> None:
-    config_less = tmp_path / "empty.toml"  # Daemon needs a cwd; run without --config below
-    config_less.write_text("")
-    import subprocess
-    import sys
-
     log = (tmp_path / "log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "tfdrop", "run"],
@@ -204,7 +202,7 @@ def test_no_config_runs_the_built_in_inbox_to_outbox_pipeline(tmp_path: Path) ->
         assert "built-in default" in first["config"]
         assert first["drop"] == str(inbox)
         (inbox / "cam.zip").write_bytes(tfrecord_zip(2, tag="cam"))
-        wait_until(lambda: (outbox / "cam.zip").exists())
+        wait_until((outbox / "cam.zip").exists)
     finally:
         proc.terminate()
         assert proc.wait(20) == 0
