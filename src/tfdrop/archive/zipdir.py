@@ -233,13 +233,10 @@ def read_directory(f: BinaryIO, *, archive: str, limits: ArchiveLimits) -> list[
         kind = stat.S_IFMT(mode)
         if kind == stat.S_IFLNK:
             raise UnsafeArchiveError("symbolic link entry", archive=archive, member=shown(decoded))
-        if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
-            raise UnsafeArchiveError(
-                "special file entry (device, pipe or socket)",
-                archive=archive,
-                member=shown(decoded),
-            )
-        del system  # Unix mode bits are honoured from any creator system: stricter, not looser.
+        # Unix mode bits are honoured whatever the creator system says (stricter, not looser).
+        # Other special types are read as plain data: Info-ZIP stores a FIFO mode for stdin,
+        # and since nothing is ever extracted, only links could redirect anything.
+        del system
         if is_dir or kind == stat.S_IFDIR:
             continue
         size, csize, off = _zip64_sizes(extra, size, csize, off, archive, shown(decoded))
