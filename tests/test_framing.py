@@ -7,6 +7,7 @@ corruption kind raises its own error class with the record index and byte offset
 
 from __future__ import annotations
 
+import itertools
 import struct
 from collections.abc import Iterable
 
@@ -310,3 +311,26 @@ def test_random_single_byte_corruption_is_always_detected(
     index = max(i for i, off in enumerate(offsets(records)) if off <= at)
     assert info.value.record == index
     assert info.value.offset == offsets(records)[index]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    records=st.lists(st.binary(max_size=200), min_size=1, max_size=10),
+    cuts=st.lists(st.integers(min_value=0, max_value=3000), max_size=12),
+    mutable=st.booleans(),
+    data=st.data(),
+)
+def test_corruption_found_at_the_same_place_whatever_the_chunking(
+    records: list[bytes], cuts: list[int], mutable: bool, data: st.DataObject
+) -> None:
+    # zero-copy views of fed bytes and assembled straddling records must agree on offsets
+    raw = bytearray(stream(records))
+    at = data.draw(st.integers(min_value=0, max_value=len(raw) - 1))
+    raw[at] ^= 0x80
+    bounds = sorted({0, len(raw), *(c % (len(raw) + 1) for c in cuts)})
+    pieces = [bytes(raw[a:b]) for a, b in itertools.pairwise(bounds)]
+    fed = [bytearray(p) for p in pieces] if mutable else pieces
+    with pytest.raises(CrcMismatchError) as info:
+        feed_all(RecordDecoder(), fed)
+    index = max(i for i, off in enumerate(offsets(records)) if off <= at)
+    assert (info.value.record, info.value.offset) == (index, offsets(records)[index])

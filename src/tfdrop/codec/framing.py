@@ -17,6 +17,7 @@ before anything is allocated for it; after an error the decoder is dead.
 from __future__ import annotations
 
 import struct
+from collections import deque
 from enum import Enum
 from typing import Final, Literal
 
@@ -79,6 +80,11 @@ def encode_record(data: bytes) -> bytes:
 class RecordDecoder:
     """Incremental TFRecord decoder.
 
+    ``bytes`` fed in are kept by reference (they are immutable) and each record is copied out of
+    them once; other buffers (``bytearray``, ``memoryview``) are copied when fed, so the caller
+    may reuse them. Only a record that straddles two fed chunks is assembled in a small owned
+    buffer, with just the bytes it needs: a 4 MiB read is never copied whole.
+
     >>> dec = RecordDecoder()
     >>> dec.feed(encode_record(b"abc") + encode_record(b""))
     >>> dec.next_record(), dec.next_record(), dec.next_record()
@@ -87,10 +93,13 @@ class RecordDecoder:
     <Sentinel.END: 'END'>
     """
 
-    __slots__ = ("_buf", "_dead", "_eof", "_index", "_max", "_pos", "_start")
+    __slots__ = ("_buf", "_dead", "_eof", "_index", "_max", "_pos", "_queue", "_start")
 
     def __init__(self, *, max_record_size: int = DEFAULT_MAX_RECORD_SIZE) -> None:
-        self._buf = bytearray()
+        # _buf is a view of fed bytes, or an owned bytearray holding one straddling record;
+        # _queue holds later fed chunks (views of immutable bytes) that follow _buf directly.
+        self._buf: memoryview | bytearray = bytearray()
+        self._queue: deque[memoryview] = deque()
         self._pos = 0  # parse position inside _buf
         self._start = 0  # stream offset of _buf[0]
         self._index = 0  # index of the next record
@@ -111,7 +120,7 @@ class RecordDecoder:
     @property
     def trailing_data(self) -> tuple[bytes, bool]:
         """Bytes fed but not yet parsed, and whether the input has ended (h11's habit)."""
-        return bytes(self._buf[self._pos :]), self._eof
+        return b"".join([self._buf[self._pos :], *self._queue]), self._eof
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Append input; ``b""`` marks the end of the input."""
@@ -124,22 +133,52 @@ class RecordDecoder:
         if not data:
             self._eof = True
             return
-        if self._pos and self._pos >= len(self._buf) // 2:
-            # drop consumed bytes; deleting from the front of a bytearray is cheap
-            del self._buf[: self._pos]
+        view = memoryview(data if type(data) is bytes else bytes(data))
+        if self._pos == len(self._buf) and not self._queue:
             self._start += self._pos
-            self._pos = 0
-        self._buf += data
+            self._buf, self._pos = view, 0
+        else:
+            self._queue.append(view)
 
     def next_record(self) -> bytes | Literal[Sentinel.NEED_DATA, Sentinel.END]:
         """The next record as owned bytes, or :data:`NEED_DATA`, or :data:`END`."""
         if self._dead is not None:
             raise DecoderDeadError("decoder used after an error") from self._dead
         try:
-            return self._next()
+            while True:
+                rec = self._next()
+                if rec is not NEED_DATA or not self._refill():
+                    return rec
         except TfdropError as exc:
             self._dead = exc
             raise
+
+    def _refill(self) -> bool:
+        """Move queued input into the parse buffer; ``False`` when there is none."""
+        if not self._queue:
+            return False
+        buf, pos = self._buf, self._pos
+        avail = len(buf) - pos
+        if avail == 0:  # the next chunk starts at a record boundary: parse it in place
+            self._start += len(buf)
+            self._buf, self._pos = self._queue.popleft(), 0
+            return True
+        if not isinstance(buf, bytearray) or pos:
+            # a record straddles two chunks: assemble it (and only it) in an owned buffer
+            self._start += pos
+            buf = self._buf = bytearray(buf[pos:])
+            self._pos = 0
+        need = HEADER_SIZE
+        if avail >= HEADER_SIZE:  # header already checked by _next(): length is under the cap
+            need += _LENGTH.unpack_from(buf, 0)[0] + FOOTER_SIZE
+        head = self._queue[0]
+        take = need - avail
+        if len(head) <= take:
+            buf += self._queue.popleft()
+        else:
+            buf += head[:take]
+            self._queue[0] = head[take:]
+        return True
 
     def _next(self) -> bytes | Literal[Sentinel.NEED_DATA, Sentinel.END]:
         buf, pos = self._buf, self._pos
@@ -147,21 +186,21 @@ class RecordDecoder:
         if avail < HEADER_SIZE:
             return self._short(avail, HEADER_SIZE)
         length, length_crc = _HEADER.unpack_from(buf, pos)
-        if masked_crc32c(bytes(buf[pos : pos + 8])) != length_crc:
-            raise LengthCrcMismatchError(
-                "length CRC mismatch", record=self._index, offset=self.offset
-            )
-        if length > self._max:
-            raise RecordTooLargeError(
-                f"record length {length} is over the cap of {self._max} bytes",
-                record=self._index,
-                offset=self.offset,
-            )
-        total = HEADER_SIZE + length + FOOTER_SIZE
-        if avail < total:
-            return self._short(avail, total)
-        data_start = pos + HEADER_SIZE
         with memoryview(buf) as view:
+            if masked_crc32c(bytes(view[pos : pos + 8])) != length_crc:
+                raise LengthCrcMismatchError(
+                    "length CRC mismatch", record=self._index, offset=self.offset
+                )
+            if length > self._max:
+                raise RecordTooLargeError(
+                    f"record length {length} is over the cap of {self._max} bytes",
+                    record=self._index,
+                    offset=self.offset,
+                )
+            total = HEADER_SIZE + length + FOOTER_SIZE
+            if avail < total:
+                return self._short(avail, total)
+            data_start = pos + HEADER_SIZE
             data = bytes(view[data_start : data_start + length])
         (data_crc,) = _CRC.unpack_from(buf, data_start + length)
         if masked_crc32c(data) != data_crc:
@@ -171,7 +210,7 @@ class RecordDecoder:
         return data
 
     def _short(self, avail: int, need: int) -> Literal[Sentinel.NEED_DATA, Sentinel.END]:
-        if not self._eof:
+        if not self._eof or self._queue:
             return NEED_DATA
         if avail == 0:
             return END

@@ -1,0 +1,444 @@
+"""Streaming TFRecord I/O: thin sync and async shells around the sans-IO codec.
+
+ijson's habit (``notes/design_notes.rst``): the protocol logic lives once, in the codec
+(:mod:`tfdrop.codec.framing`, :mod:`tfdrop.codec.compression`); this module only moves bytes.
+:class:`RecordPump` joins detection, decompression and framing without doing I/O;
+:func:`iter_records` (sync, for worker threads and zip members) and :func:`read_records` (async,
+over aiofiles) feed it large chunks: aiofiles hops to a thread on every call, so each call reads
+MiBs, never a record. The writers share one :class:`RecordEncoder` and write in large batches.
+
+Shard names follow TF models' ``tf_record_creation_util.py``: ``<base>-00000-of-00004``
+(zero-based, five digits). Import accepts ``*.tfrecord``, ``*.record`` and shard names (SPEC.md).
+Errors come from the codec with ``offset`` and ``record`` set; callers add ``archive``/``member``
+with :meth:`tfdrop.errors.TfdropError.at`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import zlib
+from collections.abc import AsyncIterator, Iterator
+from types import TracebackType
+from typing import BinaryIO, Final, Protocol, Self
+
+import aiofiles
+
+from tfdrop.codec.compression import (
+    COMPRESSIONS,
+    Compression,
+    CompressionArg,
+    Decompressor,
+    detect,
+)
+from tfdrop.codec.framing import (
+    DEFAULT_MAX_RECORD_SIZE,
+    END,
+    HEADER_SIZE,
+    NEED_DATA,
+    RecordDecoder,
+    frame,
+)
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "AsyncBinaryStream",
+    "AsyncRecordWriter",
+    "RecordEncoder",
+    "RecordPump",
+    "RecordWriter",
+    "is_tfrecord_name",
+    "iter_records",
+    "iter_records_path",
+    "parse_shard_name",
+    "read_records",
+    "shard_name",
+]
+
+DEFAULT_CHUNK_SIZE: Final = 4 * 1024 * 1024
+"""Bytes per read (and per thread hop in the async shell)."""
+DEFAULT_BATCH_SIZE: Final = 4 * 1024 * 1024
+"""Framed bytes a writer gathers before one write (one thread hop in the async writer)."""
+
+
+class AsyncBinaryStream(Protocol):
+    """What :func:`read_records` needs from an async stream (an aiofiles binary file fits)."""
+
+    async def read(self, size: int = ..., /) -> bytes: ...
+
+
+class AsyncBinarySink(Protocol):
+    """What :class:`AsyncRecordWriter` needs from an async stream (aiofiles fits)."""
+
+    async def write(self, data: bytes, /) -> int: ...
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+class RecordPump:
+    """Detection + decompression + framing in one push/pull object, still without I/O.
+
+    ``feed(chunk)`` returns an iterator of the records completed by ``chunk``; ``feed(b"")`` ends
+    the input (and raises if it ends inside a record or a compressed stream). The iterator is lazy
+    so a small, highly compressed chunk never turns into a large list of records at once.
+    """
+
+    __slots__ = ("_decoder", "_decompressor", "_head", "compression")
+
+    def __init__(
+        self,
+        *,
+        compression: CompressionArg = "auto",
+        max_record_size: int = DEFAULT_MAX_RECORD_SIZE,
+    ) -> None:
+        if compression != "auto" and compression not in COMPRESSIONS:
+            raise ValueError(f"unknown compression {compression!r}")
+        self.compression: Compression | None = None if compression == "auto" else compression
+        self._decompressor = None if self.compression is None else Decompressor(self.compression)
+        self._decoder = RecordDecoder(max_record_size=max_record_size)
+        self._head = b""  # first bytes kept until detection can decide
+
+    def feed(self, chunk: bytes) -> Iterator[bytes]:
+        """Records completed by ``chunk`` (``b""`` ends the input); exhaust it before feeding on."""
+        end = not chunk
+        if self._decompressor is None:
+            chunk = self._head + chunk
+            found = detect(chunk, at_eof=end)
+            if found is None:
+                self._head = chunk
+                return iter(())
+            self.compression, self._head = found, b""
+            self._decompressor = Decompressor(found)
+        return self._records(self._decompressor, chunk, end=end)
+
+    def _records(self, dec: Decompressor, chunk: bytes, *, end: bool) -> Iterator[bytes]:
+        decoder = self._decoder
+        if chunk:
+            for out in dec.feed(chunk):
+                decoder.feed(out)
+                while (rec := decoder.next_record()) is not NEED_DATA:
+                    if rec is END:  # pragma: no cover - END needs the end of input
+                        return
+                    yield rec
+        if end:
+            for out in dec.feed(b""):  # the tail of a compressed stream, or its error
+                decoder.feed(out)
+            decoder.feed(b"")
+            while (rec := decoder.next_record()) is not END:
+                if rec is NEED_DATA:  # pragma: no cover - impossible after end of input
+                    raise AssertionError("decoder wants data after end of input")
+                yield rec
+
+    @property
+    def offset(self) -> int:
+        """Offset of the next record in the (decompressed) record stream."""
+        return self._decoder.offset
+
+    @property
+    def index(self) -> int:
+        """Index of the next record."""
+        return self._decoder.index
+
+
+def iter_records(
+    f: BinaryIO,
+    *,
+    compression: CompressionArg = "auto",
+    max_record_size: int = DEFAULT_MAX_RECORD_SIZE,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> Iterator[bytes]:
+    """Every record of a TFRecord stream, read in chunks of ``chunk_size`` bytes.
+
+    Works on anything with ``read(n)``: a file, a ``zipfile.ZipFile.open(member)`` stream (the
+    member is never extracted nor loaded whole), a socket file. Both CRCs are checked.
+
+    Example:
+        >>> import io
+        >>> from tfdrop.codec.framing import encode_record
+        >>> list(iter_records(io.BytesIO(encode_record(b"a") + encode_record(b"b"))))
+        [b'a', b'b']
+    """
+    pump = RecordPump(compression=compression, max_record_size=max_record_size)
+    while chunk := f.read(chunk_size):
+        yield from pump.feed(chunk)
+    yield from pump.feed(b"")
+
+
+def iter_records_path(
+    path: str | os.PathLike[str],
+    *,
+    compression: CompressionArg = "auto",
+    max_record_size: int = DEFAULT_MAX_RECORD_SIZE,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> Iterator[bytes]:
+    """:func:`iter_records` over a file path (the file is closed when the iterator ends)."""
+    with open(path, "rb", buffering=0) as f:
+        yield from iter_records(
+            f, compression=compression, max_record_size=max_record_size, chunk_size=chunk_size
+        )
+
+
+async def read_records(
+    source: str | os.PathLike[str] | AsyncBinaryStream,
+    *,
+    compression: CompressionArg = "auto",
+    max_record_size: int = DEFAULT_MAX_RECORD_SIZE,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> AsyncIterator[bytes]:
+    """Every record of a TFRecord file or async stream; one thread hop per ``chunk_size`` read.
+
+    Example:
+        >>> async def count(path: str) -> int:
+        ...     return len([r async for r in read_records(path)])
+    """
+    pump = RecordPump(compression=compression, max_record_size=max_record_size)
+    if isinstance(source, str | os.PathLike):
+        async with aiofiles.open(source, "rb", buffering=0) as f:
+            async for rec in _pump_async(f, pump, chunk_size):
+                yield rec
+    else:
+        async for rec in _pump_async(source, pump, chunk_size):
+            yield rec
+
+
+async def _pump_async(
+    f: AsyncBinaryStream, pump: RecordPump, chunk_size: int
+) -> AsyncIterator[bytes]:
+    while chunk := await f.read(chunk_size):
+        for rec in pump.feed(chunk):
+            yield rec
+    for rec in pump.feed(b""):
+        yield rec
+
+
+# --- writing ---------------------------------------------------------------------------------
+
+
+class RecordEncoder:
+    """Frames records and compresses them, without I/O; shared by both writers.
+
+    ``add(record)`` queues the framed record; ``take()`` returns the bytes to write so far;
+    ``finish()`` returns the rest (the end of the compressed stream). Gzip is one member written
+    with ``zlib.compressobj(wbits=31)``, which TensorFlow's ``ZlibInputStream`` reads.
+    """
+
+    __slots__ = ("_compressor", "_parts", "compression", "pending", "raw_bytes", "records")
+
+    def __init__(self, *, compression: Compression = "none", level: int = 6) -> None:
+        if compression not in COMPRESSIONS:
+            raise ValueError(f"unknown compression {compression!r}")
+        self.compression: Compression = compression
+        wbits = {"gzip": 16 + zlib.MAX_WBITS, "zlib": zlib.MAX_WBITS}.get(compression)
+        self._compressor = None if wbits is None else zlib.compressobj(level, zlib.DEFLATED, wbits)
+        self._parts: list[bytes] = []
+        self.pending = 0  # framed bytes queued, not yet taken
+        self.records = 0
+        self.raw_bytes = 0  # framed, uncompressed bytes
+
+    def add(self, record: bytes) -> None:
+        header, footer = frame(record)
+        self._parts += (header, record, footer)
+        size = HEADER_SIZE + len(record) + len(footer)
+        self.pending += size
+        self.raw_bytes += size
+        self.records += 1
+
+    def take(self) -> bytes:
+        data = b"".join(self._parts)
+        self._parts.clear()
+        self.pending = 0
+        if self._compressor is not None:
+            return self._compressor.compress(data)
+        return data
+
+    def finish(self) -> bytes:
+        data = self.take()
+        if self._compressor is not None:
+            data += self._compressor.flush()
+            self._compressor = None
+        return data
+
+
+class RecordWriter:
+    """Writes framed (optionally compressed) records to a binary stream, in large batches.
+
+    The stream is not closed by :meth:`close` (the caller owns it: a temp file to publish, a zip
+    member); :meth:`close` ends the compressed stream and flushes.
+
+    Example:
+        >>> import io
+        >>> buf = io.BytesIO()
+        >>> with RecordWriter(buf, compression="gzip") as w:
+        ...     w.write(b"record")
+        >>> list(iter_records(io.BytesIO(buf.getvalue())))
+        [b'record']
+    """
+
+    def __init__(
+        self,
+        f: BinaryIO,
+        *,
+        compression: Compression = "none",
+        level: int = 6,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> None:
+        self._f = f
+        self._enc = RecordEncoder(compression=compression, level=level)
+        self._batch = batch_size
+        self.written_bytes = 0
+        self.closed = False
+
+    @property
+    def records(self) -> int:
+        return self._enc.records
+
+    @property
+    def raw_bytes(self) -> int:
+        """Framed bytes before compression."""
+        return self._enc.raw_bytes
+
+    def write(self, record: bytes) -> None:
+        if self.closed:
+            raise ValueError("write to a closed RecordWriter")
+        self._enc.add(record)
+        if self._enc.pending >= self._batch:
+            self._out(self._enc.take())
+
+    def _out(self, data: bytes) -> None:
+        if data:
+            self._f.write(data)
+            self.written_bytes += len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._out(self._enc.finish())
+            self._f.flush()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class AsyncRecordWriter:
+    """:class:`RecordWriter` for asyncio: one thread hop per ``batch_size`` framed bytes.
+
+    ``target`` is a path (opened with aiofiles and closed by :meth:`close`) or an async stream
+    (left open). Compression of a batch runs in a worker thread (zlib releases the GIL) so the
+    event loop never stalls on it.
+    """
+
+    def __init__(
+        self,
+        target: str | os.PathLike[str] | AsyncBinarySink,
+        *,
+        compression: Compression = "none",
+        level: int = 6,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> None:
+        self._target = target
+        self._f: AsyncBinarySink | None = None
+        self._owned: aiofiles.threadpool.binary.AsyncBufferedIOBase | None = None
+        self._enc = RecordEncoder(compression=compression, level=level)
+        self._batch = batch_size
+        self.written_bytes = 0
+        self.closed = False
+
+    @property
+    def records(self) -> int:
+        return self._enc.records
+
+    @property
+    def raw_bytes(self) -> int:
+        return self._enc.raw_bytes
+
+    async def _sink(self) -> AsyncBinarySink:
+        if self._f is None:
+            if isinstance(self._target, str | os.PathLike):
+                self._owned = await aiofiles.open(self._target, "wb")
+                self._f = self._owned
+            else:
+                self._f = self._target
+        return self._f
+
+    async def write(self, record: bytes) -> None:
+        if self.closed:
+            raise ValueError("write to a closed AsyncRecordWriter")
+        self._enc.add(record)
+        if self._enc.pending >= self._batch:
+            await self._flush(final=False)
+
+    async def _flush(self, *, final: bool) -> None:
+        take = self._enc.finish if final else self._enc.take
+        if self._enc.compression == "none":
+            data = take()
+        else:
+            data = await asyncio.to_thread(take)
+        sink = await self._sink()
+        if data:
+            await sink.write(data)
+            self.written_bytes += len(data)
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            await self._flush(final=True)
+        finally:
+            if self._owned is not None:
+                await self._owned.close()
+
+    async def __aenter__(self) -> Self:
+        await self._sink()
+        return self
+
+    async def __aexit__(
+        self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+
+# --- names -----------------------------------------------------------------------------------
+
+_SHARD = re.compile(r"^(?P<base>.+)-(?P<index>\d{5,})-of-(?P<count>\d{5,})$")
+_TFRECORD_SUFFIX = re.compile(r"\.(tfrecords?|record)(\.(gz|gzip|zz|zlib))?$", re.IGNORECASE)
+_COMPRESSED_SUFFIX = re.compile(r"\.(gz|gzip|zz|zlib)$", re.IGNORECASE)
+
+
+def shard_name(base: str, index: int, count: int) -> str:
+    """``<base>-<index>-of-<count>``, zero-based, five digits (TF models' sharding helper)."""
+    if not 0 <= index < count:
+        raise ValueError(f"shard index {index} is outside 0..{count - 1}")
+    return f"{base}-{index:05d}-of-{count:05d}"
+
+
+def parse_shard_name(name: str) -> tuple[str, int, int] | None:
+    """``(base, index, count)`` for a shard name, else ``None`` (index must be < count)."""
+    m = _SHARD.match(os.path.basename(name))
+    if m is None:
+        return None
+    index, count = int(m["index"]), int(m["count"])
+    if index >= count:
+        return None
+    return m["base"], index, count
+
+
+def is_tfrecord_name(name: str) -> bool:
+    """Whether import reads this file: ``*.tfrecord``, ``*.record``, or a shard name.
+
+    ``*.tfrecords`` (TF's tutorials) and a ``.gz``/``.zlib`` suffix after any of these are read
+    too; compression is detected from the bytes anyway.
+    """
+    base = os.path.basename(name)
+    if not base or base.startswith("."):
+        return False  # hidden and temporary names (".x.XXXXXX") are never inputs
+    if _TFRECORD_SUFFIX.search(base):
+        return True
+    return parse_shard_name(_COMPRESSED_SUFFIX.sub("", base)) is not None
