@@ -207,3 +207,21 @@ def test_no_config_runs_the_built_in_inbox_to_outbox_pipeline(tmp_path: Path) ->
         proc.terminate()
         assert proc.wait(20) == 0
         log.close()
+
+
+@pytest.mark.xfail(
+    reason="ZipSink.__exit__ masks mid-write errors with zipfile's ValueError "
+    "(/work/notes/BUG_zipsink_masks_errors.md)",
+    strict=False,
+)
+def test_a_corrupt_record_deep_in_the_stream_fails_as_crc_mismatch(
+    daemon: Daemon, folders: tuple[Path, Path]
+) -> None:
+    drop, _ = folders
+    data = bytearray(tfrecord_bytes(5, tag="deep"))
+    data[-10] ^= 0xFF  # inside the last record's payload
+    (drop / "deep.tfrecord").write_bytes(bytes(data))
+    daemon.wait_event("job_failed", timeout=30)
+    err = _error(drop / "failed", "deep.tfrecord")
+    assert err["kind"] == "crc_mismatch"
+    assert err["record"] == 4

@@ -12,6 +12,7 @@ turned into an error file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -82,28 +83,35 @@ class JobRunner:
     def run(self) -> Outcome:
         try:
             return self._run()
-        except JobCancelled:
-            clean_job_folder(self.claimed)
+        except Exception as exc:  # the outermost job boundary: sorted into outcomes below
+            return self._outcome(exc)
+
+    def _outcome(self, exc: Exception) -> Outcome:
+        if self.cancel.is_set() or isinstance(exc, JobCancelled):
+            # whatever an aborted conversion raised on its way out, the input is not at fault
+            with contextlib.suppress(OSError):
+                clean_job_folder(self.claimed)
             return Outcome("cancelled")
-        except WaitForOther:
+        if isinstance(exc, WaitForOther):
             return Outcome("waiting")
-        except TfdropError as exc:
+        if isinstance(exc, TfdropError):
             if exc.archive == str(self.claimed.input):
                 exc.archive = self.claimed.name  # the name the user dropped, not our work path
             return self._fail(exc.at(archive=self.claimed.name).to_dict())
-        except OSError as exc:
-            clean_job_folder(self.claimed)
+        if isinstance(exc, OSError):
+            with contextlib.suppress(OSError):
+                clean_job_folder(self.claimed)  # retried anyway before the next attempt
             return Outcome("retry", {"errno": exc.errno, "error": str(exc), "kind": "os_error"})
-        except Exception as exc:  # the outermost job boundary: a bug must not stop the daemon
-            log.exception("job_internal_error")
-            return self._fail(
-                {
-                    "kind": "internal_error",
-                    "message": f"{type(exc).__name__}: {exc}",
-                    "archive": self.claimed.name,
-                    "hint": "this is a bug in tfdrop; please report it with this file",
-                }
-            )
+        # a bug must not stop the daemon, nor retry forever: the input goes to failed/
+        log.error("job_internal_error", exc_info=exc)
+        return self._fail(
+            {
+                "kind": "internal_error",
+                "message": f"{type(exc).__name__}: {exc}",
+                "archive": self.claimed.name,
+                "hint": "this is a bug in tfdrop; please report it with this file",
+            }
+        )
 
     # -- steps ----------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ import watchfiles
 from tfdrop.config import Config, PipelineConfig, resolve_config
 from tfdrop.daemon.claim import Claimed, WorkArea
 from tfdrop.daemon.fsops import remove_own_temps
-from tfdrop.daemon.jobs import JobRunner
+from tfdrop.daemon.jobs import JobRunner, Outcome
 from tfdrop.daemon.ledger import Ledger
 from tfdrop.daemon.notify import Notifier
 from tfdrop.daemon.watch import DropTracker, Settled
@@ -272,6 +272,8 @@ class Service:
             rt.jobs += 1
             try:
                 outcome = await asyncio.to_thread(runner.run)
+            except Exception as exc:  # the job boundary itself failed (its clean-up, say)
+                outcome = Outcome("retry", {"error": f"{type(exc).__name__}: {exc}"})
             finally:
                 rt.jobs -= 1
                 del self.running[claimed.job_id]
@@ -415,8 +417,13 @@ class Service:
             )
         self.beat = time.monotonic()
         self._status = self._status_text()
+        log.info(
+            "daemon_ready",
+            pipelines=[rt.cfg.name for rt in self.runtimes],
+            seen=sum(rt.tracker.pending() for rt in self.runtimes),
+            queued=self.queue.qsize(),
+        )
         self.notifier.ready(self._status)
-        log.info("daemon_ready", pipelines=[rt.cfg.name for rt in self.runtimes])
         await self.stopping.wait()
         self.clean = await self._shutdown()
         log.info("daemon_stopped", clean=self.clean, counts=dict(self.counts))
