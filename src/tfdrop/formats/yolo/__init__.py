@@ -1,0 +1,47 @@
+"""YOLO datasets: darknet / CVAT "YOLO 1.1" and Ultralytics layouts (issue 4, SPEC.md).
+
+Read: ``obj.names`` + ``obj.data`` + ``obj_<subset>_data/`` (CVAT), ``data.yaml`` +
+``images/<subset>/`` + ``labels/<subset>/`` (Ultralytics, incl. list-file and list-of-images
+subsets), and Datumaro's loose ``obj.names`` layouts. Write: the darknet/CVAT layout. Modules:
+``lines`` (label rows), ``config`` (side files), ``layout`` (which members make an item),
+``reader``, ``writer``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tfdrop.formats.base import FormatSpec
+from tfdrop.formats.imageinfo import is_image_name
+from tfdrop.formats.yolo.reader import YoloReader, open_reader
+from tfdrop.formats.yolo.writer import YoloWriter, open_writer
+
+
+def detect(names: Sequence[str]) -> int:
+    """Score a member list: 100 for ``obj.data``, 95 for ``data.yaml`` with label files,
+    80 for a loose ``obj.names`` beside label files; 0 without a YOLO label list."""
+    bases = {n.rsplit("/", 1)[-1].lower() for n in names}
+    has_txt = any(
+        n.lower().endswith(".txt") and not n.lower().endswith("/readme.txt") for n in names
+    )
+    if "obj.data" in bases and "obj.names" in bases:
+        return 100
+    if bases & {"data.yaml", "data.yml", "dataset.yaml"} and (
+        has_txt or any("/labels/" in "/" + n.lower() for n in names)
+    ):
+        return 95
+    if "obj.names" in bases and (has_txt or any(is_image_name(n) for n in names)):
+        return 80
+    return 0
+
+
+SPEC = FormatSpec(
+    name="yolo",
+    description="YOLO: darknet/CVAT YOLO 1.1 (obj.names, obj.data, obj_<subset>_data/) "
+    "or Ultralytics (data.yaml, images/, labels/); writes the darknet layout",
+    detect=detect,
+    open_reader=open_reader,
+    open_writer=open_writer,
+)
+
+__all__ = ["SPEC", "YoloReader", "YoloWriter", "detect"]

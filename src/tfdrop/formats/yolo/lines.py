@@ -1,0 +1,179 @@
+"""YOLO label text: one object per line, ``class cx cy w h`` normalised to [0, 1].
+
+Pure parsing (no I/O): a label file's text in, rows out, so every rule is tested on strings.
+Which rows are accepted, and why (Ultralytics ``verify_image_label`` is the reference):
+
+- ``class cx cy w h``: a box. cx, cy, w, h must be finite and in [0, 1] (Ultralytics rejects
+  "non-normalized or out of bounds coordinates" and negative values); anything else is a
+  :class:`FormatError` naming the member and line. A box whose corners stick out of the image
+  (cx - w/2 < 0) is legal YOLO: it is clipped to the image, with a counted warning when it
+  sticks out by more than rounding (6-decimal exports give -5e-7 on a box at the edge).
+- ``class x1 y1 x2 y2 x3 y3 ...`` (an even number >= 6 of values): a segmentation polygon
+  (Ultralytics segment) or an oriented box (OBB: 4 corners, 8 values; nothing in the file tells
+  the two apart). Both become their bounding box, and the points are kept.
+- With ``kpt_shape`` [k, d] from data.yaml (pose): ``class cx cy w h`` + k*d keypoint values;
+  the box is kept, the keypoints are counted as lost.
+- Anything else (a line with 4 numbers, 6 values, words, NaN, a class out of range) is an error.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from tfdrop.codec.model import Box
+from tfdrop.errors import FormatError
+
+# YOLO exports write 6 decimals; a box on the image edge then computes a corner of -5e-7.
+EDGE_TOLERANCE = 1e-5
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One parsed label line.
+
+    ``box`` is clipped to [0, 1]; ``clipped`` says it stuck out by more than rounding.
+    ``polygon`` holds the normalised points of a polygon / oriented-box row (else empty);
+    ``keypoints`` the number of keypoint values dropped from a pose row.
+    """
+
+    cls: int
+    box: Box
+    line: int
+    polygon: tuple[float, ...] = ()
+    clipped: bool = False
+    keypoints: int = 0
+
+
+def _clip(v: float) -> tuple[float, bool]:
+    if v < 0.0:
+        return 0.0, v < -EDGE_TOLERANCE
+    if v > 1.0:
+        return 1.0, v > 1.0 + EDGE_TOLERANCE
+    return v, False
+
+
+def _box(xmin: float, ymin: float, xmax: float, ymax: float) -> tuple[Box, bool]:
+    (x0, a), (y0, b), (x1, c), (y1, d) = _clip(xmin), _clip(ymin), _clip(xmax), _clip(ymax)
+    return Box(x0, y0, x1, y1), a or b or c or d
+
+
+def _numbers(tokens: list[str], member: str, line: int) -> list[float]:
+    out: list[float] = []
+    for tok in tokens:
+        try:
+            v = float(tok)
+        except ValueError:
+            raise FormatError(f"{tok!r} is not a number", member=member, line=line) from None
+        if not math.isfinite(v):
+            raise FormatError(f"coordinate {tok!r} is not finite", member=member, line=line)
+        out.append(v)
+    return out
+
+
+def _class_index(tok: str, num_classes: int, member: str, line: int) -> int:
+    try:
+        cls = int(tok)
+    except ValueError:
+        raise FormatError(
+            f"class index {tok!r} is not a whole number", member=member, line=line
+        ) from None
+    if not 0 <= cls < num_classes:
+        raise FormatError(
+            f"class index {cls} is out of range: the label list has {num_classes} names "
+            f"(indices 0..{num_classes - 1})",
+            member=member,
+            line=line,
+            hint="the label file and obj.names / data.yaml names do not match",
+        )
+    return cls
+
+
+def _box_row(cls: int, vals: list[float], member: str, line: int, kpts: int) -> Row:
+    cx, cy, w, h = vals[:4]
+    for name, v in (("cx", cx), ("cy", cy), ("w", w), ("h", h)):
+        if not 0.0 <= v <= 1.0:
+            raise FormatError(
+                f"{name} = {v!r} is not a normalised value in [0, 1]",
+                member=member,
+                line=line,
+                hint="YOLO boxes are centre x, centre y, width, height divided by the image size",
+            )
+    box, clipped = _box(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+    return Row(cls, box, line, clipped=clipped, keypoints=kpts)
+
+
+def parse_row(
+    text: str,
+    *,
+    num_classes: int,
+    member: str,
+    line: int,
+    kpt_values: int | None = None,
+) -> Row | None:
+    """One line of a label file; None for a blank line.
+
+    Args:
+        text: The line, without its newline.
+        num_classes: How many names the label list has (class indices are 0-based).
+        member: The label file's name, for errors.
+        line: The 1-based line number, for errors.
+        kpt_values: k*d from data.yaml ``kpt_shape`` for pose datasets, else None.
+
+    Raises:
+        FormatError: The line is not a box, polygon or (pose) box + keypoints row.
+    """
+    tokens = text.split()
+    if not tokens:
+        return None
+    cls = _class_index(tokens[0], num_classes, member, line)
+    vals = _numbers(tokens[1:], member, line)
+    n = len(vals)
+    if kpt_values is not None and n in (4 + kpt_values, 4):
+        return _box_row(cls, vals, member, line, n - 4)
+    if n == 4:
+        return _box_row(cls, vals, member, line, 0)
+    if n >= 6 and n % 2 == 0 and kpt_values is None:
+        xs, ys = vals[0::2], vals[1::2]
+        box, clipped = _box(min(xs), min(ys), max(xs), max(ys))
+        return Row(cls, box, line, polygon=tuple(vals), clipped=clipped)
+    expected = (
+        f"class + 4 box values + {kpt_values} keypoint values (kpt_shape)"
+        if kpt_values is not None
+        else "class cx cy w h, or class + an even number (>= 6) of polygon coordinates"
+    )
+    raise FormatError(
+        f"line has {n + 1} numbers; expected {expected}",
+        member=member,
+        line=line,
+    )
+
+
+def parse_label_text(
+    text: str, *, num_classes: int, member: str, kpt_values: int | None = None
+) -> list[Row]:
+    """Every row of a label file's text (blank lines skipped)."""
+    rows: list[Row] = []
+    for i, raw in enumerate(text.splitlines(), start=1):
+        row = parse_row(raw, num_classes=num_classes, member=member, line=i, kpt_values=kpt_values)
+        if row is not None:
+            rows.append(row)
+    return rows
+
+
+def format_number(v: float) -> str:
+    """A float as the shortest text that reads back as the same double (so the same float32)."""
+    if v == 0.0:
+        return "0"
+    if v == 1.0:
+        return "1"
+    return repr(float(v))
+
+
+def format_row(cls: int, box: Box) -> str:
+    """``class cx cy w h`` for a normalised box (reads back to the same box to float32)."""
+    cx = (box.xmin + box.xmax) / 2
+    cy = (box.ymin + box.ymax) / 2
+    w = box.xmax - box.xmin
+    h = box.ymax - box.ymin
+    return " ".join([str(cls), *(format_number(v) for v in (cx, cy, w, h))])
