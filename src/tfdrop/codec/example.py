@@ -87,10 +87,7 @@ class ParsedExample:
     sha256: str = ""
     lists: dict[str, list[Any]] = field(default_factory=dict)
     extra: list[tuple[str, bytes]] = field(default_factory=list)
-
-    @property
-    def num_objects(self) -> int:
-        return max((len(self.lists.get(k, ())) for k in BOX_KEYS), default=0)
+    num_objects: int = 0
 
 
 _KIND_NAMES: Final = {1: _BYTES, 2: _FLOAT, 3: _INT}
@@ -126,43 +123,74 @@ def _text(values: list[Any], key: str) -> str:
         raise ExampleError("value is not UTF-8 text", key=key) from None
 
 
+_OBJECT_SPECS: Final = tuple((k.encode(), k, _KINDS[v]) for k, v in OBJECT_KEYS.items())
+_KNOWN_KEYS: Final = frozenset(_KNOWN)
+_ENC: Final = {k: k.encode() for k in SCALAR_KEYS}
+
+
+def _kind_error(key: str, want: int, kind: int) -> ExampleError:
+    return ExampleError(f"expected {_KIND_NAMES[want]}, found {_KIND_NAMES[kind]}", key=key)
+
+
+def _scalar(feats: wire.Features, key: str, want: int) -> list[Any] | None:
+    v = feats.get(_ENC[key])
+    if v is None or not v[0]:
+        return None
+    if v[0] != want:
+        raise _kind_error(key, want, v[0])
+    return v[1]
+
+
 def parse_example(data: bytes) -> ParsedExample:
-    """Parse a serialized Example; wrong feature types raise :class:`ExampleError` with the key."""
+    """Parse a serialized Example; wrong feature types raise :class:`ExampleError` with the key.
+
+    Per-object lists must agree in length (the OD decoder zips them): :class:`SchemaError`.
+    """
     try:
         feats = wire.parse_features(data)
     except wire.NotCanonical:
         feats = _features_slow(data)
     out = ParsedExample()
+    if not feats.keys() <= _KNOWN_KEYS:
+        for bkey in feats.keys() - _KNOWN_KEYS:
+            out.extra.append((bkey.decode("utf-8", "replace"), feats[bkey][2]))
     lists = out.lists
-    for bkey, (kind, values, raw) in feats.items():
-        known = _KNOWN.get(bkey)
-        if known is None or (bkey == _MASK_B and kind == wire.FLOAT_KIND):
-            # unknown key, or TF's NUMERICAL_MASKS (a float list): keep unchanged
-            out.extra.append((bkey.decode("utf-8", "replace"), raw))
-            continue
-        key, want = known
-        if not kind:
-            continue  # an empty Feature: the key is absent
-        if kind != want:
-            raise ExampleError(f"expected {_KIND_NAMES[want]}, found {_KIND_NAMES[kind]}", key=key)
-        if key in OBJECT_KEYS:
-            if values:
-                lists[key] = values
-        elif key == ENCODED:
-            out.encoded = values[0] if values else b""  # type: ignore[assignment]
-        elif key == HEIGHT:
-            out.height = values[0] if values else 0  # type: ignore[assignment]
-        elif key == WIDTH:
-            out.width = values[0] if values else 0  # type: ignore[assignment]
-        elif key == FILENAME:
-            out.filename = _text(values, key)
-        elif key == SOURCE_ID:
-            out.source_id = _text(values, key)
-        elif key == FORMAT:
-            out.format = _text(values, key)
-        else:  # SHA256
-            out.sha256 = _text(values, key)
-    _check_lengths(out)
+    get = feats.get
+    for bkey, key, want in _OBJECT_SPECS:
+        v = get(bkey)
+        if v is not None:
+            kind, obj_values = v[0], v[1]
+            if kind != want:
+                if not kind:
+                    continue  # an empty Feature: the key is absent
+                if bkey == _MASK_B and kind == wire.FLOAT_KIND:
+                    out.extra.append((key, v[2]))  # TF's NUMERICAL_MASKS: kept unchanged
+                    continue
+                raise _kind_error(key, want, kind)
+            if obj_values:
+                lists[key] = obj_values
+    if (values := _scalar(feats, FILENAME, 1)) is not None:
+        out.filename = _text(values, FILENAME)
+    if (values := _scalar(feats, SOURCE_ID, 1)) is not None:
+        out.source_id = _text(values, SOURCE_ID)
+    if (values := _scalar(feats, FORMAT, 1)) is not None:
+        out.format = _text(values, FORMAT)
+    if (values := _scalar(feats, SHA256, 1)) is not None:
+        out.sha256 = _text(values, SHA256)
+    if (values := _scalar(feats, ENCODED, 1)) is not None:
+        out.encoded = values[0] if values else b""
+    if values := _scalar(feats, HEIGHT, 3):
+        out.height = values[0]
+    if values := _scalar(feats, WIDTH, 3):
+        out.width = values[0]
+    n = 0
+    for key in BOX_KEYS:
+        box_values = lists.get(key)
+        if box_values is not None and len(box_values) > n:
+            n = len(box_values)
+    out.num_objects = n
+    if lists:
+        _check_lengths(out)
     return out
 
 

@@ -131,6 +131,7 @@ class LabelMap:
     items: tuple[LabelMapItem, ...] = ()
     _by_id: dict[int, LabelMapItem] = field(init=False, repr=False, compare=False)
     _by_name: dict[str, LabelMapItem] = field(init=False, repr=False, compare=False)
+    _pairs: frozenset[tuple[bytes, int]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         by_id = {it.id: it for it in self.items}
@@ -148,6 +149,17 @@ class LabelMap:
                 by_name[it.name] = it
         object.__setattr__(self, "_by_id", by_id)
         object.__setattr__(self, "_by_name", by_name)
+        pairs = frozenset((name.encode(), it.id) for name, it in by_name.items())
+        object.__setattr__(self, "_pairs", pairs)
+
+    @property
+    def text_id_pairs(self) -> frozenset[tuple[bytes, int]]:
+        """Every (class text as UTF-8, id) the map accepts: a fast all-clear set check."""
+        return self._pairs
+
+    @property
+    def ids(self) -> frozenset[int]:
+        return frozenset(self._by_id)
 
     def label_of(self, it: LabelMapItem) -> str:
         """The text that names ``it``: its name, or its display name where the name repeats."""

@@ -28,6 +28,7 @@ from tfdrop.codec.example import (
     ParsedExample,
 )
 from tfdrop.codec.model import LabelMap
+from tfdrop.codec.wire import boxes_ok
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -57,6 +58,8 @@ def _check_boxes(p: ParsedExample, out: list[Problem]) -> None:
         missing = [k for k in BOX_KEYS if k not in lists]
         out.append(Problem(missing[0], "missing while other box coordinates are present"))
         return
+    if boxes_ok(lists[XMIN], lists[YMIN], lists[XMAX], lists[YMAX]):
+        return
     for key in BOX_KEYS:
         values = lists[key]
         if not _in_unit(values):
@@ -76,6 +79,15 @@ def _check_labels(p: ParsedExample, label_map: LabelMap | None, out: list[Proble
     texts: list[bytes] | None = p.lists.get(TEXT)
     if ids is None and texts is None:
         out.append(Problem(LABEL, "objects have boxes but neither class/label nor class/text"))
+        return
+    # all-clear fast paths (set operations run in C); details only when they fail
+    if label_map is None:
+        if ids is None or min(ids) >= 1:
+            return
+    elif texts is not None and ids is not None:
+        if set(zip(texts, ids, strict=True)) <= label_map.text_id_pairs:
+            return
+    elif ids is not None and set(ids) <= label_map.ids and min(ids) >= 1:
         return
     if ids is not None and min(ids) < 1:
         for i, v in enumerate(ids):

@@ -51,11 +51,16 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
             raise NotCanonical
 
 
-def _len(buf: bytes, pos: int) -> tuple[int, int]:
+def _len(buf: bytes, pos: int, end: int) -> tuple[int, int]:
+    """A length prefix whose span must also fit before ``end``."""
     n = buf[pos]
     if n < 0x80:
-        return n, pos + 1
-    return _varint(buf, pos)
+        pos += 1
+    else:
+        n, pos = _varint(buf, pos)
+    if n > end - pos:
+        raise NotCanonical
+    return n, pos
 
 
 def _int64s(raw: bytes) -> list[object]:
@@ -78,7 +83,7 @@ def _values(kind: int, buf: bytes, pos: int, end: int) -> list[object]:
         while pos < end:
             if buf[pos] != _TAG_1_LEN:
                 raise NotCanonical
-            n, pos = _len(buf, pos + 1)
+            n, pos = _len(buf, pos + 1, end)
             out.append(buf[pos : pos + n])
             pos += n
         if pos != end:
@@ -86,7 +91,7 @@ def _values(kind: int, buf: bytes, pos: int, end: int) -> list[object]:
         return out
     if buf[pos] != _TAG_1_LEN:
         raise NotCanonical  # an unpacked list
-    n, pos = _len(buf, pos + 1)
+    n, pos = _len(buf, pos + 1, end)
     if pos + n != end:
         raise NotCanonical
     raw = buf[pos:end]
@@ -100,7 +105,7 @@ def _values(kind: int, buf: bytes, pos: int, end: int) -> list[object]:
     return _int64s(raw)
 
 
-def parse_features(data: bytes) -> Features:
+def parse_features_py(data: bytes) -> Features:
     """``Example`` bytes -> {key: (kind, values, feature bytes)}; raises :class:`NotCanonical`.
 
     ``kind`` is 0 for an empty Feature (no list set).
@@ -111,24 +116,54 @@ def parse_features(data: bytes) -> Features:
         raise NotCanonical from None
 
 
+def _parse_features_c(data: bytes) -> Features:
+    out: Features | None = _wire_c.parse_features(data)
+    if out is None:
+        raise NotCanonical
+    return out
+
+
+try:  # the optional C accelerator (built from _wire.c when a compiler is there)
+    from tfdrop.codec import _wire as _wire_c  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - depends on the build
+    _wire_c = None
+
+def _boxes_ok_py(
+    xmin: list[float], ymin: list[float], xmax: list[float], ymax: list[float]
+) -> bool:
+    if not len(xmin) == len(ymin) == len(xmax) == len(ymax):
+        return False
+    return all(
+        0.0 <= a <= c <= 1.0 and 0.0 <= b <= d <= 1.0
+        for a, b, c, d in zip(xmin, ymin, xmax, ymax, strict=True)
+    )
+
+
+HAVE_C: Final = _wire_c is not None
+boxes_ok = _wire_c.boxes_ok if _wire_c is not None else _boxes_ok_py
+"""Whether every box is inside [0, 1] (finite) and ordered; the fast all-clear check."""
+parse_features = _parse_features_c if _wire_c is not None else parse_features_py
+"""``Example`` bytes -> {key: (kind, values, feature bytes)}; raises :class:`NotCanonical`."""
+
+
 def _parse(data: bytes) -> Features:
     out: Features = {}
     if not data:
         return out
     if data[0] != _TAG_1_LEN:
         raise NotCanonical
-    flen, pos = _len(data, 1)
+    flen, pos = _len(data, 1, len(data))
     end = pos + flen
     if end != len(data):
         raise NotCanonical
     while pos < end:
         if data[pos] != _TAG_1_LEN:
             raise NotCanonical
-        elen, pos = _len(data, pos + 1)
+        elen, pos = _len(data, pos + 1, end)
         eend = pos + elen
-        if data[pos] != _TAG_1_LEN:
+        if pos >= eend or data[pos] != _TAG_1_LEN:
             raise NotCanonical  # map entries written by protobuf always carry the key first
-        klen, pos = _len(data, pos + 1)
+        klen, pos = _len(data, pos + 1, eend)
         key = data[pos : pos + klen]
         pos += klen
         if pos == eend:
@@ -136,7 +171,7 @@ def _parse(data: bytes) -> Features:
             continue
         if data[pos] != _TAG_2_LEN:
             raise NotCanonical
-        vlen, pos = _len(data, pos + 1)
+        vlen, pos = _len(data, pos + 1, eend)
         vend = pos + vlen
         if vend != eend:
             raise NotCanonical
@@ -147,7 +182,7 @@ def _parse(data: bytes) -> Features:
         kind = _KIND_BY_TAG.get(data[pos])
         if kind is None:
             raise NotCanonical
-        llen, lpos = _len(data, pos + 1)
+        llen, lpos = _len(data, pos + 1, vend)
         if lpos + llen != vend:
             raise NotCanonical
         out[key] = (kind, _values(kind, data, lpos, vend), feature)
