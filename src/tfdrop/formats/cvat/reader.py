@@ -1,0 +1,398 @@
+"""Streaming reader of CVAT for images 1.1 and CVAT for video 1.1 archives.
+
+Layout (CVAT's export, and Datumaro's ``cvat`` format): ``annotations.xml`` (or ``<subset>.xml``
+files with root ``<annotations>``) and ``images/`` holding the images, in ``images/<subset>/``
+for a project export. The XML is parsed incrementally with :mod:`tfdrop.formats.xmlsafe` (no
+DTDs, no entities), and each top-level ``<image>``/``<track>`` is dropped from the tree once
+used, so memory stays flat however large the file.
+
+CVAT for video lists each track's shape on every frame (interpolated frames with
+``keyframe="0"``, CVAT's ``dump_as_cvat_interpolation``); SPEC.md: tracks are expanded to
+per-frame boxes and frames where the track is ``outside`` are skipped. Tracks come one after the
+other, so a frame's objects are only complete at the end of the file: they are spilled to a
+temporary SQLite table on disk, not held in memory, and the frames are yielded in order at the
+end. A frame ``N`` is the image ``images/frame_00000N.<ext>``; its size is the task's
+``original_size``.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+
+from tfdrop.codec.model import Annotation, Item, LabelMap
+from tfdrop.errors import FormatError, MemberNotFoundError
+from tfdrop.formats import xmlsafe
+from tfdrop.formats.base import Notes, ReadOptions
+from tfdrop.formats.cvat.meta import LabelSpec, Meta, parse_meta
+from tfdrop.formats.cvat.shapes import SHAPES, Where, parse_shape
+from tfdrop.formats.imageinfo import format_from_name, is_image_name, probe
+
+if TYPE_CHECKING:
+    from tfdrop.archive import Source
+
+MAX_IMAGE_BYTES: Final = 256 << 20
+_FRAME_NAME: Final = re.compile(r"^frame_(\d+)\.[A-Za-z0-9]+$")
+
+
+def _base(name: str) -> str:
+    return name.rsplit("/", 1)[-1]
+
+
+def _dir(name: str) -> str:
+    return name[: len(name) - len(_base(name))]
+
+
+def _under_images(name: str) -> bool:
+    return "images/" in name.lower() and name.lower().split("images/", 1)[0].count("/") <= 1
+
+
+def candidate_files(names: Sequence[str]) -> list[str]:
+    """The XML members that may be CVAT annotation files, shallowest first.
+
+    ``annotations.xml`` wins where present (CVAT's name); otherwise every ``*.xml`` at the
+    shallowest depth outside ``images/`` (Datumaro's ``<subset>.xml``).
+    """
+    xmls = [n for n in names if n.lower().endswith(".xml") and not _under_images(n)]
+    primary = [n for n in xmls if _base(n).lower() == "annotations.xml"]
+    pool = primary or xmls
+    if not pool:
+        return []
+    depth = min(n.count("/") for n in pool)
+    return sorted(n for n in pool if n.count("/") == depth)
+
+
+def _root_tag(source: Source, member: str) -> str:
+    with source.open(member) as f:
+        for event in xmlsafe.iterparse(f, member=member):
+            return str(event.element.tag)
+    return ""
+
+
+def _read_meta(source: Source, member: str) -> Meta:
+    """Parse up to the end of ``<meta>`` (or the first image/track) and stop reading."""
+    depth = 0
+    with source.open(member) as f:
+        for kind, el, _line in xmlsafe.iterparse(f, member=member):
+            if kind == "start":
+                depth += 1
+                if depth == 2 and el.tag in ("image", "track"):
+                    break
+                continue
+            depth -= 1
+            if depth == 1 and el.tag == "meta":
+                return parse_meta(el, member=member)
+    return Meta()
+
+
+@dataclass(slots=True)
+class _Frames:
+    """Per-frame track shapes spilled to a temporary on-disk SQLite table (frame, seq, xml)."""
+
+    db: sqlite3.Connection = field(default_factory=lambda: sqlite3.connect(""))
+    seq: int = 0
+
+    def __post_init__(self) -> None:
+        self.db.execute("CREATE TABLE s (frame INTEGER, seq INTEGER, xml BLOB)")
+
+    def add(self, frame: int, xml: bytes | None) -> None:
+        self.seq += 1
+        self.db.execute("INSERT INTO s VALUES (?, ?, ?)", (frame, self.seq, xml))
+
+    def known(self) -> set[int]:
+        return {int(row[0]) for row in self.db.execute("SELECT DISTINCT frame FROM s")}
+
+    def frames(self) -> Iterator[tuple[int, list[bytes]]]:
+        cur = self.db.execute("SELECT frame, xml FROM s ORDER BY frame, seq")
+        current: int | None = None
+        shapes: list[bytes] = []
+        for frame, xml in cur:
+            if frame != current:
+                if current is not None:
+                    yield current, shapes
+                current, shapes = frame, []
+            if xml is not None:
+                shapes.append(xml)
+        if current is not None:
+            yield current, shapes
+
+
+class CvatReader:
+    """A CVAT for images/video 1.1 source: labels from ``<meta>``, items one at a time."""
+
+    def __init__(self, source: Source, options: ReadOptions, notes: Notes) -> None:
+        self.source = source
+        self.options = options
+        self.notes = notes
+        names = source.names()
+        self.files = [n for n in candidate_files(names) if _root_tag(source, n) == "annotations"]
+        if not self.files:
+            raise FormatError(
+                "no CVAT annotation file: expected annotations.xml (or <subset>.xml) with a "
+                "root <annotations> element"
+            )
+        self.metas = {n: _read_meta(source, n) for n in self.files}
+        self._images = [n for n in names if _under_images(n) and is_image_name(n)]
+        self._warned_no_images = False
+
+    def label_specs(self) -> tuple[LabelSpec, ...]:
+        """The labels of every file's meta with their attributes (skeleton parts left out)."""
+        seen: dict[str, LabelSpec] = {}
+        for meta in self.metas.values():
+            for spec in meta.labels:
+                if not spec.parent:
+                    seen.setdefault(spec.name, spec)
+        return tuple(seen.values())
+
+    def labels(self) -> Sequence[str]:
+        return [spec.name for spec in self.label_specs()]
+
+    def label_map(self) -> LabelMap | None:
+        return None
+
+    def items(self) -> Iterator[Item]:
+        for member in self.files:
+            yield from self._items_of(member)
+
+    # -- one file ---------------------------------------------------------------------------
+
+    def _default_subset(self, member: str) -> str:
+        meta = self.metas[member]
+        if meta.subset:
+            return meta.subset
+        stem = _base(member).rsplit(".", 1)[0]
+        return "default" if stem.lower() == "annotations" else stem
+
+    def _items_of(self, member: str) -> Iterator[Item]:
+        subset = self._default_subset(member)
+        frames = _Frames()  # SQLite creates its temp file only once the cache spills
+        try:
+            yield from self._stream(member, subset, frames)
+            if frames.seq:
+                yield from self._video_items(member, subset, frames)
+        finally:
+            frames.db.close()
+
+    def _stream(self, member: str, subset: str, frames: _Frames) -> Iterator[Item]:
+        """Items of ``<image>`` elements as they come; ``<track>`` shapes go to ``frames``."""
+        depth = 0
+        seen_images = False
+        with self.source.open(member) as f:
+            root: ET.Element | None = None
+            for kind, el, line in xmlsafe.iterparse(f, member=member):
+                if kind == "start":
+                    depth += 1
+                    root = el if root is None else root
+                    continue
+                depth -= 1
+                if depth != 1 or root is None:
+                    continue
+                if el.tag == "image":
+                    seen_images = True
+                    yield self._image(el, member, subset, line)
+                elif el.tag == "track":
+                    self._track(el, member, frames, line)
+                elif el.tag == "tag":
+                    self.notes.skip("tag", "a <tag> outside an <image>", member=member)
+                if seen_images and frames.seq:
+                    raise FormatError(
+                        "the file mixes <image> (CVAT for images) and <track> (CVAT for video)",
+                        member=member,
+                        line=line,
+                    )
+                root.clear()  # drop what was used: memory stays flat
+
+    # -- CVAT for images --------------------------------------------------------------------
+
+    def _image(self, el: ET.Element, member: str, subset: str, line: int) -> Item:
+        name = el.get("name")
+        if not name:
+            raise FormatError("<image> has no name attribute", member=member, line=line)
+        subset = el.get("subset") or subset
+        image_member = self._find_image(member, name, subset)
+        where = Where(0, 0, member, name, self.options.masks, line)
+        width = _int_attr(el, "width", where)
+        height = _int_attr(el, "height", where)
+        if width <= 0 or height <= 0:
+            width, height = self._probe(image_member, member, name)
+        where = Where(width, height, member, name, self.options.masks, line)
+        objects: list[Annotation] = []
+        tags: list[str] = []
+        for child in el:
+            if child.tag in SHAPES:
+                ann = parse_shape(child, where, self.notes, index=len(objects))
+                if ann is not None:
+                    objects.append(ann)
+            elif child.tag == "tag":
+                self._tag(child, where, tags)
+            else:
+                self.notes.skip(
+                    child.tag, f"unknown element <{child.tag}>", member=member, item=name
+                )
+        frame = el.get("id")
+        return self._item(
+            name,
+            subset,
+            width,
+            height,
+            objects,
+            tags,
+            image_member,
+            member,
+            int(frame) if frame and frame.isdigit() else None,
+        )
+
+    def _tag(self, el: ET.Element, where: Where, tags: list[str]) -> None:
+        label = el.get("label")
+        if not label:
+            self.notes.skip("unlabeled", "<tag> has no label", member=where.member, item=where.item)
+            return
+        tags.append(label)
+        for a in el.findall("attribute"):
+            self.notes.lose(f"tag_attribute:{a.get('name') or ''}")
+
+    def _find_image(self, member: str, name: str, subset: str) -> str | None:
+        base = _dir(member)
+        for candidate in (f"{base}images/{subset}/{name}", f"{base}images/{name}", base + name):
+            found = self.source.find(candidate)
+            if found is not None:
+                return found
+        return None
+
+    # -- CVAT for video ---------------------------------------------------------------------
+
+    def _track(self, el: ET.Element, member: str, frames: _Frames, line: int) -> None:
+        label = el.get("label") or ""
+        track_id = el.get("id") or ""
+        group = el.get("group_id")
+        for shape in el:
+            if shape.tag not in SHAPES:
+                continue  # a skeleton's nested <track> elements go with their skeleton
+            raw = shape.get("frame")
+            if raw is None or not raw.isdigit():
+                raise FormatError(
+                    f"<{shape.tag}> in track {track_id} has no valid frame attribute",
+                    member=member,
+                    line=line,
+                )
+            if shape.get("outside") == "1":
+                frames.add(int(raw), None)  # the frame exists, the object is not in it
+                continue
+            shape.set("label", label)
+            shape.set("track_id", track_id)
+            if group and not shape.get("group_id"):
+                shape.set("group_id", group)
+            frames.add(int(raw), ET.tostring(shape))
+
+    def _frame_images(self, member: str) -> dict[int, str]:
+        prefix = (_dir(member) + "images/").lower()
+        out: dict[int, str] = {}
+        for name in self._images:
+            if name.lower().startswith(prefix):
+                m = _FRAME_NAME.match(_base(name))
+                if m:
+                    out.setdefault(int(m.group(1)), name)
+        return out
+
+    def _video_items(self, member: str, subset: str, frames: _Frames) -> Iterator[Item]:
+        images = self._frame_images(member)
+        size = self.metas[member].frame_size
+        for frame in sorted(images.keys() - frames.known()):
+            frames.add(frame, None)  # frames without any track shape are items too
+        for frame, shapes in frames.frames():
+            image_member = images.get(frame)
+            name = _base(image_member) if image_member else f"frame_{frame:06d}.png"
+            width, height = size or self._probe(image_member, member, name)
+            where = Where(width, height, member, name, self.options.masks)
+            objects: list[Annotation] = []
+            for xml in shapes:
+                el = xmlsafe.parse_bytes(xml, member=member)
+                track = el.get("track_id")
+                ann = parse_shape(
+                    el,
+                    where,
+                    self.notes,
+                    track_id=int(track) if track and track.isdigit() else None,
+                    index=len(objects),
+                )
+                if ann is not None:
+                    objects.append(ann)
+            yield self._item(name, subset, width, height, objects, [], image_member, member, frame)
+
+    # -- shared -----------------------------------------------------------------------------
+
+    def _probe(self, image_member: str | None, member: str, name: str) -> tuple[int, int]:
+        if image_member is None:
+            raise FormatError(
+                "the image size is not in the annotations and the image is not in the archive",
+                member=member,
+                item=name,
+            )
+        with self.source.open(image_member) as f:
+            info = probe(f, name=image_member)
+        return info.width, info.height
+
+    def _item(
+        self,
+        name: str,
+        subset: str,
+        width: int,
+        height: int,
+        objects: list[Annotation],
+        tags: list[str],
+        image_member: str | None,
+        member: str,
+        frame: int | None,
+    ) -> Item:
+        image: bytes | None = None
+        if self.options.images:
+            if image_member is not None:
+                image = self.source.read_bytes(image_member, max_size=MAX_IMAGE_BYTES)
+            elif self._images:
+                raise MemberNotFoundError(
+                    f"image {name!r} named by the annotations is not in the archive "
+                    f"(looked in images/{subset}/ and images/)",
+                    member=member,
+                    item=name,
+                )
+            elif not self._warned_no_images:
+                self._warned_no_images = True
+                self.notes.warn(
+                    "no_images",
+                    "the archive holds annotations only (no images/ folder): records carry "
+                    "no image bytes",
+                    member=member,
+                )
+        return Item(
+            name=name,
+            subset=subset,
+            width=width,
+            height=height,
+            image=image,
+            image_format=format_from_name(image_member or name),
+            source_id=name,
+            objects=tuple(objects),
+            tags=tuple(tags),
+            frame=frame,
+        )
+
+
+def _int_attr(el: ET.Element, key: str, where: Where) -> int:
+    raw = el.get(key)
+    if raw is None:
+        return 0
+    try:
+        return int(float(raw))
+    except ValueError:
+        raise where.error(f"<{el.tag}> {key}={raw[:40]!r} is not a number") from None
+
+
+def open_reader(source: Source, options: ReadOptions, notes: Notes) -> CvatReader:
+    return CvatReader(source, options, notes)
+
+
+__all__ = ["CvatReader", "candidate_files", "open_reader"]

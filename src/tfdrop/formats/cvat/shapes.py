@@ -1,0 +1,223 @@
+"""One CVAT shape element (``<box>``, ``<polygon>``, ``<mask>``, ...) -> one :class:`Annotation`.
+
+SPEC.md "Conversions": boxes are divided by the image size (no 1-based shift); a polygon
+becomes its bounding box (and keeps its points), with masks on also a full-image 0/1 PNG; a
+CVAT ``<mask>`` (RLE, see :mod:`.rle`) becomes the bounding box of its pixels and, with masks
+on, its PNG. Polylines, points, ellipses, cuboids and skeletons have no box meaning for the OD
+API: they are skipped and counted in the report (Notes.skip), never dropped silently. Attributes
+``difficult``/``truncated``/``occluded`` set the flags, ``pose`` the view (as CVAT's VOC export
+carries them); other attributes are kept as (name, value).
+"""
+
+from __future__ import annotations
+
+import math
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from typing import Final
+
+from PIL import Image
+
+from tfdrop.codec.model import Annotation, Box, Shape
+from tfdrop.errors import FormatError
+from tfdrop.formats.base import Notes
+from tfdrop.formats.cvat import rle
+from tfdrop.formats.masks import bitmap_mask_png, polygons_mask_png
+
+SKIPPED_SHAPES: Final = frozenset({"polyline", "points", "ellipse", "cuboid", "skeleton"})
+SHAPES: Final = frozenset({"box", "polygon", "mask"}) | SKIPPED_SHAPES
+FLAG_ATTRIBUTES: Final = frozenset({"difficult", "truncated", "occluded"})
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+
+
+@dataclass(frozen=True, slots=True)
+class Where:
+    """The image a shape belongs to, for sizes and error locations."""
+
+    width: int
+    height: int
+    member: str
+    item: str
+    masks: bool = False
+    line: int | None = None
+
+    def error(self, message: str, obj: int | None = None) -> FormatError:
+        return FormatError(message, member=self.member, item=self.item, line=self.line, object=obj)
+
+
+def _number(el: ET.Element, key: str, where: Where) -> float:
+    raw = el.get(key)
+    if raw is None:
+        raise where.error(f"<{el.tag}> has no {key} attribute")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise where.error(f"<{el.tag}> {key}={raw[:40]!r} is not a number") from None
+    if not math.isfinite(value):
+        raise where.error(f"<{el.tag}> {key}={raw!r} is not a finite number")
+    return value
+
+
+def _int(el: ET.Element, key: str, where: Where, default: int | None = None) -> int:
+    raw = el.get(key)
+    if raw is None:
+        if default is None:
+            raise where.error(f"<{el.tag}> has no {key} attribute")
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise where.error(f"<{el.tag}> {key}={raw[:40]!r} is not an integer") from None
+
+
+def parse_points(el: ET.Element, where: Where) -> tuple[float, ...]:
+    """``points="x0,y0;x1,y1;..."`` -> ``(x0, y0, x1, y1, ...)``."""
+    raw = el.get("points")
+    if raw is None:
+        raise where.error(f"<{el.tag}> has no points attribute")
+    out: list[float] = []
+    for pair in raw.split(";"):
+        xy = pair.split(",")
+        try:
+            if len(xy) != 2:
+                raise ValueError
+            x, y = float(xy[0]), float(xy[1])
+        except ValueError:
+            raise where.error(
+                f"<{el.tag}> has malformed points (expected 'x,y;x,y;...'): {raw[:60]!r}"
+            ) from None
+        if not (math.isfinite(x) and math.isfinite(y)):
+            raise where.error(f"<{el.tag}> has a point that is not finite: {pair!r}")
+        out += (x, y)
+    return tuple(out)
+
+
+def _box(xmin: float, ymin: float, xmax: float, ymax: float, where: Where) -> Box:
+    if not (0 <= xmin <= xmax <= where.width and 0 <= ymin <= ymax <= where.height):
+        raise where.error(
+            f"box ({xmin}, {ymin}, {xmax}, {ymax}) is outside the {where.width}x{where.height}"
+            " image or inverted"
+        )
+    return Box.from_pixels(xmin, ymin, xmax, ymax, where.width, where.height)
+
+
+def _rotated(
+    el: ET.Element, coords: tuple[float, float, float, float], where: Where, notes: Notes
+) -> tuple[float, float, float, float]:
+    """CVAT rotates a box about its centre (degrees): keep the axis-aligned box around it,
+    clipped to the image (the OD API has no rotated boxes; the report counts the loss)."""
+    angle = _number(el, "rotation", where) if el.get("rotation") else 0.0
+    if angle % 360 == 0:
+        return coords
+    notes.lose("rotation")
+    x0, y0, x1, y1 = coords
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    hw, hh = (x1 - x0) / 2, (y1 - y0) / 2
+    c, s = abs(math.cos(math.radians(angle))), abs(math.sin(math.radians(angle)))
+    dx, dy = hw * c + hh * s, hw * s + hh * c
+    return (
+        max(0.0, cx - dx),
+        max(0.0, cy - dy),
+        min(float(where.width), cx + dx),
+        min(float(where.height), cy + dy),
+    )
+
+
+def _mask(el: ET.Element, where: Where) -> tuple[Box, bytes | None] | None:
+    """Box of a ``<mask>``'s pixels and, with masks on, its full-image PNG (None: empty)."""
+    counts = rle.parse_counts(el.get("rle") or "")
+    left, top = _int(el, "left", where), _int(el, "top", where)
+    width, height = _int(el, "width", where), _int(el, "height", where)
+    try:
+        bits = rle.decode(counts, width, height)
+        full = rle.paste(bits, left, top, width, height, where.width, where.height)
+    except FormatError as exc:
+        raise exc.at(member=where.member, item=where.item, line=where.line) from None
+    bbox = Image.frombytes("L", (where.width, where.height), full).getbbox()
+    if bbox is None:
+        return None
+    x0, y0, x1, y1 = bbox  # right/bottom exclusive: the box covers whole pixels
+    png = bitmap_mask_png(full, where.width, where.height) if where.masks else None
+    return Box.from_pixels(x0, y0, x1, y1, where.width, where.height), png
+
+
+def _attributes(
+    el: ET.Element,
+) -> tuple[dict[str, bool], str, tuple[tuple[str, str], ...]]:
+    flags: dict[str, bool] = {}
+    view = ""
+    kept: list[tuple[str, str]] = []
+    for a in el.findall("attribute"):
+        name, value = a.get("name") or "", (a.text or "").strip()
+        if name in FLAG_ATTRIBUTES:
+            flags[name] = value.lower() in _TRUE
+        elif name == "pose":
+            view = value
+        elif name:
+            kept.append((name, value))
+    return flags, view, tuple(kept)
+
+
+def parse_shape(
+    el: ET.Element,
+    where: Where,
+    notes: Notes,
+    *,
+    label: str | None = None,
+    track_id: int | None = None,
+    index: int | None = None,
+) -> Annotation | None:
+    """The annotation of one shape element, or ``None`` when it is skipped (and noted)."""
+    kind = el.tag
+    label = el.get("label") if label is None else label
+    if kind in SKIPPED_SHAPES:
+        notes.skip(
+            kind,
+            f"<{kind}> has no bounding-box meaning for detection",
+            member=where.member,
+            item=where.item,
+        )
+        return None
+    if not label:
+        notes.skip("unlabeled", f"<{kind}> has no label", member=where.member, item=where.item)
+        return None
+    polygon: tuple[float, ...] = ()
+    mask: bytes | None = None
+    if kind == "box":
+        coords = tuple(_number(el, k, where) for k in ("xtl", "ytl", "xbr", "ybr"))
+        box = _box(*_rotated(el, (coords[0], coords[1], coords[2], coords[3]), where, notes), where)
+        shape = Shape.BOX
+    elif kind == "polygon":
+        polygon = parse_points(el, where)
+        if len(polygon) < 6:
+            raise where.error("<polygon> has fewer than 3 points", index)
+        xs, ys = polygon[0::2], polygon[1::2]
+        box = _box(min(xs), min(ys), max(xs), max(ys), where)
+        if where.masks:
+            mask = polygons_mask_png([polygon], where.width, where.height)
+        shape = Shape.POLYGON
+    else:
+        got = _mask(el, where)
+        if got is None:
+            notes.skip(
+                "empty_mask", "<mask> has no pixels set", member=where.member, item=where.item
+            )
+            return None
+        box, mask = got
+        shape = Shape.MASK
+    flags, view, attributes = _attributes(el)
+    return Annotation(
+        label=label,
+        box=box,
+        difficult=flags.get("difficult", False),
+        truncated=flags.get("truncated", False),
+        occluded=el.get("occluded") == "1" or flags.get("occluded", False),
+        view=view,
+        mask=mask,
+        shape=shape,
+        polygon=polygon,
+        attributes=attributes,
+        track_id=track_id,
+        z_order=_int(el, "z_order", where, 0),
+        group=_int(el, "group_id", where, 0),
+    )

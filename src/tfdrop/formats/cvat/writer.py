@@ -1,0 +1,245 @@
+"""Streaming writer of CVAT for images 1.1 archives that upload back to CVAT.
+
+Layout as CVAT exports it: ``images/<name>`` (``images/<subset>/<name>`` for a subset other than
+"default", as a project export) and ``annotations.xml`` with ``<version>1.1</version>``, a
+``<meta>`` block (a task, or a project with ``<subsets>`` when there are several) declaring
+every label and the attributes seen, then one ``<image id name width height [subset]>`` per
+item holding ``<box>``, ``<polygon>`` (objects read from a polygon), ``<mask>`` (objects that
+carry a PNG mask: CVAT RLE of the mask's pixel bounding box) and ``<tag>`` elements.
+
+CVAT wants ``<meta>`` first, but labels and attributes are only all known at the end: image
+elements are written to a temp file in the work folder while items stream, then meta and that
+file are streamed together into the one ``annotations.xml`` member at :meth:`CvatWriter.close`.
+Coordinates use :func:`tfdrop.formats.pixels.pixel_str`, so a box read back divides to the same
+float32 (SPEC.md: boxes exact).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import IO, TYPE_CHECKING, Final
+from xml.sax.saxutils import escape, quoteattr
+
+from PIL import Image
+
+from tfdrop.codec.model import Annotation, Item, LabelMap
+from tfdrop.errors import FormatError
+from tfdrop.formats.base import Notes, WriteOptions
+from tfdrop.formats.cvat import rle
+from tfdrop.formats.imageinfo import probe
+from tfdrop.formats.masks import decode_mask
+from tfdrop.formats.pixels import pixel_str
+
+if TYPE_CHECKING:
+    from tfdrop.archive import ZipSink
+
+ANNOTATIONS: Final = "annotations.xml"
+MAX_SELECT_VALUES: Final = 64
+"""An attribute with more distinct values than this is declared as free text."""
+
+_BAD_XML_CHARS: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def image_path(subset: str, name: str) -> str:
+    """Where an item's image goes: ``images/<name>``, or ``images/<subset>/<name>``."""
+    return f"images/{name}" if subset == "default" else f"images/{subset}/{name}"
+
+
+def _num(value: float) -> str:
+    """A polygon coordinate: integers as integers, else the shortest text of the float."""
+    return str(int(value)) if value == int(value) else repr(value)
+
+
+@dataclass(slots=True)
+class _Labels:
+    """Attribute names and values seen per label, for the meta block."""
+
+    attrs: dict[str, dict[str, dict[str, None]]] = field(default_factory=dict)
+    tags: dict[str, None] = field(default_factory=dict)
+
+    def see(self, label: str, name: str, value: str) -> None:
+        values = self.attrs.setdefault(label, {}).setdefault(name, {})
+        if len(values) <= MAX_SELECT_VALUES:
+            values[value] = None
+
+
+class CvatWriter:
+    """Items -> ``images/...`` members now, ``annotations.xml`` at :meth:`close`."""
+
+    def __init__(self, sink: ZipSink, options: WriteOptions, notes: Notes) -> None:
+        self.sink = sink
+        self.options = options
+        self.notes = notes
+        # lives until close(): the <image> elements wait here for the meta block
+        self._body: IO[bytes] = tempfile.TemporaryFile(  # noqa: SIM115
+            prefix=".tfdrop-cvat-", dir=options.workdir
+        )
+        self._count = 0
+        self._subsets: dict[str, int] = {}
+        self._labels = _Labels()
+        self._cleaned = 0
+
+    def _text(self, value: str) -> str:
+        cleaned = _BAD_XML_CHARS.sub("\ufffd", value)
+        if cleaned != value:
+            self._cleaned += 1
+        return cleaned
+
+    def _attr(self, value: str) -> str:
+        return quoteattr(self._text(value))
+
+    def write(self, item: Item) -> None:
+        subset = item.subset or "default"
+        width, height = item.width, item.height
+        if (width <= 0 or height <= 0) and item.image:
+            info = probe(item.image, name=item.name)
+            width, height = info.width, info.height
+        if width <= 0 or height <= 0:
+            raise FormatError("the item has no image size to write pixels with", item=item.name)
+        if item.image and self.options.images:
+            self.sink.write_member(image_path(subset, item.name), item.image, compress=False)
+        self._subsets[subset] = self._subsets.get(subset, 0) + 1
+        head = f'  <image id="{self._count}" name={self._attr(item.name)}'
+        head += f' width="{width}" height="{height}"'
+        if subset != "default":
+            head += f" subset={self._attr(subset)}"
+        lines = [head + ">"]
+        for index, obj in enumerate(item.objects):
+            try:
+                lines += self._shape(obj, width, height)
+            except FormatError as exc:
+                raise exc.at(item=item.name, object=index) from None
+        for tag in item.tags:
+            self._labels.tags[tag] = None
+            lines.append(f'    <tag label={self._attr(tag)} source="file"></tag>')
+        lines.append("  </image>\n")
+        self._body.write("\n".join(lines).encode("utf-8"))
+        self._count += 1
+
+    def _shape(self, obj: Annotation, width: int, height: int) -> list[str]:
+        common = f' label={self._attr(obj.label)} source="file" occluded="{int(obj.occluded)}"'
+        tail = f' z_order="{obj.z_order}"' + (f' group_id="{obj.group}"' if obj.group else "")
+        if obj.track_id is not None:
+            self.notes.lose("track_id")
+        if obj.polygon and len(obj.polygon) >= 6:
+            points = ";".join(
+                f"{_num(obj.polygon[i])},{_num(obj.polygon[i + 1])}"
+                for i in range(0, len(obj.polygon) - 1, 2)
+            )
+            open_tag = f'    <polygon{common} points="{points}"{tail}>'
+            close = "    </polygon>"
+        elif obj.mask is not None and (mask := self._mask(obj.mask, width, height)) is not None:
+            open_tag = f"    <mask{common} {mask}{tail}>"
+            close = "    </mask>"
+        else:
+            if obj.mask is not None:
+                self.notes.lose("empty_mask")
+            b = obj.box
+            coords = (
+                f' xtl="{pixel_str(b.xmin, width)}" ytl="{pixel_str(b.ymin, height)}"'
+                f' xbr="{pixel_str(b.xmax, width)}" ybr="{pixel_str(b.ymax, height)}"'
+            )
+            open_tag = f"    <box{common}{coords}{tail}>"
+            close = "    </box>"
+        attrs = list(obj.attributes)
+        if obj.difficult:
+            attrs.append(("difficult", "true"))
+        if obj.truncated:
+            attrs.append(("truncated", "true"))
+        if obj.view:
+            attrs.append(("pose", obj.view))
+        lines = [open_tag]
+        for name, value in attrs:
+            self._labels.see(obj.label, name, value)
+            lines.append(
+                f"      <attribute name={self._attr(name)}>{escape(self._text(value))}</attribute>"
+            )
+        self._labels.attrs.setdefault(obj.label, {})
+        lines.append(close)
+        return lines
+
+    def _mask(self, png: bytes, width: int, height: int) -> str | None:
+        """``rle left top width height`` attributes of a full-image mask (None: empty)."""
+        mw, mh, bits = decode_mask(png)
+        if (mw, mh) != (width, height):
+            raise FormatError(f"instance mask is {mw}x{mh} but the image is {width}x{height}")
+        bbox = Image.frombytes("L", (mw, mh), bits).getbbox()
+        if bbox is None:
+            return None
+        left, top, right, bottom = bbox
+        counts = rle.encode(rle.crop(bits, mw, left, top, right, bottom))
+        return (
+            f'rle="{rle.format_counts(counts)}" left="{left}" top="{top}"'
+            f' width="{right - left}" height="{bottom - top}"'
+        )
+
+    # -- close: meta + body ----------------------------------------------------------------
+
+    def _label_xml(self, name: str) -> list[str]:
+        out = ["      <label>", f"        <name>{escape(self._text(name))}</name>"]
+        out.append("        <attributes>")
+        for attr, values in self._labels.attrs.get(name, {}).items():
+            seen = list(values)
+            if set(seen) <= {"true", "false"}:
+                kind, default, allowed = "checkbox", "false", ["false", "true"]
+            elif len(seen) > MAX_SELECT_VALUES:
+                kind, default, allowed = "text", seen[0], [seen[0]]
+            else:
+                kind, default, allowed = "select", seen[0], seen
+            out += [
+                "          <attribute>",
+                f"            <name>{escape(self._text(attr))}</name>",
+                "            <mutable>False</mutable>",
+                f"            <input_type>{kind}</input_type>",
+                f"            <default_value>{escape(self._text(default))}</default_value>",
+                f"            <values>{escape(self._text(chr(10).join(allowed)))}</values>",
+                "          </attribute>",
+            ]
+        out += ["        </attributes>", "      </label>"]
+        return out
+
+    def _meta(self, label_map: LabelMap) -> str:
+        names = [*label_map.names]
+        names += [t for t in self._labels.tags if t not in label_map]
+        names += [n for n in self._labels.attrs if n not in names]
+        subsets = list(self._subsets) or ["default"]
+        project = len(subsets) > 1
+        kind = "project" if project else "task"
+        lines = ['<?xml version="1.0" encoding="utf-8"?>', "<annotations>"]
+        lines += ["  <version>1.1</version>", "  <meta>", f"    <{kind}>"]
+        lines += ["      <name>tfdrop</name>", f"      <size>{self._count}</size>"]
+        lines.append("      <mode>annotation</mode>")
+        if project:
+            lines.append(f"      <subsets>{escape(self._text(chr(10).join(subsets)))}</subsets>")
+        elif subsets[0] != "default":
+            lines.append(f"      <subset>{escape(self._text(subsets[0]))}</subset>")
+        lines.append("      <labels>")
+        for name in names:
+            lines += ["  " + line for line in self._label_xml(name)]
+        lines += ["      </labels>", f"    </{kind}>"]
+        lines.append(f"    <dumped>{datetime.now(UTC).isoformat(sep=' ')}</dumped>")
+        lines += ["  </meta>", ""]
+        return "\n".join(lines)
+
+    def close(self, label_map: LabelMap) -> None:
+        try:
+            with self.sink.open_member(ANNOTATIONS, compress=True) as out:
+                out.write(self._meta(label_map).encode("utf-8"))
+                self._body.seek(0)
+                shutil.copyfileobj(self._body, out, 1 << 20)
+                out.write(b"</annotations>\n")
+        finally:
+            self._body.close()
+        if self._cleaned:
+            self.notes.warn(
+                "xml_characters",
+                f"{self._cleaned} texts held characters XML 1.0 cannot carry; written as U+FFFD",
+            )
+
+
+def open_writer(sink: ZipSink, options: WriteOptions, notes: Notes) -> CvatWriter:
+    return CvatWriter(sink, options, notes)
