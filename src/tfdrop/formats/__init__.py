@@ -11,13 +11,14 @@ from collections.abc import Sequence
 from typing import Final
 
 from tfdrop.errors import DetectError
-from tfdrop.formats import cvat, tfrecord, yolo
+from tfdrop.formats import coco, cvat, tfrecord, yolo
 from tfdrop.formats.base import FormatSpec, Notes, Reader, ReadOptions, WriteOptions, Writer
 
 FORMATS: Final[dict[str, FormatSpec]] = {
     "tfrecord": tfrecord.SPEC,
     "yolo": yolo.SPEC,
     "cvat": cvat.SPEC,
+    "coco": coco.SPEC,
     # -- one row per format; add new rows above this line --
 }
 

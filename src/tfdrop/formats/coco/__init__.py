@@ -1,0 +1,32 @@
+"""COCO 1.0 instances: ``annotations/instances_<subset>.json`` + ``images/<subset>/``.
+
+The format as CVAT and Datumaro export it (also flat ``images/``, mmdetection's ``<subset>/``
+image folders and Roboflow's ``<subset>/_annotations.coco.json``). Reading streams the JSON
+(:mod:`.scan`), keeps a compact image index (:mod:`.index`) and groups annotations by image
+through a spill file (:mod:`.spill`); RLE masks are decoded in pure Python (:mod:`.rle`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tfdrop.formats.base import FormatSpec
+from tfdrop.formats.coco.index import find_annotation_files
+from tfdrop.formats.coco.reader import CocoReader, open_reader
+from tfdrop.formats.coco.writer import CocoWriter, open_writer
+
+__all__ = ["SPEC", "CocoReader", "CocoWriter", "detect"]
+
+
+def detect(names: Sequence[str]) -> int:
+    """An instances file (or Roboflow's ``_annotations.coco.json``) marks a COCO archive."""
+    return 100 if find_annotation_files(names) else 0
+
+
+SPEC = FormatSpec(
+    name="coco",
+    description="COCO 1.0 instances: annotations/instances_<subset>.json + images/<subset>/",
+    detect=detect,
+    open_reader=open_reader,
+    open_writer=open_writer,
+)

@@ -1,0 +1,200 @@
+"""The compact per-image index and the category table of a COCO file, and where files live.
+
+The index keeps what the join of annotations to images needs, in flat arrays (about 40 bytes
+and the file name's UTF-8 bytes per image, no Python object per image): the image ``id``, its
+``width``/``height`` and ``file_name``, in ``images`` order, plus the ids sorted for lookups by
+binary search (a ``dict`` would cost about 100 bytes per image).
+
+Layouts (checked against Datumaro's and Roboflow's assets): ``annotations/instances_<subset>.json``
+with images in ``images/<subset>/`` (Datumaro, CVAT), ``images/`` (flat) or ``<subset>/``
+(mmdetection), and Roboflow's ``<subset>/_annotations.coco.json`` beside its images.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from array import array
+from bisect import bisect_left
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from tfdrop.codec.model import LabelMap, LabelMapItem
+from tfdrop.errors import FormatError
+
+_INSTANCES: Final = re.compile(r"^(?P<root>(?:.*/)?)annotations/instances_(?P<subset>[^/]+)\.json$")
+_ROBOFLOW: Final = re.compile(r"^(?P<root>(?:.*/)?)_annotations\.coco\.json$")
+
+
+@dataclass(frozen=True, slots=True)
+class AnnotationFile:
+    """One instances file: its member name, subset and the folders its images may be in."""
+
+    member: str
+    subset: str
+    image_dirs: tuple[str, ...]
+
+
+def find_annotation_files(names: Sequence[str]) -> list[AnnotationFile]:
+    """Every COCO instances file among the member names, ordered by member name."""
+    out: list[AnnotationFile] = []
+    for name in sorted(names):
+        folded = name.casefold()
+        m = _INSTANCES.match(folded)
+        if m is not None:
+            root = name[: len(m.group("root"))]
+            subset = name[len(name) - len(m.group("subset")) - 5 : -5]
+            dirs = (f"{root}images/{subset}/", f"{root}images/", f"{root}{subset}/", root)
+            out.append(AnnotationFile(name, subset, dirs))
+            continue
+        m = _ROBOFLOW.match(folded)
+        if m is not None:
+            root = name[: len(m.group("root"))]
+            subset = root.rstrip("/").rsplit("/", 1)[-1] or "default"
+            out.append(AnnotationFile(name, subset, (root, f"{root}images/")))
+    return out
+
+
+def _int(value: Any, what: str, path: str, member: str) -> int:
+    if type(value) is not int:
+        raise FormatError(f"{what} must be an integer, not {value!r}", member=member, key=path)
+    return value
+
+
+class ImageIndex:
+    """``images`` of one file: position -> (id, file name, width, height); id -> position."""
+
+    def __init__(self, member: str) -> None:
+        self.member = member
+        self._ids = array("q")
+        self._wh = array("l")
+        self._names = bytearray()
+        self._ends = array("Q")
+        self._sorted = array("q")
+        self._order = array("l")
+        self._contiguous = False
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, value: Any, path: str) -> None:
+        """Index one element of ``images`` (checked: a dict with an int id and a file name)."""
+        if not isinstance(value, dict):
+            raise FormatError("an image must be a JSON object", member=self.member, key=path)
+        image_id = _int(value.get("id"), "image id", f"{path}.id", self.member)
+        name = value.get("file_name")
+        if not isinstance(name, str) or not name:
+            raise FormatError(
+                f"image id {image_id} has no file_name", member=self.member, key=f"{path}.file_name"
+            )
+        sizes = []
+        for key in ("width", "height"):
+            v = value.get(key)
+            if v is None:
+                sizes.append(0)  # read from the image header later
+            elif type(v) is int and v > 0:
+                sizes.append(v)
+            elif isinstance(v, float) and v.is_integer() and v > 0:
+                sizes.append(int(v))
+            else:
+                raise FormatError(
+                    f"image {name!r} has {key} {v!r}, not a positive integer",
+                    member=self.member,
+                    key=f"{path}.{key}",
+                    item=name,
+                )
+        self._ids.append(image_id)
+        self._wh.extend(sizes)
+        self._names += name.replace("\\", "/").encode()
+        self._ends.append(len(self._names))
+
+    def finish(self) -> None:
+        """Build the id lookup; :class:`FormatError` when an id repeats."""
+        ids = self._ids
+        n = len(ids)
+        self._contiguous = n > 0 and all(ids[i] == ids[0] + i for i in range(n))
+        if self._contiguous:
+            return
+        order = sorted(range(n), key=ids.__getitem__)
+        self._order = array("l", order)
+        self._sorted = array("q", (ids[i] for i in order))
+        for k in range(1, n):
+            if self._sorted[k] == self._sorted[k - 1]:
+                pos = self._order[k]
+                raise FormatError(
+                    f"image id {self._sorted[k]} appears twice in images",
+                    member=self.member,
+                    key=f"images[{pos}].id",
+                    item=self.name(pos),
+                )
+
+    def position(self, image_id: int) -> int | None:
+        """The position in ``images`` of the image with this id, or None."""
+        if self._contiguous:
+            k = image_id - self._ids[0]
+            return k if 0 <= k < len(self._ids) else None
+        k = bisect_left(self._sorted, image_id)
+        if k < len(self._sorted) and self._sorted[k] == image_id:
+            return int(self._order[k])
+        return None
+
+    def image_id(self, pos: int) -> int:
+        return int(self._ids[pos])
+
+    def name(self, pos: int) -> str:
+        start = self._ends[pos - 1] if pos else 0
+        return self._names[start : self._ends[pos]].decode()
+
+    def size(self, pos: int) -> tuple[int, int]:
+        """``(width, height)``; 0 where the file does not say."""
+        return int(self._wh[2 * pos]), int(self._wh[2 * pos + 1])
+
+
+class Categories:
+    """``categories`` of every file, merged: COCO id -> name, in first-seen order."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[int, str] = {}
+
+    def add(self, value: Any, path: str, member: str) -> None:
+        if not isinstance(value, dict):
+            raise FormatError("a category must be a JSON object", member=member, key=path)
+        cat_id = _int(value.get("id"), "category id", f"{path}.id", member)
+        name = value.get("name")
+        if not isinstance(name, str) or not name:
+            raise FormatError(
+                f"category id {cat_id} has no name", member=member, key=f"{path}.name"
+            )
+        known = self.by_id.get(cat_id)
+        if known is not None and known != name:
+            raise FormatError(
+                f"category id {cat_id} is {known!r} in one file and {name!r} here",
+                member=member,
+                key=path,
+            )
+        if known is None and name in self.by_id.values():
+            raise FormatError(
+                f"category name {name!r} is used by two ids; labels are matched by name",
+                member=member,
+                key=path,
+            )
+        self.by_id[cat_id] = name
+
+    def label_map(self) -> LabelMap | None:
+        """The COCO ids as label ids (TF's create_coco_tf_record keeps them) when all are >= 1."""
+        if not self.by_id or min(self.by_id) < 1:
+            return None
+        return LabelMap(tuple(LabelMapItem(id=i, name=n) for i, n in self.by_id.items()))
+
+
+def finite(values: Any, n: int) -> bool:
+    """Whether ``values`` is a list of ``n`` finite numbers (bools are not numbers)."""
+    return (
+        isinstance(values, list)
+        and len(values) == n
+        and all(
+            type(v) in (int, float) and math.isfinite(v)  # JSON NaN/Infinity parse as floats
+            for v in values
+        )
+    )

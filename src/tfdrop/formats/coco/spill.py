@@ -1,0 +1,117 @@
+"""Annotations grouped by image without holding them: a spill file with sorted runs.
+
+COCO lists annotations in one array, in any order, apart from the images they belong to. The
+reader appends each annotation (``marshal``-ed plain values: only tfdrop reads these files,
+in the same process) to a temp file in the work folder, tagged with its image's position in
+the ``images`` array. Records are buffered up to :data:`RUN_BYTES`; while the tags arrive in
+non-decreasing order (what CVAT and Datumaro write) the file is one sorted run and is read back
+sequentially; otherwise each buffer is sorted (stably) before it is written as a run, and the
+runs are merged with :func:`heapq.merge`. Memory stays at one buffer, whatever the file size.
+"""
+
+from __future__ import annotations
+
+import heapq
+import marshal
+import struct
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any, Final
+
+RUN_BYTES: Final = 16 << 20
+_HEAD = struct.Struct("<II")  # image position, payload length
+
+
+class Spill:
+    """Append ``(image position, record)``; read back grouped by position, stable within one."""
+
+    def __init__(self, workdir: Path | None) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix=".tfdrop-coco-", dir=workdir)
+        self._path = Path(self._dir.name) / "annotations.spill"
+        self._file: IO[bytes] | None = self._path.open("wb")
+        self._buf: list[tuple[int, bytes]] = []
+        self._buf_bytes = 0
+        self._runs: list[tuple[int, int]] = []  # (start, end) byte offsets
+        self._offset = 0
+        self._last = -1
+        self._sorted = True
+        self.count = 0
+
+    def add(self, position: int, record: Any) -> None:
+        data = marshal.dumps(record)
+        if position < self._last:
+            self._sorted = False
+        self._last = position
+        self._buf.append((position, data))
+        self._buf_bytes += len(data) + 16
+        self.count += 1
+        if self._buf_bytes >= RUN_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._buf:
+            return
+        assert self._file is not None
+        if not self._sorted:
+            self._buf.sort(key=lambda r: r[0])  # stable: keeps the file order per image
+        start = self._offset
+        pack = _HEAD.pack
+        chunks = []
+        for position, data in self._buf:
+            chunks.append(pack(position, len(data)))
+            chunks.append(data)
+        blob = b"".join(chunks)
+        self._file.write(blob)
+        self._offset += len(blob)
+        self._runs.append((start, self._offset))
+        self._buf = []
+        self._buf_bytes = 0
+
+    def finish(self) -> None:
+        """No more records: write the last run and close the file for writing."""
+        self._flush()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def _read_run(self, start: int, end: int) -> Iterator[tuple[int, Any]]:
+        with self._path.open("rb", buffering=1 << 20) as f:
+            f.seek(start)
+            pos = start
+            unpack = _HEAD.unpack
+            read = f.read
+            loads = marshal.loads
+            while pos < end:
+                position, size = unpack(read(8))
+                yield position, loads(read(size))
+                pos += 8 + size
+
+    def groups(self) -> Iterator[tuple[int, list[Any]]]:
+        """``(image position, records)`` for every position that has records, ascending."""
+        self.finish()
+        if self._sorted or len(self._runs) <= 1:
+            stream: Iterator[tuple[int, Any]] = self._read_run(0, self._offset)
+        else:
+            stream = heapq.merge(*(self._read_run(s, e) for s, e in self._runs), key=_first)
+        current = -1
+        group: list[Any] = []
+        for position, record in stream:
+            if position != current:
+                if group:
+                    yield current, group
+                current = position
+                group = []
+            group.append(record)
+        if group:
+            yield current, group
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._dir.cleanup()
+
+
+def _first(r: tuple[int, Any]) -> int:
+    return r[0]
