@@ -11,11 +11,13 @@ from collections.abc import Sequence
 from typing import Final
 
 from tfdrop.errors import DetectError
-from tfdrop.formats import coco, cvat, tfrecord, yolo
+from tfdrop.formats import coco, cvat, images, tfrecord, voc, yolo
 from tfdrop.formats.base import FormatSpec, Notes, Reader, ReadOptions, WriteOptions, Writer
 
 FORMATS: Final[dict[str, FormatSpec]] = {
     "tfrecord": tfrecord.SPEC,
+    "voc": voc.SPEC,
+    "images": images.SPEC,
     "yolo": yolo.SPEC,
     "cvat": cvat.SPEC,
     "coco": coco.SPEC,

@@ -1,0 +1,86 @@
+"""A zip of plain camera images, no annotations (SPEC.md "Conversions", issue 3 "images").
+
+One item per image member at any folder depth, in archive order, subset ``default``, no
+objects; size and format from the image header (Pillow reads the header only; the bytes are
+embedded unchanged). Members that are not images are listed as warnings. Read only; the
+detection score is low so that any annotation format in the same zip wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Final
+
+from tfdrop.archive import Source
+from tfdrop.codec.model import Item, LabelMap
+from tfdrop.errors import FormatError, TfdropError
+from tfdrop.formats.base import FormatSpec, Notes, ReadOptions
+from tfdrop.formats.imageinfo import is_image_name, probe
+
+SCORE: Final = 10
+MAX_IMAGE: Final = 256 << 20
+
+
+def detect(names: Sequence[str]) -> int:
+    """A low score when any member looks like an image."""
+    return SCORE if any(is_image_name(n) for n in names) else 0
+
+
+class ImagesReader:
+    """Every image member as an item without objects."""
+
+    def __init__(self, source: Source, options: ReadOptions, notes: Notes) -> None:
+        self.source = source
+        self.options = options
+        self.notes = notes
+        names = source.names()
+        self.images = [n for n in names if is_image_name(n)]
+        if not self.images:
+            shown = ", ".join(names[:5]) or "nothing"
+            raise FormatError(f"no image files found (members: {shown})")
+        for name in names:
+            if not is_image_name(name):
+                notes.warn("not_an_image", "member is not an image; ignored", member=name)
+
+    def labels(self) -> Sequence[str]:
+        return ()
+
+    def label_map(self) -> LabelMap | None:
+        return None
+
+    def items(self) -> Iterator[Item]:
+        for name in self.images:
+            try:
+                yield self._item(name)
+            except TfdropError as exc:
+                raise exc.at(member=name, item=name) from None
+
+    def _item(self, name: str) -> Item:
+        data: bytes | None = None
+        if self.options.images:
+            data = self.source.read_bytes(name, max_size=MAX_IMAGE)
+            info = probe(data, name=name)
+        else:
+            with self.source.open(name) as f:
+                info = probe(f, name=name)
+        return Item(
+            name=name,
+            width=info.width,
+            height=info.height,
+            image=data,
+            image_format=info.format,
+            source_id=name,
+        )
+
+
+def open_reader(source: Source, options: ReadOptions, notes: Notes) -> ImagesReader:
+    return ImagesReader(source, options, notes)
+
+
+SPEC = FormatSpec(
+    name="images",
+    description="a zip of plain images (camera capture): one item per image, no objects",
+    detect=detect,
+    open_reader=open_reader,
+    open_writer=None,
+)

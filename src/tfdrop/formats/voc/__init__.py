@@ -1,0 +1,22 @@
+"""Pascal VOC: CVAT's "Pascal VOC 1.1" zip and the VOCdevkit/VOC2007 tree (SPEC.md, issue 3).
+
+The format row: detection (:func:`~tfdrop.formats.voc.layout.detect`), the streaming reader
+(:mod:`~tfdrop.formats.voc.reader`) and writer (:mod:`~tfdrop.formats.voc.writer`).
+"""
+
+from __future__ import annotations
+
+from tfdrop.formats.base import FormatSpec
+from tfdrop.formats.voc.layout import detect
+from tfdrop.formats.voc.reader import VocReader, open_reader
+from tfdrop.formats.voc.writer import VocWriter, open_writer
+
+__all__ = ["SPEC", "VocReader", "VocWriter"]
+
+SPEC = FormatSpec(
+    name="voc",
+    description="Pascal VOC: Annotations/*.xml + JPEGImages/ + ImageSets/Main (CVAT VOC 1.1)",
+    detect=detect,
+    open_reader=open_reader,
+    open_writer=open_writer,
+)

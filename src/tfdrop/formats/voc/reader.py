@@ -1,0 +1,376 @@
+"""Streaming Pascal VOC reader (SPEC.md "Conversions", issue 3 "voc").
+
+One item per ``Annotations/<id>.xml`` (each a small file, read whole and parsed with the safe
+parser), plus ids listed in a subset file that have an image but no annotation (Datumaro reads
+those as images without objects). Boxes are divided by the image size with no 1-based shift,
+as TF models' ``create_pascal_tf_record.py`` does. Sizes come from ``<size>``, else from the
+image header. Images are looked up as ``JPEGImages/<filename>``, else by the item id with any
+extension, case-insensitively.
+
+Boxes: a coordinate more than :data:`TOLERANCE` pixels outside the image, or a min above its
+max, is a FormatError naming the item and object. Within the tolerance (VOC's own 1-based
+boxes reach ``width``; some tools write ``width + 1``) the box is clamped into the image and a
+``box_clamped`` warning says so, because a TFRecord box must lie in [0, 1].
+"""
+
+from __future__ import annotations
+
+import math
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from tfdrop.archive import Source
+from tfdrop.codec.model import Annotation, Box, Item, LabelMap
+from tfdrop.errors import FormatError, TfdropError
+from tfdrop.formats.base import Notes, ReadOptions
+from tfdrop.formats.imageinfo import format_from_name, probe
+from tfdrop.formats.voc.layout import (
+    DEFAULT_SUBSET,
+    IMAGES,
+    MAX_TEXT_FILE,
+    VocRoot,
+    find_roots,
+    parse_labelmap,
+    read_subsets,
+)
+from tfdrop.formats.xmlsafe import SafeXmlParser
+
+TOLERANCE: Final = 1.0
+"""Pixels a box may reach outside the image before it is an error (then it is clamped)."""
+MAX_XML: Final = 16 << 20
+MAX_IMAGE: Final = 256 << 20
+_TRUE: Final = frozenset({"1", "true", "yes"})
+_FALSE: Final = frozenset({"0", "false", "no", ""})
+_KNOWN: Final = frozenset(
+    {"name", "pose", "truncated", "difficult", "occluded", "bndbox", "attributes", "actions"}
+)
+_PNG: Final = b"\x89PNG\r\n\x1a\n"
+
+
+def sniff_format(data: bytes, name: str) -> str:
+    """``image/format`` from the first bytes (JPEG/PNG magic), else from the file name."""
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if data.startswith(_PNG):
+        return "png"
+    return format_from_name(name)
+
+
+@dataclass(frozen=True, slots=True)
+class _Where:
+    member: str
+    item: str
+
+
+def _parse(data: bytes, member: str) -> tuple[ET.Element, dict[int, int]]:
+    """The document and the line of each ``<object>`` (by ``id()``), for error messages."""
+    parser = SafeXmlParser(member=member)
+    parser.feed(data)
+    parser.close()
+    lines = {
+        id(ev.element): ev.line
+        for ev in parser.events()
+        if ev.kind == "start" and ev.element.tag == "object"
+    }
+    root = parser.root
+    assert root is not None
+    return root, lines
+
+
+def _text(elem: ET.Element | None, tag: str) -> str | None:
+    child = None if elem is None else elem.find(tag)
+    return None if child is None else (child.text or "").strip()
+
+
+def _number(text: str | None, what: str, where: _Where, obj: int | None, line: int | None) -> float:
+    try:
+        value = float(text) if text is not None else math.nan
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        shown = "missing" if text is None else repr(text)
+        raise FormatError(
+            f"{what} is {shown}, not a number",
+            member=where.member,
+            item=where.item,
+            object=obj,
+            line=line,
+            key=what,
+        )
+    return value
+
+
+def _flag(text: str | None, what: str, where: _Where, obj: int, line: int | None) -> bool:
+    low = (text or "").lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise FormatError(
+        f"{what} is {text!r}, not 0 or 1",
+        member=where.member,
+        item=where.item,
+        object=obj,
+        line=line,
+        key=what,
+    )
+
+
+def _size(root: ET.Element, where: _Where) -> tuple[int, int]:
+    size = root.find("size")
+    out = []
+    for key in ("width", "height"):
+        text = _text(size, key)
+        if not text:
+            out.append(0)
+            continue
+        value = _number(text, key, where, None, None)
+        if value < 0 or value != int(value):
+            raise FormatError(
+                f"image {key} is {text!r}, not a whole number of pixels",
+                member=where.member,
+                item=where.item,
+                key=key,
+            )
+        out.append(int(value))
+    return out[0], out[1]
+
+
+class VocReader:
+    """Reads every VOC root of a source, one item at a time."""
+
+    def __init__(self, source: Source, options: ReadOptions, notes: Notes) -> None:
+        self.source = source
+        self.options = options
+        self.notes = notes
+        self.roots: list[VocRoot] = find_roots(source.names())
+        if not self.roots:
+            raise FormatError("no Annotations/*.xml found: not a Pascal VOC archive")
+        self._labels: list[str] = []
+        self._subsets: list[dict[str, str]] = []
+        for root in self.roots:
+            if root.labelmap is not None:
+                data = source.read_bytes(root.labelmap, max_size=MAX_TEXT_FILE)
+                for name in parse_labelmap(data, root.labelmap):
+                    if name not in self._labels:
+                        self._labels.append(name)
+            files = {m: source.read_bytes(m, max_size=MAX_TEXT_FILE) for m in root.subset_files}
+            subsets, conflicts = read_subsets(files)
+            for item_id, kept, other in conflicts:
+                notes.warn(
+                    "item_in_two_subsets",
+                    f"{item_id} is listed in {kept}.txt and {other}.txt; kept in {kept}",
+                    item=item_id,
+                )
+            self._subsets.append(subsets)
+
+    def labels(self) -> Sequence[str]:
+        return self._labels
+
+    def label_map(self) -> LabelMap | None:
+        return None
+
+    def items(self) -> Iterator[Item]:
+        for root, subsets in zip(self.roots, self._subsets, strict=True):
+            for item_id in sorted(root.annotations):
+                member = root.annotations[item_id]
+                try:
+                    yield self._item(root, item_id, member, subsets)
+                except TfdropError as exc:
+                    raise exc.at(member=member, item=item_id) from None
+            # Ids listed in a subset with an image but no annotation: images without objects.
+            for item_id in sorted(set(subsets) - set(root.annotations)):
+                yield from self._listed_only(root, item_id, subsets[item_id])
+
+    def _listed_only(self, root: VocRoot, item_id: str, subset: str) -> Iterator[Item]:
+        image = root.images.get(item_id.casefold())
+        if image is None:
+            self.notes.warn(
+                "listed_without_files",
+                f"{item_id} is listed in {subset}.txt but has neither an annotation nor an image",
+                item=item_id,
+            )
+            return
+        name = image[len(root.prefix) + len(IMAGES) :]
+        yield self._finish(Item(name=name, subset=subset, source_id=name), image, ())
+
+    def _item(self, root: VocRoot, item_id: str, member: str, subsets: dict[str, str]) -> Item:
+        root_el, lines = _parse(self.source.read_bytes(member, max_size=MAX_XML), member)
+        filename = _text(root_el, "filename") or ""
+        image = self._find_image(root, item_id, filename)
+        if not filename:
+            filename = (
+                image[len(root.prefix) + len(IMAGES) :] if image is not None else item_id + ".jpg"
+            )
+        where = _Where(member, filename)
+        width, height = _size(root_el, where)
+        raw = [(obj, lines.get(id(obj))) for obj in root_el.iter("object")]
+        item = Item(
+            name=filename,
+            subset=subsets.get(item_id, DEFAULT_SUBSET),
+            width=width,
+            height=height,
+            source_id=filename,
+        )
+        if image is None and (self.options.images or not (width and height)):
+            expected = root.prefix + IMAGES + filename
+            why = "" if self.options.images else " (the annotation has no <size> either)"
+            raise FormatError(
+                f"image not found: expected member {expected}{why}",
+                member=member,
+                item=filename,
+            )
+        item = self._finish(item, image, ())
+        objects = tuple(
+            self._object(obj, i, line, item.width, item.height, where)
+            for i, (obj, line) in enumerate(raw)
+        )
+        self._parts(raw, where)
+        return Item(
+            name=item.name,
+            subset=item.subset,
+            width=item.width,
+            height=item.height,
+            image=item.image,
+            image_format=item.image_format,
+            source_id=item.source_id,
+            objects=objects,
+        )
+
+    def _find_image(self, root: VocRoot, item_id: str, filename: str) -> str | None:
+        if filename:
+            hit = self.source.find(root.prefix + IMAGES + filename)
+            if hit is not None:
+                return hit
+        return root.images.get(item_id.casefold())
+
+    def _finish(self, item: Item, image: str | None, objects: tuple[Annotation, ...]) -> Item:
+        """Fill image bytes, format and (when the annotation lacks it) the size."""
+        data: bytes | None = None
+        fmt = format_from_name(image or item.name)
+        width, height = item.width, item.height
+        if image is not None and self.options.images:
+            data = self.source.read_bytes(image, max_size=MAX_IMAGE)
+            fmt = sniff_format(data, image)
+        if image is not None and not (width and height):
+            if data is not None:
+                info = probe(data, name=image)
+            else:
+                with self.source.open(image) as f:
+                    info = probe(f, name=image)
+            width, height, fmt = info.width, info.height, info.format
+        return Item(
+            name=item.name,
+            subset=item.subset,
+            width=width,
+            height=height,
+            image=data,
+            image_format=fmt,
+            source_id=item.source_id,
+            objects=objects,
+        )
+
+    def _object(
+        self, obj: ET.Element, index: int, line: int | None, width: int, height: int, where: _Where
+    ) -> Annotation:
+        label = _text(obj, "name")
+        if not label:
+            raise FormatError(
+                "object has no <name>",
+                member=where.member,
+                item=where.item,
+                object=index,
+                line=line,
+            )
+        box = obj.find("bndbox")
+        if box is None:
+            raise FormatError(
+                "object has no <bndbox>",
+                member=where.member,
+                item=where.item,
+                object=index,
+                line=line,
+            )
+        coords = [_number(_text(box, k), k, where, index, line) for k in _BOX_KEYS]
+        xmin, ymin, xmax, ymax = self._check_box(coords, width, height, where, index, line)
+        attributes = list(_attributes(obj))
+        return Annotation(
+            label=label,
+            box=Box.from_pixels(xmin, ymin, xmax, ymax, width, height),
+            difficult=_flag(_text(obj, "difficult"), "difficult", where, index, line),
+            truncated=_flag(_text(obj, "truncated"), "truncated", where, index, line),
+            occluded=_flag(_text(obj, "occluded"), "occluded", where, index, line),
+            view=_text(obj, "pose") or "",
+            attributes=tuple(attributes),
+        )
+
+    def _check_box(
+        self,
+        c: list[float],
+        width: int,
+        height: int,
+        where: _Where,
+        index: int,
+        line: int | None,
+    ) -> tuple[float, float, float, float]:
+        xmin, ymin, xmax, ymax = c
+        problem = ""
+        if xmin > xmax or ymin > ymax:
+            problem = f"min above max (xmin {xmin:g}, xmax {xmax:g}, ymin {ymin:g}, ymax {ymax:g})"
+        elif min(xmin, ymin) < -TOLERANCE or xmax > width + TOLERANCE or ymax > height + TOLERANCE:
+            problem = (
+                f"box ({xmin:g}, {ymin:g}, {xmax:g}, {ymax:g}) lies outside the "
+                f"{width}x{height} image"
+            )
+        if problem:
+            raise FormatError(
+                problem, member=where.member, item=where.item, object=index, line=line
+            )
+        clamped = (
+            max(0.0, xmin),
+            max(0.0, ymin),
+            min(float(width), xmax),
+            min(float(height), ymax),
+        )
+        if clamped != (xmin, ymin, xmax, ymax):
+            self.notes.warn(
+                "box_clamped",
+                f"object {index} reached up to {TOLERANCE:g} px outside the image; clamped",
+                member=where.member,
+                item=where.item,
+            )
+        return clamped
+
+    def _parts(self, raw: list[tuple[ET.Element, int | None]], where: _Where) -> None:
+        for i, (obj, _) in enumerate(raw):
+            for _part in obj.findall("part"):
+                self.notes.skip(
+                    "part",
+                    f"object {i} has a body part (VOC layout); parts are not converted",
+                    member=where.member,
+                    item=where.item,
+                )
+
+
+_BOX_KEYS: Final = ("xmin", "ymin", "xmax", "ymax")
+
+
+def _attributes(obj: ET.Element) -> Iterator[tuple[str, str]]:
+    """CVAT's ``<attributes>``, VOC's ``<actions>`` and any other simple child, in order."""
+    for child in obj:
+        if child.tag == "attributes":
+            for attr in child.findall("attribute"):
+                name = _text(attr, "name")
+                if name:
+                    yield name, _text(attr, "value") or ""
+        elif child.tag == "actions":
+            for action in child:
+                yield action.tag, (action.text or "").strip()
+        elif child.tag not in _KNOWN and child.tag != "part" and len(child) == 0:
+            yield child.tag, (child.text or "").strip()
+
+
+def open_reader(source: Source, options: ReadOptions, notes: Notes) -> VocReader:
+    return VocReader(source, options, notes)

@@ -1,0 +1,565 @@
+"""Pascal VOC reader/writer: Datumaro's VOC assets value by value, round trips through
+TFRecord (read by real TensorFlow), pinned label maps, and hostile or malformed inputs."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+import zipfile
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from PIL import Image
+
+from conftest import require_corpus
+from tfdrop.archive import ZipSink, open_source
+from tfdrop.codec.model import Annotation, Box, Item, LabelMap
+from tfdrop.convert import ConvertOptions, convert
+from tfdrop.errors import FormatError, UnknownLabelError
+from tfdrop.formats import FORMATS, Notes, ReadOptions, WriteOptions, detect_format
+from tfdrop.formats.pixels import f32
+from tfdrop.formats.voc import VocReader
+from tfdrop.formats.voc.layout import parse_labelmap, voc_color
+from tfdrop.formats.xmlsafe import SafeXmlParser, parse_bytes
+
+VOC20 = [
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+    "train", "tvmonitor",
+]  # fmt: skip
+
+
+def assets() -> Path:
+    return require_corpus("openvinotoolkit__datumaro", "tests", "assets", "voc_dataset")
+
+
+def jpeg(width: int, height: int, color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def png(width: int, height: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), (10, 200, 30)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def zip_tree(
+    folder: Path, out: Path, *, prefix: str = "", extra: dict[str, bytes] | None = None
+) -> Path:
+    """Zip a folder (deflated, as CVAT exports), optionally under a prefix, plus extra members."""
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                zf.write(path, prefix + path.relative_to(folder).as_posix())
+        for name, data in (extra or {}).items():
+            zf.writestr(prefix + name, data)
+    return out
+
+
+def make_zip(out: Path, members: dict[str, bytes | str]) -> Path:
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return out
+
+
+def read_items(path: Path, *, images: bool = True) -> tuple[list[Item], VocReader, Notes]:
+    notes = Notes()
+    with open_source(path) as src:
+        reader = VocReader(src, ReadOptions(images=images), notes)
+        return list(reader.items()), reader, notes
+
+
+def voc_xml(
+    name: str,
+    objects: list[dict[str, str]],
+    *,
+    size: tuple[str, str] | None = ("100", "50"),
+) -> str:
+    size_xml = f"<size><width>{size[0]}</width><height>{size[1]}</height></size>" if size else ""
+    objs = "".join(
+        "<object>"
+        + f"<name>{o.get('name', 'cat')}</name>"
+        + "".join(f"<{k}>{o[k]}</{k}>" for k in ("pose", "truncated", "difficult") if k in o)
+        + "<bndbox>"
+        + "".join(f"<{k}>{o.get(k, d)}</{k}>" for k, d in zip(
+            ("xmin", "ymin", "xmax", "ymax"), ("1", "2", "30", "40"), strict=True))
+        + "</bndbox></object>"
+        for o in objects
+    )  # fmt: skip
+    return f"<annotation><filename>{name}</filename>{size_xml}{objs}</annotation>"
+
+
+def oracle(xml_path: Path, size: tuple[int, int] | None = None) -> list[dict[str, object]]:
+    """Expected objects read by hand with ElementTree (an independent parse of the file)."""
+    root = ET.parse(xml_path).getroot()
+    if size is None:
+        w, h = int(root.findtext("size/width") or 0), int(root.findtext("size/height") or 0)
+    else:
+        w, h = size
+    out: list[dict[str, object]] = []
+    for obj in root.findall("object"):
+        b = obj.find("bndbox")
+        assert b is not None
+        out.append(
+            {
+                "label": obj.findtext("name"),
+                "box": tuple(
+                    f32(float(b.findtext(k) or "nan") / d)
+                    for k, d in (("xmin", w), ("ymin", h), ("xmax", w), ("ymax", h))
+                ),
+                "difficult": (obj.findtext("difficult") or "0") == "1",
+                "truncated": (obj.findtext("truncated") or "0") == "1",
+                "occluded": (obj.findtext("occluded") or "0") == "1",
+                "view": obj.findtext("pose") or "",
+            }
+        )
+    return out
+
+
+def got(item: Item) -> list[dict[str, object]]:
+    return [
+        {
+            "label": o.label,
+            "box": tuple(f32(v) for v in (o.box.xmin, o.box.ymin, o.box.xmax, o.box.ymax)),
+            "difficult": o.difficult,
+            "truncated": o.truncated,
+            "occluded": o.occluded,
+            "view": o.view,
+        }
+        for o in item.objects
+    ]
+
+
+# --- Datumaro's assets, value by value ---------------------------------------------------------
+
+
+def test_voc_dataset1_objects_sizes_subsets_and_actions_match_the_xml(tmp_path: Path) -> None:
+    src = assets() / "voc_dataset1"
+    items, _, notes = read_items(zip_tree(src, tmp_path / "v1.zip"))
+    by_name = {i.name: i for i in items}
+    assert sorted(by_name) == ["2007_000001.jpg", "2007_000002.jpg"]
+    one = by_name["2007_000001.jpg"]
+    assert (one.subset, one.width, one.height, one.image_format) == ("train", 20, 10, "jpeg")
+    assert one.image == (src / "JPEGImages" / "2007_000001.jpg").read_bytes()
+    # Expected values written out by hand from Annotations/2007_000001.xml ...
+    cat, person = one.objects
+    assert (cat.label, cat.view, cat.truncated, cat.difficult, cat.occluded) == (
+        "cat", "Unspecified", True, False, False)  # fmt: skip
+    assert cat.box == Box(1 / 20, 2 / 10, 3 / 20, 4 / 10)
+    assert (person.label, person.view, person.truncated, person.difficult) == (
+        "person", "", False, False)  # fmt: skip
+    assert person.box == Box(4 / 20, 5 / 10, 6 / 20, 7 / 10)
+    assert dict(person.attributes)["phoning"] == "1"
+    assert dict(person.attributes)["jumping"] == "0"
+    assert len(person.attributes) == 11
+    # ... and checked against an independent ElementTree parse of the same file.
+    assert got(one) == oracle(src / "Annotations" / "2007_000001.xml")
+    # The head part of the person is not convertible: said, not dropped silently.
+    assert notes.skipped["part"] == 1
+    # 2007_000002 is listed in test.txt with an image but no annotation: no objects.
+    two = by_name["2007_000002.jpg"]
+    assert (two.subset, two.objects) == ("test", ())
+    with Image.open(src / "JPEGImages" / "2007_000002.jpg") as im:
+        assert (two.width, two.height) == im.size
+
+
+def test_voc_dataset2_without_sizes_or_images_names_the_missing_image(tmp_path: Path) -> None:
+    with pytest.raises(FormatError) as err:
+        read_items(zip_tree(assets() / "voc_dataset2", tmp_path / "v2.zip"))
+    assert err.value.item == "@.jpg"
+    assert err.value.member == "Annotations/@.xml"
+    assert "JPEGImages/@.jpg" in err.value.message
+
+
+def test_voc_dataset2_with_images_takes_sizes_from_headers_and_labels_from_labelmap(
+    tmp_path: Path,
+) -> None:
+    src = assets() / "voc_dataset2"
+    extra = {f"JPEGImages/{n}.jpg": jpeg(16, 12) for n in "@abcd"}
+    items, reader, _ = read_items(zip_tree(src, tmp_path / "v2.zip", extra=extra))
+    # labelmap.txt order, without VOC's class 0 "background"
+    assert list(reader.labels()) == [*VOC20, "ignored"]
+    assert [i.name for i in items] == ["@.jpg", "a.jpg", "b.jpg", "c.jpg", "d.jpg"]
+    # per-class lists (cow_trainval.txt, ...) are not subsets; trainval.txt is
+    assert {i.subset for i in items} == {"trainval"}
+    for item in items:
+        assert (item.width, item.height) == (16, 12)
+        assert got(item) == oracle(src / "Annotations" / f"{item.stem}.xml", (16, 12))
+    a = items[1].objects[0]
+    assert (a.label, a.occluded, a.box) == ("background", True, Box(1 / 16, 2 / 12, 4 / 16, 6 / 12))
+    assert items[0].objects == ()
+
+
+def test_voc_dataset3_skips_comment_lines_in_subset_lists(tmp_path: Path) -> None:
+    src = assets() / "voc_dataset3"
+    items, _, notes = read_items(zip_tree(src, tmp_path / "v3.zip", prefix="VOCdevkit/VOC2007/"))
+    assert [(i.name, i.subset) for i in items] == [("2007_000001.jpg", "train")]
+    assert got(items[0]) == oracle(src / "Annotations" / "2007_000001.xml")
+    assert not notes.warnings
+
+
+# --- round trip through TFRecord, read by TensorFlow ------------------------------------------
+
+
+def feature_description(tf: ModuleType) -> dict[str, object]:
+    """The seed's feature description (TF models' OD API decoder keys)."""
+    return {
+        "image/filename": tf.io.FixedLenFeature([], tf.string),
+        "image/source_id": tf.io.FixedLenFeature([], tf.string),
+        "image/height": tf.io.FixedLenFeature([], tf.int64),
+        "image/width": tf.io.FixedLenFeature([], tf.int64),
+        "image/encoded": tf.io.FixedLenFeature([], tf.string),
+        "image/format": tf.io.FixedLenFeature([], tf.string),
+        "image/object/bbox/xmin": tf.io.VarLenFeature(tf.float32),
+        "image/object/bbox/xmax": tf.io.VarLenFeature(tf.float32),
+        "image/object/bbox/ymin": tf.io.VarLenFeature(tf.float32),
+        "image/object/bbox/ymax": tf.io.VarLenFeature(tf.float32),
+        "image/object/class/label": tf.io.VarLenFeature(tf.int64),
+        "image/object/class/text": tf.io.VarLenFeature(tf.string),
+    }
+
+
+def dense_value(tf: ModuleType, value: object) -> object:
+    if hasattr(value, "indices"):
+        return tf.sparse.to_dense(value).numpy().tolist()
+    return value.numpy()  # type: ignore[attr-defined]
+
+
+def tf_records(tf: ModuleType, archive: Path, tmp: Path) -> dict[str, dict[str, object]]:
+    """Every record of every .tfrecord member, parsed by TensorFlow, keyed by filename."""
+    out: dict[str, dict[str, object]] = {}
+    with zipfile.ZipFile(archive) as zf:
+        members = [n for n in zf.namelist() if n.endswith(".tfrecord")]
+        assert members
+        for name in members:
+            path = tmp / name
+            path.write_bytes(zf.read(name))
+            for raw in tf.data.TFRecordDataset(str(path)):
+                ex = tf.io.parse_single_example(raw, feature_description(tf))
+                dense = {k: dense_value(tf, v) for k, v in ex.items()}
+                filename = dense["image/filename"]
+                assert isinstance(filename, bytes)
+                out[filename.decode()] = dense | {"subset": name[:-9]}
+    return out
+
+
+def rich_voc(tmp: Path) -> Path:
+    """A CVAT-style VOC zip: decimals, flags, attributes, a PNG, a prefix-less layout."""
+    a = voc_xml("a.jpg", [
+        {"name": "cat", "pose": "Left", "truncated": "1", "difficult": "0",
+         "xmin": "10.5", "ymin": "3.25", "xmax": "99.75", "ymax": "49"},
+        {"name": "dog", "difficult": "1", "xmin": "0", "ymin": "0", "xmax": "100", "ymax": "50"},
+    ])  # fmt: skip
+    b = voc_xml("b.png", [{"name": "person", "xmin": "1.1", "ymin": "2.2", "xmax": "3.3"}],
+                size=("64", "48"))  # fmt: skip
+    b = b.replace("</bndbox>", "</bndbox><attributes><attribute><name>color</name>"
+                  "<value>red &amp; blue</value></attribute></attributes>")  # fmt: skip
+    return make_zip(tmp / "rich.zip", {
+        "Annotations/a.xml": a, "Annotations/b.xml": b, "Annotations/c.xml": voc_xml("c.jpg", []),
+        "JPEGImages/a.jpg": jpeg(100, 50), "JPEGImages/b.png": png(64, 48),
+        "JPEGImages/c.jpg": jpeg(20, 20),
+        "ImageSets/Main/train.txt": "a\nb\n", "ImageSets/Main/val.txt": "c\n",
+        "labelmap.txt": "# label:color_rgb:parts:actions\nbackground:0,0,0::\nperson:1,2,3::\n"
+                        "dog:4,5,6::\ncat:7,8,9::\n",
+    })  # fmt: skip
+
+
+def test_voc_to_tfrecord_to_voc_keeps_boxes_labels_and_flags(
+    tf: ModuleType, tmp_path: Path
+) -> None:
+    src = rich_voc(tmp_path)
+    rec = tmp_path / "rec.zip"
+    report = convert(src, rec, ConvertOptions(target_format="tfrecord"))
+    assert report.source_format == "voc"
+    assert [(it.id, it.name) for it in report.label_map.items] == [
+        (1, "person"),
+        (2, "dog"),
+        (3, "cat"),
+    ]
+    parsed = tf_records(tf, rec, tmp_path)
+    assert sorted(parsed) == ["a.jpg", "b.png", "c.jpg"]
+    a = parsed["a.jpg"]
+    assert a["subset"] == "train"
+    assert a["image/object/class/label"] == [3, 2]
+    assert a["image/object/class/text"] == [b"cat", b"dog"]
+    assert a["image/object/bbox/xmin"] == [f32(10.5 / 100), 0.0]
+    assert a["image/object/bbox/ymin"] == [f32(3.25 / 50), 0.0]
+    assert a["image/object/bbox/xmax"] == [f32(99.75 / 100), 1.0]
+    assert (a["image/width"], a["image/height"], a["image/format"]) == (100, 50, b"jpeg")
+    assert parsed["b.png"]["image/format"] == b"png"
+    assert parsed["c.jpg"]["subset"] == "val"
+    with zipfile.ZipFile(src) as zf:
+        assert parsed["b.png"]["image/encoded"] == zf.read("JPEGImages/b.png")
+
+    back = tmp_path / "back.zip"
+    convert(rec, back, ConvertOptions(target_format="voc"))
+    before, _, _ = read_items(src)
+    after, reader, _ = read_items(back)
+    assert list(reader.labels()) == ["person", "dog", "cat"]
+    assert [(i.name, i.subset, i.width, i.height, i.image) for i in after] == [
+        (i.name, i.subset, i.width, i.height, i.image) for i in before
+    ]
+    for x, y in zip(before, after, strict=True):
+        assert [(o.label, o.difficult, o.truncated) for o in x.objects] == [
+            (o.label, o.difficult, o.truncated) for o in y.objects
+        ]
+        assert [
+            tuple(map(f32, (o.box.xmin, o.box.ymin, o.box.xmax, o.box.ymax))) for o in x.objects
+        ] == [tuple(map(f32, (o.box.xmin, o.box.ymin, o.box.xmax, o.box.ymax))) for o in y.objects]
+    with zipfile.ZipFile(back) as zf:
+        xml = zf.read("Annotations/a.xml").decode()
+        assert "<xmin>10.5</xmin>" in xml
+        assert "<ymax>49</ymax>" in xml
+        assert "<pose>Left</pose>" in xml
+        head = zf.read("labelmap.txt").decode().splitlines()[:3]
+        assert head == ["# label:color_rgb:parts:actions", "background:0,0,0::", "person:128,0,0::"]
+        assert zf.read("ImageSets/Main/train.txt") == b"a\nb\n"
+
+
+def test_voc_to_voc_keeps_cvat_attributes_and_escapes_them(tmp_path: Path) -> None:
+    out = tmp_path / "out.zip"
+    report = convert(rich_voc(tmp_path), out, ConvertOptions(target_format="voc"))
+    assert report.items == 3
+    items, _, _ = read_items(out)
+    assert items[1].objects[0].attributes == (("color", "red & blue"),)
+
+
+def test_corpus_voc_dataset1_through_tfrecord_parses_in_tensorflow(
+    tf: ModuleType, tmp_path: Path
+) -> None:
+    src = zip_tree(assets() / "voc_dataset1", tmp_path / "v1.zip")
+    rec = tmp_path / "rec.zip"
+    convert(
+        src, rec, ConvertOptions(target_format="tfrecord", label_map=LabelMap.from_names(VOC20))
+    )
+    parsed = tf_records(tf, rec, tmp_path)
+    one = parsed["2007_000001.jpg"]
+    assert one["image/object/class/label"] == [8, 15]  # cat, person in VOC's 20-class map
+    assert one["image/object/bbox/xmin"] == [f32(1 / 20), f32(4 / 20)]
+    assert one["image/object/bbox/ymax"] == [f32(4 / 10), f32(7 / 10)]
+    assert one["image/source_id"] == b"2007_000001.jpg"
+    assert parsed["2007_000002.jpg"]["image/object/class/label"] == []
+
+
+def test_pinned_label_map_rejects_a_label_it_lacks_naming_label_and_item(tmp_path: Path) -> None:
+    src = make_zip(tmp_path / "x.zip", {
+        "Annotations/p.xml": voc_xml("p.jpg", [{"name": "cat"}, {"name": "unicorn"}]),
+        "JPEGImages/p.jpg": jpeg(100, 50),
+    })  # fmt: skip
+    with pytest.raises(UnknownLabelError) as err:
+        convert(src, tmp_path / "o.zip", ConvertOptions(label_map=LabelMap.from_names(VOC20)))
+    assert "unicorn" in err.value.message
+    assert err.value.item == "p.jpg"
+    assert not (tmp_path / "o.zip").exists()
+
+
+# --- layout: roots, subsets, lookups ----------------------------------------------------------
+
+
+def test_vocdevkit_prefix_case_insensitive_images_and_default_subset(tmp_path: Path) -> None:
+    root = "VOCdevkit/VOC2007/"
+    src = make_zip(tmp_path / "x.zip", {
+        root + "Annotations/000005.xml": voc_xml("000005.jpg", [{"name": "car"}]),
+        root + "Annotations/000007.xml": voc_xml("", [{"name": "car"}], size=None),
+        root + "JPEGImages/000005.JPG": jpeg(100, 50),
+        root + "JPEGImages/000007.jpeg": jpeg(60, 45),
+        root + "ImageSets/Main/train.txt": "000005\n",
+        root + "ImageSets/Main/car_train.txt": "000005  1\n000007 -1\n",
+    })  # fmt: skip
+    with open_source(src) as s:
+        assert detect_format(s.names()) == "voc"
+    items, _, _ = read_items(src)
+    assert [(i.name, i.subset) for i in items] == [
+        ("000005.jpg", "train"),
+        ("000007.jpeg", "default"),
+    ]
+    assert (items[1].width, items[1].height) == (60, 45)  # from the header: no <size>
+    assert items[1].objects[0].box == Box(1 / 60, 2 / 45, 30 / 60, 40 / 45)
+
+
+def test_trainval_is_the_union_and_more_specific_subsets_win(tmp_path: Path) -> None:
+    members: dict[str, bytes | str] = {
+        f"Annotations/{n}.xml": voc_xml(f"{n}.jpg", []) for n in ("a", "b", "c")
+    }
+    members |= {f"JPEGImages/{n}.jpg": jpeg(8, 8) for n in ("a", "b", "c")}
+    members |= {
+        "ImageSets/Main/train.txt": "a\n",
+        "ImageSets/Main/val.txt": "b\n",
+        "ImageSets/Main/trainval.txt": "a\nb\nc\n",
+    }
+    items, _, notes = read_items(make_zip(tmp_path / "x.zip", members))
+    assert [i.subset for i in items] == ["train", "val", "trainval"]
+    assert not notes.warnings
+
+
+def test_detection_prefers_voc_and_ignores_cvat_annotations_xml() -> None:
+    assert FORMATS["voc"].detect(["Annotations/a.xml", "JPEGImages/a.jpg"]) == 80
+    assert FORMATS["voc"].detect(["annotations.xml", "images/a.jpg"]) == 0
+    assert detect_format(["Annotations/a.xml", "JPEGImages/a.jpg"]) == "voc"
+
+
+def test_labelmap_parsing_and_voc_palette() -> None:
+    text = b"# label:color_rgb:parts:actions\nbackground:0,0,0::\nbus:1,1,1::\ncar:2,2,2:wheel:\n"
+    assert parse_labelmap(text, "labelmap.txt") == ["bus", "car"]
+    assert [voc_color(i) for i in (0, 1, 15, 20)] == [
+        (0, 0, 0), (128, 0, 0), (192, 128, 128), (0, 64, 128)]  # fmt: skip
+
+
+# --- writer details ---------------------------------------------------------------------------
+
+
+def write_voc(tmp: Path, items: list[Item], *, images: bool = True) -> tuple[Path, Notes]:
+    notes = Notes()
+    out = tmp / "w.zip"
+    with ZipSink(out) as sink:
+        writer = FORMATS["voc"].open_writer(sink, WriteOptions(images=images), notes)  # type: ignore[misc]
+        for item in items:
+            writer.write(item)
+        writer.close(LabelMap.from_names(["cat"]))
+    return out, notes
+
+
+def test_writer_counts_masks_as_lost_and_writes_no_image_without_bytes(tmp_path: Path) -> None:
+    obj = Annotation("cat", Box(0.1, 0.2, 0.3, 0.4), label_id=1, mask=b"\x89PNG fake")
+    out, notes = write_voc(tmp_path, [Item("x.jpg", width=10, height=10, objects=(obj,))])
+    assert notes.lossy == {"mask": 1}
+    with zipfile.ZipFile(out) as zf:
+        assert "JPEGImages/x.jpg" not in zf.namelist()
+        assert "Annotations/x.xml" in zf.namelist()
+    items, _, _ = read_items(out, images=False)
+    assert items[0].objects[0].box == Box(1 / 10, 2 / 10, 3 / 10, 4 / 10)
+
+
+def test_writer_refuses_two_items_with_the_same_stem(tmp_path: Path) -> None:
+    with pytest.raises(FormatError, match="same VOC id"):
+        write_voc(tmp_path, [Item("x.jpg", width=4, height=4), Item("x.png", width=4, height=4)])
+
+
+# --- hostile and malformed inputs -------------------------------------------------------------
+
+BILLION_LAUGHS = """<?xml version="1.0"?>
+<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">]>
+<annotation><filename>&lol3;</filename></annotation>"""
+XXE = """<?xml version="1.0"?>
+<!DOCTYPE a [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>
+<annotation><filename>&xxe;</filename></annotation>"""
+
+
+@pytest.mark.parametrize(
+    ("xml", "message", "line"),
+    [
+        (BILLION_LAUGHS, "DOCTYPE", 2),
+        (XXE, "DOCTYPE", 2),
+        ("<annotation><filename>h.jpg</filename>\n<object><name>cat", "malformed XML", 2),
+        ("<annotation>&undefined;</annotation>", "undefined entity", 1),
+        ("<a>" * 100, "deeper than", 1),
+    ],
+    ids=["billion-laughs", "external-entity", "truncated", "undefined-entity", "deep"],
+)
+def test_hostile_xml_is_a_format_error_naming_member_and_line(
+    tmp_path: Path, xml: str, message: str, line: int
+) -> None:
+    src = make_zip(tmp_path / "x.zip", {"Annotations/h.xml": xml, "JPEGImages/h.jpg": jpeg(9, 9)})
+    with pytest.raises(FormatError, match=message) as err:
+        read_items(src)
+    assert (err.value.member, err.value.line) == ("Annotations/h.xml", line)
+
+
+@pytest.mark.parametrize(
+    ("obj", "message"),
+    [
+        ({"xmin": "abc"}, "xmin is 'abc', not a number"),
+        ({"ymax": "nan"}, "ymax is 'nan', not a number"),
+        ({"xmax": ""}, "xmax is '', not a number"),
+        ({"xmax": "102"}, "outside the 100x50 image"),
+        ({"ymin": "-5"}, "outside the 100x50 image"),
+        ({"xmin": "40", "xmax": "30"}, "min above max"),
+        ({"difficult": "maybe"}, "difficult is 'maybe', not 0 or 1"),
+    ],
+    ids=["word", "nan", "empty", "right", "above", "inverted", "flag"],
+)
+def test_bad_boxes_and_numbers_name_item_and_object(
+    tmp_path: Path, obj: dict[str, str], message: str
+) -> None:
+    xml = voc_xml("b.jpg", [{"name": "cat"}, {"name": "cat", **obj}])
+    src = make_zip(tmp_path / "x.zip", {"Annotations/b.xml": xml, "JPEGImages/b.jpg": jpeg(9, 9)})
+    with pytest.raises(FormatError, match=message) as err:
+        read_items(src)
+    assert (err.value.item, err.value.object, err.value.member) == ("b.jpg", 1, "Annotations/b.xml")
+
+
+def test_box_within_one_pixel_outside_is_clamped_with_a_warning(tmp_path: Path) -> None:
+    xml = voc_xml("b.jpg", [{"xmin": "-0.5", "xmax": "101", "ymax": "50"}])
+    src = make_zip(tmp_path / "x.zip", {"Annotations/b.xml": xml, "JPEGImages/b.jpg": jpeg(9, 9)})
+    items, _, notes = read_items(src)
+    assert items[0].objects[0].box == Box(0.0, 2 / 50, 1.0, 1.0)
+    assert notes.warning_counts["box_clamped"] == 1
+
+
+def test_missing_image_names_item_and_expected_member_unless_images_are_off(tmp_path: Path) -> None:
+    src = make_zip(tmp_path / "x.zip", {"Annotations/m.xml": voc_xml("m.jpg", [{}])})
+    with pytest.raises(FormatError, match=r"expected member JPEGImages/m\.jpg") as err:
+        read_items(src)
+    assert err.value.item == "m.jpg"
+    items, _, _ = read_items(src, images=False)  # the size is in the annotation
+    assert (items[0].image, items[0].width) == (None, 100)
+
+
+def test_bad_size_is_a_format_error(tmp_path: Path) -> None:
+    xml = voc_xml("s.jpg", [{}], size=("12.5", "10"))
+    src = make_zip(tmp_path / "x.zip", {"Annotations/s.xml": xml, "JPEGImages/s.jpg": jpeg(9, 9)})
+    with pytest.raises(FormatError, match=r"width is '12\.5'") as err:
+        read_items(src)
+    assert err.value.item == "s.jpg"
+
+
+def test_safe_parser_gives_the_same_events_fed_whole_or_byte_by_byte() -> None:
+    data = voc_xml("e.jpg", [{"name": "a"}, {"name": "b"}]).encode()
+    whole = SafeXmlParser()
+    whole.feed(data)
+    whole.close()
+    single = SafeXmlParser()
+    for i in range(len(data)):
+        single.feed(data[i : i + 1])
+    single.close()
+    shape = [(e.kind, e.element.tag) for e in whole.events()]
+    assert shape == [(e.kind, e.element.tag) for e in single.events()]
+    assert ET.tostring(parse_bytes(data)) == ET.tostring(ET.fromstring(data))
+    dead = SafeXmlParser(member="m")
+    with pytest.raises(FormatError):
+        dead.feed(b"<!DOCTYPE x []><x/>")
+    with pytest.raises(FormatError, match="DOCTYPE"):
+        dead.feed(b"<y/>")  # a parser that failed stays failed
+
+
+# --- CLI --------------------------------------------------------------------------------------
+
+
+def test_cli_converts_a_voc_zip_and_reports(tmp_path: Path) -> None:
+    src = rich_voc(tmp_path)
+    out = tmp_path / "cli.zip"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+    done = subprocess.run(
+        [sys.executable, "-m", "tfdrop", "convert", str(src), "--to", "tfrecord", "-o", str(out)],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "voc -> tfrecord: 3 items, 3 objects" in done.stdout + done.stderr
+    with zipfile.ZipFile(out) as zf:
+        assert sorted(zf.namelist()) == ["label_map.pbtxt", "train.tfrecord", "val.tfrecord"]
+    bad = make_zip(tmp_path / "bad.zip", {"Annotations/h.xml": XXE})
+    done = subprocess.run(
+        [sys.executable, "-m", "tfdrop", "convert", str(bad), "--to", "tfrecord"],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "Annotations/h.xml" in done.stderr + done.stdout
+    assert "DOCTYPE" in done.stderr + done.stdout
