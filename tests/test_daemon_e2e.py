@@ -225,3 +225,22 @@ def test_a_corrupt_record_deep_in_the_stream_fails_as_crc_mismatch(
     err = _error(drop / "failed", "deep.tfrecord")
     assert err["kind"] == "crc_mismatch"
     assert err["record"] == 4
+
+
+def test_polling_mode_for_network_shares_finds_drops(tmp_path: Path) -> None:
+    p = {"name": "main", "drop": "in", "output": "out"}
+    config = write_config(
+        tmp_path / "tfdrop.toml", [p], poll=True, poll_interval_seconds=0.1, rescan_seconds=60
+    )
+    daemon = Daemon(config, tmp_path / "daemon.log")
+    try:
+        daemon.wait_event("daemon_ready")
+        (tmp_path / "in" / "polled.zip").write_bytes(tfrecord_zip(1, tag="poll"))
+        _wait_published(daemon, tmp_path / "out", 1)
+        assert files(tmp_path / "out") == [
+            "polled.label_map.pbtxt",
+            "polled.report.json",
+            "polled.zip",
+        ]
+    finally:
+        assert daemon.stop() == 0

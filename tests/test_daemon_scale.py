@@ -39,3 +39,28 @@ def test_two_daemons_on_one_drop_folder_convert_each_input_exactly_once(tmp_path
     finally:
         assert a.stop() == 0
         assert b.stop() == 0
+
+
+def test_work_claimed_by_an_instance_that_died_is_adopted_by_a_live_one(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "tfdrop.toml",
+        [{"name": "shared", "drop": "in", "output": "out"}],
+        rescan_seconds=0.3,
+    )
+    daemons = [Daemon(config, tmp_path / "a.log"), Daemon(config, tmp_path / "b.log")]
+    for d in daemons:
+        d.wait_event("daemon_ready")
+    (tmp_path / "in" / "big.zip").write_bytes(tfrecord_zip(2000, tag="adopt"))
+    # whichever host claimed the drop dies mid-conversion
+    wait_until(lambda: any(d.named("job_progress") for d in daemons), timeout=30)
+    dead, live = daemons if daemons[0].named("job_progress") else daemons[::-1]
+    dead.kill()
+    try:
+        assert live.wait_event("claim_adopted", timeout=10)
+        live.wait_event("job_done", timeout=60)
+        assert files(tmp_path / "out") == ["big.label_map.pbtxt", "big.report.json", "big.zip"]
+        assert files(tmp_path / "in" / "done") == ["big.zip"]
+        assert dead.named("archive_published") == []
+        assert len(live.named("archive_published")) == 1
+    finally:
+        assert live.stop() == 0
