@@ -67,7 +67,10 @@ class Decompressor:
         return zlib.decompressobj(wbits)
 
     def feed(self, data: bytes) -> Iterator[bytes]:
-        """Decompressed output for ``data``, in chunks of at most :data:`OUTPUT_CHUNK`."""
+        """Decompressed output for ``data``, in chunks of at most :data:`OUTPUT_CHUNK`.
+
+        With ``"none"`` the output is ``data`` itself, not a copy.
+        """
         if self._obj is None:
             if data:
                 yield data

@@ -123,7 +123,12 @@ class RecordDecoder:
         return b"".join([self._buf[self._pos :], *self._queue]), self._eof
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
-        """Append input; ``b""`` marks the end of the input."""
+        """Append input; ``b""`` marks the end of the input.
+
+        ``bytes`` are kept by reference (they are immutable); other buffers are copied, so the
+        caller may reuse them. Once :meth:`next_record` returns :data:`NEED_DATA`, the decoder
+        holds at most one partial record of its own and no reference to any fed buffer.
+        """
         if self._dead is not None:
             raise DecoderDeadError("decoder used after an error") from self._dead
         if self._eof:
@@ -147,11 +152,20 @@ class RecordDecoder:
         try:
             while True:
                 rec = self._next()
-                if rec is not NEED_DATA or not self._refill():
+                if rec is not NEED_DATA:
+                    return rec
+                if not self._refill():
+                    self._own_tail()
                     return rec
         except TfdropError as exc:
             self._dead = exc
             raise
+
+    def _own_tail(self) -> None:
+        """Copy the unparsed tail out of a fed buffer (at most one partial record)."""
+        if isinstance(self._buf, memoryview):
+            self._start += self._pos
+            self._buf, self._pos = bytearray(self._buf[self._pos :]), 0
 
     def _refill(self) -> bool:
         """Move queued input into the parse buffer; ``False`` when there is none."""
