@@ -19,6 +19,7 @@ Which rows are accepted, and why (Ultralytics ``verify_image_label`` is the refe
 from __future__ import annotations
 
 import math
+import struct
 from dataclasses import dataclass
 
 from tfdrop.codec.model import Box
@@ -161,19 +162,30 @@ def parse_label_text(
     return rows
 
 
-def format_number(v: float) -> str:
-    """A float as the shortest text that reads back as the same double (so the same float32)."""
-    if v == 0.0:
-        return "0"
-    if v == 1.0:
-        return "1"
-    return repr(float(v))
+def f32(v: float) -> float:
+    """``v`` rounded to float32, as ``image/object/bbox/*`` stores it."""
+    return float(struct.unpack("<f", struct.pack("<f", v))[0])
+
+
+def _corners(cx: float, cy: float, w: float, h: float) -> list[float]:
+    # exactly what the reader computes (parse_row -> _box_row), clipping included
+    box, _ = _box(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+    return [box.xmin, box.ymin, box.xmax, box.ymax]
 
 
 def format_row(cls: int, box: Box) -> str:
-    """``class cx cy w h`` for a normalised box (reads back to the same box to float32)."""
+    """``class cx cy w h`` for a normalised box, in the fewest digits (6 at least, as YOLO
+    exports write) whose read-back corners equal the box's corners in float32 (SPEC.md: boxes
+    are exact to float32); 17 significant digits always read back to the same double.
+    """
     cx = (box.xmin + box.xmax) / 2
     cy = (box.ymin + box.ymax) / 2
     w = box.xmax - box.xmin
     h = box.ymax - box.ymin
-    return " ".join([str(cls), *(format_number(v) for v in (cx, cy, w, h))])
+    target = [f32(v) for v in (box.xmin, box.ymin, box.xmax, box.ymax)]
+    for digits in range(6, 18):
+        texts = [f"{v:.{digits}g}" for v in (cx, cy, w, h)]
+        vals = [float(t) for t in texts]
+        if all(0.0 <= v <= 1.0 for v in vals) and [f32(c) for c in _corners(*vals)] == target:
+            return " ".join([str(cls), *texts])
+    return " ".join([str(cls), *(repr(v) for v in (cx, cy, w, h))])

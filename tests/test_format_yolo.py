@@ -1,0 +1,535 @@
+"""YOLO reader and writer: Datumaro/cvat-ai assets value by value, both layouts, round trips
+through TFRecord (read by real TensorFlow), and malformed inputs (issue 4)."""
+
+from __future__ import annotations
+
+import io
+import random
+import zipfile
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from PIL import Image
+
+from conftest import require_corpus
+from tfdrop.archive import open_source
+from tfdrop.codec.model import Box, Item, LabelMap, LabelMapItem
+from tfdrop.convert import ConvertOptions, convert
+from tfdrop.errors import FormatError
+from tfdrop.formats import Notes, ReadOptions, detect_format
+from tfdrop.formats.masks import decode_mask
+from tfdrop.formats.yolo import detect, open_reader
+from tfdrop.formats.yolo.lines import f32, format_row, parse_row
+
+ASSETS = ("tests", "assets", "yolo_dataset")
+
+# Datumaro's asset 1.txt on a 15x10 image (hand-computed: corner = centre -/+ size / 2; the
+# first box's left edge is 0.133333 - 0.1333335 = -5e-7, clipped to 0 as rounding)
+EXPECTED = [
+    ("label_2", 0.0, 0.3 - 0.1, 0.133333 + 0.1333335, 0.3 + 0.1),
+    ("label_4", 0.266667 - 0.0666665, 0.45 - 0.15, 0.266667 + 0.0666665, 0.45 + 0.15),
+]
+
+
+def asset(repo: str, name: str) -> Path:
+    return require_corpus(repo, *ASSETS, name)
+
+
+def zip_tree(src: Path, out: Path, prefix: str = "") -> Path:
+    with zipfile.ZipFile(out, "w") as zf:
+        for p in sorted(src.rglob("*")):
+            if p.is_file():
+                zf.write(p, prefix + p.relative_to(src).as_posix())
+    return out
+
+
+def make_zip(out: Path, members: dict[str, bytes | str]) -> Path:
+    with zipfile.ZipFile(out, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data.encode() if isinstance(data, str) else data)
+    return out
+
+
+def image(width: int, height: int, fmt: str = "JPEG") -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), (20, 40, 60)).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def read(path: Path, **opts: bool) -> tuple[list[Item], list[str], Notes]:
+    notes = Notes()
+    with open_source(path) as src:
+        reader = open_reader(src, ReadOptions(**opts), notes)
+        return list(reader.items()), list(reader.labels()), notes
+
+
+def assert_boxes(
+    got: list[tuple[str, float, float, float, float]],
+    expected: list[tuple[str, float, float, float, float]],
+    abs: float = 1e-9,
+) -> None:
+    """Labels exactly, coordinates to ``abs`` (pytest.approx takes no nested tuples)."""
+    assert [g[0] for g in got] == [e[0] for e in expected]
+    assert [g[1:] for g in got] == [pytest.approx(e[1:], abs=abs) for e in expected]
+
+
+def boxes(item: Item) -> list[tuple[str, float, float, float, float]]:
+    return [(o.label, o.box.xmin, o.box.ymin, o.box.xmax, o.box.ymax) for o in item.objects]
+
+
+# --- the corpus assets, value by value -----------------------------------------------------------
+
+
+@pytest.mark.corpus
+@pytest.mark.parametrize(
+    ("repo", "name", "subsets"),
+    [
+        ("cvat-ai__datumaro", "yolo", ["train"]),
+        ("openvinotoolkit__datumaro", "strict", ["train"]),
+        ("cvat-ai__datumaro", "yolov8_detection", ["train"]),
+        ("cvat-ai__datumaro", "yolov8_detection_with_list_of_imgs", ["train"]),
+        ("cvat-ai__datumaro", "yolov8_detection_with_list_of_names", ["train"]),
+        ("cvat-ai__datumaro", "yolov8_detection_with_subset_txt", ["train"]),
+        ("openvinotoolkit__datumaro", "labels", ["train", "val"]),
+        ("openvinotoolkit__datumaro", "annotations", ["default"]),
+    ],
+)
+def test_detection_assets_read_value_by_value(
+    repo: str, name: str, subsets: list[str], tmp_path: Path
+) -> None:
+    src = zip_tree(asset(repo, name), tmp_path / "in.zip", prefix="export/")
+    items, labels, notes = read(src)
+    assert labels == [f"label_{i}" for i in range(10)]
+    assert [(i.subset, i.name) for i in items] == [(s, "1.jpg") for s in subsets]
+    for item in items:
+        assert (item.width, item.height, item.image_format) == (15, 10, "jpeg")
+        assert item.image == (asset(repo, name).rglob("1.jpg").__next__()).read_bytes()
+        assert_boxes(boxes(item), EXPECTED, abs=1e-12)
+    assert not notes.warnings
+
+
+@pytest.mark.corpus
+def test_segmentation_rows_become_bounding_boxes_and_keep_points(tmp_path: Path) -> None:
+    src = asset("cvat-ai__datumaro", "yolov8_segmentation")
+    items, _, notes = read(src)
+    (item,) = items
+    assert_boxes(boxes(item), [("label_2", 0.1, 0.1, 0.4, 0.5), ("label_4", 0.2, 0.15, 0.4, 0.75)])
+    assert item.objects[0].polygon == pytest.approx((1.5, 1.0, 6.0, 1.0, 6.0, 5.0))
+    assert notes.lossy == {"polygon_as_box": 2}
+
+
+@pytest.mark.corpus
+def test_segmentation_with_masks_gives_png_masks_of_the_polygon() -> None:
+    items, _, notes = read(asset("cvat-ai__datumaro", "yolov8_segmentation"), masks=True)
+    mask = items[0].objects[0].mask
+    assert mask is not None
+    w, h, bits = decode_mask(mask)
+    assert (w, h) == (15, 10)
+    assert 0 < sum(bits) < 15 * 10
+    assert not notes.lossy
+
+
+@pytest.mark.corpus
+def test_oriented_boxes_become_their_bounding_box_clipped_with_a_warning() -> None:
+    items, _, notes = read(asset("cvat-ai__datumaro", "yolov8_oriented_boxes"))
+    assert_boxes(
+        boxes(items[0]),
+        [
+            ("label_2", 0.013397, 0.151795, 0.319936, 0.648205),
+            ("label_4", 0.242265, 0.0, 0.557735, 0.609808),  # corner y -0.009808 clipped
+        ],
+    )
+    assert notes.warning_counts == {"box_clipped": 1}
+    assert notes.warnings[0]["line"] == 2
+
+
+@pytest.mark.corpus
+@pytest.mark.parametrize("name", ["yolov8_pose", "yolov8_pose_two_values_per_point"])
+def test_pose_rows_keep_the_box_and_count_keypoints_as_lost(name: str) -> None:
+    items, labels, notes = read(asset("cvat-ai__datumaro", name))
+    assert labels == ["skeleton_label"]
+    assert_boxes(boxes(items[0]), [("skeleton_label", *EXPECTED[0][1:])], abs=1e-12)
+    assert notes.lossy == {"keypoints": 1}
+
+
+@pytest.mark.corpus
+def test_classification_layout_is_not_detected_as_yolo() -> None:
+    src = asset("cvat-ai__datumaro", "yolov8_classification")
+    with open_source(src) as s:
+        assert detect(s.names()) == 0
+
+
+@pytest.mark.corpus
+def test_cvat_yolo_converts_to_tfrecord_that_tensorflow_reads(
+    tf: ModuleType, tmp_path: Path
+) -> None:
+    src = zip_tree(asset("cvat-ai__datumaro", "yolo"), tmp_path / "cvat.zip")
+    with open_source(src) as s:
+        assert detect_format(s.names()) == "yolo"
+    report = convert(src, tmp_path / "out.zip", ConvertOptions())
+    assert report.label_map.names[:3] == ["label_0", "label_1", "label_2"]
+    assert report.label_map.id_of("label_2") == 3  # class index i -> id i + 1
+    (rec,) = tf_records(tf, tmp_path / "out.zip", tmp_path).values()
+    assert rec["subset"] == "train"
+    assert (rec["image/width"], rec["image/height"]) == (15, 10)
+    assert rec["image/object/class/label"] == [3, 5]
+    assert rec["image/object/class/text"] == [b"label_2", b"label_4"]
+    got = list(
+        zip(
+            rec["image/object/bbox/xmin"],
+            rec["image/object/bbox/ymin"],
+            rec["image/object/bbox/xmax"],
+            rec["image/object/bbox/ymax"],
+            strict=True,
+        )
+    )
+    assert got == [tuple(f32(v) for v in e[1:]) for e in EXPECTED]
+
+
+# --- TensorFlow helpers -----------------------------------------------------------------------
+
+
+def feature_description(tf: ModuleType) -> dict[str, object]:
+    """The seed's feature description (TF models' OD API decoder keys)."""
+    return {
+        "image/filename": tf.io.FixedLenFeature([], tf.string),
+        "image/source_id": tf.io.FixedLenFeature([], tf.string),
+        "image/height": tf.io.FixedLenFeature([], tf.int64),
+        "image/width": tf.io.FixedLenFeature([], tf.int64),
+        "image/encoded": tf.io.FixedLenFeature([], tf.string),
+        "image/format": tf.io.FixedLenFeature([], tf.string),
+        "image/object/bbox/xmin": tf.io.VarLenFeature(tf.float32),
+        "image/object/bbox/xmax": tf.io.VarLenFeature(tf.float32),
+        "image/object/bbox/ymin": tf.io.VarLenFeature(tf.float32),
+        "image/object/bbox/ymax": tf.io.VarLenFeature(tf.float32),
+        "image/object/class/label": tf.io.VarLenFeature(tf.int64),
+        "image/object/class/text": tf.io.VarLenFeature(tf.string),
+    }
+
+
+def tf_records(tf: ModuleType, archive: Path, tmp: Path) -> dict[str, dict[str, object]]:
+    """Every record of every .tfrecord member, parsed by TensorFlow, keyed by subset/filename."""
+    out: dict[str, dict[str, object]] = {}
+    with zipfile.ZipFile(archive) as zf:
+        members = [n for n in zf.namelist() if n.endswith(".tfrecord")]
+        assert members
+        for name in members:
+            path = tmp / f"tf-{name}"
+            path.write_bytes(zf.read(name))
+            for raw in tf.data.TFRecordDataset(str(path)):
+                ex = tf.io.parse_single_example(raw, feature_description(tf))
+                dense = {
+                    k: (tf.sparse.to_dense(v).numpy().tolist() if hasattr(v, "indices")
+                        else v.numpy())
+                    for k, v in ex.items()
+                }  # fmt: skip
+                subset = name[: -len(".tfrecord")]
+                out[f"{subset}/{dense['image/filename'].decode()}"] = dense | {"subset": subset}
+    return out
+
+
+# --- round trips ------------------------------------------------------------------------------
+
+
+def random_dataset(tmp: Path, n: int = 12, seed: int = 7) -> Path:
+    """A CVAT-style YOLO zip: two subsets, JPEG and PNG, random boxes, an image without a
+    label file and one with an empty label file."""
+    rnd = random.Random(seed)
+    names = ["cat", "dog", "traffic light"]
+    members: dict[str, bytes | str] = {
+        "obj.names": "\n".join(names) + "\n",
+        "obj.data": "classes = 3\ntrain = data/train.txt\nvalid = data/valid.txt\n"
+        "names = data/obj.names\nbackup = backup/\n",
+    }
+    lists: dict[str, list[str]] = {"train": [], "valid": []}
+    for i in range(n):
+        subset = "train" if i % 3 else "valid"
+        ext, fmt = (".png", "PNG") if i % 4 == 0 else (".jpg", "JPEG")
+        folder = f"obj_{subset}_data"
+        members[f"{folder}/img{i}{ext}"] = image(rnd.randint(20, 640), rnd.randint(20, 480), fmt)
+        lists[subset].append(f"data/{folder}/img{i}{ext}")
+        if i == 5:
+            continue  # no label file: an empty item
+        rows = []
+        for _ in range(0 if i == 6 else rnd.randint(1, 5)):
+            w, h = rnd.random(), rnd.random()
+            cx, cy = rnd.uniform(w / 2, 1 - w / 2), rnd.uniform(h / 2, 1 - h / 2)
+            rows.append(f"{rnd.randrange(3)} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}\n")
+        members[f"{folder}/img{i}.txt"] = "".join(rows)
+    for subset, lines in lists.items():
+        members[f"{subset}.txt"] = "\n".join(lines) + "\n"
+    return make_zip(tmp / "random.zip", members)
+
+
+def key(item: Item) -> tuple[str, str]:
+    return (item.subset, item.name)
+
+
+def f32_boxes(item: Item) -> list[tuple[str, float, float, float, float]]:
+    return [(lbl, f32(a), f32(b), f32(c), f32(d)) for lbl, a, b, c, d in boxes(item)]
+
+
+def test_yolo_to_tfrecord_to_yolo_keeps_items_boxes_and_labels(
+    tf: ModuleType, tmp_path: Path
+) -> None:
+    src = random_dataset(tmp_path)
+    original, labels, _ = read(src)
+    r1 = convert(src, tmp_path / "mid.zip", ConvertOptions())
+    r2 = convert(tmp_path / "mid.zip", tmp_path / "back.zip", ConvertOptions(target_format="yolo"))
+    assert r1.validated_items == r2.validated_items == 12
+    back, back_labels, notes = read(tmp_path / "back.zip")
+    assert back_labels == labels == ["cat", "dog", "traffic light"]
+    assert sorted(map(key, back)) == sorted(map(key, original))
+    by_key = {key(i): i for i in back}
+    for item in original:
+        other = by_key[key(item)]
+        assert (other.width, other.height, other.image) == (item.width, item.height, item.image)
+        assert f32_boxes(other) == f32_boxes(item)
+    assert not by_key[("train", "img5.jpg")].objects
+    assert not notes.warnings
+    # TensorFlow reads every record of the intermediate archive with the seed's keys
+    recs = tf_records(tf, tmp_path / "mid.zip", tmp_path)
+    assert len(recs) == 12
+    for item in original:
+        rec = recs[f"{item.subset}/{item.name}"]
+        assert rec["image/object/class/text"] == [o.label.encode() for o in item.objects]
+        assert rec["image/object/class/label"] == [labels.index(o.label) + 1 for o in item.objects]
+        assert rec["image/object/bbox/xmin"] == [f32(o.box.xmin) for o in item.objects]
+
+
+def test_writer_text_is_short_and_reads_back_to_the_same_float32() -> None:
+    rnd = random.Random(3)
+    assert (
+        format_row(2, Box(0.0, f32(0.2), f32(0.2666665), f32(0.4))) == "2 0.133333 0.3 0.266667 0.2"
+    )
+    for _ in range(3000):
+        x0, x1 = sorted(f32(rnd.random()) for _ in range(2))
+        y0, y1 = sorted(f32(rnd.choice([0.0, 1.0, rnd.random()])) for _ in range(2))
+        row = parse_row(format_row(1, Box(x0, y0, x1, y1)), num_classes=2, member="m", line=1)
+        assert row is not None
+        assert not row.clipped
+        assert [f32(v) for v in (row.box.xmin, row.box.ymin, row.box.xmax, row.box.ymax)] == [
+            x0, y0, x1, y1
+        ]  # fmt: skip
+
+
+def test_written_layout_is_cvat_darknet(tmp_path: Path) -> None:
+    src = random_dataset(tmp_path, n=4)
+    convert(src, tmp_path / "mid.zip", ConvertOptions())
+    convert(tmp_path / "mid.zip", tmp_path / "out.zip", ConvertOptions(target_format="yolo"))
+    with zipfile.ZipFile(tmp_path / "out.zip") as zf:
+        names = set(zf.namelist())
+        assert zf.read("obj.names") == b"cat\ndog\ntraffic light\n"
+        data = zf.read("obj.data").decode()
+        assert data.startswith("classes = 3\n")
+        assert "train = data/train.txt\n" in data
+        assert "valid = data/valid.txt\n" in data
+        assert data.endswith("names = data/obj.names\nbackup = backup/\n")
+        assert zf.read("valid.txt").decode().splitlines() == [
+            "data/obj_valid_data/img0.png",
+            "data/obj_valid_data/img3.jpg",
+        ]
+    assert {
+        "obj_train_data/img1.jpg",
+        "obj_train_data/img1.txt",
+        "obj_valid_data/img0.png",
+    } <= names
+    assert "images.meta" not in names
+
+
+def test_without_images_the_written_archive_carries_sizes_in_images_meta(tmp_path: Path) -> None:
+    src = random_dataset(tmp_path, n=4)
+    convert(src, tmp_path / "mid.zip", ConvertOptions())
+    report = convert(
+        tmp_path / "mid.zip",
+        tmp_path / "out.zip",
+        ConvertOptions(target_format="yolo", images=False),
+    )
+    assert report.validated_items == 4
+    with zipfile.ZipFile(tmp_path / "out.zip") as zf:
+        assert not [n for n in zf.namelist() if n.endswith((".jpg", ".png"))]
+    original = {key(i): i for i in read(src)[0]}
+    for item in read(tmp_path / "out.zip")[0]:
+        assert item.image is None
+        assert (item.width, item.height) == (original[key(item)].width, original[key(item)].height)
+        assert f32_boxes(item) == f32_boxes(original[key(item)])
+
+
+def test_non_contiguous_label_ids_are_written_by_position_with_a_warning(tmp_path: Path) -> None:
+    src = random_dataset(tmp_path, n=6)
+    pinned = LabelMap(
+        (LabelMapItem(2, "cat"), LabelMapItem(7, "dog"), LabelMapItem(9, "traffic light"))
+    )
+    convert(src, tmp_path / "mid.zip", ConvertOptions(label_map=pinned))
+    report = convert(
+        tmp_path / "mid.zip", tmp_path / "out.zip", ConvertOptions(target_format="yolo")
+    )
+    assert report.warning_counts.get("label_ids_renumbered") == 1
+    assert report.lossy.get("label_id") == 3
+    back = {key(i): i for i in read(tmp_path / "out.zip")[0]}
+    for item in read(src)[0]:
+        assert [o.label for o in back[key(item)].objects] == [o.label for o in item.objects]
+
+
+def test_masks_and_flags_the_darknet_layout_cannot_hold_are_counted(tmp_path: Path) -> None:
+    seg = make_zip(tmp_path / "seg.zip", {
+        "data.yaml": "names: [a]\n",
+        "images/train/x.jpg": image(20, 10),
+        "labels/train/x.txt": "0 0.1 0.1 0.5 0.1 0.5 0.9\n",
+    })  # fmt: skip
+    convert(seg, tmp_path / "mid.zip", ConvertOptions(masks=True))
+    report = convert(
+        tmp_path / "mid.zip", tmp_path / "out.zip", ConvertOptions(target_format="yolo", masks=True)
+    )
+    assert report.lossy.get("mask") == 1
+    (item,) = read(tmp_path / "out.zip")[0]
+    assert_boxes(boxes(item), [("a", 0.1, 0.1, 0.5, 0.9)])
+
+
+# --- the Ultralytics layout built by hand ------------------------------------------------------
+
+
+def test_ultralytics_layout_with_flow_names_list_files_and_roboflow_paths(tmp_path: Path) -> None:
+    src = make_zip(tmp_path / "ultra.zip", {
+        "ds/data.yaml": (
+            "# Roboflow-style\npath: /content/datasets/ds  # absolute on the exporter's machine\n"
+            "train: ../train/images\nval: val.txt\nnc: 2\n"
+            "names: ['traffic light', \"it's\"]\n"
+            "roboflow:\n  workspace: w\n  license: CC BY 4.0\n"
+            "download: |\n  import os\n  names: [x]\n"
+        ),
+        "ds/train/images/a.jpg": image(100, 50),
+        "ds/train/labels/a.txt": "1 0.5 0.5 0.2 0.4\n\n0 0.25 0.75 0.5 0.5\n",
+        "ds/train/images/b.png": image(32, 32, "PNG"),  # no label file: empty item
+        "ds/val.txt": "./images/val/c.jpg\n",
+        "ds/images/val/c.jpg": image(40, 20),
+        "ds/labels/val/c.txt": "0 0.5 0.5 1 1\n",
+    })  # fmt: skip
+    with open_source(src) as s:
+        assert detect_format(s.names()) == "yolo"
+    items, labels, notes = read(src)
+    assert labels == ["traffic light", "it's"]
+    assert [(i.subset, i.name, i.width, i.height, i.image_format) for i in items] == [
+        ("train", "a.jpg", 100, 50, "jpeg"),
+        ("train", "b.png", 32, 32, "png"),
+        ("val", "c.jpg", 40, 20, "jpeg"),
+    ]
+    assert_boxes(
+        boxes(items[0]), [("it's", 0.4, 0.3, 0.6, 0.7), ("traffic light", 0.0, 0.5, 0.5, 1.0)]
+    )
+    assert items[1].objects == ()
+    assert boxes(items[2]) == [("traffic light", 0.0, 0.0, 1.0, 1.0)]
+    assert not notes.warnings
+
+
+def test_ultralytics_names_mapping_and_subset_folders_without_yaml_entries(tmp_path: Path) -> None:
+    src = make_zip(tmp_path / "u.zip", {
+        "data.yaml": "names:\n  0: person\n  1: car\n",
+        "images/train/sub/a.jpg": image(10, 10),
+        "labels/train/sub/a.txt": "1 0.5 0.5 0.2 0.2\n",
+        "images/val/b.jpg": image(10, 10),
+    })  # fmt: skip
+    items, labels, _ = read(src, images=False)
+    assert labels == ["person", "car"]
+    assert [(i.subset, i.name, i.image) for i in items] == [
+        ("train", "sub/a.jpg", None),
+        ("val", "b.jpg", None),
+    ]
+    assert [o.label for o in items[0].objects] == ["car"]
+
+
+# --- malformed inputs ---------------------------------------------------------------------------
+
+
+def darknet(tmp: Path, label_text: str, names: str = "a\nb\n", **extra: str) -> Path:
+    members: dict[str, bytes | str] = {
+        "obj.names": names,
+        "obj.data": "classes = 2\ntrain = data/train.txt\nnames = data/obj.names\n",
+        "train.txt": "data/obj_train_data/x.jpg\n",
+        "obj_train_data/x.jpg": image(20, 10),
+        "obj_train_data/x.txt": label_text,
+    }
+    members.update(extra)
+    return make_zip(tmp / "bad.zip", members)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "words"),
+    [
+        ("0 0.5 0.5 0.1 0.1\n2 0.5 0.5 0.1 0.1\n", 2, "class index 2 is out of range"),
+        ("-1 0.5 0.5 0.1 0.1\n", 1, "class index -1 is out of range"),
+        ("0 0.5 0.5 0.1\n", 1, "line has 4 numbers"),
+        ("0 0.5 0.5 0.1 0.1 0.3\n", 1, "line has 6 numbers"),
+        ("0 nan 0.5 0.1 0.1\n", 1, "not finite"),
+        ("0 0.5 0.5 -0.1 0.1\n", 1, "w = -0.1 is not a normalised value"),
+        ("0 0.5 1.5 0.1 0.1\n", 1, "cy = 1.5 is not a normalised value"),
+        ("0 0.5 0.5 0.1 abc\n", 1, "'abc' is not a number"),
+        ("cat 0.5 0.5 0.1 0.1\n", 1, "class index 'cat' is not a whole number"),
+    ],
+)
+def test_malformed_label_lines_are_errors_naming_member_and_line(
+    tmp_path: Path, text: str, line: int, words: str
+) -> None:
+    with pytest.raises(FormatError, match=words) as info:
+        read(darknet(tmp_path, text))
+    assert info.value.member == "obj_train_data/x.txt"
+    assert info.value.line == line
+    assert info.value.item == "x.jpg"
+
+
+def test_malformed_input_fails_convert_with_the_archive_named(tmp_path: Path) -> None:
+    src = darknet(tmp_path, "5 0.5 0.5 0.1 0.1\n")
+    with pytest.raises(FormatError) as info:
+        convert(src, tmp_path / "out.zip", ConvertOptions())
+    assert info.value.archive == str(src)
+    assert not (tmp_path / "out.zip").exists()
+
+
+def test_missing_obj_names_is_an_error_naming_obj_data(tmp_path: Path) -> None:
+    src = darknet(tmp_path, "0 0.5 0.5 0.1 0.1\n")
+    with zipfile.ZipFile(src) as zf:
+        kept = {n: zf.read(n) for n in zf.namelist() if n != "obj.names"}
+    src = make_zip(tmp_path / "nonames.zip", kept)  # type: ignore[arg-type]
+    with pytest.raises(FormatError, match=r"obj\.names named in obj\.data is not in the archive"):
+        read(src)
+
+
+def test_no_label_list_at_all_is_an_error(tmp_path: Path) -> None:
+    src = make_zip(
+        tmp_path / "n.zip", {"obj_train_data/x.jpg": image(5, 5), "x.txt": "0 .5 .5 .1 .1"}
+    )
+    with pytest.raises(FormatError, match="no YOLO label list found"):
+        read(src)
+
+
+def test_blank_line_inside_obj_names_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(FormatError, match="blank line inside the label list") as info:
+        read(darknet(tmp_path, "", names="a\n\nb\n"))
+    assert (info.value.member, info.value.line) == ("obj.names", 2)
+
+
+def test_image_missing_without_images_meta_is_an_error(tmp_path: Path) -> None:
+    src = make_zip(tmp_path / "noimg.zip", {
+        "obj.names": "a\n", "obj.data": "train = data/train.txt\n",
+        "train.txt": "data/obj_train_data/x.jpg\n", "obj_train_data/x.txt": "0 0.5 0.5 0.1 0.1\n",
+    })  # fmt: skip
+    with pytest.raises(FormatError, match="carry no image size") as info:
+        read(src)
+    assert info.value.item == "x.jpg"
+
+
+def test_bad_data_yaml_is_an_error_with_its_line(tmp_path: Path) -> None:
+    src = make_zip(tmp_path / "y.zip", {
+        "data.yaml": "train: images/train\nnames: [a, b\n", "labels/train/x.txt": "",
+    })  # fmt: skip
+    with pytest.raises(FormatError, match="not valid YAML") as info:
+        read(src)
+    assert info.value.member == "data.yaml"
+    assert info.value.line is not None
+
+
+def test_box_sticking_out_of_the_image_is_clipped_and_counted(tmp_path: Path) -> None:
+    items, _, notes = read(darknet(tmp_path, "0 0.05 0.5 0.2 0.2\n"))
+    assert_boxes(boxes(items[0]), [("a", 0.0, 0.4, 0.15, 0.6)])
+    assert notes.warning_counts == {"box_clipped": 1}
