@@ -130,6 +130,8 @@ def test_file_that_grows_or_shrinks_while_read_is_an_archive_error(tmp_path: Pat
     target.write_bytes(b"x")
     with pytest.raises(ArchiveError, match="ends after 1 bytes"):
         src.read_bytes("labelmap.txt", max_size=MiB)
+    with src.open("labelmap.txt") as f, pytest.raises(ArchiveError, match="ends after 1 bytes"):
+        f.read(MiB)  # a large read goes straight into the caller's buffer
 
 
 def test_folder_limits_cap_entries_and_total_size(tmp_path: Path) -> None:

@@ -126,6 +126,14 @@ class _FileReader(CheckedReader):
             os.close(self._fd)
         super().close()
 
+    def _read_into(self, view: memoryview) -> int | None:
+        left = self.declared - self.produced
+        if left <= 0:
+            return None  # the end probe goes through _produce
+        n = os.readv(self._fd, [view[:left]])
+        self._eof = n == 0
+        return n
+
     def _produce(self, want: int) -> bytes:
         left = self.declared - self.produced
         # Once the listed size is read, probe one more byte so a growing file is noticed.

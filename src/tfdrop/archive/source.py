@@ -9,10 +9,11 @@ Follows SPEC.md "Bad input": caps on entries, total size and ratio; no links; no
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, Protocol, Self, runtime_checkable
@@ -22,6 +23,7 @@ from tfdrop.errors import ArchiveError, MemberNotFoundError, TfdropError
 
 CHUNK = 1 * MiB  # one decompression step: bounds the memory of a member reader
 BUFFER = 256 * 1024
+DIRECT_MIN = 64 * 1024  # reads at least this large skip the reader's own buffer
 
 
 @runtime_checkable
@@ -196,6 +198,13 @@ class CheckedReader(io.RawIOBase, ABC):
 
     def readinto(self, b: memoryview | bytearray) -> int:  # type: ignore[override]
         view = memoryview(b).cast("B")
+        if self._bpos >= len(self._buf) and not self._done and len(view) >= DIRECT_MIN:
+            # Large reads go straight into the caller's buffer when the subclass can.
+            with self._guard():
+                n = self._read_into(view)
+                if n is not None:
+                    self._account(n)
+                    return n
         chunk = self._next(len(view))
         view[: len(chunk)] = chunk
         return len(chunk)
@@ -206,20 +215,15 @@ class CheckedReader(io.RawIOBase, ABC):
             parts.append(bytes(chunk))
         return b"".join(parts)
 
-    def _next(self, want: int) -> memoryview:
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Refuse use after an error, and turn failures into errors naming the member."""
         if self._error is not None:
             raise self._error
         if self.closed:
             raise ValueError("read from a closed member reader")
         try:
-            while self._bpos >= len(self._buf) and not self._done:
-                data = self._produce(max(want, 64 * 1024))
-                self.produced += len(data)
-                if self.produced > self.declared:
-                    raise self._too_long()
-                self._buf, self._bpos = data, 0
-                if self._at_end():
-                    self._finish()
+            yield
         except TfdropError as exc:
             self._error = exc.at(archive=self.archive, member=self.member)
             raise
@@ -231,6 +235,20 @@ class CheckedReader(io.RawIOBase, ABC):
                 member=self.member,
             )
             raise self._error from exc
+
+    def _account(self, n: int) -> None:
+        self.produced += n
+        if self.produced > self.declared:
+            raise self._too_long()
+        if self._at_end():
+            self._finish()
+
+    def _next(self, want: int) -> memoryview:
+        with self._guard():
+            while self._bpos >= len(self._buf) and not self._done:
+                data = self._produce(max(want, 64 * 1024))
+                self._buf, self._bpos = data, 0
+                self._account(len(data))
         view = memoryview(self._buf)[self._bpos : self._bpos + want]
         self._bpos += len(view)
         return view
@@ -245,6 +263,10 @@ class CheckedReader(io.RawIOBase, ABC):
                 hint="the archive is truncated or corrupt; export it again",
             )
         self._check_end()
+
+    def _read_into(self, view: memoryview) -> int | None:
+        """Read member bytes straight into ``view``; None when this reader cannot now."""
+        return None
 
     @abstractmethod
     def _produce(self, want: int) -> bytes:

@@ -96,10 +96,24 @@ class _ZipMemberReader(CheckedReader):
         self._left -= n
         return data
 
+    def _read_into(self, view: memoryview) -> int | None:
+        n = min(len(view), self._left)
+        if self._inflate is not None or n == 0:
+            return None
+        got = os.preadv(self._fd, [view[:n]], self._pos)
+        if got != n:
+            raise ArchiveError(
+                "truncated: member data ends early", offset=self._pos, hint=_CORRUPT_HINT
+            )
+        self._pos += n
+        self._left -= n
+        self._crc = zlib.crc32(view[:n], self._crc)
+        return n
+
     def _produce(self, want: int) -> bytes:
-        want = min(want, CHUNK)
         if self._inflate is None:
-            out = self._read_input(want)
+            # Stored data (TFRecords, images) is copied in the caller's read size, up to a cap.
+            out = self._read_input(min(want, 8 * CHUNK))
         else:
             tail = self._inflate.unconsumed_tail
             if tail:
@@ -113,7 +127,7 @@ class _ZipMemberReader(CheckedReader):
                 )
             try:
                 # max_length bounds each step: a bomb inflates one chunk at a time.
-                out = self._inflate.decompress(src, want)
+                out = self._inflate.decompress(src, min(want, CHUNK))
             except zlib.error as exc:
                 raise ArchiveError(f"corrupt deflate data ({exc})", hint=_CORRUPT_HINT) from exc
         self._crc = zlib.crc32(out, self._crc)

@@ -18,6 +18,7 @@ import struct
 import sys
 import warnings
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,15 +96,54 @@ def symlink_entry() -> bytes:
     return build_zip([(info, b"/etc/passwd"), ("ok.txt", b"ok")])
 
 
+def raw_zip(name: str, payload: bytes, *, method: int, crc: int, size: int) -> bytes:
+    """A one-member zip around an already compressed ``payload``, headers as given."""
+    raw = name.encode()
+    local = struct.pack(
+        "<4s5H3L2H", b"PK\x03\x04", 20, 0, method, 0, 0x21, crc, len(payload), size, len(raw), 0
+    )
+    central = struct.pack(
+        "<4s6H3L5H2L",
+        b"PK\x01\x02",
+        0x031E,  # made by Unix, version 3.0
+        20,
+        0,
+        method,
+        0,
+        0x21,
+        crc,
+        len(payload),
+        size,
+        len(raw),
+        0,
+        0,
+        0,
+        0,
+        (stat.S_IFREG | 0o644) << 16,
+        0,
+    )
+    cd_at = len(local) + len(raw) + len(payload)
+    cd_size = len(central) + len(raw)
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 1, 1, cd_size, cd_at, 0)
+    return local + raw + payload + central + raw + end
+
+
 def ratio_bomb(size: int = 200 * MiB) -> bytes:
-    """One member of ``size`` zeros, deflated (about 1000:1), written in bounded memory."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf, zf.open("zeros.bin", "w") as w:
-        block = bytes(MiB)
-        for _ in range(size // MiB):
-            w.write(block)
-        w.write(bytes(size % MiB))
-    return buf.getvalue()
+    """One member of ``size`` zeros, deflated (about 1000:1), built in bounded memory.
+
+    Each MiB is compressed once after a full flush (which resets the deflate history), so
+    its compressed bytes can be repeated: 200 MiB costs the time of compressing one MiB.
+    """
+    block = bytes(MiB)
+    comp = zlib.compressobj(9, zlib.DEFLATED, -15)
+    unit = comp.compress(block) + comp.flush(zlib.Z_FULL_FLUSH)
+    comp = zlib.compressobj(9, zlib.DEFLATED, -15)
+    rest = comp.compress(bytes(size % MiB)) + comp.flush()
+    crc = 0
+    for _ in range(size // MiB):
+        crc = zlib.crc32(block, crc)
+    crc = zlib.crc32(bytes(size % MiB), crc)
+    return raw_zip("zeros.bin", unit * (size // MiB) + rest, method=8, crc=crc, size=size)
 
 
 def total_size_bomb(members: int = 11, member_size: int = MiB) -> bytes:
