@@ -15,7 +15,7 @@ from typing import Any
 from tfdrop.cli.common import fail, load_label_map
 from tfdrop.cli.records import iter_file_records, record_files
 from tfdrop.codec.example import parse_example
-from tfdrop.codec.schema import check_parsed
+from tfdrop.codec.schema import check_parsed, fast_check
 from tfdrop.errors import DataError, TfdropError
 
 
@@ -61,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
                 try:
                     for index, offset, rec in iter_file_records(rf, source):
                         records += 1
+                        if fast_check(rec, label_map) is not None:
+                            continue  # all clear (C accelerator); else name the problems
                         try:
                             found = [
                                 p.to_dict() for p in check_parsed(parse_example(rec), label_map)

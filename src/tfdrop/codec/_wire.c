@@ -10,6 +10,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <string.h>
 
 #define BYTES_KIND 1
 #define FLOAT_KIND 2
@@ -243,7 +244,338 @@ boxes_ok(PyObject *self, PyObject *args)
     Py_RETURN_TRUE;
 }
 
+
+/* ---- od_check: an all-clear schema check without building Python objects ------------------
+ *
+ * od_check(data, text_ids) -> (n_objects, enc_start, enc_end, sha_start, sha_end) when the
+ * record is in the canonical layout AND passes every rule of tfdrop.codec.schema.check_parsed
+ * (except the SHA-256 comparison, which the caller does over the returned spans); None
+ * otherwise, and the caller runs the Python path, which names each problem. It may say None
+ * for a valid record (it is conservative: ids < 1, empty texts, repeated keys), never the
+ * other way round: tests check that "not None" implies "no problems" on random records.
+ * text_ids: a dict {class text (bytes): id} from the label map, or None.
+ */
+enum {
+    K_FILENAME, K_SOURCE_ID, K_FORMAT, K_SHA, K_ENCODED, K_HEIGHT, K_WIDTH,
+    K_XMIN, K_XMAX, K_YMIN, K_YMAX, K_LABEL, K_TEXT, K_DIFFICULT, K_TRUNCATED, K_OCCLUDED,
+    K_VIEW, K_MASK, K_CROWD, K_AREA, K_COUNT
+};
+static const char *const KEY_NAMES[K_COUNT] = {
+    "image/filename", "image/source_id", "image/format", "image/key/sha256", "image/encoded",
+    "image/height", "image/width", "image/object/bbox/xmin", "image/object/bbox/xmax",
+    "image/object/bbox/ymin", "image/object/bbox/ymax", "image/object/class/label",
+    "image/object/class/text", "image/object/difficult", "image/object/truncated",
+    "image/object/occluded", "image/object/view", "image/object/mask", "image/object/is_crowd",
+    "image/object/area",
+};
+static const int KEY_KINDS[K_COUNT] = {
+    BYTES_KIND, BYTES_KIND, BYTES_KIND, BYTES_KIND, BYTES_KIND, INT64_KIND, INT64_KIND,
+    FLOAT_KIND, FLOAT_KIND, FLOAT_KIND, FLOAT_KIND, INT64_KIND, BYTES_KIND, INT64_KIND,
+    INT64_KIND, INT64_KIND, BYTES_KIND, BYTES_KIND, INT64_KIND, FLOAT_KIND,
+};
+
+typedef struct {
+    Py_ssize_t start, end; /* the packed payload / the list's span */
+    int kind;              /* 0 = absent or empty Feature */
+} span_t;
+
+static int
+key_index(const unsigned char *key, Py_ssize_t klen)
+{
+    for (int k = 0; k < K_COUNT; k++) {
+        const char *name = KEY_NAMES[k];
+        if ((Py_ssize_t)strlen(name) == klen && memcmp(name, key, (size_t)klen) == 0)
+            return k;
+    }
+    return -1;
+}
+
+/* Count the values of a list span; -1 if not canonical. */
+static Py_ssize_t
+count_values(const unsigned char *buf, int kind, Py_ssize_t pos, Py_ssize_t end)
+{
+    Py_ssize_t n = 0;
+    if (kind == BYTES_KIND) {
+        while (pos < end) {
+            Py_ssize_t len;
+            if (buf[pos] != 0x0A)
+                return -1;
+            pos++;
+            if (read_len(buf, end, &pos, &len) < 0)
+                return -1;
+            pos += len;
+            n++;
+        }
+        return n;
+    }
+    if (kind == FLOAT_KIND)
+        return (end - pos) / 4;
+    while (pos < end) {
+        uint64_t v;
+        if (read_varint(buf, end, &pos, &v) < 0)
+            return -1;
+        n++;
+    }
+    return n;
+}
+
+/* The packed payload of a float/int list: [start, end); bytes lists keep the list span. */
+static int
+payload(const unsigned char *buf, int kind, Py_ssize_t pos, Py_ssize_t end, span_t *out)
+{
+    out->kind = kind;
+    if (pos == end || kind == BYTES_KIND) {
+        out->start = pos;
+        out->end = end;
+        return 0;
+    }
+    Py_ssize_t n;
+    if (buf[pos] != 0x0A)
+        return -1;
+    pos++;
+    if (read_len(buf, end, &pos, &n) < 0 || pos + n != end)
+        return -1;
+    if (kind == FLOAT_KIND && n % 4)
+        return -1;
+    out->start = pos;
+    out->end = end;
+    return 0;
+}
+
+static int
+utf8_ok(const unsigned char *s, Py_ssize_t n)
+{
+    PyObject *u = PyUnicode_DecodeUTF8((const char *)s, n, "strict");
+    if (u == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    Py_DECREF(u);
+    return 1;
+}
+
+/* First value of a bytes list: its [start, end). Returns 0 if the list is empty. */
+static int
+first_bytes(const unsigned char *buf, const span_t *sp, Py_ssize_t *s, Py_ssize_t *e)
+{
+    Py_ssize_t pos = sp->start, len;
+    if (sp->kind == 0 || pos == sp->end)
+        return 0;
+    pos++;
+    if (read_len(buf, sp->end, &pos, &len) < 0)
+        return -1;
+    *s = pos;
+    *e = pos + len;
+    return 1;
+}
+
+static int64_t
+first_int(const unsigned char *buf, const span_t *sp, int *ok)
+{
+    Py_ssize_t pos = sp->start;
+    uint64_t v;
+    *ok = 0;
+    if (sp->kind == 0 || pos >= sp->end || read_varint(buf, sp->end, &pos, &v) < 0)
+        return 0;
+    *ok = 1;
+    return (int64_t)v;
+}
+
+static double
+float_at(const unsigned char *buf, const span_t *sp, Py_ssize_t i)
+{
+    return PyFloat_Unpack4((const char *)buf + sp->start + 4 * i, 1);
+}
+
+static PyObject *
+od_check(PyObject *self, PyObject *args)
+{
+    PyObject *bytes_obj, *text_ids;
+    if (!PyArg_ParseTuple(args, "O!O", &PyBytes_Type, &bytes_obj, &text_ids))
+        return NULL;
+    if (text_ids != Py_None && !PyDict_Check(text_ids)) {
+        PyErr_SetString(PyExc_TypeError, "text_ids must be a dict or None");
+        return NULL;
+    }
+    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(bytes_obj);
+    Py_ssize_t size = PyBytes_GET_SIZE(bytes_obj);
+    span_t sp[K_COUNT];
+    int seen[K_COUNT];
+    memset(sp, 0, sizeof sp);
+    memset(seen, 0, sizeof seen);
+    Py_ssize_t pos = 1, flen;
+    if (size == 0 || data[0] != 0x0A || read_len(data, size, &pos, &flen) < 0 ||
+        pos + flen != size)
+        Py_RETURN_NONE;
+    while (pos < size) {
+        Py_ssize_t elen, klen, vlen, llen;
+        if (data[pos] != 0x0A)
+            Py_RETURN_NONE;
+        pos++;
+        if (read_len(data, size, &pos, &elen) < 0)
+            Py_RETURN_NONE;
+        Py_ssize_t eend = pos + elen;
+        if (pos >= eend || data[pos] != 0x0A)
+            Py_RETURN_NONE;
+        pos++;
+        if (read_len(data, eend, &pos, &klen) < 0)
+            Py_RETURN_NONE;
+        int k = key_index(data + pos, klen);
+        pos += klen;
+        if (k >= 0) {
+            if (seen[k])
+                Py_RETURN_NONE; /* a repeated key: let protobuf's last-wins rule decide */
+            seen[k] = 1;
+        }
+        if (pos == eend)
+            continue;
+        if (data[pos] != 0x12)
+            Py_RETURN_NONE;
+        pos++;
+        if (read_len(data, eend, &pos, &vlen) < 0 || pos + vlen != eend)
+            Py_RETURN_NONE;
+        if (pos == eend)
+            continue; /* an empty Feature */
+        int kind;
+        switch (data[pos]) {
+        case 0x0A: kind = BYTES_KIND; break;
+        case 0x12: kind = FLOAT_KIND; break;
+        case 0x1A: kind = INT64_KIND; break;
+        default: Py_RETURN_NONE;
+        }
+        Py_ssize_t lpos = pos + 1;
+        if (read_len(data, eend, &lpos, &llen) < 0 || lpos + llen != eend)
+            Py_RETURN_NONE;
+        span_t tmp;
+        if (payload(data, kind, lpos, eend, &tmp) < 0)
+            Py_RETURN_NONE;
+        if (k < 0) {
+            /* unknown keys are kept, but must still be canonical lists */
+            if (kind != FLOAT_KIND && count_values(data, kind, tmp.start, tmp.end) < 0)
+                Py_RETURN_NONE;
+        } else if (kind != KEY_KINDS[k]) {
+            if (!(k == K_MASK && kind == FLOAT_KIND))
+                Py_RETURN_NONE; /* a wrong type: the Python path names it */
+        } else {
+            sp[k] = tmp;
+        }
+        pos = eend;
+    }
+    /* scalars: text fields UTF-8, height and width positive */
+    static const int texts[] = {K_FILENAME, K_SOURCE_ID, K_FORMAT, K_SHA};
+    Py_ssize_t s, e, sha_s = -1, sha_e = -1, enc_s = -1, enc_e = -1;
+    for (int t = 0; t < 4; t++) {
+        int r = first_bytes(data, &sp[texts[t]], &s, &e);
+        if (r < 0 || (r == 1 && !utf8_ok(data + s, e - s)))
+            Py_RETURN_NONE;
+        if (r == 1 && texts[t] == K_SHA) {
+            sha_s = s;
+            sha_e = e;
+        }
+    }
+    int r = first_bytes(data, &sp[K_ENCODED], &s, &e);
+    if (r < 0)
+        Py_RETURN_NONE;
+    if (r == 1) {
+        enc_s = s;
+        enc_e = e;
+    }
+    int ok;
+    if (first_int(data, &sp[K_HEIGHT], &ok) <= 0 || !ok)
+        Py_RETURN_NONE;
+    if (first_int(data, &sp[K_WIDTH], &ok) <= 0 || !ok)
+        Py_RETURN_NONE;
+    /* per-object lists: equal lengths, n = the box count */
+    static const int objs[] = {K_XMIN, K_XMAX, K_YMIN, K_YMAX, K_LABEL, K_TEXT, K_DIFFICULT,
+                               K_TRUNCATED, K_OCCLUDED, K_VIEW, K_MASK, K_CROWD, K_AREA};
+    Py_ssize_t counts[K_COUNT];
+    Py_ssize_t n = 0;
+    for (size_t j = 0; j < sizeof objs / sizeof objs[0]; j++) {
+        int k = objs[j];
+        counts[k] = sp[k].kind ? count_values(data, sp[k].kind, sp[k].start, sp[k].end) : 0;
+        if (counts[k] < 0)
+            Py_RETURN_NONE;
+        if (k <= K_YMAX && counts[k] > n)
+            n = counts[k];
+    }
+    for (size_t j = 0; j < sizeof objs / sizeof objs[0]; j++) {
+        int k = objs[j];
+        if (counts[k] != 0 && counts[k] != n)
+            Py_RETURN_NONE;
+    }
+    if (n > 0) {
+        for (int k = K_XMIN; k <= K_YMAX; k++)
+            if (counts[k] != n)
+                Py_RETURN_NONE;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            double x0 = float_at(data, &sp[K_XMIN], i), x1 = float_at(data, &sp[K_XMAX], i);
+            double y0 = float_at(data, &sp[K_YMIN], i), y1 = float_at(data, &sp[K_YMAX], i);
+            if (!(x0 >= 0.0 && x0 <= x1 && x1 <= 1.0 && y0 >= 0.0 && y0 <= y1 && y1 <= 1.0))
+                Py_RETURN_NONE;
+        }
+        if (counts[K_LABEL] == 0 && counts[K_TEXT] == 0)
+            Py_RETURN_NONE;
+        /* ids: all >= 1 (an id 0 'background' is left to the Python path) */
+        int64_t ids[4096];
+        Py_ssize_t nid = counts[K_LABEL];
+        if (nid > 4096)
+            Py_RETURN_NONE;
+        Py_ssize_t q = sp[K_LABEL].start;
+        for (Py_ssize_t i = 0; i < nid; i++) {
+            uint64_t v;
+            read_varint(data, sp[K_LABEL].end, &q, &v);
+            ids[i] = (int64_t)v;
+            if (ids[i] < 1)
+                Py_RETURN_NONE;
+        }
+        if (text_ids != Py_None) {
+            if (counts[K_TEXT] == 0) {
+                Py_RETURN_NONE; /* ids only: the Python path checks them against the map */
+            }
+            Py_ssize_t tp = sp[K_TEXT].start, len;
+            for (Py_ssize_t i = 0; i < n; i++) {
+                tp++;
+                read_len(data, sp[K_TEXT].end, &tp, &len);
+                if (len == 0)
+                    Py_RETURN_NONE;
+                PyObject *key = PyBytes_FromStringAndSize((const char *)data + tp, len);
+                if (key == NULL)
+                    return NULL;
+                PyObject *want = PyDict_GetItemWithError(text_ids, key);
+                Py_DECREF(key);
+                if (want == NULL) {
+                    if (PyErr_Occurred())
+                        return NULL;
+                    Py_RETURN_NONE;
+                }
+                if (nid) {
+                    long long w = PyLong_AsLongLong(want);
+                    if (w == -1 && PyErr_Occurred())
+                        return NULL;
+                    if (w != ids[i])
+                        Py_RETURN_NONE;
+                }
+                tp += len;
+            }
+        }
+    }
+    if (sp[K_MASK].kind) {
+        Py_ssize_t mp = sp[K_MASK].start, len;
+        static const unsigned char png[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+        while (mp < sp[K_MASK].end) {
+            mp++;
+            read_len(data, sp[K_MASK].end, &mp, &len);
+            if (len < 8 || memcmp(data + mp, png, 8) != 0)
+                Py_RETURN_NONE;
+            mp += len;
+        }
+    }
+    return Py_BuildValue("(nnnnn)", n, enc_s, enc_e, sha_s, sha_e);
+}
+
 static PyMethodDef methods[] = {
+    {"od_check", od_check, METH_VARARGS,
+     "All-clear schema check of one Example: (n, enc span, sha span) or None."},
     {"boxes_ok", boxes_ok, METH_VARARGS,
      "All boxes (xmin, ymin, xmax, ymax lists) inside [0, 1] and ordered."},
     {"parse_features", parse_features, METH_O,

@@ -132,6 +132,7 @@ class LabelMap:
     _by_id: dict[int, LabelMapItem] = field(init=False, repr=False, compare=False)
     _by_name: dict[str, LabelMapItem] = field(init=False, repr=False, compare=False)
     _pairs: frozenset[tuple[bytes, int]] = field(init=False, repr=False, compare=False)
+    _text_ids: dict[bytes, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         by_id = {it.id: it for it in self.items}
@@ -149,8 +150,14 @@ class LabelMap:
                 by_name[it.name] = it
         object.__setattr__(self, "_by_id", by_id)
         object.__setattr__(self, "_by_name", by_name)
-        pairs = frozenset((name.encode(), it.id) for name, it in by_name.items())
-        object.__setattr__(self, "_pairs", pairs)
+        text_ids = {name.encode(): it.id for name, it in by_name.items()}
+        object.__setattr__(self, "_text_ids", text_ids)
+        object.__setattr__(self, "_pairs", frozenset(text_ids.items()))
+
+    @property
+    def text_ids(self) -> dict[bytes, int]:
+        """{class text as UTF-8: id} for every text the map accepts (do not modify)."""
+        return self._text_ids
 
     @property
     def text_id_pairs(self) -> frozenset[tuple[bytes, int]]:

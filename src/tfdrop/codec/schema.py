@@ -29,6 +29,7 @@ from tfdrop.codec.example import (
 )
 from tfdrop.codec.model import LabelMap
 from tfdrop.codec.wire import boxes_ok
+from tfdrop.codec.wire import od_check as _od_check
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -132,3 +133,24 @@ def check_parsed(p: ParsedExample, label_map: LabelMap | None = None) -> list[Pr
     if p.encoded and p.sha256 and hashlib.sha256(p.encoded).hexdigest() != p.sha256.lower():
         out.append(Problem(SHA256, f"does not match the SHA-256 of {ENCODED}"))
     return out
+
+
+def fast_check(data: bytes, label_map: LabelMap | None = None) -> int | None:
+    """The number of objects when a serialized record is valid, else ``None``.
+
+    With the C accelerator this checks a canonical record without building Python objects;
+    ``None`` means "run :func:`parse_example` and :func:`check_parsed`" (which name the
+    problems, if any). It never says valid for a record that :func:`check_parsed` faults.
+    """
+    if _od_check is None:
+        return None
+    res = _od_check(data, label_map.text_ids if label_map is not None else None)
+    if res is None:
+        return None
+    n, enc_s, enc_e, sha_s, sha_e = res
+    if enc_e > enc_s and sha_e > sha_s:
+        with memoryview(data) as mv:
+            digest = hashlib.sha256(mv[enc_s:enc_e]).hexdigest()
+        if digest != data[sha_s:sha_e].decode().lower():
+            return None
+    return int(n)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sys
 from array import array
+from collections.abc import Callable
 from typing import Final
 
 BYTES_KIND: Final = 1  # Feature.bytes_list
@@ -128,6 +129,7 @@ try:  # the optional C accelerator (built from _wire.c when a compiler is there)
 except ImportError:  # pragma: no cover - depends on the build
     _wire_c = None
 
+
 def _boxes_ok_py(
     xmin: list[float], ymin: list[float], xmax: list[float], ymax: list[float]
 ) -> bool:
@@ -141,6 +143,9 @@ def _boxes_ok_py(
 
 HAVE_C: Final = _wire_c is not None
 boxes_ok = _wire_c.boxes_ok if _wire_c is not None else _boxes_ok_py
+od_check: Callable[[bytes, dict[bytes, int] | None], tuple[int, int, int, int, int] | None] | None
+od_check = _wire_c.od_check if _wire_c is not None else None
+"""The C all-clear schema check (see ``_wire.c``), or ``None`` without the accelerator."""
 """Whether every box is inside [0, 1] (finite) and ordered; the fast all-clear check."""
 parse_features = _parse_features_c if _wire_c is not None else parse_features_py
 """``Example`` bytes -> {key: (kind, values, feature bytes)}; raises :class:`NotCanonical`."""
