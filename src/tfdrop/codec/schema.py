@@ -111,7 +111,7 @@ def _check_labels(p: ParsedExample, label_map: LabelMap | None, out: list[Proble
                         LABEL, f"id {label_id} but the label map gives {text!r} id {expected}", i
                     )
                 )
-        elif label_id is not None and label_map.get(label_id) is None:
+        elif label_id is not None and label_id >= 1 and label_map.get(label_id) is None:
             out.append(Problem(LABEL, f"class id {label_id} is not in the label map", i))
 
 
