@@ -56,6 +56,9 @@ END: Final = Sentinel.END
 """The input ended cleanly at a record boundary."""
 
 
+_crc32c: Final = google_crc32c.value
+
+
 def masked_crc32c(data: bytes) -> int:
     """TensorFlow's masked CRC-32C: rotate right by 15 and add a constant (mod 2**32).
 
@@ -150,13 +153,13 @@ class RecordDecoder:
         if self._dead is not None:
             raise DecoderDeadError("decoder used after an error") from self._dead
         try:
-            while True:
-                rec = self._next()
-                if rec is not NEED_DATA:
-                    return rec
+            rec = self._next()
+            while rec is NEED_DATA:
                 if not self._refill():
                     self._own_tail()
                     return rec
+                rec = self._next()
+            return rec
         except TfdropError as exc:
             self._dead = exc
             raise
@@ -195,31 +198,33 @@ class RecordDecoder:
         return True
 
     def _next(self) -> bytes | Literal[Sentinel.NEED_DATA, Sentinel.END]:
+        # The hot loop: the masking is inlined and the length CRC is computed over the packed
+        # length (the same 8 bytes), because each Python call here costs ~5% on small records.
         buf, pos = self._buf, self._pos
         avail = len(buf) - pos
         if avail < HEADER_SIZE:
             return self._short(avail, HEADER_SIZE)
         length, length_crc = _HEADER.unpack_from(buf, pos)
-        with memoryview(buf) as view:
-            if masked_crc32c(bytes(view[pos : pos + 8])) != length_crc:
-                raise LengthCrcMismatchError(
-                    "length CRC mismatch", record=self._index, offset=self.offset
-                )
-            if length > self._max:
-                raise RecordTooLargeError(
-                    f"record length {length} is over the cap of {self._max} bytes",
-                    record=self._index,
-                    offset=self.offset,
-                )
-            total = HEADER_SIZE + length + FOOTER_SIZE
-            if avail < total:
-                return self._short(avail, total)
-            data_start = pos + HEADER_SIZE
-            data = bytes(view[data_start : data_start + length])
-        (data_crc,) = _CRC.unpack_from(buf, data_start + length)
-        if masked_crc32c(data) != data_crc:
+        crc = _crc32c(_LENGTH.pack(length))
+        if ((((crc >> 15) | (crc << 17)) + _MASK_DELTA) & _U32) != length_crc:
+            raise LengthCrcMismatchError(
+                "length CRC mismatch", record=self._index, offset=self.offset
+            )
+        if length > self._max:
+            raise RecordTooLargeError(
+                f"record length {length} is over the cap of {self._max} bytes",
+                record=self._index,
+                offset=self.offset,
+            )
+        end = pos + HEADER_SIZE + length
+        if end + FOOTER_SIZE > len(buf):
+            return self._short(avail, HEADER_SIZE + length + FOOTER_SIZE)
+        # one copy out of a view of fed bytes (two from an assembled straddling record)
+        data = bytes(buf[pos + HEADER_SIZE : end])
+        crc = _crc32c(data)
+        if ((((crc >> 15) | (crc << 17)) + _MASK_DELTA) & _U32) != _CRC.unpack_from(buf, end)[0]:
             raise DataCrcMismatchError("data CRC mismatch", record=self._index, offset=self.offset)
-        self._pos = pos + total
+        self._pos = end + FOOTER_SIZE
         self._index += 1
         return data
 
