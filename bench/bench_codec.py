@@ -2,9 +2,8 @@
 
 Generates (once, into a cache folder) two TFRecords of TF Object Detection examples:
 ``images-20000.tfrecord`` (20,000 examples embedding 30-120 KB JPEGs, about 1.2 GB) and
-``annotations-200000.tfrecord`` (200,000 examples without images, 1-8 boxes each). Then, each in
-a fresh
-subprocess, from page cache:
+``annotations-200000.tfrecord`` (200,000 examples without images, 1-8 boxes each). Then, each
+in a fresh subprocess, from page cache:
 
 - ``framing``: tfdrop's stream reader only (read + both CRCs), the ceiling of the rest;
 - ``check``: framing + schema check (the validate path: C fast check, else parse + check);
@@ -336,12 +335,13 @@ def bench(
     res = results.setdefault(path.name, {})
     for kind in kinds:
         r = res[kind] = run_worker(kind, path, repeat)
-        how = f" [{r['how']}]" if "how" in r else ""
-        print(row(f"{LABEL[kind]}{how}", r, r["wall_s"]))
+        print(row(LABEL[kind], r, r["wall_s"]))
         excl = "import + start-up" if kind == "tf" else "interpreter start-up"
         print(row(f"  ... excluding {excl}", r, r["work_s"]))
+        if "how" in r:
+            print(f"      (per record: {r['how']})")
         if kind == "tf":
-            print(f"  {'':<48} (import tensorflow alone: {r['import_s']:.2f} s)")
+            print(f"      (import tensorflow alone: {r['import_s']:.2f} s)")
     counts = {k: v["records"] for k, v in res.items()}
     if len(set(counts.values())) != 1:
         raise SystemExit(f"runs disagree on the record count: {counts}")
