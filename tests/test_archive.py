@@ -450,3 +450,40 @@ def test_open_source_reads_a_zip_whatever_its_suffix(tmp_path: Path) -> None:
     with open_source(path) as src:
         assert isinstance(src, ZipSource)
         assert "label_map.pbtxt" in src.names()
+
+
+def test_a_fifo_named_like_a_zip_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "drop.zip"
+    os.mkfifo(fifo)
+    with pytest.raises(ArchiveError, match="not a regular file") as info:
+        open_source(fifo)
+    assert info.value.archive == str(fifo)
+
+
+def test_find_matches_macos_decomposed_names_to_composed_ones(tmp_path: Path) -> None:
+    import unicodedata
+
+    nfd = unicodedata.normalize("NFD", "images/café.jpg")
+    path = tmp_path / "mac.zip"
+    path.write_bytes(hostile.build_zip([(nfd, b"jpg")]))
+    with ZipSource(path) as src:
+        assert src.names() == [nfd]
+        assert src.find("images/café.jpg") == nfd  # NFC, as an annotation file holds it
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 1.5])
+def test_limits_must_be_positive_integers(bad: object) -> None:
+    with pytest.raises(ValueError, match="max_ratio"):
+        ArchiveLimits(max_ratio=bad)  # type: ignore[arg-type]
+
+
+def test_hostile_catalogue_runs_as_a_module_writing_every_case(tmp_path: Path) -> None:
+    import json
+    import sys
+
+    out = tmp_path / "cases"
+    subprocess.run([sys.executable, "-m", "tfdrop.testing.hostile", str(out)], check=True)
+    manifest = json.loads((out / "cases.json").read_text())
+    assert set(manifest) == set(hostile.CASES)
+    assert manifest["total_size_bomb"]["limits"] == {"max_total_uncompressed": 10 * MiB}
+    assert all((out / f"{name}.zip").is_file() for name in manifest)

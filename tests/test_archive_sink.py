@@ -121,3 +121,21 @@ def test_whatever_the_sink_writes_the_source_reads_back_identically(
     with ZipSource(path) as src:
         assert src.names() == list(members)
         assert {n: src.read_bytes(n, max_size=4000) for n in src.names()} == members
+
+
+class _Boom(Exception):
+    pass
+
+
+def _fail_with_a_member_open(path: Path) -> None:
+    with ZipSink(path) as sink:
+        w = sink.open_member("default.tfrecord", compress=False)
+        w.write(b"half a record")
+        raise _Boom  # the member is still open: finishing the zip would raise ValueError
+
+
+def test_an_error_while_writing_propagates_unchanged_not_masked_by_close(tmp_path: Path) -> None:
+    with pytest.raises(_Boom):
+        _fail_with_a_member_open(tmp_path / "out.zip")
+    with atomic_path(tmp_path / "pub.zip") as tmp, pytest.raises(_Boom):
+        _fail_with_a_member_open(tmp)

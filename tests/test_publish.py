@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tfdrop.archive import ZipSink
 from tfdrop.publish import (
     atomic_path,
     atomic_write,
@@ -272,3 +273,18 @@ def test_fsync_dir_accepts_a_folder_and_rejects_a_missing_one(tmp_path: Path) ->
     fsync_dir(tmp_path)
     with pytest.raises(FileNotFoundError):
         fsync_dir(tmp_path / "missing")
+
+
+def _zip_too_big(final: Path) -> None:
+    with atomic_path(final) as tmp, ZipSink(tmp) as sink:
+        sink.write_member("label_map.pbtxt", b"item {}\n", compress=True)
+        with sink.open_member("default.tfrecord", compress=False) as w:
+            for _ in range(4):
+                w.write(os.urandom(MiB))
+
+
+def test_a_zip_that_runs_out_of_space_fails_with_enospc_and_no_temp(tiny_fs: Path) -> None:
+    with pytest.raises(OSError) as info:
+        _zip_too_big(tiny_fs / "out.zip")
+    assert info.value.errno == errno.ENOSPC
+    assert list(tiny_fs.iterdir()) == []

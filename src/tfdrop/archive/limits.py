@@ -8,7 +8,7 @@ trusted. Names are only ever used as keys: tfdrop never extracts to disk by memb
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from tfdrop.errors import UnsafeArchiveError
 
@@ -46,6 +46,12 @@ class ArchiveLimits:
     ratio_floor: int = 1 * MiB
     max_name_length: int = 1024
     max_directory_size: int = 128 * MiB
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            name, value = f.name, getattr(self, f.name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"ArchiveLimits.{name} must be a positive integer, not {value!r}")
 
     def check_member(self, name: str, size: int, compressed: int | None, archive: str) -> None:
         """Raise :class:`UnsafeArchiveError` if one member's declared sizes break a cap."""

@@ -46,8 +46,14 @@ class ZipSink:
         *,
         date_time: tuple[int, int, int, int, int, int] | None = None,
     ) -> None:
-        self._label = os.fspath(target) if isinstance(target, (str, os.PathLike)) else "<zip>"
         self._date_time = date_time if date_time is not None else time.localtime()[:6]
+        self._own: BinaryIO | None = None
+        if isinstance(target, (str, os.PathLike)):
+            self._label = os.fspath(target)
+            # Opened here, not by zipfile, so abort() can drop a half-written zip cleanly.
+            self._own = target = open(target, "wb")  # noqa: SIM115
+        else:
+            self._label = getattr(target, "name", "<zip>")
         self._zf = zipfile.ZipFile(target, "w", allowZip64=True)
         self._names: list[str] = []
 
@@ -96,7 +102,22 @@ class ZipSink:
 
     def close(self) -> None:
         """Write the central directory and close the zip."""
-        self._zf.close()
+        try:
+            self._zf.close()
+        finally:
+            if self._own is not None:
+                self._own.close()
+
+    def abort(self) -> None:
+        """Stop writing without finishing the zip (the caller discards the file).
+
+        Used on errors: finishing would try to write a central directory after, say, ENOSPC,
+        and raise a second error that hides the first.
+        """
+        # zipfile's __del__ calls close(), which would write a directory into a dead file.
+        self._zf.fp = None
+        if self._own is not None:
+            self._own.close()
 
     def __enter__(self) -> Self:
         return self
@@ -107,4 +128,7 @@ class ZipSink:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import unicodedata
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -24,6 +25,10 @@ from tfdrop.errors import ArchiveError, MemberNotFoundError, TfdropError
 CHUNK = 1 * MiB  # one decompression step: bounds the memory of a member reader
 BUFFER = 256 * 1024
 DIRECT_MIN = 64 * 1024  # reads at least this large skip the reader's own buffer
+
+
+def _fold(name: str) -> str:
+    return unicodedata.normalize("NFC", name).casefold()
 
 
 @runtime_checkable
@@ -113,16 +118,17 @@ class BaseSource(ABC):
     def find(self, name: str) -> str | None:
         """The member named ``name``: exact match first, else the one case-insensitive match.
 
-        VOC and CVAT exports vary in case (``JPEGImages/X.JPG``); an ambiguous case-folded
-        name returns None rather than a guess.
+        VOC and CVAT exports vary in case (``JPEGImages/X.JPG``), and macOS stores names
+        decomposed (NFD) where annotations hold them composed (NFC), so both are folded; an
+        ambiguous folded name returns None rather than a guess.
         """
         if name in self._sizes:
             return name
         if self._folded is None:
             self._folded = {}
             for n in self._sizes:
-                self._folded.setdefault(n.casefold(), []).append(n)
-        hits = self._folded.get(name.replace("\\", "/").strip("/").casefold(), [])
+                self._folded.setdefault(_fold(n), []).append(n)
+        hits = self._folded.get(_fold(name.replace("\\", "/").strip("/")), [])
         return hits[0] if len(hits) == 1 else None
 
     def open(self, name: str) -> BinaryIO:

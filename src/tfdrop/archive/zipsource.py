@@ -8,6 +8,7 @@ declared size and CRC-checked at its end. Nothing is extracted to disk.
 from __future__ import annotations
 
 import os
+import stat
 import zlib
 from pathlib import Path
 
@@ -37,7 +38,12 @@ class ZipSource(BaseSource):
         self.path = Path(path)
         lim = limits if limits is not None else ArchiveLimits()
         label = str(path)
-        f = open(self.path, "rb")  # noqa: SIM115  (kept open for the source's lifetime)
+        # Non-blocking open, then a type check: opening a FIFO named *.zip must not hang.
+        fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise ArchiveError("not a regular file", archive=label)
+        f = os.fdopen(fd, "rb")  # kept open for the source's lifetime
         try:
             entries = read_directory(f, archive=label, limits=lim)
         except BaseException:
