@@ -21,9 +21,17 @@ SCORE: Final = 10
 MAX_IMAGE: Final = 256 << 20
 
 
+def is_camera_image(name: str) -> bool:
+    """An image member, not macOS zip litter (``__MACOSX/``, ``._x.jpg`` resource forks)."""
+    base = name.rsplit("/", 1)[-1]
+    if name.startswith("__MACOSX/") or base.startswith("._"):
+        return False
+    return is_image_name(name)
+
+
 def detect(names: Sequence[str]) -> int:
     """A low score when any member looks like an image."""
-    return SCORE if any(is_image_name(n) for n in names) else 0
+    return SCORE if any(is_camera_image(n) for n in names) else 0
 
 
 class ImagesReader:
@@ -34,12 +42,12 @@ class ImagesReader:
         self.options = options
         self.notes = notes
         names = source.names()
-        self.images = [n for n in names if is_image_name(n)]
+        self.images = [n for n in names if is_camera_image(n)]
         if not self.images:
             shown = ", ".join(names[:5]) or "nothing"
             raise FormatError(f"no image files found (members: {shown})")
         for name in names:
-            if not is_image_name(name):
+            if not is_camera_image(name):
                 notes.warn("not_an_image", "member is not an image; ignored", member=name)
 
     def labels(self) -> Sequence[str]:
