@@ -75,6 +75,22 @@ def test_corpus_folder_tree_reads_every_file_unchanged(corpus: Path) -> None:
             assert src.read_bytes(name, max_size=64 * MiB) == (root / name).read_bytes()
 
 
+def test_the_whole_corpus_zipped_by_info_zip_reads_like_the_folder(
+    corpus: Path, tmp_path: Path
+) -> None:
+    if shutil.which("zip") is None:
+        pytest.skip("Info-ZIP zip is not installed")
+    archive = tmp_path / "corpus.zip"
+    subprocess.run(["zip", "-qr", "-9", str(archive), "."], cwd=corpus, check=True)
+    with DirSource(corpus) as folder, ZipSource(archive) as zipped:
+        assert sorted(zipped.names()) == folder.names()
+        assert len(folder.names()) > 300
+        for name in folder.names():
+            assert zipped.size(name) == folder.size(name)
+            with zipped.open(name) as a, folder.open(name) as b:
+                assert a.read() == b.read(), name
+
+
 def test_symlink_leaving_the_root_makes_the_tree_unsafe(tmp_path: Path) -> None:
     root = _tree(tmp_path / "drop")
     outside = tmp_path / "secret.txt"
