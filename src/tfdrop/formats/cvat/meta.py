@@ -57,9 +57,8 @@ def _text(el: ET.Element | None, tag: str) -> str:
 
 
 def _values(text: str) -> tuple[str, ...]:
-    # CVAT joins values with newlines; Datumaro's assets use spaces
-    sep = "\n" if "\n" in text else None
-    return tuple(v.strip() for v in text.split(sep) if v.strip())
+    # CVAT joins values with newlines (a value may hold spaces)
+    return tuple(v.strip() for v in text.split("\n") if v.strip())
 
 
 def _label(el: ET.Element) -> LabelSpec:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 from PIL import Image
@@ -28,6 +28,8 @@ SKIPPED_SHAPES: Final = frozenset({"polyline", "points", "ellipse", "cuboid", "s
 SHAPES: Final = frozenset({"box", "polygon", "mask"}) | SKIPPED_SHAPES
 FLAG_ATTRIBUTES: Final = frozenset({"difficult", "truncated", "occluded"})
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
+LINE_ATTR: Final = "tfdrop-line"
+"""Set by the reader on each shape element: the line of its start tag, for errors."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,9 +42,12 @@ class Where:
     item: str
     masks: bool = False
     line: int | None = None
+    obj: int | None = None
 
-    def error(self, message: str, obj: int | None = None) -> FormatError:
-        return FormatError(message, member=self.member, item=self.item, line=self.line, object=obj)
+    def error(self, message: str) -> FormatError:
+        return FormatError(
+            message, member=self.member, item=self.item, line=self.line, object=self.obj
+        )
 
 
 def _number(el: ET.Element, key: str, where: Where) -> float:
@@ -92,13 +97,24 @@ def parse_points(el: ET.Element, where: Where) -> tuple[float, ...]:
     return tuple(out)
 
 
-def _box(xmin: float, ymin: float, xmax: float, ymax: float, where: Where) -> Box:
-    if not (0 <= xmin <= xmax <= where.width and 0 <= ymin <= ymax <= where.height):
+def _box(xmin: float, ymin: float, xmax: float, ymax: float, where: Where, notes: Notes) -> Box:
+    """Pixels -> normalised box. Within one pixel outside the image is clamped (CVAT rounds
+    edges to 2 decimals) with a warning; further out, or inverted, is an error."""
+    w, h = where.width, where.height
+    if not (-1 <= xmin <= xmax <= w + 1 and -1 <= ymin <= ymax <= h + 1):
         raise where.error(
-            f"box ({xmin}, {ymin}, {xmax}, {ymax}) is outside the {where.width}x{where.height}"
-            " image or inverted"
+            f"box ({xmin}, {ymin}, {xmax}, {ymax}) is outside the {w}x{h} image or inverted"
         )
-    return Box.from_pixels(xmin, ymin, xmax, ymax, where.width, where.height)
+    clamped = (max(0.0, xmin), max(0.0, ymin), min(float(w), xmax), min(float(h), ymax))
+    if clamped != (xmin, ymin, xmax, ymax):
+        notes.warn(
+            "box_clamped",
+            f"box ({xmin}, {ymin}, {xmax}, {ymax}) clamped to the {w}x{h} image",
+            member=where.member,
+            item=where.item,
+        )
+        xmin, ymin, xmax, ymax = clamped
+    return Box.from_pixels(xmin, ymin, xmax, ymax, w, h)
 
 
 def _rotated(
@@ -125,14 +141,16 @@ def _rotated(
 
 def _mask(el: ET.Element, where: Where) -> tuple[Box, bytes | None] | None:
     """Box of a ``<mask>``'s pixels and, with masks on, its full-image PNG (None: empty)."""
-    counts = rle.parse_counts(el.get("rle") or "")
     left, top = _int(el, "left", where), _int(el, "top", where)
     width, height = _int(el, "width", where), _int(el, "height", where)
     try:
+        counts = rle.parse_counts(el.get("rle") or "")
         bits = rle.decode(counts, width, height)
         full = rle.paste(bits, left, top, width, height, where.width, where.height)
     except FormatError as exc:
-        raise exc.at(member=where.member, item=where.item, line=where.line) from None
+        raise exc.at(
+            member=where.member, item=where.item, line=where.line, object=where.obj
+        ) from None
     bbox = Image.frombytes("L", (where.width, where.height), full).getbbox()
     if bbox is None:
         return None
@@ -169,6 +187,8 @@ def parse_shape(
 ) -> Annotation | None:
     """The annotation of one shape element, or ``None`` when it is skipped (and noted)."""
     kind = el.tag
+    line = el.get(LINE_ATTR)
+    where = replace(where, obj=index, line=int(line) if line else where.line)
     label = el.get("label") if label is None else label
     if kind in SKIPPED_SHAPES:
         notes.skip(
@@ -185,14 +205,15 @@ def parse_shape(
     mask: bytes | None = None
     if kind == "box":
         coords = tuple(_number(el, k, where) for k in ("xtl", "ytl", "xbr", "ybr"))
-        box = _box(*_rotated(el, (coords[0], coords[1], coords[2], coords[3]), where, notes), where)
+        rect = _rotated(el, (coords[0], coords[1], coords[2], coords[3]), where, notes)
+        box = _box(*rect, where, notes)
         shape = Shape.BOX
     elif kind == "polygon":
         polygon = parse_points(el, where)
         if len(polygon) < 6:
-            raise where.error("<polygon> has fewer than 3 points", index)
+            raise where.error("<polygon> has fewer than 3 points")
         xs, ys = polygon[0::2], polygon[1::2]
-        box = _box(min(xs), min(ys), max(xs), max(ys), where)
+        box = _box(min(xs), min(ys), max(xs), max(ys), where, notes)
         if where.masks:
             mask = polygons_mask_png([polygon], where.width, where.height)
         shape = Shape.POLYGON

@@ -26,7 +26,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from PIL import Image
 
-from tfdrop.codec.model import Annotation, Item, LabelMap
+from tfdrop.codec.model import Annotation, Item, LabelMap, Shape
 from tfdrop.errors import FormatError
 from tfdrop.formats.base import Notes, WriteOptions
 from tfdrop.formats.cvat import rle
@@ -138,6 +138,8 @@ class CvatWriter:
         else:
             if obj.mask is not None:
                 self.notes.lose("empty_mask")
+            elif obj.shape == Shape.MASK:
+                self.notes.lose("mask")  # read without --masks: only its box is known
             b = obj.box
             coords = (
                 f' xtl="{pixel_str(b.xmin, width)}" ytl="{pixel_str(b.ymin, height)}"'

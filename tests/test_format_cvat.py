@@ -1,0 +1,598 @@
+"""CVAT for images/video 1.1: Datumaro's CVAT assets value by value, round trips through
+TFRecord (parsed by real TensorFlow), a TF-written record set through CVAT and back, the
+written archive's layout, and hostile or malformed inputs each with its own error."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from conftest import require_corpus
+from tfdrop.archive import ZipSink, open_source
+from tfdrop.codec.model import Annotation, Box, Item, LabelMap, Shape
+from tfdrop.convert import ConvertOptions, convert
+from tfdrop.errors import FormatError, MemberNotFoundError, UnknownLabelError
+from tfdrop.formats import FORMATS, Notes, ReadOptions, WriteOptions, detect_format
+from tfdrop.formats.cvat import CvatReader
+from tfdrop.formats.pixels import f32
+
+
+def assets(*parts: str) -> Path:
+    return require_corpus("openvinotoolkit__datumaro", "tests", "assets", "cvat_dataset", *parts)
+
+
+def jpeg(width: int, height: int, color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def make_zip(out: Path, members: dict[str, bytes | str]) -> Path:
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return out
+
+
+def read_items(
+    path: Path, *, images: bool = True, masks: bool = False
+) -> tuple[list[Item], CvatReader, Notes]:
+    notes = Notes()
+    with open_source(path) as src:
+        reader = CvatReader(src, ReadOptions(images=images, masks=masks), notes)
+        return list(reader.items()), reader, notes
+
+
+def cvat_xml(images: str, labels: tuple[str, ...] = ("cat", "dog")) -> str:
+    meta = "".join(f"<label><name>{n}</name><attributes/></label>" for n in labels)
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>\n<annotations>\n<version>1.1</version>\n'
+        f"<meta><task><mode>annotation</mode><labels>{meta}</labels></task></meta>\n"
+        f"{images}\n</annotations>\n"
+    )
+
+
+def px(box: Box, w: int, h: int) -> tuple[float, ...]:
+    return tuple(round(v, 6) for v in box.to_pixels(w, h))
+
+
+# --- Datumaro's assets, value by value --------------------------------------------------------
+
+A_ATTRS = (("a1", "true"), ("a2", "v3"), ("a3", "0003"), ("a4", "2.4"))
+
+
+def test_project_export_subsets_boxes_polygons_attributes_match_the_xml() -> None:
+    root = assets("for_images", "export_project")
+    items, reader, notes = read_items(root)
+    assert list(reader.labels()) == ["label1", "label2"]
+    attrs = {s.name: [(a.name, a.input_type, a.default) for a in s.attributes]
+             for s in reader.label_specs()}  # fmt: skip
+    assert attrs["label1"] == [
+        ("a1", "checkbox", "false"), ("a2", "radio", "v1"), ("a3", "text", "0000"),
+        ("a4", "number", "0")]  # fmt: skip
+    assert attrs["label2"] == []
+    assert [(i.subset, i.name, i.width, i.height, i.frame) for i in items] == [
+        ("Test", "img0.jpg", 8, 8, 0), ("Test", "img1.jpg", 10, 10, 1),
+        ("Train", "img0.jpg", 8, 8, 0), ("Train", "img1.jpg", 10, 10, 1),
+        ("Validation", "img0.jpg", 8, 8, 0), ("Validation", "img1.jpg", 10, 10, 1),
+    ]  # fmt: skip
+    for item in items:
+        assert item.image == (root / "images" / item.subset / item.name).read_bytes()
+        assert item.image_format == "jpeg"
+        assert len(item.objects) == 1
+        obj = item.objects[0]
+        assert obj.label == "label1"
+        assert obj.z_order == 1
+        if item.name == "img0.jpg":  # <box occluded="1" xtl="0" ytl="2" xbr="4" ybr="4">
+            assert obj.box == Box(0 / 8, 2 / 8, 4 / 8, 4 / 8)
+            assert (obj.shape, obj.occluded, obj.attributes) == (Shape.BOX, True, A_ATTRS)
+        else:  # <polygon points="1,2;3,4;6,5">: its bounding box, points kept
+            assert obj.box == Box(1 / 10, 2 / 10, 6 / 10, 5 / 10)
+            assert (obj.shape, obj.occluded, obj.attributes) == (Shape.POLYGON, False, ())
+            assert obj.polygon == (1.0, 2.0, 3.0, 4.0, 6.0, 5.0)
+            assert obj.mask is None  # masks are off
+    # polylines and points have no box meaning: skipped, and said so
+    assert dict(notes.skipped) == {"polyline": 3, "points": 3}
+    assert all(w["item"] in ("img0.jpg", "img1.jpg") for w in notes.warnings)
+
+
+def test_task_export_takes_the_subset_from_the_file_name_and_skips_unlabeled_shapes() -> None:
+    items, reader, notes = read_items(assets("for_images", "export_task"))
+    assert list(reader.labels()) == ["label1", "label2"]
+    assert [(i.subset, i.name, len(i.objects)) for i in items] == [
+        ("train", "img0.jpg", 1),
+        ("train", "img1.jpg", 0),  # its polygon has label="" and its points are skipped
+    ]
+    obj = items[0].objects[0]
+    assert (obj.label, obj.box, obj.occluded, obj.attributes) == (
+        "label1", Box(0, 0.25, 0.5, 0.5), True, A_ATTRS)  # fmt: skip
+    assert dict(notes.skipped) == {"polyline": 1, "points": 1, "unlabeled": 1}
+
+
+def test_video_tracks_become_per_frame_boxes_and_outside_frames_are_skipped() -> None:
+    items, reader, notes = read_items(assets("for_video"))
+    assert list(reader.labels()) == ["klhg", "z U k", "II"]
+    # frames 10, 13, 16 as images/frame_0000NN.png, sized by meta original_size (25x20)
+    assert [(i.name, i.frame, i.width, i.height, i.subset) for i in items] == [
+        ("frame_000010.png", 10, 25, 20, "default"),
+        ("frame_000013.png", 13, 25, 20, "default"),
+        ("frame_000016.png", 16, 25, 20, "default"),
+    ]
+    assert items[0].image == (assets("for_video") / "images" / "frame_000010.png").read_bytes()
+    # track 0 (II): a box at frame 10, outside at 13 and 16
+    (box,) = items[0].objects
+    assert (box.label, box.track_id, box.occluded) == ("II", 0, True)
+    assert box.box == Box(3 / 25, 4 / 20, 10 / 25, 5 / 20)
+    assert [i.objects for i in items[1:]] == [(), ()]
+    # track 1 is points (frame 10, outside at 13), track 2 a polyline (frame 13, outside at 16)
+    assert dict(notes.skipped) == {"points": 1, "polyline": 1}
+
+
+def test_video_with_a_skeleton_track_skips_it_and_leaves_its_parts_out_of_the_labels() -> None:
+    root = require_corpus("cvat-ai__datumaro", "tests", "assets", "cvat_dataset", "for_video")
+    items, reader, notes = read_items(root)
+    assert list(reader.labels()) == ["klhg", "z U k", "II", "skeleton"]
+    assert [(i.name, len(i.objects)) for i in items] == [
+        ("frame_000010.png", 1), ("frame_000013.png", 0), ("frame_000016.png", 0)]  # fmt: skip
+    assert notes.skipped["skeleton"] == 3  # one per frame of the skeleton track
+    # this copy of the asset lacks frame 16's image: the frame stays, without bytes, said so
+    assert items[2].image is None
+    assert notes.warning_counts["missing_frame_image"] == 1
+
+
+# --- conversions through TFRecord, read by TensorFlow -----------------------------------------
+
+
+def feature_description(tf: ModuleType, *, masks: bool = False) -> dict[str, Any]:
+    """The seed's feature description (TF models' OD API decoder keys)."""
+    out = {
+        "image/filename": tf.io.FixedLenFeature([], tf.string),
+        "image/source_id": tf.io.FixedLenFeature([], tf.string),
+        "image/height": tf.io.FixedLenFeature([], tf.int64),
+        "image/width": tf.io.FixedLenFeature([], tf.int64),
+        "image/encoded": tf.io.FixedLenFeature([], tf.string),
+        "image/format": tf.io.FixedLenFeature([], tf.string),
+        "image/object/bbox/xmin": tf.io.VarLenFeature(tf.float32),
+        "image/object/bbox/xmax": tf.io.VarLenFeature(tf.float32),
+        "image/object/bbox/ymin": tf.io.VarLenFeature(tf.float32),
+        "image/object/bbox/ymax": tf.io.VarLenFeature(tf.float32),
+        "image/object/class/label": tf.io.VarLenFeature(tf.int64),
+        "image/object/class/text": tf.io.VarLenFeature(tf.string),
+    }
+    if masks:
+        out["image/object/mask"] = tf.io.VarLenFeature(tf.string)
+    return out
+
+
+def tf_records(
+    tf: ModuleType, archive: Path, tmp: Path, *, masks: bool = False
+) -> list[dict[str, Any]]:
+    """Every record of every .tfrecord member, parsed by TensorFlow, in archive order."""
+    out: list[dict[str, Any]] = []
+    with zipfile.ZipFile(archive) as zf:
+        members = [n for n in zf.namelist() if n.endswith(".tfrecord")]
+        assert members
+        for name in members:
+            path = tmp / f"tf-{name}"
+            path.write_bytes(zf.read(name))
+            for raw in tf.data.TFRecordDataset(str(path)):
+                ex = tf.io.parse_single_example(raw, feature_description(tf, masks=masks))
+                dense = {
+                    k: tf.sparse.to_dense(v).numpy().tolist()
+                    if hasattr(v, "indices")
+                    else v.numpy()
+                    for k, v in ex.items()
+                }
+                out.append(dense | {"subset": name.removesuffix(".tfrecord")})
+    return out
+
+
+def test_project_export_to_tfrecord_parses_in_tensorflow_with_every_value(
+    tf: ModuleType, tmp_path: Path
+) -> None:
+    out = tmp_path / "p.zip"
+    report = convert(assets("for_images", "export_project"), out, ConvertOptions())
+    assert (report.items, report.objects, report.skipped) == (6, 6, {"polyline": 3, "points": 3})
+    assert report.subsets == {"Test": 2, "Train": 2, "Validation": 2}
+    records = tf_records(tf, out, tmp_path)
+    assert sorted(r["subset"] for r in records) == ["Test"] * 2 + ["Train"] * 2 + ["Validation"] * 2
+    for r in records:
+        assert r["image/object/class/text"] == [b"label1"]
+        assert r["image/object/class/label"] == [1]
+        assert r["image/source_id"] == r["image/filename"]
+        assert r["image/format"] == b"jpeg"
+        if r["image/filename"] == b"img0.jpg":
+            assert (r["image/width"], r["image/height"]) == (8, 8)
+            assert [r[f"image/object/bbox/{k}"] for k in ("xmin", "ymin", "xmax", "ymax")] == [
+                [0.0], [0.25], [0.5], [0.5]]  # fmt: skip
+        else:
+            assert [r[f"image/object/bbox/{k}"] for k in ("xmin", "ymin", "xmax", "ymax")] == [
+                [f32(0.1)], [f32(0.2)], [f32(0.6)], [f32(0.5)]]  # fmt: skip
+    with zipfile.ZipFile(out) as zf:
+        pbtxt = zf.read("label_map.pbtxt").decode()
+    assert ("name: 'label1'" in pbtxt, "name: 'label2'" in pbtxt) == (True, True)
+
+
+def test_video_to_tfrecord_parses_in_tensorflow(tf: ModuleType, tmp_path: Path) -> None:
+    out = tmp_path / "v.zip"
+    report = convert(assets("for_video"), out, ConvertOptions())
+    assert (report.items, report.objects) == (3, 1)
+    records = tf_records(tf, out, tmp_path)
+    assert [r["image/filename"] for r in records] == [
+        b"frame_000010.png", b"frame_000013.png", b"frame_000016.png"]  # fmt: skip
+    first = records[0]
+    assert first["image/object/class/text"] == [b"II"]
+    assert first["image/object/class/label"] == [3]  # the meta's label order: klhg, z U k, II
+    assert first["image/object/bbox/xmin"] == [f32(3 / 25)]
+    assert first["image/object/bbox/ymax"] == [f32(5 / 20)]
+    assert first["image/format"] == b"png"
+
+
+def rich_cvat(tmp: Path) -> Path:
+    """Decimal boxes, a polygon, a mask, tags, attributes, flags, groups, two subsets."""
+    images = """
+  <image id="0" name="a.jpg" width="50" height="40" subset="train">
+    <box label="cat" occluded="1" xtl="1.25" ytl="2.5" xbr="33.3333" ybr="39.99" z_order="2"
+         group_id="4">
+      <attribute name="color">red &amp; blue</attribute>
+      <attribute name="difficult">true</attribute>
+      <attribute name="pose">Frontal</attribute>
+    </box>
+    <polygon label="dog" occluded="0" points="10.5,10;20,10.25;15,30.125" z_order="0"/>
+    <mask label="dog" rle="2, 3, 1, 3" left="4" top="5" width="4" height="3" z_order="1"/>
+    <tag label="sunny"/>
+  </image>
+  <image id="1" name="sub/b.jpg" width="30" height="20" subset="val">
+    <box label="dog" occluded="0" xtl="0" ytl="0" xbr="30" ybr="20">
+      <attribute name="truncated">true</attribute>
+    </box>
+  </image>
+  <image id="2" name="empty.jpg" width="30" height="20" subset="val"/>"""
+    return make_zip(
+        tmp / "rich.zip",
+        {
+            "annotations.xml": cvat_xml(images, ("cat", "dog", "sunny")),
+            "images/train/a.jpg": jpeg(50, 40),
+            "images/val/sub/b.jpg": jpeg(30, 20),
+            "images/val/empty.jpg": jpeg(30, 20),
+        },
+    )
+
+
+def key(item: Item) -> tuple[str, str]:
+    return (item.subset, item.name)
+
+
+def test_cvat_to_tfrecord_to_cvat_keeps_boxes_to_float32_and_labels_exactly(
+    tf: ModuleType, tmp_path: Path
+) -> None:
+    src = rich_cvat(tmp_path)
+    mid, back = tmp_path / "mid.zip", tmp_path / "back.zip"
+    convert(src, mid, ConvertOptions(target_format="tfrecord"))
+    assert len(tf_records(tf, mid, tmp_path)) == 3  # TensorFlow parses every record
+    convert(mid, back, ConvertOptions(target_format="cvat"))
+    before, _, _ = read_items(src)
+    after, reader, _ = read_items(back)
+    assert list(reader.labels()) == ["cat", "dog", "sunny"]
+    assert sorted(map(key, before)) == sorted(map(key, after))
+    by_key = {key(i): i for i in after}
+    for item in before:
+        got = by_key[key(item)]
+        assert (got.width, got.height, got.image) == (item.width, item.height, item.image)
+        assert [o.label for o in got.objects] == [o.label for o in item.objects]
+        for a, b in zip(item.objects, got.objects, strict=True):
+            for side in ("xmin", "ymin", "xmax", "ymax"):
+                assert f32(getattr(a.box, side)) == f32(getattr(b.box, side)), (item.name, side)
+            # flags travel through the record's keys
+            assert (a.difficult, a.truncated, a.occluded, a.view) == (
+                b.difficult, b.truncated, b.occluded, b.view)  # fmt: skip
+
+
+def test_cvat_to_cvat_keeps_polygons_masks_tags_attributes_and_groups(tmp_path: Path) -> None:
+    src = rich_cvat(tmp_path)
+    out = tmp_path / "again.zip"
+    options = ConvertOptions(source_format="cvat", target_format="cvat", masks=True)
+    report = convert(src, out, options)
+    assert (report.items, report.objects, report.lossy) == (3, 4, {})
+    before, _, _ = read_items(src, masks=True)
+    after, reader, _ = read_items(out, masks=True)
+    assert [(key(i), i.tags) for i in before] == [(key(i), i.tags) for i in after]
+    for a, b in zip(before, after, strict=True):
+        assert a.objects == b.objects  # boxes, polygons, masks, attributes, flags, z, group
+    attrs = {s.name: {x.name: x for x in s.attributes} for s in reader.label_specs()}
+    assert attrs["cat"]["color"].values == ("red & blue",)
+    assert attrs["cat"]["difficult"].input_type == "checkbox"
+    assert "sunny" in reader.labels()  # a tag's label is declared too
+    with zipfile.ZipFile(out) as zf:
+        names = zf.namelist()
+        xml = zf.read("annotations.xml").decode()
+    assert names[-1] == "annotations.xml"
+    assert {"images/train/a.jpg", "images/val/sub/b.jpg", "images/val/empty.jpg"} <= set(names)
+    for text in (
+        "<version>1.1</version>",
+        "<subsets>train\nval</subsets>",
+        '<polygon label="dog"',
+        'rle="2, 3, 1, 3, 3"',  # CVAT's mask2Rle writes the last background run too
+        '<tag label="sunny"',
+        'group_id="4"',
+    ):
+        assert text in xml
+
+
+def test_without_masks_a_mask_goes_to_cvat_as_its_box_and_is_counted_lossy(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "boxed.zip"
+    report = convert(rich_cvat(tmp_path), out, ConvertOptions(target_format="cvat"))
+    assert report.lossy == {"mask": 1}
+    items, _, _ = read_items(out)
+    assert [o.shape for o in items[0].objects] == [Shape.BOX, Shape.POLYGON, Shape.BOX]
+
+
+def test_mask_reads_as_the_bounding_box_of_its_pixels(tmp_path: Path) -> None:
+    items, _, _ = read_items(rich_cvat(tmp_path))
+    mask = items[0].objects[2]
+    # rle 2,3,1,3 over a 4x3 rectangle at (4,5): rows "0011", "1011", "1000"
+    assert mask.shape == Shape.MASK
+    assert mask.box == Box(4 / 50, 5 / 40, 8 / 50, 8 / 40)
+
+
+# --- a TF-written OD record set -> cvat -> tfrecord -------------------------------------------
+
+
+def tf_example(tf: ModuleType, name: str, w: int, h: int, objs: list[dict[str, Any]]) -> bytes:
+    import hashlib
+
+    image = jpeg(w, h, (20, 120, 220))
+    f = tf.train.Feature
+
+    def b(values: list[bytes]) -> Any:
+        return f(bytes_list=tf.train.BytesList(value=values))
+
+    def i(values: list[int]) -> Any:
+        return f(int64_list=tf.train.Int64List(value=values))
+
+    def fl(values: list[float]) -> Any:
+        return f(float_list=tf.train.FloatList(value=values))
+
+    feats = {  # the keys and order TF models' create_pascal_tf_record.py writes
+        "image/height": i([h]),
+        "image/width": i([w]),
+        "image/filename": b([name.encode()]),
+        "image/source_id": b([name.encode()]),
+        "image/key/sha256": b([hashlib.sha256(image).hexdigest().encode()]),
+        "image/encoded": b([image]),
+        "image/format": b([b"jpeg"]),
+        "image/object/bbox/xmin": fl([o["box"][0] for o in objs]),
+        "image/object/bbox/xmax": fl([o["box"][2] for o in objs]),
+        "image/object/bbox/ymin": fl([o["box"][1] for o in objs]),
+        "image/object/bbox/ymax": fl([o["box"][3] for o in objs]),
+        "image/object/class/text": b([o["label"].encode() for o in objs]),
+        "image/object/class/label": i([o["id"] for o in objs]),
+        "image/object/difficult": i([o.get("difficult", 0) for o in objs]),
+        "image/object/truncated": i([o.get("truncated", 0) for o in objs]),
+        "image/object/view": b([o.get("view", b"Unspecified") for o in objs]),
+    }
+    ex = tf.train.Example(features=tf.train.Features(feature=feats))
+    return bytes(ex.SerializeToString())
+
+
+def example_values(tf: ModuleType, raw: bytes) -> dict[str, list[Any]]:
+    ex = tf.train.Example.FromString(raw)
+    out: dict[str, list[Any]] = {}
+    for k, feat in ex.features.feature.items():
+        kind = feat.WhichOneof("kind")
+        out[k] = list(getattr(feat, kind).value) if kind else []
+    return out
+
+
+def test_tf_written_records_through_cvat_come_back_equal_record_for_record(
+    tf: ModuleType, tmp_path: Path
+) -> None:
+    records = [
+        tf_example(tf, "p1.jpg", 64, 48, [
+            {"box": (0.1234567, 0.2, 0.987654, 0.75), "label": "person", "id": 1, "truncated": 1},
+            {"box": (0.0, 0.0, 1.0, 1.0), "label": "car", "id": 2, "view": b"Frontal"},
+        ]),
+        tf_example(tf, "p2.jpg", 33, 17, [
+            {"box": (1 / 3, 2 / 7, 0.5, 11 / 17), "label": "car", "id": 2, "difficult": 1},
+        ]),
+        tf_example(tf, "p3.jpg", 20, 20, []),
+    ]  # fmt: skip
+    rec_path = tmp_path / "train.tfrecord"
+    with tf.io.TFRecordWriter(str(rec_path)) as w:
+        for r in records:
+            w.write(r)
+    src = make_zip(
+        tmp_path / "tf.zip",
+        {
+            "train.tfrecord": rec_path.read_bytes(),
+            "label_map.pbtxt": "item { id: 1 name: 'person' }\nitem { id: 2 name: 'car' }\n",
+        },
+    )
+    mid, back = tmp_path / "cvat.zip", tmp_path / "back.zip"
+    convert(src, mid, ConvertOptions(target_format="cvat"))
+    convert(mid, back, ConvertOptions(target_format="tfrecord"))
+    with zipfile.ZipFile(back) as zf:
+        assert sorted(zf.namelist()) == ["label_map.pbtxt", "train.tfrecord"]
+        (tmp_path / "back.tfrecord").write_bytes(zf.read("train.tfrecord"))
+    again = [bytes(r.numpy()) for r in tf.data.TFRecordDataset(str(tmp_path / "back.tfrecord"))]
+    assert len(again) == len(records)
+    for original, got in zip(records, again, strict=True):
+        assert example_values(tf, got) == example_values(tf, original)
+
+
+# --- detection, writer, label maps ------------------------------------------------------------
+
+
+def test_detection_scores_annotations_xml_and_subset_xml_beside_images() -> None:
+    assert FORMATS["cvat"].detect(["annotations.xml", "images/a.jpg"]) == 100
+    assert FORMATS["cvat"].detect(["export/annotations.xml"]) == 100
+    assert FORMATS["cvat"].detect(["train.xml", "images/a.jpg"]) == 60
+    assert FORMATS["cvat"].detect(["Annotations/a.xml", "JPEGImages/a.jpg"]) == 0
+    assert detect_format(["annotations.xml", "images/x.png"]) == "cvat"
+
+
+def test_pinned_label_map_rejects_an_unknown_label_naming_label_and_item(tmp_path: Path) -> None:
+    xml = cvat_xml('<image id="0" name="u.jpg" width="9" height="9">'
+                   '<box label="unicorn" xtl="1" ytl="1" xbr="2" ybr="2"/></image>')  # fmt: skip
+    src = make_zip(tmp_path / "u.zip", {"annotations.xml": xml, "images/u.jpg": jpeg(9, 9)})
+    pinned = LabelMap.from_names(["cat", "dog"])
+    with pytest.raises(UnknownLabelError, match="'unicorn'") as err:
+        convert(src, tmp_path / "o.zip", ConvertOptions(label_map=pinned))
+    assert err.value.item == "u.jpg"
+    assert err.value.archive == str(src)
+    assert not (tmp_path / "o.zip").exists()
+
+
+def test_writer_without_images_writes_only_annotations_and_reads_back(tmp_path: Path) -> None:
+    notes = Notes()
+    out = tmp_path / "w.zip"
+    poly = Annotation("cat", Box(0.1, 0.1, 0.5, 0.5), label_id=1, shape=Shape.POLYGON,
+                      polygon=(1.0, 1.0, 5.0, 1.0, 3.0, 5.0), track_id=7)  # fmt: skip
+    with ZipSink(out) as sink:
+        writer = FORMATS["cvat"].open_writer(sink, WriteOptions(images=False), notes)  # type: ignore[misc]
+        writer.write(Item("x.jpg", width=10, height=10, objects=(poly,), image=jpeg(10, 10)))
+        writer.close(LabelMap.from_names(["cat"]))
+    with zipfile.ZipFile(out) as zf:
+        assert zf.namelist() == ["annotations.xml"]
+    assert notes.lossy == {"track_id": 1}
+    items, _, read_notes = read_items(out)  # annotations only: said once, no error
+    assert items[0].objects[0].polygon == poly.polygon
+    assert read_notes.warning_counts["no_images"] == 1
+
+
+def test_writer_refuses_an_item_without_a_size(tmp_path: Path) -> None:
+    with ZipSink(tmp_path / "w.zip") as sink:
+        writer = FORMATS["cvat"].open_writer(sink, WriteOptions(), Notes())  # type: ignore[misc]
+        with pytest.raises(FormatError, match="no image size") as err:
+            writer.write(Item("nosize.jpg"))
+    assert err.value.item == "nosize.jpg"
+
+
+# --- hostile and malformed inputs -------------------------------------------------------------
+
+BILLION_LAUGHS = """<?xml version="1.0"?>
+<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">]>
+<annotations><image id="0" name="&lol3;" width="9" height="9"/></annotations>"""
+XXE = """<?xml version="1.0"?>
+<!DOCTYPE a [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>
+<annotations><image id="0" name="&xxe;" width="9" height="9"/></annotations>"""
+GOOD_IMAGE = '<image id="0" name="h.jpg" width="9" height="9">'
+
+
+@pytest.mark.parametrize(
+    ("xml", "message", "line"),
+    [
+        (BILLION_LAUGHS, "DOCTYPE", 2),
+        (XXE, "DOCTYPE", 2),
+        (cvat_xml(GOOD_IMAGE + '\n<box label="cat" xtl="1"', ()), "malformed XML", 7),
+        ("<annotations>\n" + "<image>" * 100, "deeper than", 2),
+        ("<annotations>&undefined;</annotations>", "undefined entity", 1),
+    ],
+    ids=["billion-laughs", "external-entity", "truncated", "deep", "undefined-entity"],
+)
+def test_hostile_xml_is_a_format_error_naming_member_and_line(
+    tmp_path: Path, xml: str, message: str, line: int
+) -> None:
+    src = make_zip(tmp_path / "x.zip", {"annotations.xml": xml, "images/h.jpg": jpeg(9, 9)})
+    with pytest.raises(FormatError, match=message) as err:
+        read_items(src)
+    assert (err.value.member, err.value.line) == ("annotations.xml", line)
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        ('<polygon label="cat" points="1,2;3"/>', "malformed points"),
+        ('<polygon label="cat" points="1,2;3,x;5,5"/>', "malformed points"),
+        ('<polygon label="cat" points="1,2;3,4"/>', "fewer than 3 points"),
+        ('<box label="cat" xtl="1" ytl="1" xbr="nan" ybr="2"/>', "xbr='nan' is not a finite"),
+        ('<box label="cat" xtl="1" ytl="1" ybr="2"/>', "no xbr attribute"),
+        ('<box label="cat" xtl="1" ytl="1" xbr="30" ybr="2"/>', "outside the 9x9 image"),
+        ('<box label="cat" xtl="5" ytl="1" xbr="2" ybr="2"/>', "inverted"),
+        ('<mask label="cat" rle="1, x" left="0" top="0" width="2" height="2"/>', "integers"),
+        ('<mask label="cat" rle="9" left="0" top="0" width="2" height="2"/>', "covers 9 pixels"),
+        ('<mask label="cat" rle="1, 1" left="8" top="0" width="2" height="2"/>', "outside the"),
+    ],
+    ids=[
+        "odd",
+        "word",
+        "two-points",
+        "nan",
+        "missing",
+        "outside",
+        "inverted",
+        "rle-word",
+        "rle-long",
+        "mask-out",
+    ],
+)
+def test_malformed_shapes_name_member_item_object_and_line(
+    tmp_path: Path, shape: str, message: str
+) -> None:
+    body = f'{GOOD_IMAGE}\n<box label="cat" xtl="1" ytl="1" xbr="2" ybr="2"/>\n{shape}\n</image>'
+    src = make_zip(
+        tmp_path / "x.zip", {"annotations.xml": cvat_xml(body), "images/h.jpg": jpeg(9, 9)}
+    )
+    with pytest.raises(FormatError, match=message) as err:
+        read_items(src)
+    e = err.value
+    assert (e.member, e.item, e.object, e.line) == ("annotations.xml", "h.jpg", 1, 7)
+
+
+def test_missing_image_is_its_own_error_unless_images_are_off(tmp_path: Path) -> None:
+    body = GOOD_IMAGE + "</image>" + '<image id="1" name="gone.jpg" width="9" height="9"/>'
+    src = make_zip(
+        tmp_path / "x.zip", {"annotations.xml": cvat_xml(body), "images/h.jpg": jpeg(9, 9)}
+    )
+    with pytest.raises(MemberNotFoundError, match=r"'gone\.jpg'") as err:
+        read_items(src)
+    assert (err.value.item, err.value.member) == ("gone.jpg", "annotations.xml")
+    items, _, _ = read_items(src, images=False)  # sizes are in the annotation
+    assert [i.name for i in items] == ["h.jpg", "gone.jpg"]
+
+
+def test_a_file_mixing_images_and_tracks_is_refused(tmp_path: Path) -> None:
+    body = (
+        GOOD_IMAGE + '</image><track id="0" label="cat"><box frame="0" outside="0" '
+        'keyframe="1" xtl="1" ytl="1" xbr="2" ybr="2"/></track>'
+    )
+    src = make_zip(
+        tmp_path / "x.zip", {"annotations.xml": cvat_xml(body), "images/h.jpg": jpeg(9, 9)}
+    )
+    with pytest.raises(FormatError, match="mixes <image>"):
+        read_items(src)
+
+
+def test_no_annotation_file_is_a_clear_error(tmp_path: Path) -> None:
+    src = make_zip(tmp_path / "x.zip", {"other.xml": "<root/>", "images/h.jpg": jpeg(9, 9)})
+    with pytest.raises(FormatError, match="no CVAT annotation file"):
+        read_items(src)
+
+
+def test_image_size_missing_from_the_xml_comes_from_the_image_header(tmp_path: Path) -> None:
+    body = '<image id="0" name="h.jpg"><box label="cat" xtl="1" ytl="1" xbr="12" ybr="7"/></image>'
+    src = make_zip(
+        tmp_path / "x.zip", {"annotations.xml": cvat_xml(body), "images/h.jpg": jpeg(12, 7)}
+    )
+    items, _, _ = read_items(src, images=False)
+    assert (items[0].width, items[0].height) == (12, 7)
+    assert items[0].objects[0].box == Box(1 / 12, 1 / 7, 1.0, 1.0)
+
+
+def test_rotated_box_becomes_its_enclosing_box_and_is_counted_as_lossy(tmp_path: Path) -> None:
+    body = GOOD_IMAGE + '<box label="cat" xtl="2" ytl="3" xbr="6" ybr="5" rotation="90"/></image>'
+    src = make_zip(
+        tmp_path / "x.zip", {"annotations.xml": cvat_xml(body), "images/h.jpg": jpeg(9, 9)}
+    )
+    items, _, notes = read_items(src)
+    assert px(items[0].objects[0].box, 9, 9) == (3.0, 2.0, 5.0, 6.0)
+    assert notes.lossy == {"rotation": 1}
