@@ -125,11 +125,12 @@ def normalize_name(raw: str, *, archive: str, limits: ArchiveLimits) -> tuple[st
     name = raw.replace("\\", "/")
     if name.startswith("/"):
         raise unsafe("absolute path")
-    if _DRIVE.match(name):
-        raise unsafe("drive letter")
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if ".." in parts:
         raise unsafe("'..' component")
+    # Checked after dropping "./" too: "./C:/x" is still C:/x to a Windows tool.
+    if _DRIVE.match(name) or (parts and _DRIVE.match(parts[0])):
+        raise unsafe("drive letter")
     if not parts:
         # "", "./" or "/" alone: the archive root, which is only a folder entry.
         if name.strip("/.") == "":

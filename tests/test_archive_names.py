@@ -1,0 +1,67 @@
+"""Member-name rules (SPEC.md "Bad input"): what normalize_name lets through can never point
+outside the folder, whatever the input."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tfdrop.archive import ArchiveLimits, DirSource, normalize_name
+from tfdrop.errors import UnsafeArchiveError
+
+_LIMITS = ArchiveLimits()
+_parts = st.sampled_from(["..", ".", "", "a", "B", "C:", "c:", "x\\..", "é", " ", "..."])
+_names = st.one_of(
+    st.text(max_size=40),
+    st.lists(_parts, min_size=1, max_size=6).map("/".join),
+    st.lists(_parts, min_size=1, max_size=6).map("\\".join),
+)
+
+
+@given(_names)
+def test_an_accepted_name_is_relative_without_dot_dot_and_stable(raw: str) -> None:
+    try:
+        name, is_dir = normalize_name(raw, archive="t.zip", limits=_LIMITS)
+    except UnsafeArchiveError as exc:
+        failure = exc
+    else:
+        failure = None
+    if failure is not None:
+        assert failure.member is not None
+        assert failure.archive == "t.zip"
+        return
+    if is_dir and name == "":
+        return
+    assert name
+    assert not name.startswith("/")
+    assert "\\" not in name
+    assert "\0" not in name
+    assert ".." not in name.split("/")
+    assert "" not in name.split("/")
+    assert not (len(name) > 1 and name[1] == ":" and name[0].isascii() and name[0].isalpha())
+    # Joining it under a root stays under the root, as a path library sees it.
+    root = Path("/srv/drop")
+    assert (root / name).resolve().is_relative_to(root)
+    assert normalize_name(name, archive="t.zip", limits=_LIMITS) == (name, False)
+
+
+def test_over_long_names_are_refused() -> None:
+    lim = ArchiveLimits(max_name_length=10)
+    assert normalize_name("a" * 10, archive="t", limits=lim) == ("a" * 10, False)
+    with pytest.raises(UnsafeArchiveError, match="longer than 10"):
+        normalize_name("a" * 11, archive="t", limits=lim)
+
+
+def test_non_utf8_file_names_in_a_folder_are_listed_and_read(tmp_path: Path) -> None:
+    raw = os.fsencode(tmp_path) + b"/caf\xe9.txt"  # Latin-1 bytes, not valid UTF-8
+    fd = os.open(raw, os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, b"latin")
+    os.close(fd)
+    with DirSource(tmp_path) as src:
+        (name,) = src.names()
+        assert os.fsencode(name) == b"caf\xe9.txt"
+        assert src.read_bytes(name, max_size=10) == b"latin"
