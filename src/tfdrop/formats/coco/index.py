@@ -188,13 +188,16 @@ class Categories:
         return LabelMap(tuple(LabelMapItem(id=i, name=n) for i, n in self.by_id.items()))
 
 
-def finite(values: Any, n: int) -> bool:
-    """Whether ``values`` is a list of ``n`` finite numbers (bools are not numbers)."""
-    return (
-        isinstance(values, list)
-        and len(values) == n
-        and all(
-            type(v) in (int, float) and math.isfinite(v)  # JSON NaN/Infinity parse as floats
-            for v in values
-        )
-    )
+def finite(values: Any, n: int | None = None) -> bool:
+    """Whether ``values`` is a list of finite numbers (of ``n`` of them, if given).
+
+    ``sum`` runs in C: it raises TypeError for anything that is not a number (a string, a
+    list, None) and gives NaN or an infinity when any value is one (JSON ``NaN``/``Infinity``
+    parse as floats).
+    """
+    if type(values) is not list or (n is not None and len(values) != n):
+        return False
+    try:
+        return math.isfinite(sum(values))
+    except (TypeError, OverflowError):
+        return False

@@ -89,16 +89,13 @@ class CocoReader:
             self._read_categories(f.member)
 
     def _read_categories(self, member: str) -> None:
-        seen = False
         with self.source.open(member) as stream:
-            for el in walk(stream, member, wanted=frozenset({"categories"})):
+            wanted = frozenset({"categories"})
+            for el in walk(stream, member, wanted=wanted, until="categories"):
                 if el.key == "categories":
-                    seen = True
-                    if el.index < 0:
+                    if el.idx < 0:
                         raise FormatError("categories must be a list", member=member, key=el.key)
                     self.categories.add(el.value, el.path, member)
-                elif seen:
-                    break  # categories are complete; the rest is read by items()
 
     def labels(self) -> Sequence[str]:
         return list(self.categories.by_id.values())
@@ -125,13 +122,13 @@ class CocoReader:
         with self.source.open(f.member) as stream:
             for el in walk(stream, f.member, wanted=frozenset({"images", "annotations"})):
                 if el.key == "images":
-                    if el.index < 0:
+                    if el.idx < 0:
                         raise FormatError("images must be a list", key=el.key)
                     if finished:
                         raise FormatError("a second images array after annotations", key=el.path)
                     index.add(el.value, el.path)
                 elif el.key == "annotations":
-                    if el.index < 0:
+                    if el.idx < 0:
                         raise FormatError("annotations must be a list", key=el.key)
                     if not finished and not deferred:
                         if len(index) == 0:
@@ -140,15 +137,15 @@ class CocoReader:
                             index.finish()
                             finished = True
                     if finished:
-                        self._spill(el.index, el.value, index, spill)
+                        self._spill(el.idx, el.value, index, spill)
         if not finished:
             index.finish()
             if deferred:
                 # annotations came before images: walk the file again for them
                 with self.source.open(f.member) as stream:
                     for el in walk(stream, f.member, wanted=frozenset({"annotations"})):
-                        if el.key == "annotations" and el.index >= 0:
-                            self._spill(el.index, el.value, index, spill)
+                        if el.key == "annotations" and el.idx >= 0:
+                            self._spill(el.idx, el.value, index, spill)
         return index
 
     def _spill(self, i: int, value: Any, index: ImageIndex, spill: Spill) -> None:
@@ -341,17 +338,22 @@ class CocoReader:
         if isinstance(seg, list):
             parts: list[list[float]] = []
             for part in seg:
-                if not isinstance(part, list) or not finite(part, len(part)) or len(part) % 2:
+                if not finite(part) or len(part) % 2:
                     raise FormatError("a polygon must be a list of x, y numbers")
                 if len(part) >= 6:
                     parts.append(part)
             if not parts:
                 return Shape.BOX, (), None, None
-            xs = [v for p in parts for v in p[0::2]]
-            ys = [v for p in parts for v in p[1::2]]
-            bounds = (min(xs), min(ys), max(xs), max(ys))
-            polygon = tuple(float(v) for v in parts[0]) if len(parts) == 1 else ()
-            if len(parts) > 1:
+            bounds = (
+                min(min(p[0::2]) for p in parts),
+                min(min(p[1::2]) for p in parts),
+                max(max(p[0::2]) for p in parts),
+                max(max(p[1::2]) for p in parts),
+            )
+            polygon: tuple[float, ...] = ()
+            if len(parts) == 1:
+                polygon = tuple(map(float, parts[0]))
+            else:
                 self.notes.lose("polygon_parts")  # the item model keeps one polygon per object
             mask = polygons_mask_png(parts, width, height) if self.options.masks else None
             return Shape.POLYGON, polygon, mask, bounds

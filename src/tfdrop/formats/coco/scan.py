@@ -19,8 +19,7 @@ import codecs
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import IO, Any, Final
+from typing import IO, Any, Final, NamedTuple
 
 from tfdrop.errors import FormatError
 
@@ -32,24 +31,25 @@ MAX_ELEMENT: Final = 64 << 20
 
 _WS = re.compile(r"[ \t\n\r]*")
 _skip_ws = _WS.match
+_SEP = re.compile(r"[ \t\n\r]*([,\]])[ \t\n\r]*")
+_next_sep = _SEP.match
 _decode = json.JSONDecoder().raw_decode
 
 
-@dataclass(frozen=True, slots=True)
-class Element:
+class Element(NamedTuple):
     """One value found in the top-level object.
 
-    ``index`` is the position inside an array member (``key[index]``), or -1 for a member that
-    is not an array (its whole ``value``).
+    ``idx`` is the position inside an array member (``key[idx]``), or -1 for a member that
+    is not an array (its whole ``value``). A tuple: hundreds of thousands are made per file.
     """
 
     key: str
-    index: int
+    idx: int
     value: Any
 
     @property
     def path(self) -> str:
-        return self.key if self.index < 0 else f"{self.key}[{self.index}]"
+        return self.key if self.idx < 0 else f"{self.key}[{self.idx}]"
 
 
 class _Buffer:
@@ -140,11 +140,14 @@ class _Buffer:
             return value
 
 
-def walk(stream: IO[bytes], member: str, *, wanted: frozenset[str]) -> Iterator[Element]:
+def walk(
+    stream: IO[bytes], member: str, *, wanted: frozenset[str], until: str | None = None
+) -> Iterator[Element]:
     """Every element of the top-level arrays named in ``wanted``, and every non-array member.
 
     Arrays not in ``wanted`` are stepped through element by element and dropped, so an
-    unexpected huge member costs time but not memory.
+    unexpected huge member costs time but not memory. With ``until``, the walk ends after the
+    member of that name (the rest of the file is not read).
 
     Raises:
         FormatError: invalid or truncated JSON, a top level that is not an object, an element
@@ -174,20 +177,39 @@ def walk(stream: IO[bytes], member: str, *, wanted: frozenset[str]) -> Iterator[
             yield from _array(b, key, key in wanted)
         else:
             yield Element(key, -1, b.value(key))
+        if key == until:
+            return
     if b.peek() != "":
         raise b.error("invalid JSON: data after the top-level object")
 
 
 def _array(b: _Buffer, key: str, keep: bool) -> Iterator[Element]:
+    # The fast path parses an element straight from the buffer and steps over the separator
+    # with one regex; anything unusual (a refill, an error, the array's end) takes the slow,
+    # checked path of _Buffer.
+    if b.peek() == "]":
+        b.pos += 1
+        return
     index = 0
     while True:
-        c = b.peek()
-        if c == "]":
-            b.pos += 1
-            return
-        if index:
-            b.expect(",", f"{key}[{index}]")
-        value = b.value(f"{key}[{index}]")
+        if not b.eof and len(b.buf) - b.pos < LOW_WATER:
+            b.fill()
+        try:
+            value, end = _decode(b.buf, b.pos)
+        except json.JSONDecodeError:
+            value = b.value(f"{key}[{index}]")
+        else:
+            if end >= len(b.buf) and not b.eof:
+                value = b.value(f"{key}[{index}]")
+            else:
+                b.pos = end
         if keep:
             yield Element(key, index, value)
         index += 1
+        m = _next_sep(b.buf, b.pos)
+        if m is not None and m.end() < len(b.buf):
+            b.pos = m.end()
+            if m.group(1) == "]":
+                return
+        elif b.expect(",]", f"{key}[{index}]") == "]":
+            return

@@ -26,7 +26,8 @@ _HEAD = struct.Struct("<II")  # image position, payload length
 class Spill:
     """Append ``(image position, record)``; read back grouped by position, stable within one."""
 
-    def __init__(self, workdir: Path | None) -> None:
+    def __init__(self, workdir: Path | None, *, run_bytes: int = RUN_BYTES) -> None:
+        self._run_bytes = run_bytes
         self._dir = tempfile.TemporaryDirectory(prefix=".tfdrop-coco-", dir=workdir)
         self._path = Path(self._dir.name) / "annotations.spill"
         self._file: IO[bytes] | None = self._path.open("wb")
@@ -46,7 +47,7 @@ class Spill:
         self._buf.append((position, data))
         self._buf_bytes += len(data) + 16
         self.count += 1
-        if self._buf_bytes >= RUN_BYTES:
+        if self._buf_bytes >= self._run_bytes:
             self._flush()
 
     def _flush(self) -> None:

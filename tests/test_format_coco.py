@@ -1,0 +1,552 @@
+"""COCO reader and writer: Datumaro's assets value by value, layouts, RLE, round trips through
+TFRecord (read by real TensorFlow), streaming order cases and malformed inputs (issue 4)."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import zipfile
+from pathlib import Path
+from types import ModuleType
+from typing import IO, Any, cast
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from PIL import Image
+
+from conftest import require_corpus
+from tfdrop.archive import open_source
+from tfdrop.codec.model import Item, Shape
+from tfdrop.convert import ConvertOptions, convert
+from tfdrop.errors import FormatError
+from tfdrop.formats import Notes, ReadOptions, detect_format
+from tfdrop.formats.coco import detect
+from tfdrop.formats.coco.reader import open_reader
+from tfdrop.formats.coco.rle import (
+    counts_area,
+    counts_bbox,
+    counts_from_bits,
+    counts_to_bits,
+    decode_counts_string,
+    encode_counts_string,
+)
+from tfdrop.formats.coco.scan import walk
+from tfdrop.formats.coco.spill import Spill
+from tfdrop.formats.coco.writer import extent_str
+from tfdrop.formats.masks import decode_mask
+from tfdrop.formats.pixels import f32
+
+ASSETS = ("tests", "assets", "coco_dataset")
+REPOS = ("openvinotoolkit__datumaro", "cvat-ai__datumaro")
+
+
+def asset(repo: str, name: str) -> Path:
+    return require_corpus(repo, *ASSETS, name)
+
+
+def image(width: int, height: int, fmt: str = "JPEG") -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), (20, 40, 60)).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def make_zip(out: Path, members: dict[str, bytes | str]) -> Path:
+    with zipfile.ZipFile(out, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data.encode() if isinstance(data, str) else data)
+    return out
+
+
+def read(path: Path, **opts: bool) -> tuple[list[Item], Any, Notes]:
+    notes = Notes()
+    with open_source(path) as src:
+        reader = open_reader(src, ReadOptions(**opts), notes)
+        return list(reader.items()), reader, notes
+
+
+def boxes(item: Item) -> list[tuple[str, float, float, float, float]]:
+    return [(o.label, o.box.xmin, o.box.ymin, o.box.xmax, o.box.ymax) for o in item.objects]
+
+
+def coco_doc(
+    images: list[dict[str, Any]],
+    annotations: list[dict[str, Any]],
+    categories: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    cats = (
+        categories if categories is not None else [{"id": 1, "name": "a"}, {"id": 7, "name": "b"}]
+    )
+    return {"categories": cats, "images": images, "annotations": annotations}
+
+
+def one_image_zip(tmp: Path, annotations: list[dict[str, Any]], **extra: Any) -> Path:
+    doc = coco_doc([{"id": 1, "file_name": "x.jpg", "width": 20, "height": 10}], annotations)
+    doc.update(extra)
+    return make_zip(tmp / "in.zip", {"annotations/instances_default.json": json.dumps(doc)})
+
+
+# --- the corpus assets, value by value -------------------------------------------------------
+
+# Datumaro's coco_instances: a.jpg (10x5, id 5) with one box [2, 2, 3, 1] of "b"; b.jpg (5x10,
+# id 40) with a polygon of "a" (bbox [0, 0, 1, 2]) and a crowd RLE of "b" (bbox [0, 0, 1, 9],
+# counts [0, 20, 30]: the first two columns of the 5x10 image). Categories a=1, b=2, c=4.
+TRAIN = [("b", 2 / 10, 2 / 5, 5 / 10, 3 / 5)]
+VAL = [("a", 0.0, 0.0, 1 / 5, 2 / 10), ("b", 0.0, 0.0, 1 / 5, 9 / 10)]
+
+
+@pytest.mark.corpus
+@pytest.mark.parametrize(
+    ("repo", "layout"),
+    [(repo, layout) for repo in REPOS for layout in ("coco_instances", "coco")]
+    + [(REPOS[0], "coco_roboflow"), (REPOS[0], "mmdet_coco")],
+)
+def test_datumaro_assets_read_value_by_value(repo: str, layout: str) -> None:
+    items, reader, notes = read(asset(repo, layout))
+    assert [(it.subset, it.name, it.width, it.height, it.source_id) for it in items] == [
+        ("train", "a.jpg", 10, 5, "5"),
+        ("val", "b.jpg", 5, 10, "40"),
+    ]
+    for got, want in ((items[0], TRAIN), (items[1], VAL)):
+        assert [b[0] for b in boxes(got)] == [w[0] for w in want]
+        assert [b[1:] for b in boxes(got)] == [pytest.approx(w[1:], abs=1e-12) for w in want]
+    (a,) = items[0].objects
+    assert (a.shape, a.area, a.is_crowd, a.polygon) == (Shape.BOX, 3.0, False, ())
+    poly, crowd = items[1].objects
+    assert poly.shape == Shape.POLYGON
+    assert poly.polygon == (0, 0, 1, 0, 1, 2, 0, 2)
+    assert poly.area == 2.0
+    assert not poly.is_crowd
+    assert poly.attributes == (("x", "1"), ("y", "hello"))
+    assert crowd.shape == Shape.MASK
+    assert crowd.is_crowd
+    assert crowd.area == 20.0
+    assert all(it.image is not None and it.image[:2] == b"\xff\xd8" for it in items)
+    assert it_format(items) == ["jpeg", "jpeg"]
+    assert list(reader.labels()) == ["a", "b", "c"]
+    lm = reader.label_map()
+    assert [(i.id, i.name) for i in lm.items] == [(1, "a"), (2, "b"), (4, "c")]
+    if layout == "coco":  # the other COCO tasks beside the instances files are reported
+        assert notes.warning_counts["ignored_member"] == 10
+    else:
+        assert not notes.warning_counts
+
+
+def it_format(items: list[Item]) -> list[str]:
+    return [it.image_format for it in items]
+
+
+@pytest.mark.corpus
+def test_masks_from_polygon_and_rle_are_full_image_01_pngs() -> None:
+    items, _, _ = read(asset(REPOS[0], "coco_instances"), masks=True)
+    poly, crowd = items[1].objects
+    w, h, bits = decode_mask(crowd.mask or b"")
+    assert (w, h) == (5, 10)
+    # counts [0, 20, 30] column-major: columns 0 and 1 are set, every row
+    assert bits == bytes([1, 1, 0, 0, 0] * 10)
+    w, h, bits = decode_mask(poly.mask or b"")
+    assert (w, h) == (5, 10)
+    assert bits[0] == 1
+    assert bits[9 * 5 + 4] == 0
+    assert poly.polygon == (0, 0, 1, 0, 1, 2, 0, 2)
+
+
+@pytest.mark.corpus
+@pytest.mark.parametrize("layout", ["coco_instances", "coco", "coco_roboflow", "mmdet_coco"])
+def test_every_layout_is_detected_as_coco(layout: str) -> None:
+    with open_source(asset(REPOS[0], layout)) as src:
+        assert detect_format(src.names()) == "coco"
+    assert detect(["voc/Annotations/x.xml"]) == 0
+
+
+# --- TensorFlow ------------------------------------------------------------------------------
+
+
+def feature_description(tf: ModuleType) -> dict[str, object]:
+    """The seed's feature description (TF models' OD API decoder keys)."""
+    return {
+        "image/filename": tf.io.FixedLenFeature([], tf.string),
+        "image/source_id": tf.io.FixedLenFeature([], tf.string),
+        "image/height": tf.io.FixedLenFeature([], tf.int64),
+        "image/width": tf.io.FixedLenFeature([], tf.int64),
+        "image/encoded": tf.io.FixedLenFeature([], tf.string),
+        "image/format": tf.io.FixedLenFeature([], tf.string),
+        "image/object/bbox/xmin": tf.io.VarLenFeature(tf.float32),
+        "image/object/bbox/xmax": tf.io.VarLenFeature(tf.float32),
+        "image/object/bbox/ymin": tf.io.VarLenFeature(tf.float32),
+        "image/object/bbox/ymax": tf.io.VarLenFeature(tf.float32),
+        "image/object/class/label": tf.io.VarLenFeature(tf.int64),
+        "image/object/class/text": tf.io.VarLenFeature(tf.string),
+    }
+
+
+def tf_records(tf: ModuleType, archive: Path, tmp: Path) -> dict[str, dict[str, Any]]:
+    """Every record of every .tfrecord member, parsed by TensorFlow, keyed by subset/filename."""
+    out: dict[str, dict[str, Any]] = {}
+    with zipfile.ZipFile(archive) as zf:
+        members = [n for n in zf.namelist() if n.endswith(".tfrecord")]
+        assert members
+        for name in members:
+            path = tmp / f"tf-{name}"
+            path.write_bytes(zf.read(name))
+            for raw in tf.data.TFRecordDataset(str(path)):
+                ex = tf.io.parse_single_example(raw, feature_description(tf))
+                dense = {
+                    k: (tf.sparse.to_dense(v).numpy().tolist() if hasattr(v, "indices")
+                        else v.numpy())
+                    for k, v in ex.items()
+                }  # fmt: skip
+                subset = name[: -len(".tfrecord")]
+                out[f"{subset}/{dense['image/filename'].decode()}"] = dense
+    return out
+
+
+@pytest.mark.corpus
+@pytest.mark.interop
+def test_non_contiguous_category_ids_reach_tensorflow_unchanged(
+    tf: ModuleType, tmp_path: Path
+) -> None:
+    # Datumaro's val file with the crowd object moved to category "c" (id 4) and an image
+    # without annotations added: ids must go through the map (4), never by position (3).
+    src = asset(REPOS[0], "coco_instances")
+    doc = json.loads((src / "annotations" / "instances_val.json").read_text())
+    doc["annotations"][1]["category_id"] = 4
+    doc["images"].append({"id": 41, "width": 7, "height": 3, "file_name": "empty.jpg"})
+    members: dict[str, bytes | str] = {
+        "annotations/instances_val.json": json.dumps(doc),
+        "images/val/b.jpg": (src / "images" / "val" / "b.jpg").read_bytes(),
+        "images/val/empty.jpg": image(7, 3),
+    }
+    zin = make_zip(tmp_path / "in.zip", members)
+    report = convert(zin, tmp_path / "out.zip", ConvertOptions(target_format="tfrecord"))
+    assert (report.items, report.objects) == (2, 2)
+    recs = tf_records(tf, tmp_path / "out.zip", tmp_path)
+    b = recs["val/b.jpg"]
+    assert b["image/object/class/label"] == [1, 4]
+    assert b["image/object/class/text"] == [b"a", b"c"]
+    assert b["image/source_id"] == b"40"
+    assert (b["image/width"], b["image/height"]) == (5, 10)
+    assert b["image/object/bbox/ymax"] == pytest.approx([0.2, 0.9])
+    assert b["image/encoded"] == members["images/val/b.jpg"]
+    empty = recs["val/empty.jpg"]
+    assert empty["image/object/class/label"] == []
+    assert empty["image/source_id"] == b"41"
+    with zipfile.ZipFile(tmp_path / "out.zip") as zf:
+        pbtxt = zf.read("label_map.pbtxt").decode()
+    assert "id: 4\n\tname: 'c'" in pbtxt
+    assert "id: 3" not in pbtxt
+
+
+def random_coco(tmp: Path, n: int = 15, seed: int = 3) -> Path:
+    """Two subsets, float boxes, non-contiguous ids, empty images, annotations shuffled."""
+    rnd = random.Random(seed)
+    cats = [{"id": 3, "name": "cat"}, {"id": 9, "name": "dog"}, {"id": 10, "name": "traffic light"}]
+    members: dict[str, bytes | str] = {}
+    for subset in ("train", "val"):
+        imgs: list[dict[str, Any]] = []
+        anns: list[dict[str, Any]] = []
+        for i in range(n):
+            w, h = rnd.randint(17, 640), rnd.randint(13, 480)
+            name = f"{subset}_{i}.{'png' if i % 3 == 0 else 'jpg'}"
+            imgs.append({"id": 100 + i * 7, "width": w, "height": h, "file_name": name})
+            members[f"images/{subset}/{name}"] = image(w, h, "PNG" if i % 3 == 0 else "JPEG")
+            for _ in range(rnd.choice([0, 1, 3])):
+                x, y = rnd.uniform(0, w - 2), rnd.uniform(0, h - 2)
+                bw, bh = rnd.uniform(0, w - x), rnd.uniform(0, h - y)
+                anns.append({"id": len(anns) + 1, "image_id": 100 + i * 7,
+                             "category_id": rnd.choice([3, 9, 10]), "bbox": [x, y, bw, bh],
+                             "area": bw * bh, "iscrowd": 0, "segmentation": []})  # fmt: skip
+        rnd.shuffle(anns)
+        doc = coco_doc(imgs, anns, cats)
+        members[f"annotations/instances_{subset}.json"] = json.dumps(doc)
+    return make_zip(tmp / "random.zip", members)
+
+
+def key_boxes(items: list[Item]) -> dict[tuple[str, str], list[tuple[Any, ...]]]:
+    return {
+        (it.subset, it.name): [
+            (o.label, f32(o.box.xmin), f32(o.box.ymin), f32(o.box.xmax), f32(o.box.ymax))
+            for o in it.objects
+        ]
+        for it in items
+    }
+
+
+@pytest.mark.interop
+def test_coco_to_tfrecord_to_coco_keeps_boxes_labels_ids_and_images(
+    tf: ModuleType, tmp_path: Path
+) -> None:
+    src = random_coco(tmp_path)
+    rec = tmp_path / "rec.zip"
+    convert(src, rec, ConvertOptions(target_format="tfrecord"))
+    back = tmp_path / "back.zip"
+    report = convert(rec, back, ConvertOptions(target_format="coco"))
+    assert report.items == 30
+    original, r1, _ = read(src)
+    again, r2, _ = read(back)
+    # shuffled annotations come back grouped, in each image's file order
+    assert key_boxes(again) == key_boxes(original)
+    assert [(it.source_id, it.width, it.height, it.image) for it in again] == [
+        (it.source_id, it.width, it.height, it.image) for it in original
+    ]
+    assert [(i.id, i.name) for i in r2.label_map().items] == [
+        (3, "cat"), (9, "dog"), (10, "traffic light")
+    ]  # fmt: skip
+    recs = tf_records(tf, rec, tmp_path)
+    assert len(recs) == 30
+    for it in original:
+        r = recs[f"{it.subset}/{it.name}"]
+        assert r["image/object/bbox/xmin"] == [f32(o.box.xmin) for o in it.objects]
+        assert r["image/object/class/label"] == [r1.label_map().id_of(o.label) for o in it.objects]
+        assert r["image/source_id"] == it.source_id.encode()
+
+
+def test_coco_to_coco_keeps_polygons_crowd_rle_and_attributes(tmp_path: Path) -> None:
+    ann = [
+        {"id": 1, "image_id": 1, "category_id": 7, "bbox": [1, 1, 4, 3], "area": 6.5,
+         "segmentation": [[1, 1, 5, 1, 5, 4]], "iscrowd": 0,
+         "attributes": {"occluded": True, "color": "red"}},
+        {"id": 2, "image_id": 1, "category_id": 1, "bbox": [0, 0, 2, 10],
+         "segmentation": {"counts": [0, 20, 180], "size": [10, 20]}, "iscrowd": 1},
+    ]  # fmt: skip
+    zin = one_image_zip(tmp_path, ann)
+    out = tmp_path / "out.zip"
+    convert(zin, out, ConvertOptions(target_format="coco", masks=True, images=False))
+    with zipfile.ZipFile(out) as zf:
+        doc = json.loads(zf.read("annotations/instances_default.json"))
+    poly, crowd = doc["annotations"]
+    assert poly["segmentation"] == [[1, 1, 5, 1, 5, 4]]
+    assert poly["area"] == 6.5
+    assert poly["bbox"] == [1, 1, 4, 3]
+    assert poly["category_id"] == 7
+    assert poly["attributes"] == {"occluded": True, "color": "red"}
+    assert crowd["segmentation"] == {"counts": [0, 20, 180], "size": [10, 20]}
+    assert crowd["iscrowd"] == 1
+    assert crowd["area"] == 20
+    assert doc["categories"] == [
+        {"id": 1, "name": "a", "supercategory": ""}, {"id": 7, "name": "b", "supercategory": ""}
+    ]  # fmt: skip
+    assert doc["images"][0]["id"] == 1
+
+
+# --- RLE ---------------------------------------------------------------------------------------
+
+
+def test_compressed_rle_string_decodes_like_pycocotools() -> None:
+    # hand-encoded with maskApi.c's rleToString: 0 -> "0", 20 -> "d0", 30 -> "n0"
+    assert encode_counts_string([0, 20, 30]) == "0d0n0"
+    assert decode_counts_string("0d0n0") == [0, 20, 30]
+    # from the third count on, the difference to two places before is stored (here -15)
+    assert decode_counts_string(encode_counts_string([5, 20, 5, 5])) == [5, 20, 5, 5]
+    with pytest.raises(FormatError, match="invalid character"):
+        decode_counts_string("0 d")
+
+
+@given(st.lists(st.integers(min_value=0, max_value=100_000), max_size=40))
+def test_compressed_rle_round_trips_any_counts(counts: list[int]) -> None:
+    assert decode_counts_string(encode_counts_string(counts)) == counts
+
+
+@given(st.integers(1, 9), st.integers(1, 9), st.data())
+def test_rle_counts_and_row_major_bits_round_trip(w: int, h: int, data: st.DataObject) -> None:
+    bits = bytes(data.draw(st.lists(st.integers(0, 1), min_size=w * h, max_size=w * h)))
+    counts = counts_from_bits(bits, w, h)
+    assert counts_to_bits(counts, h, w) == bits
+    assert counts_area(counts) == sum(bits)
+    box = counts_bbox(counts, h)
+    on = [(i % w, i // w) for i, v in enumerate(bits) if v]
+    if not on:
+        assert box is None
+    else:
+        xs, ys = [p[0] for p in on], [p[1] for p in on]
+        assert box == (min(xs), min(ys), max(xs) + 1, max(ys) + 1)
+
+
+def test_compressed_rle_in_a_file_reads_as_a_mask(tmp_path: Path) -> None:
+    counts = [25, 5, 5, 5, 160]  # column-major on 20x10: columns 2 and 3, rows 5..9
+    seg = {"counts": encode_counts_string(counts), "size": [10, 20]}
+    zin = one_image_zip(tmp_path, [{"id": 1, "image_id": 1, "category_id": 1,
+                                    "segmentation": seg, "iscrowd": 1}])  # fmt: skip
+    (item,), _, _ = read(zin, masks=True, images=False)
+    (obj,) = item.objects
+    assert (obj.box.xmin, obj.box.ymin, obj.box.xmax, obj.box.ymax) == (0.1, 0.5, 0.2, 1.0)
+    _, _, bits = decode_mask(obj.mask or b"")
+    assert sum(bits) == 10
+    assert bits[5 * 20 + 2] == 1
+    assert bits[4 * 20 + 2] == 0
+
+
+# --- streaming: the JSON walk and the spill ----------------------------------------------------
+
+
+class Trickle(io.RawIOBase):
+    """A stream that returns at most ``n`` bytes per read (chunk boundaries everywhere)."""
+
+    def __init__(self, data: bytes, n: int) -> None:
+        self.data, self.n, self.pos = data, n, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        out = self.data[self.pos : self.pos + min(self.n, len(b))]
+        b[: len(out)] = out
+        self.pos += len(out)
+        return len(out)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 64, 1 << 20])
+def test_walk_gives_every_element_whatever_the_chunk_size(n: int) -> None:
+    doc = {"info": {"v": 1.5}, "images": [{"id": i, "x": 10**i} for i in range(6)],
+           "annotations": [], "n": 12345, "s": "é ]},", "categories": [[1, 2], 3]}  # fmt: skip
+    text = "\ufeff" + json.dumps(doc, indent=1)
+    stream = cast("IO[bytes]", Trickle(text.encode(), n))  # short reads, as pipes give
+    got = list(walk(stream, "m", wanted=frozenset({"images", "categories"})))
+    assert [(e.key, e.idx, e.value) for e in got] == [
+        ("info", -1, {"v": 1.5}),
+        *[("images", i, {"id": i, "x": 10**i}) for i in range(6)],
+        ("n", -1, 12345),
+        ("s", -1, "é ]},"),
+        ("categories", 0, [1, 2]),
+        ("categories", 1, 3),
+    ]
+
+
+def test_spill_groups_unsorted_records_across_runs_stably(tmp_path: Path) -> None:
+    rnd = random.Random(1)
+    spill = Spill(tmp_path, run_bytes=200)
+    records = [(rnd.randrange(50), i) for i in range(2000)]
+    for pos, i in records:
+        spill.add(pos, [pos, i])
+    got = list(spill.groups())
+    spill.close()
+    want: dict[int, list[list[int]]] = {}
+    for pos, i in records:
+        want.setdefault(pos, []).append([pos, i])
+    assert got == sorted(want.items())
+    assert not list(tmp_path.iterdir())  # the temp folder is gone
+
+
+def test_annotations_before_images_and_unsorted_still_join(tmp_path: Path) -> None:
+    text = (
+        '{"annotations": [{"id": 1, "image_id": 20, "category_id": 1, "bbox": [0, 0, 2, 2]},'
+        '{"id": 2, "image_id": 10, "category_id": 7, "bbox": [1, 1, 2, 2]},'
+        '{"id": 3, "image_id": 20, "category_id": 7, "bbox": [2, 2, 2, 2]}],'
+        '"images": [{"id": 10, "file_name": "p.jpg", "width": 4, "height": 4},'
+        '{"id": 20, "file_name": "q.jpg", "width": 4, "height": 4},'
+        '{"id": 30, "file_name": "r.jpg", "width": 4, "height": 4}],'
+        '"categories": [{"id": 1, "name": "a"}, {"id": 7, "name": "b"}]}'
+    )
+    zin = make_zip(tmp_path / "in.zip", {"annotations/instances_default.json": text})
+    items, reader, _notes = read(zin, images=False)
+    assert [(it.name, [o.label for o in it.objects]) for it in items] == [
+        ("p.jpg", ["b"]), ("q.jpg", ["a", "b"]), ("r.jpg", [])
+    ]  # fmt: skip
+    assert list(reader.labels()) == ["a", "b"]
+
+
+# --- writer details ----------------------------------------------------------------------------
+
+
+@given(st.floats(0, 1), st.floats(0, 1), st.integers(1, 5000))
+def test_bbox_width_text_reads_back_to_the_same_float32(a: float, b: float, size: int) -> None:
+    from tfdrop.formats.pixels import pixel_str
+
+    lo, hi = min(a, b), max(a, b)
+    x = pixel_str(lo, size)
+    w = extent_str(x, hi, size)
+    assert f32(float(x) / size) == f32(lo)
+    assert f32((float(x) + float(w)) / size) == f32(hi)
+
+
+# --- malformed input -------------------------------------------------------------------------
+
+
+def bad(**fields: Any) -> dict[str, Any]:
+    return {"id": 9, "image_id": 1, "category_id": 1, "bbox": [1, 1, 2, 2]} | fields
+
+
+@pytest.mark.parametrize(
+    ("ann", "key", "message"),
+    [
+        (bad(image_id=2), "annotations[0].image_id", "refers to image id 2, which is not in"),
+        (bad(category_id=5), "annotations[0].category_id", "category id 5, which is not in"),
+        (bad(bbox=[1, 1, -2, 2]), "annotations[0].bbox", "negative width or height"),
+        (bad(bbox=[1, 1, 2]), "annotations[0].bbox", "4 finite numbers"),
+        (bad(bbox="1,1,2,2"), "annotations[0].bbox", "4 finite numbers"),
+        (bad(image_id="1"), "annotations[0].image_id", "must be an integer"),
+        (bad(iscrowd=2), "annotations[0].iscrowd", "0 or 1"),
+        (bad(segmentation=[[1, 2, 3]]), "annotations[0].segmentation", "x, y numbers"),
+        (bad(segmentation={"counts": [1, 2], "size": [10, 20]}),
+         "annotations[0].segmentation", "cover 3 pixels"),
+        (bad(segmentation={"counts": [200], "size": [20, 10]}),
+         "annotations[0].segmentation", "not the image's"),
+        ("oops", "annotations[0]", "must be a JSON object"),
+    ],
+)  # fmt: skip
+def test_malformed_annotations_name_the_member_path_and_annotation(
+    tmp_path: Path, ann: Any, key: str, message: str
+) -> None:
+    zin = one_image_zip(tmp_path, [ann])
+    with pytest.raises(FormatError, match=message) as exc:
+        convert(zin, tmp_path / "out.zip", ConvertOptions())
+    err = exc.value
+    assert err.member == "annotations/instances_default.json"
+    assert err.key == key
+    assert err.archive == str(zin)
+    if isinstance(ann, dict) and key != "annotations[0].image_id":
+        assert err.item == "x.jpg"
+        assert "annotation 9" in err.message
+
+
+def test_nan_boxes_are_refused(tmp_path: Path) -> None:
+    text = json.dumps(coco_doc([{"id": 1, "file_name": "x.jpg", "width": 4, "height": 4}],
+                               [bad(bbox=[float("nan"), 0, 1, 1])]))  # fmt: skip
+    assert "NaN" in text
+    zin = make_zip(tmp_path / "in.zip", {"annotations/instances_default.json": text})
+    with pytest.raises(FormatError, match="finite") as exc:
+        read(zin, images=False)
+    assert exc.value.key == "annotations[0].bbox"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"images": [{"id": 1, "file_name": "x.jpg", "width": 4, "height": 4}', "truncated"),
+        ('{"images": [{"id": 1, "file_na', "truncated"),
+        ('{"images": [{"id": 1,, }]}', "invalid JSON"),
+        ("[1, 2]", "JSON object at the top level"),
+        ("", "empty"),
+        ('{"images": {"id": 1}}', "images must be a list"),
+        ('{"images": [{"id": "1", "file_name": "x.jpg"}]}', "image id must be an integer"),
+        ('{"images": [{"id": 1, "file_name": "x.jpg", "width": -3, "height": 4}]}', "width -3"),
+        ('{"images": [{"id": 1, "file_name": "a.jpg", "width": 4, "height": 4},'
+         '{"id": 1, "file_name": "b.jpg", "width": 4, "height": 4}]}', "appears twice"),
+        ('{"categories": [{"id": 1, "name": "a"}, {"id": 1, "name": "b"}]}', "is 'a' in one"),
+        ('{"images": [{"id": 1, "file_name": "a.jpg"}]}', "no width/height"),
+        (b"\xff\xfe{}", "not UTF-8"),
+    ],
+)  # fmt: skip
+def test_malformed_files_give_a_clear_error(
+    tmp_path: Path, text: str | bytes, message: str
+) -> None:
+    zin = make_zip(tmp_path / "in.zip", {"annotations/instances_default.json": text})
+    with pytest.raises(FormatError, match=message) as exc:
+        read(zin)
+    assert exc.value.member == "annotations/instances_default.json"
+
+
+def test_boxes_outside_the_image_and_missing_images_are_warnings(tmp_path: Path) -> None:
+    zin = one_image_zip(tmp_path, [bad(bbox=[-1, 2, 30, 3])])
+    report = convert(zin, tmp_path / "out.zip", ConvertOptions())
+    assert report.warning_counts == {"box_clipped": 1, "missing_image": 1}
+    (item,), _, _ = read(zin, images=False)
+    assert item.objects[0].box.xmin == 0.0
+    assert item.objects[0].box.xmax == 1.0
+
+
+def test_no_instances_file_is_a_clear_error(tmp_path: Path) -> None:
+    zin = make_zip(tmp_path / "in.zip", {"annotations/captions_x.json": "{}"})
+    with pytest.raises(FormatError, match="no COCO instances file"):
+        read(zin)
