@@ -123,6 +123,8 @@ def _zip64_sizes(
     extra: bytes, size: int, csize: int, offset: int, archive: str, member: str
 ) -> tuple[int, int, int]:
     """Apply the zip64 extra field (APPNOTE 4.5.3): only the saturated fields are present."""
+    if 0xFFFFFFFF not in (size, csize, offset):
+        return size, csize, offset  # nothing saturated: the 32-bit fields are the values
     for tag, body in _extras(extra):
         if tag != EXTRA_ZIP64:
             continue
@@ -136,11 +138,7 @@ def _zip64_sizes(
         for flag, old in zip(want, (size, csize, offset), strict=True):
             out.append(vals.pop(0) if flag else old)
         return out[0], out[1], out[2]
-    if 0xFFFFFFFF in (size, csize, offset):
-        raise ArchiveError(
-            "zip64 sizes without a zip64 extra field", archive=archive, member=member
-        )
-    return size, csize, offset
+    raise ArchiveError("zip64 sizes without a zip64 extra field", archive=archive, member=member)
 
 
 def _extras(extra: bytes) -> list[tuple[int, bytes]]:
@@ -239,7 +237,7 @@ def read_directory(f: BinaryIO, *, archive: str, limits: ArchiveLimits) -> list[
         del system
         if is_dir or kind == stat.S_IFDIR:
             continue
-        size, csize, off = _zip64_sizes(extra, size, csize, off, archive, shown(decoded))
+        size, csize, off = _zip64_sizes(extra, size, csize, off, archive, name)
         if name in seen:
             raise UnsafeArchiveError("duplicate member name", archive=archive, member=name)
         seen.add(name)
