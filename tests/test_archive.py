@@ -6,6 +6,7 @@ bombs, that memory stayed bounded while the archive was opened and read.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
@@ -487,3 +488,36 @@ def test_hostile_catalogue_runs_as_a_module_writing_every_case(tmp_path: Path) -
     assert set(manifest) == set(hostile.CASES)
     assert manifest["total_size_bomb"]["limits"] == {"max_total_uncompressed": 10 * MiB}
     assert all((out / f"{name}.zip").is_file() for name in manifest)
+
+
+def test_members_open_and_read_concurrently_from_threads(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    members = {f"images/{i:03d}.jpg": os.urandom(20_000 + i) for i in range(64)}
+    path = tmp_path / "many.zip"
+    with ZipSink(path) as sink:
+        for name, body in members.items():
+            sink.write_member(name, body, compress=bool(len(body) % 2))
+    with ZipSource(path) as src, ThreadPoolExecutor(8) as pool:
+        for _ in range(3):
+            got = dict(
+                zip(
+                    members,
+                    pool.map(lambda n: src.read_bytes(n, max_size=MiB), members),
+                    strict=True,
+                )
+            )
+            assert got == members
+
+
+def test_members_work_as_text_and_line_iterators(tmp_path: Path) -> None:
+    path = tmp_path / "yolo.zip"
+    lines = [f"{i % 3} 0.5 0.5 0.{i % 9 + 1} 0.2\n" for i in range(2000)]
+    with ZipSink(path) as sink:
+        sink.write_member("obj_train_data/a.txt", "".join(lines).encode(), compress=True)
+        sink.write_member("obj.names", "chat\nchién\n".encode(), compress=True)
+    with ZipSource(path) as src:
+        with src.open("obj_train_data/a.txt") as f:
+            assert [line.decode() for line in f] == lines
+        with io.TextIOWrapper(src.open("obj.names"), encoding="utf-8") as t:
+            assert t.read().splitlines() == ["chat", "chién"]

@@ -292,15 +292,19 @@ def _check_layout(entries: list[ZipEntry], cd_start: int, archive: str) -> None:
             )
 
 
-def data_offset(f: BinaryIO, entry: ZipEntry, archive: str) -> int:
-    """Check a member's local header against the directory and return where its data starts."""
-    head = _read_at(f, entry.header_offset, LOCAL.size)
+def data_offset(fd: int, entry: ZipEntry, archive: str) -> int:
+    """Check a member's local header against the directory and return where its data starts.
+
+    Reads with ``os.pread`` on ``fd``: no shared file position, so members may be opened
+    from several threads at once.
+    """
+    head = os.pread(fd, LOCAL.size, entry.header_offset)
     if len(head) != LOCAL.size or head[:4] != LOCAL_SIG:
         raise ArchiveError(
             "bad local file header", archive=archive, member=entry.name, offset=entry.header_offset
         )
     _, _, _, flags, _, _, _, _, _, _, n, m = LOCAL.unpack(head)
-    local_name = _read_at(f, entry.header_offset + LOCAL.size, n)
+    local_name = os.pread(fd, n, entry.header_offset + LOCAL.size)
     if local_name != entry.raw_name:
         # A different name in the local header is how some scanners are fooled; refuse it.
         raise UnsafeArchiveError(

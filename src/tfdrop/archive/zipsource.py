@@ -68,7 +68,7 @@ class ZipSource(BaseSource):
         entry = self.entry(name)
         if self._file.closed:
             raise ValueError(f"{self._label} is closed")
-        start = data_offset(self._file, entry, self._label)
+        start = data_offset(self._file.fileno(), entry, self._label)
         # A duplicated descriptor per member: readers stay valid, and safe, after close().
         return _ZipMemberReader(os.dup(self._file.fileno()), entry, start, self._label)
 
