@@ -521,3 +521,14 @@ def test_members_work_as_text_and_line_iterators(tmp_path: Path) -> None:
             assert [line.decode() for line in f] == lines
         with io.TextIOWrapper(src.open("obj.names"), encoding="utf-8") as t:
             assert t.read().splitlines() == ["chat", "chién"]
+
+
+def test_claimed_entry_count_and_directory_size_are_refused_before_listing(
+    hostile_dir: Path,
+) -> None:
+    path = hostile_dir / "entry_count_claim.zip"
+    with pytest.raises(UnsafeArchiveError, match="more than 1000 entries"):
+        ZipSource(path, limits=ArchiveLimits(max_entries=1000))
+    assert _peak(lambda: ZipSource(path, limits=ArchiveLimits(max_entries=1000))) < 200_000
+    with pytest.raises(UnsafeArchiveError, match="central directory is"):
+        ZipSource(hostile_dir / "many_entries.zip", limits=ArchiveLimits(max_directory_size=1000))

@@ -232,6 +232,15 @@ def entry_count_lie(count: int = 300, claimed: int = 1) -> bytes:
     return bytes(data)
 
 
+def entry_count_claim(claimed: int = 0xFFFF) -> bytes:
+    """Three members whose end record claims ``claimed`` entries (refused before listing)."""
+    data = bytearray(many_entries(3))
+    eocd = data.rfind(b"PK\x05\x06")
+    _put(data, eocd + 8, "<H", claimed)
+    _put(data, eocd + 10, "<H", claimed)
+    return bytes(data)
+
+
 def duplicate_names() -> bytes:
     return build_zip([("annotations.xml", b"<a/>"), ("annotations.xml", b"<b/>")])
 
@@ -293,6 +302,7 @@ CASES: dict[str, Case] = {
     "utf8_name_without_flag": Case(utf8_name_without_flag, None),
     "many_entries": Case(lambda: many_entries(101), "unsafe_archive", {"max_entries": 100}),
     "entry_count_lie": Case(entry_count_lie, "unsafe_archive", {"max_entries": 100}),
+    "entry_count_claim": Case(entry_count_claim, "unsafe_archive", {"max_entries": 1000}),
     "duplicate_names": Case(duplicate_names, "unsafe_archive"),
     "encrypted_flag": Case(encrypted_flag, "bad_archive"),
     "overlapping_entries": Case(overlapping_entries, "unsafe_archive"),
