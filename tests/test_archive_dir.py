@@ -198,3 +198,12 @@ def test_readers_can_run_concurrently_in_threads(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert results == {n: (root / n).read_bytes() for n in src.names()}
+
+
+def test_folders_count_towards_the_entry_cap(tmp_path: Path) -> None:
+    root = tmp_path / "drop"
+    for i in range(30):
+        (root / f"d{i}" / "e").mkdir(parents=True)  # sixty folders, no files at all
+    with pytest.raises(UnsafeArchiveError, match="more than 50 entries"):
+        DirSource(root, limits=ArchiveLimits(max_entries=50))
+    assert DirSource(root).names() == []

@@ -58,10 +58,17 @@ class DirSource(BaseSource):
     def _walk(self, label: str, lim: ArchiveLimits) -> list[tuple[str, int]]:
         out: list[tuple[str, int]] = []
         stack = [""]
+        seen = 0  # files and folders, as a zip's entry count includes folder entries
         while stack:
             rel_dir = stack.pop()
+            entries = []
             with os.scandir(os.path.join(self.root, rel_dir)) as it:
-                entries = sorted(it, key=lambda e: e.name)
+                for e in it:
+                    # Counted as listed: a folder of ten million files stops at the cap.
+                    seen += 1
+                    lim.check_count(seen, label)
+                    entries.append(e)
+            entries.sort(key=lambda e: e.name)
             subdirs = []
             for e in entries:
                 rel = f"{rel_dir}/{e.name}" if rel_dir else e.name
@@ -81,7 +88,6 @@ class DirSource(BaseSource):
                     subdirs.append(rel)
                 elif stat.S_ISREG(st.st_mode):
                     out.append((rel, st.st_size))
-                    lim.check_count(len(out), label)
                 else:
                     raise UnsafeArchiveError(
                         "not a regular file (pipe, device or socket)", archive=label, member=rel
