@@ -532,3 +532,21 @@ def test_claimed_entry_count_and_directory_size_are_refused_before_listing(
     assert _peak(lambda: ZipSource(path, limits=ArchiveLimits(max_entries=1000))) < 200_000
     with pytest.raises(UnsafeArchiveError, match="central directory is"):
         ZipSource(hostile_dir / "many_entries.zip", limits=ArchiveLimits(max_directory_size=1000))
+
+
+@pytest.mark.parametrize(("crc_ok", "expected"), [(True, "café.txt"), (False, "cafe.txt")])
+def test_info_zip_unicode_path_extra_is_used_only_when_its_crc_matches(
+    tmp_path: Path, crc_ok: bool, expected: str
+) -> None:
+    import struct
+    import zlib
+
+    utf8 = "café.txt".encode()
+    crc = zlib.crc32(b"cafe.txt") if crc_ok else 0x12345678
+    info = zipfile.ZipInfo("cafe.txt")
+    info.extra = struct.pack("<2HBL", 0x7075, 5 + len(utf8), 1, crc) + utf8
+    path = tmp_path / "up.zip"
+    path.write_bytes(hostile.build_zip([(info, b"x")]))
+    with ZipSource(path) as src:
+        assert src.names() == [expected]
+        assert src.read_bytes(expected, max_size=1) == b"x"
