@@ -209,11 +209,6 @@ def test_no_config_runs_the_built_in_inbox_to_outbox_pipeline(tmp_path: Path) ->
         log.close()
 
 
-@pytest.mark.xfail(
-    reason="ZipSink.__exit__ masks mid-write errors with zipfile's ValueError "
-    "(/work/notes/BUG_zipsink_masks_errors.md)",
-    strict=False,
-)
 def test_a_corrupt_record_deep_in_the_stream_fails_as_crc_mismatch(
     daemon: Daemon, folders: tuple[Path, Path]
 ) -> None:

@@ -44,7 +44,7 @@ class WaitForOther(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """How a job ended: published, duplicate, failed, retry, waiting or cancelled."""
+    """How a job ended: published, duplicate, failed, retry, waiting, cancelled or gone."""
 
     status: str
     detail: dict[str, Any] = field(default_factory=dict)
@@ -136,6 +136,10 @@ class JobRunner:
     def _run(self) -> Outcome:
         from tfdrop.convert import ConvertOptions, convert
 
+        if not self.claimed.input.exists():
+            # moved away by hand while waiting for a retry: nothing left to do
+            finish_job_folder(self.claimed)
+            return Outcome("gone")
         clean_job_folder(self.claimed)  # leftovers of an attempt killed or aborted earlier
         p = self.pipeline
         size = self.claimed.input.stat().st_size
@@ -229,6 +233,7 @@ class JobRunner:
                     p.output,
                     ARCHIVE_SUFFIX,
                 )
+                self.entry = entry
                 continue
             self.ledger.published(entry, f"{stem}{ARCHIVE_SUFFIX}")
             log.info(
@@ -260,13 +265,16 @@ class JobRunner:
                 self.ledger.forget(self.entry)
             self.pipeline.failed.mkdir(exist_ok=True)
             dst = move_unique(self.claimed.input, self.pipeline.failed, self.claimed.name)
-            doc = dict(error)
-            doc.update(
-                pipeline=self.pipeline.name,
-                source=self.claimed.name,
-                job=self.claimed.job_id,
-                time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            )
+        except OSError as exc:  # the input is still claimed: try again later
+            return Outcome("retry", {"errno": exc.errno, "error": str(exc), "kind": "os_error"})
+        doc = dict(error)
+        doc.update(
+            pipeline=self.pipeline.name,
+            source=self.claimed.name,
+            job=self.claimed.job_id,
+            time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        )
+        try:
             write_replace(
                 dst.with_name(f"{dst.name}.error.json"),
                 (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode(),
@@ -274,5 +282,6 @@ class JobRunner:
             )
             finish_job_folder(self.claimed)
         except OSError as exc:
-            return Outcome("retry", {"errno": exc.errno, "error": str(exc), "kind": "os_error"})
+            # the input is in failed/ already; the log line carries what the file would have
+            log.error("error_file_not_written", error=str(exc), **doc)
         return Outcome("failed", {**error, "moved_to": str(dst)})

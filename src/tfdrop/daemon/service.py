@@ -35,6 +35,8 @@ from tfdrop.errors import TfdropError
 log = structlog.get_logger("tfdrop.daemon")
 
 _ABORT_SECONDS = 10.0  # after the grace period: how long aborted jobs get to clean up
+_WATCH_TIMEOUT_MS = 100  # the watcher's empty yields: its first one says the watch is set up
+_WATCH_START_SECONDS = 5.0
 
 
 @dataclass(eq=False, slots=True)
@@ -47,6 +49,7 @@ class Runtime:
     tracker: DropTracker
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     watcher: asyncio.Task[None] | None = None
+    watching: asyncio.Event = field(default_factory=asyncio.Event)
     next_rescan: float = 0.0
     closed: bool = False
     jobs: int = 0
@@ -134,23 +137,38 @@ class Service:
 
     def _start_watcher(self, rt: Runtime) -> None:
         rt.stop = asyncio.Event()
-        rt.watcher = asyncio.create_task(self._watch(rt), name=f"watch-{rt.cfg.name}")
+        rt.watching = asyncio.Event()
+        rt.watcher = asyncio.create_task(
+            self._watch(rt, rt.stop, rt.watching), name=f"watch-{rt.cfg.name}"
+        )
 
-    async def _watch(self, rt: Runtime) -> None:
+    async def _watch(self, rt: Runtime, stop: asyncio.Event, watching: asyncio.Event) -> None:
+        """Note files the OS reports in the drop folder (top level only).
+
+        ``stop`` and ``watching`` are this watcher's own events (a reload starts a new watcher
+        with new ones). The first yield, an empty one after ``rust_timeout`` when nothing
+        happens, proves the watch is in place; only a listing made after that point is sure
+        to see every file the watch does not report, so it triggers a rescan.
+        """
         d = self.config.daemon
-        while not rt.stop.is_set():
+        while not stop.is_set():
             try:
                 async for changes in watchfiles.awatch(
                     rt.cfg.drop,
                     watch_filter=None,
                     debounce=50,
                     step=20,
-                    stop_event=rt.stop,
+                    stop_event=stop,
                     force_polling=d.poll,
                     poll_delay_ms=int(d.poll_interval_seconds * 1000),
                     recursive=False,
                     ignore_permission_denied=True,
+                    rust_timeout=_WATCH_TIMEOUT_MS,
+                    yield_on_timeout=True,
                 ):
+                    if not watching.is_set():
+                        watching.set()
+                        rt.next_rescan = 0.0
                     now = time.monotonic()
                     for change, path in changes:
                         p = Path(path)
@@ -160,7 +178,7 @@ class Service:
                 # the folder went away or inotify ran out of watches: rescans still find drops
                 log.warning("watch_failed", pipeline=rt.cfg.name, error=str(exc))
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(rt.stop.wait(), timeout=max(d.rescan_seconds, 1.0))
+                    await asyncio.wait_for(stop.wait(), timeout=max(d.rescan_seconds, 1.0))
 
     def _scan(self, rt: Runtime, now: float) -> None:
         d = self.config.daemon
@@ -283,6 +301,8 @@ class Service:
                 log.info("job_done", status=outcome.status, elapsed_s=elapsed, **outcome.detail)
             elif outcome.status == "failed":
                 log.warning("job_failed", elapsed_s=elapsed, **outcome.detail)
+            elif outcome.status == "gone":
+                log.warning("job_input_gone", folder=str(claimed.folder))
             elif outcome.status == "cancelled":
                 log.info("job_aborted", reason="shutdown", kept_in=str(claimed.folder))
             else:
@@ -328,6 +348,8 @@ class Service:
         for rt in old.values():
             rt.closed = True
             rt.stop.set()
+            if rt.jobs == 0:
+                rt.work.close()  # else at exit: a running job still needs its slot
             log.info("pipeline_closed", pipeline=rt.cfg.name)
         for rt in runtimes:
             rt.stop.set()
@@ -395,9 +417,6 @@ class Service:
             log.info("daemon_started", config=str(self.config.source))
         try:
             self.runtimes = [self._open(cfg) for cfg in self.config.pipelines]
-            now = time.monotonic()
-            for rt in self.runtimes:
-                self._scan(rt, now)  # the start-up scan, before READY=1
         except (TfdropError, OSError) as exc:
             details = exc.to_dict() if isinstance(exc, TfdropError) else {"message": str(exc)}
             log.error("daemon_start_failed", **details)
@@ -407,8 +426,23 @@ class Service:
         loop.add_signal_handler(
             signal.SIGHUP, lambda: self._tasks.append(loop.create_task(self._reload()))
         )
+        # watch first, then list: a file dropped in between is seen by one or the other
         for rt in self.runtimes:
             self._start_watcher(rt)
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(rt.watching.wait() for rt in self.runtimes)),
+                timeout=_WATCH_START_SECONDS,
+            )
+        except TimeoutError:
+            log.warning("watch_slow_to_start", hint="drops are still found by rescans")
+        now = time.monotonic()
+        try:
+            for rt in self.runtimes:
+                self._scan(rt, now)  # the start-up scan, before READY=1
+        except OSError as exc:
+            log.error("daemon_start_failed", message=str(exc))
+            return 1
         self._ensure_workers()
         self._tasks.append(asyncio.create_task(self._ticker(), name="ticker"))
         if self.notifier.watchdog_seconds:
