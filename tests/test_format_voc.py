@@ -563,3 +563,29 @@ def test_cli_converts_a_voc_zip_and_reports(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "Annotations/h.xml" in done.stderr + done.stdout
     assert "DOCTYPE" in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize(
+    "encoding", ["iso-8859-1", "utf-16"], ids=["latin-1-declared", "utf-16-with-bom"]
+)
+def test_annotations_in_other_encodings_take_the_safe_path_and_read_right(
+    tmp_path: Path, encoding: str
+) -> None:
+    xml = voc_xml("e.jpg", [{"name": "caf\u00e9"}]).replace(
+        "<annotation>", f'<?xml version="1.0" encoding="{encoding}"?>\n<annotation>', 1
+    )
+    src = make_zip(
+        tmp_path / "x.zip",
+        {"Annotations/e.xml": xml.encode(encoding), "JPEGImages/e.jpg": jpeg(9, 9)},
+    )
+    items, _, _ = read_items(src)
+    assert items[0].objects[0].label == "caf\u00e9"
+
+
+def test_utf16_billion_laughs_is_refused_too(tmp_path: Path) -> None:
+    data = BILLION_LAUGHS.replace('version="1.0"', 'version="1.0" encoding="utf-16"').encode(
+        "utf-16"
+    )
+    src = make_zip(tmp_path / "x.zip", {"Annotations/h.xml": data, "JPEGImages/h.jpg": jpeg(9, 9)})
+    with pytest.raises(FormatError, match="DOCTYPE"):
+        read_items(src)

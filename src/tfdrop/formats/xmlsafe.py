@@ -25,7 +25,15 @@ from xml.parsers import expat
 
 from tfdrop.errors import FormatError
 
-__all__ = ["DEFAULT_MAX_DEPTH", "SafeXmlParser", "XmlEvent", "iterparse", "parse_bytes"]
+__all__ = [
+    "DEFAULT_MAX_DEPTH",
+    "SafeXmlParser",
+    "XmlEvent",
+    "element_lines",
+    "iterparse",
+    "parse_bytes",
+    "parse_small",
+]
 
 DEFAULT_MAX_DEPTH: Final = 64
 DEFAULT_MAX_TEXT: Final = 256 * 1024 * 1024
@@ -187,3 +195,35 @@ def parse_bytes(
     root = parser.root
     assert root is not None  # close() raises when no element was found
     return root
+
+
+_DOCTYPE: Final = b"<!DOCTYPE"
+_UTF16_BOMS: Final = (b"\xff\xfe", b"\xfe\xff")
+
+
+def parse_small(data: bytes, *, member: str | None = None) -> ET.Element:
+    """The document element of a small, whole XML file, fast (one VOC annotation).
+
+    The fast path is ElementTree's C parser with the encoding forced to UTF-8: read as UTF-8,
+    a document without the bytes ``<!DOCTYPE`` cannot declare an entity or a DTD, so nothing
+    can expand. Anything else (a DOCTYPE, UTF-16, another declared encoding, any parse error)
+    goes through :class:`SafeXmlParser`, which refuses or reports it with the line. Callers
+    cap ``len(data)``; depth is not capped on the fast path (the C tree builder does not
+    recurse, and a small file cannot hold a deep tree that matters).
+    """
+    if _DOCTYPE not in data and not data.startswith(_UTF16_BOMS) and b"\x00" not in data[:4]:
+        parser = ET.XMLParser(encoding="utf-8")  # noqa: S314  (no DOCTYPE: nothing expands)
+        try:
+            parser.feed(data)
+            return parser.close()
+        except ET.ParseError:
+            pass  # the safe parser says what is wrong, with the line
+    return parse_bytes(data, member=member)
+
+
+def element_lines(data: bytes, tag: str, *, member: str | None = None) -> list[int]:
+    """The line of each ``<tag>`` start, in document order (for error messages, on demand)."""
+    parser = SafeXmlParser(member=member)
+    parser.feed(data)
+    parser.close()
+    return [ev.line for ev in parser.events() if ev.kind == "start" and ev.element.tag == tag]

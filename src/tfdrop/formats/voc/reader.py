@@ -35,7 +35,7 @@ from tfdrop.formats.voc.layout import (
     parse_labelmap,
     read_subsets,
 )
-from tfdrop.formats.xmlsafe import SafeXmlParser
+from tfdrop.formats.xmlsafe import element_lines, parse_small
 
 TOLERANCE: Final = 1.0
 """Pixels a box may reach outside the image before it is an error (then it is clamped)."""
@@ -43,9 +43,7 @@ MAX_XML: Final = 16 << 20
 MAX_IMAGE: Final = 256 << 20
 _TRUE: Final = frozenset({"1", "true", "yes"})
 _FALSE: Final = frozenset({"0", "false", "no", ""})
-_KNOWN: Final = frozenset(
-    {"name", "pose", "truncated", "difficult", "occluded", "bndbox", "attributes", "actions"}
-)
+_FIELDS: Final = frozenset({"name", "pose", "truncated", "difficult", "occluded"})
 _PNG: Final = b"\x89PNG\r\n\x1a\n"
 
 
@@ -63,20 +61,8 @@ class _Where:
     member: str
     item: str
 
-
-def _parse(data: bytes, member: str) -> tuple[ET.Element, dict[int, int]]:
-    """The document and the line of each ``<object>`` (by ``id()``), for error messages."""
-    parser = SafeXmlParser(member=member)
-    parser.feed(data)
-    parser.close()
-    lines = {
-        id(ev.element): ev.line
-        for ev in parser.events()
-        if ev.kind == "start" and ev.element.tag == "object"
-    }
-    root = parser.root
-    assert root is not None
-    return root, lines
+    def error(self, message: str, *, obj: int | None = None, key: str | None = None) -> FormatError:
+        return FormatError(message, member=self.member, item=self.item, object=obj, key=key)
 
 
 def _text(elem: ET.Element | None, tag: str) -> str | None:
@@ -84,38 +70,24 @@ def _text(elem: ET.Element | None, tag: str) -> str | None:
     return None if child is None else (child.text or "").strip()
 
 
-def _number(text: str | None, what: str, where: _Where, obj: int | None, line: int | None) -> float:
+def _number(text: str | None, what: str, where: _Where, obj: int | None) -> float:
     try:
         value = float(text) if text is not None else math.nan
     except ValueError:
         value = math.nan
     if not math.isfinite(value):
         shown = "missing" if text is None else repr(text)
-        raise FormatError(
-            f"{what} is {shown}, not a number",
-            member=where.member,
-            item=where.item,
-            object=obj,
-            line=line,
-            key=what,
-        )
+        raise where.error(f"{what} is {shown}, not a number", obj=obj, key=what)
     return value
 
 
-def _flag(text: str | None, what: str, where: _Where, obj: int, line: int | None) -> bool:
+def _flag(text: str | None, what: str, where: _Where, obj: int) -> bool:
     low = (text or "").lower()
     if low in _TRUE:
         return True
     if low in _FALSE:
         return False
-    raise FormatError(
-        f"{what} is {text!r}, not 0 or 1",
-        member=where.member,
-        item=where.item,
-        object=obj,
-        line=line,
-        key=what,
-    )
+    raise where.error(f"{what} is {text!r}, not 0 or 1", obj=obj, key=what)
 
 
 def _size(root: ET.Element, where: _Where) -> tuple[int, int]:
@@ -126,14 +98,9 @@ def _size(root: ET.Element, where: _Where) -> tuple[int, int]:
         if not text:
             out.append(0)
             continue
-        value = _number(text, key, where, None, None)
+        value = _number(text, key, where, None)
         if value < 0 or value != int(value):
-            raise FormatError(
-                f"image {key} is {text!r}, not a whole number of pixels",
-                member=where.member,
-                item=where.item,
-                key=key,
-            )
+            raise where.error(f"image {key} is {text!r}, not a whole number of pixels", key=key)
         out.append(int(value))
     return out[0], out[1]
 
@@ -197,7 +164,20 @@ class VocReader:
         yield self._finish(Item(name=name, subset=subset, source_id=name), image, ())
 
     def _item(self, root: VocRoot, item_id: str, member: str, subsets: dict[str, str]) -> Item:
-        root_el, lines = _parse(self.source.read_bytes(member, max_size=MAX_XML), member)
+        data = self.source.read_bytes(member, max_size=MAX_XML)
+        try:
+            return self._parse_item(root, item_id, member, subsets, data)
+        except FormatError as exc:
+            if exc.object is not None and exc.line is None:
+                # Lines cost a second, slower parse: only taken when reporting an error.
+                lines = element_lines(data, "object", member=member)
+                exc.at(line=lines[exc.object] if exc.object < len(lines) else None)
+            raise
+
+    def _parse_item(
+        self, root: VocRoot, item_id: str, member: str, subsets: dict[str, str], data: bytes
+    ) -> Item:
+        root_el = parse_small(data, member=member)
         filename = _text(root_el, "filename") or ""
         image = self._find_image(root, item_id, filename)
         if not filename:
@@ -206,7 +186,10 @@ class VocReader:
             )
         where = _Where(member, filename)
         width, height = _size(root_el, where)
-        raw = [(obj, lines.get(id(obj))) for obj in root_el.iter("object")]
+        if image is None and (self.options.images or not (width and height)):
+            expected = root.prefix + IMAGES + filename
+            why = "" if self.options.images else " (the annotation has no <size> either)"
+            raise where.error(f"image not found: expected member {expected}{why}")
         item = Item(
             name=filename,
             subset=subsets.get(item_id, DEFAULT_SUBSET),
@@ -214,20 +197,14 @@ class VocReader:
             height=height,
             source_id=filename,
         )
-        if image is None and (self.options.images or not (width and height)):
-            expected = root.prefix + IMAGES + filename
-            why = "" if self.options.images else " (the annotation has no <size> either)"
-            raise FormatError(
-                f"image not found: expected member {expected}{why}",
-                member=member,
-                item=filename,
-            )
+        raw = root_el.findall("object")
+        if not raw:
+            return self._finish(item, image, ())
+        # The size may come from the image header, so boxes are read after _finish.
         item = self._finish(item, image, ())
         objects = tuple(
-            self._object(obj, i, line, item.width, item.height, where)
-            for i, (obj, line) in enumerate(raw)
+            self._object(obj, i, item.width, item.height, where) for i, obj in enumerate(raw)
         )
-        self._parts(raw, where)
         return Item(
             name=item.name,
             subset=item.subset,
@@ -273,103 +250,84 @@ class VocReader:
         )
 
     def _object(
-        self, obj: ET.Element, index: int, line: int | None, width: int, height: int, where: _Where
+        self, obj: ET.Element, index: int, width: int, height: int, where: _Where
     ) -> Annotation:
-        label = _text(obj, "name")
+        # One pass over the children (find() per field costs a scan each).
+        fields: dict[str, str] = {}
+        box: ET.Element | None = None
+        attributes: list[tuple[str, str]] = []
+        for child in obj:
+            tag = child.tag
+            if tag == "bndbox":
+                box = child
+            elif tag in _FIELDS:
+                fields[tag] = (child.text or "").strip()
+            elif tag == "attributes":
+                for attr in child.iter("attribute"):
+                    name = _text(attr, "name")
+                    if name:
+                        attributes.append((name, _text(attr, "value") or ""))
+            elif tag == "actions":
+                attributes.extend((a.tag, (a.text or "").strip()) for a in child)
+            elif tag == "part":
+                self.notes.skip(
+                    "part",
+                    f"object {index} has a body part (VOC layout); parts are not converted",
+                    member=where.member,
+                    item=where.item,
+                )
+            elif len(child) == 0:
+                attributes.append((tag, (child.text or "").strip()))
+        label = fields.get("name")
         if not label:
-            raise FormatError(
-                "object has no <name>",
-                member=where.member,
-                item=where.item,
-                object=index,
-                line=line,
-            )
-        box = obj.find("bndbox")
+            raise where.error("object has no <name>", obj=index)
         if box is None:
-            raise FormatError(
-                "object has no <bndbox>",
-                member=where.member,
-                item=where.item,
-                object=index,
-                line=line,
-            )
-        coords = [_number(_text(box, k), k, where, index, line) for k in _BOX_KEYS]
-        xmin, ymin, xmax, ymax = self._check_box(coords, width, height, where, index, line)
-        attributes = list(_attributes(obj))
+            raise where.error("object has no <bndbox>", obj=index)
+        coords = {c.tag: (c.text or "").strip() for c in box}
+        xmin, ymin, xmax, ymax = self._check_box(
+            [_number(coords.get(k), k, where, index) for k in _BOX_KEYS],
+            width,
+            height,
+            where,
+            index,
+        )
         return Annotation(
             label=label,
             box=Box.from_pixels(xmin, ymin, xmax, ymax, width, height),
-            difficult=_flag(_text(obj, "difficult"), "difficult", where, index, line),
-            truncated=_flag(_text(obj, "truncated"), "truncated", where, index, line),
-            occluded=_flag(_text(obj, "occluded"), "occluded", where, index, line),
-            view=_text(obj, "pose") or "",
+            difficult=_flag(fields.get("difficult"), "difficult", where, index),
+            truncated=_flag(fields.get("truncated"), "truncated", where, index),
+            occluded=_flag(fields.get("occluded"), "occluded", where, index),
+            view=fields.get("pose", ""),
             attributes=tuple(attributes),
         )
 
     def _check_box(
-        self,
-        c: list[float],
-        width: int,
-        height: int,
-        where: _Where,
-        index: int,
-        line: int | None,
+        self, c: list[float], width: int, height: int, where: _Where, index: int
     ) -> tuple[float, float, float, float]:
         xmin, ymin, xmax, ymax = c
-        problem = ""
         if xmin > xmax or ymin > ymax:
-            problem = f"min above max (xmin {xmin:g}, xmax {xmax:g}, ymin {ymin:g}, ymax {ymax:g})"
-        elif min(xmin, ymin) < -TOLERANCE or xmax > width + TOLERANCE or ymax > height + TOLERANCE:
-            problem = (
+            raise where.error(
+                f"min above max (xmin {xmin:g}, xmax {xmax:g}, ymin {ymin:g}, ymax {ymax:g})",
+                obj=index,
+            )
+        if min(xmin, ymin) < -TOLERANCE or xmax > width + TOLERANCE or ymax > height + TOLERANCE:
+            raise where.error(
                 f"box ({xmin:g}, {ymin:g}, {xmax:g}, {ymax:g}) lies outside the "
-                f"{width}x{height} image"
+                f"{width}x{height} image",
+                obj=index,
             )
-        if problem:
-            raise FormatError(
-                problem, member=where.member, item=where.item, object=index, line=line
-            )
-        clamped = (
-            max(0.0, xmin),
-            max(0.0, ymin),
-            min(float(width), xmax),
-            min(float(height), ymax),
-        )
-        if clamped != (xmin, ymin, xmax, ymax):
+        if xmin < 0 or ymin < 0 or xmax > width or ymax > height:
             self.notes.warn(
                 "box_clamped",
                 f"object {index} reached up to {TOLERANCE:g} px outside the image; clamped",
                 member=where.member,
                 item=where.item,
             )
-        return clamped
-
-    def _parts(self, raw: list[tuple[ET.Element, int | None]], where: _Where) -> None:
-        for i, (obj, _) in enumerate(raw):
-            for _part in obj.findall("part"):
-                self.notes.skip(
-                    "part",
-                    f"object {i} has a body part (VOC layout); parts are not converted",
-                    member=where.member,
-                    item=where.item,
-                )
+            return max(0.0, xmin), max(0.0, ymin), min(float(width), xmax), min(float(height), ymax)
+        return xmin, ymin, xmax, ymax
 
 
 _BOX_KEYS: Final = ("xmin", "ymin", "xmax", "ymax")
-
-
-def _attributes(obj: ET.Element) -> Iterator[tuple[str, str]]:
-    """CVAT's ``<attributes>``, VOC's ``<actions>`` and any other simple child, in order."""
-    for child in obj:
-        if child.tag == "attributes":
-            for attr in child.findall("attribute"):
-                name = _text(attr, "name")
-                if name:
-                    yield name, _text(attr, "value") or ""
-        elif child.tag == "actions":
-            for action in child:
-                yield action.tag, (action.text or "").strip()
-        elif child.tag not in _KNOWN and child.tag != "part" and len(child) == 0:
-            yield child.tag, (child.text or "").strip()
 
 
 def open_reader(source: Source, options: ReadOptions, notes: Notes) -> VocReader:
