@@ -17,49 +17,21 @@ import signal
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
-import watchfiles
 
 from tfdrop.config import Config, PipelineConfig, resolve_config
-from tfdrop.daemon.claim import Claimed, WorkArea
-from tfdrop.daemon.fsops import remove_own_temps
 from tfdrop.daemon.jobs import JobRunner, Outcome
-from tfdrop.daemon.ledger import Ledger
 from tfdrop.daemon.notify import Notifier
-from tfdrop.daemon.watch import DropTracker, Settled
+from tfdrop.daemon.runtime import Job, Runtime, open_runtime, watch_drop
+from tfdrop.daemon.watch import Settled
 from tfdrop.errors import TfdropError
 
 log = structlog.get_logger("tfdrop.daemon")
 
 _ABORT_SECONDS = 10.0  # after the grace period: how long aborted jobs get to clean up
-_WATCH_TIMEOUT_MS = 100  # the watcher's empty yields: its first one says the watch is set up
 _WATCH_START_SECONDS = 5.0
-
-
-@dataclass(eq=False, slots=True)
-class Runtime:
-    """One pipeline while the daemon runs."""
-
-    cfg: PipelineConfig
-    work: WorkArea
-    ledger: Ledger
-    tracker: DropTracker
-    stop: asyncio.Event = field(default_factory=asyncio.Event)
-    watcher: asyncio.Task[None] | None = None
-    watching: asyncio.Event = field(default_factory=asyncio.Event)
-    next_rescan: float = 0.0
-    closed: bool = False
-    jobs: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Job:
-    runtime: Runtime
-    claimed: Claimed
-    attempt: int = 0
 
 
 def _tick_seconds(settle: float) -> float:
@@ -89,96 +61,19 @@ class Service:
 
     # -- pipelines --------------------------------------------------------------------------
 
-    def _open(self, cfg: PipelineConfig) -> Runtime:
-        if cfg.create:
-            for folder in (cfg.drop, cfg.output, cfg.done, cfg.failed):
-                folder.mkdir(parents=True, exist_ok=True)
-        for folder in (cfg.drop, cfg.output):
-            if not folder.is_dir():
-                raise TfdropError(
-                    f"pipeline {cfg.name}: {folder} is not a folder",
-                    hint="create it, or set create = true",
-                )
-        cfg.state.mkdir(parents=True, exist_ok=True)
-        if cfg.state.stat().st_dev != cfg.drop.stat().st_dev:
-            raise TfdropError(
-                f"pipeline {cfg.name}: state_dir {cfg.state} is not on the drop folder's "
-                "file system, so claiming by rename cannot work",
-                key="state_dir",
-            )
-        work = WorkArea(cfg.state)
-        d = self.config.daemon
-        rt = Runtime(
-            cfg,
-            work,
-            Ledger(cfg.state, work.instance),
-            DropTracker(cfg.drop, cfg.patterns, settle=d.settle_seconds, stale=d.stale_seconds),
-        )
-        removed = remove_own_temps(cfg.output, work.instance)
-        removed += remove_own_temps(cfg.state / "ledger" / "sha256", work.instance)
-        adopted = work.adopt_orphans()
-        recovered = work.recover()
-        log.info(
-            "pipeline_opened",
-            pipeline=cfg.name,
-            drop=str(cfg.drop),
-            output=str(cfg.output),
-            source_format=cfg.source_format,
-            target_format=cfg.target_format,
-            instance=work.instance,
-            recovered=len(recovered),
-            adopted=len(adopted),
-            temps_removed=len(removed),
-        )
-        for claimed in recovered:
-            log.info("claim_recovered", pipeline=cfg.name, job=claimed.job_id, source=claimed.name)
-            self.queue.put_nowait(Job(rt, claimed))
+    def _open(self, cfg: PipelineConfig, *, queue_recovered: bool = True) -> Runtime:
+        rt, recovered = open_runtime(cfg, self.config.daemon)
+        if queue_recovered:
+            for claimed in recovered:
+                self.queue.put_nowait(Job(rt, claimed))
         return rt
 
     def _start_watcher(self, rt: Runtime) -> None:
         rt.stop = asyncio.Event()
         rt.watching = asyncio.Event()
         rt.watcher = asyncio.create_task(
-            self._watch(rt, rt.stop, rt.watching), name=f"watch-{rt.cfg.name}"
+            watch_drop(rt, rt.stop, rt.watching, self.config.daemon), name=f"watch-{rt.cfg.name}"
         )
-
-    async def _watch(self, rt: Runtime, stop: asyncio.Event, watching: asyncio.Event) -> None:
-        """Note files the OS reports in the drop folder (top level only).
-
-        ``stop`` and ``watching`` are this watcher's own events (a reload starts a new watcher
-        with new ones). The first yield, an empty one after ``rust_timeout`` when nothing
-        happens, proves the watch is in place; only a listing made after that point is sure
-        to see every file the watch does not report, so it triggers a rescan.
-        """
-        d = self.config.daemon
-        while not stop.is_set():
-            try:
-                async for changes in watchfiles.awatch(
-                    rt.cfg.drop,
-                    watch_filter=None,
-                    debounce=50,
-                    step=20,
-                    stop_event=stop,
-                    force_polling=d.poll,
-                    poll_delay_ms=int(d.poll_interval_seconds * 1000),
-                    recursive=False,
-                    ignore_permission_denied=True,
-                    rust_timeout=_WATCH_TIMEOUT_MS,
-                    yield_on_timeout=True,
-                ):
-                    if not watching.is_set():
-                        watching.set()
-                        rt.next_rescan = 0.0
-                    now = time.monotonic()
-                    for change, path in changes:
-                        p = Path(path)
-                        if change != watchfiles.Change.deleted and p.parent == rt.cfg.drop:
-                            rt.tracker.note(p.name, now)
-            except (OSError, RuntimeError) as exc:
-                # the folder went away or inotify ran out of watches: rescans still find drops
-                log.warning("watch_failed", pipeline=rt.cfg.name, error=str(exc))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=max(d.rescan_seconds, 1.0))
 
     def _scan(self, rt: Runtime, now: float) -> None:
         d = self.config.daemon
@@ -330,15 +225,32 @@ class Service:
     # -- reload and stop --------------------------------------------------------------------
 
     def _apply(self, new: Config) -> None:
-        """Switch to a new config: keep runtimes whose folders did not change."""
+        """Switch to a new config: keep runtimes whose folders did not change.
+
+        New pipelines are opened first, so a failure (a folder that cannot be created) leaves
+        the running config untouched.
+        """
         old = {(rt.cfg.drop, rt.cfg.state): rt for rt in self.runtimes}
+        opened: dict[tuple[Path, Path], Runtime] = {}
+        try:
+            for cfg in new.pipelines:
+                key = (cfg.drop, cfg.state)
+                if key not in old:
+                    opened[key] = self._open(cfg, queue_recovered=False)
+        except BaseException:
+            for rt in opened.values():
+                rt.work.close()
+            raise
         self.config = new
         runtimes = []
         for cfg in new.pipelines:
-            rt = old.pop((cfg.drop, cfg.state), None)
-            if rt is None:
-                rt = self._open(cfg)
+            key = (cfg.drop, cfg.state)
+            if key in opened:
+                rt = opened[key]
+                for claimed in rt.work.recover():
+                    self.queue.put_nowait(Job(rt, claimed))
             else:
+                rt = old.pop(key)
                 rt.cfg = cfg
                 rt.tracker.patterns = cfg.patterns
             rt.tracker.settle = new.daemon.settle_seconds

@@ -1,0 +1,140 @@
+"""A pipeline while the daemon runs: its folders, instance slot, ledger, tracker and watcher.
+
+Follows SPEC.md "The daemon" (seen -> settled -> claimed): :func:`open_runtime` prepares a
+pipeline (folders, the instance's work folder, the ledger, clean-up after a killed run) and
+:func:`watch_drop` feeds file events of the drop folder's top level to the tracker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+import watchfiles
+
+from tfdrop.config import DaemonConfig, PipelineConfig
+from tfdrop.daemon.claim import Claimed, WorkArea
+from tfdrop.daemon.fsops import remove_own_temps
+from tfdrop.daemon.ledger import Ledger
+from tfdrop.daemon.watch import DropTracker
+from tfdrop.errors import TfdropError
+
+log = structlog.get_logger("tfdrop.daemon")
+
+_WATCH_TIMEOUT_MS = 100  # the watcher's empty yields: its first one says the watch is set up
+
+
+@dataclass(eq=False, slots=True)
+class Runtime:
+    """One pipeline while the daemon runs."""
+
+    cfg: PipelineConfig
+    work: WorkArea
+    ledger: Ledger
+    tracker: DropTracker
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    watcher: asyncio.Task[None] | None = None
+    watching: asyncio.Event = field(default_factory=asyncio.Event)
+    next_rescan: float = 0.0
+    closed: bool = False
+    jobs: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    runtime: Runtime
+    claimed: Claimed
+    attempt: int = 0
+
+
+def open_runtime(cfg: PipelineConfig, d: DaemonConfig) -> tuple[Runtime, list[Claimed]]:
+    """Create the pipeline's folders, take an instance slot, clean up after a killed run.
+
+    Returns the runtime and the claims a killed run (or a dead instance) left to take up.
+    """
+    if cfg.create:
+        for folder in (cfg.drop, cfg.output, cfg.done, cfg.failed):
+            folder.mkdir(parents=True, exist_ok=True)
+    for folder in (cfg.drop, cfg.output):
+        if not folder.is_dir():
+            raise TfdropError(
+                f"pipeline {cfg.name}: {folder} is not a folder",
+                hint="create it, or set create = true",
+            )
+    cfg.state.mkdir(parents=True, exist_ok=True)
+    if cfg.state.stat().st_dev != cfg.drop.stat().st_dev:
+        raise TfdropError(
+            f"pipeline {cfg.name}: state_dir {cfg.state} is not on the drop folder's "
+            "file system, so claiming by rename cannot work",
+            key="state_dir",
+        )
+    work = WorkArea(cfg.state)
+    rt = Runtime(
+        cfg,
+        work,
+        Ledger(cfg.state, work.instance),
+        DropTracker(cfg.drop, cfg.patterns, settle=d.settle_seconds, stale=d.stale_seconds),
+    )
+    removed = remove_own_temps(cfg.output, work.instance)
+    removed += remove_own_temps(cfg.state / "ledger" / "sha256", work.instance)
+    adopted = work.adopt_orphans()
+    recovered = work.recover()
+    log.info(
+        "pipeline_opened",
+        pipeline=cfg.name,
+        drop=str(cfg.drop),
+        output=str(cfg.output),
+        source_format=cfg.source_format,
+        target_format=cfg.target_format,
+        instance=work.instance,
+        recovered=len(recovered),
+        adopted=len(adopted),
+        temps_removed=len(removed),
+    )
+    for claimed in recovered:
+        log.info("claim_recovered", pipeline=cfg.name, job=claimed.job_id, source=claimed.name)
+    return rt, recovered
+
+
+async def watch_drop(
+    rt: Runtime, stop: asyncio.Event, watching: asyncio.Event, d: DaemonConfig
+) -> None:
+    """Note files the OS reports in the drop folder (top level only).
+
+    ``stop`` and ``watching`` are this watcher's own events (a reload starts a new watcher
+    with new ones). The first yield, an empty one after ``rust_timeout`` when nothing
+    happens, proves the watch is in place; only a listing made after that point is sure
+    to see every file the watch does not report, so it triggers a rescan.
+    """
+    while not stop.is_set():
+        try:
+            async for changes in watchfiles.awatch(
+                rt.cfg.drop,
+                watch_filter=None,
+                debounce=50,
+                step=20,
+                stop_event=stop,
+                force_polling=d.poll,
+                poll_delay_ms=int(d.poll_interval_seconds * 1000),
+                recursive=False,
+                ignore_permission_denied=True,
+                rust_timeout=_WATCH_TIMEOUT_MS,
+                yield_on_timeout=True,
+            ):
+                if not watching.is_set():
+                    watching.set()
+                    rt.next_rescan = 0.0
+                now = time.monotonic()
+                for change, path in changes:
+                    p = Path(path)
+                    if change != watchfiles.Change.deleted and p.parent == rt.cfg.drop:
+                        rt.tracker.note(p.name, now)
+        except (OSError, RuntimeError) as exc:
+            # the folder went away or inotify ran out of watches: rescans still find drops
+            log.warning("watch_failed", pipeline=rt.cfg.name, error=str(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=max(d.rescan_seconds, 1.0))
