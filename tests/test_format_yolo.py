@@ -8,6 +8,7 @@ import random
 import zipfile
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -57,10 +58,12 @@ def image(width: int, height: int, fmt: str = "JPEG") -> bytes:
     return buf.getvalue()
 
 
-def read(path: Path, **opts: bool) -> tuple[list[Item], list[str], Notes]:
+def read(
+    path: Path, *, masks: bool = False, images: bool = True
+) -> tuple[list[Item], list[str], Notes]:
     notes = Notes()
     with open_source(path) as src:
-        reader = open_reader(src, ReadOptions(**opts), notes)
+        reader = open_reader(src, ReadOptions(masks=masks, images=images), notes)
         return list(reader.items()), list(reader.labels()), notes
 
 
@@ -208,9 +211,9 @@ def feature_description(tf: ModuleType) -> dict[str, object]:
     }
 
 
-def tf_records(tf: ModuleType, archive: Path, tmp: Path) -> dict[str, dict[str, object]]:
+def tf_records(tf: ModuleType, archive: Path, tmp: Path) -> dict[str, dict[str, Any]]:
     """Every record of every .tfrecord member, parsed by TensorFlow, keyed by subset/filename."""
-    out: dict[str, dict[str, object]] = {}
+    out: dict[str, dict[str, Any]] = {}
     with zipfile.ZipFile(archive) as zf:
         members = [n for n in zf.namelist() if n.endswith(".tfrecord")]
         assert members
@@ -533,3 +536,90 @@ def test_box_sticking_out_of_the_image_is_clipped_and_counted(tmp_path: Path) ->
     items, _, notes = read(darknet(tmp_path, "0 0.05 0.5 0.2 0.2\n"))
     assert_boxes(boxes(items[0]), [("a", 0.0, 0.4, 0.15, 0.6)])
     assert notes.warning_counts == {"box_clipped": 1}
+
+
+def test_missing_obj_names_is_reported_by_convert_with_auto_detection(tmp_path: Path) -> None:
+    src = make_zip(tmp_path / "nonames.zip", {
+        "obj.data": "classes = 1\ntrain = data/train.txt\nnames = data/obj.names\n",
+        "train.txt": "data/obj_train_data/x.jpg\n",
+        "obj_train_data/x.jpg": image(5, 5), "obj_train_data/x.txt": "0 0.5 0.5 0.1 0.1\n",
+    })  # fmt: skip
+    with pytest.raises(FormatError, match=r"obj\.names") as info:
+        convert(src, tmp_path / "out.zip", ConvertOptions())
+    assert info.value.member == "obj.data"
+
+
+def test_absolute_paths_in_a_darknet_list_are_matched_by_their_tail(tmp_path: Path) -> None:
+    listing = {"train.txt": "/home/me/darknet/data/obj_train_data/x.jpg\r\n"}
+    src = darknet(tmp_path, "1 0.5 0.5 0.2 0.2\n", **listing)
+    items, _, notes = read(src)
+    assert [(i.subset, i.name, i.width, i.height) for i in items] == [("train", "x.jpg", 20, 10)]
+    assert_boxes(boxes(items[0]), [("b", 0.4, 0.4, 0.6, 0.6)])
+    assert not notes.warnings
+
+
+def test_images_missing_from_the_list_are_still_read_with_a_warning(tmp_path: Path) -> None:
+    src = darknet(tmp_path, "", **{"obj_train_data/y.txt": ""})
+    with zipfile.ZipFile(src, "a") as zf:
+        zf.writestr("obj_train_data/y.png", image(8, 8, "PNG"))
+    items, _, notes = read(src)
+    assert [i.name for i in items] == ["x.jpg", "y.png"]
+    assert notes.warning_counts == {"unlisted_image": 1}
+
+
+# --- the writer on items no YOLO reader produced -------------------------------------------------
+
+
+def write_yolo(tmp: Path, items: list[Item], label_map: LabelMap) -> tuple[Path, Notes]:
+    from tfdrop.archive import ZipSink
+    from tfdrop.formats import WriteOptions
+    from tfdrop.formats.yolo import open_writer
+
+    notes = Notes()
+    out = tmp / "w.zip"
+    with ZipSink(out) as sink:
+        writer = open_writer(sink, WriteOptions(workdir=tmp), notes)
+        for item in items:
+            writer.write(item)
+        writer.close(label_map)
+    return out, notes
+
+
+def test_writer_gives_extensionless_names_the_image_extension_with_a_warning(
+    tmp_path: Path,
+) -> None:
+    from tfdrop.codec.model import Annotation
+
+    obj = Annotation("a", Box(0.25, 0.5, 0.75, 1.0), label_id=1, difficult=True)
+    item = Item("frame_000001", "default", 16, 8, image(16, 8), "jpeg", objects=(obj,))
+    out, notes = write_yolo(tmp_path, [item], LabelMap.from_names(["a"]))
+    assert notes.warning_counts == {"image_renamed": 1}
+    assert notes.lossy == {"difficult": 1}
+    (back,) = read(out)[0]
+    assert (back.subset, back.name, back.width, back.height) == (
+        "default",
+        "frame_000001.jpg",
+        16,
+        8,
+    )
+    assert boxes(back) == [("a", 0.25, 0.5, 0.75, 1.0)]
+
+
+def test_writer_refuses_two_images_sharing_one_label_file(tmp_path: Path) -> None:
+    a = Item("x.jpg", "train", 4, 4, image(4, 4), "jpeg")
+    b = Item("x.png", "train", 4, 4, image(4, 4, "PNG"), "png")
+    with pytest.raises(FormatError, match=r"share the label file obj_train_data/x\.txt"):
+        write_yolo(tmp_path, [a, b], LabelMap.from_names(["a"]))
+
+
+@pytest.mark.parametrize("subset", ["names", "my subset", "a=b"])
+def test_writer_refuses_subset_names_obj_data_cannot_hold(tmp_path: Path, subset: str) -> None:
+    item = Item("x.jpg", subset, 4, 4, image(4, 4), "jpeg")
+    with pytest.raises(FormatError, match=r"cannot be a key of obj\.data"):
+        write_yolo(tmp_path, [item], LabelMap.from_names(["a"]))
+
+
+def test_writer_refuses_label_names_obj_names_cannot_hold(tmp_path: Path) -> None:
+    item = Item("x.jpg", "train", 4, 4, image(4, 4), "jpeg")
+    with pytest.raises(FormatError, match=r"cannot be written to obj\.names"):
+        write_yolo(tmp_path, [item], LabelMap.from_names(["ok", "two\nlines"]))

@@ -18,19 +18,16 @@ from tfdrop.formats.yolo.writer import YoloWriter, open_writer
 
 
 def detect(names: Sequence[str]) -> int:
-    """Score a member list: 100 for ``obj.data``, 95 for ``data.yaml`` with label files,
-    80 for a loose ``obj.names`` beside label files; 0 without a YOLO label list."""
+    """Score a member list: 100 for ``obj.data`` (CVAT's marker; a missing ``obj.names`` is then
+    the reader's clear error), 95 for ``data.yaml`` beside label files or images, 80 for a
+    loose ``obj.names`` beside them; 0 without a YOLO config or label list."""
     bases = {n.rsplit("/", 1)[-1].lower() for n in names}
-    has_txt = any(
-        n.lower().endswith(".txt") and not n.lower().endswith("/readme.txt") for n in names
-    )
-    if "obj.data" in bases and "obj.names" in bases:
+    content = any(n.lower().endswith(".txt") or is_image_name(n) for n in names)
+    if "obj.data" in bases:
         return 100
-    if bases & {"data.yaml", "data.yml", "dataset.yaml"} and (
-        has_txt or any("/labels/" in "/" + n.lower() for n in names)
-    ):
+    if bases & {"data.yaml", "data.yml", "dataset.yaml"} and content:
         return 95
-    if "obj.names" in bases and (has_txt or any(is_image_name(n) for n in names)):
+    if "obj.names" in bases and content:
         return 80
     return 0
 
@@ -44,4 +41,4 @@ SPEC = FormatSpec(
     open_writer=open_writer,
 )
 
-__all__ = ["SPEC", "YoloReader", "YoloWriter", "detect"]
+__all__ = ["SPEC", "YoloReader", "YoloWriter", "detect", "open_reader", "open_writer"]

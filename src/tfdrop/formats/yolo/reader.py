@@ -158,12 +158,28 @@ class YoloReader:
             image = join(base, rel)
             if self._members.find(image) is None and base != root:
                 image = join(root, rel)
+            if self._members.find(image) is None:
+                rel = self._suffix_match(rel, root)
+                image = join(root, rel)
             # darknet: Datumaro's name_from_path, the path inside obj_<subset>_data/
             darknet_name = rel.split("/", 1)[1] if "/" in rel else rel
             name = darknet_name if darknet else _subset_name(rel)
             self.entries.append(
                 entry_for_image(self._members, subset, image, name, darknet=darknet)
             )
+
+    def _suffix_match(self, rel: str, root: str) -> str:
+        """A listed path that is not in the archive as written, matched by its tail.
+
+        darknet users' lists often hold absolute paths from their machine
+        (``/home/me/data/obj_train_data/x.jpg``): drop leading folders until a member matches.
+        """
+        parts = rel.split("/")
+        for i in range(1, len(parts)):
+            tail = "/".join(parts[i:])
+            if self._members.find(join(root, tail)) is not None:
+                return tail
+        return rel
 
     def _unlisted(self, subset: str, folder: str, list_member: str) -> None:
         listed = {e.image for e in self.entries if e.subset == subset}

@@ -75,8 +75,12 @@ class YoloWriter:
 
     def _name(self, item: Item) -> str:
         name = item.name.replace("\\", "/").strip("/")
-        if not name:
-            raise FormatError("item has no file name", item=item.name)
+        if not name or any(c in name for c in "\r\n"):
+            raise FormatError(
+                "item file name is empty or has a line break (the subset list is one path "
+                "per line)",
+                item=item.name,
+            )
         if not is_image_name(name):
             new = name + _EXT.get(item.image_format, ".jpg")
             self.notes.warn(
