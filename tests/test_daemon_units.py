@@ -11,7 +11,7 @@ import pytest
 from tfdrop.config import DEFAULT_PATTERNS
 from tfdrop.daemon.claim import WorkArea
 from tfdrop.daemon.fsops import move_unique, remove_own_temps, temp_name
-from tfdrop.daemon.ledger import Ledger
+from tfdrop.daemon.ledger import BEING_WRITTEN, Ledger
 from tfdrop.daemon.watch import DropTracker, has_zip_end_record, is_temp_name, matches
 
 
@@ -175,3 +175,20 @@ def test_a_restart_removes_only_its_own_temp_files(tmp_path: Path) -> None:
     theirs.write_bytes(b"")
     assert remove_own_temps(tmp_path, "h-0") == [mine.name]
     assert theirs.exists()
+
+
+def test_a_torn_ledger_entry_is_waited_for_while_fresh_and_taken_over_when_old(
+    tmp_path: Path,
+) -> None:
+    ledger = Ledger(tmp_path / "state", "h-0")
+    path = ledger.hashes / f"{'d' * 64}.json"
+    path.write_text("")  # another instance between its O_EXCL create and its write
+    entry = ledger.get("d" * 64)
+    assert entry is not None
+    assert (entry.state, entry.instance) == ("pending", BEING_WRITTEN)
+    os.utime(path, (1, 1))  # left so by a crash long ago
+    entry = ledger.get("d" * 64)
+    assert entry is not None
+    assert entry.instance == ""
+    taken = ledger.take_over(entry)
+    assert ledger.get("d" * 64) == taken

@@ -109,6 +109,12 @@ class WorkArea:
         fsync_dir(src.parent)
         return Claimed(job_id, folder, dst)
 
+    def job(self, job_id: str) -> Claimed | None:
+        """The claim in one of our job folders (one just adopted), if it holds an input."""
+        folder = self.folder / job_id
+        inputs = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+        return Claimed(job_id, folder, inputs[0]) if len(inputs) == 1 else None
+
     def recover(self) -> list[Claimed]:
         """Claims left by a killed run of this slot (oldest first); empty job folders go."""
         found = []
@@ -151,6 +157,8 @@ class WorkArea:
         """Whether the instance holding ``instance``'s slot is running (we are)."""
         if instance == self.instance:
             return True
+        if not instance:
+            return False  # unknown (a torn ledger entry left by a crash)
         lock = self.root / f"{instance}.lock"
         if not lock.exists():
             return False

@@ -26,7 +26,7 @@ import structlog
 from tfdrop.config import DaemonConfig, PipelineConfig
 from tfdrop.daemon.claim import Claimed, WorkArea, clean_job_folder, finish_job_folder
 from tfdrop.daemon.fsops import move_unique, publish_file, sha256_file, split_name, write_replace
-from tfdrop.daemon.ledger import Entry, Ledger
+from tfdrop.daemon.ledger import BEING_WRITTEN, Entry, Ledger
 from tfdrop.errors import TfdropError
 
 log = structlog.get_logger("tfdrop.daemon")
@@ -128,7 +128,7 @@ class JobRunner:
                 return None
             if entry.instance == self.work.instance:
                 return entry
-            if self.work.is_alive(entry.instance):
+            if entry.instance == BEING_WRITTEN or self.work.is_alive(entry.instance):
                 raise WaitForOther
             return self.ledger.take_over(entry)
         raise WaitForOther

@@ -25,6 +25,10 @@ from typing import Any
 from tfdrop.daemon.fsops import write_replace
 from tfdrop.publish import fsync_dir
 
+BEING_WRITTEN = "(being written)"
+"""The instance of an entry that another instance is creating at this very moment."""
+_FRESH_SECONDS = 10.0
+
 
 @dataclass(frozen=True, slots=True)
 class Entry:
@@ -64,7 +68,9 @@ class Ledger:
         except FileNotFoundError:
             return None
         except ValueError:
-            return None  # torn by a crash mid-write on a file system without atomic rename
+            # torn: being written by :meth:`begin` right now, or left so by a crash
+            fresh = time.time() - self._path(sha256).stat().st_mtime < _FRESH_SECONDS
+            return Entry(sha256, "pending", BEING_WRITTEN if fresh else "")
         return Entry(
             sha256=sha256,
             state=str(data.get("state", "pending")),

@@ -81,10 +81,10 @@ class Service:
             rt.next_rescan = now + d.rescan_seconds
             rt.tracker.scan(now)
             for name in rt.work.adopt_orphans():
+                claimed = rt.work.job(name)
                 log.info("claim_adopted", pipeline=rt.cfg.name, job=name)
-                for claimed in rt.work.recover():
-                    if claimed.job_id == name:
-                        self.queue.put_nowait(Job(rt, claimed))
+                if claimed is not None:
+                    self.queue.put_nowait(Job(rt, claimed))
         for settled in rt.tracker.settled(now):
             if not settled.complete:
                 log.warning(
