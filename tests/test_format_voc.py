@@ -589,3 +589,25 @@ def test_utf16_billion_laughs_is_refused_too(tmp_path: Path) -> None:
     src = make_zip(tmp_path / "x.zip", {"Annotations/h.xml": data, "JPEGImages/h.jpg": jpeg(9, 9)})
     with pytest.raises(FormatError, match="DOCTYPE"):
         read_items(src)
+
+
+def test_prefetch_keeps_order_raises_at_the_failing_job_and_stops_when_closed() -> None:
+    import threading
+
+    from tfdrop.formats.voc.prefetch import prefetched
+
+    assert list(prefetched(list(range(50)), lambda i: i * i, depth=2)) == [i * i for i in range(50)]
+
+    def fail_at_3(i: int) -> int:
+        if i == 3:
+            raise FormatError("bad job", item=str(i))
+        return i
+
+    got_values: list[int] = []
+    with pytest.raises(FormatError, match="bad job"):
+        got_values.extend(prefetched(list(range(10)), fail_at_3))
+    assert got_values == [0, 1, 2]
+    gen = prefetched(list(range(10_000)), lambda i: i, depth=1)
+    assert next(gen) == 0
+    gen.close()
+    assert not any(t.name == "tfdrop-prefetch" for t in threading.enumerate())

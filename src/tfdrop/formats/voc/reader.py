@@ -18,7 +18,9 @@ from __future__ import annotations
 import math
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass
+from functools import partial
 from typing import Final
 
 from tfdrop.archive import Source
@@ -35,6 +37,7 @@ from tfdrop.formats.voc.layout import (
     parse_labelmap,
     read_subsets,
 )
+from tfdrop.formats.voc.prefetch import prefetched
 from tfdrop.formats.xmlsafe import element_lines, parse_small
 
 TOLERANCE: Final = 1.0
@@ -54,6 +57,15 @@ def sniff_format(data: bytes, name: str) -> str:
     if data.startswith(_PNG):
         return "png"
     return format_from_name(name)
+
+
+@dataclass(frozen=True, slots=True)
+class _Fetched:
+    """What the read-ahead thread brings for one annotation."""
+
+    xml: bytes
+    image_member: str | None
+    image: bytes | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +128,7 @@ class VocReader:
         if not self.roots:
             raise FormatError("no Annotations/*.xml found: not a Pascal VOC archive")
         self._labels: list[str] = []
+        self._label_ids: dict[str, int] = {}
         self._subsets: list[dict[str, str]] = []
         for root in self.roots:
             if root.labelmap is not None:
@@ -132,21 +145,27 @@ class VocReader:
                     item=item_id,
                 )
             self._subsets.append(subsets)
+        self._label_ids = {name: i for i, name in enumerate(self._labels, start=1)}
 
     def labels(self) -> Sequence[str]:
         return self._labels
 
     def label_map(self) -> LabelMap | None:
-        return None
+        # labelmap.txt's order is its ids (1..N, background aside), as CVAT's own TFRecord
+        # export numbers them; objects carry these ids already, so none needs relabelling.
+        return LabelMap.from_names(self._labels) if self._labels else None
 
     def items(self) -> Iterator[Item]:
         for root, subsets in zip(self.roots, self._subsets, strict=True):
-            for item_id in sorted(root.annotations):
-                member = root.annotations[item_id]
-                try:
-                    yield self._item(root, item_id, member, subsets)
-                except TfdropError as exc:
-                    raise exc.at(member=member, item=item_id) from None
+            ids = sorted(root.annotations)
+            with closing(prefetched(ids, partial(self._fetch, root))) as fetches:
+                for item_id in ids:
+                    member = root.annotations[item_id]
+                    try:
+                        item = self._item(root, item_id, member, subsets, next(fetches))
+                    except TfdropError as exc:
+                        raise exc.at(member=member, item=item_id) from None
+                    yield item
             # Ids listed in a subset with an image but no annotation: images without objects.
             for item_id in sorted(set(subsets) - set(root.annotations)):
                 yield from self._listed_only(root, item_id, subsets[item_id])
@@ -161,12 +180,24 @@ class VocReader:
             )
             return
         name = image[len(root.prefix) + len(IMAGES) :]
-        yield self._finish(Item(name=name, subset=subset, source_id=name), image, ())
+        yield self._finish(Item(name=name, subset=subset, source_id=name), image, None)
 
-    def _item(self, root: VocRoot, item_id: str, member: str, subsets: dict[str, str]) -> Item:
-        data = self.source.read_bytes(member, max_size=MAX_XML)
+    def _fetch(self, root: VocRoot, item_id: str) -> _Fetched:
+        """The annotation's bytes and, when wanted, its likely image's (on the read-ahead
+        thread: touches nothing but the source)."""
+        xml = self.source.read_bytes(root.annotations[item_id], max_size=MAX_XML)
+        guess = root.images.get(item_id.casefold())
+        data = None
+        if guess is not None and self.options.images:
+            data = self.source.read_bytes(guess, max_size=MAX_IMAGE)
+        return _Fetched(xml, guess, data)
+
+    def _item(
+        self, root: VocRoot, item_id: str, member: str, subsets: dict[str, str], got: _Fetched
+    ) -> Item:
+        data = got.xml
         try:
-            return self._parse_item(root, item_id, member, subsets, data)
+            return self._parse_item(root, item_id, member, subsets, got)
         except FormatError as exc:
             if exc.object is not None and exc.line is None:
                 # Lines cost a second, slower parse: only taken when reporting an error.
@@ -175,9 +206,9 @@ class VocReader:
             raise
 
     def _parse_item(
-        self, root: VocRoot, item_id: str, member: str, subsets: dict[str, str], data: bytes
+        self, root: VocRoot, item_id: str, member: str, subsets: dict[str, str], got: _Fetched
     ) -> Item:
-        root_el = parse_small(data, member=member)
+        root_el = parse_small(got.xml, member=member)
         filename = _text(root_el, "filename") or ""
         image = self._find_image(root, item_id, filename)
         if not filename:
@@ -198,10 +229,11 @@ class VocReader:
             source_id=filename,
         )
         raw = root_el.findall("object")
-        if not raw:
-            return self._finish(item, image, ())
+        preloaded = got.image if image is not None and image == got.image_member else None
         # The size may come from the image header, so boxes are read after _finish.
-        item = self._finish(item, image, ())
+        item = self._finish(item, image, preloaded)
+        if not raw:
+            return item
         objects = tuple(
             self._object(obj, i, item.width, item.height, where) for i, obj in enumerate(raw)
         )
@@ -223,13 +255,15 @@ class VocReader:
                 return hit
         return root.images.get(item_id.casefold())
 
-    def _finish(self, item: Item, image: str | None, objects: tuple[Annotation, ...]) -> Item:
+    def _finish(self, item: Item, image: str | None, preloaded: bytes | None) -> Item:
         """Fill image bytes, format and (when the annotation lacks it) the size."""
         data: bytes | None = None
         fmt = format_from_name(image or item.name)
         width, height = item.width, item.height
         if image is not None and self.options.images:
-            data = self.source.read_bytes(image, max_size=MAX_IMAGE)
+            data = preloaded
+            if data is None:
+                data = self.source.read_bytes(image, max_size=MAX_IMAGE)
             fmt = sniff_format(data, image)
         if image is not None and not (width and height):
             if data is not None:
@@ -246,7 +280,6 @@ class VocReader:
             image=data,
             image_format=fmt,
             source_id=item.source_id,
-            objects=objects,
         )
 
     def _object(
@@ -293,6 +326,7 @@ class VocReader:
         )
         return Annotation(
             label=label,
+            label_id=self._label_ids.get(label, 0),
             box=Box.from_pixels(xmin, ymin, xmax, ymax, width, height),
             difficult=_flag(fields.get("difficult"), "difficult", where, index),
             truncated=_flag(fields.get("truncated"), "truncated", where, index),
