@@ -242,7 +242,9 @@ def convert(
             raise ValueError(f"cannot read format {fmt!r}")
         try:
             reader = spec.open_reader(
-                source, ReadOptions(masks=options.masks, images=options.images), notes
+                source,
+                ReadOptions(masks=options.masks, images=options.images, workdir=workdir),
+                notes,
             )
             resolver = LabelResolver(options.label_map, list(reader.labels()), reader.label_map())
             with atomic_path(out) as tmp:

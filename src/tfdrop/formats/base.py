@@ -57,10 +57,12 @@ class Notes:
 class ReadOptions:
     """How to read. ``masks``: turn polygons and masks into PNG instance masks.
     ``images``: load image bytes (else only sizes, from the annotation or the image header).
+    ``workdir`` holds temp files a reader may spill to (COCO groups annotations there).
     """
 
     masks: bool = False
     images: bool = True
+    workdir: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)

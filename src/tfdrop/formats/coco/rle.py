@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from tfdrop.errors import FormatError
 
 __all__ = [
+    "check_counts",
     "counts_area",
     "counts_bbox",
     "counts_from_bits",
@@ -75,7 +76,8 @@ def encode_counts_string(counts: Sequence[int]) -> str:
     return "".join(out)
 
 
-def _check(counts: Sequence[int], height: int, width: int) -> None:
+def check_counts(counts: Sequence[int], height: int, width: int) -> None:
+    """:class:`FormatError` unless the counts are non-negative ints covering ``h * w``."""
     if height <= 0 or width <= 0:
         raise FormatError(f"RLE size {height}x{width} is not positive")
     total = 0
@@ -92,7 +94,7 @@ def _check(counts: Sequence[int], height: int, width: int) -> None:
 
 def counts_to_bits(counts: Sequence[int], height: int, width: int) -> bytes:
     """Row-major 0/1 bytes (``width * height``) of a mask given as COCO run lengths."""
-    _check(counts, height, width)
+    check_counts(counts, height, width)
     runs = bytearray()
     value = 0
     for c in counts:
