@@ -68,6 +68,7 @@ def test_every_hostile_case_reports_its_documented_error_kind(hostile_dir: Path,
         _drain(path, limits)
     assert info.value.kind == spec.kind
     assert info.value.archive == str(path)
+    assert info.value.member == spec.member
     assert isinstance(info.value, ValueError)  # a data error: the input goes to failed/
 
 

@@ -272,41 +272,46 @@ def local_name_mismatch() -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Case:
-    """One hostile archive: its builder, the error kind tfdrop must report, and the limits
-    (fields of ``ArchiveLimits``) it assumes; ``kind`` None means it must be read fine."""
+    """One hostile archive: its builder, the error kind tfdrop must report, the member the
+    error must name (None when the archive as a whole is at fault) and the limits (fields of
+    ``ArchiveLimits``) it assumes; ``kind`` None means it must be read fine."""
 
     build: Callable[[], bytes]
     kind: str | None
+    member: str | None = None
     limits: dict[str, int] = field(default_factory=dict)
 
 
+_U = "unsafe_archive"
+_B = "bad_archive"
+
 CASES: dict[str, Case] = {
-    "zip_slip": Case(zip_slip, "unsafe_archive"),
-    "absolute_path": Case(absolute_path, "unsafe_archive"),
-    "drive_letter": Case(drive_letter, "unsafe_archive"),
-    "backslash_traversal": Case(backslash_traversal, "unsafe_archive"),
-    "nul_in_name": Case(nul_in_name, "unsafe_archive"),
-    "symlink_entry": Case(symlink_entry, "unsafe_archive"),
-    "ratio_bomb": Case(ratio_bomb, "unsafe_archive"),
+    "zip_slip": Case(zip_slip, _U, "../../evil.txt"),
+    "absolute_path": Case(absolute_path, _U, "/etc/evil.conf"),
+    "drive_letter": Case(drive_letter, _U, "C:\\Windows\\evil.dll"),
+    "backslash_traversal": Case(backslash_traversal, _U, "images\\..\\..\\evil.txt"),
+    "nul_in_name": Case(nul_in_name, _U, "evil.txt\\x00.jpg"),
+    "symlink_entry": Case(symlink_entry, _U, "link"),
+    "ratio_bomb": Case(ratio_bomb, _U, "zeros.bin"),
     "total_size_bomb": Case(
-        total_size_bomb, "unsafe_archive", {"max_total_uncompressed": 10 * MiB}
+        total_size_bomb, _U, "part0010.bin", {"max_total_uncompressed": 10 * MiB}
     ),
-    "lying_sizes": Case(lying_sizes, "unsafe_archive"),
-    "short_member": Case(short_member, "bad_archive"),
-    "truncated": Case(truncated, "bad_archive"),
-    "corrupt_stored": Case(corrupt_stored, "bad_archive"),
-    "corrupt_deflate": Case(corrupt_deflate, "bad_archive"),
-    "empty_file": Case(empty_file, "bad_archive"),
-    "not_a_zip": Case(not_a_zip, "bad_archive"),
+    "lying_sizes": Case(lying_sizes, _U, "zeros.bin"),
+    "short_member": Case(short_member, _B, "a.xml"),
+    "truncated": Case(truncated, _B),
+    "corrupt_stored": Case(corrupt_stored, _B, "a.bin"),
+    "corrupt_deflate": Case(corrupt_deflate, _B, "annotations.xml"),
+    "empty_file": Case(empty_file, _B),
+    "not_a_zip": Case(not_a_zip, _B),
     "cp437_name": Case(cp437_name, None),
     "utf8_name_without_flag": Case(utf8_name_without_flag, None),
-    "many_entries": Case(lambda: many_entries(101), "unsafe_archive", {"max_entries": 100}),
-    "entry_count_lie": Case(entry_count_lie, "unsafe_archive", {"max_entries": 100}),
-    "entry_count_claim": Case(entry_count_claim, "unsafe_archive", {"max_entries": 1000}),
-    "duplicate_names": Case(duplicate_names, "unsafe_archive"),
-    "encrypted_flag": Case(encrypted_flag, "bad_archive"),
-    "overlapping_entries": Case(overlapping_entries, "unsafe_archive"),
-    "local_name_mismatch": Case(local_name_mismatch, "unsafe_archive"),
+    "many_entries": Case(lambda: many_entries(101), _U, None, {"max_entries": 100}),
+    "entry_count_lie": Case(entry_count_lie, _U, None, {"max_entries": 100}),
+    "entry_count_claim": Case(entry_count_claim, _U, None, {"max_entries": 1000}),
+    "duplicate_names": Case(duplicate_names, _U, "annotations.xml"),
+    "encrypted_flag": Case(encrypted_flag, _B, "a.txt"),
+    "overlapping_entries": Case(overlapping_entries, _U, "a.bin"),
+    "local_name_mismatch": Case(local_name_mismatch, _U, "good.txt"),
 }
 
 
@@ -319,7 +324,9 @@ def write_all(outdir: str | Path) -> list[Path]:
         path = out / f"{name}.zip"
         path.write_bytes(case.build())
         paths.append(path)
-    manifest = {n: {"kind": c.kind, "limits": c.limits} for n, c in CASES.items()}
+    manifest = {
+        n: {"kind": c.kind, "member": c.member, "limits": c.limits} for n, c in CASES.items()
+    }
     (out / "cases.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return paths
 
