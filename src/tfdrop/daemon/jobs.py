@@ -23,7 +23,9 @@ from typing import Any
 
 import structlog
 
+from tfdrop.codec.labelmap import format_label_map
 from tfdrop.config import DaemonConfig, PipelineConfig
+from tfdrop.convert import ConvertOptions, Report, convert
 from tfdrop.daemon.claim import Claimed, WorkArea, clean_job_folder, finish_job_folder
 from tfdrop.daemon.fsops import move_unique, publish_file, sha256_file, split_name, write_replace
 from tfdrop.daemon.ledger import BEING_WRITTEN, Entry, Ledger
@@ -134,8 +136,6 @@ class JobRunner:
         raise WaitForOther
 
     def _run(self) -> Outcome:
-        from tfdrop.convert import ConvertOptions, convert
-
         if not self.claimed.input.exists():
             # moved away by hand while waiting for a retry: nothing left to do
             finish_job_folder(self.claimed)
@@ -179,7 +179,7 @@ class JobRunner:
         )
         log.info("convert_started", size=size, sha256=digest)
         report = convert(self.claimed.input, out, options, progress=self._progress(), workdir=tmp)
-        self._check()
+        # from here on only quick renames remain: a stop request lets them finish
         if entry.stem is None:
             entry = self.entry = self.ledger.reserve_stem(
                 entry, split_name(self.claimed.name)[0], p.output, ARCHIVE_SUFFIX
@@ -195,9 +195,7 @@ class JobRunner:
         }
         return Outcome("published", detail)
 
-    def _publish(self, entry: Entry, archive: Path, report: Any, digest: str, size: int) -> str:
-        from tfdrop.codec.labelmap import format_label_map
-
+    def _publish(self, entry: Entry, archive: Path, report: Report, digest: str, size: int) -> str:
         assert entry.stem is not None
         p = self.pipeline
         doc = dict(report.to_dict())
