@@ -26,6 +26,10 @@ read_varint(const unsigned char *buf, Py_ssize_t end, Py_ssize_t *pos, uint64_t 
         unsigned char b = buf[(*pos)++];
         result |= (uint64_t)(b & 0x7F) << shift;
         if (b < 0x80) {
+            /* protobuf writes the shortest form within 64 bits and would re-serialize an
+             * over-long varint (a trailing 0x00) or bits past 64 differently */
+            if ((b == 0 && shift) || (shift == 63 && b > 1))
+                return -1;
             *out = result;
             return 0;
         }
@@ -47,6 +51,24 @@ read_len(const unsigned char *buf, Py_ssize_t end, Py_ssize_t *pos, Py_ssize_t *
         return -1;
     *out = (Py_ssize_t)v;
     return 0;
+}
+
+/* protobuf refuses a map key (a proto3 string) that is not UTF-8: so must the fast path. */
+static int
+key_ok(const unsigned char *s, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (s[i] >= 0x80) {
+            PyObject *u = PyUnicode_DecodeUTF8((const char *)s, n, "strict");
+            if (u == NULL) {
+                PyErr_Clear();
+                return 0;
+            }
+            Py_DECREF(u);
+            return 1;
+        }
+    }
+    return 1;
 }
 
 /* Decode one list spanning buf[pos:end]; NULL with no exception set = not canonical. */
@@ -78,8 +100,8 @@ decode_values(int kind, const unsigned char *buf, Py_ssize_t pos, Py_ssize_t end
     if (buf[pos] != 0x0A)
         goto not_canonical; /* an unpacked list */
     pos++;
-    if (read_len(buf, end, &pos, &n) < 0 || pos + n != end)
-        goto not_canonical;
+    if (read_len(buf, end, &pos, &n) < 0 || pos + n != end || n == 0)
+        goto not_canonical; /* split in runs, or an empty run protobuf would not write */
     if (kind == FLOAT_KIND) {
         if (n % 4)
             goto not_canonical;
@@ -159,6 +181,8 @@ parse_features(PyObject *self, PyObject *arg)
         if (read_len(data, eend, &pos, &klen) < 0)
             goto not_canonical;
         const unsigned char *key = data + pos;
+        if (!key_ok(key, klen))
+            goto not_canonical;
         pos += klen;
         if (pos == eend) {
             PyObject *empty = PyList_New(0);
@@ -421,6 +445,8 @@ od_check(PyObject *self, PyObject *args)
         if (read_len(data, eend, &pos, &klen) < 0)
             Py_RETURN_NONE;
         int k = key_index(data + pos, klen);
+        if (k < 0 && !key_ok(data + pos, klen))
+            Py_RETURN_NONE; /* protobuf refuses the record */
         pos += klen;
         if (k >= 0) {
             if (seen[k])

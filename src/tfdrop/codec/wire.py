@@ -46,6 +46,10 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
         pos += 1
         result |= (b & 0x7F) << shift
         if b < 0x80:
+            # protobuf writes the shortest form within 64 bits and would re-serialize an
+            # over-long varint (a trailing 0x00) or bits past 64 differently
+            if (not b and shift) or (shift == 63 and b > 1):
+                raise NotCanonical
             return result, pos
         shift += 7
         if shift > 63:
@@ -93,8 +97,8 @@ def _values(kind: int, buf: bytes, pos: int, end: int) -> list[object]:
     if buf[pos] != _TAG_1_LEN:
         raise NotCanonical  # an unpacked list
     n, pos = _len(buf, pos + 1, end)
-    if pos + n != end:
-        raise NotCanonical
+    if pos + n != end or not n:
+        raise NotCanonical  # split in runs, or an empty run protobuf would not write
     raw = buf[pos:end]
     if kind == FLOAT_KIND:
         if n % 4:
@@ -170,6 +174,11 @@ def _parse(data: bytes) -> Features:
             raise NotCanonical  # map entries written by protobuf always carry the key first
         klen, pos = _len(data, pos + 1, eend)
         key = data[pos : pos + klen]
+        if not key.isascii():
+            try:
+                key.decode("utf-8")  # protobuf refuses a map key that is not UTF-8
+            except UnicodeDecodeError:
+                raise NotCanonical from None
         pos += klen
         if pos == eend:
             out[key] = (0, [], b"")
