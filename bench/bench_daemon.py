@@ -30,6 +30,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import psutil
 from PIL import Image
 
 from tfdrop.codec.example import encode_example
@@ -191,12 +192,16 @@ def bench_throughput(files: int, jobs: int) -> dict[str, float]:
             for i in range(files):
                 os.rename(staging / f"f{i:04d}.zip", root / "in" / f"f{i:04d}.zip")
             done = root / "in" / "done"
+            proc = psutil.Process(d.proc.pid)
+            rss = 0
             while not done.exists() or len(os.listdir(done)) < files:
+                rss = max(rss, proc.memory_info().rss)
                 time.sleep(0.01)
             seconds = time.perf_counter() - t0
         finally:
             d.stop()
         out["daemon_s"] = seconds
+        out["daemon_peak_rss_mb"] = rss / 2**20
         out["daemon_files_per_s"] = files / seconds
         published = len(list((root / "out").glob("*.zip")))
         assert published == files, published
@@ -237,7 +242,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=2, help="daemon max_jobs (default 2)")
     args = parser.parse_args()
     drops, files, starts = (10, 40, 2) if args.quick else (50, 500, 5)
-    results: dict[str, Any] = {"cpus": os.cpu_count()}
+    results: dict[str, Any] = {"cpus": os.cpu_count(), "load_average": os.getloadavg()}
     results.update(bench_startup(starts))
     print(f"start-up to READY=1: {results['startup_to_ready_median_s'] * 1000:.0f} ms (median)")
     results.update(bench_latency(drops))
@@ -252,7 +257,8 @@ def main() -> int:
         f"draining {files} small zips: daemon {thr['daemon_s']:.1f} s "
         f"({thr['daemon_files_per_s']:.1f} files/s, max_jobs {args.jobs}); "
         f"`tfdrop convert` per file: {thr['cli_per_file_s']:.1f} s "
-        f"({thr['cli_files_per_s']:.1f} files/s); x{thr['speedup']:.1f}"
+        f"({thr['cli_files_per_s']:.1f} files/s); x{thr['speedup']:.1f}; "
+        f"daemon peak RSS {thr['daemon_peak_rss_mb']:.0f} MB"
     )
     out_dir = HERE / "out"
     out_dir.mkdir(exist_ok=True)

@@ -239,3 +239,22 @@ def test_polling_mode_for_network_shares_finds_drops(tmp_path: Path) -> None:
         ]
     finally:
         assert daemon.stop() == 0
+
+
+def test_run_with_a_bad_config_exits_1_naming_the_key_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[daemon]\nlog_format = "xml"\n[[pipeline]]\ndrop = "in"\noutput = "out"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "tfdrop", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "daemon.log_format" in result.stderr
+    assert "auto, json, console" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "in").exists()  # nothing was started
