@@ -16,7 +16,7 @@ if [[ ! -x "$venv/bin/python" ]]; then
     "$python" -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install --quiet --upgrade pip
-"$venv/bin/python" -m pip install --quiet datumaro tensorflow-cpu psutil pillow
+"$venv/bin/python" -m pip install --quiet "datumaro[cli]" tensorflow-cpu psutil pillow
 
 "$venv/bin/datum" --version
 
