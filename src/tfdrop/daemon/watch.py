@@ -99,7 +99,12 @@ class DropTracker:
     def note(self, name: str, now: float) -> None:
         if name in self._seen or name in self._handed or not self.wanted(name):
             return
-        self._seen[name] = _Seen(-1, -1, now)
+        try:
+            st = (self.folder / name).lstat()
+        except FileNotFoundError:
+            return
+        # the settle clock starts at the first sight, not at the next tick
+        self._seen[name] = _Seen(st.st_size, st.st_mtime_ns, now)
 
     def scan(self, now: float) -> None:
         """Note every top-level entry (a rescan; catches anything events missed)."""
