@@ -424,6 +424,7 @@ def test_tf_written_records_through_cvat_come_back_equal_record_for_record(
         (tmp_path / "back.tfrecord").write_bytes(zf.read("train.tfrecord"))
     again = [bytes(r.numpy()) for r in tf.data.TFRecordDataset(str(tmp_path / "back.tfrecord"))]
     assert len(again) == len(records)
+    assert len(tf_records(tf, back, tmp_path)) == 3  # the seed's description parses them
     for original, got in zip(records, again, strict=True):
         assert example_values(tf, got) == example_values(tf, original)
 
@@ -596,3 +597,59 @@ def test_rotated_box_becomes_its_enclosing_box_and_is_counted_as_lossy(tmp_path:
     items, _, notes = read_items(src)
     assert px(items[0].objects[0].box, 9, 9) == (3.0, 2.0, 5.0, 6.0)
     assert notes.lossy == {"rotation": 1}
+
+
+# --- streaming ----------------------------------------------------------------------------------
+
+
+def big_cvat(tmp: Path, images: int, *, video: bool = False) -> Path:
+    head = cvat_xml("", ("cat", "dog")).rsplit("</annotations>", 1)[0]
+    if video:
+        head = head.replace("<task>", "<task><original_size><width>640</width>"
+                            "<height>480</height></original_size>")  # fmt: skip
+    out = tmp / f"big-{images}-{video}.zip"
+    with (
+        zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf,
+        zf.open("annotations.xml", "w") as f,
+    ):
+        f.write(head.encode())
+        if video:  # 4 tracks over every frame: per-frame objects are only complete at the end
+            for t in range(4):
+                f.write(f'<track id="{t}" label="cat">'.encode())
+                for i in range(images):
+                    f.write(f'<box frame="{i}" outside="0" occluded="0" keyframe="1" xtl="{t}"'
+                            f' ytl="1" xbr="{t + 9}.5" ybr="20"/>'.encode())  # fmt: skip
+                f.write(b"</track>\n")
+        else:
+            for i in range(images):
+                boxes = "".join(
+                    f'<box label="dog" xtl="{j}" ytl="1.5" xbr="{j + 30}" ybr="40">'
+                    '<attribute name="color">red</attribute></box>'
+                    for j in range(5)
+                )
+                f.write(f'<image id="{i}" name="i{i:06d}.jpg" width="640" height="480">'
+                        f"{boxes}</image>\n".encode())  # fmt: skip
+        f.write(b"</annotations>\n")
+    return out
+
+
+@pytest.mark.parametrize("video", [False, True], ids=["images", "video-tracks"])
+def test_reading_streams_memory_does_not_grow_with_the_number_of_images(
+    tmp_path: Path, video: bool
+) -> None:
+    import tracemalloc
+
+    def peak(n: int) -> int:
+        path = big_cvat(tmp_path, n, video=video)
+        tracemalloc.start()
+        count = 0
+        with open_source(path) as src:
+            for item in CvatReader(src, ReadOptions(images=False), Notes()).items():
+                count += len(item.objects)
+        _, top = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert count == n * (4 if video else 5)
+        return top
+
+    small, large = peak(150), peak(1200)
+    assert large < small * 1.5 + 256 * 1024, (small, large)

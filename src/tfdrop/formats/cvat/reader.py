@@ -17,6 +17,7 @@ end. A frame ``N`` is the image ``images/frame_00000N.<ext>``; its size is the t
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 import xml.etree.ElementTree as ET
@@ -48,7 +49,9 @@ def _dir(name: str) -> str:
 
 
 def _under_images(name: str) -> bool:
-    return "images/" in name.lower() and name.lower().split("images/", 1)[0].count("/") <= 1
+    """In an ``images/`` folder at the top, or one level down (a zip with one top folder)."""
+    folders = name.lower().split("/")[:-1]
+    return "images" in folders[:2]
 
 
 def candidate_files(names: Sequence[str]) -> list[str]:
@@ -91,32 +94,37 @@ def _read_meta(source: Source, member: str) -> Meta:
 
 @dataclass(slots=True)
 class _Frames:
-    """Per-frame track shapes spilled to a temporary on-disk SQLite table (frame, seq, xml)."""
+    """Per-frame track shapes spilled to a temporary on-disk SQLite table (frame, seq, shape
+    as JSON ``[tag, attributes, [[attribute name, text], ...]]``; NULL for an outside frame)."""
 
     db: sqlite3.Connection = field(default_factory=lambda: sqlite3.connect(""))
     seq: int = 0
 
     def __post_init__(self) -> None:
-        self.db.execute("CREATE TABLE s (frame INTEGER, seq INTEGER, xml BLOB)")
+        self.db.execute("CREATE TABLE s (frame INTEGER, seq INTEGER, shape TEXT)")
 
-    def add(self, frame: int, xml: bytes | None) -> None:
-        self.seq += 1
-        self.db.execute("INSERT INTO s VALUES (?, ?, ?)", (frame, self.seq, xml))
+    def add_many(self, rows: list[tuple[int, str | None]]) -> None:
+        start = self.seq
+        self.seq += len(rows)
+        self.db.executemany(
+            "INSERT INTO s VALUES (?, ?, ?)",
+            ((frame, start + i, shape) for i, (frame, shape) in enumerate(rows, 1)),
+        )
 
     def known(self) -> set[int]:
         return {int(row[0]) for row in self.db.execute("SELECT DISTINCT frame FROM s")}
 
-    def frames(self) -> Iterator[tuple[int, list[bytes]]]:
-        cur = self.db.execute("SELECT frame, xml FROM s ORDER BY frame, seq")
+    def frames(self) -> Iterator[tuple[int, list[str]]]:
+        cur = self.db.execute("SELECT frame, shape FROM s ORDER BY frame, seq")
         current: int | None = None
-        shapes: list[bytes] = []
-        for frame, xml in cur:
+        shapes: list[str] = []
+        for frame, shape in cur:
             if frame != current:
                 if current is not None:
                     yield current, shapes
                 current, shapes = frame, []
-            if xml is not None:
-                shapes.append(xml)
+            if shape is not None:
+                shapes.append(shape)
         if current is not None:
             yield current, shapes
 
@@ -178,26 +186,39 @@ class CvatReader:
             frames.db.close()
 
     def _stream(self, member: str, subset: str, frames: _Frames) -> Iterator[Item]:
-        """Items of ``<image>`` elements as they come; ``<track>`` shapes go to ``frames``."""
+        """Items of ``<image>`` elements as they come; ``<track>`` shapes go to ``frames``
+        one by one as they end (a track may list thousands of frames)."""
         depth = 0
         seen_images = False
+        track: ET.Element | None = None
+        rows: list[tuple[int, str | None]] = []
         with self.source.open(member) as f:
             root: ET.Element | None = None
             for kind, el, line in xmlsafe.iterparse(f, member=member):
                 if kind == "start":
                     depth += 1
                     root = el if root is None else root
-                    if depth == 3:  # a shape: errors about it name its own line
+                    if depth == 2 and el.tag == "track":
+                        track = el
+                    elif depth == 3:  # a shape: errors about it name its own line
                         el.set(LINE_ATTR, str(line))
                     continue
                 depth -= 1
+                if depth == 2 and track is not None:  # one shape of a track is complete
+                    self._track_shape(track, el, member, rows)
+                    track.remove(el)
+                    if len(rows) >= 1024:
+                        frames.add_many(rows)
+                        rows = []
+                    continue
                 if depth != 1 or root is None:
                     continue
                 if el.tag == "image":
                     seen_images = True
                     yield self._image(el, member, subset, line)
                 elif el.tag == "track":
-                    self._track(el, member, frames, line)
+                    frames.add_many(rows)
+                    rows, track = [], None
                 elif el.tag == "tag":
                     self.notes.skip("tag", "a <tag> outside an <image>", member=member)
                 if seen_images and frames.seq:
@@ -267,28 +288,33 @@ class CvatReader:
 
     # -- CVAT for video ---------------------------------------------------------------------
 
-    def _track(self, el: ET.Element, member: str, frames: _Frames, line: int) -> None:
-        label = el.get("label") or ""
-        track_id = el.get("id") or ""
-        group = el.get("group_id")
-        for shape in el:
-            if shape.tag not in SHAPES:
-                continue  # a skeleton's nested <track> elements go with their skeleton
-            raw = shape.get("frame")
-            if raw is None or not raw.isdigit():
-                raise FormatError(
-                    f"<{shape.tag}> in track {track_id} has no valid frame attribute",
-                    member=member,
-                    line=line,
-                )
-            if shape.get("outside") == "1":
-                frames.add(int(raw), None)  # the frame exists, the object is not in it
-                continue
-            shape.set("label", label)
-            shape.set("track_id", track_id)
-            if group and not shape.get("group_id"):
-                shape.set("group_id", group)
-            frames.add(int(raw), ET.tostring(shape))
+    def _track_shape(
+        self,
+        track: ET.Element,
+        shape: ET.Element,
+        member: str,
+        rows: list[tuple[int, str | None]],
+    ) -> None:
+        if shape.tag not in SHAPES:
+            return  # a skeleton's nested <track> elements go with their skeleton
+        track_id = track.get("id") or ""
+        raw = shape.get("frame")
+        if raw is None or not raw.isdigit():
+            raise FormatError(
+                f"<{shape.tag}> in track {track_id} has no valid frame attribute",
+                member=member,
+                line=int(shape.get(LINE_ATTR) or 0) or None,
+            )
+        if shape.get("outside") == "1":
+            rows.append((int(raw), None))  # the frame exists, the object is not in it
+            return
+        shape.set("label", track.get("label") or "")
+        shape.set("track_id", track_id)
+        group = track.get("group_id")
+        if group and not shape.get("group_id"):
+            shape.set("group_id", group)
+        attrs = [(a.get("name") or "", a.text or "") for a in shape.findall("attribute")]
+        rows.append((int(raw), json.dumps([shape.tag, dict(shape.attrib), attrs])))
 
     def _frame_images(self, member: str) -> dict[int, str]:
         prefix = (_dir(member) + "images/").lower()
@@ -303,16 +329,19 @@ class CvatReader:
     def _video_items(self, member: str, subset: str, frames: _Frames) -> Iterator[Item]:
         images = self._frame_images(member)
         size = self.metas[member].frame_size
-        for frame in sorted(images.keys() - frames.known()):
-            frames.add(frame, None)  # frames without any track shape are items too
+        # frames without any track shape are items too
+        frames.add_many([(frame, None) for frame in sorted(images.keys() - frames.known())])
         for frame, shapes in frames.frames():
             image_member = images.get(frame)
             name = _base(image_member) if image_member else f"frame_{frame:06d}.png"
             width, height = size or self._probe(image_member, member, name)
             where = Where(width, height, member, name, self.options.masks)
             objects: list[Annotation] = []
-            for xml in shapes:
-                el = xmlsafe.parse_bytes(xml, member=member)
+            for data in shapes:
+                tag, attrib, attrs = json.loads(data)
+                el = ET.Element(tag, attrib)
+                for attr_name, text in attrs:
+                    ET.SubElement(el, "attribute", name=attr_name).text = text
                 track = el.get("track_id")
                 ann = parse_shape(
                     el,

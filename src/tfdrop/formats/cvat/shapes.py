@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Final
 
 from PIL import Image
@@ -42,12 +42,10 @@ class Where:
     item: str
     masks: bool = False
     line: int | None = None
-    obj: int | None = None
 
     def error(self, message: str) -> FormatError:
-        return FormatError(
-            message, member=self.member, item=self.item, line=self.line, object=self.obj
-        )
+        # the shape's own line and index are added by parse_shape (FormatError.at)
+        return FormatError(message, member=self.member, item=self.item)
 
 
 def _number(el: ET.Element, key: str, where: Where) -> float:
@@ -61,6 +59,23 @@ def _number(el: ET.Element, key: str, where: Where) -> float:
     if not math.isfinite(value):
         raise where.error(f"<{el.tag}> {key}={raw!r} is not a finite number")
     return value
+
+
+def _box_coords(el: ET.Element, where: Where) -> tuple[float, float, float, float]:
+    get = el.get
+    try:  # the common case in one step; the slow path below says what is wrong
+        coords = (
+            float(get("xtl")),  # type: ignore[arg-type]
+            float(get("ytl")),  # type: ignore[arg-type]
+            float(get("xbr")),  # type: ignore[arg-type]
+            float(get("ybr")),  # type: ignore[arg-type]
+        )
+        if math.isfinite(sum(coords)):
+            return coords
+    except (TypeError, ValueError):
+        pass
+    x0, y0, x1, y1 = (_number(el, k, where) for k in ("xtl", "ytl", "xbr", "ybr"))
+    return x0, y0, x1, y1
 
 
 def _int(el: ET.Element, key: str, where: Where, default: int | None = None) -> int:
@@ -148,9 +163,7 @@ def _mask(el: ET.Element, where: Where) -> tuple[Box, bytes | None] | None:
         bits = rle.decode(counts, width, height)
         full = rle.paste(bits, left, top, width, height, where.width, where.height)
     except FormatError as exc:
-        raise exc.at(
-            member=where.member, item=where.item, line=where.line, object=where.obj
-        ) from None
+        raise exc.at(member=where.member, item=where.item) from None
     bbox = Image.frombytes("L", (where.width, where.height), full).getbbox()
     if bbox is None:
         return None
@@ -186,9 +199,22 @@ def parse_shape(
     index: int | None = None,
 ) -> Annotation | None:
     """The annotation of one shape element, or ``None`` when it is skipped (and noted)."""
+    try:
+        return _parse_shape(el, where, notes, label, track_id)
+    except FormatError as exc:
+        line = el.get(LINE_ATTR)
+        raise exc.at(
+            member=where.member,
+            item=where.item,
+            object=index,
+            line=int(line) if line else where.line,
+        ) from None
+
+
+def _parse_shape(
+    el: ET.Element, where: Where, notes: Notes, label: str | None, track_id: int | None
+) -> Annotation | None:
     kind = el.tag
-    line = el.get(LINE_ATTR)
-    where = replace(where, obj=index, line=int(line) if line else where.line)
     label = el.get("label") if label is None else label
     if kind in SKIPPED_SHAPES:
         notes.skip(
@@ -204,9 +230,7 @@ def parse_shape(
     polygon: tuple[float, ...] = ()
     mask: bytes | None = None
     if kind == "box":
-        coords = tuple(_number(el, k, where) for k in ("xtl", "ytl", "xbr", "ybr"))
-        rect = _rotated(el, (coords[0], coords[1], coords[2], coords[3]), where, notes)
-        box = _box(*rect, where, notes)
+        box = _box(*_rotated(el, _box_coords(el, where), where, notes), where, notes)
         shape = Shape.BOX
     elif kind == "polygon":
         polygon = parse_points(el, where)

@@ -49,6 +49,12 @@ def image_path(subset: str, name: str) -> str:
     return f"images/{name}" if subset == "default" else f"images/{subset}/{name}"
 
 
+def _checked(value: str, what: str) -> str:
+    if _BAD_XML_CHARS.search(value):
+        raise FormatError(f"{what} {value!r} holds characters XML 1.0 cannot carry")
+    return value
+
+
 def _num(value: float) -> str:
     """A polygon coordinate: integers as integers, else the shortest text of the float."""
     return str(int(value)) if value == int(value) else repr(value)
@@ -92,6 +98,12 @@ class CvatWriter:
     def _attr(self, value: str) -> str:
         return quoteattr(self._text(value))
 
+    @staticmethod
+    def _name(value: str, what: str) -> str:
+        """A name as a quoted attribute value. Names are never altered (the read-back must
+        match), so one XML 1.0 cannot carry is an error."""
+        return quoteattr(_checked(value, what))
+
     def write(self, item: Item) -> None:
         subset = item.subset or "default"
         width, height = item.width, item.height
@@ -103,10 +115,10 @@ class CvatWriter:
         if item.image and self.options.images:
             self.sink.write_member(image_path(subset, item.name), item.image, compress=False)
         self._subsets[subset] = self._subsets.get(subset, 0) + 1
-        head = f'  <image id="{self._count}" name={self._attr(item.name)}'
+        head = f'  <image id="{self._count}" name={self._name(item.name, "image name")}'
         head += f' width="{width}" height="{height}"'
         if subset != "default":
-            head += f" subset={self._attr(subset)}"
+            head += f" subset={self._name(subset, 'subset')}"
         lines = [head + ">"]
         for index, obj in enumerate(item.objects):
             try:
@@ -115,13 +127,15 @@ class CvatWriter:
                 raise exc.at(item=item.name, object=index) from None
         for tag in item.tags:
             self._labels.tags[tag] = None
-            lines.append(f'    <tag label={self._attr(tag)} source="file"></tag>')
+            lines.append(f'    <tag label={self._name(tag, "label")} source="file"></tag>')
         lines.append("  </image>\n")
         self._body.write("\n".join(lines).encode("utf-8"))
         self._count += 1
 
     def _shape(self, obj: Annotation, width: int, height: int) -> list[str]:
-        common = f' label={self._attr(obj.label)} source="file" occluded="{int(obj.occluded)}"'
+        common = (
+            f' label={self._name(obj.label, "label")} source="file" occluded="{int(obj.occluded)}"'
+        )
         tail = f' z_order="{obj.z_order}"' + (f' group_id="{obj.group}"' if obj.group else "")
         if obj.track_id is not None:
             self.notes.lose("track_id")
@@ -182,7 +196,7 @@ class CvatWriter:
     # -- close: meta + body ----------------------------------------------------------------
 
     def _label_xml(self, name: str) -> list[str]:
-        out = ["      <label>", f"        <name>{escape(self._text(name))}</name>"]
+        out = ["      <label>", f"        <name>{escape(_checked(name, 'label'))}</name>"]
         out.append("        <attributes>")
         for attr, values in self._labels.attrs.get(name, {}).items():
             seen = list(values)
