@@ -32,13 +32,41 @@ _CLASS_FLAG = re.compile(r"^\S+\s+(-1|0|1)\s*$")
 
 @dataclass(slots=True)
 class VocRoot:
-    """One VOC tree inside a source: its prefix and its annotation files by item id."""
+    """One VOC tree inside a source: its prefix and its annotation members.
+
+    Only member names the source already holds are kept (no per-item index of images): a
+    20,000-image drop must not cost more memory than a 2,000-image one beyond the listing.
+    """
 
     prefix: str
-    annotations: dict[str, str] = field(default_factory=dict)  # item id -> member
-    images: dict[str, str] = field(default_factory=dict)  # casefolded id -> JPEGImages member
+    annotations: list[str] = field(default_factory=list)  # members, sorted by item id
     subset_files: list[str] = field(default_factory=list)
     labelmap: str | None = None
+
+    def item_id(self, member: str) -> str:
+        """``<prefix>Annotations/a/b.xml`` -> ``a/b``."""
+        return member[len(self.prefix) + len(ANNOTATIONS) : -len(".xml")]
+
+    def image_name(self, member: str) -> str:
+        """``<prefix>JPEGImages/a/b.jpg`` -> ``a/b.jpg`` (the item's name)."""
+        return member[len(self.prefix) + len(IMAGES) :]
+
+
+def image_index(names: Sequence[str], prefix: str) -> dict[str, str]:
+    """Casefolded item id -> ``JPEGImages`` member under ``prefix`` (first one per id wins).
+
+    Built only when an image is not where its annotation says (``x.xml`` with ``x.png``).
+    """
+    out: dict[str, str] = {}
+    start = (prefix + IMAGES).casefold()
+    for name in names:
+        if name.casefold().startswith(start):
+            stem = name[len(start) :]
+            dot = stem.rfind(".")
+            if dot > stem.rfind("/"):
+                stem = stem[:dot]
+            out.setdefault(stem.casefold(), name)
+    return out
 
 
 def annotation_id(name: str) -> tuple[str, str] | None:
@@ -55,32 +83,27 @@ def detect(names: Sequence[str]) -> int:
 
 
 def find_roots(names: Sequence[str]) -> list[VocRoot]:
-    """Every VOC root in the source, in prefix order, with its members indexed."""
+    """Every VOC root in the source, in prefix order, with its members found."""
     roots: dict[str, VocRoot] = {}
     for name in names:
         hit = annotation_id(name)
         if hit is not None:
-            root = roots.setdefault(hit[0], VocRoot(hit[0]))
-            root.annotations[hit[1]] = name
+            roots.setdefault(hit[0], VocRoot(hit[0])).annotations.append(name)
+    for root in roots.values():
+        root.annotations.sort(key=root.item_id)
+    folded = {p.casefold(): r for p, r in roots.items()}
+    main, labelmap = SUBSETS.casefold(), LABELMAP.casefold()
     for name in names:
         low = name.casefold()
-        for prefix, root in roots.items():
-            if not low.startswith(prefix.casefold()):
-                continue
-            rest = name[len(prefix) :]
-            rest_low = rest.casefold()
-            if rest_low.startswith(IMAGES.casefold()):
-                stem = rest[len(IMAGES) :]
-                dot = stem.rfind(".")
-                if dot > stem.rfind("/"):
-                    stem = stem[:dot]
-                # The first image wins for a stem (x.jpg before x.png in archive order).
-                root.images.setdefault(stem.casefold(), name)
-            elif rest_low.startswith(SUBSETS.casefold()) and rest_low.endswith(".txt"):
-                if "/" not in rest[len(SUBSETS) :]:
-                    root.subset_files.append(name)
-            elif rest_low == LABELMAP:
-                root.labelmap = name
+        if low.endswith(labelmap):
+            owner = folded.get(low[: -len(labelmap)])
+            if owner is not None:
+                owner.labelmap = name
+        elif low.endswith(".txt") and main in low:
+            cut = low.rfind(main)
+            owner = folded.get(low[:cut])
+            if owner is not None and "/" not in low[cut + len(main) :]:
+                owner.subset_files.append(name)
     return [roots[p] for p in sorted(roots)]
 
 

@@ -34,6 +34,7 @@ from tfdrop.formats.voc.layout import (
     MAX_TEXT_FILE,
     VocRoot,
     find_roots,
+    image_index,
     parse_labelmap,
     read_subsets,
 )
@@ -129,6 +130,7 @@ class VocReader:
             raise FormatError("no Annotations/*.xml found: not a Pascal VOC archive")
         self._labels: list[str] = []
         self._label_ids: dict[str, int] = {}
+        self._image_index: dict[str, dict[str, str]] = {}
         self._subsets: list[dict[str, str]] = []
         for root in self.roots:
             if root.labelmap is not None:
@@ -157,21 +159,21 @@ class VocReader:
 
     def items(self) -> Iterator[Item]:
         for root, subsets in zip(self.roots, self._subsets, strict=True):
-            ids = sorted(root.annotations)
-            with closing(prefetched(ids, partial(self._fetch, root))) as fetches:
-                for item_id in ids:
-                    member = root.annotations[item_id]
+            members = root.annotations
+            with closing(prefetched(members, partial(self._fetch, root))) as fetches:
+                for member in members:
+                    item_id = root.item_id(member)
                     try:
                         item = self._item(root, item_id, member, subsets, next(fetches))
                     except TfdropError as exc:
                         raise exc.at(member=member, item=item_id) from None
                     yield item
             # Ids listed in a subset with an image but no annotation: images without objects.
-            for item_id in sorted(set(subsets) - set(root.annotations)):
+            for item_id in sorted(set(subsets).difference(map(root.item_id, members))):
                 yield from self._listed_only(root, item_id, subsets[item_id])
 
     def _listed_only(self, root: VocRoot, item_id: str, subset: str) -> Iterator[Item]:
-        image = root.images.get(item_id.casefold())
+        image = self._indexed_image(root, item_id)
         if image is None:
             self.notes.warn(
                 "listed_without_files",
@@ -179,14 +181,15 @@ class VocReader:
                 item=item_id,
             )
             return
-        name = image[len(root.prefix) + len(IMAGES) :]
+        name = root.image_name(image)
         yield self._finish(Item(name=name, subset=subset, source_id=name), image, None)
 
-    def _fetch(self, root: VocRoot, item_id: str) -> _Fetched:
+    def _fetch(self, root: VocRoot, member: str) -> _Fetched:
         """The annotation's bytes and, when wanted, its likely image's (on the read-ahead
-        thread: touches nothing but the source)."""
-        xml = self.source.read_bytes(root.annotations[item_id], max_size=MAX_XML)
-        guess = root.images.get(item_id.casefold())
+        thread: touches nothing but the source; the caller checks the guess)."""
+        xml = self.source.read_bytes(member, max_size=MAX_XML)
+        path = f"{root.prefix}{IMAGES}{root.item_id(member)}.jpg"
+        guess = path if self.source.exists(path) else None
         data = None
         if guess is not None and self.options.images:
             data = self.source.read_bytes(guess, max_size=MAX_IMAGE)
@@ -212,9 +215,7 @@ class VocReader:
         filename = _text(root_el, "filename") or ""
         image = self._find_image(root, item_id, filename)
         if not filename:
-            filename = (
-                image[len(root.prefix) + len(IMAGES) :] if image is not None else item_id + ".jpg"
-            )
+            filename = root.image_name(image) if image is not None else item_id + ".jpg"
         where = _Where(member, filename)
         width, height = _size(root_el, where)
         if image is None and (self.options.images or not (width and height)):
@@ -253,7 +254,14 @@ class VocReader:
             hit = self.source.find(root.prefix + IMAGES + filename)
             if hit is not None:
                 return hit
-        return root.images.get(item_id.casefold())
+        return self._indexed_image(root, item_id)
+
+    def _indexed_image(self, root: VocRoot, item_id: str) -> str | None:
+        """The image of an id by stem, any extension and case (index built on first need)."""
+        index = self._image_index.get(root.prefix)
+        if index is None:
+            index = self._image_index[root.prefix] = image_index(self.source.names(), root.prefix)
+        return index.get(item_id.casefold())
 
     def _finish(self, item: Item, image: str | None, preloaded: bytes | None) -> Item:
         """Fill image bytes, format and (when the annotation lacks it) the size."""
