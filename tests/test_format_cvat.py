@@ -653,3 +653,63 @@ def test_reading_streams_memory_does_not_grow_with_the_number_of_images(
 
     small, large = peak(150), peak(1200)
     assert large < small * 1.5 + 256 * 1024, (small, large)
+
+
+# --- layouts and the CLI ----------------------------------------------------------------------
+
+
+def test_a_zip_with_one_top_folder_reads_like_the_folder(tmp_path: Path) -> None:
+    root = assets("for_images", "export_project")
+    members: dict[str, bytes | str] = {
+        f"proj/{p.relative_to(root).as_posix()}": p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+    zipped, _, _ = read_items(make_zip(tmp_path / "top.zip", members))
+    plain, _, _ = read_items(root)
+    assert zipped == plain
+    assert detect_format(list(members)) == "cvat"
+
+
+def test_datumaro_subset_files_each_give_their_subset_and_labels_merge(tmp_path: Path) -> None:
+    box = '<box label="{}" xtl="1" ytl="1" xbr="3" ybr="3"/>'
+    src = make_zip(
+        tmp_path / "d.zip",
+        {
+            "train.xml": cvat_xml(GOOD_IMAGE + box.format("cat") + "</image>", ("cat",)),
+            "test.xml": cvat_xml(GOOD_IMAGE + box.format("dog") + "</image>", ("dog",)),
+            "images/h.jpg": jpeg(9, 9),
+        },
+    )
+    items, reader, _ = read_items(src)
+    assert list(reader.labels()) == ["dog", "cat"]  # files in name order: test.xml, train.xml
+    assert [(i.subset, i.objects[0].label) for i in items] == [("test", "dog"), ("train", "cat")]
+
+
+def test_cli_converts_a_cvat_video_export_and_writes_its_report(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "video.zip"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tfdrop",
+            "convert",
+            str(assets("for_video")),
+            "--to",
+            "tfrecord",
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "3 items, 1 objects" in done.stdout
+    report = json.loads((tmp_path / "video.report.json").read_text())
+    assert report["skipped"] == {"points": 1, "polyline": 1}
+    assert [it["name"] for it in report["label_map"]] == ["klhg", "z U k", "II"]
