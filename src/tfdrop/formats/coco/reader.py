@@ -57,7 +57,6 @@ if TYPE_CHECKING:
     from tfdrop.archive import Source
 
 MAX_IMAGE: Final = 256 << 20
-_FLAG_ATTRS: Final = ("occluded", "difficult", "truncated", "view")
 _OTHER_TASKS: Final = ("person_keypoints_", "captions_", "panoptic_", "stuff_", "image_info_")
 
 # a spilled annotation: (array index, id, category id, bbox or None, iscrowd, area,
@@ -279,47 +278,63 @@ class CocoReader:
         )
 
     def _annotation(self, r: _Record, item: str, width: int, height: int) -> Annotation:
+        # the hot loop of a conversion (once per object): no work for what is absent
         i, ann_id, cat, bbox, crowd, area, seg, attrs = r
-        path = f"annotations[{i}]"
         label = self.categories.by_id.get(cat)
         if label is None:
             raise FormatError(
                 f"annotation {ann_id} has category id {cat}, which is not in categories",
-                key=f"{path}.category_id",
+                key=f"annotations[{i}].category_id",
                 item=item,
             )
-        try:
-            shape, polygon, mask, bounds = self._segmentation(seg, width, height, bbox is None)
-        except FormatError as exc:
-            exc.message = f"annotation {ann_id}: {exc.message}"
-            raise exc.at(key=f"{path}.segmentation", item=item) from None
+        shape: Shape = Shape.BOX
+        polygon: tuple[float, ...] = ()
+        mask: bytes | None = None
+        bounds: tuple[float, float, float, float] | None = None
+        if seg:
+            try:
+                shape, polygon, mask, bounds = self._segmentation(seg, width, height, bbox is None)
+            except FormatError as exc:
+                exc.message = f"annotation {ann_id}: {exc.message}"
+                raise exc.at(key=f"annotations[{i}].segmentation", item=item) from None
         if bbox is not None:
-            x, y, w, h = bbox
-            bounds = (x, y, x + w, y + h)
-        elif bounds is None:
+            x0, y0, w, h = bbox
+            x1, y1 = x0 + w, y0 + h
+        elif bounds is not None:
+            x0, y0, x1, y1 = bounds
+        else:
             raise FormatError(
                 f"annotation {ann_id} has neither a bbox nor a segmentation",
-                key=path,
+                key=f"annotations[{i}]",
                 item=item,
             )
-        x0, y0, x1, y1 = bounds
         if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
             self.notes.warn(
                 "box_clipped",
-                f"annotation {ann_id}: box {bounds} reaches outside the {width}x{height} image; "
-                "clipped",
+                f"annotation {ann_id}: box {(x0, y0, x1, y1)} reaches outside the "
+                f"{width}x{height} image; clipped",
                 item=item,
             )
             x0, x1 = min(max(x0, 0), width), min(max(x1, 0), width)
             y0, y1 = min(max(y0, 0), height), min(max(y1, 0), height)
-        flags: dict[str, Any] = {}
+        occluded = difficult = truncated = False
+        view = ""
         attributes: tuple[tuple[str, str], ...] = ()
         if attrs:
             # the writer keeps these model fields as attributes (COCO has no keys for them)
-            flags = {k: attrs[k] for k in _FLAG_ATTRS if k in attrs}
-            attributes = tuple(
-                (str(k), _attr_text(v)) for k, v in attrs.items() if k not in _FLAG_ATTRS
-            )
+            rest = []
+            for k, v in attrs.items():
+                if k == "occluded":
+                    occluded = _truthy(v)
+                elif k == "difficult":
+                    difficult = _truthy(v)
+                elif k == "truncated":
+                    truncated = _truthy(v)
+                elif k == "view":
+                    view = str(v)
+                else:
+                    rest.append((str(k), _attr_text(v)))
+            attributes = tuple(rest)
         return Annotation(
             label=label,
             # the COCO id is the label id when the map keeps COCO ids: the resolver then has
@@ -331,10 +346,10 @@ class CocoReader:
             area=float(area) if area is not None else None,
             shape=shape,
             polygon=polygon,
-            occluded=_truthy(flags.get("occluded")),
-            difficult=_truthy(flags.get("difficult")),
-            truncated=_truthy(flags.get("truncated")),
-            view=str(flags.get("view", "")),
+            occluded=occluded,
+            difficult=difficult,
+            truncated=truncated,
+            view=view,
             attributes=attributes,
         )
 
