@@ -152,8 +152,12 @@ def parse_example(data: bytes) -> ParsedExample:
         feats = _features_slow(data)
     out = ParsedExample()
     if not feats.keys() <= _KNOWN_KEYS:
-        for bkey in feats.keys() - _KNOWN_KEYS:
-            out.extra.append((bkey.decode("utf-8", "replace"), feats[bkey][2]))
+        # in record order (a set difference would order them by this process's hash seed)
+        out.extra.extend(
+            (bkey.decode("utf-8", "replace"), v[2])
+            for bkey, v in feats.items()
+            if bkey not in _KNOWN_KEYS
+        )
     lists = out.lists
     get = feats.get
     for bkey, key, want in _OBJECT_SPECS:
@@ -272,6 +276,30 @@ def decode_example(
 # --- encoding ------------------------------------------------------------------------------
 
 
+def _utf8(values: list[str], key: str, item: Item, *, per_object: bool = True) -> list[bytes]:
+    """Text values as UTF-8; a lone surrogate (a file name whose bytes are not UTF-8, read
+    with ``surrogateescape``) is refused with the key, item and object instead of crashing."""
+    try:
+        return [v.encode() for v in values]
+    except UnicodeEncodeError:
+        bad = next(i for i, v in enumerate(values) if not _encodable(v))
+        raise ExampleError(
+            f"text '{values[bad].encode('utf-8', 'backslashreplace').decode()}' is not valid "
+            "Unicode (undecodable bytes, e.g. a file name that is not UTF-8); rename it",
+            key=key,
+            item=item.name.encode("utf-8", "backslashreplace").decode(),
+            object=bad if per_object else None,
+        ) from None
+
+
+def _encodable(s: str) -> bool:
+    try:
+        s.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _set_bytes(feats: Any, key: str, values: list[bytes]) -> None:
     feats[key].bytes_list.value.extend(values)
 
@@ -303,21 +331,21 @@ def encode_example(item: Item) -> bytes:
     sha = image_sha256(image) if image else item.sha256
     _set_ints(feats, HEIGHT, [item.height])
     _set_ints(feats, WIDTH, [item.width])
-    _set_bytes(feats, FILENAME, [item.name.encode()])
-    _set_bytes(feats, SOURCE_ID, [item.source_id.encode()])
+    _set_bytes(feats, FILENAME, _utf8([item.name], FILENAME, item, per_object=False))
+    _set_bytes(feats, SOURCE_ID, _utf8([item.source_id], SOURCE_ID, item, per_object=False))
     _set_bytes(feats, ENCODED, [image])
-    _set_bytes(feats, FORMAT, [item.image_format.encode()])
-    _set_bytes(feats, SHA256, [sha.encode()])
+    _set_bytes(feats, FORMAT, _utf8([item.image_format], FORMAT, item, per_object=False))
+    _set_bytes(feats, SHA256, _utf8([sha], SHA256, item, per_object=False))
     objs = item.objects
     _set_floats(feats, XMIN, [o.box.xmin for o in objs])
     _set_floats(feats, XMAX, [o.box.xmax for o in objs])
     _set_floats(feats, YMIN, [o.box.ymin for o in objs])
     _set_floats(feats, YMAX, [o.box.ymax for o in objs])
-    _set_bytes(feats, TEXT, [o.label.encode() for o in objs])
+    _set_bytes(feats, TEXT, _utf8([o.label for o in objs], TEXT, item))
     _set_ints(feats, LABEL, [o.label_id for o in objs])
     _set_ints(feats, DIFFICULT, [int(o.difficult) for o in objs])
     _set_ints(feats, TRUNCATED, [int(o.truncated) for o in objs])
-    _set_bytes(feats, VIEW, [o.view.encode() for o in objs])
+    _set_bytes(feats, VIEW, _utf8([o.view for o in objs], VIEW, item))
     if any(o.occluded for o in objs):
         _set_ints(feats, OCCLUDED, [int(o.occluded) for o in objs])
     if any(o.mask is not None for o in objs):
@@ -337,4 +365,6 @@ def encode_example(item: Item) -> bytes:
     for key, raw in item.extra:
         if key not in feats:
             feats[key].CopyFrom(Feature.FromString(raw))
-    return bytes(ex.SerializeToString())
+    # deterministic: map entries sorted by key, so the same item gives the same bytes in every
+    # process (upb orders a map by a per-process hash seed otherwise)
+    return bytes(ex.SerializeToString(deterministic=True))
