@@ -713,3 +713,19 @@ def test_cli_converts_a_cvat_video_export_and_writes_its_report(tmp_path: Path) 
     report = json.loads((tmp_path / "video.report.json").read_text())
     assert report["skipped"] == {"points": 1, "polyline": 1}
     assert [it["name"] for it in report["label_map"]] == ["klhg", "z U k", "II"]
+
+
+def test_frames_named_without_extension_find_their_png_and_take_its_extension(
+    tmp_path: Path,
+) -> None:
+    # a video task exported as "CVAT for images": name="frame_000003", images/frame_000003.PNG
+    buf = io.BytesIO()
+    Image.new("RGB", (9, 9)).save(buf, "PNG")
+    body = '<image id="3" name="frame_000003" width="9" height="9"/>'
+    src = make_zip(
+        tmp_path / "f.zip",
+        {"annotations.xml": cvat_xml(body), "images/frame_000003.PNG": buf.getvalue()},
+    )
+    (item,), _, _ = read_items(src)
+    assert (item.name, item.image_format, item.image) == (
+        "frame_000003.PNG", "png", buf.getvalue())  # fmt: skip

@@ -6,23 +6,14 @@ for a project export. The XML is parsed incrementally with :mod:`tfdrop.formats.
 DTDs, no entities), and each top-level ``<image>``/``<track>`` is dropped from the tree once
 used, so memory stays flat however large the file.
 
-CVAT for video lists each track's shape on every frame (interpolated frames with
-``keyframe="0"``, CVAT's ``dump_as_cvat_interpolation``); SPEC.md: tracks are expanded to
-per-frame boxes and frames where the track is ``outside`` are skipped. Tracks come one after the
-other, so a frame's objects are only complete at the end of the file: they are spilled to a
-temporary SQLite table on disk, not held in memory, and the frames are yielded in order at the
-end. A frame ``N`` is the image ``images/frame_00000N.<ext>``; its size is the task's
-``original_size``.
+CVAT for video 1.1 tracks are expanded to per-frame items by :mod:`.video` (spilled to disk,
+yielded in frame order at the end of the file); a frame's size is the task's ``original_size``.
 """
 
 from __future__ import annotations
 
-import json
-import re
-import sqlite3
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 from tfdrop.codec.model import Annotation, Item, LabelMap
@@ -31,13 +22,13 @@ from tfdrop.formats import xmlsafe
 from tfdrop.formats.base import Notes, ReadOptions
 from tfdrop.formats.cvat.meta import LabelSpec, Meta, parse_meta
 from tfdrop.formats.cvat.shapes import LINE_ATTR, SHAPES, Where, parse_shape
+from tfdrop.formats.cvat.video import Frames, frame_images, shape_element, track_row
 from tfdrop.formats.imageinfo import format_from_name, is_image_name, probe
 
 if TYPE_CHECKING:
     from tfdrop.archive import Source
 
 MAX_IMAGE_BYTES: Final = 256 << 20
-_FRAME_NAME: Final = re.compile(r"^frame_(\d+)\.[A-Za-z0-9]+$")
 
 
 def _base(name: str) -> str:
@@ -92,43 +83,6 @@ def _read_meta(source: Source, member: str) -> Meta:
     return Meta()
 
 
-@dataclass(slots=True)
-class _Frames:
-    """Per-frame track shapes spilled to a temporary on-disk SQLite table (frame, seq, shape
-    as JSON ``[tag, attributes, [[attribute name, text], ...]]``; NULL for an outside frame)."""
-
-    db: sqlite3.Connection = field(default_factory=lambda: sqlite3.connect(""))
-    seq: int = 0
-
-    def __post_init__(self) -> None:
-        self.db.execute("CREATE TABLE s (frame INTEGER, seq INTEGER, shape TEXT)")
-
-    def add_many(self, rows: list[tuple[int, str | None]]) -> None:
-        start = self.seq
-        self.seq += len(rows)
-        self.db.executemany(
-            "INSERT INTO s VALUES (?, ?, ?)",
-            ((frame, start + i, shape) for i, (frame, shape) in enumerate(rows, 1)),
-        )
-
-    def known(self) -> set[int]:
-        return {int(row[0]) for row in self.db.execute("SELECT DISTINCT frame FROM s")}
-
-    def frames(self) -> Iterator[tuple[int, list[str]]]:
-        cur = self.db.execute("SELECT frame, shape FROM s ORDER BY frame, seq")
-        current: int | None = None
-        shapes: list[str] = []
-        for frame, shape in cur:
-            if frame != current:
-                if current is not None:
-                    yield current, shapes
-                current, shapes = frame, []
-            if shape is not None:
-                shapes.append(shape)
-        if current is not None:
-            yield current, shapes
-
-
 class CvatReader:
     """A CVAT for images/video 1.1 source: labels from ``<meta>``, items one at a time."""
 
@@ -177,7 +131,7 @@ class CvatReader:
 
     def _items_of(self, member: str) -> Iterator[Item]:
         subset = self._default_subset(member)
-        frames = _Frames()  # SQLite creates its temp file only once the cache spills
+        frames = Frames()  # SQLite creates its temp file only once the cache spills
         try:
             yield from self._stream(member, subset, frames)
             if frames.seq:
@@ -185,7 +139,7 @@ class CvatReader:
         finally:
             frames.db.close()
 
-    def _stream(self, member: str, subset: str, frames: _Frames) -> Iterator[Item]:
+    def _stream(self, member: str, subset: str, frames: Frames) -> Iterator[Item]:
         """Items of ``<image>`` elements as they come; ``<track>`` shapes go to ``frames``
         one by one as they end (a track may list thousands of frames)."""
         depth = 0
@@ -205,7 +159,9 @@ class CvatReader:
                     continue
                 depth -= 1
                 if depth == 2 and track is not None:  # one shape of a track is complete
-                    self._track_shape(track, el, member, rows)
+                    row = track_row(track, el, member)
+                    if row is not None:
+                        rows.append(row)
                     track.remove(el)
                     if len(rows) >= 1024:
                         frames.add_many(rows)
@@ -237,6 +193,10 @@ class CvatReader:
             raise FormatError("<image> has no name attribute", member=member, line=line)
         subset = el.get("subset") or subset
         image_member = self._find_image(member, name, subset)
+        if image_member is not None and not is_image_name(name):
+            # a video task exported as "CVAT for images": name="frame_000010", file
+            # images/frame_000010.PNG; the item takes the file's extension
+            name += image_member[image_member.rfind(".") :]
         where = Where(0, 0, member, name, self.options.masks, line)
         width = _int_attr(el, "width", where)
         height = _int_attr(el, "height", where)
@@ -280,54 +240,20 @@ class CvatReader:
 
     def _find_image(self, member: str, name: str, subset: str) -> str | None:
         base = _dir(member)
+        # CVAT omits the extension of video frames: try the usual ones (find ignores case)
+        exts = ("",) if is_image_name(name) else ("", ".png", ".jpg", ".jpeg")
         for candidate in (f"{base}images/{subset}/{name}", f"{base}images/{name}", base + name):
-            found = self.source.find(candidate)
-            if found is not None:
-                return found
+            for ext in exts:
+                found = self.source.find(candidate + ext)
+                if found is not None:
+                    return found
         return None
 
     # -- CVAT for video ---------------------------------------------------------------------
 
-    def _track_shape(
-        self,
-        track: ET.Element,
-        shape: ET.Element,
-        member: str,
-        rows: list[tuple[int, str | None]],
-    ) -> None:
-        if shape.tag not in SHAPES:
-            return  # a skeleton's nested <track> elements go with their skeleton
-        track_id = track.get("id") or ""
-        raw = shape.get("frame")
-        if raw is None or not raw.isdigit():
-            raise FormatError(
-                f"<{shape.tag}> in track {track_id} has no valid frame attribute",
-                member=member,
-                line=int(shape.get(LINE_ATTR) or 0) or None,
-            )
-        if shape.get("outside") == "1":
-            rows.append((int(raw), None))  # the frame exists, the object is not in it
-            return
-        shape.set("label", track.get("label") or "")
-        shape.set("track_id", track_id)
-        group = track.get("group_id")
-        if group and not shape.get("group_id"):
-            shape.set("group_id", group)
-        attrs = [(a.get("name") or "", a.text or "") for a in shape.findall("attribute")]
-        rows.append((int(raw), json.dumps([shape.tag, dict(shape.attrib), attrs])))
-
-    def _frame_images(self, member: str) -> dict[int, str]:
+    def _video_items(self, member: str, subset: str, frames: Frames) -> Iterator[Item]:
         prefix = (_dir(member) + "images/").lower()
-        out: dict[int, str] = {}
-        for name in self._images:
-            if name.lower().startswith(prefix):
-                m = _FRAME_NAME.match(_base(name))
-                if m:
-                    out.setdefault(int(m.group(1)), name)
-        return out
-
-    def _video_items(self, member: str, subset: str, frames: _Frames) -> Iterator[Item]:
-        images = self._frame_images(member)
+        images = frame_images([n for n in self._images if n.lower().startswith(prefix)])
         size = self.metas[member].frame_size
         # frames without any track shape are items too
         frames.add_many([(frame, None) for frame in sorted(images.keys() - frames.known())])
@@ -338,10 +264,7 @@ class CvatReader:
             where = Where(width, height, member, name, self.options.masks)
             objects: list[Annotation] = []
             for data in shapes:
-                tag, attrib, attrs = json.loads(data)
-                el = ET.Element(tag, attrib)
-                for attr_name, text in attrs:
-                    ET.SubElement(el, "attribute", name=attr_name).text = text
+                el = shape_element(data)
                 track = el.get("track_id")
                 ann = parse_shape(
                     el,

@@ -1,0 +1,107 @@
+"""CVAT for video 1.1 tracks, expanded to frames (SPEC.md: tracks become per-frame boxes,
+frames where the track is ``outside`` are skipped).
+
+CVAT's ``dump_as_cvat_interpolation`` lists each track's shape on every frame (interpolated
+frames with ``keyframe="0"``), one track after the other: a frame's objects are only complete at
+the end of the file. Each shape is turned into a row as soon as it ends and spilled to a
+temporary on-disk SQLite table (:class:`Frames`), never held in memory; the frames are then read
+back in order. Frame ``N`` is the image ``images/frame_00000N.<ext>`` (CVAT's frame names).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from tfdrop.errors import FormatError
+from tfdrop.formats.cvat.shapes import LINE_ATTR, SHAPES
+
+FRAME_NAME: Final = re.compile(r"^frame_(\d+)\.[A-Za-z0-9]+$")
+
+Row = tuple[int, str | None]
+"""(frame, shape as JSON ``[tag, attributes, [[attribute name, text], ...]]`` or None)."""
+
+
+@dataclass(slots=True)
+class Frames:
+    """Per-frame track shapes spilled to a temporary on-disk SQLite table (frame, seq, shape
+    as JSON ``[tag, attributes, [[attribute name, text], ...]]``; NULL for an outside frame)."""
+
+    db: sqlite3.Connection = field(default_factory=lambda: sqlite3.connect(""))
+    seq: int = 0
+
+    def __post_init__(self) -> None:
+        self.db.execute("CREATE TABLE s (frame INTEGER, seq INTEGER, shape TEXT)")
+
+    def add_many(self, rows: list[Row]) -> None:
+        start = self.seq
+        self.seq += len(rows)
+        self.db.executemany(
+            "INSERT INTO s VALUES (?, ?, ?)",
+            ((frame, start + i, shape) for i, (frame, shape) in enumerate(rows, 1)),
+        )
+
+    def known(self) -> set[int]:
+        return {int(row[0]) for row in self.db.execute("SELECT DISTINCT frame FROM s")}
+
+    def frames(self) -> Iterator[tuple[int, list[str]]]:
+        cur = self.db.execute("SELECT frame, shape FROM s ORDER BY frame, seq")
+        current: int | None = None
+        shapes: list[str] = []
+        for frame, shape in cur:
+            if frame != current:
+                if current is not None:
+                    yield current, shapes
+                current, shapes = frame, []
+            if shape is not None:
+                shapes.append(shape)
+        if current is not None:
+            yield current, shapes
+
+
+def track_row(track: ET.Element, shape: ET.Element, member: str) -> Row | None:
+    """The row of one shape of a ``<track>`` (None for what is not a shape: a skeleton's
+    nested tracks go with their skeleton, which is skipped as a whole)."""
+    if shape.tag not in SHAPES:
+        return None
+    track_id = track.get("id") or ""
+    raw = shape.get("frame")
+    if raw is None or not raw.isdigit():
+        raise FormatError(
+            f"<{shape.tag}> in track {track_id} has no valid frame attribute",
+            member=member,
+            line=int(shape.get(LINE_ATTR) or 0) or None,
+        )
+    if shape.get("outside") == "1":
+        return (int(raw), None)  # the frame exists, the object is not in it
+    shape.set("label", track.get("label") or "")
+    shape.set("track_id", track_id)
+    group = track.get("group_id")
+    if group and not shape.get("group_id"):
+        shape.set("group_id", group)
+    attrs = [(a.get("name") or "", a.text or "") for a in shape.findall("attribute")]
+    return (int(raw), json.dumps([shape.tag, dict(shape.attrib), attrs]))
+
+
+def shape_element(data: str) -> ET.Element:
+    """The shape element a row was made from (with its ``<attribute>`` children)."""
+    tag, attrib, attrs = json.loads(data)
+    el = ET.Element(tag, attrib)
+    for name, text in attrs:
+        ET.SubElement(el, "attribute", name=name).text = text
+    return el
+
+
+def frame_images(names: Sequence[str]) -> dict[int, str]:
+    """Frame number -> member for image members named ``frame_NNNNNN.<ext>``."""
+    out: dict[int, str] = {}
+    for name in names:
+        m = FRAME_NAME.match(name.rsplit("/", 1)[-1])
+        if m:
+            out.setdefault(int(m.group(1)), name)
+    return out
