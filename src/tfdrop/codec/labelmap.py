@@ -64,7 +64,10 @@ def parse_label_map(text: str | bytes, *, source: str | None = None) -> LabelMap
         try:
             text = text.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
-            raise LabelMapError(f"not UTF-8 text ({exc.reason})", archive=source) from None
+            bad_line = text.count(b"\n", 0, exc.start) + 1
+            raise LabelMapError(
+                f"not UTF-8 text ({exc.reason})", archive=source, line=bad_line
+            ) from None
     msg: Any = StringIntLabelMap()
     try:
         text_format.Parse(text, msg)
