@@ -343,6 +343,35 @@ def test_compressed_rle_string_decodes_like_pycocotools() -> None:
         decode_counts_string("0 d")
 
 
+# produced by pycocotools 2.0.11 (mask.encode of a Fortran-order uint8 array), copied here
+PYCOCO_MASK = [
+    [1, 1, 0, 1, 0, 1, 1, 0, 0],
+    [1, 0, 1, 0, 0, 1, 0, 0, 0],
+    [1, 0, 0, 0, 0, 0, 0, 0, 0],
+    [1, 1, 0, 0, 0, 1, 1, 0, 0],
+    [1, 0, 1, 1, 0, 1, 1, 1, 0],
+    [1, 1, 0, 1, 0, 1, 0, 0, 0],
+]
+PYCOCO_STRING = "072JO00010O02130K21N3O2"
+# m[10:290, 5:150] = 1; m[100:120, 20:30] = 0 on 300x200: area 40400, bbox [5, 10, 145, 280]
+PYCOCO_LARGE = (
+    "V_1h8d00000000000000000000000000000RJ0`20`M0`20`M0`20`M0`20`M0`20`M0`20`M0`20`M0`20`M0`20`M0`20^3"
+    + "0" * 238
+    + "^d>"
+)
+
+
+def test_compressed_rle_matches_pycocotools_vectors() -> None:
+    bits = bytes(v for row in PYCOCO_MASK for v in row)
+    counts = counts_from_bits(bits, 9, 6)
+    assert encode_counts_string(counts) == PYCOCO_STRING
+    assert counts_to_bits(decode_counts_string(PYCOCO_STRING), 6, 9) == bits
+    large = decode_counts_string(PYCOCO_LARGE)
+    assert counts_area(large) == 40400
+    assert counts_bbox(large, 300) == (5, 10, 150, 290)
+    assert encode_counts_string(large) == PYCOCO_LARGE
+
+
 @given(st.lists(st.integers(min_value=0, max_value=100_000), max_size=40))
 def test_compressed_rle_round_trips_any_counts(counts: list[int]) -> None:
     assert decode_counts_string(encode_counts_string(counts)) == counts
