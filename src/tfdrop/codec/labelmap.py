@@ -61,10 +61,11 @@ def _item_lines(text: str) -> list[int]:
 def parse_label_map(text: str | bytes, *, source: str | None = None) -> LabelMap:
     """Parse and check a label map. ``source`` names the file in errors."""
     if isinstance(text, bytes):
+        raw = text
         try:
-            text = text.decode("utf-8-sig")
+            text = raw.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
-            bad_line = text.count(b"\n", 0, exc.start) + 1
+            bad_line = raw.count(b"\n", 0, exc.start) + 1
             raise LabelMapError(
                 f"not UTF-8 text ({exc.reason})", archive=source, line=bad_line
             ) from None
