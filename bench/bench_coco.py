@@ -107,7 +107,7 @@ def tf_script(image_dir: Path, annotations: Path, output: Path) -> None:
     import io
 
     import PIL.Image
-    import tensorflow as tf
+    import tensorflow as tf  # type: ignore[import-untyped]
 
     def _bytes(v: list[bytes]) -> Any:
         return tf.train.Feature(bytes_list=tf.train.BytesList(value=v))

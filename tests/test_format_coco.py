@@ -59,10 +59,10 @@ def make_zip(out: Path, members: dict[str, bytes | str]) -> Path:
     return out
 
 
-def read(path: Path, **opts: bool) -> tuple[list[Item], Any, Notes]:
+def read(path: Path, *, masks: bool = False, images: bool = True) -> tuple[list[Item], Any, Notes]:
     notes = Notes()
     with open_source(path) as src:
-        reader = open_reader(src, ReadOptions(**opts), notes)
+        reader = open_reader(src, ReadOptions(masks=masks, images=images), notes)
         return list(reader.items()), reader, notes
 
 
