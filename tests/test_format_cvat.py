@@ -464,6 +464,13 @@ def test_writer_without_images_writes_only_annotations_and_reads_back(tmp_path: 
     with zipfile.ZipFile(out) as zf:
         assert zf.namelist() == ["annotations.xml"]
     assert notes.lossy == {"track_id": 1}
+    with ZipSink(tmp_path / "w2.zip") as sink:
+        writer = FORMATS["cvat"].open_writer(sink, WriteOptions(), notes)  # type: ignore[misc]
+        crowd = Annotation("cat", Box(0, 0, 1, 1), label_id=1, is_crowd=True)
+        writer.write(Item("y.jpg", width=4, height=4, source_id="42", objects=(crowd,),
+                          extra=(("image/custom", b""),)))  # fmt: skip
+        writer.close(LabelMap.from_names(["cat"]))
+    assert notes.lossy == {"track_id": 1, "feature:image/custom": 1, "source_id": 1, "is_crowd": 1}
     items, _, read_notes = read_items(out)  # annotations only: said once, no error
     assert items[0].objects[0].polygon == poly.polygon
     assert read_notes.warning_counts["no_images"] == 1

@@ -115,6 +115,7 @@ class CvatWriter:
         if item.image and self.options.images:
             self.sink.write_member(image_path(subset, item.name), item.image, compress=False)
         self._subsets[subset] = self._subsets.get(subset, 0) + 1
+        self._note_losses(item)
         head = f'  <image id="{self._count}" name={self._name(item.name, "image name")}'
         head += f' width="{width}" height="{height}"'
         if subset != "default":
@@ -131,6 +132,16 @@ class CvatWriter:
         lines.append("  </image>\n")
         self._body.write("\n".join(lines).encode("utf-8"))
         self._count += 1
+
+    def _note_losses(self, item: Item) -> None:
+        """What CVAT XML has no room for (SPEC.md: listed in the report, never dropped quietly)."""
+        for key, _ in item.extra:
+            self.notes.lose(f"feature:{key}")
+        if item.source_id and item.source_id != item.name:
+            self.notes.lose("source_id")  # the reader gives the image name back
+        for obj in item.objects:
+            if obj.is_crowd:
+                self.notes.lose("is_crowd")
 
     def _shape(self, obj: Annotation, width: int, height: int) -> list[str]:
         common = (
