@@ -1,0 +1,290 @@
+"""Schema checks (tfdrop.codec.schema), one rule at a time (issue 2, "Schema checks").
+
+Each rule has a good record that passes and records that break it, with the key and object the
+problem names. Where the C all-clear check is built, it must never pass a record the full check
+faults (``fast_check`` answers ``None`` for every bad record here, a count for good ones).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Any
+
+import pytest
+
+from tfdrop.codec import wire
+from tfdrop.codec.example import (
+    AREA,
+    DIFFICULT,
+    ENCODED,
+    FILENAME,
+    HEIGHT,
+    LABEL,
+    MASK,
+    SHA256,
+    TEXT,
+    WIDTH,
+    XMAX,
+    XMIN,
+    YMAX,
+    YMIN,
+    parse_example,
+)
+from tfdrop.codec.model import LabelMap, LabelMapItem
+from tfdrop.codec.proto import Example
+from tfdrop.codec.schema import Problem, check_parsed, fast_check
+from tfdrop.errors import SchemaError
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
+JPEG = b"\xff\xd8\xff\xe0 a small jpeg"
+LM = LabelMap.from_names(["cat", "dog"])
+LM_BG = LabelMap((LabelMapItem(0, "background"), LabelMapItem(1, "cat"), LabelMapItem(2, "dog")))
+
+
+def record(**changes: Any) -> bytes:
+    """A good two-object record; keyword ``a__b`` sets feature ``image/a/b`` (None removes)."""
+    feats: dict[str, Any] = {
+        FILENAME: [b"a.jpg"],
+        HEIGHT: [480],
+        WIDTH: [640],
+        ENCODED: [JPEG],
+        SHA256: [hashlib.sha256(JPEG).hexdigest().encode()],
+        XMIN: [0.0, 0.25],
+        XMAX: [0.5, 1.0],
+        YMIN: [0.1, 0.0],
+        YMAX: [0.1, 1.0],  # a zero-height box is allowed (min <= max)
+        LABEL: [1, 2],
+        TEXT: [b"cat", b"dog"],
+        DIFFICULT: [0, 1],
+    }
+    for name, value in changes.items():
+        key = "image/" + name.replace("__", "/")
+        if value is None:
+            feats.pop(key, None)
+        else:
+            feats[key] = value
+    ex = Example()
+    f = ex.features.feature  # type: ignore[attr-defined]
+    for key, values in feats.items():
+        if values and isinstance(values[0], bytes):
+            f[key].bytes_list.value.extend(values)
+        elif values and isinstance(values[0], float):
+            f[key].float_list.value.extend(values)
+        elif values:
+            f[key].int64_list.value.extend(values)
+        else:
+            f[key].SetInParent()
+    return bytes(ex.SerializeToString())
+
+
+def problems(data: bytes, label_map: LabelMap | None = None) -> list[Problem]:
+    found = check_parsed(parse_example(data), label_map)
+    if wire.HAVE_C and found:
+        # the C all-clear check may never call a faulty record valid
+        assert fast_check(data, label_map) is None
+    return found
+
+
+def one(data: bytes, label_map: LabelMap | None = None) -> Problem:
+    found = problems(data, label_map)
+    assert len(found) == 1, found
+    return found[0]
+
+
+@pytest.mark.parametrize("label_map", [None, LM, LM_BG])
+def test_the_good_record_has_no_problem(label_map: LabelMap | None) -> None:
+    assert problems(record(), label_map) == []
+    if wire.HAVE_C:
+        assert fast_check(record(), label_map) == 2
+
+
+def test_a_record_without_objects_is_valid() -> None:
+    data = record(
+        object__bbox__xmin=[],
+        object__bbox__xmax=[],
+        object__bbox__ymin=[],
+        object__bbox__ymax=[],
+        object__class__label=[],
+        object__class__text=[],
+        object__difficult=[],
+    )
+    assert problems(data, LM) == []
+
+
+# --- list lengths -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "key"),
+    [
+        ("object__class__label", LABEL),
+        ("object__class__text", TEXT),
+        ("object__difficult", DIFFICULT),
+        ("object__bbox__ymax", YMAX),
+        ("object__area", AREA),
+    ],
+)
+def test_per_object_list_of_another_length_is_a_schema_error(name: str, key: str) -> None:
+    value: list[Any] = [0.5] if key in (YMAX, AREA) else [b"cat"] if key == TEXT else [1]
+    with pytest.raises(SchemaError) as info:
+        parse_example(record(**{name: value * 3}))
+    # a longer box list sets the object count, so then another coordinate is the odd one
+    assert info.value.key == key or (key == YMAX and info.value.key in (XMIN, XMAX, YMIN))
+    with pytest.raises(SchemaError):
+        parse_example(record(**{name: value}))
+
+
+def test_a_missing_box_coordinate_is_a_problem() -> None:
+    p = one(record(object__bbox__ymin=None))
+    assert p.key == YMIN
+
+
+def test_labels_without_boxes_is_a_schema_error() -> None:
+    data = record(
+        object__bbox__xmin=None,
+        object__bbox__xmax=None,
+        object__bbox__ymin=None,
+        object__bbox__ymax=None,
+    )
+    with pytest.raises(SchemaError):
+        parse_example(data)
+
+
+def test_boxes_without_class_id_or_text_is_a_problem() -> None:
+    p = one(record(object__class__label=None, object__class__text=None))
+    assert p.key == LABEL
+    assert "neither" in p.message
+    # either one alone is enough
+    assert problems(record(object__class__label=None), LM) == []
+    assert problems(record(object__class__text=None), LM) == []
+
+
+# --- boxes ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "bad", [math.nan, math.inf, -math.inf, -0.01, 1.0001, 2.0, -1e-30], ids=repr
+)
+@pytest.mark.parametrize(
+    ("name", "key"), [("object__bbox__xmin", XMIN), ("object__bbox__ymax", YMAX)]
+)
+def test_a_coordinate_outside_0_1_is_a_problem_naming_key_and_object(
+    bad: float, name: str, key: str
+) -> None:
+    good = record()
+    values = [0.0, 0.25] if key == XMIN else [0.1, 1.0]
+    values[1] = bad
+    found = problems(record(**{name: values}))
+    assert found, f"{bad!r} passed"
+    assert found[0].key == key
+    assert found[0].obj == 1
+    assert problems(good) == []
+
+
+def test_edges_0_and_1_and_negative_zero_are_inside() -> None:
+    data = record(
+        object__bbox__xmin=[-0.0, 0.0],
+        object__bbox__xmax=[1.0, 0.0],
+        object__bbox__ymin=[0.0, 1.0],
+        object__bbox__ymax=[1.0, 1.0],
+    )
+    assert problems(data) == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "key"),
+    [
+        ({"object__bbox__xmin": [0.6, 0.25]}, XMIN),  # 0.6 > xmax 0.5
+        ({"object__bbox__ymin": [0.1, 0.5], "object__bbox__ymax": [0.1, 0.4]}, YMIN),
+    ],
+)
+def test_min_greater_than_max_is_a_problem(changes: dict[str, Any], key: str) -> None:
+    p = one(record(**changes))
+    assert p.key == key
+    assert ">" in p.message
+
+
+# --- ids and the label map --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [0, -1, -(2**63)])
+def test_an_id_below_1_is_a_problem(bad: int) -> None:
+    p = one(record(object__class__label=[1, bad]))
+    assert (p.key, p.obj) == (LABEL, 1)
+    p = one(record(object__class__label=[1, bad], object__class__text=None), LM)
+    assert (p.key, p.obj) == (LABEL, 1)
+
+
+def test_id_0_is_allowed_when_the_label_map_has_background() -> None:
+    data = record(object__class__label=[1, 0], object__class__text=[b"cat", b"background"])
+    assert problems(data, LM_BG) == []
+    assert {(p.key, p.obj) for p in problems(data, LM)} == {(LABEL, 1), (TEXT, 1)}
+
+
+def test_text_and_id_disagreeing_with_the_label_map_is_a_problem() -> None:
+    p = one(record(object__class__label=[2, 2]), LM)  # "cat" is 1
+    assert (p.key, p.obj) == (LABEL, 0)
+    assert "'cat' id 1" in p.message
+    assert problems(record(object__class__label=[2, 2])) == []  # no map: nothing to compare
+
+
+def test_text_not_in_the_label_map_is_a_problem() -> None:
+    p = one(record(object__class__text=[b"cat", b"fox"]), LM)
+    assert (p.key, p.obj) == (TEXT, 1)
+    assert "fox" in p.message
+
+
+def test_id_not_in_the_label_map_is_a_problem() -> None:
+    p = one(record(object__class__label=[1, 7], object__class__text=None), LM)
+    assert (p.key, p.obj) == (LABEL, 1)
+    assert "7" in p.message
+
+
+def test_display_name_and_repeated_names_are_matched_like_tf_models() -> None:
+    lm = LabelMap(
+        (
+            LabelMapItem(1, "NA", display_name="person"),
+            LabelMapItem(2, "NA", display_name="bicycle"),
+        )
+    )
+    assert problems(record(object__class__text=[b"person", b"bicycle"]), lm) == []
+    assert one(record(object__class__text=[b"person", b"NA"]), lm).key == TEXT
+
+
+# --- image key and masks ----------------------------------------------------------------------
+
+
+def test_sha256_that_does_not_match_the_image_is_a_problem() -> None:
+    p = one(record(key__sha256=[hashlib.sha256(b"other").hexdigest().encode()]))
+    assert p.key == SHA256
+    upper = hashlib.sha256(JPEG).hexdigest().upper().encode()
+    assert problems(record(key__sha256=[upper])) == []
+    assert problems(record(key__sha256=None)) == []
+    assert problems(record(encoded=None)) == []  # nothing to hash
+
+
+def test_a_mask_that_is_not_png_is_a_problem() -> None:
+    assert problems(record(object__mask=[PNG, PNG])) == []
+    p = one(record(object__mask=[PNG, JPEG]))
+    assert (p.key, p.obj) == (MASK, 1)
+    p = one(record(object__mask=[b"", PNG]))
+    assert (p.key, p.obj) == (MASK, 0)
+
+
+def test_numerical_masks_are_not_checked_as_png() -> None:
+    # TF's NUMERICAL_MASKS (a float list) is kept as an unknown key, not an error
+    data = record(object__mask=[0.0, 1.0, 1.0, 0.0])
+    assert problems(data) == []
+    assert [k for k, _ in parse_example(data).extra] == [MASK]
+
+
+# --- image size -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "key"), [("height", HEIGHT), ("width", WIDTH)])
+@pytest.mark.parametrize("bad", [None, [0], [-5], []])
+def test_missing_or_non_positive_image_size_is_a_problem(
+    name: str, key: str, bad: list[int] | None
+) -> None:
+    assert one(record(**{name: bad})).key == key
