@@ -10,14 +10,13 @@ before the archive is renamed into place (SPEC.md "validated").
 from __future__ import annotations
 
 import time
-import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Self
 
-from tfdrop.archive import ArchiveLimits, Source, ZipSink, open_source
+from tfdrop.archive import ArchiveLimits, Source, ZipSink, has_end_record, open_source
 from tfdrop.codec.model import Annotation, Item, LabelMap
 from tfdrop.errors import TfdropError, UnknownLabelError
 from tfdrop.formats import FORMATS, Notes, ReadOptions, WriteOptions, detect_format
@@ -198,7 +197,7 @@ class _FileSource:
 
 def open_input(path: Path, limits: ArchiveLimits | None = None) -> Source:
     """A drop as a source: a folder, a zip, or a bare TFRecord file."""
-    if path.is_file() and is_tfrecord_name(path.name) and not zipfile.is_zipfile(path):
+    if path.is_file() and is_tfrecord_name(path.name) and not has_end_record(path):
         return _FileSource(path)
     return open_source(path, limits=limits)
 
