@@ -152,6 +152,38 @@ class CocoReader:
         return index
 
     def _spill(self, i: int, value: Any, index: ImageIndex, spill: Spill) -> None:
+        """Check one annotation and spill it; the checks run as one fast expression, and only
+        a failing annotation goes through :meth:`_refuse` to say precisely what is wrong."""
+        if type(value) is dict:
+            get = value.get
+            image_id, cat, bbox, area = (
+                get("image_id"),
+                get("category_id"),
+                get("bbox"),
+                get("area"),
+            )
+            crowd = get("iscrowd", 0)
+            if (
+                type(image_id) is int
+                and type(cat) is int
+                and (bbox is None or (finite(bbox, 4) and bbox[2] >= 0 and bbox[3] >= 0))
+                and (area is None or finite([area], 1))
+                and crowd in (0, 1, None)
+            ):
+                pos = index.position(image_id)
+                if pos is not None:
+                    attrs = get("attributes")
+                    spill.add(
+                        pos,
+                        (i, get("id"), cat, bbox, bool(crowd), area, get("segmentation"),
+                         attrs if type(attrs) is dict else None),
+                    )  # fmt: skip
+                    return
+        self._refuse(i, value, index)
+        raise FormatError("invalid annotation", key=f"annotations[{i}]")  # not reached
+
+    def _refuse(self, i: int, value: Any, index: ImageIndex) -> None:
+        """Raise the :class:`FormatError` that says what is wrong with an annotation."""
         path = f"annotations[{i}]"
         if not isinstance(value, dict):
             raise FormatError("an annotation must be a JSON object", key=path)
@@ -204,12 +236,6 @@ class CocoReader:
                 key=f"{path}.iscrowd",
                 item=index.name(pos),
             )
-        attrs = value.get("attributes")
-        spill.add(
-            pos,
-            (i, ann_id, cat, bbox, bool(crowd), area, value.get("segmentation"),
-             attrs if isinstance(attrs, dict) else None),
-        )  # fmt: skip
 
     # -- pass: items ------------------------------------------------------------------------
 
