@@ -236,6 +236,12 @@ def report(all_results: dict[int, dict[str, dict[str, Any]]]) -> None:
             f"  {n:>6} images: {x:5.2f}x the zip-read floor ({floor:.2f} s) "
             f"(target <= 1.5x) {verdict}"
         )
+        cpu = ", ".join(
+            f"{peer} {res[peer]['cpu_s'] / ours['cpu_s']:.1f}x"
+            for peer in ("tf-script", "datumaro", "floor")
+            if peer in res and res[peer]["ok"]
+        )
+        print(f"  {n:>6} images: cpu seconds, peer / tfdrop (load-independent): {cpu}")
         rss = ours["peak_rss_mb"]
         verdict = "ok" if rss < RSS_TARGET_MB else "MISSED"
         print(

@@ -611,3 +611,34 @@ def test_prefetch_keeps_order_raises_at_the_failing_job_and_stops_when_closed() 
     assert next(gen) == 0
     gen.close()
     assert not any(t.name == "tfdrop-prefetch" for t in threading.enumerate())
+
+
+def test_datumaro_tf_records_through_voc_come_back_equal_record_for_record(
+    tmp_path: Path,
+) -> None:
+    from tfdrop.formats.tfrecord import TfrecordReader
+
+    src = require_corpus("openvinotoolkit__datumaro", "tests", "assets", "tf_detection_api_dataset")
+    voc, back = tmp_path / "voc.zip", tmp_path / "back.zip"
+    convert(src, voc, ConvertOptions(target_format="voc"))
+    report = convert(voc, back, ConvertOptions(target_format="tfrecord"))
+    assert report.source_format == "voc"
+
+    def records(path: Path) -> list[tuple[object, ...]]:
+        with open_source(path) as s:
+            reader = TfrecordReader(s, ReadOptions(), Notes())
+            return sorted(
+                (
+                    i.name, i.subset, i.width, i.height, i.image, i.image_format,
+                    tuple(
+                        (o.label, o.label_id, o.difficult, o.truncated, o.occluded, o.view,
+                         tuple(map(f32, (o.box.xmin, o.box.ymin, o.box.xmax, o.box.ymax))))
+                        for o in i.objects
+                    ),
+                )
+                for i in reader.items()
+            )  # fmt: skip
+
+    before, after = records(src), records(back)
+    assert len(before) == 3
+    assert after == before

@@ -2,9 +2,10 @@
 
 Per item, ``Annotations/<id>.xml`` then ``JPEGImages/<name>`` (bytes unchanged; none when the
 item carries no image, e.g. ``--no-images``); at the end ``ImageSets/Main/<subset>.txt`` and
-CVAT's ``labelmap.txt``. Each object gets ``name``, ``pose`` (``Unspecified`` when empty: TF
-models' pascal script reads it unconditionally), ``truncated``, ``difficult``, ``occluded`` and
-a ``bndbox`` whose coordinates read back to the same float32 (:mod:`tfdrop.formats.pixels`).
+CVAT's ``labelmap.txt``. Each object gets ``name``, ``pose`` (only when the object has a view,
+as Datumaro/CVAT write it: inventing ``Unspecified`` would change the value a TFRecord ->
+VOC -> TFRecord round trip gives back), ``truncated``, ``difficult``, ``occluded`` and a
+``bndbox`` whose coordinates read back to the same float32 (:mod:`tfdrop.formats.pixels`).
 Other attributes go to CVAT's ``<attributes>``. VOC cannot hold instance masks, polygons,
 crowd flags, areas or tags here: each is counted in the report as lost.
 """
@@ -20,8 +21,6 @@ from tfdrop.formats.base import Notes, WriteOptions
 from tfdrop.formats.pixels import pixel_str
 from tfdrop.formats.voc.layout import ANNOTATIONS, IMAGES, LABELMAP, SUBSETS, format_labelmap
 
-_UNSPECIFIED = "Unspecified"
-
 
 def item_id(name: str) -> str:
     """The VOC id of an item: its name without the extension (folders kept)."""
@@ -35,7 +34,7 @@ def _object_xml(obj: Annotation, width: int, height: int) -> str:
     parts = [
         "  <object>",
         f"    <name>{escape(obj.label)}</name>",
-        f"    <pose>{escape(obj.view or _UNSPECIFIED)}</pose>",
+        *([f"    <pose>{escape(obj.view)}</pose>"] if obj.view else []),
         f"    <truncated>{int(obj.truncated)}</truncated>",
         f"    <difficult>{int(obj.difficult)}</difficult>",
         f"    <occluded>{int(obj.occluded)}</occluded>",
