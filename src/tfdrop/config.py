@@ -70,6 +70,7 @@ class DaemonConfig:
     retry_base_seconds: float = 5.0
     retry_max_seconds: float = 300.0
     progress_seconds: float = 5.0
+    stats_seconds: float = 60.0
     log_format: str = "auto"
     log_level: str = "info"
 
@@ -132,6 +133,7 @@ _DAEMON_KEYS: Final[dict[str, tuple[type, tuple[str, ...] | None]]] = {
     "retry_base_seconds": (float, None),
     "retry_max_seconds": (float, None),
     "progress_seconds": (float, None),
+    "stats_seconds": (float, None),
     "log_format": (str, LOG_FORMATS),
     "log_level": (str, LOG_LEVELS),
 }

@@ -25,6 +25,7 @@ from tfdrop.config import Config, PipelineConfig, resolve_config
 from tfdrop.daemon.jobs import JobRunner, Outcome
 from tfdrop.daemon.notify import Notifier
 from tfdrop.daemon.runtime import Job, Runtime, open_runtime, watch_drop
+from tfdrop.daemon.stats import report_stats
 from tfdrop.daemon.watch import Settled
 from tfdrop.errors import TfdropError
 
@@ -129,6 +130,13 @@ class Service:
             f"published {self.counts['published']}, duplicate {self.counts['duplicate']}, "
             f"failed {self.counts['failed']}"
         )
+
+    def _stats(self) -> dict[str, object]:
+        return {
+            "running": len(self.running),
+            "queued": self.queue.qsize(),
+            "counts": dict(self.counts),
+        }
 
     def _update_status(self) -> None:
         text = self._status_text()
@@ -360,6 +368,12 @@ class Service:
         if self.notifier.watchdog_seconds:
             self._tasks.append(
                 asyncio.create_task(self._watchdog(self.notifier.watchdog_seconds), name="watchdog")
+            )
+        if self.config.daemon.stats_seconds > 0:
+            self._tasks.append(
+                asyncio.create_task(
+                    report_stats(self.config.daemon.stats_seconds, self._stats), name="stats"
+                )
             )
         self.beat = time.monotonic()
         self._status = self._status_text()
