@@ -430,6 +430,7 @@ def main() -> None:
     ap.add_argument("--annotations", type=int, help="annotation-only examples (default 200,000)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per measurement; fastest kept")
     ap.add_argument("--no-tf", action="store_true", help="skip the TensorFlow runs")
+    ap.add_argument("--runs", help="comma-separated subset of: " + ",".join(WORKERS))
     ap.add_argument("--generate-only", action="store_true")
     ap.add_argument("--worker", nargs=2, metavar=("KIND", "PATH"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -444,7 +445,11 @@ def main() -> None:
     images, anns = generate(args.cache, n_img, n_ann)
     if args.generate_only:
         return
-    kinds = ["bare", "framing", "check", "decode"] + ([] if args.no_tf else ["tf"])
+    kinds = args.runs.split(",") if args.runs else list(WORKERS)
+    if args.no_tf and "tf" in kinds:
+        kinds.remove("tf")
+    if unknown := set(kinds) - set(WORKERS):
+        ap.error(f"unknown runs: {', '.join(sorted(unknown))}")
     results: dict[str, dict[str, dict[str, Any]]] = {}
     load = os.getloadavg()[0]
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {load:.2f}")
