@@ -104,6 +104,29 @@ def _box_row(cls: int, vals: list[float], member: str, line: int, kpts: int) -> 
     return Row(cls, box, line, clipped=clipped, keypoints=kpts)
 
 
+def _fast_box(tokens: list[str], num_classes: int, line: int) -> Row | None:
+    """The common valid ``class cx cy w h`` row, or None to take the checking path (which
+    also words the error). Chained comparisons are False for NaN, so NaN falls through."""
+    try:
+        cls = int(tokens[0])
+        cx, cy, w, h = float(tokens[1]), float(tokens[2]), float(tokens[3]), float(tokens[4])
+    except ValueError:
+        return None
+    if not (
+        0 <= cls < num_classes
+        and 0.0 <= cx <= 1.0
+        and 0.0 <= cy <= 1.0
+        and 0.0 <= w <= 1.0
+        and 0.0 <= h <= 1.0
+    ):
+        return None
+    x0, y0, x1, y1 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+    if x0 >= 0.0 and y0 >= 0.0 and x1 <= 1.0 and y1 <= 1.0:
+        return Row(cls, Box(x0, y0, x1, y1), line)
+    box, clipped = _box(x0, y0, x1, y1)
+    return Row(cls, box, line, clipped=clipped)
+
+
 def parse_row(
     text: str,
     *,
@@ -127,6 +150,10 @@ def parse_row(
     tokens = text.split()
     if not tokens:
         return None
+    if len(tokens) == 5 and kpt_values is None:
+        fast = _fast_box(tokens, num_classes, line)
+        if fast is not None:
+            return fast
     cls = _class_index(tokens[0], num_classes, member, line)
     vals = _numbers(tokens[1:], member, line)
     n = len(vals)
@@ -162,15 +189,17 @@ def parse_label_text(
     return rows
 
 
+_F32 = struct.Struct("<f")
+_F32X4 = struct.Struct("<4f")
+
+
 def f32(v: float) -> float:
     """``v`` rounded to float32, as ``image/object/bbox/*`` stores it."""
-    return float(struct.unpack("<f", struct.pack("<f", v))[0])
+    return float(_F32.unpack(_F32.pack(v))[0])
 
 
-def _corners(cx: float, cy: float, w: float, h: float) -> list[float]:
-    # exactly what the reader computes (parse_row -> _box_row), clipping included
-    box, _ = _box(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
-    return [box.xmin, box.ymin, box.xmax, box.ymax]
+def _f32x4(a: float, b: float, c: float, d: float) -> tuple[float, ...]:
+    return _F32X4.unpack(_F32X4.pack(a, b, c, d))
 
 
 def format_row(cls: int, box: Box) -> str:
@@ -182,10 +211,15 @@ def format_row(cls: int, box: Box) -> str:
     cy = (box.ymin + box.ymax) / 2
     w = box.xmax - box.xmin
     h = box.ymax - box.ymin
-    target = [f32(v) for v in (box.xmin, box.ymin, box.xmax, box.ymax)]
+    target = _f32x4(box.xmin, box.ymin, box.xmax, box.ymax)
     for digits in range(6, 18):
-        texts = [f"{v:.{digits}g}" for v in (cx, cy, w, h)]
-        vals = [float(t) for t in texts]
-        if all(0.0 <= v <= 1.0 for v in vals) and [f32(c) for c in _corners(*vals)] == target:
+        fmt = f"{{:.{digits}g}}"
+        texts = [fmt.format(v) for v in (cx, cy, w, h)]
+        tx, ty, tw, th = (float(t) for t in texts)
+        if not (0.0 <= tx <= 1.0 and 0.0 <= ty <= 1.0 and 0.0 <= tw <= 1.0 and 0.0 <= th <= 1.0):
+            continue
+        # exactly what the reader computes (_fast_box / _box_row), clipping included
+        back, _ = _box(tx - tw / 2, ty - th / 2, tx + tw / 2, ty + th / 2)
+        if _f32x4(back.xmin, back.ymin, back.xmax, back.ymax) == target:
             return " ".join([str(cls), *texts])
     return " ".join([str(cls), *(repr(v) for v in (cx, cy, w, h))])

@@ -116,9 +116,20 @@ class YoloWriter:
         rows = []
         for obj in item.objects:
             self._note_losses(obj)
-            b = obj.box
+            b = self._in_image(obj.box, item.name)
             rows.append([obj.label_id, obj.label, b.xmin, b.ymin, b.xmax, b.ymax])
         self._rows.write(json.dumps([txt_member, item.name, rows]) + "\n")
+
+    def _in_image(self, b: Box, item_name: str) -> Box:
+        """YOLO readers reject w/h outside [0, 1]: clip a box that sticks out, and say so."""
+        if 0.0 <= b.xmin <= b.xmax <= 1.0 and 0.0 <= b.ymin <= b.ymax <= 1.0:
+            return b
+        x0, x1 = sorted(min(max(v, 0.0), 1.0) for v in (b.xmin, b.xmax))
+        y0, y1 = sorted(min(max(v, 0.0), 1.0) for v in (b.ymin, b.ymax))
+        self.notes.warn(
+            "box_clipped", f"box {b} is not inside the image; written clipped", item=item_name
+        )
+        return Box(x0, y0, x1, y1)
 
     def _note_losses(self, obj: Annotation) -> None:
         if obj.mask is not None:
