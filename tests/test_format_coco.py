@@ -442,10 +442,14 @@ def test_walk_gives_every_element_whatever_the_chunk_size(n: int) -> None:
     ]
 
 
-def test_spill_groups_unsorted_records_across_runs_stably(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sorted_prefix", [0, 700])
+def test_spill_groups_unsorted_records_across_runs_stably(
+    tmp_path: Path, sorted_prefix: int
+) -> None:
     rnd = random.Random(1)
-    spill = Spill(tmp_path, run_bytes=200)
-    records = [(rnd.randrange(50), i) for i in range(2000)]
+    spill = Spill(tmp_path, run_bytes=200, sorted_flush=50)
+    records = [(i // 20, i) for i in range(sorted_prefix)]
+    records += [(rnd.randrange(50), i) for i in range(sorted_prefix, 2000)]
     for pos, i in records:
         spill.add(pos, [pos, i])
     got = list(spill.groups())
@@ -455,6 +459,16 @@ def test_spill_groups_unsorted_records_across_runs_stably(tmp_path: Path) -> Non
         want.setdefault(pos, []).append([pos, i])
     assert got == sorted(want.items())
     assert not list(tmp_path.iterdir())  # the temp folder is gone
+
+
+def test_spill_reads_sorted_records_back_grouped_in_order(tmp_path: Path) -> None:
+    spill = Spill(tmp_path, sorted_flush=64)
+    for i in range(3000):
+        spill.add(i // 3, ("x", i))
+    groups = list(spill.groups())
+    spill.close()
+    assert len(groups) == 1000
+    assert groups[5] == (5, [("x", 15), ("x", 16), ("x", 17)])
 
 
 def test_annotations_before_images_and_unsorted_still_join(tmp_path: Path) -> None:

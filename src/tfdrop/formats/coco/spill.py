@@ -3,10 +3,11 @@
 COCO lists annotations in one array, in any order, apart from the images they belong to. The
 reader appends each annotation (``marshal``-ed plain values: only tfdrop reads these files,
 in the same process) to a temp file in the work folder, tagged with its image's position in
-the ``images`` array. Records are buffered up to :data:`RUN_BYTES`; while the tags arrive in
-non-decreasing order (what CVAT and Datumaro write) the file is one sorted run and is read back
-sequentially; otherwise each buffer is sorted (stably) before it is written as a run, and the
-runs are merged with :func:`heapq.merge`. Memory stays at one buffer, whatever the file size.
+the ``images`` array. While the tags arrive in non-decreasing order (what CVAT and Datumaro
+write) records go out in 1 MiB writes and the file is one sorted run, read back sequentially;
+from the first record out of order on, records are buffered up to :data:`RUN_BYTES`, each
+buffer is sorted (stably) and written as a run, and the runs are merged with
+:func:`heapq.merge`. Memory stays at one buffer, whatever the file size.
 """
 
 from __future__ import annotations
@@ -20,14 +21,18 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 RUN_BYTES: Final = 16 << 20
+SORTED_FLUSH: Final = 1 << 20
 _HEAD = struct.Struct("<II")  # image position, payload length
 
 
 class Spill:
     """Append ``(image position, record)``; read back grouped by position, stable within one."""
 
-    def __init__(self, workdir: Path | None, *, run_bytes: int = RUN_BYTES) -> None:
+    def __init__(
+        self, workdir: Path | None, *, run_bytes: int = RUN_BYTES, sorted_flush: int = SORTED_FLUSH
+    ) -> None:
         self._run_bytes = run_bytes
+        self._sorted_flush = sorted_flush
         self._dir = tempfile.TemporaryDirectory(prefix=".tfdrop-coco-", dir=workdir)
         self._path = Path(self._dir.name) / "annotations.spill"
         self._file: IO[bytes] | None = self._path.open("wb")
@@ -47,7 +52,9 @@ class Spill:
         self._buf.append((position, data))
         self._buf_bytes += len(data) + 16
         self.count += 1
-        if self._buf_bytes >= self._run_bytes:
+        # sorted so far: the file is one run already, so small writes do; unsorted: each
+        # buffer becomes a sorted run, so a large buffer keeps the runs (open files) few
+        if self._buf_bytes >= (self._sorted_flush if self._sorted else self._run_bytes):
             self._flush()
 
     def _flush(self) -> None:
@@ -65,7 +72,10 @@ class Spill:
         blob = b"".join(chunks)
         self._file.write(blob)
         self._offset += len(blob)
-        self._runs.append((start, self._offset))
+        if self._sorted and self._runs:
+            self._runs[-1] = (self._runs[-1][0], self._offset)  # still one sorted run
+        else:
+            self._runs.append((start, self._offset))
         self._buf = []
         self._buf_bytes = 0
 
@@ -77,7 +87,7 @@ class Spill:
             self._file = None
 
     def _read_run(self, start: int, end: int) -> Iterator[tuple[int, Any]]:
-        with self._path.open("rb", buffering=1 << 20) as f:
+        with self._path.open("rb", buffering=256 << 10) as f:
             f.seek(start)
             pos = start
             unpack = _HEAD.unpack
