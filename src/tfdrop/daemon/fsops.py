@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import secrets
 import shutil
@@ -92,6 +93,20 @@ def split_name(name: str) -> tuple[str, str]:
     return (p.stem, p.suffix) if p.suffix else (name, "")
 
 
+def _finish_link(src: Path, dst: Path) -> bool:
+    """True (and ``src`` removed) when ``dst`` is ``src`` already: a move that a crash cut
+    between link and unlink (:func:`publish_no_clobber`); taking it up again must not leave a
+    second copy under the next free name."""
+    try:
+        same = os.path.samefile(src, dst)
+    except FileNotFoundError:
+        return False
+    if same:
+        src.unlink()
+        fsync_dir(src.parent)
+    return same
+
+
 def move_unique(src: Path, folder: Path, name: str) -> Path:
     """Move ``src`` into ``folder`` as ``name`` or, if taken, ``<stem>-N<suffix>``."""
     stem, suffix = split_name(name)
@@ -100,7 +115,49 @@ def move_unique(src: Path, folder: Path, name: str) -> Path:
         try:
             publish_no_clobber(src, dst)
         except FileExistsError:
+            if _finish_link(src, dst):
+                return dst
             continue
+        return dst
+    raise FileExistsError(errno.EEXIST, "no free name", str(folder / name))
+
+
+def _job_of(error_file: Path) -> str | None:
+    try:
+        job = json.loads(error_file.read_bytes()).get("job")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return job if isinstance(job, str) else None
+
+
+def move_with_error(
+    src: Path, folder: Path, name: str, error: bytes, *, job: str, instance: str
+) -> Path:
+    """Move ``src`` into ``folder`` (as :func:`move_unique`) beside ``<name>.error.json``.
+
+    The error file is made durable before the input arrives, so a crash in between leaves
+    the input claimed (failed again on restart, finding its own error file by ``job``) and
+    never an input in ``failed/`` without its error file. The winner of a name rewrites its
+    error file after its link, so another instance racing for the same name cannot leave its
+    text beside our input (short of a write landing between our link and that rewrite).
+    """
+    stem, suffix = split_name(name)
+    for n in range(10_000):
+        dst = numbered(folder, stem, suffix, n)
+        err = dst.with_name(f"{dst.name}.error.json")
+        if os.path.lexists(dst):
+            if _finish_link(src, dst):
+                write_replace(err, error, instance)
+                return dst
+            continue
+        if os.path.lexists(err) and _job_of(err) != job:
+            continue  # another input's error file: that input is on its way in
+        write_replace(err, error, instance)
+        try:
+            publish_no_clobber(src, dst)
+        except FileExistsError:
+            continue
+        write_replace(err, error, instance)
         return dst
     raise FileExistsError(errno.EEXIST, "no free name", str(folder / name))
 

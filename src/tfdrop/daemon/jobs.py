@@ -27,7 +27,14 @@ from tfdrop.codec.labelmap import format_label_map
 from tfdrop.config import DaemonConfig, PipelineConfig
 from tfdrop.convert import ConvertOptions, Report, convert
 from tfdrop.daemon.claim import Claimed, WorkArea, clean_job_folder, finish_job_folder
-from tfdrop.daemon.fsops import move_unique, publish_file, sha256_file, split_name, write_replace
+from tfdrop.daemon.fsops import (
+    move_unique,
+    move_with_error,
+    publish_file,
+    sha256_file,
+    split_name,
+    write_replace,
+)
 from tfdrop.daemon.ledger import BEING_WRITTEN, Entry, Ledger
 from tfdrop.errors import TfdropError
 
@@ -256,15 +263,11 @@ class JobRunner:
         return str(dst)
 
     def _fail(self, error: dict[str, Any]) -> Outcome:
-        """Input to ``failed/`` with ``<name>.error.json``; forgets the ledger entry."""
-        try:
-            clean_job_folder(self.claimed)
-            if self.entry is not None:
-                self.ledger.forget(self.entry)
-            self.pipeline.failed.mkdir(exist_ok=True)
-            dst = move_unique(self.claimed.input, self.pipeline.failed, self.claimed.name)
-        except OSError as exc:  # the input is still claimed: try again later
-            return Outcome("retry", {"errno": exc.errno, "error": str(exc), "kind": "os_error"})
+        """Input to ``failed/`` with ``<name>.error.json``; forgets the ledger entry.
+
+        The error file goes first (:func:`move_with_error`): a kill at any point leaves
+        either the input claimed (failed again on restart) or both files in ``failed/``.
+        """
         doc = dict(error)
         doc.update(
             pipeline=self.pipeline.name,
@@ -273,13 +276,21 @@ class JobRunner:
             time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         )
         try:
-            write_replace(
-                dst.with_name(f"{dst.name}.error.json"),
+            clean_job_folder(self.claimed)
+            if self.entry is not None:
+                self.ledger.forget(self.entry)
+            self.pipeline.failed.mkdir(exist_ok=True)
+            dst = move_with_error(
+                self.claimed.input,
+                self.pipeline.failed,
+                self.claimed.name,
                 (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode(),
-                self.work.instance,
+                job=self.claimed.job_id,
+                instance=self.work.instance,
             )
-            finish_job_folder(self.claimed)
-        except OSError as exc:
-            # the input is in failed/ already; the log line carries what the file would have
+        except OSError as exc:  # the input is still claimed: try again later
             log.error("error_file_not_written", error=str(exc), **doc)
+            return Outcome("retry", {"errno": exc.errno, "error": str(exc), "kind": "os_error"})
+        with contextlib.suppress(OSError):  # a leftover folder is removed on restart
+            finish_job_folder(self.claimed)
         return Outcome("failed", {**error, "moved_to": str(dst)})

@@ -80,6 +80,7 @@ def open_runtime(cfg: PipelineConfig, d: DaemonConfig) -> tuple[Runtime, list[Cl
         DropTracker(cfg.drop, cfg.patterns, settle=d.settle_seconds, stale=d.stale_seconds),
     )
     removed = remove_own_temps(cfg.output, work.instance)
+    removed += remove_own_temps(cfg.failed, work.instance)  # error files cut short
     removed += remove_own_temps(cfg.state / "ledger" / "sha256", work.instance)
     adopted = work.adopt_orphans()
     recovered = work.recover()
