@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 
 from daemon_support import Daemon, files, tfrecord_zip, write_config
-
 from tfdrop.daemon.fsops import move_unique, move_with_error
 
 
@@ -75,7 +74,8 @@ def test_move_with_error_after_a_kill_between_link_and_unlink_keeps_one_copy(
     (failed / "a.zip.error.json").write_bytes(_error("j1"))
     os.link(src, failed / "a.zip")
     dst = move_with_error(src, failed, "a.zip", _error("j1"), job="j1", instance="vm-0")
-    assert dst == failed / "a.zip" and not src.exists()
+    assert dst == failed / "a.zip"
+    assert not src.exists()
     assert files(failed) == ["a.zip", "a.zip.error.json"]
 
 
