@@ -623,3 +623,36 @@ def test_writer_refuses_label_names_obj_names_cannot_hold(tmp_path: Path) -> Non
     item = Item("x.jpg", "train", 4, 4, image(4, 4), "jpeg")
     with pytest.raises(FormatError, match=r"cannot be written to obj\.names"):
         write_yolo(tmp_path, [item], LabelMap.from_names(["ok", "two\nlines"]))
+
+
+def test_writer_clips_a_box_outside_the_image_with_a_warning(tmp_path: Path) -> None:
+    from tfdrop.codec.model import Annotation
+
+    obj = Annotation("a", Box(-0.25, 0.5, 1.5, 0.75), label_id=1)
+    item = Item("x.jpg", "train", 8, 8, image(8, 8), "jpeg", objects=(obj,))
+    out, notes = write_yolo(tmp_path, [item], LabelMap.from_names(["a"]))
+    assert notes.warning_counts == {"box_clipped": 1}
+    (back,) = read(out)[0]
+    assert boxes(back) == [("a", 0.0, 0.5, 1.0, 0.75)]
+
+
+def test_sparse_names_mapping_rejects_an_index_without_a_name(tmp_path: Path) -> None:
+    src = make_zip(tmp_path / "sparse.zip", {
+        "data.yaml": "names: {0: a, 5: b}\n",
+        "images/train/x.jpg": image(10, 10),
+        "labels/train/x.txt": "5 0.5 0.5 0.2 0.2\n3 0.5 0.5 0.2 0.2\n",
+    })  # fmt: skip
+    with pytest.raises(FormatError, match="class index 3 has no name") as info:
+        read(src)
+    assert (info.value.member, info.value.line) == ("labels/train/x.txt", 2)
+
+
+def test_yaml_alias_bomb_in_names_is_rejected_quickly(tmp_path: Path) -> None:
+    levels = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    src = make_zip(tmp_path / "bomb.zip", {
+        "data.yaml": "\n".join([*levels, "names: *a8", ""]),
+        "labels/train/x.txt": "",
+    })  # fmt: skip
+    with pytest.raises(FormatError, match="name of class 0 is list, not a label name"):
+        read(src)

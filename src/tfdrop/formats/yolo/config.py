@@ -96,7 +96,7 @@ def _names(value: Any, member: str) -> dict[int, str]:
                 index = int(k)
             except (TypeError, ValueError):
                 raise FormatError(
-                    f"names key {k!r} is not a class index", member=member, key="names"
+                    f"names key {repr(k)[:40]} is not a class index", member=member, key="names"
                 ) from None
             out[index] = v
     else:
@@ -105,7 +105,11 @@ def _names(value: Any, member: str) -> dict[int, str]:
         )
     for k, v in out.items():
         if not isinstance(v, (str, int, float)) or isinstance(v, bool) or str(v).strip() == "":
-            raise FormatError(f"name of class {k} is {v!r}", member=member, key="names")
+            # never repr() the value: YAML aliases can make it a billion-element structure
+            shown = repr(v)[:40] if isinstance(v, (str, int, float)) else type(v).__name__
+            raise FormatError(
+                f"name of class {k} is {shown}, not a label name", member=member, key="names"
+            )
         if k < 0:
             raise FormatError(f"class index {k} is negative", member=member, key="names")
     if not out:
@@ -131,7 +135,7 @@ def _kpt_values(value: Any, member: str) -> int | None:
     ):
         return int(value[0]) * int(value[1])
     raise FormatError(
-        f"kpt_shape {value!r} is not [keypoints, 2 or 3]", member=member, key="kpt_shape"
+        f"kpt_shape {repr(value)[:40]} is not [keypoints, 2 or 3]", member=member, key="kpt_shape"
     )
 
 
