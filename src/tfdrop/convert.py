@@ -126,6 +126,20 @@ class LabelResolver:
         objects = []
         changed = False
         for i, obj in enumerate(item.objects):
+            if not obj.label:
+                # a TFRecord object with a class id but no class/text: only a pinned map can
+                # name it; an empty name would make an unreadable label_map.pbtxt
+                named = self.map.name_of(obj.label_id) if self.pinned else None
+                if named is None:
+                    raise UnknownLabelError(
+                        f"object has no label name (class id {obj.label_id}, no class text)",
+                        item=item.name,
+                        object=i,
+                        hint="pin a label map that names the class ids (--label-map / "
+                        "label_map = ...), or write class/text into the records",
+                    )
+                obj = replace(obj, label=named)
+                changed = True
             label_id = self.map.id_of(obj.label)
             if label_id is None:
                 if self.pinned:

@@ -141,15 +141,18 @@ class TfrecordReader:
             if (not texts or not texts[i]) and (not ids or ids[i] == 0)
         }
         for problem in check_parsed(parsed, lm):
-            if problem.obj is None or problem.obj not in unlabeled:
-                raise SchemaError(
-                    problem.message,
-                    member=member,
-                    record=index,
-                    item=parsed.filename or None,
-                    key=problem.key,
-                    object=problem.obj,
-                )
+            if problem.obj in unlabeled:
+                continue
+            if problem.key == LABEL and texts is None and ids is None:
+                continue  # boxes with neither class/label nor class/text (Datumaro crashed)
+            raise SchemaError(
+                problem.message,
+                member=member,
+                record=index,
+                item=parsed.filename or None,
+                key=problem.key,
+                object=problem.obj,
+            )
         item = to_item(parsed, subset=subset, label_map=lm)
         if unlabeled:
             for i in sorted(unlabeled):
