@@ -656,3 +656,20 @@ def test_yaml_alias_bomb_in_names_is_rejected_quickly(tmp_path: Path) -> None:
     })  # fmt: skip
     with pytest.raises(FormatError, match="name of class 0 is list, not a label name"):
         read(src)
+
+
+def test_ultralytics_list_lines_starting_dot_slash_are_relative_to_the_list_file(
+    tmp_path: Path,
+) -> None:
+    src = make_zip(tmp_path / "lists.zip", {
+        "data.yaml": "path: ds\ntrain: lists/train.txt\nnames: [a]\n",
+        "ds/lists/train.txt": "./images/x.jpg\nimages/train/y.jpg\n",
+        "ds/lists/images/x.jpg": image(6, 6),
+        "ds/lists/labels/x.txt": "0 0.5 0.5 1 1\n",
+        "ds/images/train/y.jpg": image(4, 4),
+    })  # fmt: skip
+    items, _, _ = read(src, images=False)
+    assert [(i.name, i.width, len(i.objects)) for i in items] == [
+        ("lists/images/x.jpg", 6, 1),
+        ("y.jpg", 4, 0),
+    ]

@@ -33,6 +33,7 @@ from tfdrop.formats.yolo.layout import (
     localize,
     stem_txt,
     ultralytics_dirs,
+    under,
 )
 from tfdrop.formats.yolo.lines import Row, parse_label_text
 
@@ -151,16 +152,20 @@ class YoloReader:
             self.entries += folder_entries(self._members, subset, folder, darknet=True)
 
     def _list_file(self, subset: str, member: str, root: str, base: str, *, darknet: bool) -> None:
+        list_dir = dirname(member)
         for raw in self._text(member).splitlines():
             rel = localize(raw)
             if not rel:
                 continue
-            image = join(base, rel)
-            if self._members.find(image) is None and base != root:
-                image = join(root, rel)
-            if self._members.find(image) is None:
-                rel = self._suffix_match(rel, root)
-                image = join(root, rel)
+            # Ultralytics: "./x" is relative to the list file's folder; else try the yaml's
+            # path, the dataset root, then the path's tail (absolute paths from elsewhere)
+            tries = [join(base, rel), join(root, rel)]
+            if raw.strip().startswith("./") and list_dir != root:
+                tries.insert(0, join(list_dir, rel))
+            image = next((t for t in tries if self._members.find(t) is not None), "")
+            if not image:
+                image = join(root, self._suffix_match(rel, root))
+            rel = under(base, image) or under(root, image) or image
             # darknet: Datumaro's name_from_path, the path inside obj_<subset>_data/
             darknet_name = rel.split("/", 1)[1] if "/" in rel else rel
             name = darknet_name if darknet else _subset_name(rel)
