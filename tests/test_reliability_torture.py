@@ -1,0 +1,24 @@
+"""CI's short torture run (issue 6 item 1): 40 drops, 10 SIGKILLs, every invariant holds.
+
+The long run is the same code: ``python -m tests.stress.torture --drops 500 --kills 100``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from stress.torture import run
+
+
+def test_forty_drops_ten_sigkills_lose_nothing_and_publish_each_good_input_once(
+    tmp_path: Path,
+) -> None:
+    result = run(tmp_path / "t", drops=40, kills=10, seed=3)
+    assert result.breaches == []
+    assert result.kills == 10
+    assert result.unexpected_exits == 0
+    assert result.lost == 0
+    assert result.duplicates == 0
+    assert result.published == result.good
+    assert result.failed == result.bad
+    assert result.good + result.bad == 40
