@@ -158,18 +158,24 @@ def _mask(el: ET.Element, where: Where) -> tuple[Box, bytes | None] | None:
     """Box of a ``<mask>``'s pixels and, with masks on, its full-image PNG (None: empty)."""
     left, top = _int(el, "left", where), _int(el, "top", where)
     width, height = _int(el, "width", where), _int(el, "height", where)
-    try:
-        counts = rle.parse_counts(el.get("rle") or "")
-        bits = rle.decode(counts, width, height)
-        full = rle.paste(bits, left, top, width, height, where.width, where.height)
-    except FormatError as exc:
-        raise exc.at(member=where.member, item=where.item) from None
-    bbox = Image.frombytes("L", (where.width, where.height), full).getbbox()
+    if left < 0 or top < 0 or left + width > where.width or top + height > where.height:
+        raise where.error(
+            f"mask rectangle left={left} top={top} {width}x{height} is outside the "
+            f"{where.width}x{where.height} image"
+        )
+    counts = rle.parse_counts(el.get("rle") or "")
+    bits = rle.decode(counts, width, height)
+    # the box from the rectangle alone: a full-image buffer only when a PNG is wanted
+    bbox = Image.frombytes("L", (width, height), bits).getbbox()
     if bbox is None:
         return None
     x0, y0, x1, y1 = bbox  # right/bottom exclusive: the box covers whole pixels
-    png = bitmap_mask_png(full, where.width, where.height) if where.masks else None
-    return Box.from_pixels(x0, y0, x1, y1, where.width, where.height), png
+    png = None
+    if where.masks:
+        full = rle.paste(bits, left, top, width, height, where.width, where.height)
+        png = bitmap_mask_png(full, where.width, where.height)
+    box = Box.from_pixels(left + x0, top + y0, left + x1, top + y1, where.width, where.height)
+    return box, png
 
 
 def _attributes(
