@@ -350,3 +350,31 @@ def test_reading_without_images_drops_them(source_zip: Path) -> None:
     items, _, _ = read(source_zip, images=False)
     assert all(it.image is None for it in items)
     assert items[0].width == 64
+
+
+def test_a_bare_shard_file_converts_with_its_whole_set(tmp_path: Path) -> None:
+    # validate and inspect read the set; convert once read only the named shard
+    items = make_items(5)
+    (tmp_path / "x.tfrecord-00000-of-00002").write_bytes(records_bytes(items[:3]))
+    (tmp_path / "x.tfrecord-00001-of-00002").write_bytes(records_bytes(items[3:]))
+    report = convert(tmp_path / "x.tfrecord-00001-of-00002", tmp_path / "out.zip", ConvertOptions())
+    assert (report.items, report.subsets) == (5, {"x": 5})
+    assert report.warnings == []
+
+
+def test_a_bare_file_keeps_the_ids_of_the_label_map_beside_it(tmp_path: Path) -> None:
+    # without it, ids were renumbered 1..N in order of appearance (dog 2 -> 1)
+    lm = LabelMap.from_names(["bird", "dog", "cat"])
+    (tmp_path / "label_map.pbtxt").write_text(format_label_map(lm))
+    src = tmp_path / "val.tfrecord"
+    item = Item(
+        name="a.jpg",
+        width=4,
+        height=4,
+        objects=(Annotation(label="dog", box=Box(0, 0, 1, 1), label_id=2),),
+    )
+    src.write_bytes(records_bytes([item]))
+    report = convert(src, tmp_path / "out.zip", ConvertOptions())
+    assert report.label_map == lm
+    with zipfile.ZipFile(tmp_path / "out.zip") as z:
+        assert member_records(z, "val.tfrecord")[0].objects[0].label_id == 2

@@ -21,8 +21,9 @@ from tfdrop.codec.model import Annotation, Item, LabelMap
 from tfdrop.errors import TfdropError, UnknownLabelError
 from tfdrop.formats import FORMATS, Notes, ReadOptions, WriteOptions, detect_format
 from tfdrop.formats.masks import box_mask_png
+from tfdrop.formats.tfrecord import LABEL_MAP_NAME
 from tfdrop.publish import atomic_path
-from tfdrop.stream import is_tfrecord_name
+from tfdrop.stream import is_tfrecord_name, parse_shard_name, shard_name
 
 
 class ValidationError(TfdropError):
@@ -173,30 +174,35 @@ def _with_box_masks(item: Item) -> Item:
 
 
 class _FileSource:
-    """A bare TFRecord file (not a zip) as a one-member source."""
+    """Bare TFRecord files (not a zip) beside each other as a source: one file, or every
+    existing file of its shard set, and the ``label_map.pbtxt`` beside them (as ``validate``
+    and ``inspect`` read them; a daemon job folder holds only the dropped file)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.label = str(path)
-        self._name = path.name
+        self._paths = {p.name: p for p in _shard_set(path)}
+        label_map = path.with_name(LABEL_MAP_NAME)
+        if label_map.is_file():
+            self._paths[LABEL_MAP_NAME] = label_map
 
     def names(self) -> list[str]:
-        return [self._name]
+        return list(self._paths)
 
     def size(self, name: str) -> int:
-        return self.path.stat().st_size
+        return self._paths[name].stat().st_size
 
     def exists(self, name: str) -> bool:
-        return name == self._name
+        return name in self._paths
 
     def find(self, name: str) -> str | None:
-        return self._name if name.casefold() == self._name.casefold() else None
+        return next((n for n in self._paths if n.casefold() == name.casefold()), None)
 
     def open(self, name: str) -> BinaryIO:
-        return self.path.open("rb")
+        return self._paths[name].open("rb")
 
     def read_bytes(self, name: str, *, max_size: int) -> bytes:
-        with self.path.open("rb") as f:
+        with self._paths[name].open("rb") as f:
             return f.read(max_size)
 
     def close(self) -> None:
@@ -209,8 +215,18 @@ class _FileSource:
         self.close()
 
 
+def _shard_set(path: Path) -> list[Path]:
+    """``x.tfrecord-00001-of-00003`` -> the set's files that exist (``path`` alone otherwise)."""
+    shard = parse_shard_name(path.name)
+    if shard is None:
+        return [path]
+    base, _, count = shard
+    siblings = [path.with_name(shard_name(base, i, count)) for i in range(count)]
+    return [p for p in siblings if p == path or p.is_file()]
+
+
 def open_input(path: Path, limits: ArchiveLimits | None = None) -> Source:
-    """A drop as a source: a folder, a zip, or a bare TFRecord file."""
+    """A drop as a source: a folder, a zip, or a bare TFRecord file (with its shard set)."""
     if path.is_file() and is_tfrecord_name(path.name) and not has_end_record(path):
         return _FileSource(path)
     return open_source(path, limits=limits)
