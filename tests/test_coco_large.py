@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-RSS_BOUND_MB = 300
+RSS_BOUND_MB = 150  # measured about 50 MB; the issue aims under 300
 MIN_BYTES = 300 * 1000 * 1000
 
 _CHILD = """

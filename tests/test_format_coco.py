@@ -589,6 +589,22 @@ def test_boxes_outside_the_image_and_missing_images_are_warnings(tmp_path: Path)
     assert item.objects[0].box.xmax == 1.0
 
 
+def test_roboflow_root_category_0_is_left_out_and_ids_kept(tmp_path: Path) -> None:
+    cats = [
+        {"id": 0, "name": "cells", "supercategory": "none"},
+        {"id": 1, "name": "Platelets", "supercategory": "cells"},
+        {"id": 2, "name": "RBC", "supercategory": "cells"},
+    ]
+    doc = coco_doc([{"id": 0, "file_name": "x.jpg", "width": 4, "height": 4}],
+                   [bad(image_id=0, category_id=2)], cats)  # fmt: skip
+    zin = make_zip(tmp_path / "in.zip", {"train/_annotations.coco.json": json.dumps(doc)})
+    items, reader, _ = read(zin, images=False)
+    assert list(reader.labels()) == ["Platelets", "RBC"]
+    assert [(i.id, i.name) for i in reader.label_map().items] == [(1, "Platelets"), (2, "RBC")]
+    assert [(o.label, o.label_id) for o in items[0].objects] == [("RBC", 2)]
+    assert items[0].subset == "train"
+
+
 def test_no_instances_file_is_a_clear_error(tmp_path: Path) -> None:
     zin = make_zip(tmp_path / "in.zip", {"annotations/captions_x.json": "{}"})
     with pytest.raises(FormatError, match="no COCO instances file"):

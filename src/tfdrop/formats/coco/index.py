@@ -156,6 +156,7 @@ class Categories:
 
     def __init__(self) -> None:
         self.by_id: dict[int, str] = {}
+        self.supers: set[str] = set()
 
     def add(self, value: Any, path: str, member: str) -> None:
         if not isinstance(value, dict):
@@ -180,12 +181,27 @@ class Categories:
                 key=path,
             )
         self.by_id[cat_id] = name
+        sup = value.get("supercategory")
+        if isinstance(sup, str) and sup:
+            self.supers.add(sup)
 
     def label_map(self) -> LabelMap | None:
-        """The COCO ids as label ids (TF's create_coco_tf_record keeps them) when all are >= 1."""
-        if not self.by_id or min(self.by_id) < 1:
+        """The COCO ids as label ids (TF's create_coco_tf_record keeps them) when all are >= 1.
+
+        Roboflow writes its dataset's name as category 0, the supercategory of all the others,
+        and never uses it: that one is left out, so the real classes keep their ids.
+        """
+        items = [(i, n) for i, n in self.by_id.items() if not self.is_roboflow_root(i)]
+        if not items or min(i for i, _ in items) < 1:
             return None
-        return LabelMap(tuple(LabelMapItem(id=i, name=n) for i, n in self.by_id.items()))
+        return LabelMap(tuple(LabelMapItem(id=i, name=n) for i, n in items))
+
+    def is_roboflow_root(self, cat_id: int) -> bool:
+        return cat_id == 0 and len(self.by_id) > 1 and self.by_id[0] in self.supers
+
+    def names(self) -> list[str]:
+        """Category names in file order (without Roboflow's unused root category)."""
+        return [n for i, n in self.by_id.items() if not self.is_roboflow_root(i)]
 
 
 def finite(values: Any, n: int | None = None) -> bool:

@@ -101,7 +101,7 @@ class CocoReader:
                     self.categories.add(el.value, el.path, member)
 
     def labels(self) -> Sequence[str]:
-        return list(self.categories.by_id.values())
+        return self.categories.names()
 
     def label_map(self) -> LabelMap | None:
         return self.categories.label_map()
