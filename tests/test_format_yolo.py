@@ -673,3 +673,45 @@ def test_ultralytics_list_lines_starting_dot_slash_are_relative_to_the_list_file
         ("lists/images/x.jpg", 6, 1),
         ("y.jpg", 4, 0),
     ]
+
+
+def test_labelimg_flat_folder_with_classes_txt_is_read(tmp_path: Path) -> None:
+    src = make_zip(tmp_path / "labelimg.zip", {
+        "shots/classes.txt": "person\ncar\n",
+        "shots/a.jpg": image(20, 10),
+        "shots/a.txt": "1 0.5 0.5 0.5 0.5\n",
+        "shots/b.jpg": image(20, 10),  # no label file: an empty item
+    })  # fmt: skip
+    with open_source(src) as s:
+        assert detect_format(s.names()) == "yolo"
+    items, labels, notes = read(src)
+    assert labels == ["person", "car"]
+    assert [(i.subset, i.name, len(i.objects)) for i in items] == [
+        ("default", "a.jpg", 1),
+        ("default", "b.jpg", 0),
+    ]
+    assert boxes(items[0]) == [("car", 0.25, 0.25, 0.75, 0.75)]
+    assert not notes.warnings
+
+
+def test_roboflow_darknet_export_reads_subsets_and_checks_label_lists_agree(
+    tmp_path: Path,
+) -> None:
+    members: dict[str, bytes | str] = {
+        "train/_darknet.labels": "a\nb\n",
+        "train/x.jpg": image(10, 10),
+        "train/x.txt": "0 0.5 0.5 0.2 0.2\n",
+        "valid/_darknet.labels": "a\nb\n",
+        "valid/y.jpg": image(10, 10),
+        "valid/y.txt": "1 0.5 0.5 0.2 0.2\n",
+    }
+    items, labels, _ = read(make_zip(tmp_path / "rf.zip", members))
+    assert labels == ["a", "b"]
+    assert [(i.subset, i.name, [o.label for o in i.objects]) for i in items] == [
+        ("train", "x.jpg", ["a"]),
+        ("valid", "y.jpg", ["b"]),
+    ]
+    members["valid/_darknet.labels"] = "b\na\n"
+    with pytest.raises(FormatError, match="label list differs") as info:
+        read(make_zip(tmp_path / "rf2.zip", members))
+    assert info.value.member == "valid/_darknet.labels"

@@ -2,7 +2,8 @@
 
 Read: ``obj.names`` + ``obj.data`` + ``obj_<subset>_data/`` (CVAT), ``data.yaml`` +
 ``images/<subset>/`` + ``labels/<subset>/`` (Ultralytics, incl. list-file and list-of-images
-subsets), and Datumaro's loose ``obj.names`` layouts. Write: the darknet/CVAT layout. Modules:
+subsets), Datumaro's loose ``obj.names`` layouts and flat LabelImg / Roboflow "YOLO Darknet"
+folders. Write: the darknet/CVAT layout. Modules:
 ``lines`` (label rows), ``config`` (side files), ``layout`` (which members make an item),
 ``reader``, ``writer``.
 """
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 
 from tfdrop.formats.base import FormatSpec
 from tfdrop.formats.imageinfo import is_image_name
+from tfdrop.formats.yolo.layout import FLAT_NAMES, has_flat_pairs
 from tfdrop.formats.yolo.reader import YoloReader, open_reader
 from tfdrop.formats.yolo.writer import YoloWriter, open_writer
 
@@ -20,7 +22,8 @@ from tfdrop.formats.yolo.writer import YoloWriter, open_writer
 def detect(names: Sequence[str]) -> int:
     """Score a member list: 100 for ``obj.data`` (CVAT's marker; a missing ``obj.names`` is then
     the reader's clear error), 95 for ``data.yaml`` beside label files or images, 80 for a
-    loose ``obj.names`` beside them; 0 without a YOLO config or label list."""
+    loose ``obj.names`` beside them, 60 for a flat ``classes.txt`` / ``_darknet.labels``
+    beside image + ``.txt`` pairs; 0 without a YOLO config or label list."""
     bases = {n.rsplit("/", 1)[-1].lower() for n in names}
     content = any(n.lower().endswith(".txt") or is_image_name(n) for n in names)
     if "obj.data" in bases:
@@ -29,6 +32,8 @@ def detect(names: Sequence[str]) -> int:
         return 95
     if "obj.names" in bases and content:
         return 80
+    if bases & set(FLAT_NAMES) and has_flat_pairs(names):
+        return 60
     return 0
 
 

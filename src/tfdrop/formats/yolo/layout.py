@@ -14,6 +14,9 @@ zip with one wrapping folder works):
   a ``.txt`` list of images, or a list of either), else every ``images/<subset>/`` folder.
 - Datumaro's loose layouts (marker ``obj.names`` without ``obj.data``): ``images/<subset>/`` +
   ``labels/<subset>/`` as above, or a flat ``Images/`` + ``Annotations/`` (subset "default").
+- flat folders (marker ``classes.txt`` as LabelImg writes it, or Roboflow "YOLO Darknet"'s
+  ``<subset>/_darknet.labels``): images with ``<stem>.txt`` beside them; the subset is the
+  image's folder when it is named train/valid/val/test, else "default".
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ from typing import Literal
 
 from tfdrop.formats.imageinfo import is_image_name
 
-Kind = Literal["darknet", "ultralytics", "loose"]
+Kind = Literal["darknet", "ultralytics", "loose", "flat"]
+FLAT_NAMES = ("classes.txt", "_darknet.labels", "classes.names")
+FLAT_SUBSETS = frozenset({"train", "valid", "val", "test"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,3 +187,33 @@ def entry_for_image(
     for rule in rules:
         label = label or members.find(rule(found or image))
     return Entry(subset, name, found, label)
+
+
+def find_flat_names(names: Sequence[str]) -> list[str]:
+    """Every flat-layout label list (``classes.txt``, ``_darknet.labels``), shallowest first."""
+    hits = [n for n in names if _base(n) in FLAT_NAMES]
+    return sorted(hits, key=lambda n: (_depth(n), n))
+
+
+def flat_entries(members: Members, skip: set[str], root: str) -> list[Entry]:
+    """Every image with a ``<stem>.txt`` beside it (or none), the subset from its folder;
+    a "default" item is named by its path inside ``root`` (the label list's folder)."""
+    entries: list[Entry] = []
+    for n in sorted(members.names):
+        if not is_image_name(n):
+            continue
+        folder = dirname(n)
+        top = folder.rsplit("/", 1)[-1]
+        subset = top if top.lower() in FLAT_SUBSETS else "default"
+        label = members.find(stem_txt(n))
+        if label in skip:
+            label = None
+        name = n[len(folder) + 1 :] if subset != "default" else (under(root, n) or n)
+        entries.append(Entry(subset, name, n, label))
+    return entries
+
+
+def has_flat_pairs(names: Sequence[str]) -> bool:
+    """Whether some image has a ``.txt`` with the same stem beside it."""
+    txts = {n.lower() for n in names if n.lower().endswith(".txt")}
+    return any(is_image_name(n) and stem_txt(n).lower() in txts for n in names)

@@ -26,8 +26,10 @@ from tfdrop.formats.yolo.layout import (
     darknet_dirs,
     dirname,
     entry_for_image,
+    find_flat_names,
     find_marker,
     find_yaml,
+    flat_entries,
     folder_entries,
     join,
     localize,
@@ -84,10 +86,14 @@ class YoloReader:
             self.kind = "loose"
             root = dirname(obj_names)
             self._loose(obj_names, root)
+        elif flat := find_flat_names(names):
+            self.kind = "flat"
+            root = ""
+            self._flat(flat)
         else:
             raise FormatError(
-                "no YOLO label list found: expected obj.names (darknet/CVAT YOLO 1.1) or "
-                "data.yaml (Ultralytics)",
+                "no YOLO label list found: expected obj.names (darknet/CVAT YOLO 1.1), "
+                "data.yaml (Ultralytics) or classes.txt (LabelImg)",
                 hint="YOLO class indices mean nothing without the label list; export it too",
             )
         meta = self._members.find(join(root, "images.meta"))
@@ -251,6 +257,18 @@ class YoloReader:
             )
         for subset, folder in dirs.items():
             self.entries += folder_entries(self._members, subset, folder, darknet=darknet)
+
+    def _flat(self, lists: list[str]) -> None:
+        # Roboflow writes one _darknet.labels per subset folder: they must agree
+        first = cfg.parse_names(self._text(lists[0]), lists[0])
+        for other in lists[1:]:
+            if cfg.parse_names(self._text(other), other) != first:
+                raise FormatError(
+                    f"label list differs from {lists[0]}; class indices would be ambiguous",
+                    member=other,
+                )
+        self.names = dict(enumerate(first))
+        self.entries = flat_entries(self._members, set(lists), dirname(lists[0]))
 
     def _dedupe(self) -> None:
         seen: set[tuple[str, str]] = set()
