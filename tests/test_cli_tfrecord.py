@@ -1,0 +1,310 @@
+"""``tfdrop validate``, ``inspect`` and ``convert`` on TFRecords, run as real subprocesses.
+
+Good and bad files (a flipped CRC byte, a truncated file, GZIP/ZLIB files, a shard set, a bare
+``.record``, a zip): exit codes 0 (valid), 1 (bad input), 2 (usage); messages name the file,
+record index, byte offset and key; ``--json`` prints JSON lines; never a traceback. ``convert``
+writes round-robin shards, GZIP members TensorFlow reads, empty ``image/encoded`` without
+images, and pins ids to a label map (an unknown label fails naming it).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from types import ModuleType
+from typing import BinaryIO, cast
+
+import pytest
+
+from tfdrop.codec.example import decode_example, encode_example
+from tfdrop.codec.labelmap import format_label_map
+from tfdrop.codec.model import Annotation, Box, Item, LabelMap
+from tfdrop.codec.proto import Example
+from tfdrop.stream import RecordWriter, iter_records
+
+N = 5
+ITEMS = [
+    Item(
+        name=f"img_{i}.jpg",
+        width=32,
+        height=24,
+        image=b"\xff\xd8\xff" + bytes([i]) * 40,
+        image_format="jpeg",
+        objects=(
+            Annotation(
+                label=["cat", "dog"][i % 2], box=Box(0.125, 0.25, 0.5, 0.75), label_id=i % 2 + 1
+            ),
+        ),
+    )
+    for i in range(N)
+]
+RECORD = len(encode_example(ITEMS[0])) + 16  # every record frames to the same size
+
+
+def records(items: list[Item], compression: str = "none") -> bytes:
+    buf = io.BytesIO()
+    with RecordWriter(buf, compression=compression) as w:  # type: ignore[arg-type]
+        for it in items:
+            w.write(encode_example(it))
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def d(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("cli")
+    good = records(ITEMS)
+    assert len(good) == N * RECORD
+    (d / "good.tfrecord").write_bytes(good)
+    (d / "good.gz.tfrecord").write_bytes(records(ITEMS, "gzip"))
+    (d / "good.zlib.tfrecord").write_bytes(records(ITEMS, "zlib"))
+    (d / "bare.record").write_bytes(good)
+    crc = bytearray(good)
+    crc[2 * RECORD + 30] ^= 0x40  # a byte inside record 2's data
+    (d / "crc.tfrecord").write_bytes(bytes(crc))
+    (d / "trunc.tfrecord").write_bytes(good[:-7])
+    (d / "x.tfrecord-00000-of-00002").write_bytes(records(ITEMS[:2]))
+    (d / "x.tfrecord-00001-of-00002").write_bytes(records(ITEMS[2:], "gzip"))
+    (d / "garbage.tfrecord").write_bytes(b"this is not a TFRecord file\n" * 4)
+    (d / "cat_only.pbtxt").write_text("item {\n  id: 1\n  name: 'cat'\n}\n")
+    (d / "broken.pbtxt").write_text("item {\n  id: 1\n  name: 'cat'\n}\nitem {\n  id: one\n}\n")
+    (d / "pin.pbtxt").write_text(format_label_map(LabelMap.from_names(["bird", "dog", "cat"])))
+    with zipfile.ZipFile(d / "ok.zip", "w") as z:
+        z.writestr("train.tfrecord", good)
+        z.writestr("label_map.pbtxt", format_label_map(LabelMap.from_names(["cat", "dog"])))
+    with zipfile.ZipFile(d / "bad.zip", "w") as z:
+        z.writestr("train.tfrecord", good)
+        z.writestr("val.tfrecord", bytes(crc))
+    return d
+
+
+def tfdrop(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "tfdrop", *map(str, args)],
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stdout, proc.stdout
+    return proc
+
+
+def json_lines(text: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in text.splitlines()]
+
+
+# --- validate ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["good.gz.tfrecord", "good.zlib.tfrecord", "bare.record"])
+def test_validate_a_good_file_in_any_compression_exits_0(d: Path, name: str) -> None:
+    proc = tfdrop("validate", d / name)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip() == f"{d / name}: {N} records in 1 files: valid"
+
+
+def test_validate_a_flipped_crc_names_file_record_and_offset(d: Path) -> None:
+    path = d / "crc.tfrecord"
+    proc = tfdrop("validate", path)
+    assert proc.returncode == 1
+    first = proc.stdout.splitlines()[0]
+    assert first == f"{path}, record 2, offset {2 * RECORD}: data CRC mismatch"
+    assert "INVALID: 1 problems" in proc.stdout
+    proc = tfdrop("validate", "--json", path)
+    assert proc.returncode == 1
+    problem, summary = json_lines(proc.stdout)
+    assert problem == {
+        "file": str(path),
+        "message": "data CRC mismatch",
+        "kind": "crc_mismatch",
+        "record": 2,
+        "offset": 2 * RECORD,
+    }
+    assert summary == {"summary": {"valid": False, "files": 1, "records": 2, "problems": 1}}
+
+
+def test_validate_a_truncated_file_names_the_last_record(d: Path) -> None:
+    proc = tfdrop("validate", "--json", d / "trunc.tfrecord")
+    assert proc.returncode == 1
+    problem = json_lines(proc.stdout)[0]
+    assert (problem["kind"], problem["record"], problem["offset"]) == (
+        "truncated_record",
+        N - 1,
+        (N - 1) * RECORD,
+    )
+
+
+def test_validate_one_shard_checks_the_whole_set(d: Path) -> None:
+    proc = tfdrop("validate", d / "x.tfrecord-00000-of-00002")
+    assert proc.returncode == 0
+    assert f"{N} records in 2 files: valid" in proc.stdout
+
+
+def test_validate_a_zip_names_the_member_and_checks_the_others(d: Path) -> None:
+    assert tfdrop("validate", d / "ok.zip").returncode == 0
+    proc = tfdrop("validate", d / "bad.zip")
+    assert proc.returncode == 1
+    assert f"{d / 'bad.zip'}:val.tfrecord, record 2, offset {2 * RECORD}: " in proc.stdout
+    assert f"{N + 2} records in 2 files" in proc.stdout
+
+
+def test_validate_garbage_and_missing_files_exit_1_with_a_message(d: Path) -> None:
+    proc = tfdrop("validate", d / "garbage.tfrecord")
+    assert proc.returncode == 1
+    assert proc.stdout.startswith(f"{d / 'garbage.tfrecord'}, record 0, offset 0: ")
+    proc = tfdrop("validate", d / "missing.tfrecord")
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("tfdrop: error: ")
+    assert "missing.tfrecord" in proc.stderr
+
+
+def test_validate_against_a_label_map_names_key_and_object(d: Path) -> None:
+    proc = tfdrop("validate", "--json", "--label-map", d / "cat_only.pbtxt", d / "good.tfrecord")
+    assert proc.returncode == 1
+    *problems, summary = json_lines(proc.stdout)
+    assert [(p["record"], p["offset"], p["object"], p["key"]) for p in problems] == [
+        (1, RECORD, 0, "image/object/class/text"),
+        (3, 3 * RECORD, 0, "image/object/class/text"),
+    ]
+    assert "'dog'" in str(problems[0]["message"])
+    assert summary["summary"] == {"valid": False, "files": 1, "records": N, "problems": 2}
+
+
+def test_a_broken_label_map_is_named_with_its_line(d: Path) -> None:
+    proc = tfdrop("validate", "--label-map", d / "broken.pbtxt", d / "good.tfrecord")
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(f"tfdrop: error: {d / 'broken.pbtxt'}, line 6: ")
+
+
+def test_usage_errors_exit_2(d: Path) -> None:
+    assert tfdrop("validate").returncode == 2
+    proc = tfdrop("convert", d / "good.tfrecord", "--to", "tfrecord", "--shards", "0")
+    assert proc.returncode == 2
+    assert "--shards" in proc.stderr
+
+
+# --- inspect ----------------------------------------------------------------------------------
+
+
+def test_inspect_prints_text_and_json_lines(d: Path) -> None:
+    proc = tfdrop("inspect", "--limit", "2", d / "good.gz.tfrecord")
+    assert proc.returncode == 0
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith(f"[{d / 'good.gz.tfrecord'} #0] img_0.jpg  32x24 jpeg")
+    assert lines[1] == "  0: cat (id 1) box [0.1250, 0.2500, 0.5000, 0.7500]"
+    assert len([x for x in lines if x.startswith("[")]) == 2
+    proc = tfdrop("inspect", "--json", d / "ok.zip")
+    assert proc.returncode == 0
+    rows = json_lines(proc.stdout)
+    assert [r["filename"] for r in rows] == [f"img_{i}.jpg" for i in range(N)]
+    assert rows[1]["subset"] == "train"
+    assert rows[1]["objects"] == [{"label": "dog", "id": 2, "box": [0.125, 0.25, 0.5, 0.75]}]
+    assert rows[0]["image_bytes"] == 43
+
+
+def test_inspect_stops_at_a_bad_record_with_a_clear_error(d: Path) -> None:
+    proc = tfdrop("inspect", "--json", d / "crc.tfrecord")
+    assert proc.returncode == 1
+    assert len(json_lines(proc.stdout)) == 2  # the two good records before it
+    assert f"record 2, offset {2 * RECORD}: data CRC mismatch" in proc.stderr
+
+
+# --- convert ----------------------------------------------------------------------------------
+
+
+def member(z: zipfile.ZipFile, name: str) -> list[bytes]:
+    with z.open(name) as f:
+        return list(iter_records(cast(BinaryIO, f)))
+
+
+@pytest.mark.interop
+def test_convert_writes_round_robin_gzip_shards_tensorflow_reads(
+    d: Path, tmp_path: Path, tf: ModuleType
+) -> None:
+    out = tmp_path / "sharded.zip"
+    proc = tfdrop(
+        "convert", d / "ok.zip", "--to", "tfrecord", "--shards", "3", "--compression", "gzip",
+        "-o", out,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "sharded.report.json").is_file()
+    names = [f"train.tfrecord-{i:05d}-of-00003" for i in range(3)]
+    with zipfile.ZipFile(out) as z:
+        assert sorted(z.namelist()) == sorted([*names, "label_map.pbtxt"])
+        for i, name in enumerate(names):
+            data = z.read(name)
+            assert data[:2] == b"\x1f\x8b"
+            (tmp_path / name).write_bytes(data)
+            got = [decode_example(r).name for r in member(z, name)]
+            assert got == [f"img_{k}.jpg" for k in range(i, N, 3)]
+    desc = {
+        "image/filename": tf.io.FixedLenFeature([], tf.string),
+        "image/encoded": tf.io.FixedLenFeature([], tf.string),
+        "image/object/class/label": tf.io.VarLenFeature(tf.int64),
+    }
+    ds = tf.data.TFRecordDataset([str(tmp_path / n) for n in names], compression_type="GZIP")
+    seen = {}
+    for raw in ds:
+        ex = tf.io.parse_single_example(raw, desc)
+        seen[ex["image/filename"].numpy().decode()] = (
+            ex["image/encoded"].numpy(),
+            tf.sparse.to_dense(ex["image/object/class/label"]).numpy().tolist(),
+        )
+    assert seen == {it.name: (it.image, [it.objects[0].label_id]) for it in ITEMS}
+
+
+def test_convert_without_images_writes_empty_image_encoded(d: Path, tmp_path: Path) -> None:
+    out = tmp_path / "noimg.zip"
+    proc = tfdrop("convert", d / "good.tfrecord", "--to", "tfrecord", "--no-images", "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    with zipfile.ZipFile(out) as z:
+        recs = member(z, "good.tfrecord")
+    assert len(recs) == N
+    for rec in recs:
+        feats = Example.FromString(rec).features.feature  # type: ignore[attr-defined]
+        assert list(feats["image/encoded"].bytes_list.value) == [b""]
+        assert list(feats["image/object/bbox/xmax"].float_list.value) == [0.5]
+
+
+def test_convert_pins_ids_to_a_label_map_and_fails_on_an_unknown_label(
+    d: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "pinned.zip"
+    proc = tfdrop(
+        "convert", d / "ok.zip", "--to", "tfrecord", "--label-map", d / "pin.pbtxt", "-o", out
+    )
+    assert proc.returncode == 0, proc.stderr
+    with zipfile.ZipFile(out) as z:
+        ids = {
+            (o.label, o.label_id)
+            for r in member(z, "train.tfrecord")
+            for o in decode_example(r).objects
+        }
+        assert ids == {("dog", 2), ("cat", 3)}
+        assert z.read("label_map.pbtxt").decode() == (d / "pin.pbtxt").read_text()
+    bad = tmp_path / "unknown.zip"
+    proc = tfdrop(
+        "convert", d / "ok.zip", "--to", "tfrecord", "--label-map", d / "cat_only.pbtxt", "-o", bad
+    )
+    assert proc.returncode == 1
+    assert "label 'dog' is not in the pinned label map" in proc.stderr
+    assert "img_1.jpg" in proc.stderr
+    assert not bad.exists()
+
+
+def test_convert_a_corrupt_input_exits_1_and_writes_nothing(d: Path, tmp_path: Path) -> None:
+    out = tmp_path / "never.zip"
+    proc = tfdrop("convert", d / "bad.zip", "--to", "tfrecord", "-o", out)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(f"tfdrop: error: {d / 'bad.zip'}, member val.tfrecord, record 2")
+    assert f"offset {2 * RECORD}" in proc.stderr
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
