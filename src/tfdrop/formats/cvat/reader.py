@@ -145,7 +145,7 @@ class CvatReader:
         depth = 0
         seen_images = False
         track: ET.Element | None = None
-        rows: list[tuple[int, str | None]] = []
+        rows: list[tuple[int, bytes | None]] = []
         with self.source.open(member) as f:
             root: ET.Element | None = None
             for kind, el, line in xmlsafe.iterparse(f, member=member):

@@ -10,7 +10,7 @@ back in order. Frame ``N`` is the image ``images/frame_00000N.<ext>`` (CVAT's fr
 
 from __future__ import annotations
 
-import json
+import marshal
 import re
 import sqlite3
 import xml.etree.ElementTree as ET
@@ -23,20 +23,21 @@ from tfdrop.formats.cvat.shapes import LINE_ATTR, SHAPES
 
 FRAME_NAME: Final = re.compile(r"^frame_(\d+)\.[A-Za-z0-9]+$")
 
-Row = tuple[int, str | None]
-"""(frame, shape as JSON ``[tag, attributes, [[attribute name, text], ...]]`` or None)."""
+Row = tuple[int, bytes | None]
+"""(frame, shape as marshalled ``(tag, attributes, [(attribute name, text), ...])`` or None:
+strings only, written and read back by this process; marshal is the fastest C codec for it)."""
 
 
 @dataclass(slots=True)
 class Frames:
     """Per-frame track shapes spilled to a temporary on-disk SQLite table (frame, seq, shape
-    as JSON ``[tag, attributes, [[attribute name, text], ...]]``; NULL for an outside frame)."""
+    as a :data:`Row`'s bytes; NULL for an outside frame)."""
 
     db: sqlite3.Connection = field(default_factory=lambda: sqlite3.connect(""))
     seq: int = 0
 
     def __post_init__(self) -> None:
-        self.db.execute("CREATE TABLE s (frame INTEGER, seq INTEGER, shape TEXT)")
+        self.db.execute("CREATE TABLE s (frame INTEGER, seq INTEGER, shape BLOB)")
 
     def add_many(self, rows: list[Row]) -> None:
         start = self.seq
@@ -49,10 +50,10 @@ class Frames:
     def known(self) -> set[int]:
         return {int(row[0]) for row in self.db.execute("SELECT DISTINCT frame FROM s")}
 
-    def frames(self) -> Iterator[tuple[int, list[str]]]:
+    def frames(self) -> Iterator[tuple[int, list[bytes]]]:
         cur = self.db.execute("SELECT frame, shape FROM s ORDER BY frame, seq")
         current: int | None = None
-        shapes: list[str] = []
+        shapes: list[bytes] = []
         for frame, shape in cur:
             if frame != current:
                 if current is not None:
@@ -85,12 +86,13 @@ def track_row(track: ET.Element, shape: ET.Element, member: str) -> Row | None:
     if group and not shape.get("group_id"):
         shape.set("group_id", group)
     attrs = [(a.get("name") or "", a.text or "") for a in shape.findall("attribute")]
-    return (int(raw), json.dumps([shape.tag, dict(shape.attrib), attrs]))
+    return (int(raw), marshal.dumps((shape.tag, dict(shape.attrib), attrs)))
 
 
-def shape_element(data: str) -> ET.Element:
+def shape_element(data: bytes) -> ET.Element:
     """The shape element a row was made from (with its ``<attribute>`` children)."""
-    tag, attrib, attrs = json.loads(data)
+    # our own rows from our own private temp table, never input bytes
+    tag, attrib, attrs = marshal.loads(data)  # noqa: S302
     el = ET.Element(tag, attrib)
     for name, text in attrs:
         ET.SubElement(el, "attribute", name=name).text = text
