@@ -736,3 +736,15 @@ def test_frames_named_without_extension_find_their_png_and_take_its_extension(
     (item,), _, _ = read_items(src)
     assert (item.name, item.image_format, item.image) == (
         "frame_000003.PNG", "png", buf.getvalue())  # fmt: skip
+
+
+def test_names_without_extension_round_trip_unchanged(tmp_path: Path) -> None:
+    # CVAT's TFRecord export wrote filenames like "img0": the name stays as it is
+    notes = Notes()
+    out = tmp_path / "w.zip"
+    with ZipSink(out) as sink:
+        writer = FORMATS["cvat"].open_writer(sink, WriteOptions(), notes)  # type: ignore[misc]
+        writer.write(Item("img0", width=9, height=9, image=jpeg(9, 9)))
+        writer.close(LabelMap())
+    (item,), _, _ = read_items(out)
+    assert (item.name, item.width, item.image is not None) == ("img0", 9, True)

@@ -193,7 +193,7 @@ class CvatReader:
             raise FormatError("<image> has no name attribute", member=member, line=line)
         subset = el.get("subset") or subset
         image_member = self._find_image(member, name, subset)
-        if image_member is not None and not is_image_name(name):
+        if image_member is not None and not is_image_name(name) and is_image_name(image_member):
             # a video task exported as "CVAT for images": name="frame_000010", file
             # images/frame_000010.PNG; the item takes the file's extension
             name += image_member[image_member.rfind(".") :]
