@@ -715,3 +715,12 @@ def test_roboflow_darknet_export_reads_subsets_and_checks_label_lists_agree(
     with pytest.raises(FormatError, match="label list differs") as info:
         read(make_zip(tmp_path / "rf2.zip", members))
     assert info.value.member == "valid/_darknet.labels"
+
+
+def test_images_meta_quotes_names_with_spaces_as_datumaro_reads_them(tmp_path: Path) -> None:
+    item = Item("my shot 1.jpg", "train", 30, 20, None, "jpeg")
+    out, _ = write_yolo(tmp_path, [item], LabelMap.from_names(["a"]))
+    with zipfile.ZipFile(out) as zf:
+        assert zf.read("images.meta") == b"'my shot 1' 20 30\n"
+    (back,) = read(out)[0]
+    assert (back.name, back.width, back.height, back.image) == ("my shot 1.jpg", 30, 20, None)

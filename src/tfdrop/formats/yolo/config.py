@@ -12,12 +12,14 @@ Pure parsing from text (no I/O). Layouts follow Datumaro's YOLO and YOLOv8 reade
   uses flow lists, quoting and block scalars a hand parser would misread, and a misread name
   mislabels every object); ``names`` as a list or a ``{index: name}`` mapping; subsets from
   ``train``/``val``/``test``/``minival`` (a folder, a ``.txt`` list, or a list of either).
-- ``images.meta`` (Datumaro's image-size side file): ``<item id> <height> <width>`` lines, used
+- ``images.meta`` (Datumaro's image-size side file): ``<item id> <height> <width>`` lines
+  (shell quoting), used
   when an image is not in the archive (YOLO files carry no image size).
 """
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from typing import Any
 
@@ -170,10 +172,18 @@ def parse_data_yaml(text: str, member: str) -> UltralyticsConfig:
 
 
 def parse_image_meta(text: str) -> dict[str, tuple[int, int]]:
-    """``images.meta``: ``{item id: (width, height)}`` (the file stores height first)."""
+    """``images.meta``: ``{item id: (width, height)}``.
+
+    Datumaro's ``load_image_meta_file``: ``<name> <height> <width>`` per line, shell-like
+    quoting and ``#`` comments, extra fields ignored. Lines that do not parse are skipped (the
+    item then fails with a clear "no image size" error if it needs one).
+    """
     out: dict[str, tuple[int, int]] = {}
     for raw in text.splitlines():
-        parts = raw.strip().rsplit(maxsplit=2)
-        if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
-            out[parts[0]] = (int(parts[2]), int(parts[1]))
+        try:
+            fields = shlex.split(raw, comments=True)
+        except ValueError:
+            continue
+        if len(fields) >= 3 and fields[1].isdigit() and fields[2].isdigit():
+            out[fields[0]] = (int(fields[2]), int(fields[1]))
     return out

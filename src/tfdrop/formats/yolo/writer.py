@@ -17,6 +17,7 @@ the archive still reads back (YOLO label files carry no image size).
 from __future__ import annotations
 
 import json
+import shlex
 import tempfile
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -111,7 +112,8 @@ class YoloWriter:
                 raise FormatError("no image bytes and no image size to write", item=item.name)
             if self._meta is None:
                 self._meta = (Path(self._tmp.name) / "images.meta").open("w+", encoding="utf-8")
-            self._meta.write(f"{stem_txt(name)[:-4]} {item.height} {item.width}\n")
+            # Datumaro reads this file with shlex: quote names with spaces or quotes
+            self._meta.write(f"{shlex.quote(stem_txt(name)[:-4])} {item.height} {item.width}\n")
         listing.write(f"data/{image_member}\n")
         rows = []
         for obj in item.objects:
