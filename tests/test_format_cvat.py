@@ -11,6 +11,8 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from conftest import require_corpus
@@ -748,3 +750,34 @@ def test_names_without_extension_round_trip_unchanged(tmp_path: Path) -> None:
         writer.close(LabelMap())
     (item,), _, _ = read_items(out)
     assert (item.name, item.width, item.image is not None) == ("img0", 9, True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    size=st.tuples(st.integers(1, 8000), st.integers(1, 8000)),
+    coords=st.lists(
+        st.tuples(*[st.floats(0, 1, width=32)] * 4).map(
+            lambda c: (min(c[0], c[2]), min(c[1], c[3]), max(c[0], c[2]), max(c[1], c[3]))
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+)
+def test_any_float32_box_written_to_cvat_reads_back_to_the_same_float32(
+    size: tuple[int, int], coords: list[tuple[float, float, float, float]]
+) -> None:
+    import tempfile
+
+    width, height = size
+    objs = tuple(Annotation("cat", Box(*c), label_id=1) for c in coords)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "h.zip"
+        with ZipSink(out) as sink:
+            writer = FORMATS["cvat"].open_writer(sink, WriteOptions(), Notes())  # type: ignore[misc]
+            writer.write(Item("h.jpg", width=width, height=height, objects=objs))
+            writer.close(LabelMap.from_names(["cat"]))
+        (item,), _, notes = read_items(out)
+    assert not notes.warnings or notes.warning_counts.keys() == {"no_images"}
+    for want, got in zip(objs, item.objects, strict=True):
+        for side in ("xmin", "ymin", "xmax", "ymax"):
+            assert f32(getattr(got.box, side)) == f32(getattr(want.box, side))
