@@ -56,6 +56,7 @@ class ZipSink:
             self._label = getattr(target, "name", "<zip>")
         self._zf = zipfile.ZipFile(target, "w", allowZip64=True)
         self._names: list[str] = []
+        self._taken: set[str] = set()  # membership in O(1): a writer may add 100,000s of members
 
     @property
     def names(self) -> list[str]:
@@ -76,7 +77,7 @@ class ZipSink:
             ArchiveError: The name was already written.
         """
         check_write_name(name, archive=self._label)
-        if name in self._names:
+        if name in self._taken:
             raise ArchiveError("duplicate member name", archive=self._label, member=name)
         info = zipfile.ZipInfo(name, self._date_time)
         info.compress_type = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
@@ -84,6 +85,7 @@ class ZipSink:
         if size is not None:
             info.file_size = size
         self._names.append(name)
+        self._taken.add(name)
         large = size is None or size > _ZIP64_LIMIT
         return self._zf.open(info, "w", force_zip64=large)
 
