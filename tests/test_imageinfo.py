@@ -1,0 +1,69 @@
+"""Image sizes from headers: the JPEG/PNG fast path agrees with Pillow, bad bytes are errors."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+
+from conftest import require_corpus
+from tfdrop.errors import FormatError
+from tfdrop.formats.imageinfo import ImageInfo, probe
+
+
+def _encode(mode: str, size: tuple[int, int], fmt: str, **kw: object) -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, size).save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (_encode("RGB", (123, 45), "JPEG"), ImageInfo("jpeg", 123, 45)),
+        (_encode("RGB", (640, 1), "JPEG", progressive=True), ImageInfo("jpeg", 640, 1)),
+        (_encode("L", (3, 4000), "JPEG"), ImageInfo("jpeg", 3, 4000)),
+        (_encode("CMYK", (17, 19), "JPEG"), ImageInfo("jpeg", 17, 19)),
+        (
+            _encode("RGB", (50, 60), "JPEG", exif=b"Exif\x00\x00" + b"\x00" * 64),
+            ImageInfo("jpeg", 50, 60),
+        ),
+        (_encode("RGBA", (7, 9), "PNG"), ImageInfo("png", 7, 9)),
+        (_encode("P", (1, 1), "PNG"), ImageInfo("png", 1, 1)),
+        (_encode("RGB", (11, 13), "BMP"), ImageInfo("bmp", 11, 13)),
+    ],
+)
+def test_probe_reads_format_and_size_from_the_header(data: bytes, expected: ImageInfo) -> None:
+    assert probe(data, name="x") == expected
+    assert probe(io.BytesIO(data), name="x") == expected  # the stream path (Pillow)
+
+
+def test_probe_agrees_with_pillow_on_every_corpus_image() -> None:
+    root = require_corpus()
+    images = [p for p in root.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")]
+    assert images
+    for path in images:
+        data = path.read_bytes()
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                want = img.size
+        except OSError:
+            with pytest.raises(FormatError):
+                probe(data, name=path.name)
+            continue
+        info = probe(data, name=path.name)
+        assert (info.width, info.height) == want, path
+
+
+@pytest.mark.parametrize("cut", [2, 10, 30])
+def test_a_truncated_header_is_a_format_error_naming_the_member(cut: int) -> None:
+    data = _encode("RGB", (20, 20), "JPEG")[:cut]
+    with pytest.raises(FormatError) as info:
+        probe(data, name="images/a.jpg")
+    assert info.value.member == "images/a.jpg"
+
+
+def test_bytes_that_are_no_image_are_a_format_error() -> None:
+    with pytest.raises(FormatError, match="not a readable image"):
+        probe(b"GIF87a-not-really", name="x.gif")
