@@ -12,10 +12,9 @@ Per instances file (see :mod:`tfdrop.formats.coco.index` for the layouts):
 3. Items are yielded in ``images`` order, each with its annotations in file order; images
    without annotations are empty items.
 
-Boxes come from ``bbox`` ``[x, y, w, h]`` as ``Box.from_pixels(x, y, x + w, y + h, W, H)``, as
-TF's ``create_coco_tf_record.py`` does (also for polygons and masks; the shape's bounds only
-when ``bbox`` is absent). Polygons (``segmentation`` list of lists) and RLE (uncompressed
-``counts`` lists and compressed strings) become PNG masks with ``ReadOptions.masks``.
+Objects are built by :mod:`.objects`: boxes from ``bbox`` ``[x, y, w, h]`` as TF's
+``create_coco_tf_record.py`` reads them; polygons and RLE (counts lists and compressed strings)
+become PNG masks with ``ReadOptions.masks``.
 
 Errors (:class:`FormatError` with ``member``, the JSON path in ``key``, ``item``, and the
 annotation id in the message): invalid or truncated JSON, wrong JSON types, an annotation for
@@ -32,7 +31,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from tfdrop.codec.model import Annotation, Box, Item, LabelMap, Shape
+from tfdrop.codec.model import Item, LabelMap
 from tfdrop.errors import FormatError, TfdropError
 from tfdrop.formats.base import Notes, ReadOptions
 from tfdrop.formats.coco.index import (
@@ -42,26 +41,16 @@ from tfdrop.formats.coco.index import (
     find_annotation_files,
     finite,
 )
-from tfdrop.formats.coco.rle import (
-    check_counts,
-    counts_bbox,
-    counts_to_bits,
-    decode_counts_string,
-)
+from tfdrop.formats.coco.objects import ObjectBuilder, Record, refuse
 from tfdrop.formats.coco.scan import walk
 from tfdrop.formats.coco.spill import Spill
 from tfdrop.formats.imageinfo import format_from_name, probe
-from tfdrop.formats.masks import bitmap_mask_png, polygons_mask_png
 
 if TYPE_CHECKING:
     from tfdrop.archive import Source
 
 MAX_IMAGE: Final = 256 << 20
 _OTHER_TASKS: Final = ("person_keypoints_", "captions_", "panoptic_", "stuff_", "image_info_")
-
-# a spilled annotation: (array index, id, category id, bbox or None, iscrowd, area,
-# segmentation, attributes)
-_Record = tuple[int, Any, int, Any, bool, Any, Any, Any]
 
 
 @dataclass(slots=True)
@@ -71,7 +60,7 @@ class CocoReader:
     notes: Notes
     files: list[AnnotationFile] = field(default_factory=list)
     categories: Categories = field(default_factory=Categories)
-    _ids_kept: bool = False
+    _objects: ObjectBuilder = field(init=False)
 
     def __post_init__(self) -> None:
         names = self.source.names()
@@ -89,7 +78,7 @@ class CocoReader:
                 )
         for f in self.files:
             self._read_categories(f.member)
-        self._ids_kept = self.categories.label_map() is not None
+        self._objects = ObjectBuilder(self.categories, self.options, self.notes)
 
     def _read_categories(self, member: str) -> None:
         with self.source.open(member) as stream:
@@ -179,63 +168,8 @@ class CocoReader:
                          attrs if type(attrs) is dict else None),
                     )  # fmt: skip
                     return
-        self._refuse(i, value, index)
+        refuse(i, value, index)
         raise FormatError("invalid annotation", key=f"annotations[{i}]")  # not reached
-
-    def _refuse(self, i: int, value: Any, index: ImageIndex) -> None:
-        """Raise the :class:`FormatError` that says what is wrong with an annotation."""
-        path = f"annotations[{i}]"
-        if not isinstance(value, dict):
-            raise FormatError("an annotation must be a JSON object", key=path)
-        ann_id = value.get("id")
-        image_id = value.get("image_id")
-        if type(image_id) is not int:
-            raise FormatError(
-                f"annotation {ann_id}: image_id must be an integer, not {image_id!r}",
-                key=f"{path}.image_id",
-            )
-        pos = index.position(image_id)
-        if pos is None:
-            raise FormatError(
-                f"annotation {ann_id} refers to image id {image_id}, which is not in images",
-                key=f"{path}.image_id",
-            )
-        cat = value.get("category_id")
-        if type(cat) is not int:
-            raise FormatError(
-                f"annotation {ann_id}: category_id must be an integer, not {cat!r}",
-                key=f"{path}.category_id",
-                item=index.name(pos),
-            )
-        bbox = value.get("bbox")
-        if bbox is not None:
-            if not finite(bbox, 4):
-                raise FormatError(
-                    f"annotation {ann_id}: bbox must be 4 finite numbers [x, y, w, h], "
-                    f"not {bbox!r}",
-                    key=f"{path}.bbox",
-                    item=index.name(pos),
-                )
-            if bbox[2] < 0 or bbox[3] < 0:
-                raise FormatError(
-                    f"annotation {ann_id}: bbox {bbox!r} has a negative width or height",
-                    key=f"{path}.bbox",
-                    item=index.name(pos),
-                )
-        area = value.get("area")
-        if area is not None and not finite([area], 1):
-            raise FormatError(
-                f"annotation {ann_id}: area {area!r} is not a finite number",
-                key=f"{path}.area",
-                item=index.name(pos),
-            )
-        crowd = value.get("iscrowd", 0)
-        if crowd not in (0, 1, None):
-            raise FormatError(
-                f"annotation {ann_id}: iscrowd must be 0 or 1, not {crowd!r}",
-                key=f"{path}.iscrowd",
-                item=index.name(pos),
-            )
 
     # -- pass: items ------------------------------------------------------------------------
 
@@ -243,7 +177,7 @@ class CocoReader:
         groups = spill.groups()
         nxt = next(groups, None)
         for pos in range(len(index)):
-            records: list[_Record] = []
+            records: list[Record] = []
             if nxt is not None and nxt[0] == pos:
                 records = nxt[1]
                 nxt = next(groups, None)
@@ -259,7 +193,7 @@ class CocoReader:
                 return hit
         return None
 
-    def _item(self, f: AnnotationFile, index: ImageIndex, pos: int, records: list[_Record]) -> Item:
+    def _item(self, f: AnnotationFile, index: ImageIndex, pos: int, records: list[Record]) -> Item:
         name = index.name(pos)
         width, height = index.size(pos)
         member = None
@@ -291,7 +225,8 @@ class CocoReader:
                 with self.source.open(member) as s:
                     info = probe(s, name=member)
             width, height, fmt = info.width, info.height, info.format
-        objects = tuple(self._annotation(r, name, width, height) for r in records)
+        build = self._objects.annotation
+        objects = tuple(build(r, name, width, height) for r in records)
         return Item(
             name=name,
             subset=f.subset,
@@ -302,145 +237,6 @@ class CocoReader:
             source_id=str(index.image_id(pos)),
             objects=objects,
         )
-
-    def _annotation(self, r: _Record, item: str, width: int, height: int) -> Annotation:
-        # the hot loop of a conversion (once per object): no work for what is absent
-        i, ann_id, cat, bbox, crowd, area, seg, attrs = r
-        label = self.categories.by_id.get(cat)
-        if label is None:
-            raise FormatError(
-                f"annotation {ann_id} has category id {cat}, which is not in categories",
-                key=f"annotations[{i}].category_id",
-                item=item,
-            )
-        shape: Shape = Shape.BOX
-        polygon: tuple[float, ...] = ()
-        mask: bytes | None = None
-        bounds: tuple[float, float, float, float] | None = None
-        if seg:
-            try:
-                shape, polygon, mask, bounds = self._segmentation(seg, width, height, bbox is None)
-            except FormatError as exc:
-                exc.message = f"annotation {ann_id}: {exc.message}"
-                raise exc.at(key=f"annotations[{i}].segmentation", item=item) from None
-        if bbox is not None:
-            x0, y0, w, h = bbox
-            x1, y1 = x0 + w, y0 + h
-        elif bounds is not None:
-            x0, y0, x1, y1 = bounds
-        else:
-            raise FormatError(
-                f"annotation {ann_id} has neither a bbox nor a segmentation",
-                key=f"annotations[{i}]",
-                item=item,
-            )
-        if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
-            self.notes.warn(
-                "box_clipped",
-                f"annotation {ann_id}: box {(x0, y0, x1, y1)} reaches outside the "
-                f"{width}x{height} image; clipped",
-                item=item,
-            )
-            x0, x1 = min(max(x0, 0), width), min(max(x1, 0), width)
-            y0, y1 = min(max(y0, 0), height), min(max(y1, 0), height)
-        occluded = difficult = truncated = False
-        view = ""
-        attributes: tuple[tuple[str, str], ...] = ()
-        if attrs:
-            # the writer keeps these model fields as attributes (COCO has no keys for them)
-            rest = []
-            for k, v in attrs.items():
-                if k == "occluded":
-                    occluded = _truthy(v)
-                elif k == "difficult":
-                    difficult = _truthy(v)
-                elif k == "truncated":
-                    truncated = _truthy(v)
-                elif k == "view":
-                    view = str(v)
-                else:
-                    rest.append((str(k), _attr_text(v)))
-            attributes = tuple(rest)
-        return Annotation(
-            label=label,
-            # the COCO id is the label id when the map keeps COCO ids: the resolver then has
-            # nothing to replace (dataclasses.replace per object was a quarter of the run)
-            label_id=cat if self._ids_kept else 0,
-            box=Box.from_pixels(x0, y0, x1, y1, width, height),
-            mask=mask,
-            is_crowd=crowd,
-            area=float(area) if area is not None else None,
-            shape=shape,
-            polygon=polygon,
-            occluded=occluded,
-            difficult=difficult,
-            truncated=truncated,
-            view=view,
-            attributes=attributes,
-        )
-
-    def _segmentation(
-        self, seg: Any, width: int, height: int, need_bounds: bool
-    ) -> tuple[Shape, tuple[float, ...], bytes | None, tuple[float, float, float, float] | None]:
-        """(shape, kept polygon, mask PNG if masks are on, bounds if asked for)."""
-        if not seg:
-            return Shape.BOX, (), None, None
-        if isinstance(seg, list):
-            parts: list[list[float]] = []
-            for part in seg:
-                if not finite(part) or len(part) % 2:
-                    raise FormatError("a polygon must be a list of x, y numbers")
-                if len(part) >= 6:
-                    parts.append(part)
-            if not parts:
-                return Shape.BOX, (), None, None
-            bounds = None
-            if need_bounds:
-                bounds = (
-                    min(min(p[0::2]) for p in parts),
-                    min(min(p[1::2]) for p in parts),
-                    max(max(p[0::2]) for p in parts),
-                    max(max(p[1::2]) for p in parts),
-                )
-            polygon: tuple[float, ...] = ()
-            if len(parts) == 1:
-                polygon = tuple(map(float, parts[0]))
-            else:
-                self.notes.lose("polygon_parts")  # the item model keeps one polygon per object
-            mask = polygons_mask_png(parts, width, height) if self.options.masks else None
-            return Shape.POLYGON, polygon, mask, bounds
-        if isinstance(seg, dict):
-            size = seg.get("size")
-            counts = seg.get("counts")
-            if not (isinstance(size, list) and len(size) == 2):
-                raise FormatError(f"RLE size must be [height, width], not {size!r}")
-            if size != [height, width]:
-                raise FormatError(f"RLE size {size} is not the image's [{height}, {width}]")
-            if isinstance(counts, str):
-                counts = decode_counts_string(counts)
-            elif not isinstance(counts, list):
-                raise FormatError("RLE counts must be a list or a compressed string")
-            mask = None
-            if self.options.masks:
-                bits = counts_to_bits(counts, height, width)  # also checks the counts
-                mask = bitmap_mask_png(bits, width, height)
-            else:
-                check_counts(counts, height, width)
-            box = counts_bbox(counts, height) if need_bounds else None
-            return Shape.MASK, (), mask, box
-        raise FormatError(f"segmentation must be a list or an RLE object, not {seg!r}")
-
-
-def _truthy(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes")
-    return bool(value)
-
-
-def _attr_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
 
 
 def open_reader(source: Source, options: ReadOptions, notes: Notes) -> CocoReader:
