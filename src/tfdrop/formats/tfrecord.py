@@ -235,6 +235,18 @@ class TfrecordWriter:
         i = self._rr[item.subset or "default"]
         self._rr[item.subset or "default"] = i + 1
         outs[i % len(outs)].writer.write(encode_example(item))
+        self._count_losses(item)
+
+    def _count_losses(self, item: Item) -> None:
+        """What the OD API's keys have no room for goes into the report (SPEC.md)."""
+        notes = self.notes
+        if item.tags:
+            notes.lose("tag", len(item.tags))
+        for obj in item.objects:
+            if obj.polygon and obj.mask is None:
+                notes.lose("polygon")  # kept as its bounding box; --masks keeps the shape
+            for name, _value in obj.attributes:
+                notes.lose(f"attribute:{name}")
 
     def close(self, label_map: LabelMap) -> None:
         try:
