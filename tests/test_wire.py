@@ -185,7 +185,7 @@ def same(a: wire.Features, b: wire.Features) -> bool:
 FAST_PATHS = [wire.parse_features_py] + ([wire.parse_features] if wire.HAVE_C else [])
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     ents=st.lists(entries(), max_size=6),
     unknown_top=st.booleans(),
@@ -213,7 +213,7 @@ def _check_agreement(data: bytes) -> None:
         assert same(fast, slow), (parse.__name__, fast, slow)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(
     ents=st.lists(st.tuples(KEYS, feats()), max_size=6),
 )
