@@ -18,7 +18,6 @@ import argparse
 import io
 import json
 import os
-import shutil
 import signal
 import socket
 import statistics
@@ -240,30 +239,41 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small smoke run")
     parser.add_argument("--jobs", type=int, default=2, help="daemon max_jobs (default 2)")
+    parser.add_argument(
+        "--parts",
+        default="startup,latency,throughput",
+        help="comma-separated subset of startup,latency,throughput (default: all)",
+    )
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     drops, files, starts = (10, 40, 2) if args.quick else (50, 500, 5)
     results: dict[str, Any] = {"cpus": os.cpu_count(), "load_average": os.getloadavg()}
-    results.update(bench_startup(starts))
-    print(f"start-up to READY=1: {results['startup_to_ready_median_s'] * 1000:.0f} ms (median)")
-    results.update(bench_latency(drops))
-    print(
-        f"drop-to-published, 20-image zip, settle {SETTLE}s subtracted: "
-        f"median {results['latency_median_ms']:.0f} ms, p95 {results['latency_p95_ms']:.0f} ms "
-        f"({drops} drops)"
-    )
-    thr = bench_throughput(files, args.jobs)
-    results["throughput"] = thr
-    print(
-        f"draining {files} small zips: daemon {thr['daemon_s']:.1f} s "
-        f"({thr['daemon_files_per_s']:.1f} files/s, max_jobs {args.jobs}); "
-        f"`tfdrop convert` per file: {thr['cli_per_file_s']:.1f} s "
-        f"({thr['cli_files_per_s']:.1f} files/s); x{thr['speedup']:.1f}; "
-        f"daemon peak RSS {thr['daemon_peak_rss_mb']:.0f} MB"
-    )
+    if "startup" in parts:
+        results.update(bench_startup(starts))
+        ms = results["startup_to_ready_median_s"] * 1000
+        print(f"start-up to READY=1: {ms:.0f} ms (median of {starts})")
+    if "latency" in parts:
+        results.update(bench_latency(drops))
+        print(
+            f"drop-to-published, 20-image zip, settle {SETTLE}s subtracted: "
+            f"median {results['latency_median_ms']:.0f} ms, p95 {results['latency_p95_ms']:.0f} ms"
+            f", max {results['latency_max_ms']:.0f} ms ({drops} drops)"
+        )
+    if "throughput" in parts:
+        thr = bench_throughput(files, args.jobs)
+        results["throughput"] = thr
+        print(
+            f"draining {files} small zips: daemon {thr['daemon_s']:.1f} s "
+            f"({thr['daemon_files_per_s']:.1f} files/s, max_jobs {args.jobs}); "
+            f"`tfdrop convert` per file: {thr['cli_per_file_s']:.1f} s "
+            f"({thr['cli_files_per_s']:.1f} files/s); x{thr['speedup']:.1f}; "
+            f"daemon peak RSS {thr['daemon_peak_rss_mb']:.0f} MB"
+        )
     out_dir = HERE / "out"
     out_dir.mkdir(exist_ok=True)
-    (out_dir / "bench_daemon.json").write_text(json.dumps(results, indent=2) + "\n")
-    shutil.rmtree(out_dir / "tmp", ignore_errors=True)
+    (out_dir / f"bench_daemon_{'_'.join(sorted(parts))}.json").write_text(
+        json.dumps(results, indent=2) + "\n"
+    )
     return 0
 
 

@@ -32,7 +32,6 @@ from tfdrop.errors import TfdropError
 log = structlog.get_logger("tfdrop.daemon")
 
 _ABORT_SECONDS = 10.0  # after the grace period: how long aborted jobs get to clean up
-_WATCH_START_SECONDS = 5.0
 
 
 def _tick_seconds(settle: float) -> float:
@@ -346,16 +345,10 @@ class Service:
         loop.add_signal_handler(
             signal.SIGHUP, lambda: self._tasks.append(loop.create_task(self._reload()))
         )
-        # watch first, then list: a file dropped in between is seen by one or the other
+        # a file dropped before the watch is in place is found by the start-up scan, or by
+        # the rescan the watcher asks for once it is (its first yield)
         for rt in self.runtimes:
             self._start_watcher(rt)
-        try:
-            await asyncio.wait_for(
-                asyncio.gather(*(rt.watching.wait() for rt in self.runtimes)),
-                timeout=_WATCH_START_SECONDS,
-            )
-        except TimeoutError:
-            log.warning("watch_slow_to_start", hint="drops are still found by rescans")
         now = time.monotonic()
         try:
             for rt in self.runtimes:
