@@ -114,7 +114,8 @@ def test_zip_without_images_is_an_error(tmp_path: Path) -> None:
 
 
 def test_a_broken_image_names_its_member(tmp_path: Path) -> None:
-    camera_zip(tmp_path / "cam.zip", first={"bad.jpg": b"\xff\xd8\xff not really"})
+    # Last in the zip: the failure comes mid-stream, after records were written.
+    camera_zip(tmp_path / "cam.zip", {"bad.jpg": b"\xff\xd8\xff not really"})
     with pytest.raises(FormatError, match="not a readable image") as err:
         convert(tmp_path / "cam.zip", tmp_path / "o.zip", ConvertOptions())
     assert err.value.member == "bad.jpg"
