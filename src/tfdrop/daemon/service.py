@@ -58,6 +58,7 @@ class Service:
         self._status = ""
         self._tasks: list[asyncio.Task[None]] = []
         self.clean = True
+        self.exit_code = 0
 
     # -- pipelines --------------------------------------------------------------------------
 
@@ -114,6 +115,14 @@ class Service:
             self.beat = time.monotonic()
             self._update_status()
             await asyncio.sleep(_tick_seconds(self.config.daemon.settle_seconds))
+
+    def _ticker_done(self, task: asyncio.Task[None]) -> None:
+        """A scanner that died of a bug stops the daemon with exit 1 (systemd restarts it)."""
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error("scanner_crashed", exc_info=task.exception())
+        self.exit_code = 1
+        self.stopping.set()
 
     async def _watchdog(self, seconds: float) -> None:
         while True:
@@ -357,7 +366,9 @@ class Service:
             log.error("daemon_start_failed", message=str(exc))
             return 1
         self._ensure_workers()
-        self._tasks.append(asyncio.create_task(self._ticker(), name="ticker"))
+        ticker = asyncio.create_task(self._ticker(), name="ticker")
+        ticker.add_done_callback(self._ticker_done)
+        self._tasks.append(ticker)
         if self.notifier.watchdog_seconds:
             self._tasks.append(
                 asyncio.create_task(self._watchdog(self.notifier.watchdog_seconds), name="watchdog")
@@ -381,4 +392,4 @@ class Service:
         self.clean = await self._shutdown()
         log.info("daemon_stopped", clean=self.clean, counts=dict(self.counts))
         self.notifier.close()
-        return 0
+        return self.exit_code
