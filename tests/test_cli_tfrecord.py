@@ -308,3 +308,23 @@ def test_convert_a_corrupt_input_exits_1_and_writes_nothing(d: Path, tmp_path: P
     assert f"offset {2 * RECORD}" in proc.stderr
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_convert_a_file_name_that_is_not_utf8_is_a_clear_error(tmp_path: Path) -> None:
+    # os.listdir gives "\udcff.png" for the bytes b"\xff.png"; encode_example crashed on it
+    # with a UnicodeEncodeError traceback
+    src = tmp_path / "camera"
+    src.mkdir()
+    png = (
+        b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x04\x00\x00\x00\x03\x08\x02\x00\x00"
+        b"\x00\x12\x16\xf1M\x00\x00\x00\x12IDATx\x9cc`@\x06\x0c\x0c\x0c\xc8\x00\x00\x00$"
+        b"\x00\x01\xfe\x99\x13\x1d\x00\x00\x00\x00IEND\xaeB`\x82"
+    )
+    with open(os.path.join(os.fsencode(src), b"\xff.png"), "wb") as f:
+        f.write(png)
+    out = tmp_path / "out.zip"
+    proc = tfdrop("convert", src, "--to", "tfrecord", "-o", out)
+    assert proc.returncode == 1
+    assert "image/filename" in proc.stderr
+    assert "not valid Unicode" in proc.stderr
+    assert not out.exists()
