@@ -24,18 +24,12 @@ def encoded(fmt: str, size: tuple[int, int]) -> bytes:
     return buf.getvalue()
 
 
-def camera_zip(
-    path: Path, extra: dict[str, bytes] | None = None, *, first: dict[str, bytes] | None = None
-) -> dict[str, bytes]:
-    members = (
-        (first or {})
-        | {
-            "cam1/0001.jpg": encoded("JPEG", (64, 48)),
-            "cam1/night/0002.JPG": encoded("JPEG", (32, 24)),
-            "0003.png": encoded("PNG", (17, 9)),
-        }
-        | (extra or {})
-    )
+def camera_zip(path: Path, extra: dict[str, bytes] | None = None) -> dict[str, bytes]:
+    members = {
+        "cam1/0001.jpg": encoded("JPEG", (64, 48)),
+        "cam1/night/0002.JPG": encoded("JPEG", (32, 24)),
+        "0003.png": encoded("PNG", (17, 9)),
+    } | (extra or {})
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, data in members.items():
             zf.writestr(name, data)
