@@ -112,7 +112,7 @@ class WorkArea:
     def job(self, job_id: str) -> Claimed | None:
         """The claim in one of our job folders (one just adopted), if it holds an input."""
         folder = self.folder / job_id
-        inputs = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+        inputs = [p for p in folder.iterdir() if _is_input(p)]
         return Claimed(job_id, folder, inputs[0]) if len(inputs) == 1 else None
 
     def recover(self) -> list[Claimed]:
@@ -122,7 +122,7 @@ class WorkArea:
             if not entry.is_dir(follow_symlinks=False):
                 continue
             folder = Path(entry.path)
-            inputs = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+            inputs = [p for p in folder.iterdir() if _is_input(p)]
             if len(inputs) != 1:
                 # crash between mkdir and rename (empty), or leftovers only
                 if not inputs:
@@ -167,6 +167,12 @@ class WorkArea:
             return True
         os.close(fd)
         return False
+
+
+def _is_input(p: Path) -> bool:
+    """A claimed drop in a job folder: a file, or a symlink (dropped as one, never followed;
+    a dangling one too, or recovery would delete it)."""
+    return not p.name.startswith(".") and (p.is_symlink() or p.is_file())
 
 
 def _remove_tree(folder: Path) -> None:

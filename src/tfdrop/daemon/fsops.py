@@ -98,7 +98,7 @@ def _finish_link(src: Path, dst: Path) -> bool:
     between link and unlink (:func:`publish_no_clobber`); taking it up again must not leave a
     second copy under the next free name."""
     try:
-        same = os.path.samefile(src, dst)
+        same = os.path.samestat(os.lstat(src), os.lstat(dst))  # lstat: a link is not its target
     except FileNotFoundError:
         return False
     if same:

@@ -36,7 +36,7 @@ from tfdrop.daemon.fsops import (
     write_replace,
 )
 from tfdrop.daemon.ledger import BEING_WRITTEN, Entry, Ledger
-from tfdrop.errors import TfdropError
+from tfdrop.errors import TfdropError, UnsafeArchiveError
 
 log = structlog.get_logger("tfdrop.daemon")
 
@@ -49,6 +49,14 @@ class JobCancelled(Exception):
 
 class WaitForOther(Exception):
     """Another live instance is converting the same bytes; try again later."""
+
+
+def _json_bytes(doc: dict[str, Any]) -> bytes:
+    """Readable UTF-8 JSON; a file name that is not UTF-8 (surrogate-escaped by Python) is
+    written as a JSON escape, which reads back as the same name, instead of crashing."""
+    return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode(
+        "utf-8", "backslashreplace"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +151,13 @@ class JobRunner:
         raise WaitForOther
 
     def _run(self) -> Outcome:
+        if self.claimed.input.is_symlink():
+            # SPEC.md "Bad input": following it would read (and route) a file outside the
+            # folders tfdrop was given; the link itself goes to failed/
+            raise UnsafeArchiveError(
+                "the drop is a symbolic link; tfdrop never follows links out of a drop folder",
+                hint="copy the file itself into the drop folder",
+            )
         if not self.claimed.input.exists():
             # moved away by hand while waiting for a retry: nothing left to do
             finish_job_folder(self.claimed)
@@ -221,7 +236,7 @@ class JobRunner:
             doc["output"] = f"{stem}{ARCHIVE_SUFFIX}"
             write_replace(
                 p.output / f"{stem}.report.json",
-                (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode(),
+                _json_bytes(doc),
                 self.work.instance,
             )
             try:
@@ -284,7 +299,7 @@ class JobRunner:
                 self.claimed.input,
                 self.pipeline.failed,
                 self.claimed.name,
-                (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode(),
+                _json_bytes(doc),
                 job=self.claimed.job_id,
                 instance=self.work.instance,
             )

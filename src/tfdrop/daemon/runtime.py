@@ -134,8 +134,10 @@ async def watch_drop(
                     p = Path(path)
                     if change != watchfiles.Change.deleted and p.parent == rt.cfg.drop:
                         rt.tracker.note(p.name, now)
-        except (OSError, RuntimeError) as exc:
-            # the folder went away or inotify ran out of watches: rescans still find drops
+        except (OSError, RuntimeError, ExceptionGroup) as exc:
+            # the folder went away, inotify ran out of watches, or a file name is not UTF-8
+            # (watchfiles raises that from its task group): a rescan now still finds drops
             log.warning("watch_failed", pipeline=rt.cfg.name, error=str(exc))
+            rt.next_rescan = 0.0
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=max(d.rescan_seconds, 1.0))

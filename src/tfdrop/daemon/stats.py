@@ -22,6 +22,20 @@ log = structlog.get_logger("tfdrop.daemon")
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
+def _peak_rss_mib() -> float:
+    """VmHWM: the peak of this process image. ru_maxrss is the fallback only: Linux carries
+    it over from the parent across fork and exec, so a daemon started by a big process
+    (a test runner) would report the parent's peak."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
+
+
 def process_figures() -> dict[str, Any]:
     """Current and peak RSS (MiB), open fds, threads and asyncio tasks of this process."""
     out: dict[str, Any] = {}
@@ -30,8 +44,7 @@ def process_figures() -> dict[str, Any]:
             out["rss_mib"] = round(int(f.read().split()[1]) * _PAGE / 2**20, 1)
     except (OSError, ValueError, IndexError):
         pass
-    # ru_maxrss is KiB on Linux
-    out["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    out["peak_rss_mib"] = _peak_rss_mib()
     with contextlib.suppress(OSError):
         out["fds"] = len(os.listdir("/proc/self/fd")) - 1  # minus the listing's own fd
     out["threads"] = threading.active_count()

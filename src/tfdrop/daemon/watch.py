@@ -133,8 +133,15 @@ class DropTracker:
             except FileNotFoundError:
                 del self._seen[name]
                 continue
+            if stat.S_ISLNK(st.st_mode):
+                # taken (the link itself, never its target) so that it ends in failed/ with
+                # an error file instead of waiting forever
+                del self._seen[name]
+                self._handed.add(name)
+                out.append(Settled(path, 0, True))
+                continue
             if not stat.S_ISREG(st.st_mode):
-                del self._seen[name]  # folders, links, fifos: never taken
+                del self._seen[name]  # folders, fifos, sockets: never taken
                 if name not in self._ignored:
                     self._ignored.add(name)
                     self.newly_ignored.append(name)
