@@ -288,3 +288,12 @@ def test_missing_or_non_positive_image_size_is_a_problem(
     name: str, key: str, bad: list[int] | None
 ) -> None:
     assert one(record(**{name: bad})).key == key
+
+
+@pytest.mark.parametrize("label_map", [None, LM])
+def test_class_text_that_is_not_utf8_is_a_problem(label_map: LabelMap | None) -> None:
+    # the readers refuse such a label; validate once called the record valid
+    p = one(record(object__class__text=[b"cat", b"caf\xe9"]), label_map)
+    assert (p.key, p.obj) == (TEXT, 1)
+    assert "UTF-8" in p.message
+    assert problems(record(object__class__text=[b"cat", "caf\u00e9".encode()])) == []

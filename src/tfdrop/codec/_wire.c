@@ -378,6 +378,27 @@ utf8_ok(const unsigned char *s, Py_ssize_t n)
     return 1;
 }
 
+/* Every value of a bytes list is UTF-8 (an ASCII scan first; the decoder only if needed). */
+static int
+texts_utf8(const unsigned char *buf, const span_t *sp)
+{
+    Py_ssize_t pos = sp->start, len;
+    while (pos < sp->end) {
+        pos++;
+        if (read_len(buf, sp->end, &pos, &len) < 0)
+            return 0;
+        for (Py_ssize_t i = 0; i < len; i++) {
+            if (buf[pos + i] >= 0x80) {
+                if (!utf8_ok(buf + pos, len))
+                    return 0;
+                break;
+            }
+        }
+        pos += len;
+    }
+    return 1;
+}
+
 /* First value of a bytes list: its [start, end). Returns 0 if the list is empty. */
 static int
 first_bytes(const unsigned char *buf, const span_t *sp, Py_ssize_t *s, Py_ssize_t *e)
@@ -554,6 +575,8 @@ od_check(PyObject *self, PyObject *args)
             if (ids[i] < 1)
                 Py_RETURN_NONE;
         }
+        if (text_ids == Py_None && counts[K_TEXT] > 0 && !texts_utf8(data, &sp[K_TEXT]))
+            Py_RETURN_NONE; /* a class text that is not UTF-8: the Python path names it */
         if (text_ids != Py_None) {
             if (counts[K_TEXT] == 0) {
                 Py_RETURN_NONE; /* ids only: the Python path checks them against the map */

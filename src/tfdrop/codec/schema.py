@@ -81,6 +81,15 @@ def _check_labels(p: ParsedExample, label_map: LabelMap | None, out: list[Proble
     if ids is None and texts is None:
         out.append(Problem(LABEL, "objects have boxes but neither class/label nor class/text"))
         return
+    bad_text: set[int] = set()
+    if texts is not None and not b"".join(texts).isascii():
+        # the readers refuse such a label (to_item), so validate must say so too
+        for i, t in enumerate(texts):
+            try:
+                t.decode("utf-8")
+            except UnicodeDecodeError:
+                bad_text.add(i)
+                out.append(Problem(TEXT, f"class text {t!r} is not UTF-8", i))
     # all-clear fast paths (set operations run in C); details only when they fail
     if label_map is None:
         if ids is None or min(ids) >= 1:
@@ -99,6 +108,8 @@ def _check_labels(p: ParsedExample, label_map: LabelMap | None, out: list[Proble
         return
     n = p.num_objects
     for i in range(n):
+        if i in bad_text:
+            continue
         text = texts[i].decode("utf-8", "replace") if texts is not None and texts[i] else None
         label_id = ids[i] if ids is not None else None
         if text is not None:
