@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import subprocess
 import sys
@@ -70,6 +71,10 @@ def d(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "x.tfrecord-00000-of-00002").write_bytes(records(ITEMS[:2]))
     (d / "x.tfrecord-00001-of-00002").write_bytes(records(ITEMS[2:], "gzip"))
     (d / "garbage.tfrecord").write_bytes(b"this is not a TFRecord file\n" * 4)
+    nan_box = Annotation(
+        label="cat", box=Box(math.nan, 0.0, math.inf, 1.0), label_id=1, area=-math.inf
+    )
+    (d / "nan.tfrecord").write_bytes(records([Item(name="n.jpg", objects=(nan_box,))]))
     (d / "cat_only.pbtxt").write_text("item {\n  id: 1\n  name: 'cat'\n}\n")
     (d / "broken.pbtxt").write_text("item {\n  id: 1\n  name: 'cat'\n}\nitem {\n  id: one\n}\n")
     (d / "pin.pbtxt").write_text(format_label_map(LabelMap.from_names(["bird", "dog", "cat"])))
@@ -328,3 +333,20 @@ def test_convert_a_file_name_that_is_not_utf8_is_a_clear_error(tmp_path: Path) -
     assert "image/filename" in proc.stderr
     assert "not valid Unicode" in proc.stderr
     assert not out.exists()
+
+
+def _strict(token: str) -> object:
+    raise AssertionError(f"not JSON: {token}")
+
+
+def test_inspect_json_is_strict_json_even_for_nan_boxes(d: Path) -> None:
+    # json.dumps wrote bare NaN / Infinity, which JSON parsers other than Python's refuse
+    proc = tfdrop("inspect", "--json", d / "nan.tfrecord")
+    assert proc.returncode == 0
+    (row,) = [json.loads(x, parse_constant=_strict) for x in proc.stdout.splitlines()]
+    assert row["objects"][0]["box"] == ["nan", 0.0, "inf", 1.0]
+    assert row["objects"][0]["area"] == "-inf"
+    proc = tfdrop("validate", "--json", d / "nan.tfrecord")
+    assert proc.returncode == 1
+    rows = [json.loads(x, parse_constant=_strict) for x in proc.stdout.splitlines()]
+    assert {r.get("key") for r in rows[:-1]} >= {"image/object/bbox/xmin", "image/object/bbox/xmax"}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,21 @@ def item_dict(item: Item) -> dict[str, Any]:
     }
 
 
+def _finite(v: Any) -> Any:
+    """NaN and infinities as strings: ``json.dumps`` would write bare NaN, which is not JSON."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return repr(v)
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_finite(x) for x in v]
+    return v
+
+
+def _json(d: dict[str, Any]) -> str:
+    return json.dumps(_finite(d), allow_nan=False)
+
+
 def _text(index: int, display: str, d: dict[str, Any]) -> str:
     lines = [
         f"[{display} #{index}] {d['filename']}  {d['width']}x{d['height']} {d['format']}"
@@ -88,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
                     except TfdropError as exc:
                         raise exc.at(archive=rf.display, record=index) from None
                     d = item_dict(item)
-                    print(json.dumps(d) if args.json else _text(index, rf.display, d))
+                    print(_json(d) if args.json else _text(index, rf.display, d))
                     shown += 1
     except TfdropError as exc:
         return fail(str(exc), hint=exc.hint)
