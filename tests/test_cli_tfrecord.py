@@ -350,3 +350,14 @@ def test_inspect_json_is_strict_json_even_for_nan_boxes(d: Path) -> None:
     assert proc.returncode == 1
     rows = [json.loads(x, parse_constant=_strict) for x in proc.stdout.splitlines()]
     assert {r.get("key") for r in rows[:-1]} >= {"image/object/bbox/xmin", "image/object/bbox/xmax"}
+
+
+def test_validate_an_incomplete_shard_set_names_the_missing_shard(tmp_path: Path) -> None:
+    # validate once called a set with a shard missing valid
+    (tmp_path / "y.record-00000-of-00003").write_bytes(records(ITEMS[:2]))
+    (tmp_path / "y.record-00002-of-00003").write_bytes(records(ITEMS[2:]))
+    proc = tfdrop("validate", "--json", tmp_path / "y.record-00002-of-00003")
+    assert proc.returncode == 1
+    problem, summary = json_lines(proc.stdout)
+    assert problem["message"] == "shard set incomplete: y.record-00001-of-00003 is missing"
+    assert summary["summary"] == {"valid": False, "files": 2, "records": N, "problems": 1}

@@ -17,7 +17,7 @@ from tfdrop.codec.labelmap import parse_label_map
 from tfdrop.codec.model import LabelMap
 from tfdrop.errors import TfdropError
 from tfdrop.formats.tfrecord import LABEL_MAP_NAME, subset_of
-from tfdrop.stream import is_tfrecord_name, iter_records, parse_shard_name
+from tfdrop.stream import is_tfrecord_name, iter_records, parse_shard_name, shard_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +73,23 @@ def record_files(path: Path) -> Iterator[tuple[list[RecordFile], LabelMap | None
             else None
         )
         yield files, lm, src
+
+
+def missing_shards(files: list[RecordFile]) -> list[tuple[str, str]]:
+    """``(display of a present shard, missing shard name)`` for every incomplete shard set."""
+    sets: dict[str, tuple[str, int, set[int]]] = {}
+    for rf in files:
+        name = rf.member or rf.path.name
+        shard = parse_shard_name(name.rsplit("/", 1)[-1])
+        if shard is not None:
+            base = name[: len(name) - len(name.rsplit("/", 1)[-1])] + shard[0]
+            sets.setdefault(base, (rf.display, shard[2], set()))[2].add(shard[1])
+    return [
+        (display, shard_name(base, i, count))
+        for base, (display, count, seen) in sets.items()
+        for i in range(count)
+        if i not in seen
+    ]
 
 
 def iter_file_records(rf: RecordFile, source: Source | None) -> Iterator[tuple[int, int, bytes]]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tfdrop.cli.common import fail, load_label_map
-from tfdrop.cli.records import iter_file_records, record_files
+from tfdrop.cli.records import iter_file_records, missing_shards, record_files
 from tfdrop.codec.example import parse_example
 from tfdrop.codec.schema import check_parsed, fast_check
 from tfdrop.errors import DataError, TfdropError
@@ -55,6 +55,12 @@ def run(args: argparse.Namespace) -> int:
             if not files:
                 return fail(f"{args.path}: no .tfrecord, .record or shard files found")
             label_map = pinned or found_map
+            for display, name in missing_shards(files):
+                problems += 1  # a shard set with a file missing is an incomplete dataset
+                _emit(
+                    {"file": display, "message": f"shard set incomplete: {name} is missing"},
+                    args.json,
+                )
             for rf in files:
                 files_checked += 1
                 offset = 0
