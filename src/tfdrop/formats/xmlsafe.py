@@ -123,6 +123,10 @@ class SafeXmlParser:
             line = getattr(exc, "lineno", None) or self._parser.ErrorLineNumber
             reason = expat.ErrorString(exc.code) if exc.code else str(exc)
             self._fail(f"malformed XML: {reason}", line)
+        except LookupError as exc:
+            # an XML declaration naming an encoding Python does not know (fuzzing found
+            # encoding='utf-1' escaping as a bare LookupError)
+            self._fail(f"malformed XML: {exc}", self._parser.CurrentLineNumber)
         except FormatError as exc:
             self._error = exc
             raise
