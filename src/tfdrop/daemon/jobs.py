@@ -228,18 +228,16 @@ class JobRunner:
         for attempt in range(3):
             stem = entry.stem
             assert stem is not None
-            write_replace(
-                p.output / f"{stem}.label_map.pbtxt",
-                format_label_map(report.label_map).encode(),
-                self.work.instance,
-            )
             doc["output"] = f"{stem}{ARCHIVE_SUFFIX}"
-            write_replace(
-                p.output / f"{stem}.report.json",
-                _json_bytes(doc),
-                self.work.instance,
-            )
             try:
+                write_replace(
+                    p.output / f"{stem}.label_map.pbtxt",
+                    format_label_map(report.label_map).encode(),
+                    self.work.instance,
+                )
+                write_replace(
+                    p.output / f"{stem}.report.json", _json_bytes(doc), self.work.instance
+                )
                 publish_file(archive, p.output / f"{stem}{ARCHIVE_SUFFIX}", self.work.instance)
             except FileExistsError:
                 # someone put a file of that name there after we reserved it: take the next
@@ -255,6 +253,13 @@ class JobRunner:
                 )
                 self.entry = entry
                 continue
+            except OSError:
+                # disk full, a share gone: the job is retried, and until then no sidecar may
+                # sit in the output folder without its archive (found by the disk-full test)
+                for suffix in (".label_map.pbtxt", ".report.json"):
+                    with contextlib.suppress(OSError):
+                        (p.output / f"{stem}{suffix}").unlink(missing_ok=True)
+                raise
             self.ledger.published(entry, f"{stem}{ARCHIVE_SUFFIX}")
             log.info(
                 "archive_published",
