@@ -293,3 +293,17 @@ def test_xml_declaring_an_unknown_encoding_is_a_format_error(tmp_path: Path) -> 
     src.write_bytes(_rezip(members))
     with pytest.raises(FormatError, match="utf-1"):
         convert(src, tmp_path / "out.zip", ConvertOptions(source_format="voc"))
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "1e999"])
+def test_cvat_image_size_that_is_not_finite_is_a_format_error(tmp_path: Path, value: str) -> None:
+    """Found by this fuzzer: ``width="inf"`` escaped the CVAT reader as an OverflowError."""
+    members = []
+    for n, d in _members(seeds()["cvat"]):
+        if n == "annotations.xml":
+            d = re.sub(rb'width="\d+"', f'width="{value}"'.encode(), d, count=1)
+        members.append((n, d))
+    src = tmp_path / "cvat.zip"
+    src.write_bytes(_rezip(members))
+    with pytest.raises(TfdropError, match="not a number"):
+        convert(src, tmp_path / "out.zip", ConvertOptions(source_format="cvat"))

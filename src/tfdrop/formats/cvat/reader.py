@@ -354,7 +354,7 @@ def _int_attr(el: ET.Element, key: str, where: Where) -> int:
         return 0
     try:
         return int(float(raw))
-    except ValueError:
+    except (ValueError, OverflowError):  # "inf" overflows (found by fuzzing), "nan" is a ValueError
         raise where.error(f"<{el.tag}> {key}={raw[:40]!r} is not a number") from None
 
 
