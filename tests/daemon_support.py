@@ -110,7 +110,13 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, step: float 
 class Daemon:
     """``python -m tfdrop run --config FILE`` as a child process with its log as events."""
 
-    def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        log: Path,
+        env: dict[str, str] | None = None,
+        prefix: list[str] | None = None,  # e.g. setpriv ... to run as another user
+    ) -> None:
         self.log = log
         self._log_file = log.open("ab")
         full_env = dict(os.environ)
@@ -118,7 +124,7 @@ class Daemon:
         full_env.pop("WATCHDOG_USEC", None)
         full_env.update(env or {})
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tfdrop", "run", "--config", str(config)],
+            [*(prefix or []), sys.executable, "-m", "tfdrop", "run", "--config", str(config)],
             stdout=self._log_file,
             stderr=self._log_file,
             env=full_env,

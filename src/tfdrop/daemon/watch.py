@@ -159,6 +159,11 @@ class DropTracker:
                 except FileNotFoundError:
                     del self._seen[name]
                     continue
+                except OSError:
+                    # unreadable (EACCES): one such file must not stop the whole folder's
+                    # scan (the permission test found it did); once stale it is taken, and
+                    # the job retries with a clear error until it can be read
+                    complete = False
                 if not complete and quiet < self.stale:
                     continue
             del self._seen[name]
