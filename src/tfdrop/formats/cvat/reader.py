@@ -348,14 +348,22 @@ class CvatReader:
         )
 
 
+_MAX_SIZE = 2**31 - 1  # pixels; anything larger is not an image size
+
+
 def _int_attr(el: ET.Element, key: str, where: Where) -> int:
     raw = el.get(key)
     if raw is None:
         return 0
     try:
-        return int(float(raw))
+        value = int(float(raw))
     except (ValueError, OverflowError):  # "inf" overflows (found by fuzzing), "nan" is a ValueError
         raise where.error(f"<{el.tag}> {key}={raw[:40]!r} is not a number") from None
+    if not 0 <= value <= _MAX_SIZE:
+        # found by fuzzing: 1e23 passed here and failed later as a bare ValueError in the
+        # record encoder (int64 range)
+        raise where.error(f"<{el.tag}> {key}={raw[:40]!r} is not a pixel size")
+    return value
 
 
 def open_reader(source: Source, options: ReadOptions, notes: Notes) -> CvatReader:
