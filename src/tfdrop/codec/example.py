@@ -17,7 +17,7 @@ from google.protobuf.message import DecodeError
 
 from tfdrop.codec import wire
 from tfdrop.codec.model import Annotation, Box, Item, LabelMap, Shape
-from tfdrop.codec.proto import Example, Feature
+from tfdrop.codec.proto import Example
 from tfdrop.errors import ExampleError, SchemaError
 
 # --- feature keys (TF models object_detection/core/standard_fields.py TfExampleFields) --------
@@ -300,21 +300,16 @@ def _encodable(s: str) -> bool:
     return True
 
 
-def _set_bytes(feats: Any, key: str, values: list[bytes]) -> None:
-    feats[key].bytes_list.value.extend(values)
-
-
-def _set_ints(feats: Any, key: str, values: list[int]) -> None:
-    feats[key].int64_list.value.extend(values)
-
-
-def _set_floats(feats: Any, key: str, values: list[float]) -> None:
-    feats[key].float_list.value.extend(values)
-
-
 def image_sha256(image: bytes) -> str:
     """Hex SHA-256 of the encoded image, as ``image/key/sha256`` holds it."""
     return hashlib.sha256(image).hexdigest()
+
+
+def _k(key: str) -> bytes:
+    return _KEY_BYTES[key]
+
+
+_KEY_BYTES: Final = {k: k.encode() for k in (*SCALAR_KEYS, *OBJECT_KEYS)}
 
 
 def encode_example(item: Item) -> bytes:
@@ -323,31 +318,37 @@ def encode_example(item: Item) -> bytes:
     Label ids must already be assigned (``label_id >= 1``; the convert path does that from the
     label map). Like TF models' pascal script, the per-object box, class, difficult, truncated
     and view lists are always written (empty for an image with no objects); occluded, mask,
-    is_crowd and area only when the item has them.
+    is_crowd and area only when the item has them. The bytes equal protobuf's deterministic
+    serialization (map entries sorted by key), built without copying the image twice.
     """
-    ex = Example()
-    feats = ex.features.feature  # type: ignore[attr-defined]
+    b = wire.ExampleBuilder()
     image = item.image if item.image is not None else b""
     sha = image_sha256(image) if image else item.sha256
-    _set_ints(feats, HEIGHT, [item.height])
-    _set_ints(feats, WIDTH, [item.width])
-    _set_bytes(feats, FILENAME, _utf8([item.name], FILENAME, item, per_object=False))
-    _set_bytes(feats, SOURCE_ID, _utf8([item.source_id], SOURCE_ID, item, per_object=False))
-    _set_bytes(feats, ENCODED, [image])
-    _set_bytes(feats, FORMAT, _utf8([item.image_format], FORMAT, item, per_object=False))
-    _set_bytes(feats, SHA256, _utf8([sha], SHA256, item, per_object=False))
+    try:
+        b.int64_list(_k(HEIGHT), [item.height])
+        b.int64_list(_k(WIDTH), [item.width])
+    except OverflowError as exc:
+        raise ExampleError(str(exc), key=HEIGHT, item=item.name) from None
+    b.bytes_list(_k(FILENAME), _utf8([item.name], FILENAME, item, per_object=False))
+    b.bytes_list(_k(SOURCE_ID), _utf8([item.source_id], SOURCE_ID, item, per_object=False))
+    b.bytes_list(_k(ENCODED), [image])
+    b.bytes_list(_k(FORMAT), _utf8([item.image_format], FORMAT, item, per_object=False))
+    b.bytes_list(_k(SHA256), _utf8([sha], SHA256, item, per_object=False))
     objs = item.objects
-    _set_floats(feats, XMIN, [o.box.xmin for o in objs])
-    _set_floats(feats, XMAX, [o.box.xmax for o in objs])
-    _set_floats(feats, YMIN, [o.box.ymin for o in objs])
-    _set_floats(feats, YMAX, [o.box.ymax for o in objs])
-    _set_bytes(feats, TEXT, _utf8([o.label for o in objs], TEXT, item))
-    _set_ints(feats, LABEL, [o.label_id for o in objs])
-    _set_ints(feats, DIFFICULT, [int(o.difficult) for o in objs])
-    _set_ints(feats, TRUNCATED, [int(o.truncated) for o in objs])
-    _set_bytes(feats, VIEW, _utf8([o.view for o in objs], VIEW, item))
+    b.float_list(_k(XMIN), [o.box.xmin for o in objs])
+    b.float_list(_k(XMAX), [o.box.xmax for o in objs])
+    b.float_list(_k(YMIN), [o.box.ymin for o in objs])
+    b.float_list(_k(YMAX), [o.box.ymax for o in objs])
+    b.bytes_list(_k(TEXT), _utf8([o.label for o in objs], TEXT, item))
+    try:
+        b.int64_list(_k(LABEL), [o.label_id for o in objs])
+    except OverflowError as exc:
+        raise ExampleError(str(exc), key=LABEL, item=item.name) from None
+    b.int64_list(_k(DIFFICULT), [int(o.difficult) for o in objs])
+    b.int64_list(_k(TRUNCATED), [int(o.truncated) for o in objs])
+    b.bytes_list(_k(VIEW), _utf8([o.view for o in objs], VIEW, item))
     if any(o.occluded for o in objs):
-        _set_ints(feats, OCCLUDED, [int(o.occluded) for o in objs])
+        b.int64_list(_k(OCCLUDED), [int(o.occluded) for o in objs])
     if any(o.mask is not None for o in objs):
         missing = [i for i, o in enumerate(objs) if o.mask is None]
         if missing:
@@ -357,14 +358,13 @@ def encode_example(item: Item) -> bytes:
                 item=item.name,
                 object=missing[0],
             )
-        _set_bytes(feats, MASK, [o.mask for o in objs if o.mask is not None])
+        b.bytes_list(_k(MASK), [o.mask for o in objs if o.mask is not None])
     if any(o.is_crowd for o in objs):
-        _set_ints(feats, IS_CROWD, [int(o.is_crowd) for o in objs])
+        b.int64_list(_k(IS_CROWD), [int(o.is_crowd) for o in objs])
     if objs and all(o.area is not None for o in objs):
-        _set_floats(feats, AREA, [o.area for o in objs if o.area is not None])
+        b.float_list(_k(AREA), [o.area for o in objs if o.area is not None])
     for key, raw in item.extra:
-        if key not in feats:
-            feats[key].CopyFrom(Feature.FromString(raw))
-    # deterministic: map entries sorted by key, so the same item gives the same bytes in every
-    # process (upb orders a map by a per-process hash seed otherwise)
-    return bytes(ex.SerializeToString(deterministic=True))
+        bkey = key.encode("utf-8", "surrogateescape")
+        if bkey not in b:
+            b.raw_feature(bkey, raw)
+    return b.serialize()

@@ -204,3 +204,100 @@ def _parse(data: bytes) -> Features:
     if pos != end:
         raise NotCanonical
     return out
+
+
+# --- encoding ----------------------------------------------------------------------------------
+# Built by hand as one list of pieces joined once, so an embedded image is copied once (through
+# protobuf it was copied into the message, then into the serialized bytes). Entries are sorted by
+# key, as protobuf's deterministic serialization sorts map keys: the same item gives the same
+# bytes in every process. Tests check byte equality with protobuf's own output.
+
+_SMALL: Final = [bytes([i]) for i in range(128)]
+_U64: Final = 1 << 64
+
+
+def varint(value: int) -> bytes:
+    """The protobuf varint of an int64 (negative values take ten bytes, two's complement)."""
+    if 0 <= value < 128:
+        return _SMALL[value]
+    if value < 0:
+        value += _U64
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+class ExampleBuilder:
+    """Collects features, then :meth:`serialize` writes the ``tf.train.Example`` bytes."""
+
+    __slots__ = ("_entries",)
+
+    def __init__(self) -> None:
+        # key -> (feature header pieces, payload pieces, feature length)
+        self._entries: dict[bytes, tuple[list[bytes], int]] = {}
+
+    def _add(self, key: bytes, tag: bytes, body: list[bytes], body_len: int) -> None:
+        head = tag + varint(body_len)
+        self._entries[key] = ([head, *body], len(head) + body_len)
+
+    def bytes_list(self, key: bytes, values: list[bytes]) -> None:
+        body: list[bytes] = []
+        size = 0
+        for v in values:
+            head = b"\x0a" + varint(len(v))
+            body.append(head)
+            body.append(v)
+            size += len(head) + len(v)
+        self._add(key, b"\x0a", body, size)
+
+    def float_list(self, key: bytes, values: list[float]) -> None:
+        if not values:
+            self._add(key, b"\x12", [], 0)
+            return
+        packed = array("f", values)
+        if not _LITTLE:  # pragma: no cover - the wire is little-endian
+            packed.byteswap()
+        raw = packed.tobytes()
+        head = b"\x0a" + varint(len(raw))
+        self._add(key, b"\x12", [head, raw], len(head) + len(raw))
+
+    def int64_list(self, key: bytes, values: list[int]) -> None:
+        if not values:
+            self._add(key, b"\x1a", [], 0)
+            return
+        if all(0 <= v < 128 for v in values):
+            raw = bytes(values)
+        else:
+            for v in values:
+                if not -(1 << 63) <= v < (1 << 63):
+                    raise OverflowError(f"{v} is outside the int64 range")
+            raw = b"".join(varint(v) for v in values)
+        head = b"\x0a" + varint(len(raw))
+        self._add(key, b"\x1a", [head, raw], len(head) + len(raw))
+
+    def raw_feature(self, key: bytes, feature: bytes) -> None:
+        """A serialized ``Feature`` kept as it is (an unknown key passing through)."""
+        self._entries[key] = ([feature], len(feature))
+
+    def __contains__(self, key: bytes) -> bool:
+        return key in self._entries
+
+    def serialize(self) -> bytes:
+        pieces: list[bytes] = [b"\x0a", b""]  # Example.features tag, then its length
+        total = 0
+        for key in sorted(self._entries):
+            body, flen = self._entries[key]
+            key_head = b"\x0a" + varint(len(key))
+            value_head = b"\x12" + varint(flen)
+            elen = len(key_head) + len(key) + len(value_head) + flen
+            entry_head = b"\x0a" + varint(elen)
+            pieces += (entry_head, key_head, key, value_head)
+            pieces += body
+            total += len(entry_head) + elen
+        if not self._entries:
+            return b""  # protobuf writes nothing for an Example whose Features are empty
+        pieces[1] = varint(total)
+        return b"".join(pieces)
