@@ -37,6 +37,7 @@ from tfdrop.formats.coco.spill import Spill
 from tfdrop.formats.coco.writer import extent_str
 from tfdrop.formats.masks import decode_mask
 from tfdrop.formats.pixels import f32
+from tfhelpers import tf_records_by_name
 
 ASSETS = ("tests", "assets", "coco_dataset")
 REPOS = ("openvinotoolkit__datumaro", "cvat-ai__datumaro")
@@ -163,45 +164,6 @@ def test_every_layout_is_detected_as_coco(layout: str) -> None:
 # --- TensorFlow ------------------------------------------------------------------------------
 
 
-def feature_description(tf: ModuleType) -> dict[str, object]:
-    """The seed's feature description (TF models' OD API decoder keys)."""
-    return {
-        "image/filename": tf.io.FixedLenFeature([], tf.string),
-        "image/source_id": tf.io.FixedLenFeature([], tf.string),
-        "image/height": tf.io.FixedLenFeature([], tf.int64),
-        "image/width": tf.io.FixedLenFeature([], tf.int64),
-        "image/encoded": tf.io.FixedLenFeature([], tf.string),
-        "image/format": tf.io.FixedLenFeature([], tf.string),
-        "image/object/bbox/xmin": tf.io.VarLenFeature(tf.float32),
-        "image/object/bbox/xmax": tf.io.VarLenFeature(tf.float32),
-        "image/object/bbox/ymin": tf.io.VarLenFeature(tf.float32),
-        "image/object/bbox/ymax": tf.io.VarLenFeature(tf.float32),
-        "image/object/class/label": tf.io.VarLenFeature(tf.int64),
-        "image/object/class/text": tf.io.VarLenFeature(tf.string),
-    }
-
-
-def tf_records(tf: ModuleType, archive: Path, tmp: Path) -> dict[str, dict[str, Any]]:
-    """Every record of every .tfrecord member, parsed by TensorFlow, keyed by subset/filename."""
-    out: dict[str, dict[str, Any]] = {}
-    with zipfile.ZipFile(archive) as zf:
-        members = [n for n in zf.namelist() if n.endswith(".tfrecord")]
-        assert members
-        for name in members:
-            path = tmp / f"tf-{name}"
-            path.write_bytes(zf.read(name))
-            for raw in tf.data.TFRecordDataset(str(path)):
-                ex = tf.io.parse_single_example(raw, feature_description(tf))
-                dense = {
-                    k: (tf.sparse.to_dense(v).numpy().tolist() if hasattr(v, "indices")
-                        else v.numpy())
-                    for k, v in ex.items()
-                }  # fmt: skip
-                subset = name[: -len(".tfrecord")]
-                out[f"{subset}/{dense['image/filename'].decode()}"] = dense
-    return out
-
-
 @pytest.mark.corpus
 @pytest.mark.interop
 def test_non_contiguous_category_ids_reach_tensorflow_unchanged(
@@ -221,7 +183,7 @@ def test_non_contiguous_category_ids_reach_tensorflow_unchanged(
     zin = make_zip(tmp_path / "in.zip", members)
     report = convert(zin, tmp_path / "out.zip", ConvertOptions(target_format="tfrecord"))
     assert (report.items, report.objects) == (2, 2)
-    recs = tf_records(tf, tmp_path / "out.zip", tmp_path)
+    recs = tf_records_by_name(tf, tmp_path / "out.zip", tmp_path)
     b = recs["val/b.jpg"]
     assert b["image/object/class/label"] == [1, 4]
     assert b["image/object/class/text"] == [b"a", b"c"]
@@ -293,7 +255,7 @@ def test_coco_to_tfrecord_to_coco_keeps_boxes_labels_ids_and_images(
     assert [(i.id, i.name) for i in r2.label_map().items] == [
         (3, "cat"), (9, "dog"), (10, "traffic light")
     ]  # fmt: skip
-    recs = tf_records(tf, rec, tmp_path)
+    recs = tf_records_by_name(tf, rec, tmp_path)
     assert len(recs) == 30
     for it in original:
         r = recs[f"{it.subset}/{it.name}"]

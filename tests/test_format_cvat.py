@@ -23,6 +23,7 @@ from tfdrop.errors import FormatError, MemberNotFoundError, UnknownLabelError
 from tfdrop.formats import FORMATS, Notes, ReadOptions, WriteOptions, detect_format
 from tfdrop.formats.cvat import CvatReader
 from tfdrop.formats.pixels import f32
+from tfhelpers import tf_records
 
 
 def assets(*parts: str) -> Path:
@@ -149,50 +150,6 @@ def test_video_with_a_skeleton_track_skips_it_and_leaves_its_parts_out_of_the_la
 
 
 # --- conversions through TFRecord, read by TensorFlow -----------------------------------------
-
-
-def feature_description(tf: ModuleType, *, masks: bool = False) -> dict[str, Any]:
-    """The seed's feature description (TF models' OD API decoder keys)."""
-    out = {
-        "image/filename": tf.io.FixedLenFeature([], tf.string),
-        "image/source_id": tf.io.FixedLenFeature([], tf.string),
-        "image/height": tf.io.FixedLenFeature([], tf.int64),
-        "image/width": tf.io.FixedLenFeature([], tf.int64),
-        "image/encoded": tf.io.FixedLenFeature([], tf.string),
-        "image/format": tf.io.FixedLenFeature([], tf.string),
-        "image/object/bbox/xmin": tf.io.VarLenFeature(tf.float32),
-        "image/object/bbox/xmax": tf.io.VarLenFeature(tf.float32),
-        "image/object/bbox/ymin": tf.io.VarLenFeature(tf.float32),
-        "image/object/bbox/ymax": tf.io.VarLenFeature(tf.float32),
-        "image/object/class/label": tf.io.VarLenFeature(tf.int64),
-        "image/object/class/text": tf.io.VarLenFeature(tf.string),
-    }
-    if masks:
-        out["image/object/mask"] = tf.io.VarLenFeature(tf.string)
-    return out
-
-
-def tf_records(
-    tf: ModuleType, archive: Path, tmp: Path, *, masks: bool = False
-) -> list[dict[str, Any]]:
-    """Every record of every .tfrecord member, parsed by TensorFlow, in archive order."""
-    out: list[dict[str, Any]] = []
-    with zipfile.ZipFile(archive) as zf:
-        members = [n for n in zf.namelist() if n.endswith(".tfrecord")]
-        assert members
-        for name in members:
-            path = tmp / f"tf-{name}"
-            path.write_bytes(zf.read(name))
-            for raw in tf.data.TFRecordDataset(str(path)):
-                ex = tf.io.parse_single_example(raw, feature_description(tf, masks=masks))
-                dense = {
-                    k: tf.sparse.to_dense(v).numpy().tolist()
-                    if hasattr(v, "indices")
-                    else v.numpy()
-                    for k, v in ex.items()
-                }
-                out.append(dense | {"subset": name.removesuffix(".tfrecord")})
-    return out
 
 
 def test_project_export_to_tfrecord_parses_in_tensorflow_with_every_value(

@@ -16,6 +16,7 @@ from tfdrop.convert import ConvertOptions, convert
 from tfdrop.errors import DetectError, FormatError
 from tfdrop.formats import FORMATS, Notes, ReadOptions, detect_format
 from tfdrop.formats.images import ImagesReader
+from tfhelpers import tf_records
 
 
 def encoded(fmt: str, size: tuple[int, int]) -> bytes:
@@ -43,30 +44,18 @@ def test_three_images_become_records_with_header_sizes_and_unchanged_bytes(
     out = tmp_path / "out.zip"
     report = convert(tmp_path / "cam.zip", out, ConvertOptions(target_format="tfrecord"))
     assert (report.source_format, report.items, report.objects) == ("images", 3, 0)
-    with zipfile.ZipFile(out) as zf:
-        (tmp_path / "default.tfrecord").write_bytes(zf.read("default.tfrecord"))
-    desc = {
-        "image/filename": tf.io.FixedLenFeature([], tf.string),
-        "image/height": tf.io.FixedLenFeature([], tf.int64),
-        "image/width": tf.io.FixedLenFeature([], tf.int64),
-        "image/encoded": tf.io.FixedLenFeature([], tf.string),
-        "image/format": tf.io.FixedLenFeature([], tf.string),
-        "image/key/sha256": tf.io.FixedLenFeature([], tf.string),
-        "image/object/bbox/xmin": tf.io.VarLenFeature(tf.float32),
-        "image/object/class/label": tf.io.VarLenFeature(tf.int64),
-    }
+    sha256 = {"image/key/sha256": tf.io.FixedLenFeature([], tf.string)}
+    records = tf_records(tf, out, tmp_path, extra=sha256)
+    assert {rec["subset"] for rec in records} == {"default"}  # all in default.tfrecord
     seen = {}
-    for raw in tf.data.TFRecordDataset(str(tmp_path / "default.tfrecord")):
-        ex = tf.io.parse_single_example(raw, desc)
-        name = ex["image/filename"].numpy().decode()
-        data = ex["image/encoded"].numpy()
-        seen[name] = (
-            int(ex["image/width"]),
-            int(ex["image/height"]),
-            ex["image/format"].numpy(),
-            hashlib.sha256(data).hexdigest(),
-            ex["image/key/sha256"].numpy().decode(),
-            len(ex["image/object/bbox/xmin"].values),
+    for rec in records:
+        seen[rec["image/filename"].decode()] = (
+            int(rec["image/width"]),
+            int(rec["image/height"]),
+            rec["image/format"],
+            hashlib.sha256(rec["image/encoded"]).hexdigest(),
+            rec["image/key/sha256"].decode(),
+            len(rec["image/object/bbox/xmin"]),
         )
     sha = {n: hashlib.sha256(d).hexdigest() for n, d in members.items()}
     assert seen == {

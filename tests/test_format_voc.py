@@ -25,6 +25,7 @@ from tfdrop.formats.pixels import f32
 from tfdrop.formats.voc import VocReader
 from tfdrop.formats.voc.layout import parse_labelmap, voc_color
 from tfdrop.formats.xmlsafe import SafeXmlParser, parse_bytes
+from tfhelpers import tf_records
 
 VOC20 = [
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -208,48 +209,6 @@ def test_voc_dataset3_skips_comment_lines_in_subset_lists(tmp_path: Path) -> Non
 # --- round trip through TFRecord, read by TensorFlow ------------------------------------------
 
 
-def feature_description(tf: ModuleType) -> dict[str, object]:
-    """The seed's feature description (TF models' OD API decoder keys)."""
-    return {
-        "image/filename": tf.io.FixedLenFeature([], tf.string),
-        "image/source_id": tf.io.FixedLenFeature([], tf.string),
-        "image/height": tf.io.FixedLenFeature([], tf.int64),
-        "image/width": tf.io.FixedLenFeature([], tf.int64),
-        "image/encoded": tf.io.FixedLenFeature([], tf.string),
-        "image/format": tf.io.FixedLenFeature([], tf.string),
-        "image/object/bbox/xmin": tf.io.VarLenFeature(tf.float32),
-        "image/object/bbox/xmax": tf.io.VarLenFeature(tf.float32),
-        "image/object/bbox/ymin": tf.io.VarLenFeature(tf.float32),
-        "image/object/bbox/ymax": tf.io.VarLenFeature(tf.float32),
-        "image/object/class/label": tf.io.VarLenFeature(tf.int64),
-        "image/object/class/text": tf.io.VarLenFeature(tf.string),
-    }
-
-
-def dense_value(tf: ModuleType, value: object) -> object:
-    if hasattr(value, "indices"):
-        return tf.sparse.to_dense(value).numpy().tolist()
-    return value.numpy()  # type: ignore[attr-defined]
-
-
-def tf_records(tf: ModuleType, archive: Path, tmp: Path) -> dict[str, dict[str, object]]:
-    """Every record of every .tfrecord member, parsed by TensorFlow, keyed by filename."""
-    out: dict[str, dict[str, object]] = {}
-    with zipfile.ZipFile(archive) as zf:
-        members = [n for n in zf.namelist() if n.endswith(".tfrecord")]
-        assert members
-        for name in members:
-            path = tmp / name
-            path.write_bytes(zf.read(name))
-            for raw in tf.data.TFRecordDataset(str(path)):
-                ex = tf.io.parse_single_example(raw, feature_description(tf))
-                dense = {k: dense_value(tf, v) for k, v in ex.items()}
-                filename = dense["image/filename"]
-                assert isinstance(filename, bytes)
-                out[filename.decode()] = dense | {"subset": name[:-9]}
-    return out
-
-
 def rich_voc(tmp: Path) -> Path:
     """A CVAT-style VOC zip: decimals, flags, attributes, a PNG, a prefix-less layout."""
     a = voc_xml("a.jpg", [
@@ -283,7 +242,7 @@ def test_voc_to_tfrecord_to_voc_keeps_boxes_labels_and_flags(
         (2, "dog"),
         (3, "cat"),
     ]
-    parsed = tf_records(tf, rec, tmp_path)
+    parsed = {r["image/filename"].decode(): r for r in tf_records(tf, rec, tmp_path)}
     assert sorted(parsed) == ["a.jpg", "b.png", "c.jpg"]
     a = parsed["a.jpg"]
     assert a["subset"] == "train"
@@ -339,7 +298,7 @@ def test_corpus_voc_dataset1_through_tfrecord_parses_in_tensorflow(
     convert(
         src, rec, ConvertOptions(target_format="tfrecord", label_map=LabelMap.from_names(VOC20))
     )
-    parsed = tf_records(tf, rec, tmp_path)
+    parsed = {r["image/filename"].decode(): r for r in tf_records(tf, rec, tmp_path)}
     one = parsed["2007_000001.jpg"]
     assert one["image/object/class/label"] == [8, 15]  # cat, person in VOC's 20-class map
     assert one["image/object/bbox/xmin"] == [f32(1 / 20), f32(4 / 20)]

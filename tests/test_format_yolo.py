@@ -8,7 +8,6 @@ import random
 import zipfile
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import pytest
 from PIL import Image
@@ -22,6 +21,7 @@ from tfdrop.formats import Notes, ReadOptions, detect_format
 from tfdrop.formats.masks import decode_mask
 from tfdrop.formats.yolo import detect, open_reader
 from tfdrop.formats.yolo.lines import f32, format_row, parse_row
+from tfhelpers import tf_records_by_name
 
 ASSETS = ("tests", "assets", "yolo_dataset")
 
@@ -173,7 +173,7 @@ def test_cvat_yolo_converts_to_tfrecord_that_tensorflow_reads(
     report = convert(src, tmp_path / "out.zip", ConvertOptions())
     assert report.label_map.names[:3] == ["label_0", "label_1", "label_2"]
     assert report.label_map.id_of("label_2") == 3  # class index i -> id i + 1
-    (rec,) = tf_records(tf, tmp_path / "out.zip", tmp_path).values()
+    (rec,) = tf_records_by_name(tf, tmp_path / "out.zip", tmp_path).values()
     assert rec["subset"] == "train"
     assert (rec["image/width"], rec["image/height"]) == (15, 10)
     assert rec["image/object/class/label"] == [3, 5]
@@ -188,48 +188,6 @@ def test_cvat_yolo_converts_to_tfrecord_that_tensorflow_reads(
         )
     )
     assert got == [tuple(f32(v) for v in e[1:]) for e in EXPECTED]
-
-
-# --- TensorFlow helpers -----------------------------------------------------------------------
-
-
-def feature_description(tf: ModuleType) -> dict[str, object]:
-    """The seed's feature description (TF models' OD API decoder keys)."""
-    return {
-        "image/filename": tf.io.FixedLenFeature([], tf.string),
-        "image/source_id": tf.io.FixedLenFeature([], tf.string),
-        "image/height": tf.io.FixedLenFeature([], tf.int64),
-        "image/width": tf.io.FixedLenFeature([], tf.int64),
-        "image/encoded": tf.io.FixedLenFeature([], tf.string),
-        "image/format": tf.io.FixedLenFeature([], tf.string),
-        "image/object/bbox/xmin": tf.io.VarLenFeature(tf.float32),
-        "image/object/bbox/xmax": tf.io.VarLenFeature(tf.float32),
-        "image/object/bbox/ymin": tf.io.VarLenFeature(tf.float32),
-        "image/object/bbox/ymax": tf.io.VarLenFeature(tf.float32),
-        "image/object/class/label": tf.io.VarLenFeature(tf.int64),
-        "image/object/class/text": tf.io.VarLenFeature(tf.string),
-    }
-
-
-def tf_records(tf: ModuleType, archive: Path, tmp: Path) -> dict[str, dict[str, Any]]:
-    """Every record of every .tfrecord member, parsed by TensorFlow, keyed by subset/filename."""
-    out: dict[str, dict[str, Any]] = {}
-    with zipfile.ZipFile(archive) as zf:
-        members = [n for n in zf.namelist() if n.endswith(".tfrecord")]
-        assert members
-        for name in members:
-            path = tmp / f"tf-{name}"
-            path.write_bytes(zf.read(name))
-            for raw in tf.data.TFRecordDataset(str(path)):
-                ex = tf.io.parse_single_example(raw, feature_description(tf))
-                dense = {
-                    k: (tf.sparse.to_dense(v).numpy().tolist() if hasattr(v, "indices")
-                        else v.numpy())
-                    for k, v in ex.items()
-                }  # fmt: skip
-                subset = name[: -len(".tfrecord")]
-                out[f"{subset}/{dense['image/filename'].decode()}"] = dense | {"subset": subset}
-    return out
 
 
 # --- round trips ------------------------------------------------------------------------------
@@ -292,7 +250,7 @@ def test_yolo_to_tfrecord_to_yolo_keeps_items_boxes_and_labels(
     assert not by_key[("train", "img5.jpg")].objects
     assert not notes.warnings
     # TensorFlow reads every record of the intermediate archive with the seed's keys
-    recs = tf_records(tf, tmp_path / "mid.zip", tmp_path)
+    recs = tf_records_by_name(tf, tmp_path / "mid.zip", tmp_path)
     assert len(recs) == 12
     for item in original:
         rec = recs[f"{item.subset}/{item.name}"]

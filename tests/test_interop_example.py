@@ -23,6 +23,7 @@ from tfdrop.codec.compression import Compression
 from tfdrop.codec.example import decode_example, encode_example
 from tfdrop.codec.model import Annotation, Box, Item
 from tfdrop.stream import RecordWriter, iter_records_path
+from tfhelpers import seed_features
 
 pytestmark = pytest.mark.interop
 
@@ -72,24 +73,6 @@ def sample_items(n: int = 40) -> list[Item]:
 ITEMS = sample_items()
 
 
-def feature_description(tf: ModuleType) -> dict[str, Any]:
-    """The seed's feature description (SPEC.md) plus image/encoded."""
-    fixed, var = tf.io.FixedLenFeature, tf.io.VarLenFeature
-    return {
-        "image/filename": fixed([], tf.string),
-        "image/source_id": fixed([], tf.string),
-        "image/height": fixed([], tf.int64),
-        "image/width": fixed([], tf.int64),
-        "image/encoded": fixed([], tf.string),
-        "image/object/bbox/xmin": var(tf.float32),
-        "image/object/bbox/xmax": var(tf.float32),
-        "image/object/bbox/ymin": var(tf.float32),
-        "image/object/bbox/ymax": var(tf.float32),
-        "image/object/class/label": var(tf.int64),
-        "image/object/class/text": var(tf.string),
-    }
-
-
 def check_tf_parsed(tf: ModuleType, parsed: dict[str, Any], item: Item) -> None:
     def dense(key: str) -> list[Any]:
         return list(tf.sparse.to_dense(parsed[key]).numpy().tolist())
@@ -117,7 +100,7 @@ def test_tensorflow_reads_and_parses_what_tfdrop_writes(
         for item in ITEMS:
             w.write(encode_example(item))
     ds = tf.data.TFRecordDataset(str(path), compression_type=TF_TYPE[kind])
-    desc = feature_description(tf)
+    desc = seed_features(tf)
     n = 0
     for raw, item in zip(ds, ITEMS, strict=False):
         check_tf_parsed(tf, tf.io.parse_single_example(raw, desc), item)

@@ -24,6 +24,7 @@ from tfdrop.formats import Notes, ReadOptions
 from tfdrop.formats.cvat import CvatReader, rle
 from tfdrop.formats.masks import decode_mask
 from tfdrop.formats.pixels import f32
+from tfhelpers import tf_records
 
 # --- CVAT's RLE ---------------------------------------------------------------------------------
 
@@ -124,32 +125,13 @@ def masked_cvat(tmp: Path) -> Path:
 
 
 def tf_masks(tf: ModuleType, archive: Path, tmp: Path) -> list[dict[str, Any]]:
-    desc = {
-        "image/height": tf.io.FixedLenFeature([], tf.int64),
-        "image/width": tf.io.FixedLenFeature([], tf.int64),
-        "image/filename": tf.io.FixedLenFeature([], tf.string),
-        "image/object/mask": tf.io.VarLenFeature(tf.string),
-        "image/object/class/text": tf.io.VarLenFeature(tf.string),
-        "image/object/bbox/xmin": tf.io.VarLenFeature(tf.float32),
-        "image/object/bbox/ymin": tf.io.VarLenFeature(tf.float32),
-        "image/object/bbox/xmax": tf.io.VarLenFeature(tf.float32),
-        "image/object/bbox/ymax": tf.io.VarLenFeature(tf.float32),
-    }
     out = []
-    with zipfile.ZipFile(archive) as zf:
-        for name in (n for n in zf.namelist() if n.endswith(".tfrecord")):
-            path = tmp / f"m-{name}"
-            path.write_bytes(zf.read(name))
-            for raw in tf.data.TFRecordDataset(str(path)):
-                ex = tf.io.parse_single_example(raw, desc)
-                pngs = tf.sparse.to_dense(ex["image/object/mask"], default_value=b"")
-                rec = {k: tf.sparse.to_dense(v).numpy().tolist() for k, v in ex.items()
-                       if hasattr(v, "indices") and k != "image/object/mask"}  # fmt: skip
-                # TF's PNG_MASKS decoder: decode_png, one channel, non-zero is the object
-                rec["masks"] = [tf.io.decode_png(p, channels=1)[:, :, 0].numpy().tolist()
-                                for p in pngs]  # fmt: skip
-                rec["size"] = (int(ex["image/width"]), int(ex["image/height"]))
-                out.append(rec)
+    for rec in tf_records(tf, archive, tmp, masks=True):
+        # TF's PNG_MASKS decoder: decode_png, one channel, non-zero is the object
+        rec["masks"] = [tf.io.decode_png(p, channels=1)[:, :, 0].numpy().tolist()
+                        for p in rec["image/object/mask"]]  # fmt: skip
+        rec["size"] = (int(rec["image/width"]), int(rec["image/height"]))
+        out.append(rec)
     return out
 
 
