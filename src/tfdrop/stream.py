@@ -269,7 +269,33 @@ class RecordEncoder:
         return data
 
 
-class RecordWriter:
+class _BatchingWriter:
+    """What both writers share: the encoder, the batch threshold, the counters and ``closed``."""
+
+    def __init__(self, compression: Compression, level: int, batch_size: int) -> None:
+        self._enc = RecordEncoder(compression=compression, level=level)
+        self._batch = batch_size
+        self.written_bytes = 0
+        self.closed = False
+
+    @property
+    def records(self) -> int:
+        return self._enc.records
+
+    @property
+    def raw_bytes(self) -> int:
+        """Framed bytes before compression."""
+        return self._enc.raw_bytes
+
+    def _add(self, record: bytes) -> bool:
+        """Queues ``record``; True when a batch is due to be written."""
+        if self.closed:
+            raise ValueError(f"write to a closed {type(self).__name__}")
+        self._enc.add(record)
+        return self._enc.pending >= self._batch
+
+
+class RecordWriter(_BatchingWriter):
     """Writes framed (optionally compressed) records to a binary stream, in large batches.
 
     The stream is not closed by :meth:`close` (the caller owns it: a temp file to publish, a zip
@@ -292,26 +318,11 @@ class RecordWriter:
         level: int = 6,
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
+        super().__init__(compression, level, batch_size)
         self._f = f
-        self._enc = RecordEncoder(compression=compression, level=level)
-        self._batch = batch_size
-        self.written_bytes = 0
-        self.closed = False
-
-    @property
-    def records(self) -> int:
-        return self._enc.records
-
-    @property
-    def raw_bytes(self) -> int:
-        """Framed bytes before compression."""
-        return self._enc.raw_bytes
 
     def write(self, record: bytes) -> None:
-        if self.closed:
-            raise ValueError("write to a closed RecordWriter")
-        self._enc.add(record)
-        if self._enc.pending >= self._batch:
+        if self._add(record):
             self._out(self._enc.take())
 
     def _out(self, data: bytes) -> None:
@@ -334,7 +345,7 @@ class RecordWriter:
         self.close()
 
 
-class AsyncRecordWriter:
+class AsyncRecordWriter(_BatchingWriter):
     """:class:`RecordWriter` for asyncio: one thread hop per ``batch_size`` framed bytes.
 
     ``target`` is a path (opened with aiofiles and closed by :meth:`close`) or an async stream
@@ -350,21 +361,10 @@ class AsyncRecordWriter:
         level: int = 6,
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
+        super().__init__(compression, level, batch_size)
         self._target = target
         self._f: AsyncBinarySink | None = None
         self._owned: aiofiles.threadpool.binary.AsyncBufferedIOBase | None = None
-        self._enc = RecordEncoder(compression=compression, level=level)
-        self._batch = batch_size
-        self.written_bytes = 0
-        self.closed = False
-
-    @property
-    def records(self) -> int:
-        return self._enc.records
-
-    @property
-    def raw_bytes(self) -> int:
-        return self._enc.raw_bytes
 
     async def _sink(self) -> AsyncBinarySink:
         if self._f is None:
@@ -376,10 +376,7 @@ class AsyncRecordWriter:
         return self._f
 
     async def write(self, record: bytes) -> None:
-        if self.closed:
-            raise ValueError("write to a closed AsyncRecordWriter")
-        self._enc.add(record)
-        if self._enc.pending >= self._batch:
+        if self._add(record):
             await self._flush(final=False)
 
     async def _flush(self, *, final: bool) -> None:
