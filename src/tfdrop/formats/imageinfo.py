@@ -10,11 +10,14 @@ import io
 import struct
 import warnings
 from dataclasses import dataclass
-from typing import IO, Final
+from typing import IO, TYPE_CHECKING, Final
 
 from PIL import Image, UnidentifiedImageError
 
 from tfdrop.errors import FormatError
+
+if TYPE_CHECKING:
+    from tfdrop.archive.source import Source
 
 IMAGE_EXTENSIONS: Final = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -103,3 +106,12 @@ def probe(data: bytes | IO[bytes], *, name: str) -> ImageInfo:
         raise FormatError(f"not a readable image: {exc}", member=name) from None
     kind = _PIL_FORMATS.get(fmt) or _PIL_FORMATS_WEBP.get(fmt) or fmt.lower()
     return ImageInfo(kind, width, height)
+
+
+def probe_member(source: Source, name: str, data: bytes | None = None) -> ImageInfo:
+    """:func:`probe` of image member ``name``: its ``data`` when already read, else only the
+    header, streamed from the member."""
+    if data is not None:
+        return probe(data, name=name)
+    with source.open(name) as f:
+        return probe(f, name=name)

@@ -15,7 +15,7 @@ from tfdrop.archive import Source
 from tfdrop.codec.model import Item, LabelMap
 from tfdrop.errors import FormatError, TfdropError
 from tfdrop.formats.base import FormatSpec, Notes, ReadOptions
-from tfdrop.formats.imageinfo import is_image_name, probe
+from tfdrop.formats.imageinfo import is_image_name, probe_member
 
 SCORE: Final = 10
 MAX_IMAGE: Final = 256 << 20
@@ -64,13 +64,8 @@ class ImagesReader:
                 raise exc.at(member=name, item=name) from None
 
     def _item(self, name: str) -> Item:
-        data: bytes | None = None
-        if self.options.images:
-            data = self.source.read_bytes(name, max_size=MAX_IMAGE)
-            info = probe(data, name=name)
-        else:
-            with self.source.open(name) as f:
-                info = probe(f, name=name)
+        data = self.source.read_bytes(name, max_size=MAX_IMAGE) if self.options.images else None
+        info = probe_member(self.source, name, data)
         return Item(
             name=name,
             width=info.width,

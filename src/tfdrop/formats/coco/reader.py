@@ -44,7 +44,7 @@ from tfdrop.formats.coco.index import (
 from tfdrop.formats.coco.objects import ObjectBuilder, Record, refuse
 from tfdrop.formats.coco.scan import walk
 from tfdrop.formats.coco.spill import Spill
-from tfdrop.formats.imageinfo import format_from_name, probe
+from tfdrop.formats.imageinfo import format_from_name, probe_member
 
 if TYPE_CHECKING:
     from tfdrop.archive import Source
@@ -219,11 +219,7 @@ class CocoReader:
                     item=name,
                 )
             assert member is not None
-            if image is not None:
-                info = probe(image, name=member)
-            else:
-                with self.source.open(member) as s:
-                    info = probe(s, name=member)
+            info = probe_member(self.source, member, image)
             width, height, fmt = info.width, info.height, info.format
         build = self._objects.annotation
         objects = tuple(build(r, name, width, height) for r in records)

@@ -23,7 +23,7 @@ from tfdrop.formats.base import Notes, ReadOptions
 from tfdrop.formats.cvat.meta import LabelSpec, Meta, parse_meta
 from tfdrop.formats.cvat.shapes import LINE_ATTR, SHAPES, Where, parse_shape
 from tfdrop.formats.cvat.video import Frames, frame_images, shape_element, track_row
-from tfdrop.formats.imageinfo import format_from_name, is_image_name, probe
+from tfdrop.formats.imageinfo import format_from_name, is_image_name, probe_member
 
 if TYPE_CHECKING:
     from tfdrop.archive import Source
@@ -288,8 +288,7 @@ class CvatReader:
                 member=member,
                 item=name,
             )
-        with self.source.open(image_member) as f:
-            info = probe(f, name=image_member)
+        info = probe_member(self.source, image_member)
         return info.width, info.height
 
     def _item(

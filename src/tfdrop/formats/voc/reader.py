@@ -27,7 +27,7 @@ from tfdrop.archive import Source
 from tfdrop.codec.model import Annotation, Box, Item, LabelMap
 from tfdrop.errors import FormatError, TfdropError
 from tfdrop.formats.base import Notes, ReadOptions
-from tfdrop.formats.imageinfo import format_from_name, probe
+from tfdrop.formats.imageinfo import format_from_name, probe_member
 from tfdrop.formats.voc.layout import (
     DEFAULT_SUBSET,
     IMAGES,
@@ -274,11 +274,7 @@ class VocReader:
                 data = self.source.read_bytes(image, max_size=MAX_IMAGE)
             fmt = sniff_format(data, image)
         if image is not None and not (width and height):
-            if data is not None:
-                info = probe(data, name=image)
-            else:
-                with self.source.open(image) as f:
-                    info = probe(f, name=image)
+            info = probe_member(self.source, image, data)
             width, height, fmt = info.width, info.height, info.format
         return Item(
             name=item.name,

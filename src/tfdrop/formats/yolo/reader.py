@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from tfdrop.codec.model import Annotation, Item, LabelMap, Shape
 from tfdrop.errors import FormatError, TfdropError
 from tfdrop.formats.base import Notes, ReadOptions
-from tfdrop.formats.imageinfo import format_from_name, is_image_name, probe
+from tfdrop.formats.imageinfo import format_from_name, is_image_name, probe_member
 from tfdrop.formats.masks import polygons_mask_png
 from tfdrop.formats.yolo import config as cfg
 from tfdrop.formats.yolo.layout import (
@@ -301,13 +301,11 @@ class YoloReader:
 
     def _image(self, entry: Entry) -> tuple[bytes | None, str, int, int]:
         if entry.image is not None:
+            data = None
             if self.options.images:
                 data = self.source.read_bytes(entry.image, max_size=MAX_IMAGE)
-                info = probe(data, name=entry.image)
-                return data, info.format, info.width, info.height
-            with self.source.open(entry.image) as f:
-                info = probe(f, name=entry.image)
-            return None, info.format, info.width, info.height
+            info = probe_member(self.source, entry.image, data)
+            return data, info.format, info.width, info.height
         stem = stem_txt(entry.name)[:-4]
         size = self._meta.get(stem) or self._meta.get(entry.name)
         if size is None:
