@@ -7,9 +7,9 @@ Exit 0 when valid, 1 when not.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from tfdrop.cli.common import config_failed
 from tfdrop.config import load_config
 from tfdrop.errors import ConfigError
 
@@ -22,10 +22,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.file)
     except ConfigError as exc:
-        print(f"tfdrop: {exc}", file=sys.stderr)
-        if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
-        return 1
+        return config_failed(exc)
     d = config.daemon
     print(f"{args.file}: ok")
     print(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tfdrop.codec.labelmap import parse_label_map
 from tfdrop.codec.model import LabelMap
-from tfdrop.errors import LabelMapError
+from tfdrop.errors import ConfigError, LabelMapError
 
 
 def fail(message: str, *, hint: str = "") -> int:
@@ -15,6 +15,15 @@ def fail(message: str, *, hint: str = "") -> int:
     print(f"tfdrop: error: {message}", file=sys.stderr)
     if hint:
         print(f"tfdrop: hint: {hint}", file=sys.stderr)
+    return 1
+
+
+def config_failed(exc: ConfigError) -> int:
+    """Print a config error (it names the file, the key and what is allowed) and its hint;
+    exit code 1. The daemon and check-config say it the same way."""
+    print(f"tfdrop: {exc}", file=sys.stderr)
+    if exc.hint:
+        print(f"hint: {exc.hint}", file=sys.stderr)
     return 1
 
 

@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+from tfdrop.cli.common import config_failed
 from tfdrop.config import resolve_config
 from tfdrop.daemon.logs import configure_logging
 from tfdrop.daemon.notify import Notifier
@@ -33,10 +34,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = resolve_config(args.config)
     except ConfigError as exc:
-        print(f"tfdrop: {exc}", file=sys.stderr)
-        if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
-        return 1
+        return config_failed(exc)
     configure_logging(log_format=config.daemon.log_format, level=config.daemon.log_level)
     path = args.config if args.config is not None else config.source
     service = Service(config, config_path=path, notifier=Notifier())
