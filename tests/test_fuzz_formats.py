@@ -37,7 +37,7 @@ from tfdrop.codec.framing import NEED_DATA, RecordDecoder, encode_record
 from tfdrop.codec.labelmap import parse_label_map
 from tfdrop.codec.model import Annotation, Box, Item
 from tfdrop.convert import ConvertOptions, convert
-from tfdrop.errors import FormatError, TfdropError
+from tfdrop.errors import FormatError, SchemaError, TfdropError
 
 EXAMPLES = int(os.environ.get("TFDROP_FUZZ_EXAMPLES", "25"))
 FUZZ = settings(
@@ -308,3 +308,11 @@ def test_cvat_image_size_that_is_not_finite_is_a_format_error(tmp_path: Path, va
     src.write_bytes(_rezip(members))
     with pytest.raises(TfdropError, match=r"not a number|not a pixel size"):
         convert(src, tmp_path / "out.zip", ConvertOptions(source_format="cvat"))
+
+
+def test_example_missing_one_box_coordinate_is_a_schema_error() -> None:
+    """Found by this fuzzer: a renamed ``bbox/ymin`` key made decode_example raise IndexError."""
+    raw = _example().replace(b"image/object/bbox/ymin", b"hmage/object/bbox/ymin")
+    with pytest.raises(SchemaError, match="missing") as info:
+        decode_example(raw)
+    assert info.value.key == "image/object/bbox/ymin"

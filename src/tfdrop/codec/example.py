@@ -226,6 +226,12 @@ def to_item(
     crowd = L.get(IS_CROWD)
     areas = L.get(AREA)
     diff, trunc, occl = L.get(DIFFICULT), L.get(TRUNCATED), L.get(OCCLUDED)
+    if p.num_objects:
+        # parse_example leaves a missing coordinate to the schema check (which lists it as a
+        # problem); building the item without it raised IndexError (found by fuzzing)
+        for key in BOX_KEYS:
+            if key not in L:
+                raise SchemaError("missing while other box coordinates are present", key=key)
     xmin, ymin, xmax, ymax = (L.get(k, ()) for k in BOX_KEYS)
     objects = []
     for i in range(p.num_objects):
