@@ -12,11 +12,17 @@ Several helpers edit this file: append new fixtures, do not rewrite existing one
 from __future__ import annotations
 
 import importlib
+import io
 import os
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from tfdrop.codec.compression import Compression
+from tfdrop.codec.example import encode_example
+from tfdrop.codec.model import Item
+from tfdrop.stream import RecordWriter
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,3 +60,12 @@ def tf() -> ModuleType:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"tensorflow is not installed: {exc}")
         pytest.skip(f"tensorflow is not installed: {exc}")
+
+
+def records_bytes(items: list[Item], compression: Compression = "none") -> bytes:
+    """``items`` encoded as Examples and framed as one TFRecord file (optionally compressed)."""
+    buf = io.BytesIO()
+    with RecordWriter(buf, compression=compression) as w:
+        for it in items:
+            w.write(encode_example(it))
+    return buf.getvalue()

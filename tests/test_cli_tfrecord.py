@@ -9,7 +9,6 @@ images, and pins ids to a label map (an unknown label fails naming it).
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -22,11 +21,12 @@ from typing import BinaryIO, cast
 
 import pytest
 
+from conftest import records_bytes
 from tfdrop.codec.example import decode_example, encode_example
 from tfdrop.codec.labelmap import format_label_map
 from tfdrop.codec.model import Annotation, Box, Item, LabelMap
 from tfdrop.codec.proto import Example
-from tfdrop.stream import RecordWriter, iter_records
+from tfdrop.stream import iter_records
 
 N = 5
 ITEMS = [
@@ -47,34 +47,26 @@ ITEMS = [
 RECORD = len(encode_example(ITEMS[0])) + 16  # every record frames to the same size
 
 
-def records(items: list[Item], compression: str = "none") -> bytes:
-    buf = io.BytesIO()
-    with RecordWriter(buf, compression=compression) as w:  # type: ignore[arg-type]
-        for it in items:
-            w.write(encode_example(it))
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="module")
 def d(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("cli")
-    good = records(ITEMS)
+    good = records_bytes(ITEMS)
     assert len(good) == N * RECORD
     (d / "good.tfrecord").write_bytes(good)
-    (d / "good.gz.tfrecord").write_bytes(records(ITEMS, "gzip"))
-    (d / "good.zlib.tfrecord").write_bytes(records(ITEMS, "zlib"))
+    (d / "good.gz.tfrecord").write_bytes(records_bytes(ITEMS, "gzip"))
+    (d / "good.zlib.tfrecord").write_bytes(records_bytes(ITEMS, "zlib"))
     (d / "bare.record").write_bytes(good)
     crc = bytearray(good)
     crc[2 * RECORD + 30] ^= 0x40  # a byte inside record 2's data
     (d / "crc.tfrecord").write_bytes(bytes(crc))
     (d / "trunc.tfrecord").write_bytes(good[:-7])
-    (d / "x.tfrecord-00000-of-00002").write_bytes(records(ITEMS[:2]))
-    (d / "x.tfrecord-00001-of-00002").write_bytes(records(ITEMS[2:], "gzip"))
+    (d / "x.tfrecord-00000-of-00002").write_bytes(records_bytes(ITEMS[:2]))
+    (d / "x.tfrecord-00001-of-00002").write_bytes(records_bytes(ITEMS[2:], "gzip"))
     (d / "garbage.tfrecord").write_bytes(b"this is not a TFRecord file\n" * 4)
     nan_box = Annotation(
         label="cat", box=Box(math.nan, 0.0, math.inf, 1.0), label_id=1, area=-math.inf
     )
-    (d / "nan.tfrecord").write_bytes(records([Item(name="n.jpg", objects=(nan_box,))]))
+    (d / "nan.tfrecord").write_bytes(records_bytes([Item(name="n.jpg", objects=(nan_box,))]))
     (d / "cat_only.pbtxt").write_text("item {\n  id: 1\n  name: 'cat'\n}\n")
     (d / "broken.pbtxt").write_text("item {\n  id: 1\n  name: 'cat'\n}\nitem {\n  id: one\n}\n")
     (d / "pin.pbtxt").write_text(format_label_map(LabelMap.from_names(["bird", "dog", "cat"])))
@@ -354,8 +346,8 @@ def test_inspect_json_is_strict_json_even_for_nan_boxes(d: Path) -> None:
 
 def test_validate_an_incomplete_shard_set_names_the_missing_shard(tmp_path: Path) -> None:
     # validate once called a set with a shard missing valid
-    (tmp_path / "y.record-00000-of-00003").write_bytes(records(ITEMS[:2]))
-    (tmp_path / "y.record-00002-of-00003").write_bytes(records(ITEMS[2:]))
+    (tmp_path / "y.record-00000-of-00003").write_bytes(records_bytes(ITEMS[:2]))
+    (tmp_path / "y.record-00002-of-00003").write_bytes(records_bytes(ITEMS[2:]))
     proc = tfdrop("validate", "--json", tmp_path / "y.record-00002-of-00003")
     assert proc.returncode == 1
     problem, summary = json_lines(proc.stdout)

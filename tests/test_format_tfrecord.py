@@ -15,8 +15,9 @@ from typing import BinaryIO, cast
 
 import pytest
 
+from conftest import records_bytes
 from tfdrop.archive import open_source
-from tfdrop.codec.example import decode_example, encode_example
+from tfdrop.codec.example import decode_example
 from tfdrop.codec.labelmap import format_label_map
 from tfdrop.codec.model import Annotation, Box, Item, LabelMap
 from tfdrop.codec.proto import Example
@@ -49,14 +50,6 @@ def make_items(n: int, subset: str = "train") -> list[Item]:
         )
         for i in range(n)
     ]
-
-
-def records_bytes(items: list[Item], compression: str = "none") -> bytes:
-    buf = io.BytesIO()
-    with RecordWriter(buf, compression=compression) as w:  # type: ignore[arg-type]
-        for it in items:
-            w.write(encode_example(it))
-    return buf.getvalue()
 
 
 def make_zip(path: Path, members: dict[str, bytes]) -> Path:
