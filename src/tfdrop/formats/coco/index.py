@@ -56,9 +56,16 @@ def find_annotation_files(names: Sequence[str]) -> list[AnnotationFile]:
     return out
 
 
+_INT64 = 1 << 63
+_MAX_SIZE = 2**31 - 1  # pixels; anything larger is not an image size
+
+
 def _int(value: Any, what: str, path: str, member: str) -> int:
     if type(value) is not int:
         raise FormatError(f"{what} must be an integer, not {value!r}", member=member, key=path)
+    if not -_INT64 <= value < _INT64:
+        # ids are kept in int64 arrays: a larger one raised OverflowError (found by fuzzing)
+        raise FormatError(f"{what} {value} is out of the 64-bit range", member=member, key=path)
     return value
 
 
@@ -93,9 +100,9 @@ class ImageIndex:
             v = value.get(key)
             if v is None:
                 sizes.append(0)  # read from the image header later
-            elif type(v) is int and v > 0:
+            elif type(v) is int and 0 < v <= _MAX_SIZE:
                 sizes.append(v)
-            elif isinstance(v, float) and v.is_integer() and v > 0:
+            elif isinstance(v, float) and v.is_integer() and 0 < v <= _MAX_SIZE:
                 sizes.append(int(v))
             else:
                 raise FormatError(
