@@ -12,7 +12,8 @@ rebuilds a valid zip around it so the format reader (not the zip layer) meets th
 runs the whole conversion (read, label ids, write, read-back validation). Raw zip bytes are
 mutated too, for the archive layer.
 
-CI runs a short, derandomized session (fixed examples, the same every run). A long session:
+CI runs a short, derandomized session (120 conversions per test and 480 parser calls, the
+same examples every run). A long session:
 ``TFDROP_FUZZ_EXAMPLES=20000 TFDROP_FUZZ_RANDOM=1 pytest tests/test_fuzz_formats.py``.
 """
 
@@ -40,14 +41,21 @@ from tfdrop.codec.model import Annotation, Box, Item
 from tfdrop.convert import ConvertOptions, convert
 from tfdrop.errors import FormatError, SchemaError, TfdropError
 
-EXAMPLES = int(os.environ.get("TFDROP_FUZZ_EXAMPLES", "25"))
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    derandomize=not os.environ.get("TFDROP_FUZZ_RANDOM"),
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+EXAMPLES = int(os.environ.get("TFDROP_FUZZ_EXAMPLES", "120"))
+
+
+def _fuzz(examples: int) -> settings:
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=not os.environ.get("TFDROP_FUZZ_RANDOM"),
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+
+
+FUZZ = _fuzz(EXAMPLES)  # whole conversions: ~30 ms each
+FUZZ_CODEC = _fuzz(EXAMPLES * 4)  # one parser call: ~1 ms each
 # targets a TFRecord dataset is written as; "images" is read only (a zip of plain images)
 TARGETS = ("tfrecord", "voc", "cvat", "coco", "yolo")
 HOSTILE_TOKENS = (
@@ -205,7 +213,7 @@ def _framed() -> bytes:
     return tfrecord_bytes(3, tag="fr")
 
 
-@FUZZ
+@FUZZ_CODEC
 @given(st.data(), st.integers(1, 64))
 def test_framing_decoder_raises_only_tfdrop_errors_on_damaged_streams(
     data: st.DataObject, chunk: int
@@ -240,7 +248,7 @@ def _example() -> bytes:
     return encode_example(item)
 
 
-@FUZZ
+@FUZZ_CODEC
 @given(st.data())
 def test_example_mapper_raises_only_tfdrop_errors_on_damaged_examples(
     data: st.DataObject,
@@ -260,7 +268,7 @@ _LABEL_MAP = (
 )
 
 
-@FUZZ
+@FUZZ_CODEC
 @given(st.data())
 def test_label_map_parser_raises_only_tfdrop_errors_on_damaged_text(data: st.DataObject) -> None:
     text = data.draw(mutated(_LABEL_MAP, text=True))
