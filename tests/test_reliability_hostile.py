@@ -90,6 +90,8 @@ def test_every_hostile_drop_fails_with_its_cause_in_bounded_memory_and_nothing_e
         etc_before = set(os.listdir("/etc"))
         _drop(drop, "good-first.zip", tfrecord_zip(2, tag="first"))
         (drop / "link.zip").symlink_to(outside / "secret.zip")
+        os.mkfifo(drop / "fifo.zip")  # opening it would block a reader forever
+        (drop / "folder.zip").mkdir()
         for i, (name, data, _) in enumerate(payloads.values()):
             _drop(drop, name, data)
             if i == len(payloads) // 2:
@@ -121,6 +123,10 @@ def test_every_hostile_drop_fails_with_its_cause_in_bounded_memory_and_nothing_e
         assert "link" in link["message"]
         assert (failed / "link.zip").is_symlink()  # moved as a link, never followed
         print(json.dumps(table, indent=1))
+        # a FIFO and a folder are not drops: left alone (never opened), said once in the log
+        ignored = {e["source"] for e in daemon.named("drop_ignored")}
+        assert {"fifo.zip", "folder.zip"} <= ignored
+        assert (drop / "fifo.zip").exists()
 
         assert sorted(p.name for p in out.glob("*.zip")) == [
             "good-first.zip",
