@@ -12,10 +12,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tfdrop.checker import Finding, RecordChecker
 from tfdrop.cli.common import fail, load_label_map
 from tfdrop.cli.records import iter_file_records, missing_shards, record_files
-from tfdrop.errors import TfdropError
+from tfdrop.codec.example import parse_example
+from tfdrop.codec.schema import check_parsed, fast_check
+from tfdrop.errors import DataError, TfdropError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,14 +44,6 @@ def _emit(problem: dict[str, Any], as_json: bool) -> None:
     print(f"{', '.join(where)}: {problem['message']}")
 
 
-def _report(display: str, found: Finding, problems: int, args: argparse.Namespace) -> int:
-    for p in found.problems:
-        problems += 1
-        if problems <= args.max_problems:
-            _emit({"file": display, "record": found.index, "offset": found.offset} | p, args.json)
-    return problems
-
-
 def run(args: argparse.Namespace) -> int:
     if not args.path.exists():
         return fail(f"{args.path}: no such file or folder")
@@ -70,14 +63,25 @@ def run(args: argparse.Namespace) -> int:
                 )
             for rf in files:
                 files_checked += 1
+                offset = 0
                 try:
-                    with RecordChecker(label_map) as checker:
-                        for index, offset, rec in iter_file_records(rf, source):
-                            records += 1
-                            for found in checker.check(index, offset, rec):
-                                problems = _report(rf.display, found, problems, args)
-                        for found in checker.flush():
-                            problems = _report(rf.display, found, problems, args)
+                    for index, offset, rec in iter_file_records(rf, source):
+                        records += 1
+                        if fast_check(rec, label_map) is not None:
+                            continue  # all clear (C accelerator); else name the problems
+                        try:
+                            found = [
+                                p.to_dict() for p in check_parsed(parse_example(rec), label_map)
+                            ]
+                        except DataError as exc:
+                            found = [{"key": exc.key or "", "message": exc.message}]
+                        for p in found:
+                            problems += 1
+                            if problems <= args.max_problems:
+                                _emit(
+                                    {"file": rf.display, "record": index, "offset": offset} | p,
+                                    args.json,
+                                )
                 except TfdropError as exc:
                     problems += 1
                     bad: dict[str, Any] = {

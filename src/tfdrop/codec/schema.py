@@ -158,26 +158,6 @@ def check_parsed(
     return out
 
 
-def fast_spans(
-    data: bytes, label_map: LabelMap | None = None
-) -> tuple[int, int, int, int, int] | None:
-    """:func:`fast_check` without the SHA-256 comparison: ``(objects, image start, image end,
-    sha start, sha end)`` (spans -1 when absent), for a caller that hashes elsewhere."""
-    if _od_check is None:
-        return None
-    return _od_check(data, label_map.text_ids if label_map is not None else None)
-
-
-def sha256_matches(data: bytes, spans: tuple[int, int, int, int, int]) -> bool:
-    """Whether the image span of a record hashes to its ``image/key/sha256`` span."""
-    _, enc_s, enc_e, sha_s, sha_e = spans
-    if enc_e <= enc_s or sha_e <= sha_s:
-        return True
-    with memoryview(data) as mv:
-        digest = hashlib.sha256(mv[enc_s:enc_e]).hexdigest()  # releases the GIL
-    return digest == data[sha_s:sha_e].decode().lower()
-
-
 def fast_check(data: bytes, label_map: LabelMap | None = None) -> int | None:
     """The number of objects when a serialized record is valid, else ``None``.
 
@@ -185,7 +165,15 @@ def fast_check(data: bytes, label_map: LabelMap | None = None) -> int | None:
     ``None`` means "run :func:`parse_example` and :func:`check_parsed`" (which name the
     problems, if any). It never says valid for a record that :func:`check_parsed` faults.
     """
-    res = fast_spans(data, label_map)
+    if _od_check is None:
+        return None
+    res = _od_check(data, label_map.text_ids if label_map is not None else None)
     if res is None:
         return None
-    return int(res[0]) if sha256_matches(data, res) else None
+    n, enc_s, enc_e, sha_s, sha_e = res
+    if enc_e > enc_s and sha_e > sha_s:
+        with memoryview(data) as mv:
+            digest = hashlib.sha256(mv[enc_s:enc_e]).hexdigest()
+        if digest != data[sha_s:sha_e].decode().lower():
+            return None
+    return int(n)
