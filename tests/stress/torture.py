@@ -297,9 +297,20 @@ def _check_ledger(
 
 
 def run(
-    root: Path, *, drops: int, kills: int, seed: int = 1, max_jobs: int = 2, seconds: float = 0
+    root: Path,
+    *,
+    drops: int,
+    kills: int,
+    seed: int = 1,
+    max_jobs: int = 2,
+    seconds: float = 0,
+    instances: int = 1,
 ) -> Result:
-    """One torture run in ``root`` (must be empty or absent); the result with any breaches."""
+    """One torture run in ``root`` (must be empty or absent); the result with any breaches.
+
+    With ``instances`` > 1 that many daemons serve the same folders at once (as several hosts
+    on one share would) and each kill hits one of them at random.
+    """
     rng = random.Random(seed)
     root.mkdir(parents=True, exist_ok=True)
     config = _config(root, max_jobs)
@@ -320,9 +331,17 @@ def run(
     dropper.start()
     logs = root / "logs"
     logs.mkdir()
+    others: list[Daemon] = []  # the instances not being killed right now
     for k in range(kills):
+        while len(others) < instances - 1:
+            others.append(Daemon(config, logs / f"run-{k:04d}-other{len(others)}.log"))
+            result.restarts += 1
         daemon = Daemon(config, logs / f"run-{k:04d}.log")
         result.restarts += 1
+        if others and rng.random() < 0.5:  # kill one of the others instead, this one lives on
+            victim = others.pop(rng.randrange(len(others)))
+            others.append(daemon)
+            daemon = victim
         moment = _kill_somewhere(daemon, rng, gap)
         if daemon.proc.returncode != -signal.SIGKILL:
             result.unexpected_exits += 1
@@ -332,21 +351,23 @@ def run(
             key = moment.removesuffix("_timeout")
             result.kills_at[key] = result.kills_at.get(key, 0) + 1
     dropper.join()
-    last = Daemon(config, logs / "final.log")
+    last = [*others, Daemon(config, logs / "final.log")]
     result.restarts += 1
-    last.wait_event("daemon_ready", timeout=60)  # a SIGTERM before that is the default action
+    for d in last:
+        d.wait_event("daemon_ready", timeout=60)  # a SIGTERM before that is the default action
     deadline = time.monotonic() + 120 + drops * 0.5
     while not _drained(root, all_drops):
-        if last.proc.poll() is not None:
-            result.breaches.append(f"final daemon exited by itself ({last.proc.returncode})")
+        if any(d.proc.poll() is not None for d in last):
+            result.breaches.append("a final daemon exited by itself")
             break
         if time.monotonic() > deadline:
             result.breaches.append("not drained before the deadline")
             break
         time.sleep(0.2)
-    code = last.stop(60)
-    if code != 0:
-        result.breaches.append(f"final daemon stopped with exit code {code}")
+    for d in last:
+        code = d.stop(60)
+        if code != 0:
+            result.breaches.append(f"a final daemon stopped with exit code {code}")
     result.elapsed_s = round(time.monotonic() - started, 1)
     _check(root, all_drops, result)
     result.failed = sum(
@@ -365,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kills", type=int, default=15)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--max-jobs", type=int, default=2)
+    ap.add_argument("--instances", type=int, default=1, help="daemons serving at once")
     ap.add_argument("--seconds", type=float, default=0, help="drop period (default: kills*1.5)")
     ap.add_argument("--root", type=Path, help="work here (default: a new temp folder, kept)")
     args = ap.parse_args(argv)
@@ -376,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         max_jobs=args.max_jobs,
         seconds=args.seconds,
+        instances=args.instances,
     )
     print(json.dumps({"root": str(root), **asdict(result), "ok": result.ok}, indent=2))
     return 0 if result.ok else 1
