@@ -79,6 +79,29 @@ HOSTILE_TOKENS = (
 )
 
 
+# CVAT for video 1.1: tracks (interpolated boxes, an outside frame, a polygon track)
+_CVAT_VIDEO = """<?xml version="1.0" encoding="utf-8"?>
+<annotations><version>1.1</version>
+<meta><task><size>4</size><mode>interpolation</mode>
+<labels><label><name>cat</name></label><label><name>dog</name></label></labels>
+<original_size><width>64</width><height>48</height></original_size></task></meta>
+<track id="0" label="cat">
+<box frame="0" outside="0" occluded="0" keyframe="1" xtl="1.5" ytl="2" xbr="30" ybr="40"/>
+<box frame="2" outside="0" occluded="1" keyframe="1" xtl="5" ytl="6" xbr="34.25" ybr="44"/>
+<box frame="3" outside="1" occluded="0" keyframe="1" xtl="5" ytl="6" xbr="34" ybr="44"/>
+</track>
+<track id="1" label="dog">
+<polygon frame="1" outside="0" occluded="0" keyframe="1" points="1,1;20,1;20,20"/>
+<polygon frame="2" outside="1" occluded="0" keyframe="1" points="1,1;20,1;20,20"/>
+</track>
+</annotations>
+"""
+
+
+def _zip_of(members: dict[str, bytes]) -> bytes:
+    return _rezip(list(members.items()))
+
+
 @cache
 def seeds() -> dict[str, bytes]:
     """One archive per readable format, written by tfdrop from the same small dataset."""
@@ -91,6 +114,7 @@ def seeds() -> dict[str, bytes]:
             dst = Path(tmp) / f"{fmt}.zip"
             convert(src, dst, ConvertOptions(source_format="tfrecord", target_format=fmt))
             out[fmt] = dst.read_bytes()
+        out["cvat-video"] = _zip_of({"annotations.xml": _CVAT_VIDEO.encode()})
         images = io.BytesIO()
         with zipfile.ZipFile(images, "w") as zi:
             zi.writestr("cam/a.png", png(3))
@@ -183,7 +207,8 @@ def _convert_must_only_raise_tfdrop_errors(fmt: str, data: bytes, auto: bool) ->
         src.write_bytes(data)
         work = Path(tmp) / "work"
         work.mkdir()
-        options = ConvertOptions(source_format="auto" if auto else fmt, target_format="tfrecord")
+        source = "auto" if auto else fmt.removesuffix("-video")
+        options = ConvertOptions(source_format=source, target_format="tfrecord", masks=auto)
         error: TfdropError | None = None
         try:
             convert(src, Path(tmp) / "out.zip", options, workdir=work)
@@ -197,7 +222,7 @@ def _convert_must_only_raise_tfdrop_errors(fmt: str, data: bytes, auto: bool) ->
 def test_seeds_of_every_format_convert_cleanly() -> None:
     for fmt, data in seeds().items():
         _convert_must_only_raise_tfdrop_errors(fmt, data, auto=False)
-    assert sorted(seeds()) == ["coco", "cvat", "images", "tfrecord", "voc", "yolo"]
+    assert sorted(seeds()) == ["coco", "cvat", "cvat-video", "images", "tfrecord", "voc", "yolo"]
 
 
 @FUZZ
