@@ -230,6 +230,26 @@ def varint(value: int) -> bytes:
     return bytes(out)
 
 
+_LEN_HEADS: Final = {
+    tag: [bytes([tag[0], n]) for n in range(128)] for tag in (b"\x0a", b"\x12", b"\x1a")
+}
+_KEY_HEADS: dict[bytes, bytes] = {}  # key -> its map-entry key field (tag, length, key)
+
+
+def _head(tag: bytes, n: int) -> bytes:
+    """``tag`` followed by the varint ``n``; the common one-byte lengths come from a table."""
+    return _LEN_HEADS[tag][n] if n < 128 else tag + varint(n)
+
+
+def _key_head(key: bytes) -> bytes:
+    head = _KEY_HEADS.get(key)
+    if head is None:
+        head = _head(b"\x0a", len(key)) + key
+        if len(_KEY_HEADS) < 4096:  # feature keys are few; never grow without bound
+            _KEY_HEADS[key] = head
+    return head
+
+
 class ExampleBuilder:
     """Collects features, then :meth:`serialize` writes the ``tf.train.Example`` bytes."""
 
@@ -240,17 +260,19 @@ class ExampleBuilder:
         self._entries: dict[bytes, tuple[list[bytes], int]] = {}
 
     def _add(self, key: bytes, tag: bytes, body: list[bytes], body_len: int) -> None:
-        head = tag + varint(body_len)
+        head = _head(tag, body_len)
         self._entries[key] = ([head, *body], len(head) + body_len)
 
     def bytes_list(self, key: bytes, values: list[bytes]) -> None:
         body: list[bytes] = []
         size = 0
+        small = _LEN_HEADS[b"\x0a"]
         for v in values:
-            head = b"\x0a" + varint(len(v))
+            n = len(v)
+            head = small[n] if n < 128 else b"\x0a" + varint(n)
             body.append(head)
             body.append(v)
-            size += len(head) + len(v)
+            size += len(head) + n
         self._add(key, b"\x0a", body, size)
 
     def float_list(self, key: bytes, values: list[float]) -> None:
@@ -261,7 +283,7 @@ class ExampleBuilder:
         if not _LITTLE:  # pragma: no cover - the wire is little-endian
             packed.byteswap()
         raw = packed.tobytes()
-        head = b"\x0a" + varint(len(raw))
+        head = _head(b"\x0a", len(raw))
         self._add(key, b"\x12", [head, raw], len(head) + len(raw))
 
     def int64_list(self, key: bytes, values: list[int]) -> None:
@@ -275,7 +297,7 @@ class ExampleBuilder:
                 if not -(1 << 63) <= v < (1 << 63):
                     raise OverflowError(f"{v} is outside the int64 range")
             raw = b"".join(varint(v) for v in values)
-        head = b"\x0a" + varint(len(raw))
+        head = _head(b"\x0a", len(raw))
         self._add(key, b"\x1a", [head, raw], len(head) + len(raw))
 
     def raw_feature(self, key: bytes, feature: bytes) -> None:
@@ -288,13 +310,14 @@ class ExampleBuilder:
     def serialize(self) -> bytes:
         pieces: list[bytes] = [b"\x0a", b""]  # Example.features tag, then its length
         total = 0
-        for key in sorted(self._entries):
-            body, flen = self._entries[key]
-            key_head = b"\x0a" + varint(len(key))
-            value_head = b"\x12" + varint(flen)
-            elen = len(key_head) + len(key) + len(value_head) + flen
-            entry_head = b"\x0a" + varint(elen)
-            pieces += (entry_head, key_head, key, value_head)
+        entries = self._entries
+        for key in sorted(entries):
+            body, flen = entries[key]
+            key_head = _key_head(key)
+            value_head = _head(b"\x12", flen)
+            elen = len(key_head) + len(value_head) + flen
+            entry_head = _head(b"\x0a", elen)
+            pieces += (entry_head, key_head, value_head)
             pieces += body
             total += len(entry_head) + elen
         if not self._entries:
