@@ -370,3 +370,11 @@ def test_coco_numbers_beyond_64_bits_are_format_errors(
     src.write_bytes(_rezip([("annotations/instances_default.json", json.dumps(doc).encode())]))
     with pytest.raises(FormatError, match=r"range|not a positive integer"):
         convert(src, tmp_path / "out.zip", ConvertOptions(source_format="coco"))
+
+
+def test_an_empty_zip_is_a_tfdrop_error_not_a_value_error(tmp_path: Path) -> None:
+    """Found by this fuzzer: a zip listing no members raised ValueError in the layout check."""
+    src = tmp_path / "empty.zip"
+    src.write_bytes(_rezip([]))
+    with pytest.raises(TfdropError):
+        convert(src, tmp_path / "out.zip", ConvertOptions())

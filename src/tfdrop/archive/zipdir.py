@@ -278,7 +278,9 @@ def _check_storage(name: str, flags: int, method: int, csize: int, size: int, ar
 def _check_layout(entries: list[ZipEntry], cd_start: int, archive: str) -> None:
     """Members must not overlap each other or the directory (overlap bombs reuse data)."""
     ordered = sorted(entries, key=lambda e: e.header_offset)
-    for here, after in zip(ordered, [*ordered[1:], None], strict=True):
+    # ``[*ordered[1:], None]`` is one longer than an empty listing: an empty zip (or one whose
+    # directory lists nothing) raised ValueError from zip(strict=True) (found by fuzzing)
+    for here, after in zip(ordered, [*ordered[1:], None][: len(ordered)], strict=True):
         limit = after.header_offset if after is not None else cd_start
         # A lower bound on the member's end: header, name and data (local extras only add).
         end = here.header_offset + LOCAL.size + len(here.raw_name) + here.compressed_size
