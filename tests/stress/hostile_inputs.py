@@ -244,6 +244,7 @@ DROPS: dict[str, tuple[str, Builder, frozenset[str]]] = {
     "lying_sizes_record": ("lying.zip", lying_sizes_record, frozenset({_U})),
     "local_name_mismatch_record": ("mismatch.zip", local_name_mismatch_record, frozenset({_U})),
     "corrupt_stored_record": ("corrupt.zip", corrupt_stored_record, frozenset({_B})),
+    "empty_zip": ("empty_zip.zip", lambda: _zip({}), frozenset({"unknown_format"})),
     "declared_total_bomb": ("declared_total_bomb.zip", declared_total_bomb, frozenset({_U})),
     "tiny_members_250k": ("tiny_members.zip", tiny_members, frozenset({_U})),
     "tfrecord_length_2_63": ("length.zip", length_2_63, frozenset({"record_too_large"})),
