@@ -221,6 +221,14 @@ def tiny_members(count: int = 250_000) -> bytes:
     return bytes(local + central + z64 + loc + end)
 
 
+def million_members_claimed() -> bytes:
+    """Three members whose zip64 end records claim 2,000,000 (refused before listing)."""
+    data = bytearray(tiny_members(3))
+    z64 = data.rfind(b"PK\x06\x06")
+    struct.pack_into("<2Q", data, z64 + 24, 2_000_000, 2_000_000)
+    return bytes(data)
+
+
 def declared_total_bomb(members: int = 17) -> bytes:
     """``members`` entries each declaring 4 GiB (68 GiB in all, over the 64 GiB default cap)."""
     data = bytearray(_zip({f"p{i:02d}.bin": b"x" for i in range(members)}, compress=True))
@@ -245,6 +253,11 @@ DROPS: dict[str, tuple[str, Builder, frozenset[str]]] = {
     "local_name_mismatch_record": ("mismatch.zip", local_name_mismatch_record, frozenset({_U})),
     "corrupt_stored_record": ("corrupt.zip", corrupt_stored_record, frozenset({_B})),
     "empty_zip": ("empty_zip.zip", lambda: _zip({}), frozenset({"unknown_format"})),
+    "million_members_claimed": (
+        "million.zip",
+        million_members_claimed,
+        frozenset({_U, _B}),
+    ),
     "declared_total_bomb": ("declared_total_bomb.zip", declared_total_bomb, frozenset({_U})),
     "tiny_members_250k": ("tiny_members.zip", tiny_members, frozenset({_U})),
     "tfrecord_length_2_63": ("length.zip", length_2_63, frozenset({"record_too_large"})),
