@@ -20,7 +20,10 @@ SIGTERM, and the folders are checked against the invariants of SPEC.md "The daem
 - the ledger agrees with the folders: one ``published`` entry per good input naming its
   archive, a name marker per published stem, no entry for a failed input, no temp file.
 
-Prints a JSON summary; exits 1 when an invariant is broken (the summary lists each breach).
+``--instances 2`` runs two daemons on the same folders at once (as two hosts on one share
+would: claims, slot locks, adoption of a dead instance's work, the shared ledger) and each
+kill hits one of them. Prints a JSON summary; exits 1 when an invariant is broken (the summary
+lists each breach).
 """
 
 from __future__ import annotations
