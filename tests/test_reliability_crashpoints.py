@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from daemon_support import Daemon, files, tfrecord_zip, write_config
+from tfdrop.daemon.claim import WorkArea
 from tfdrop.daemon.fsops import move_unique, move_with_error
 
 
@@ -96,3 +97,24 @@ def test_restart_removes_an_error_file_temp_cut_short_by_a_kill(tmp_path: Path) 
         assert not leftover.exists()
     finally:
         assert second.stop() == 0
+
+
+def test_adopting_a_dead_instances_emptied_job_folder_removes_it(tmp_path: Path) -> None:
+    """The three-instance torture run found an adopted job folder whose input had already
+    been routed (killed before the folder was removed) left in the work folder for good."""
+    state = tmp_path / "state"
+    dead = WorkArea(state, host="dead")
+    claimed = dead.claim(_dropped(tmp_path / "a.zip"))
+    assert claimed is not None
+    claimed.input.unlink()  # routed to done/, then killed before finish_job_folder
+    dead.close()  # the kill: its slot lock is free
+    live = WorkArea(state, host="live")
+    adopted = live.adopt_orphans()
+    assert adopted == [claimed.job_id]
+    assert live.job(claimed.job_id) is None
+    assert list(live.folder.iterdir()) == []
+
+
+def _dropped(path: Path) -> Path:
+    path.write_bytes(b"x")
+    return path

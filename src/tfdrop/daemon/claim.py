@@ -113,6 +113,12 @@ class WorkArea:
         """The claim in one of our job folders (one just adopted), if it holds an input."""
         folder = self.folder / job_id
         inputs = [p for p in folder.iterdir() if _is_input(p)]
+        if not inputs:
+            # its input was routed, then the instance was killed before removing the folder:
+            # nothing to do, and left here it would sit until this slot restarts (found by
+            # the torture run with three instances)
+            _remove_tree(folder)
+            return None
         return Claimed(job_id, folder, inputs[0]) if len(inputs) == 1 else None
 
     def recover(self) -> list[Claimed]:
