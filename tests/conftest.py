@@ -11,9 +11,12 @@ Several helpers edit this file: append new fixtures, do not rewrite existing one
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import io
 import os
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -69,3 +72,25 @@ def records_bytes(items: list[Item], compression: Compression = "none") -> bytes
         for it in items:
             w.write(encode_example(it))
     return buf.getvalue()
+
+
+def require_root(what: str) -> None:
+    """Skip a test that needs root (mounts, setpriv); fail instead under ``CI=true``."""
+    if os.geteuid() != 0:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true runs as root: {what} must not be skipped")
+        pytest.skip(f"needs root ({what})")
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(mountpoint: Path, size: str) -> Iterator[Path]:
+    """A real tmpfs of ``size`` (e.g. "1m") at ``mountpoint``, so ENOSPC is real."""
+    require_root("mounting a tmpfs")
+    mountpoint.mkdir(exist_ok=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mountpoint)], check=True
+    )
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=False)

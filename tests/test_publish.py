@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import mounted_tmpfs, require_root
 from tfdrop.archive import ZipSink
 from tfdrop.publish import (
     atomic_path,
@@ -33,23 +34,14 @@ MiB = 1 << 20
 
 
 def _need_root() -> None:
-    if os.geteuid() != 0:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("CI=true runs as root: this test must not be skipped")
-        pytest.skip("needs root (tmpfs mount / setpriv)")
+    require_root("tmpfs mount / setpriv")
 
 
 @pytest.fixture
 def tiny_fs(tmp_path: Path) -> Iterator[Path]:
     """A 1 MiB tmpfs, so ENOSPC is real."""
-    _need_root()
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
-    try:
+    with mounted_tmpfs(tmp_path / "tiny", "1m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 class _Boom(Exception):

@@ -12,13 +12,13 @@ from __future__ import annotations
 import errno
 import io
 import os
-import subprocess
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from conftest import mounted_tmpfs
 from daemon_support import LABEL_MAP, Daemon, files, wait_until, write_config
 from tfdrop.codec.example import encode_example
 from tfdrop.codec.framing import encode_record
@@ -27,23 +27,10 @@ from tfdrop.codec.model import Annotation, Box, Item
 KiB = 1024
 
 
-def _need_root() -> None:
-    if os.geteuid() != 0:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("CI=true: the disk-full tests need root to mount a tmpfs")
-        pytest.skip("needs root to mount a tmpfs")
-
-
 @pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[Path]:
-    _need_root()
-    mnt = tmp_path / "fs"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], check=True)
-    try:
+    with mounted_tmpfs(tmp_path / "fs", "2m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def _input(size: int = 600 * KiB) -> bytes:
