@@ -55,19 +55,23 @@ read_len(const unsigned char *buf, Py_ssize_t end, Py_ssize_t *pos, Py_ssize_t *
 
 /* protobuf refuses a map key (a proto3 string) that is not UTF-8: so must the fast path. */
 static int
+utf8_ok(const unsigned char *s, Py_ssize_t n)
+{
+    PyObject *u = PyUnicode_DecodeUTF8((const char *)s, n, "strict");
+    if (u == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    Py_DECREF(u);
+    return 1;
+}
+
+static int
 key_ok(const unsigned char *s, Py_ssize_t n)
 {
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (s[i] >= 0x80) {
-            PyObject *u = PyUnicode_DecodeUTF8((const char *)s, n, "strict");
-            if (u == NULL) {
-                PyErr_Clear();
-                return 0;
-            }
-            Py_DECREF(u);
-            return 1;
-        }
-    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (s[i] >= 0x80)
+            return utf8_ok(s, n); /* ASCII keys (all of the OD API's) skip the decode */
     return 1;
 }
 
@@ -364,18 +368,6 @@ payload(const unsigned char *buf, int kind, Py_ssize_t pos, Py_ssize_t end, span
     out->start = pos;
     out->end = end;
     return 0;
-}
-
-static int
-utf8_ok(const unsigned char *s, Py_ssize_t n)
-{
-    PyObject *u = PyUnicode_DecodeUTF8((const char *)s, n, "strict");
-    if (u == NULL) {
-        PyErr_Clear();
-        return 0;
-    }
-    Py_DECREF(u);
-    return 1;
 }
 
 /* Every value of a bytes list is UTF-8 (an ASCII scan first; the decoder only if needed). */
