@@ -19,8 +19,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tfdrop.archive import ArchiveLimits, ZipSink, ZipSource, has_end_record, open_source
+from tfdrop.archive import ZipSink, ZipSource, has_end_record, open_source
 from tfdrop.errors import ArchiveError, MemberNotFoundError, UnsafeArchiveError
+from tfdrop.limits import Limits
 from tfdrop.testing import hostile
 
 MiB = 1 << 20
@@ -33,7 +34,7 @@ def hostile_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _drain(path: Path, limits: ArchiveLimits | None = None) -> list[str]:
+def _drain(path: Path, limits: Limits | None = None) -> list[str]:
     """Open a zip and read every member to the end; returns the names."""
     with ZipSource(path, limits=limits) as src:
         for name in src.names():
@@ -60,7 +61,7 @@ def _peak(fn: Callable[[], object]) -> int:
 def test_every_hostile_case_reports_its_documented_error_kind(hostile_dir: Path, case: str) -> None:
     spec = hostile.CASES[case]
     path = hostile_dir / f"{case}.zip"
-    limits = ArchiveLimits(**spec.limits)
+    limits = Limits(**spec.limits)
     if spec.kind is None:
         assert _drain(path, limits) == ["café.txt"]
         return
@@ -205,7 +206,7 @@ def test_unreadable_zips_say_why_in_plain_words(hostile_dir: Path, case: str, me
 
 
 def test_entry_cap_holds_even_when_the_end_record_lies(hostile_dir: Path) -> None:
-    lim = ArchiveLimits(max_entries=100)
+    lim = Limits(max_entries=100)
     for case in ("many_entries", "entry_count_lie"):
         with pytest.raises(UnsafeArchiveError, match="more than 100 entries"):
             ZipSource(hostile_dir / f"{case}.zip", limits=lim)
@@ -213,7 +214,7 @@ def test_entry_cap_holds_even_when_the_end_record_lies(hostile_dir: Path) -> Non
 
 
 def test_total_size_cap_names_the_member_that_crosses_it(hostile_dir: Path) -> None:
-    lim = ArchiveLimits(max_total_uncompressed=10 * MiB)
+    lim = Limits(max_total_uncompressed=10 * MiB)
     with pytest.raises(UnsafeArchiveError, match="in total") as info:
         ZipSource(hostile_dir / "total_size_bomb.zip", limits=lim)
     assert info.value.member == "part0010.bin"  # 11 MiB > 10 MiB
@@ -221,7 +222,7 @@ def test_total_size_cap_names_the_member_that_crosses_it(hostile_dir: Path) -> N
 
 
 def test_member_size_cap(hostile_dir: Path) -> None:
-    lim = ArchiveLimits(max_member_size=MiB - 1)
+    lim = Limits(max_member_size=MiB - 1)
     with pytest.raises(UnsafeArchiveError, match="cap") as info:
         ZipSource(hostile_dir / "total_size_bomb.zip", limits=lim)
     assert info.value.member == "part0000.bin"
@@ -476,7 +477,7 @@ def test_find_matches_macos_decomposed_names_to_composed_ones(tmp_path: Path) ->
 @pytest.mark.parametrize("bad", [0, -1, True, 1.5])
 def test_limits_must_be_positive_integers(bad: object) -> None:
     with pytest.raises(ValueError, match="max_ratio"):
-        ArchiveLimits(max_ratio=bad)  # type: ignore[arg-type]
+        Limits(max_ratio=bad)  # type: ignore[arg-type]
 
 
 def test_hostile_catalogue_runs_as_a_module_writing_every_case(tmp_path: Path) -> None:
@@ -529,10 +530,10 @@ def test_claimed_entry_count_and_directory_size_are_refused_before_listing(
 ) -> None:
     path = hostile_dir / "entry_count_claim.zip"
     with pytest.raises(UnsafeArchiveError, match="more than 1000 entries"):
-        ZipSource(path, limits=ArchiveLimits(max_entries=1000))
-    assert _peak(lambda: ZipSource(path, limits=ArchiveLimits(max_entries=1000))) < 200_000
+        ZipSource(path, limits=Limits(max_entries=1000))
+    assert _peak(lambda: ZipSource(path, limits=Limits(max_entries=1000))) < 200_000
     with pytest.raises(UnsafeArchiveError, match="central directory is"):
-        ZipSource(hostile_dir / "many_entries.zip", limits=ArchiveLimits(max_directory_size=1000))
+        ZipSource(hostile_dir / "many_entries.zip", limits=Limits(max_directory_size=1000))
 
 
 @pytest.mark.parametrize(("crc_ok", "expected"), [(True, "café.txt"), (False, "cafe.txt")])

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tfdrop.archive import ArchiveLimits, DirSource, Source, ZipSource, open_source
+from tfdrop.archive import DirSource, Source, ZipSource, open_source
 from tfdrop.errors import ArchiveError, MemberNotFoundError, UnsafeArchiveError
+from tfdrop.limits import Limits
 
 MiB = 1 << 20
 
@@ -153,11 +154,11 @@ def test_file_that_grows_or_shrinks_while_read_is_an_archive_error(tmp_path: Pat
 def test_folder_limits_cap_entries_and_total_size(tmp_path: Path) -> None:
     root = _tree(tmp_path / "drop")
     with pytest.raises(UnsafeArchiveError, match="entries"):
-        DirSource(root, limits=ArchiveLimits(max_entries=3))
+        DirSource(root, limits=Limits(max_entries=3))
     with pytest.raises(UnsafeArchiveError, match="in total"):
-        DirSource(root, limits=ArchiveLimits(max_total_uncompressed=10_000))
+        DirSource(root, limits=Limits(max_total_uncompressed=10_000))
     with pytest.raises(UnsafeArchiveError, match="cap") as info:
-        DirSource(root, limits=ArchiveLimits(max_member_size=1000))
+        DirSource(root, limits=Limits(max_member_size=1000))
     assert info.value.member == "VOC2007/JPEGImages/000001.jpg"
 
 
@@ -205,5 +206,5 @@ def test_folders_count_towards_the_entry_cap(tmp_path: Path) -> None:
     for i in range(30):
         (root / f"d{i}" / "e").mkdir(parents=True)  # sixty folders, no files at all
     with pytest.raises(UnsafeArchiveError, match="more than 50 entries"):
-        DirSource(root, limits=ArchiveLimits(max_entries=50))
+        DirSource(root, limits=Limits(max_entries=50))
     assert DirSource(root).names() == []

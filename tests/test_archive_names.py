@@ -10,10 +10,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tfdrop.archive import ArchiveLimits, DirSource, normalize_name
+from tfdrop.archive import DirSource, normalize_name
 from tfdrop.errors import UnsafeArchiveError
+from tfdrop.limits import Limits
 
-_LIMITS = ArchiveLimits()
+_LIMITS = Limits()
 _parts = st.sampled_from(["..", ".", "", "a", "B", "C:", "c:", "x\\..", "é", " ", "..."])
 _names = st.one_of(
     st.text(max_size=40),
@@ -50,7 +51,7 @@ def test_an_accepted_name_is_relative_without_dot_dot_and_stable(raw: str) -> No
 
 
 def test_over_long_names_are_refused() -> None:
-    lim = ArchiveLimits(max_name_length=10)
+    lim = Limits(max_name_length=10)
     assert normalize_name("a" * 10, archive="t", limits=lim) == ("a" * 10, False)
     with pytest.raises(UnsafeArchiveError, match="longer than 10"):
         normalize_name("a" * 11, archive="t", limits=lim)

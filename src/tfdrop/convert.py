@@ -16,12 +16,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Self
 
-from tfdrop.archive import ArchiveLimits, Source, ZipSink, has_end_record, open_source
+from tfdrop.archive import Source, ZipSink, has_end_record, open_source
 from tfdrop.codec.model import Annotation, Item, LabelMap
 from tfdrop.errors import TfdropError, UnknownLabelError
 from tfdrop.formats import FORMATS, Notes, ReadOptions, WriteOptions, detect_format
 from tfdrop.formats.masks import box_mask_png
 from tfdrop.formats.tfrecord import LABEL_MAP_NAME
+from tfdrop.limits import DEFAULT_LIMITS, Limits
 from tfdrop.publish import atomic_path
 from tfdrop.stream import is_tfrecord_name, parse_shard_name, shard_name
 
@@ -44,7 +45,7 @@ class ConvertOptions:
     shards: int = 1
     compression: str = "none"
     images: bool = True
-    limits: ArchiveLimits | None = None
+    limits: Limits = DEFAULT_LIMITS
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +226,7 @@ def _shard_set(path: Path) -> list[Path]:
     return [p for p in siblings if p == path or p.is_file()]
 
 
-def open_input(path: Path, limits: ArchiveLimits | None = None) -> Source:
+def open_input(path: Path, limits: Limits | None = None) -> Source:
     """A drop as a source: a folder, a zip, or a bare TFRecord file (with its shard set)."""
     if path.is_file() and is_tfrecord_name(path.name) and not has_end_record(path):
         return _FileSource(path)
@@ -236,7 +237,9 @@ def _read_back(out: Path, fmt: str, notes: Notes, options: ConvertOptions) -> It
     spec = FORMATS[fmt]
     assert spec.open_reader is not None
     with open_source(out, limits=options.limits) as src:
-        reader = spec.open_reader(src, ReadOptions(masks=options.masks, images=False), notes)
+        reader = spec.open_reader(
+            src, ReadOptions(masks=options.masks, images=False, limits=options.limits), notes
+        )
         yield from reader.items()
 
 
@@ -272,7 +275,12 @@ def convert(
         try:
             reader = spec.open_reader(
                 source,
-                ReadOptions(masks=options.masks, images=options.images, workdir=workdir),
+                ReadOptions(
+                    masks=options.masks,
+                    images=options.images,
+                    workdir=workdir,
+                    limits=options.limits,
+                ),
                 notes,
             )
             resolver = LabelResolver(options.label_map, list(reader.labels()), reader.label_map())

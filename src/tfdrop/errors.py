@@ -219,6 +219,34 @@ class DetectError(DataError):
     default_hint = "name the source format explicitly (--from / from = ...)"
 
 
+class LimitExceededError(DataError):
+    """The input needs more than one of the job's limits allows (:mod:`tfdrop.limits`).
+
+    ``limit`` names the limit, ``value`` is what the input needed (at least), ``cap`` the limit
+    in force. Raised before the memory is allocated or the work done.
+    """
+
+    kind = "limit_exceeded"
+
+    def __init__(
+        self, message: str, *, limit: str, value: int | float, cap: int, **where: Any
+    ) -> None:
+        where.setdefault(
+            "hint",
+            f"if the input is genuine, raise the limit: [limits] {limit} = N in the config, "
+            f"or --limit {limit}=N on the command line",
+        )
+        super().__init__(message, **where)
+        self.limit = limit
+        self.value = value
+        self.cap = cap
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out.update(limit=self.limit, value=self.value, cap=self.cap)
+        return out
+
+
 class ConfigError(TfdropError):
     """The configuration is invalid: names the file, the key and what is allowed."""
 

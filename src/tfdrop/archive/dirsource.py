@@ -13,13 +13,14 @@ import os
 import stat
 from pathlib import Path
 
-from tfdrop.archive.limits import ArchiveLimits, normalize_name
+from tfdrop.archive.limits import normalize_name
 from tfdrop.archive.source import CHUNK, BaseSource, CheckedReader
 from tfdrop.errors import ArchiveError, TfdropError, UnsafeArchiveError
+from tfdrop.limits import Limits
 
 
 class DirSource(BaseSource):
-    """The files under a folder, checked against :class:`ArchiveLimits` when opened.
+    """The files under a folder, checked against :class:`Limits` when opened.
 
     Args:
         root: The folder.
@@ -30,8 +31,8 @@ class DirSource(BaseSource):
         ArchiveError: ``root`` is not a folder.
     """
 
-    def __init__(self, root: str | os.PathLike[str], *, limits: ArchiveLimits | None = None):
-        lim = limits if limits is not None else ArchiveLimits()
+    def __init__(self, root: str | os.PathLike[str], *, limits: Limits | None = None):
+        lim = limits if limits is not None else Limits()
         label = str(root)
         self.root = Path(root)
         if not self.root.is_dir():
@@ -55,7 +56,7 @@ class DirSource(BaseSource):
     def _inside(self, real: str) -> bool:
         return real == self._real_root or real.startswith(self._real_root + os.sep)
 
-    def _walk(self, label: str, lim: ArchiveLimits) -> list[tuple[str, int]]:
+    def _walk(self, label: str, lim: Limits) -> list[tuple[str, int]]:
         out: list[tuple[str, int]] = []
         stack = [""]
         seen = 0  # files and folders, as a zip's entry count includes folder entries

@@ -19,8 +19,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, Protocol, Self, runtime_checkable
 
-from tfdrop.archive.limits import ArchiveLimits, MiB
 from tfdrop.errors import ArchiveError, MemberNotFoundError, TfdropError
+from tfdrop.limits import Limits, MiB
 
 CHUNK = 1 * MiB  # one decompression step: bounds the memory of a member reader
 BUFFER = 256 * 1024
@@ -84,7 +84,7 @@ class Source(Protocol):
 class BaseSource(ABC):
     """Shared bookkeeping for sources: the name table, lookups and ``read_bytes``."""
 
-    def __init__(self, label: str, sizes: dict[str, int], limits: ArchiveLimits) -> None:
+    def __init__(self, label: str, sizes: dict[str, int], limits: Limits) -> None:
         self._label = label
         self._sizes = sizes
         self._limits = limits
@@ -96,7 +96,7 @@ class BaseSource(ABC):
         return self._label
 
     @property
-    def limits(self) -> ArchiveLimits:
+    def limits(self) -> Limits:
         """The caps this source was opened with."""
         return self._limits
 
@@ -290,12 +290,12 @@ class CheckedReader(io.RawIOBase, ABC):
         """Extra checks once all data is read."""
 
 
-def open_source(path: str | os.PathLike[str], *, limits: ArchiveLimits | None = None) -> Source:
+def open_source(path: str | os.PathLike[str], *, limits: Limits | None = None) -> Source:
     """Open a drop as a :class:`Source`: a folder tree, or a zip (whatever its suffix).
 
     Args:
         path: A folder or a zip file.
-        limits: Safety caps; the defaults of :class:`ArchiveLimits` when omitted.
+        limits: Safety caps; the defaults of :class:`Limits` when omitted.
 
     Raises:
         ArchiveError: The path is neither a folder nor a readable zip.
@@ -307,7 +307,7 @@ def open_source(path: str | os.PathLike[str], *, limits: ArchiveLimits | None = 
     from tfdrop.archive.dirsource import DirSource
     from tfdrop.archive.zipsource import ZipSource
 
-    lim = limits if limits is not None else ArchiveLimits()
+    lim = limits if limits is not None else Limits()
     if Path(path).is_dir():
         return DirSource(path, limits=lim)
     return ZipSource(path, limits=lim)

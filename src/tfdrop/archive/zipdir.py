@@ -1,7 +1,7 @@
 """Reading a zip's end record and central directory without trusting them (PKWARE APPNOTE 6.3).
 
 :func:`read_directory` walks the central directory record by record, checking every name and
-declared size against :class:`~tfdrop.archive.limits.ArchiveLimits` as it goes, so an archive
+declared size against :class:`~tfdrop.archive.limits.Limits` as it goes, so an archive
 that declares a million entries or a petabyte fails after a bounded amount of work and memory.
 The standard library's zipfile is not used for reading: it loads the whole directory before
 anything can be checked and trusts declared sizes when streaming.
@@ -16,8 +16,9 @@ import zlib
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from tfdrop.archive.limits import ArchiveLimits, normalize_name, shown
+from tfdrop.archive.limits import normalize_name, shown
 from tfdrop.errors import ArchiveError, UnsafeArchiveError
+from tfdrop.limits import Limits
 
 # --- APPNOTE 4.3.16: end of central directory record -----------------------------------------
 EOCD_SIG = b"PK\x05\x06"
@@ -174,7 +175,7 @@ def _decode_name(raw: bytes, flags: int, extra: bytes) -> str:
         return raw.decode("cp437")  # APPNOTE appendix D: the default code page
 
 
-def read_directory(f: BinaryIO, *, archive: str, limits: ArchiveLimits) -> list[ZipEntry]:
+def read_directory(f: BinaryIO, *, archive: str, limits: Limits) -> list[ZipEntry]:
     """Read and check the central directory of the zip open as ``f``.
 
     Returns:

@@ -12,16 +12,16 @@ import stat
 import zlib
 from pathlib import Path
 
-from tfdrop.archive.limits import ArchiveLimits
 from tfdrop.archive.source import CHUNK, BaseSource, CheckedReader
 from tfdrop.archive.zipdir import DEFLATED, ZipEntry, data_offset, read_directory
 from tfdrop.errors import ArchiveError, TfdropError, UnsafeArchiveError
+from tfdrop.limits import Limits
 
 _CORRUPT_HINT = "the archive is corrupt; export or copy it again"
 
 
 class ZipSource(BaseSource):
-    """The file members of a zip, checked against :class:`ArchiveLimits` when opened.
+    """The file members of a zip, checked against :class:`Limits` when opened.
 
     Args:
         path: The zip file (any suffix).
@@ -34,9 +34,9 @@ class ZipSource(BaseSource):
         OSError: The file cannot be opened (missing, permissions): the caller decides.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, limits: ArchiveLimits | None = None):
+    def __init__(self, path: str | os.PathLike[str], *, limits: Limits | None = None):
         self.path = Path(path)
-        lim = limits if limits is not None else ArchiveLimits()
+        lim = limits if limits is not None else Limits()
         label = str(path)
         # Non-blocking open, then a type check: opening a FIFO named *.zip must not hang.
         fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)

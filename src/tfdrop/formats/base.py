@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tfdrop.codec.model import Item, LabelMap
+from tfdrop.limits import DEFAULT_LIMITS, Limits
 
 if TYPE_CHECKING:
     from tfdrop.archive import Source, ZipSink
@@ -58,11 +59,13 @@ class ReadOptions:
     """How to read. ``masks``: turn polygons and masks into PNG instance masks.
     ``images``: load image bytes (else only sizes, from the annotation or the image header).
     ``workdir`` holds temp files a reader may spill to (COCO groups annotations there).
+    ``limits`` is the job's budget: every reader checks what it allocates against it.
     """
 
     masks: bool = False
     images: bool = True
     workdir: Path | None = None
+    limits: Limits = DEFAULT_LIMITS
 
 
 @dataclass(frozen=True, slots=True)

@@ -274,7 +274,7 @@ def local_name_mismatch() -> bytes:
 class Case:
     """One hostile archive: its builder, the error kind tfdrop must report, the member the
     error must name (None when the archive as a whole is at fault) and the limits (fields of
-    ``ArchiveLimits``) it assumes; ``kind`` None means it must be read fine."""
+    ``Limits``) it assumes; ``kind`` None means it must be read fine."""
 
     build: Callable[[], bytes]
     kind: str | None
