@@ -12,16 +12,18 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Self
 
 from tfdrop.archive import Source, ZipSink, has_end_record, open_source
 from tfdrop.codec.model import Annotation, Item, LabelMap
-from tfdrop.errors import TfdropError, UnknownLabelError
-from tfdrop.formats import FORMATS, Notes, ReadOptions, WriteOptions, detect_format
+from tfdrop.errors import TfdropError
+from tfdrop.formats import FORMATS, Notes, Reader, ReadOptions, WriteOptions, detect_format
 from tfdrop.formats.masks import box_mask_png
 from tfdrop.formats.tfrecord import LABEL_MAP_NAME
+from tfdrop.labels import LabelResolver
 from tfdrop.limits import DEFAULT_LIMITS, Limits
 from tfdrop.publish import atomic_path
 from tfdrop.stream import is_tfrecord_name, parse_shard_name, shard_name
@@ -107,60 +109,6 @@ class Report:
         )
 
 
-class LabelResolver:
-    """Assigns label ids: a pinned map is exact; otherwise the source's map, else 1..N."""
-
-    def __init__(
-        self,
-        pinned: LabelMap | None,
-        source_labels: list[str],
-        source_map: LabelMap | None,
-    ) -> None:
-        self.pinned = pinned is not None
-        if pinned is not None:
-            self.map = pinned
-        elif source_map is not None:
-            self.map = source_map  # keeps a source's own (possibly non-contiguous) ids
-        else:
-            self.map = LabelMap.from_names(list(dict.fromkeys(source_labels)))
-
-    def assign(self, item: Item) -> Item:
-        objects = []
-        changed = False
-        for i, obj in enumerate(item.objects):
-            if not obj.label:
-                # a TFRecord object with a class id but no class/text: only a pinned map can
-                # name it; an empty name would make an unreadable label_map.pbtxt
-                named = self.map.name_of(obj.label_id) if self.pinned else None
-                if named is None:
-                    raise UnknownLabelError(
-                        f"object has no label name (class id {obj.label_id}, no class text)",
-                        item=item.name,
-                        object=i,
-                        hint="pin a label map that names the class ids (--label-map / "
-                        "label_map = ...), or write class/text into the records",
-                    )
-                obj = replace(obj, label=named)
-                changed = True
-            label_id = self.map.id_of(obj.label)
-            if label_id is None:
-                if self.pinned:
-                    raise UnknownLabelError(
-                        f"label {obj.label!r} is not in the pinned label map "
-                        f"(it has: {', '.join(self.map.names[:20])})",
-                        item=item.name,
-                        object=i,
-                    )
-                self.map = self.map.with_name(obj.label)
-                label_id = self.map.id_of(obj.label)
-                assert label_id is not None
-            if label_id != obj.label_id:
-                obj = replace(obj, label_id=label_id)
-                changed = True
-            objects.append(obj)
-        return replace(item, objects=tuple(objects)) if changed else item
-
-
 def _with_box_masks(item: Item) -> Item:
     """With masks on, the OD API needs a mask per object: boxes get a filled rectangle."""
     if not item.objects or all(o.mask is not None for o in item.objects):
@@ -233,14 +181,14 @@ def open_input(path: Path, limits: Limits | None = None) -> Source:
     return open_source(path, limits=limits)
 
 
-def _read_back(out: Path, fmt: str, notes: Notes, options: ConvertOptions) -> Iterator[Item]:
+@contextmanager
+def _read_back(out: Path, fmt: str, notes: Notes, options: ConvertOptions) -> Iterator[Reader]:
     spec = FORMATS[fmt]
     assert spec.open_reader is not None
     with open_source(out, limits=options.limits) as src:
-        reader = spec.open_reader(
+        yield spec.open_reader(
             src, ReadOptions(masks=options.masks, images=False, limits=options.limits), notes
         )
-        yield from reader.items()
 
 
 def convert(
@@ -283,10 +231,12 @@ def convert(
                 ),
                 notes,
             )
-            resolver = LabelResolver(options.label_map, list(reader.labels()), reader.label_map())
+            resolver = LabelResolver(
+                options.label_map, reader.labels(), reader.label_map(), limits=options.limits
+            )
             with atomic_path(out) as tmp:
                 counts = _write(reader.items(), resolver, tmp, options, notes, progress, workdir)
-                validated = _validate(tmp, options, counts)
+                validated = _validate(tmp, options, counts, resolver.map)
         except TfdropError as exc:
             raise exc.at(archive=str(src)) from None
     items, objects, subsets, labels = counts
@@ -352,19 +302,21 @@ def _write(
     return n_items, n_objects, subsets, labels
 
 
-def _validate(out: Path, options: ConvertOptions, counts: _Counts) -> int:
-    """Read the archive back through the target's reader and compare the counts."""
+def _validate(out: Path, options: ConvertOptions, counts: _Counts, label_map: LabelMap) -> int:
+    """Read the archive back through the target's reader; compare counts and label names."""
     items, objects, subsets, labels = counts
     notes = Notes()
     seen_items = seen_objects = 0
     seen_subsets: Counter[str] = Counter()
     seen_labels: Counter[str] = Counter()
     try:
-        for item in _read_back(out, options.target_format, notes, options):
-            seen_items += 1
-            seen_objects += len(item.objects)
-            seen_subsets[item.subset] += 1
-            seen_labels.update(o.label for o in item.objects)
+        with _read_back(out, options.target_format, notes, options) as reader:
+            for item in reader.items():
+                seen_items += 1
+                seen_objects += len(item.objects)
+                seen_subsets[item.subset] += 1
+                seen_labels.update(o.label for o in item.objects)
+            read_names = list(reader.labels())
     except TfdropError as exc:
         raise ValidationError(f"the written archive does not read back: {exc}") from exc
     wrote = (items, objects, dict(subsets), dict(labels))
@@ -373,5 +325,11 @@ def _validate(out: Path, options: ConvertOptions, counts: _Counts) -> int:
         raise ValidationError(
             f"the written archive reads back differently: wrote {items} items / {objects} "
             f"objects, read {seen_items} / {seen_objects}",
+        )
+    if read_names != label_map.names:
+        missing = [n for n in label_map.names if n not in set(read_names)][:5]
+        raise ValidationError(
+            f"the written label list reads back differently: {len(label_map)} labels written, "
+            f"{len(read_names)} read (first missing: {missing})"
         )
     return seen_items

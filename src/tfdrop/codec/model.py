@@ -199,10 +199,3 @@ class LabelMap:
 
     def get(self, label_id: int) -> LabelMapItem | None:
         return self._by_id.get(label_id)
-
-    def with_name(self, name: str) -> LabelMap:
-        """A copy with ``name`` appended at the next free id (no-op when present)."""
-        if name in self._by_name:
-            return self
-        next_id = max((it.id for it in self.items), default=0) + 1
-        return LabelMap((*self.items, LabelMapItem(id=next_id, name=name)))
