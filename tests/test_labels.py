@@ -99,3 +99,14 @@ def test_a_label_longer_than_max_text_bytes_is_limit_exceeded() -> None:
     with pytest.raises(LimitExceededError) as info:
         r.assign(_item("x" * 9))
     assert info.value.limit == "max_text_bytes"
+
+
+def test_a_limit_error_survives_pickling_whole() -> None:
+    # a worker process's error reaches the parent through pickle (tfdrop.units)
+    import pickle
+
+    err = LimitExceededError("too many", limit="max_labels", value=5, cap=4, item="x.jpg")
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back) is LimitExceededError
+    assert back.to_dict() == err.to_dict()
+    assert str(back) == str(err)

@@ -13,20 +13,21 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Self
 
 from tfdrop.archive import Source, ZipSink, has_end_record, open_source
-from tfdrop.codec.model import Annotation, Item, LabelMap
+from tfdrop.codec.model import Item, LabelMap
 from tfdrop.errors import TfdropError
 from tfdrop.formats import FORMATS, Notes, Reader, ReadOptions, WriteOptions, detect_format
-from tfdrop.formats.masks import box_mask_png
+from tfdrop.formats.base import Splittable
 from tfdrop.formats.tfrecord import LABEL_MAP_NAME
 from tfdrop.labels import LabelResolver
 from tfdrop.limits import DEFAULT_LIMITS, Limits
 from tfdrop.publish import atomic_path
 from tfdrop.stream import is_tfrecord_name, parse_shard_name, shard_name
+from tfdrop.units import UNIT_BYTES, UNIT_ITEMS, JobSpec, parallel_items, with_box_masks
 
 
 class ValidationError(TfdropError):
@@ -48,6 +49,7 @@ class ConvertOptions:
     compression: str = "none"
     images: bool = True
     limits: Limits = DEFAULT_LIMITS
+    jobs: int = 1  # worker processes reading work units (tfdrop.units); 1: this process only
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,19 +111,6 @@ class Report:
         )
 
 
-def _with_box_masks(item: Item) -> Item:
-    """With masks on, the OD API needs a mask per object: boxes get a filled rectangle."""
-    if not item.objects or all(o.mask is not None for o in item.objects):
-        return item
-    if item.width <= 0 or item.height <= 0:
-        return item
-    objs: list[Annotation] = [
-        o if o.mask is not None else replace(o, mask=box_mask_png(o.box, item.width, item.height))
-        for o in item.objects
-    ]
-    return replace(item, objects=tuple(objs))
-
-
 class _FileSource:
     """Bare TFRecord files (not a zip) beside each other as a source: one file, or every
     existing file of its shard set, and the ``label_map.pbtxt`` beside them (as ``validate``
@@ -162,6 +151,20 @@ class _FileSource:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _box_masks(options: ConvertOptions) -> bool:
+    return options.masks and options.target_format == "tfrecord"
+
+
+def _items(reader: Reader, spec: JobSpec, options: ConvertOptions, notes: Notes) -> Iterator[Item]:
+    """The reader's items: from a pool of worker processes when the source splits into work
+    units and more than one job is asked for, else read here (the same items either way)."""
+    if options.jobs > 1 and isinstance(reader, Splittable):
+        units = reader.units(max_items=UNIT_ITEMS, max_bytes=UNIT_BYTES)
+        if units is not None and len(units) > 1:
+            return parallel_items(spec, units, min(options.jobs, len(units)), notes)
+    return reader.items()
 
 
 def _shard_set(path: Path) -> list[Path]:
@@ -221,21 +224,20 @@ def convert(
         if spec is None or spec.open_reader is None:
             raise ValueError(f"cannot read format {fmt!r}")
         try:
-            reader = spec.open_reader(
-                source,
-                ReadOptions(
-                    masks=options.masks,
-                    images=options.images,
-                    workdir=workdir,
-                    limits=options.limits,
-                ),
-                notes,
+            read = ReadOptions(
+                masks=options.masks,
+                images=options.images,
+                workdir=workdir,
+                limits=options.limits,
             )
+            reader = spec.open_reader(source, read, notes)
             resolver = LabelResolver(
                 options.label_map, reader.labels(), reader.label_map(), limits=options.limits
             )
+            job = JobSpec(src, fmt, read, resolver.map, _box_masks(options))
+            stream = _items(reader, job, options, notes)
             with atomic_path(out) as tmp:
-                counts = _write(reader.items(), resolver, tmp, options, notes, progress, workdir)
+                counts = _write(stream, resolver, tmp, options, notes, progress, workdir)
                 validated = _validate(tmp, options, counts, resolver.map)
         except TfdropError as exc:
             raise exc.at(archive=str(src)) from None
@@ -277,7 +279,7 @@ def _write(
     n_items = n_objects = 0
     subsets: Counter[str] = Counter()
     labels: Counter[str] = Counter()
-    masks_needed = options.masks and options.target_format == "tfrecord"
+    masks_needed = _box_masks(options)
     wopts = WriteOptions(
         masks=options.masks,
         shards=options.shards,
@@ -290,7 +292,7 @@ def _write(
         for item in items:
             item = resolver.assign(item)
             if masks_needed:
-                item = _with_box_masks(item)
+                item = with_box_masks(item)
             writer.write(item)
             n_items += 1
             n_objects += len(item.objects)

@@ -48,6 +48,11 @@ class TfdropError(Exception):
         self.object = object
         self.hint: str = type(self).default_hint if hint is None else hint
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from its fields, not by calling __init__ again (subclasses take other
+        # arguments): a worker process's error reaches the parent whole (tfdrop.units).
+        return (_restore, (type(self), self.message, dict(self.__dict__)))
+
     def at(self, **where: Any) -> Self:
         """Fill location fields that are still unknown; fields already set are kept."""
         for name, value in where.items():
@@ -93,6 +98,13 @@ class TfdropError(Exception):
             parts.append(f"line {self.line}")
         where = ", ".join(parts)
         return f"{where}: {self.message}" if where else self.message
+
+
+def _restore(cls: type[TfdropError], message: str, state: dict[str, Any]) -> TfdropError:
+    exc = cls.__new__(cls)
+    Exception.__init__(exc, message)
+    exc.__dict__.update(state)
+    return exc
 
 
 class DataError(TfdropError, ValueError):

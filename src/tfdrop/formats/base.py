@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from tfdrop.codec.model import Item, LabelMap
 from tfdrop.limits import DEFAULT_LIMITS, Limits
@@ -52,6 +52,32 @@ class Notes:
     def lose(self, what: str, n: int = 1) -> None:
         """Information the target format has no room for (e.g. ``"attribute:color"``)."""
         self.lossy[what] = self.lossy.get(what, 0) + n
+
+    def merge(self, other: Notes) -> None:
+        """Add what ``other`` noted after what this one has (a work unit's notes, in order)."""
+        room = MAX_WARNINGS - len(self.warnings)
+        if room > 0:
+            self.warnings.extend(other.warnings[:room])
+        self.warning_counts.update(other.warning_counts)
+        self.skipped.update(other.skipped)
+        for what, n in other.lossy.items():
+            self.lose(what, n)
+
+    def copy(self) -> Notes:
+        """An independent copy (a worker hands one back per unit)."""
+        return Notes(
+            list(self.warnings),
+            Counter(self.warning_counts),
+            Counter(self.skipped),
+            dict(self.lossy),
+        )
+
+    def clear(self) -> None:
+        """Forget everything noted so far."""
+        self.warnings.clear()
+        self.warning_counts.clear()
+        self.skipped.clear()
+        self.lossy.clear()
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +118,26 @@ class Reader(Protocol):
 
     def items(self) -> Iterator[Item]:
         """Every item, one at a time; errors carry the member and item."""
+        ...
+
+
+@runtime_checkable
+class Splittable(Reader, Protocol):
+    """A reader that can cut its source into work units (issue 11: ``tfdrop.units``).
+
+    The items of ``unit_items(u)`` for every ``u`` of ``units()``, in order, are exactly
+    ``items()``. A unit is a small picklable value (member names, a range of an index); a
+    worker process opens its own source and reader and reads units that the parent planned.
+    """
+
+    def units(self, *, max_items: int, max_bytes: int) -> Sequence[object] | None:
+        """The source's items as units of at most ``max_items`` items and about ``max_bytes``
+        declared bytes (one item may exceed it alone), or None when this source cannot be
+        split (then the conversion runs in one process)."""
+        ...
+
+    def unit_items(self, unit: object) -> Iterator[Item]:
+        """The items of one unit, in the source's order; errors carry the member and item."""
         ...
 
 

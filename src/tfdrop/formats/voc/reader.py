@@ -16,6 +16,7 @@ boxes reach ``width``; some tools write ``width + 1``) the box is clamped into t
 from __future__ import annotations
 
 import math
+import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
 from contextlib import closing
@@ -67,6 +68,16 @@ class _Fetched:
     xml: bytes
     image_member: str | None
     image: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Unit:
+    """A work unit: annotation members ``start:stop`` of root ``root``; ``start`` -1 for the
+    root's ids listed in a subset file without an annotation."""
+
+    root: int
+    start: int
+    stop: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,19 +169,47 @@ class VocReader:
         return LabelMap.from_names(self._labels) if self._labels else None
 
     def items(self) -> Iterator[Item]:
-        for root, subsets in zip(self.roots, self._subsets, strict=True):
-            members = root.annotations
-            with closing(prefetched(members, partial(self._fetch, root))) as fetches:
-                for member in members:
-                    item_id = root.item_id(member)
-                    try:
-                        item = self._item(root, item_id, member, subsets, next(fetches))
-                    except TfdropError as exc:
-                        raise exc.at(member=member, item=item_id) from None
-                    yield item
+        for unit in self.units(max_items=sys.maxsize, max_bytes=sys.maxsize):
+            yield from self.unit_items(unit)
+
+    def units(self, *, max_items: int, max_bytes: int) -> list[_Unit]:
+        """Per root: runs of annotation members (bounded by count and by the declared bytes
+        of the annotation and its likely image), then the ids listed without an annotation."""
+        out: list[_Unit] = []
+        for r, root in enumerate(self.roots):
+            start, size = 0, 0
+            for i, member in enumerate(root.annotations):
+                guess = f"{root.prefix}{IMAGES}{root.item_id(member)}.jpg"
+                cost = self.source.size(member) + (
+                    self.source.size(guess) if self.source.exists(guess) else 0
+                )
+                if i > start and (i - start >= max_items or size + cost > max_bytes):
+                    out.append(_Unit(r, start, i))
+                    start, size = i, 0
+                size += cost
+            if root.annotations:
+                out.append(_Unit(r, start, len(root.annotations)))
+            out.append(_Unit(r, -1, -1))
+        return out
+
+    def unit_items(self, unit: object) -> Iterator[Item]:
+        assert isinstance(unit, _Unit)
+        root, subsets = self.roots[unit.root], self._subsets[unit.root]
+        if unit.start < 0:
             # Ids listed in a subset with an image but no annotation: images without objects.
-            for item_id in sorted(set(subsets).difference(map(root.item_id, members))):
+            annotated = map(root.item_id, root.annotations)
+            for item_id in sorted(set(subsets).difference(annotated)):
                 yield from self._listed_only(root, item_id, subsets[item_id])
+            return
+        members = root.annotations[unit.start : unit.stop]
+        with closing(prefetched(members, partial(self._fetch, root))) as fetches:
+            for member in members:
+                item_id = root.item_id(member)
+                try:
+                    item = self._item(root, item_id, member, subsets, next(fetches))
+                except TfdropError as exc:
+                    raise exc.at(member=member, item=item_id) from None
+                yield item
 
     def _listed_only(self, root: VocRoot, item_id: str, subset: str) -> Iterator[Item]:
         image = self._indexed_image(root, item_id)
