@@ -19,22 +19,22 @@ from typing import Any, BinaryIO, Self
 
 from tfdrop.archive import Source, ZipSink, has_end_record, open_source
 from tfdrop.codec.model import Item, LabelMap
-from tfdrop.errors import TfdropError
+from tfdrop.errors import TfdropError, ValidationError
 from tfdrop.formats import FORMATS, Notes, Reader, ReadOptions, WriteOptions, detect_format
 from tfdrop.formats.base import Splittable
-from tfdrop.formats.tfrecord import LABEL_MAP_NAME
+from tfdrop.formats.tfrecord import LABEL_MAP_NAME, TfrecordWriter
 from tfdrop.labels import LabelResolver
 from tfdrop.limits import DEFAULT_LIMITS, Limits
 from tfdrop.publish import atomic_path
 from tfdrop.stream import is_tfrecord_name, parse_shard_name, shard_name
-from tfdrop.units import UNIT_BYTES, UNIT_ITEMS, JobSpec, parallel_items, with_box_masks
-
-
-class ValidationError(TfdropError):
-    """The written archive did not read back as written: a tfdrop bug, never published."""
-
-    kind = "validation"
-    default_hint = "this is a bug in tfdrop; please report it with the input"
+from tfdrop.units import (
+    UNIT_BYTES,
+    UNIT_ITEMS,
+    Encoded,
+    JobSpec,
+    parallel_items,
+    with_box_masks,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +157,9 @@ def _box_masks(options: ConvertOptions) -> bool:
     return options.masks and options.target_format == "tfrecord"
 
 
-def _items(reader: Reader, spec: JobSpec, options: ConvertOptions, notes: Notes) -> Iterator[Item]:
+def _items(
+    reader: Reader, spec: JobSpec, options: ConvertOptions, notes: Notes
+) -> Iterator[Item | Encoded]:
     """The reader's items: from a pool of worker processes when the source splits into work
     units and more than one job is asked for, else read here (the same items either way)."""
     if options.jobs > 1 and isinstance(reader, Splittable):
@@ -234,7 +236,9 @@ def convert(
             resolver = LabelResolver(
                 options.label_map, reader.labels(), reader.label_map(), limits=options.limits
             )
-            job = JobSpec(src, fmt, read, resolver.map, _box_masks(options))
+            encode = options.target_format == "tfrecord"
+            wopts = _write_options(options, workdir) if encode else None
+            job = JobSpec(src, fmt, read, resolver.map, _box_masks(options), wopts)
             stream = _items(reader, job, options, notes)
             with atomic_path(out) as tmp:
                 counts = _write(stream, resolver, tmp, options, notes, progress, workdir)
@@ -265,8 +269,18 @@ def convert(
 _Counts = tuple[int, int, Counter[str], Counter[str]]
 
 
+def _write_options(options: ConvertOptions, workdir: Path | None) -> WriteOptions:
+    return WriteOptions(
+        masks=options.masks,
+        shards=options.shards,
+        compression=options.compression,
+        images=options.images,
+        workdir=workdir,
+    )
+
+
 def _write(
-    items: Iterator[Item],
+    stream: Iterator[Item | Encoded],
     resolver: LabelResolver,
     out: Path,
     options: ConvertOptions,
@@ -280,24 +294,23 @@ def _write(
     subsets: Counter[str] = Counter()
     labels: Counter[str] = Counter()
     masks_needed = _box_masks(options)
-    wopts = WriteOptions(
-        masks=options.masks,
-        shards=options.shards,
-        compression=options.compression,
-        images=options.images,
-        workdir=workdir,
-    )
     with ZipSink(out) as sink:
-        writer = spec.open_writer(sink, wopts, notes)
-        for item in items:
-            item = resolver.assign(item)
-            if masks_needed:
-                item = with_box_masks(item)
-            writer.write(item)
+        writer = spec.open_writer(sink, _write_options(options, workdir), notes)
+        for entry in stream:
+            if isinstance(entry, Encoded):  # a worker encoded it: its label ids are final
+                assert isinstance(writer, TfrecordWriter)
+                writer.write_record(entry.subset, entry.record)
+                subset, names = entry.subset, entry.labels
+            else:
+                item = resolver.assign(entry)
+                if masks_needed:
+                    item = with_box_masks(item)
+                writer.write(item)
+                subset, names = item.subset, tuple(o.label for o in item.objects)
             n_items += 1
-            n_objects += len(item.objects)
-            subsets[item.subset] += 1
-            labels.update(o.label for o in item.objects)
+            n_objects += len(names)
+            subsets[subset] += 1
+            labels.update(names)
             if progress is not None:
                 progress(n_items)
         writer.close(resolver.map)

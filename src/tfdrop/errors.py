@@ -259,6 +259,14 @@ class LimitExceededError(DataError):
         return out
 
 
+class ValidationError(TfdropError):
+    """The written archive did not read back as written. Not a data error: tfdrop wrote
+    something it cannot read, so the archive is never published."""
+
+    kind = "validation"
+    default_hint = "this is a bug in tfdrop; please report it with the input"
+
+
 class ConfigError(TfdropError):
     """The configuration is invalid: names the file, the key and what is allowed."""
 

@@ -27,9 +27,10 @@ from typing import Final
 
 from tfdrop.archive import Source
 from tfdrop.codec.model import Annotation, Item, LabelMap
-from tfdrop.formats import FORMATS, Notes, ReadOptions
+from tfdrop.formats import FORMATS, Notes, ReadOptions, WriteOptions
 from tfdrop.formats.base import Splittable
 from tfdrop.formats.masks import box_mask_png
+from tfdrop.formats.tfrecord import encode_record
 
 UNIT_ITEMS: Final = 64
 """Most items in one unit: small enough to keep both cores busy to the end of a run."""
@@ -54,13 +55,23 @@ class JobSpec:
     read: ReadOptions
     known: LabelMap  # the ids fixed before the first item (pinned, source map or source list)
     box_masks: bool  # with masks on and a TFRecord target, boxes get a filled-rectangle mask
+    encode: WriteOptions | None = None  # a TFRecord target: workers encode the Examples too
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """An item a worker already encoded as its Example (every label was in the known map)."""
+
+    subset: str
+    record: bytes
+    labels: tuple[str, ...]  # one per object, for the report's counts
 
 
 @dataclass(slots=True)
 class UnitResult:
-    """One unit's items, in order, and what its reading noted."""
+    """One unit's items (or their encoded records), in order, and what reading them noted."""
 
-    items: list[Item]
+    items: list[Item | Encoded]
     notes: Notes
 
 
@@ -77,20 +88,24 @@ def with_box_masks(item: Item) -> Item:
     return replace(item, objects=tuple(objs))
 
 
-def _preassign(item: Item, known: LabelMap) -> Item:
-    """Set the ids of labels the known map has, so the parent's resolver changes nothing.
+def _preassign(item: Item, known: LabelMap) -> tuple[Item, bool]:
+    """Set the ids of labels the known map has, so the parent's resolver changes nothing;
+    the flag says whether every object's label was known (its ids are then final).
 
     Labels the map lacks keep the reader's id: the parent resolves them in order, exactly as
     a single process would (a new label's id depends on every item before it).
     """
     objects = list(item.objects)
     changed = False
+    final = True
     for i, obj in enumerate(objects):
         label_id = known.id_of(obj.label) if obj.label else None
-        if label_id is not None and label_id != obj.label_id:
+        if label_id is None:
+            final = False
+        elif label_id != obj.label_id:
             objects[i] = replace(obj, label_id=label_id)
             changed = True
-    return replace(item, objects=tuple(objects)) if changed else item
+    return (replace(item, objects=tuple(objects)) if changed else item), final
 
 
 class _Worker:
@@ -111,13 +126,18 @@ class _Worker:
 
     def run(self, unit: object) -> UnitResult:
         self.notes.clear()
-        items = []
+        out: list[Item | Encoded] = []
+        encode = self.spec.encode
         for item in self.reader.unit_items(unit):
-            item = _preassign(item, self.spec.known)
+            item, final = _preassign(item, self.spec.known)
             if self.spec.box_masks:
                 item = with_box_masks(item)
-            items.append(item)
-        return UnitResult(items, self.notes.copy())
+            if encode is not None and final:
+                record = encode_record(item, encode, self.notes)
+                out.append(Encoded(item.subset, record, tuple(o.label for o in item.objects)))
+            else:
+                out.append(item)
+        return UnitResult(out, self.notes.copy())
 
 
 _STATE: list[_Worker] = []
@@ -145,7 +165,7 @@ def parallel_items(
     jobs: int,
     notes: Notes,
     on_unit: Callable[[], None] | None = None,
-) -> Iterator[Item]:
+) -> Iterator[Item | Encoded]:
     """Every item of ``units``, read by ``jobs`` worker processes, yielded in unit order.
 
     Each unit's notes are merged into ``notes`` when its items are yielded (so warnings keep
@@ -171,7 +191,7 @@ def parallel_items(
 
 def _take(
     fut: Future[UnitResult], notes: Notes, on_unit: Callable[[], None] | None
-) -> Iterator[Item]:
+) -> Iterator[Item | Encoded]:
     result = fut.result()
     notes.merge(result.notes)
     yield from result.items

@@ -175,6 +175,29 @@ def open_reader(source: Source, options: ReadOptions, notes: Notes) -> TfrecordR
     return TfrecordReader(source, options, notes)
 
 
+def encode_record(item: Item, options: WriteOptions, notes: Notes) -> bytes:
+    """``item`` as the Example the writer stores (label ids already assigned), its losses noted.
+
+    Pure: the writer calls it, and so does a worker process that encodes a work unit's items
+    for the parent to write (tfdrop.units).
+    """
+    if not options.images and item.image is not None:
+        item = replace(item, image=None)
+    _count_losses(item, notes)
+    return encode_example(item)
+
+
+def _count_losses(item: Item, notes: Notes) -> None:
+    """What the OD API's keys have no room for goes into the report (SPEC.md)."""
+    if item.tags:
+        notes.lose("tag", len(item.tags))
+    for obj in item.objects:
+        if obj.polygon and obj.mask is None:
+            notes.lose("polygon")  # kept as its bounding box; --masks keeps the shape
+        for name, _value in obj.attributes:
+            notes.lose(f"attribute:{name}")
+
+
 @dataclass(slots=True)
 class _Out:
     """One output record file: a zip member streamed directly, or a spilled temp file."""
@@ -230,24 +253,14 @@ class TfrecordWriter:
         return outs
 
     def write(self, item: Item) -> None:
-        if not self.options.images and item.image is not None:
-            item = replace(item, image=None)
-        outs = self._outputs(item.subset or "default")
-        i = self._rr[item.subset or "default"]
-        self._rr[item.subset or "default"] = i + 1
-        outs[i % len(outs)].writer.write(encode_example(item))
-        self._count_losses(item)
+        self.write_record(item.subset, encode_record(item, self.options, self.notes))
 
-    def _count_losses(self, item: Item) -> None:
-        """What the OD API's keys have no room for goes into the report (SPEC.md)."""
-        notes = self.notes
-        if item.tags:
-            notes.lose("tag", len(item.tags))
-        for obj in item.objects:
-            if obj.polygon and obj.mask is None:
-                notes.lose("polygon")  # kept as its bounding box; --masks keeps the shape
-            for name, _value in obj.attributes:
-                notes.lose(f"attribute:{name}")
+    def write_record(self, subset: str, record: bytes) -> None:
+        """Write one Example already encoded by :func:`encode_record` (in a worker process)."""
+        outs = self._outputs(subset or "default")
+        i = self._rr[subset or "default"]
+        self._rr[subset or "default"] = i + 1
+        outs[i % len(outs)].writer.write(record)
 
     def close(self, label_map: LabelMap) -> None:
         try:
