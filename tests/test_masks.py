@@ -19,7 +19,7 @@ from conftest import require_corpus
 from tfdrop.archive import open_source
 from tfdrop.codec.model import Box, Item, Shape
 from tfdrop.convert import ConvertOptions, convert
-from tfdrop.errors import FormatError
+from tfdrop.errors import FormatError, LimitExceededError
 from tfdrop.formats import Notes, ReadOptions
 from tfdrop.formats.cvat import CvatReader, rle
 from tfdrop.formats.masks import decode_mask
@@ -42,8 +42,9 @@ def test_rle_runs_ending_early_leave_background_and_too_long_runs_are_refused() 
     assert rle.decode([], 2, 1) == bytes([0, 0])
     with pytest.raises(FormatError, match="covers 5 pixels"):
         rle.decode([1, 4], 2, 2)
-    with pytest.raises(FormatError, match="larger than the cap"):
+    with pytest.raises(LimitExceededError, match="max_mask_pixels is 67108864") as err:
         rle.decode([1], 1 << 15, 1 << 15)
+    assert (err.value.limit, err.value.value) == ("max_mask_pixels", 1 << 30)
     with pytest.raises(FormatError, match="negative"):
         rle.parse_counts("1, -2")
     assert rle.parse_counts("3, 1, 2") == [3, 1, 2]
