@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw
 
 from tfdrop.codec.model import Box
 from tfdrop.errors import FormatError
+from tfdrop.formats.imageinfo import png_size
 from tfdrop.limits import DEFAULT_LIMITS, exceeded
 
 MAX_PIXELS = DEFAULT_LIMITS.max_mask_pixels
@@ -29,6 +30,13 @@ def check_mask_size(width: int, height: int, max_pixels: int = MAX_PIXELS) -> No
         raise FormatError(f"a mask needs a positive image size, not {width}x{height}")
     if width * height > max_pixels:
         raise exceeded("max_mask_pixels", width * height, max_pixels)
+
+
+def _check_header(png: bytes, max_pixels: int) -> None:
+    """The size a PNG's header declares, checked before Pillow opens (and checks) it."""
+    size = png_size(png)
+    if size is not None:
+        check_mask_size(*size, max_pixels)
 
 
 def _png(img: Image.Image) -> bytes:
@@ -75,6 +83,7 @@ def bitmap_mask_png(bits: bytes, width: int, height: int, *, max_pixels: int = M
 def decode_mask(png: bytes, *, max_pixels: int = MAX_PIXELS) -> tuple[int, int, bytes]:
     """``(width, height, row-major 0/1 bytes)`` of a mask PNG (its header's size checked
     against ``max_pixels`` before it is decoded)."""
+    _check_header(png, max_pixels)
     try:
         with Image.open(io.BytesIO(png)) as img:
             check_mask_size(*img.size, max_pixels)
@@ -88,6 +97,7 @@ def decode_mask(png: bytes, *, max_pixels: int = MAX_PIXELS) -> tuple[int, int, 
 
 def mask_bbox(png: bytes, *, max_pixels: int = MAX_PIXELS) -> Box | None:
     """The normalised bounding box of a mask's non-zero pixels (``None`` if empty)."""
+    _check_header(png, max_pixels)
     try:
         with Image.open(io.BytesIO(png)) as img:
             width, height = img.size

@@ -36,12 +36,12 @@ def parse_counts(
     n = text.count(",") + 1
     if n > max_values:
         raise exceeded("max_values_per_feature", n, max_values)
-    if len(text) > n * (max_number_length + 2):
-        longest = max(len(part.strip()) for part in text.split(","))
-        if longest > max_number_length:
-            raise exceeded("max_number_length", longest, max_number_length)
+    parts = text.split(",") if text.strip() else []
+    longest = max(map(len, parts), default=0)
+    if longest > max_number_length and max(len(p.strip()) for p in parts) > max_number_length:
+        raise exceeded("max_number_length", max(len(p.strip()) for p in parts), max_number_length)
     try:
-        counts = [int(part) for part in text.split(",")] if text.strip() else []
+        counts = [int(part) for part in parts]
     except ValueError:
         raise FormatError(f"mask rle is not a list of integers: {text[:40]!r}") from None
     if any(c < 0 for c in counts):

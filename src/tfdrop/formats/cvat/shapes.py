@@ -19,7 +19,7 @@ from typing import Final
 from PIL import Image
 
 from tfdrop.codec.model import Annotation, Box, Shape
-from tfdrop.errors import FormatError
+from tfdrop.errors import FormatError, LimitExceededError
 from tfdrop.formats.base import Notes
 from tfdrop.formats.cvat import rle
 from tfdrop.formats.masks import bitmap_mask_png, polygons_mask_png
@@ -257,7 +257,7 @@ def parse_shape(
     """The annotation of one shape element, or ``None`` when it is skipped (and noted)."""
     try:
         return _parse_shape(el, where, notes, label, track_id)
-    except FormatError as exc:
+    except (FormatError, LimitExceededError) as exc:
         line = el.get(LINE_ATTR)
         raise exc.at(
             member=where.member,
