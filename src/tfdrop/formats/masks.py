@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from PIL import Image, ImageDraw
 
 from tfdrop.codec.model import Box
-from tfdrop.errors import FormatError
+from tfdrop.errors import FormatError, LimitExceededError
 from tfdrop.formats.imageinfo import png_size
 from tfdrop.limits import DEFAULT_LIMITS, exceeded
 
@@ -90,6 +90,8 @@ def decode_mask(png: bytes, *, max_pixels: int = MAX_PIXELS) -> tuple[int, int, 
             gray = img.convert("L")
             width, height = gray.size
             data = gray.point(lambda v: 1 if v else 0).tobytes()
+    except LimitExceededError:
+        raise  # a ValueError too: not "unreadable"
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise FormatError(f"instance mask is not a readable PNG: {exc}") from None
     return width, height, data
@@ -103,6 +105,8 @@ def mask_bbox(png: bytes, *, max_pixels: int = MAX_PIXELS) -> Box | None:
             width, height = img.size
             check_mask_size(width, height, max_pixels)
             bbox = img.convert("L").getbbox()
+    except LimitExceededError:
+        raise  # a ValueError too: not "unreadable"
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise FormatError(f"instance mask is not a readable PNG: {exc}") from None
     if bbox is None:

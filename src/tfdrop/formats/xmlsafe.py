@@ -325,14 +325,26 @@ def _fast_ok(data: bytes) -> bool:
     return name is None or name.lower().replace("_", "-") in ("utf-8", "utf8")
 
 
-def _within_text_cap(root: ET.Element, cap: int) -> bool:
-    for el in root.iter():
-        if el.text is not None and len(el.text) > cap // 4 and _utf8_len(el.text) > cap:
+def _too_long(text: str | None, cap: int) -> bool:
+    return text is not None and len(text) > cap // 4 and _utf8_len(text) > cap
+
+
+def _within_budget(root: ET.Element, limits: Limits, *, texts: bool) -> bool:
+    """Whether a tree the fast path built keeps to ``max_depth`` and, when ``texts``, to
+    ``max_text_bytes`` (one iterative walk; the safe parser then says where it does not)."""
+    cap, deepest = limits.max_text_bytes, limits.max_depth
+    stack = [(root, 1)]
+    while stack:
+        el, depth = stack.pop()
+        if depth > deepest:
             return False
-        if el.tail is not None and len(el.tail) > cap // 4 and _utf8_len(el.tail) > cap:
+        if texts and (
+            _too_long(el.text, cap)
+            or _too_long(el.tail, cap)
+            or any(_too_long(v, cap) for v in el.attrib.values())
+        ):
             return False
-        if any(len(v) > cap // 4 and _utf8_len(v) > cap for v in el.attrib.values()):
-            return False
+        stack.extend((child, depth + 1) for child in el)
     return True
 
 
@@ -347,8 +359,7 @@ def parse_small(
     ``max_text_bytes`` has its texts measured in the tree it gave (bounded by the file,
     which the caller capped). Anything else (a DOCTYPE, UTF-16, another declared encoding, a
     text over the cap, any parse error) goes through :class:`SafeXmlParser`, which refuses or
-    reports it with the line. Depth is not capped on the fast path (the C tree builder does
-    not recurse, and the callers do not either).
+    reports it with the line. The tree's depth is measured too (``max_depth``).
     """
     if _fast_ok(data):
         parser = ET.XMLParser(encoding="utf-8")  # noqa: S314  (no DOCTYPE: nothing expands)
@@ -358,7 +369,7 @@ def parse_small(
         except ET.ParseError:
             pass  # the safe parser says what is wrong, with the line
         else:
-            if len(data) <= limits.max_text_bytes or _within_text_cap(root, limits.max_text_bytes):
+            if _within_budget(root, limits, texts=len(data) > limits.max_text_bytes):
                 return root
     return parse_bytes(data, member=member, limits=limits)
 

@@ -67,8 +67,9 @@ def _number(el: ET.Element, key: str, where: Where) -> float:
     raw = el.get(key)
     if raw is None:
         raise where.error(f"<{el.tag}> has no {key} attribute")
+    text = where.number_text(el, key, raw)  # a LimitExceededError is a ValueError too
     try:
-        value = float(where.number_text(el, key, raw))
+        value = float(text)
     except ValueError:
         raise where.error(f"<{el.tag}> {key}={raw[:40]!r} is not a number") from None
     if not math.isfinite(value):
@@ -102,8 +103,9 @@ def _int(el: ET.Element, key: str, where: Where, default: int | None = None) -> 
         if default is None:
             raise where.error(f"<{el.tag}> has no {key} attribute")
         return default
+    text = where.number_text(el, key, raw)
     try:
-        value = int(where.number_text(el, key, raw))
+        value = int(text)
     except ValueError:
         raise where.error(f"<{el.tag}> {key}={raw[:40]!r} is not an integer") from None
     if abs(value) > INT64_MAX:
