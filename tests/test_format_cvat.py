@@ -959,3 +959,22 @@ def test_rle_counts_over_the_budget_are_refused_before_splitting() -> None:
         rle.parse_counts("1, 2, 3, 4", max_values=3)
     with pytest.raises(LimitExceededError, match="max_number_length is 4"):
         rle.parse_counts("1, 123456789", max_number_length=4)
+
+
+def test_attack_box_masks_on_a_huge_image_are_refused_in_the_reader_naming_the_item(
+    tmp_path: Path,
+) -> None:
+    head = '<image id="0" name="h.jpg" width="2147483647" height="2147483647">'
+    src = one_image(tmp_path, '<box label="cat" xtl="1" ytl="1" xbr="2" ybr="2"/>', head=head)
+    with pytest.raises(LimitExceededError, match="max_mask_pixels") as err:
+        read_limited(src, Limits(), masks=True)
+    assert (err.value.member, err.value.item) == ("annotations.xml", "h.jpg")
+
+
+def test_attack_a_meta_original_size_past_int32_is_a_format_error(tmp_path: Path) -> None:
+    xml = cvat_xml("").replace(
+        "<task>",
+        "<task><original_size><width>99999999999</width><height>9</height></original_size>",
+    )
+    with pytest.raises(FormatError, match="not a pixel size"):
+        read_limited(make_zip(tmp_path / "x.zip", {"annotations.xml": xml}), Limits())

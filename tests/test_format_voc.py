@@ -790,3 +790,30 @@ def test_writer_refuses_a_label_labelmap_txt_cannot_carry_naming_it(
     assert (err.value.item, err.value.object) == ("a.jpg", 0)
     with pytest.raises(FormatError, match=why):
         format_labelmap([label])  # a label map entry no object uses is refused too
+
+
+def test_attack_an_image_side_past_int32_is_a_format_error_not_an_encoder_error(
+    tmp_path: Path,
+) -> None:
+    xml = voc_xml("a.jpg", [{}], size=("100000000000000000000", "50"))
+    src = make_zip(tmp_path / "x.zip", {"Annotations/a.xml": xml, "JPEGImages/a.jpg": jpeg(9, 9)})
+    with pytest.raises(FormatError, match="not a whole number of pixels") as err:
+        read_items(src)
+    assert (err.value.item, err.value.key) == ("a.jpg", "width")
+
+
+def test_attack_masks_on_a_huge_declared_image_are_refused_naming_the_item(tmp_path: Path) -> None:
+    xml = voc_xml("a.jpg", [{}], size=("100000", "100000"))
+    src = make_zip(tmp_path / "x.zip", {"Annotations/a.xml": xml, "JPEGImages/a.jpg": jpeg(9, 9)})
+    with pytest.raises(LimitExceededError, match="max_mask_pixels") as err:
+        read_limited(src, Limits(), masks=True)
+    assert (err.value.member, err.value.item) == ("Annotations/a.xml", "a.jpg")
+    assert len(read_limited(src, Limits())[0][0].objects) == 1  # without masks: fine
+
+
+def test_attack_an_object_with_too_many_children_is_limit_exceeded(tmp_path: Path) -> None:
+    xml = voc_xml("a.jpg", [{}]).replace("<object>", "<object>" + "<x>1</x>" * 50)
+    src = make_zip(tmp_path / "x.zip", {"Annotations/a.xml": xml, "JPEGImages/a.jpg": jpeg(9, 9)})
+    with pytest.raises(LimitExceededError, match="max_values_per_feature is 20") as err:
+        read_limited(src, Limits(max_values_per_feature=20))
+    assert (err.value.item, err.value.object) == ("a.jpg", 0)

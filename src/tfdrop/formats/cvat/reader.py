@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from tfdrop.codec.model import Annotation, Item, LabelMap
-from tfdrop.errors import FormatError, MemberNotFoundError
+from tfdrop.errors import FormatError, MemberNotFoundError, TfdropError
 from tfdrop.formats import xmlsafe
 from tfdrop.formats.base import Notes, ReadOptions
 from tfdrop.formats.cvat.meta import LabelSpec, Meta, parse_meta
 from tfdrop.formats.cvat.shapes import LINE_ATTR, SHAPES, Where, parse_shape
 from tfdrop.formats.cvat.video import Frames, frame_images, parse_id, shape_element, track_row
 from tfdrop.formats.imageinfo import format_from_name, is_image_name, probe_member
+from tfdrop.formats.masks import check_mask_size
 from tfdrop.limits import Limits
 
 if TYPE_CHECKING:
@@ -377,6 +378,11 @@ class CvatReader:
         *,
         video: bool = False,
     ) -> Item:
+        if self.options.masks and objects:  # each object gets a full-image mask: refuse it here
+            try:
+                check_mask_size(width, height, self.options.limits.max_mask_pixels)
+            except TfdropError as exc:
+                raise exc.at(member=member, item=name) from None
         image: bytes | None = None
         if self.options.images:
             if image_member is not None:

@@ -34,6 +34,7 @@ from tfdrop.codec.model import Annotation, Box, Item, LabelMap
 from tfdrop.errors import FormatError, TfdropError
 from tfdrop.formats.base import Notes, ReadOptions
 from tfdrop.formats.imageinfo import format_from_name, probe_member
+from tfdrop.formats.masks import check_mask_size
 from tfdrop.formats.pixels import clip_box
 from tfdrop.formats.voc.layout import (
     DEFAULT_SUBSET,
@@ -51,6 +52,8 @@ from tfdrop.limits import Limits, exceeded
 
 TOLERANCE: Final = 1.0
 """Pixels a box may reach outside the image before it is an error (then it is clamped)."""
+_MAX_SIDE: Final = 2**31 - 1
+"""Pixels; a larger image side is not an image size (the record's int64 would take it)."""
 _TRUE: Final = frozenset({"1", "true", "yes"})
 _FALSE: Final = frozenset({"0", "false", "no", ""})
 _FIELDS: Final = frozenset({"name", "pose", "truncated", "difficult", "occluded"})
@@ -130,7 +133,7 @@ def _size(root: ET.Element, where: _Where) -> tuple[int, int]:
             out.append(0)
             continue
         value = _number(text, key, where, None)
-        if value < 0 or value != int(value):
+        if value < 0 or value != int(value) or value > _MAX_SIDE:
             raise where.error(f"image {key} is {text!r}, not a whole number of pixels", key=key)
         out.append(int(value))
     return out[0], out[1]
@@ -276,6 +279,11 @@ class VocReader:
         item = self._finish(item, image, preloaded)
         if not raw:
             return item
+        if self.options.masks:  # every object gets a full-image mask: refuse it here, named
+            try:
+                check_mask_size(item.width, item.height, limits.max_mask_pixels)
+            except TfdropError as exc:
+                raise exc.at(member=member, item=filename) from None
         objects = tuple(
             self._object(obj, i, item.width, item.height, where) for i, obj in enumerate(raw)
         )
@@ -339,6 +347,9 @@ class VocReader:
     def _object(
         self, obj: ET.Element, index: int, width: int, height: int, where: _Where
     ) -> Annotation:
+        where.limits.check(
+            "max_values_per_feature", len(obj), member=where.member, item=where.item, object=index
+        )
         # One pass over the children (find() per field costs a scan each).
         fields: dict[str, str] = {}
         box: ET.Element | None = None
