@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from tfdrop.codec.model import Annotation, Item, LabelMap
 from tfdrop.errors import FormatError, MemberNotFoundError, TfdropError
 from tfdrop.formats import xmlsafe
 from tfdrop.formats.base import Notes, ReadOptions
+from tfdrop.formats.cvat.held import Held
 from tfdrop.formats.cvat.meta import LabelSpec, Meta, parse_meta
 from tfdrop.formats.cvat.shapes import LINE_ATTR, SHAPES, Where, parse_shape
 from tfdrop.formats.cvat.video import Frames, frame_images, parse_id, shape_element, track_row
@@ -101,40 +101,6 @@ def _read_meta(source: Source, member: str, limits: Limits) -> Meta:
     return Meta()
 
 
-@dataclass(slots=True)
-class _Held:
-    """Counts what the tree holds of the top-level element being parsed (an ``<image>`` is
-    held whole until its end; a track's shapes one at a time), before it is all in memory:
-    an image's shapes against ``max_objects_per_item``, everything below them (attributes)
-    against ``max_values_per_feature``."""
-
-    limits: Limits
-    member: str
-    top: ET.Element | None = None
-    objects: int = 0
-    inner: int = 0
-
-    def start(self, depth: int, el: ET.Element, line: int) -> None:
-        if depth <= 2:
-            self.top, self.objects, self.inner = (el if depth == 2 else None), 0, 0
-            return
-        tag = self.top.tag if self.top is not None else ""
-        item = self.top.get("name") if tag == "image" and self.top is not None else None
-        if depth == 3 and tag == "image":
-            self.objects += 1
-            self.limits.check(
-                "max_objects_per_item", self.objects, member=self.member, item=item, line=line
-            )
-            return
-        if depth == 3 and tag == "track":
-            self.inner = 0  # the track's previous shape was dropped at its end
-            return
-        self.inner += 1
-        self.limits.check(
-            "max_values_per_feature", self.inner, member=self.member, item=item, line=line
-        )
-
-
 class CvatReader:
     """A CVAT for images/video 1.1 source: labels from ``<meta>``, items one at a time."""
 
@@ -202,7 +168,7 @@ class CvatReader:
         seen_images = False
         track: ET.Element | None = None
         rows: list[tuple[int, bytes | None]] = []
-        held = _Held(self.options.limits, member)
+        held = Held(self.options.limits, member)
         root: ET.Element | None = None
         for kind, el, line in _events(self.source, member, self.options.limits):
             if kind == "start":
