@@ -5,6 +5,7 @@ written archive's layout, and hostile or malformed inputs each with its own erro
 from __future__ import annotations
 
 import io
+import re
 import zipfile
 from pathlib import Path
 from types import ModuleType
@@ -19,10 +20,12 @@ from conftest import require_corpus
 from tfdrop.archive import ZipSink, open_source
 from tfdrop.codec.model import Annotation, Box, Item, LabelMap, Shape
 from tfdrop.convert import ConvertOptions, convert
-from tfdrop.errors import FormatError, MemberNotFoundError, UnknownLabelError
+from tfdrop.errors import FormatError, LimitExceededError, MemberNotFoundError, UnknownLabelError
 from tfdrop.formats import FORMATS, Notes, ReadOptions, WriteOptions, detect_format
-from tfdrop.formats.cvat import CvatReader
+from tfdrop.formats.cvat import CvatReader, rle
+from tfdrop.formats.cvat.video import frame_images
 from tfdrop.formats.pixels import f32
+from tfdrop.limits import Limits
 from tfhelpers import tf_records
 
 
@@ -461,10 +464,9 @@ GOOD_IMAGE = '<image id="0" name="h.jpg" width="9" height="9">'
         (BILLION_LAUGHS, "DOCTYPE", 2),
         (XXE, "DOCTYPE", 2),
         (cvat_xml(GOOD_IMAGE + '\n<box label="cat" xtl="1"', ()), "malformed XML", 7),
-        ("<annotations>\n" + "<image>" * 100, "deeper than", 2),
         ("<annotations>&undefined;</annotations>", "undefined entity", 1),
     ],
-    ids=["billion-laughs", "external-entity", "truncated", "deep", "undefined-entity"],
+    ids=["billion-laughs", "external-entity", "truncated", "undefined-entity"],
 )
 def test_hostile_xml_is_a_format_error_naming_member_and_line(
     tmp_path: Path, xml: str, message: str, line: int
@@ -483,11 +485,11 @@ def test_hostile_xml_is_a_format_error_naming_member_and_line(
         ('<polygon label="cat" points="1,2;3,4"/>', "fewer than 3 points"),
         ('<box label="cat" xtl="1" ytl="1" xbr="nan" ybr="2"/>', "xbr='nan' is not a finite"),
         ('<box label="cat" xtl="1" ytl="1" ybr="2"/>', "no xbr attribute"),
-        ('<box label="cat" xtl="1" ytl="1" xbr="30" ybr="2"/>', "outside the 9x9 image"),
+        ('<box label="cat" xtl="10" ytl="1" xbr="30" ybr="2"/>', "lies outside the 9x9 image"),
         ('<box label="cat" xtl="5" ytl="1" xbr="2" ybr="2"/>', "inverted"),
         ('<mask label="cat" rle="1, x" left="0" top="0" width="2" height="2"/>', "integers"),
         ('<mask label="cat" rle="9" left="0" top="0" width="2" height="2"/>', "covers 9 pixels"),
-        ('<mask label="cat" rle="1, 1" left="8" top="0" width="2" height="2"/>', "outside the"),
+        ('<mask label="cat" rle="1, 1" left="9" top="0" width="2" height="2"/>', "lies outside"),
     ],
     ids=[
         "odd",
@@ -738,3 +740,241 @@ def test_any_float32_box_written_to_cvat_reads_back_to_the_same_float32(
     for want, got in zip(objs, item.objects, strict=True):
         for side in ("xmin", "ymin", "xmax", "ymax"):
             assert f32(getattr(got.box, side)) == f32(getattr(want.box, side))
+
+
+# --- issue 9: the budget, ids, encodings, clipping ----------------------------------------------
+
+
+def read_limited(
+    path: Path, limits: Limits, *, masks: bool = False, images: bool = False
+) -> tuple[list[Item], Notes]:
+    notes = Notes()
+    with open_source(path) as src:
+        reader = CvatReader(src, ReadOptions(limits=limits, masks=masks, images=images), notes)
+        return list(reader.items()), notes
+
+
+def one_image(tmp: Path, body: str, *, head: str = GOOD_IMAGE, **kw: Any) -> Path:
+    return make_zip(tmp / "x.zip", {"annotations.xml": cvat_xml(f"{head}\n{body}\n</image>", **kw)})
+
+
+def test_xml_nested_past_max_depth_is_limit_exceeded(tmp_path: Path) -> None:
+    src = make_zip(tmp_path / "x.zip", {"annotations.xml": "<annotations>\n" + "<image>" * 100})
+    with pytest.raises(LimitExceededError, match="max_depth is 64") as err:
+        read_items(src)
+    assert (err.value.member, err.value.line) == ("annotations.xml", 2)
+
+
+def test_a_huge_declared_image_with_masks_is_limit_exceeded_before_any_raster(
+    tmp_path: Path,
+) -> None:
+    head = '<image id="0" name="h.jpg" width="100000" height="100000">'
+    body = '<polygon label="cat" points="1,1;50,1;50,50"/>'
+    with pytest.raises(LimitExceededError, match="max_mask_pixels is 67108864") as err:
+        read_limited(one_image(tmp_path, body, head=head), Limits(), masks=True)
+    assert (err.value.member, err.value.item, err.value.value) == (
+        "annotations.xml",
+        "h.jpg",
+        10**10,
+    )
+    items, _ = read_limited(one_image(tmp_path, body, head=head), Limits())  # boxes only: fine
+    assert len(items[0].objects) == 1
+
+
+def test_an_attribute_value_over_max_text_bytes_is_refused_as_it_streams(tmp_path: Path) -> None:
+    big = f'<box label="cat" xtl="1" ytl="1" xbr="2" ybr="2"><attribute name="n">{"v" * 70_000}'
+    src = one_image(tmp_path, big + "</attribute></box>")
+    with pytest.raises(LimitExceededError, match="max_text_bytes is 65536") as err:
+        read_limited(src, Limits())
+    assert (err.value.member, err.value.limit) == ("annotations.xml", "max_text_bytes")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '<box label="{}" xtl="1" ytl="1" xbr="2" ybr="2"/>',
+        '<box label="cat" xtl="1" ytl="1" xbr="2" ybr="2"><attribute name="{}">v</attribute></box>',
+    ],
+    ids=["label", "attribute-name"],
+)
+def test_names_over_max_text_bytes_are_refused(tmp_path: Path, body: str) -> None:
+    src = one_image(tmp_path, body.format("n" * 2000))
+    with pytest.raises(LimitExceededError, match="max_text_bytes is 1000"):
+        read_limited(src, Limits(max_text_bytes=1000))
+
+
+def test_a_tag_longer_than_the_token_cap_is_refused_before_expat_buffers_it(
+    tmp_path: Path,
+) -> None:
+    points = ";".join(f"{i % 9},{i % 7}" for i in range(5000))
+    src = one_image(tmp_path, f'<polygon label="cat" points="{points}"/>')
+    limits = Limits(max_values_per_feature=1000, max_number_length=8)  # 8000-byte tags
+    with pytest.raises(LimitExceededError, match="one XML tag is longer than 8000 bytes") as err:
+        read_limited(src, limits)
+    assert err.value.limit == "max_values_per_feature"
+    items, _ = read_limited(src, Limits())  # 10,000 values: within the default budget
+    assert len(items[0].objects[0].polygon) == 10_000
+
+
+@pytest.mark.parametrize(
+    ("xml", "what"),
+    [
+        ('<image id="\u00b2" name="h.jpg" width="9" height="9"></image>', "<image> id '\u00b2'"),
+        ('<image id="1' + "0" * 20 + '" name="h.jpg" width="9" height="9"></image>', "<image> id"),
+        (
+            '<track id="\u00b2" label="cat"><box frame="0" xtl="1" ytl="1" xbr="2" ybr="2"/>'
+            "</track>",
+            "track id '\u00b2'",
+        ),
+        (
+            '<track id="0" label="cat"><box frame="1' + "0" * 20 + '" xtl="1" ytl="1" xbr="2"'
+            ' ybr="2"/></track>',
+            "<box> frame",
+        ),
+        (
+            '<track id="0" label="cat"><box frame="\u0663" xtl="1" ytl="1" xbr="2" ybr="2"/>'
+            "</track>",
+            "<box> frame",
+        ),
+    ],
+    ids=["image-superscript", "image-21-digits", "track-superscript", "frame-21-digits", "arabic"],
+)
+def test_ids_that_are_not_ascii_int64_numbers_are_format_errors_naming_the_member(
+    tmp_path: Path, xml: str, what: str
+) -> None:
+    src = make_zip(tmp_path / "x.zip", {"annotations.xml": cvat_xml(xml)})
+    with pytest.raises(FormatError, match=re.escape(what)) as err:
+        read_limited(src, Limits())
+    assert err.value.member == "annotations.xml"
+    assert err.value.line is not None
+    if "image" in what:
+        assert err.value.item == "h.jpg"
+
+
+def test_frame_images_with_unicode_or_huge_digits_are_not_frames() -> None:
+    names = ["images/frame_\u0663.png", "images/frame_" + "9" * 30 + ".png", "images/frame_7.png"]
+    assert frame_images(names) == {7: "images/frame_7.png"}
+
+
+def test_a_polygon_30_px_past_the_right_edge_is_clipped_with_box_clipped(tmp_path: Path) -> None:
+    src = one_image(tmp_path, '<polygon label="cat" points="2,2;39,2;39,8"/>')
+    items, notes = read_limited(src, Limits(), masks=True)
+    obj = items[0].objects[0]
+    assert px(obj.box, 9, 9) == (2, 2, 9, 8)
+    assert obj.mask is not None
+    assert notes.warning_counts["box_clipped"] == 1
+    assert "clipped to its edges" in notes.warnings[0]["message"]
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        '<polygon label="cat" points="20,2;39,2;39,8"/>',
+        '<box label="cat" xtl="-30" ytl="1" xbr="-5" ybr="2"/>',
+    ],
+    ids=["polygon", "box"],
+)
+def test_a_shape_with_nothing_inside_the_image_is_an_error(tmp_path: Path, shape: str) -> None:
+    with pytest.raises(FormatError, match="lies outside the 9x9 image") as err:
+        read_limited(one_image(tmp_path, shape), Limits())
+    assert (err.value.item, err.value.object) == ("h.jpg", 0)
+
+
+def test_a_mask_rectangle_past_the_edge_is_cropped_with_box_clipped(tmp_path: Path) -> None:
+    # 4x2 rectangle at left=7 on a 9-wide image: columns 7..8 are inside, all pixels set
+    src = one_image(
+        tmp_path, '<mask label="cat" rle="0, 8" left="7" top="0" width="4" height="2"/>'
+    )
+    items, notes = read_limited(src, Limits(), masks=True)
+    assert px(items[0].objects[0].box, 9, 9) == (7, 0, 9, 2)
+    assert notes.warning_counts["box_clipped"] == 1
+
+
+def test_objects_over_max_objects_per_item_are_refused_while_the_image_streams(
+    tmp_path: Path,
+) -> None:
+    src = one_image(tmp_path, '<box label="cat" xtl="1" ytl="1" xbr="2" ybr="2"/>' * 11)
+    with pytest.raises(LimitExceededError, match="max_objects_per_item is 10") as err:
+        read_limited(src, Limits(max_objects_per_item=10))
+    assert (err.value.item, err.value.line) == ("h.jpg", 6)
+
+
+def test_attributes_over_max_values_per_feature_are_refused_while_the_image_streams(
+    tmp_path: Path,
+) -> None:
+    attrs = '<attribute name="a">v</attribute>' * 20
+    src = one_image(tmp_path, f'<box label="cat" xtl="1" ytl="1" xbr="2" ybr="2">{attrs}</box>')
+    with pytest.raises(LimitExceededError, match="max_values_per_feature is 10"):
+        read_limited(src, Limits(max_values_per_feature=10))
+
+
+def test_video_frame_objects_over_max_objects_per_item_are_refused(tmp_path: Path) -> None:
+    tracks = "".join(
+        f'<track id="{t}" label="cat"><box frame="0" xtl="1" ytl="1" xbr="2" ybr="2"/></track>'
+        for t in range(11)
+    )
+    xml = cvat_xml(tracks).replace(
+        "<task>", "<task><original_size><width>9</width><height>9</height></original_size>"
+    )
+    src = make_zip(tmp_path / "x.zip", {"annotations.xml": xml})
+    with pytest.raises(LimitExceededError, match="max_objects_per_item is 10"):
+        read_limited(src, Limits(max_objects_per_item=10))
+
+
+def test_labels_over_max_labels_are_refused_in_meta_and_in_shapes(tmp_path: Path) -> None:
+    src = one_image(tmp_path, "", labels=tuple(f"l{i}" for i in range(11)))
+    with pytest.raises(LimitExceededError, match="max_labels is 10"):
+        read_limited(src, Limits(max_labels=10))
+    boxes = "".join(f'<box label="x{i}" xtl="1" ytl="1" xbr="2" ybr="2"/>' for i in range(11))
+    with pytest.raises(LimitExceededError, match="max_labels is 10") as err:
+        read_limited(one_image(tmp_path, boxes, labels=()), Limits(max_labels=10))
+    assert err.value.item == "h.jpg"
+
+
+@pytest.mark.parametrize("encoding", ["shift_jis", "gbk", "euc-kr"])
+def test_annotations_xml_in_a_declared_multibyte_encoding_reads_right_streamed(
+    tmp_path: Path, encoding: str
+) -> None:
+    label = "\u732b" if encoding != "euc-kr" else "\uace0\uc591\uc774"  # 猫 / 고양이
+    xml = cvat_xml(
+        f'{GOOD_IMAGE}<box label="{label}" xtl="1" ytl="1" xbr="2" ybr="2">'
+        f'<attribute name="n">{label}</attribute></box></image>' * 3000,
+        labels=(label,),
+    ).replace('encoding="utf-8"', f'encoding="{encoding}"')
+    src = make_zip(tmp_path / "x.zip", {"annotations.xml": xml.encode(encoding)})
+    items, _ = read_limited(src, Limits())
+    assert len(items) == 3000
+    assert {(o.label, o.attributes) for i in items for o in i.objects} == {(label, (("n", label),))}
+
+
+def test_a_bad_declared_encoding_is_refused_naming_it(tmp_path: Path) -> None:
+    xml = cvat_xml("").replace('encoding="utf-8"', 'encoding="x-unknown-9"')
+    with pytest.raises(FormatError, match="'x-unknown-9'") as err:
+        read_limited(make_zip(tmp_path / "x.zip", {"annotations.xml": xml}), Limits())
+    assert err.value.member == "annotations.xml"
+
+
+def test_rle_counts_over_the_budget_are_refused_before_splitting() -> None:
+    with pytest.raises(LimitExceededError, match="max_values_per_feature is 3"):
+        rle.parse_counts("1, 2, 3, 4", max_values=3)
+    with pytest.raises(LimitExceededError, match="max_number_length is 4"):
+        rle.parse_counts("1, 123456789", max_number_length=4)
+
+
+def test_attack_box_masks_on_a_huge_image_are_refused_in_the_reader_naming_the_item(
+    tmp_path: Path,
+) -> None:
+    head = '<image id="0" name="h.jpg" width="2147483647" height="2147483647">'
+    src = one_image(tmp_path, '<box label="cat" xtl="1" ytl="1" xbr="2" ybr="2"/>', head=head)
+    with pytest.raises(LimitExceededError, match="max_mask_pixels") as err:
+        read_limited(src, Limits(), masks=True)
+    assert (err.value.member, err.value.item) == ("annotations.xml", "h.jpg")
+
+
+def test_attack_a_meta_original_size_past_int32_is_a_format_error(tmp_path: Path) -> None:
+    xml = cvat_xml("").replace(
+        "<task>",
+        "<task><original_size><width>99999999999</width><height>9</height></original_size>",
+    )
+    with pytest.raises(FormatError, match="not a pixel size"):
+        read_limited(make_zip(tmp_path / "x.zip", {"annotations.xml": xml}), Limits())

@@ -19,12 +19,13 @@ from conftest import require_corpus
 from tfdrop.archive import ZipSink, open_source
 from tfdrop.codec.model import Annotation, Box, Item, LabelMap
 from tfdrop.convert import ConvertOptions, convert
-from tfdrop.errors import FormatError, UnknownLabelError
+from tfdrop.errors import FormatError, LimitExceededError, UnknownLabelError
 from tfdrop.formats import FORMATS, Notes, ReadOptions, WriteOptions, detect_format
 from tfdrop.formats.pixels import f32
 from tfdrop.formats.voc import VocReader
-from tfdrop.formats.voc.layout import parse_labelmap, voc_color
+from tfdrop.formats.voc.layout import format_labelmap, parse_labelmap, voc_color
 from tfdrop.formats.xmlsafe import SafeXmlParser, parse_bytes
+from tfdrop.limits import Limits
 from tfhelpers import tf_records
 
 VOC20 = [
@@ -419,9 +420,8 @@ XXE = """<?xml version="1.0"?>
         (XXE, "DOCTYPE", 2),
         ("<annotation><filename>h.jpg</filename>\n<object><name>cat", "malformed XML", 2),
         ("<annotation>&undefined;</annotation>", "undefined entity", 1),
-        ("<a>" * 100, "deeper than", 1),
     ],
-    ids=["billion-laughs", "external-entity", "truncated", "undefined-entity", "deep"],
+    ids=["billion-laughs", "external-entity", "truncated", "undefined-entity"],
 )
 def test_hostile_xml_is_a_format_error_naming_member_and_line(
     tmp_path: Path, xml: str, message: str, line: int
@@ -438,12 +438,12 @@ def test_hostile_xml_is_a_format_error_naming_member_and_line(
         ({"xmin": "abc"}, "xmin is 'abc', not a number"),
         ({"ymax": "nan"}, "ymax is 'nan', not a number"),
         ({"xmax": ""}, "xmax is '', not a number"),
-        ({"xmax": "102"}, "outside the 100x50 image"),
-        ({"ymin": "-5"}, "outside the 100x50 image"),
+        ({"xmin": "101", "xmax": "130"}, "lies outside the 100x50 image"),
+        ({"ymin": "-50", "ymax": "-5"}, "lies outside the 100x50 image"),
         ({"xmin": "40", "xmax": "30"}, "min above max"),
         ({"difficult": "maybe"}, "difficult is 'maybe', not 0 or 1"),
     ],
-    ids=["word", "nan", "empty", "right", "above", "inverted", "flag"],
+    ids=["word", "nan", "empty", "right-of", "above", "inverted", "flag"],
 )
 def test_bad_boxes_and_numbers_name_item_and_object(
     tmp_path: Path, obj: dict[str, str], message: str
@@ -601,3 +601,219 @@ def test_datumaro_tf_records_through_voc_come_back_equal_record_for_record(
     before, after = records(src), records(back)
     assert len(before) == 3
     assert after == before
+
+
+# --- issue 9: the budget, encodings, clipping, label maps ---------------------------------------
+
+
+def read_limited(path: Path, limits: Limits, *, masks: bool = False) -> tuple[list[Item], Notes]:
+    notes = Notes()
+    with open_source(path) as src:
+        reader = VocReader(src, ReadOptions(limits=limits, masks=masks), notes)
+        return list(reader.items()), notes
+
+
+def test_xml_nested_past_max_depth_is_limit_exceeded_naming_member_and_line(
+    tmp_path: Path,
+) -> None:
+    src = make_zip(tmp_path / "x.zip", {"Annotations/h.xml": "<a>" * 100, "JPEGImages/h.jpg": b""})
+    with pytest.raises(LimitExceededError, match="max_depth is 64") as err:
+        read_items(src)
+    assert (err.value.member, err.value.line, err.value.limit) == (
+        "Annotations/h.xml",
+        1,
+        "max_depth",
+    )
+
+
+def test_box_sticking_out_of_the_image_is_clipped_with_a_box_clipped_warning(
+    tmp_path: Path,
+) -> None:
+    xml = voc_xml("b.jpg", [{"xmin": "50", "xmax": "130", "ymin": "-20", "ymax": "40"}])
+    src = make_zip(tmp_path / "x.zip", {"Annotations/b.xml": xml, "JPEGImages/b.jpg": jpeg(9, 9)})
+    items, _, notes = read_items(src)
+    assert items[0].objects[0].box == Box(0.5, 0.0, 1.0, 40 / 50)
+    assert notes.warning_counts["box_clipped"] == 1
+    assert "clipped to its edges" in notes.warnings[0]["message"]
+
+
+def list_bomb(out: Path, *, lists: int, lines: int) -> Path:
+    members: dict[str, bytes | str] = {
+        "Annotations/ab.xml": voc_xml("ab.jpg", [{}]),
+        "JPEGImages/ab.jpg": jpeg(9, 9),
+    }
+    for n in range(lists):
+        members[f"ImageSets/Main/s{n:04d}.txt"] = "ab\n" * lines
+    return make_zip(out, members)
+
+
+def test_many_list_files_naming_one_item_cost_one_subset_entry_and_counted_warnings(
+    tmp_path: Path,
+) -> None:
+    # issue 9: 100 lists x 349525 lines of one id took 5 GB and stored 34.6 M conflicts
+    items, notes = read_limited(list_bomb(tmp_path / "x.zip", lists=20, lines=3000), Limits())
+    assert [(i.name, i.subset) for i in items] == [("ab.jpg", "s0000")]
+    assert notes.warning_counts["item_in_two_subsets"] == 19 * 3000
+    assert len(notes.warnings) <= 200
+
+
+def test_list_lines_over_max_list_lines_across_files_is_limit_exceeded(tmp_path: Path) -> None:
+    src = list_bomb(tmp_path / "x.zip", lists=10, lines=1000)  # each file is under the cap
+    with pytest.raises(LimitExceededError, match="max_list_lines is 5000") as err:
+        read_limited(src, Limits(max_list_lines=5000))
+    assert err.value.limit == "max_list_lines"
+    assert str(err.value.member).startswith("ImageSets/Main/s")
+
+
+def test_ids_listed_without_files_are_counted_not_kept(tmp_path: Path) -> None:
+    members: dict[str, bytes | str] = {
+        "Annotations/a.xml": voc_xml("a.jpg", [{}]),
+        "JPEGImages/a.jpg": jpeg(9, 9),
+        "ImageSets/Main/train.txt": "a\n" + "".join(f"ghost{i}\n" for i in range(5000)),
+    }
+    items, notes = read_limited(make_zip(tmp_path / "x.zip", members), Limits())
+    assert [(i.name, i.subset) for i in items] == [("a.jpg", "train")]
+    assert notes.warning_counts["listed_without_files"] == 5000
+
+
+def test_a_labelmap_of_60k_labels_reads_in_order_and_max_labels_is_enforced(tmp_path: Path) -> None:
+    names = [f"l{i}" for i in range(60_000)]
+    text = "".join(f"{n}:0,0,0::\n" for n in names).encode()
+    assert parse_labelmap(text, "labelmap.txt") == names
+    with pytest.raises(LimitExceededError, match="max_labels is 1000") as err:
+        parse_labelmap(text, "labelmap.txt", max_labels=1000)
+    assert (err.value.member, err.value.line) == ("labelmap.txt", 1001)
+
+
+def test_20k_distinct_labels_in_one_file_read_and_max_labels_is_enforced(tmp_path: Path) -> None:
+    xml = voc_xml("b.jpg", [{"name": f"c{i}"} for i in range(20_000)])
+    src = make_zip(tmp_path / "x.zip", {"Annotations/b.xml": xml, "JPEGImages/b.jpg": jpeg(9, 9)})
+    items, _ = read_limited(src, Limits())
+    assert len({o.label for o in items[0].objects}) == 20_000
+    with pytest.raises(LimitExceededError, match="max_labels is 100") as err:
+        read_limited(src, Limits(max_labels=100))
+    assert err.value.item == "b.jpg"
+
+
+def test_objects_over_max_objects_per_item_are_limit_exceeded(tmp_path: Path) -> None:
+    xml = voc_xml("b.jpg", [{}] * 11)
+    src = make_zip(tmp_path / "x.zip", {"Annotations/b.xml": xml, "JPEGImages/b.jpg": jpeg(9, 9)})
+    with pytest.raises(LimitExceededError, match="max_objects_per_item is 10") as err:
+        read_limited(src, Limits(max_objects_per_item=10))
+    assert (err.value.member, err.value.item) == ("Annotations/b.xml", "b.jpg")
+
+
+def test_a_label_over_max_text_bytes_is_limit_exceeded_on_either_parse_path(
+    tmp_path: Path,
+) -> None:
+    for pad in (0, 70_000):  # a small file (fast path) and one over the cap (measured)
+        xml = voc_xml("b.jpg", [{"name": "x" * 2000}]).replace(
+            "</annotation>", "<!--" + "p" * pad + "--></annotation>"
+        )
+        src = make_zip(
+            tmp_path / f"x{pad}.zip", {"Annotations/b.xml": xml, "JPEGImages/b.jpg": jpeg(9, 9)}
+        )
+        with pytest.raises(LimitExceededError, match="max_text_bytes is 1000") as err:
+            read_limited(src, Limits(max_text_bytes=1000))
+        assert err.value.member == "Annotations/b.xml"
+
+
+def test_a_coordinate_over_max_number_length_is_limit_exceeded(tmp_path: Path) -> None:
+    xml = voc_xml("b.jpg", [{"xmin": "0" * 70 + "1"}])
+    src = make_zip(tmp_path / "x.zip", {"Annotations/b.xml": xml, "JPEGImages/b.jpg": jpeg(9, 9)})
+    with pytest.raises(LimitExceededError, match="max_number_length is 64") as err:
+        read_items(src)
+    assert (err.value.item, err.value.object, err.value.key) == ("b.jpg", 0, "xmin")
+
+
+def test_xml_and_images_over_the_file_caps_are_limit_exceeded(tmp_path: Path) -> None:
+    src = make_zip(
+        tmp_path / "x.zip",
+        {"Annotations/b.xml": voc_xml("b.jpg", [{}]), "JPEGImages/b.jpg": jpeg(9, 9)},
+    )
+    with pytest.raises(LimitExceededError, match="max_file_bytes is 100"):
+        read_limited(src, Limits(max_file_bytes=100))
+    with pytest.raises(LimitExceededError, match="max_image_bytes is 100") as err:
+        read_limited(src, Limits(max_image_bytes=100))
+    assert err.value.member == "JPEGImages/b.jpg"
+
+
+@pytest.mark.parametrize("encoding", ["gbk", "shift_jis", "euc-jp", "gb18030", "cp1252"])
+def test_a_declared_encoding_python_knows_is_honoured_never_reinterpreted(
+    tmp_path: Path, encoding: str
+) -> None:
+    label = "caf\u00e9" if encoding == "cp1252" else "\u732b"  # 猫
+    xml = f'<?xml version="1.0" encoding="{encoding.upper()}"?>\n' + voc_xml(
+        "b.jpg", [{"name": label}]
+    )
+    src = make_zip(
+        tmp_path / "x.zip",
+        {"Annotations/b.xml": xml.encode(encoding), "JPEGImages/b.jpg": jpeg(9, 9)},
+    )
+    items, _, _ = read_items(src)
+    assert items[0].objects[0].label == label
+
+
+def test_an_unknown_or_violated_encoding_is_refused_naming_it(tmp_path: Path) -> None:
+    bad = {
+        "klingon": b'<?xml version="1.0" encoding="klingon"?><annotation/>',
+        "GBK": b'<?xml version="1.0" encoding="GBK"?><annotation>\x80</annotation>',
+    }
+    for name, data in bad.items():
+        src = make_zip(tmp_path / f"{name}.zip", {"Annotations/b.xml": data})
+        with pytest.raises(FormatError, match=repr(name) if name == "klingon" else name) as err:
+            read_items(src)
+        assert err.value.member == "Annotations/b.xml"
+
+
+@pytest.mark.parametrize(
+    ("label", "why"),
+    [
+        ("a:b", "':'"),
+        ("two\nlines", "line break"),
+        ("#tag", "comment"),
+        (" cat", "white space"),
+    ],
+    ids=["colon", "newline", "hash", "space"],
+)
+def test_writer_refuses_a_label_labelmap_txt_cannot_carry_naming_it(
+    tmp_path: Path, label: str, why: str
+) -> None:
+    item = Item(
+        name="a.jpg", width=10, height=10, objects=(Annotation(label=label, box=Box(0, 0, 1, 1)),)
+    )
+    with ZipSink(tmp_path / "out.zip") as sink:
+        writer = FORMATS["voc"].open_writer(sink, WriteOptions(), Notes())  # type: ignore[misc]
+        with pytest.raises(FormatError, match=why) as err:
+            writer.write(item)  # refused before anything of the item is written
+    assert repr(label) in str(err.value)
+    assert (err.value.item, err.value.object) == ("a.jpg", 0)
+    with pytest.raises(FormatError, match=why):
+        format_labelmap([label])  # a label map entry no object uses is refused too
+
+
+def test_attack_an_image_side_past_int32_is_a_format_error_not_an_encoder_error(
+    tmp_path: Path,
+) -> None:
+    xml = voc_xml("a.jpg", [{}], size=("100000000000000000000", "50"))
+    src = make_zip(tmp_path / "x.zip", {"Annotations/a.xml": xml, "JPEGImages/a.jpg": jpeg(9, 9)})
+    with pytest.raises(FormatError, match="not a whole number of pixels") as err:
+        read_items(src)
+    assert (err.value.item, err.value.key) == ("a.jpg", "width")
+
+
+def test_attack_masks_on_a_huge_declared_image_are_refused_naming_the_item(tmp_path: Path) -> None:
+    xml = voc_xml("a.jpg", [{}], size=("100000", "100000"))
+    src = make_zip(tmp_path / "x.zip", {"Annotations/a.xml": xml, "JPEGImages/a.jpg": jpeg(9, 9)})
+    with pytest.raises(LimitExceededError, match="max_mask_pixels") as err:
+        read_limited(src, Limits(), masks=True)
+    assert (err.value.member, err.value.item) == ("Annotations/a.xml", "a.jpg")
+    assert len(read_limited(src, Limits())[0][0].objects) == 1  # without masks: fine
+
+
+def test_attack_an_object_with_too_many_children_is_limit_exceeded(tmp_path: Path) -> None:
+    xml = voc_xml("a.jpg", [{}]).replace("<object>", "<object>" + "<x>1</x>" * 50)
+    src = make_zip(tmp_path / "x.zip", {"Annotations/a.xml": xml, "JPEGImages/a.jpg": jpeg(9, 9)})
+    with pytest.raises(LimitExceededError, match="max_values_per_feature is 20") as err:
+        read_limited(src, Limits(max_values_per_feature=20))
+    assert (err.value.item, err.value.object) == ("a.jpg", 0)

@@ -19,7 +19,7 @@ from conftest import require_corpus
 from tfdrop.archive import open_source
 from tfdrop.codec.model import Box, Item, Shape
 from tfdrop.convert import ConvertOptions, convert
-from tfdrop.errors import FormatError
+from tfdrop.errors import FormatError, LimitExceededError
 from tfdrop.formats import Notes, ReadOptions
 from tfdrop.formats.cvat import CvatReader, rle
 from tfdrop.formats.masks import decode_mask
@@ -42,8 +42,9 @@ def test_rle_runs_ending_early_leave_background_and_too_long_runs_are_refused() 
     assert rle.decode([], 2, 1) == bytes([0, 0])
     with pytest.raises(FormatError, match="covers 5 pixels"):
         rle.decode([1, 4], 2, 2)
-    with pytest.raises(FormatError, match="larger than the cap"):
+    with pytest.raises(LimitExceededError, match="max_mask_pixels is 67108864") as err:
         rle.decode([1], 1 << 15, 1 << 15)
+    assert (err.value.limit, err.value.value) == ("max_mask_pixels", 1 << 30)
     with pytest.raises(FormatError, match="negative"):
         rle.parse_counts("1, -2")
     assert rle.parse_counts("3, 1, 2") == [3, 1, 2]
@@ -222,3 +223,42 @@ def test_masks_off_keep_polygon_points_and_no_png(tmp_path: Path) -> None:
     assert poly.polygon == POLY
     assert poly.box == Box(2.0 / 24, 2.0 / 18, 20.0 / 24, 17.0 / 18)
     assert mask.shape == Shape.MASK
+
+
+# --- issue 9: max_mask_pixels, from the declared size, before any raster ------------------------
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+def test_every_mask_function_refuses_a_size_over_max_mask_pixels_before_allocating() -> None:
+    from tfdrop.formats.masks import bitmap_mask_png, box_mask_png, mask_bbox, polygons_mask_png
+
+    big = 100_000
+    calls = [
+        lambda: polygons_mask_png([[1, 1, 50, 1, 50, 50]], big, big),
+        lambda: box_mask_png(Box(0, 0, 1, 1), big, big),
+        lambda: bitmap_mask_png(b"", big, big),
+        lambda: decode_mask(_png_header_only(big, big)),
+        lambda: mask_bbox(_png_header_only(big, big)),
+        lambda: rle.paste(b"\x01", 0, 0, 1, 1, big, big),
+    ]
+    for call in calls:
+        with pytest.raises(LimitExceededError, match="max_mask_pixels is 67108864") as err:
+            call()
+        assert err.value.value == big * big
+    with pytest.raises(LimitExceededError, match="max_mask_pixels is 99"):
+        polygons_mask_png([[1, 1, 5, 1, 5, 5]], 10, 10, max_pixels=99)
+    assert decode_mask(polygons_mask_png([[1, 1, 5, 1, 5, 5]], 10, 10, max_pixels=100))[:2] == (
+        10,
+        10,
+    )

@@ -34,3 +34,13 @@ def test_any_float32_round_trips_through_text(norm: float, size: int) -> None:
     text = pixel_str(norm, size)
     assert f32(float(text) / size) == f32(norm)
     assert "e" not in text.lower() or abs(norm * size) < 1e-4
+
+
+def test_clip_box_says_inside_clamped_clipped_or_outside() -> None:
+    from tfdrop.formats.pixels import clip_box
+
+    assert clip_box(1, 2, 3, 4, 10, 10, 1.0) == ((1, 2, 3, 4), "inside")
+    assert clip_box(-0.5, 0, 10.5, 10, 10, 10, 1.0) == ((0, 0, 10, 10), "clamped")
+    assert clip_box(5, -30, 40, 8, 10, 10, 1.0) == ((5, 0, 10, 8), "clipped")
+    assert clip_box(20, 1, 30, 5, 10, 10, 1.0)[1] == "outside"
+    assert clip_box(10, 1, 30, 5, 10, 10, 1.0)[1] == "outside"  # touches the edge only

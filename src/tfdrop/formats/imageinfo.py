@@ -50,6 +50,11 @@ _PNG_MAGIC: Final = b"\x89PNG\r\n\x1a\n"
 _SOF: Final = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
+def png_size(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` from a PNG's IHDR (the first 24 bytes), else None."""
+    return _png_size(data)
+
+
 def _png_size(data: bytes) -> tuple[int, int] | None:
     if len(data) >= 24 and data.startswith(_PNG_MAGIC) and data[12:16] == b"IHDR":
         w, h = struct.unpack_from(">II", data, 16)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import struct
 
-__all__ = ["f32", "pixel_str", "pixel_value"]
+__all__ = ["clip_box", "f32", "pixel_str", "pixel_value"]
 
 _F32 = struct.Struct("<f")
 
@@ -54,3 +54,27 @@ def pixel_str(norm: float, size: int) -> str:
             # 12.0 at places=1 would have been caught as whole, so stripping is only cosmetic.
             return text.rstrip("0").rstrip(".") if "." in text else text
     return repr(pixels)
+
+
+Clip = tuple[tuple[float, float, float, float], str]
+
+
+def clip_box(
+    xmin: float, ymin: float, xmax: float, ymax: float, width: int, height: int, tolerance: float
+) -> Clip:
+    """A pixel box clipped to a ``width`` x ``height`` image, and how it fared.
+
+    The state is ``"inside"`` (unchanged), ``"clamped"`` (it reached at most ``tolerance``
+    pixels outside: rounding, as VOC's 1-based boxes reaching ``width`` do), ``"clipped"`` (it
+    stuck out further; the part inside is kept) or ``"outside"`` (nothing of it is inside).
+    Callers check ``min <= max`` first.
+    """
+    w, h = float(width), float(height)
+    if xmin >= 0 and ymin >= 0 and xmax <= w and ymax <= h:
+        return (xmin, ymin, xmax, ymax), "inside"
+    x0, y0, x1, y1 = max(0.0, xmin), max(0.0, ymin), min(w, xmax), min(h, ymax)
+    if max(-xmin, -ymin, xmax - w, ymax - h) <= tolerance:
+        return (min(x0, x1), min(y0, y1), x1, y1), "clamped"
+    if x0 > x1 or y0 > y1 or (x0 == x1 and xmin < xmax) or (y0 == y1 and ymin < ymax):
+        return (xmin, ymin, xmax, ymax), "outside"
+    return (x0, y0, x1, y1), "clipped"

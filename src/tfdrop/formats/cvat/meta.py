@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from tfdrop.errors import FormatError
 
 _HOLDERS = ("task", "job", "project")
+_MAX_SIDE = 2**31 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +91,8 @@ def _size(holder: ET.Element, member: str) -> tuple[int, int] | None:
         width, height = int(_text(size, "width")), int(_text(size, "height"))
     except ValueError:
         raise FormatError("meta original_size is not two integers", member=member) from None
+    if width > _MAX_SIDE or height > _MAX_SIDE:
+        raise FormatError(f"meta original_size {width}x{height} is not a pixel size", member=member)
     return (width, height) if width > 0 and height > 0 else None
 
 

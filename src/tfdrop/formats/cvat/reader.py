@@ -17,18 +17,22 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Final
 
 from tfdrop.codec.model import Annotation, Item, LabelMap
-from tfdrop.errors import FormatError, MemberNotFoundError
+from tfdrop.errors import FormatError, MemberNotFoundError, TfdropError
 from tfdrop.formats import xmlsafe
 from tfdrop.formats.base import Notes, ReadOptions
+from tfdrop.formats.cvat.held import Held
 from tfdrop.formats.cvat.meta import LabelSpec, Meta, parse_meta
 from tfdrop.formats.cvat.shapes import LINE_ATTR, SHAPES, Where, parse_shape
-from tfdrop.formats.cvat.video import Frames, frame_images, shape_element, track_row
+from tfdrop.formats.cvat.video import Frames, frame_images, parse_id, shape_element, track_row
 from tfdrop.formats.imageinfo import format_from_name, is_image_name, probe_member
+from tfdrop.formats.masks import check_mask_size
+from tfdrop.limits import Limits
 
 if TYPE_CHECKING:
     from tfdrop.archive import Source
 
-MAX_IMAGE_BYTES: Final = 256 << 20
+LONG_ATTRIBUTES: Final = frozenset({"points", "rle"})
+"""XML attributes holding coordinate data, bounded by the token cap, not by max_text_bytes."""
 
 
 def _base(name: str) -> str:
@@ -60,26 +64,40 @@ def candidate_files(names: Sequence[str]) -> list[str]:
     return sorted(n for n in pool if n.count("/") == depth)
 
 
-def _root_tag(source: Source, member: str) -> str:
+def _events(source: Source, member: str, limits: Limits) -> Iterator[xmlsafe.XmlEvent]:
     with source.open(member) as f:
-        for event in xmlsafe.iterparse(f, member=member):
-            return str(event.element.tag)
+        yield from xmlsafe.iterparse(
+            f, member=member, limits=limits, long_attributes=LONG_ATTRIBUTES
+        )
+
+
+def _root_tag(source: Source, member: str, limits: Limits) -> str:
+    for event in _events(source, member, limits):
+        return str(event.element.tag)
     return ""
 
 
-def _read_meta(source: Source, member: str) -> Meta:
-    """Parse up to the end of ``<meta>`` (or the first image/track) and stop reading."""
-    depth = 0
-    with source.open(member) as f:
-        for kind, el, _line in xmlsafe.iterparse(f, member=member):
-            if kind == "start":
-                depth += 1
-                if depth == 2 and el.tag in ("image", "track"):
-                    break
-                continue
-            depth -= 1
-            if depth == 1 and el.tag == "meta":
-                return parse_meta(el, member=member)
+def _read_meta(source: Source, member: str, limits: Limits) -> Meta:
+    """Parse up to the end of ``<meta>`` (or the first image/track) and stop reading.
+
+    The meta subtree is held whole, so it is counted as it comes: ``<label>`` elements
+    against ``max_labels``, all its elements against ``max_values_per_feature``.
+    """
+    depth = labels = inner = 0
+    for kind, el, line in _events(source, member, limits):
+        if kind == "start":
+            depth += 1
+            if depth == 2 and el.tag in ("image", "track"):
+                break
+            if depth > 2:
+                inner += 1
+                labels += el.tag == "label"
+                limits.check("max_labels", labels, member=member, line=line)
+                limits.check("max_values_per_feature", inner, member=member, line=line)
+            continue
+        depth -= 1
+        if depth == 1 and el.tag == "meta":
+            return parse_meta(el, member=member)
     return Meta()
 
 
@@ -91,13 +109,17 @@ class CvatReader:
         self.options = options
         self.notes = notes
         names = source.names()
-        self.files = [n for n in candidate_files(names) if _root_tag(source, n) == "annotations"]
+        limits = options.limits
+        self.files = [
+            n for n in candidate_files(names) if _root_tag(source, n, limits) == "annotations"
+        ]
         if not self.files:
             raise FormatError(
                 "no CVAT annotation file: expected annotations.xml (or <subset>.xml) with a "
                 "root <annotations> element"
             )
-        self.metas = {n: _read_meta(source, n) for n in self.files}
+        self.metas = {n: _read_meta(source, n, limits) for n in self.files}
+        self._seen: set[str] = {spec.name for spec in self.label_specs()}
         self._images = [n for n in names if _under_images(n) and is_image_name(n)]
         self._warned_no_images = False
 
@@ -146,44 +168,45 @@ class CvatReader:
         seen_images = False
         track: ET.Element | None = None
         rows: list[tuple[int, bytes | None]] = []
-        with self.source.open(member) as f:
-            root: ET.Element | None = None
-            for kind, el, line in xmlsafe.iterparse(f, member=member):
-                if kind == "start":
-                    depth += 1
-                    root = el if root is None else root
-                    if depth == 2 and el.tag == "track":
-                        track = el
-                    elif depth == 3:  # a shape: errors about it name its own line
-                        el.set(LINE_ATTR, str(line))
-                    continue
-                depth -= 1
-                if depth == 2 and track is not None:  # one shape of a track is complete
-                    row = track_row(track, el, member)
-                    if row is not None:
-                        rows.append(row)
-                    track.remove(el)
-                    if len(rows) >= 1024:
-                        frames.add_many(rows)
-                        rows = []
-                    continue
-                if depth != 1 or root is None:
-                    continue
-                if el.tag == "image":
-                    seen_images = True
-                    yield self._image(el, member, subset, line)
-                elif el.tag == "track":
+        held = Held(self.options.limits, member)
+        root: ET.Element | None = None
+        for kind, el, line in _events(self.source, member, self.options.limits):
+            if kind == "start":
+                depth += 1
+                root = el if root is None else root
+                held.start(depth, el, line)
+                if depth == 2 and el.tag == "track":
+                    track = el
+                elif depth == 3:  # a shape: errors about it name its own line
+                    el.set(LINE_ATTR, str(line))
+                continue
+            depth -= 1
+            if depth == 2 and track is not None:  # one shape of a track is complete
+                row = track_row(track, el, member)
+                if row is not None:
+                    rows.append(row)
+                track.remove(el)
+                if len(rows) >= 1024:
                     frames.add_many(rows)
-                    rows, track = [], None
-                elif el.tag == "tag":
-                    self.notes.skip("tag", "a <tag> outside an <image>", member=member)
-                if seen_images and frames.seq:
-                    raise FormatError(
-                        "the file mixes <image> (CVAT for images) and <track> (CVAT for video)",
-                        member=member,
-                        line=line,
-                    )
-                root.clear()  # drop what was used: memory stays flat
+                    rows = []
+                continue
+            if depth != 1 or root is None:
+                continue
+            if el.tag == "image":
+                seen_images = True
+                yield self._image(el, member, subset, line)
+            elif el.tag == "track":
+                frames.add_many(rows)
+                rows, track = [], None
+            elif el.tag == "tag":
+                self.notes.skip("tag", "a <tag> outside an <image>", member=member)
+            if seen_images and frames.seq:
+                raise FormatError(
+                    "the file mixes <image> (CVAT for images) and <track> (CVAT for video)",
+                    member=member,
+                    line=line,
+                )
+            root.clear()  # drop what was used: memory stays flat
 
     # -- CVAT for images --------------------------------------------------------------------
 
@@ -197,18 +220,24 @@ class CvatReader:
             # a video task exported as "CVAT for images": name="frame_000010", file
             # images/frame_000010.PNG; the item takes the file's extension
             name += image_member[image_member.rfind(".") :]
-        where = Where(0, 0, member, name, self.options.masks, line)
+        limits = self.options.limits
+        where = Where(0, 0, member, name, self.options.masks, line, limits)
         width = _int_attr(el, "width", where)
         height = _int_attr(el, "height", where)
         if width <= 0 or height <= 0:
             width, height = self._probe(image_member, member, name)
-        where = Where(width, height, member, name, self.options.masks, line)
+        where = Where(width, height, member, name, self.options.masks, line, limits)
+        try:
+            frame = parse_id(el.get("id"), "<image> id", member=member, line=line)
+        except FormatError as exc:
+            raise exc.at(item=name) from None
         objects: list[Annotation] = []
         tags: list[str] = []
         for child in el:
             if child.tag in SHAPES:
                 ann = parse_shape(child, where, self.notes, index=len(objects))
                 if ann is not None:
+                    self._see(ann.label, where)
                     objects.append(ann)
             elif child.tag == "tag":
                 self._tag(child, where, tags)
@@ -216,7 +245,6 @@ class CvatReader:
                 self.notes.skip(
                     child.tag, f"unknown element <{child.tag}>", member=member, item=name
                 )
-        frame = el.get("id")
         return self._item(
             name,
             subset,
@@ -226,14 +254,23 @@ class CvatReader:
             tags,
             image_member,
             member,
-            int(frame) if frame and frame.isdigit() else None,
+            frame,
         )
+
+    def _see(self, label: str, where: Where) -> None:
+        """Count a label the first time it is met (``max_labels``: labels of the archive)."""
+        if label not in self._seen:
+            self._seen.add(label)
+            self.options.limits.check(
+                "max_labels", len(self._seen), member=where.member, item=where.item
+            )
 
     def _tag(self, el: ET.Element, where: Where, tags: list[str]) -> None:
         label = el.get("label")
         if not label:
             self.notes.skip("unlabeled", "<tag> has no label", member=where.member, item=where.item)
             return
+        self._see(label, where)
         tags.append(label)
         for a in el.findall("attribute"):
             self.notes.lose(f"tag_attribute:{a.get('name') or ''}")
@@ -257,23 +294,25 @@ class CvatReader:
         size = self.metas[member].frame_size
         # frames without any track shape are items too
         frames.add_many([(frame, None) for frame in sorted(images.keys() - frames.known())])
-        for frame, shapes in frames.frames():
+        limits = self.options.limits
+        for frame, shapes in frames.frames(limits.max_objects_per_item):
             image_member = images.get(frame)
             name = _base(image_member) if image_member else f"frame_{frame:06d}.png"
             width, height = size or self._probe(image_member, member, name)
-            where = Where(width, height, member, name, self.options.masks)
+            where = Where(width, height, member, name, self.options.masks, None, limits)
             objects: list[Annotation] = []
             for data in shapes:
                 el = shape_element(data)
-                track = el.get("track_id")
                 ann = parse_shape(
                     el,
                     where,
                     self.notes,
-                    track_id=int(track) if track and track.isdigit() else None,
+                    # checked by track_row when the row was made
+                    track_id=parse_id(el.get("track_id"), "track id", member=member, line=None),
                     index=len(objects),
                 )
                 if ann is not None:
+                    self._see(ann.label, where)
                     objects.append(ann)
             yield self._item(
                 name, subset, width, height, objects, [], image_member, member, frame, video=True
@@ -305,10 +344,19 @@ class CvatReader:
         *,
         video: bool = False,
     ) -> Item:
+        if self.options.masks and objects:  # each object gets a full-image mask: refuse it here
+            try:
+                check_mask_size(width, height, self.options.limits.max_mask_pixels)
+            except TfdropError as exc:
+                raise exc.at(member=member, item=name) from None
         image: bytes | None = None
         if self.options.images:
             if image_member is not None:
-                image = self.source.read_bytes(image_member, max_size=MAX_IMAGE_BYTES)
+                cap = self.options.limits.max_image_bytes
+                self.options.limits.check(
+                    "max_image_bytes", self.source.size(image_member), member=image_member
+                )
+                image = self.source.read_bytes(image_member, max_size=cap)
             elif self._images and video:
                 # a video frame CVAT lists in a track but whose image the export lacks (Datumaro's
                 # own test asset does this): the frame is kept without bytes, and said so

@@ -16,18 +16,32 @@ from collections.abc import Sequence
 from typing import Final
 
 from tfdrop.errors import FormatError
-
-MAX_MASK_PIXELS: Final = 1 << 28
-"""A ``<mask>`` rectangle larger than this (256 Mpx) is refused before anything is allocated."""
+from tfdrop.limits import DEFAULT_LIMITS, exceeded
 
 _ZERO: Final = b"\x00"
 _ONE: Final = b"\x01"
 
 
-def parse_counts(text: str) -> list[int]:
-    """``"3, 1, 2"`` -> ``[3, 1, 2]``; :class:`FormatError` for anything but non-negative ints."""
+def parse_counts(
+    text: str,
+    *,
+    max_values: int = DEFAULT_LIMITS.max_values_per_feature,
+    max_number_length: int = DEFAULT_LIMITS.max_number_length,
+) -> list[int]:
+    """``"3, 1, 2"`` -> ``[3, 1, 2]``; :class:`FormatError` for anything but non-negative ints.
+
+    At most ``max_values`` counts (``max_values_per_feature``), counted before splitting, each
+    at most ``max_number_length`` characters.
+    """
+    n = text.count(",") + 1
+    if n > max_values:
+        raise exceeded("max_values_per_feature", n, max_values)
+    parts = text.split(",") if text.strip() else []
+    longest = max(map(len, parts), default=0)
+    if longest > max_number_length and max(len(p.strip()) for p in parts) > max_number_length:
+        raise exceeded("max_number_length", max(len(p.strip()) for p in parts), max_number_length)
     try:
-        counts = [int(part) for part in text.split(",")] if text.strip() else []
+        counts = [int(part) for part in parts]
     except ValueError:
         raise FormatError(f"mask rle is not a list of integers: {text[:40]!r}") from None
     if any(c < 0 for c in counts):
@@ -40,13 +54,20 @@ def format_counts(counts: Sequence[int]) -> str:
     return ", ".join(str(c) for c in counts)
 
 
-def decode(counts: Sequence[int], width: int, height: int) -> bytes:
-    """Row-major 0/1 pixels of a ``width`` x ``height`` rectangle from CVAT run lengths."""
+def decode(
+    counts: Sequence[int],
+    width: int,
+    height: int,
+    *,
+    max_pixels: int = DEFAULT_LIMITS.max_mask_pixels,
+) -> bytes:
+    """Row-major 0/1 pixels of a ``width`` x ``height`` rectangle from CVAT run lengths
+    (the rectangle checked against ``max_pixels`` before anything is allocated)."""
     if width <= 0 or height <= 0:
         raise FormatError(f"mask rectangle {width}x{height} is empty")
     total = width * height
-    if total > MAX_MASK_PIXELS:
-        raise FormatError(f"mask rectangle {width}x{height} is larger than the cap")
+    if total > max_pixels:
+        raise exceeded("max_mask_pixels", total, max_pixels)
     if sum(counts) > total:
         raise FormatError(
             f"mask rle covers {sum(counts)} pixels but its rectangle {width}x{height} has {total}"
@@ -76,9 +97,19 @@ def encode(bits: bytes) -> list[int]:
 
 
 def paste(
-    bits: bytes, left: int, top: int, width: int, height: int, image_w: int, image_h: int
+    bits: bytes,
+    left: int,
+    top: int,
+    width: int,
+    height: int,
+    image_w: int,
+    image_h: int,
+    *,
+    max_pixels: int = DEFAULT_LIMITS.max_mask_pixels,
 ) -> bytes:
     """The rectangle's pixels placed into a full ``image_w`` x ``image_h`` 0/1 buffer."""
+    if image_w * image_h > max_pixels:
+        raise exceeded("max_mask_pixels", image_w * image_h, max_pixels)
     if left < 0 or top < 0 or left + width > image_w or top + height > image_h:
         raise FormatError(
             f"mask rectangle left={left} top={top} {width}x{height} is outside the "

@@ -19,10 +19,12 @@ from typing import Final
 from PIL import Image
 
 from tfdrop.codec.model import Annotation, Box, Shape
-from tfdrop.errors import FormatError
+from tfdrop.errors import FormatError, LimitExceededError
 from tfdrop.formats.base import Notes
 from tfdrop.formats.cvat import rle
 from tfdrop.formats.masks import bitmap_mask_png, polygons_mask_png
+from tfdrop.formats.pixels import clip_box
+from tfdrop.limits import DEFAULT_LIMITS, Limits, exceeded
 
 SKIPPED_SHAPES: Final = frozenset({"polyline", "points", "ellipse", "cuboid", "skeleton"})
 SHAPES: Final = frozenset({"box", "polygon", "mask"}) | SKIPPED_SHAPES
@@ -42,18 +44,32 @@ class Where:
     item: str
     masks: bool = False
     line: int | None = None
+    limits: Limits = DEFAULT_LIMITS
 
     def error(self, message: str) -> FormatError:
         # the shape's own line and index are added by parse_shape (FormatError.at)
         return FormatError(message, member=self.member, item=self.item)
+
+    def number_text(self, el: ET.Element, key: str, raw: str) -> str:
+        """``raw`` if it is no longer than ``max_number_length``, else ``limit_exceeded``."""
+        cap = self.limits.max_number_length
+        if len(raw) > cap:
+            raise exceeded(
+                "max_number_length", len(raw), cap, member=self.member, item=self.item, key=key
+            )
+        return raw
+
+
+INT64_MAX: Final = (1 << 63) - 1
 
 
 def _number(el: ET.Element, key: str, where: Where) -> float:
     raw = el.get(key)
     if raw is None:
         raise where.error(f"<{el.tag}> has no {key} attribute")
+    text = where.number_text(el, key, raw)  # a LimitExceededError is a ValueError too
     try:
-        value = float(raw)
+        value = float(text)
     except ValueError:
         raise where.error(f"<{el.tag}> {key}={raw[:40]!r} is not a number") from None
     if not math.isfinite(value):
@@ -70,7 +86,10 @@ def _box_coords(el: ET.Element, where: Where) -> tuple[float, float, float, floa
             float(get("xbr")),  # type: ignore[arg-type]
             float(get("ybr")),  # type: ignore[arg-type]
         )
-        if math.isfinite(sum(coords)):
+        if math.isfinite(sum(coords)) and all(
+            len(get(k) or "") <= where.limits.max_number_length
+            for k in ("xtl", "ytl", "xbr", "ybr")
+        ):
             return coords
     except (TypeError, ValueError):
         pass
@@ -84,10 +103,14 @@ def _int(el: ET.Element, key: str, where: Where, default: int | None = None) -> 
         if default is None:
             raise where.error(f"<{el.tag}> has no {key} attribute")
         return default
+    text = where.number_text(el, key, raw)
     try:
-        return int(raw)
+        value = int(text)
     except ValueError:
         raise where.error(f"<{el.tag}> {key}={raw[:40]!r} is not an integer") from None
+    if abs(value) > INT64_MAX:
+        raise where.error(f"<{el.tag}> {key}={raw[:40]!r} is out of the 64-bit range")
+    return value
 
 
 def parse_points(el: ET.Element, where: Where) -> tuple[float, ...]:
@@ -95,6 +118,9 @@ def parse_points(el: ET.Element, where: Where) -> tuple[float, ...]:
     raw = el.get("points")
     if raw is None:
         raise where.error(f"<{el.tag}> has no points attribute")
+    values, cap = 2 * (raw.count(";") + 1), where.limits.max_values_per_feature
+    if values > cap:
+        raise exceeded("max_values_per_feature", values, cap, member=where.member, item=where.item)
     out: list[float] = []
     for pair in raw.split(";"):
         xy = pair.split(",")
@@ -114,29 +140,34 @@ def parse_points(el: ET.Element, where: Where) -> tuple[float, ...]:
 
 def _box(xmin: float, ymin: float, xmax: float, ymax: float, where: Where, notes: Notes) -> Box:
     """Pixels -> normalised box. Within one pixel outside the image is clamped (CVAT rounds
-    edges to 2 decimals) with a warning; further out, or inverted, is an error."""
+    edges to 2 decimals) with a ``box_clamped`` warning; further out it is clipped to the image
+    with a ``box_clipped`` warning. Inverted, or with nothing inside the image, is an error."""
     w, h = where.width, where.height
-    if not (-1 <= xmin <= xmax <= w + 1 and -1 <= ymin <= ymax <= h + 1):
-        raise where.error(
-            f"box ({xmin}, {ymin}, {xmax}, {ymax}) is outside the {w}x{h} image or inverted"
-        )
-    clamped = (max(0.0, xmin), max(0.0, ymin), min(float(w), xmax), min(float(h), ymax))
-    if clamped != (xmin, ymin, xmax, ymax):
+    shown = f"({xmin:g}, {ymin:g}, {xmax:g}, {ymax:g})"
+    if xmin > xmax or ymin > ymax:
+        raise where.error(f"box {shown} is inverted (a min above its max)")
+    coords, state = clip_box(xmin, ymin, xmax, ymax, w, h, 1.0)
+    if state == "outside":
+        raise where.error(f"box {shown} lies outside the {w}x{h} image")
+    if state != "inside":
+        code, how = ("box_clamped", "clamped to") if state == "clamped" else ("box_clipped", "")
         notes.warn(
-            "box_clamped",
-            f"box ({xmin}, {ymin}, {xmax}, {ymax}) clamped to the {w}x{h} image",
+            code,
+            f"box {shown} clamped to the {w}x{h} image"
+            if how
+            else f"box {shown} sticks out of the {w}x{h} image; clipped to its edges",
             member=where.member,
             item=where.item,
         )
-        xmin, ymin, xmax, ymax = clamped
-    return Box.from_pixels(xmin, ymin, xmax, ymax, w, h)
+    return Box.from_pixels(*coords, w, h)
 
 
 def _rotated(
     el: ET.Element, coords: tuple[float, float, float, float], where: Where, notes: Notes
 ) -> tuple[float, float, float, float]:
-    """CVAT rotates a box about its centre (degrees): keep the axis-aligned box around it,
-    clipped to the image (the OD API has no rotated boxes; the report counts the loss)."""
+    """CVAT rotates a box about its centre (degrees): keep the axis-aligned box around it
+    (clipped to the image by :func:`_box`; the OD API has no rotated boxes, the report counts
+    the loss)."""
     angle = _number(el, "rotation", where) if el.get("rotation") else 0.0
     if angle % 360 == 0:
         return coords
@@ -146,25 +177,46 @@ def _rotated(
     hw, hh = (x1 - x0) / 2, (y1 - y0) / 2
     c, s = abs(math.cos(math.radians(angle))), abs(math.sin(math.radians(angle)))
     dx, dy = hw * c + hh * s, hw * s + hh * c
-    return (
-        max(0.0, cx - dx),
-        max(0.0, cy - dy),
-        min(float(where.width), cx + dx),
-        min(float(where.height), cy + dy),
-    )
+    return cx - dx, cy - dy, cx + dx, cy + dy
 
 
-def _mask(el: ET.Element, where: Where) -> tuple[Box, bytes | None] | None:
-    """Box of a ``<mask>``'s pixels and, with masks on, its full-image PNG (None: empty)."""
+def _mask(el: ET.Element, where: Where, notes: Notes) -> tuple[Box, bytes | None] | None:
+    """Box of a ``<mask>``'s pixels and, with masks on, its full-image PNG (None: empty).
+
+    A rectangle reaching outside the image is cropped to it (``box_clipped``); one with nothing
+    inside is an error. Every raster is checked against ``max_mask_pixels`` first.
+    """
     left, top = _int(el, "left", where), _int(el, "top", where)
     width, height = _int(el, "width", where), _int(el, "height", where)
-    if left < 0 or top < 0 or left + width > where.width or top + height > where.height:
+    iw, ih = where.width, where.height
+    if (
+        width > 0
+        and height > 0
+        and (left >= iw or top >= ih or left + width <= 0 or top + height <= 0)
+    ):
         raise where.error(
-            f"mask rectangle left={left} top={top} {width}x{height} is outside the "
-            f"{where.width}x{where.height} image"
+            f"mask rectangle left={left} top={top} {width}x{height} lies outside the "
+            f"{iw}x{ih} image"
         )
-    counts = rle.parse_counts(el.get("rle") or "")
-    bits = rle.decode(counts, width, height)
+    lim = where.limits
+    counts = rle.parse_counts(
+        el.get("rle") or "",
+        max_values=lim.max_values_per_feature,
+        max_number_length=lim.max_number_length,
+    )
+    bits = rle.decode(counts, width, height, max_pixels=lim.max_mask_pixels)
+    if left < 0 or top < 0 or left + width > iw or top + height > ih:
+        cl, ct = max(0, -left), max(0, -top)
+        cr, cb = min(width, iw - left), min(height, ih - top)
+        bits = rle.crop(bits, width, cl, ct, cr, cb)
+        notes.warn(
+            "box_clipped",
+            f"mask rectangle left={left} top={top} {width}x{height} sticks out of the "
+            f"{iw}x{ih} image; clipped to its edges",
+            member=where.member,
+            item=where.item,
+        )
+        left, top, width, height = left + cl, top + ct, cr - cl, cb - ct
     # the box from the rectangle alone: a full-image buffer only when a PNG is wanted
     bbox = Image.frombytes("L", (width, height), bits).getbbox()
     if bbox is None:
@@ -172,9 +224,9 @@ def _mask(el: ET.Element, where: Where) -> tuple[Box, bytes | None] | None:
     x0, y0, x1, y1 = bbox  # right/bottom exclusive: the box covers whole pixels
     png = None
     if where.masks:
-        full = rle.paste(bits, left, top, width, height, where.width, where.height)
-        png = bitmap_mask_png(full, where.width, where.height)
-    box = Box.from_pixels(left + x0, top + y0, left + x1, top + y1, where.width, where.height)
+        full = rle.paste(bits, left, top, width, height, iw, ih, max_pixels=lim.max_mask_pixels)
+        png = bitmap_mask_png(full, iw, ih, max_pixels=lim.max_mask_pixels)
+    box = Box.from_pixels(left + x0, top + y0, left + x1, top + y1, iw, ih)
     return box, png
 
 
@@ -207,7 +259,7 @@ def parse_shape(
     """The annotation of one shape element, or ``None`` when it is skipped (and noted)."""
     try:
         return _parse_shape(el, where, notes, label, track_id)
-    except FormatError as exc:
+    except (FormatError, LimitExceededError) as exc:
         line = el.get(LINE_ATTR)
         raise exc.at(
             member=where.member,
@@ -245,10 +297,12 @@ def _parse_shape(
         xs, ys = polygon[0::2], polygon[1::2]
         box = _box(min(xs), min(ys), max(xs), max(ys), where, notes)
         if where.masks:
-            mask = polygons_mask_png([polygon], where.width, where.height)
+            mask = polygons_mask_png(
+                [polygon], where.width, where.height, max_pixels=where.limits.max_mask_pixels
+            )
         shape = Shape.POLYGON
     else:
-        got = _mask(el, where)
+        got = _mask(el, where, notes)
         if got is None:
             notes.skip(
                 "empty_mask", "<mask> has no pixels set", member=where.member, item=where.item

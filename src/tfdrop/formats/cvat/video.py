@@ -20,8 +20,26 @@ from typing import Final
 
 from tfdrop.errors import FormatError
 from tfdrop.formats.cvat.shapes import LINE_ATTR, SHAPES
+from tfdrop.limits import exceeded
 
-FRAME_NAME: Final = re.compile(r"^frame_(\d+)\.[A-Za-z0-9]+$")
+FRAME_NAME: Final = re.compile(r"^frame_([0-9]{1,18})\.[A-Za-z0-9]+$")
+MAX_ID_DIGITS: Final = 18
+"""Digits of a frame or track id: anything up to 10^18 fits SQLite's and TFRecord's int64."""
+
+
+def parse_id(raw: str | None, what: str, *, member: str, line: int | None) -> int | None:
+    """A CVAT frame or track id: ASCII digits only (``"²"`` passes ``str.isdigit`` and fails
+    ``int``), at most :data:`MAX_ID_DIGITS` of them; None when absent; else a FormatError."""
+    if not raw:
+        return None
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > MAX_ID_DIGITS:
+        raise FormatError(
+            f"{what} {raw[:40]!r} is not a whole number of at most {MAX_ID_DIGITS} digits",
+            member=member,
+            line=line,
+        )
+    return int(raw)
+
 
 Row = tuple[int, bytes | None]
 """(frame, shape as marshalled ``(tag, attributes, [(attribute name, text), ...])`` or None:
@@ -50,7 +68,9 @@ class Frames:
     def known(self) -> set[int]:
         return {int(row[0]) for row in self.db.execute("SELECT DISTINCT frame FROM s")}
 
-    def frames(self) -> Iterator[tuple[int, list[bytes]]]:
+    def frames(self, max_objects: int) -> Iterator[tuple[int, list[bytes]]]:
+        """Each frame's shapes in order; a frame with more than ``max_objects`` is
+        ``limit_exceeded`` before they are all held."""
         cur = self.db.execute("SELECT frame, shape FROM s ORDER BY frame, seq")
         current: int | None = None
         shapes: list[bytes] = []
@@ -61,6 +81,10 @@ class Frames:
                 current, shapes = frame, []
             if shape is not None:
                 shapes.append(shape)
+                if len(shapes) > max_objects:
+                    raise exceeded(
+                        "max_objects_per_item", len(shapes), max_objects, item=f"frame {frame}"
+                    )
         if current is not None:
             yield current, shapes
 
@@ -70,23 +94,23 @@ def track_row(track: ET.Element, shape: ET.Element, member: str) -> Row | None:
     nested tracks go with their skeleton, which is skipped as a whole)."""
     if shape.tag not in SHAPES:
         return None
+    line = int(shape.get(LINE_ATTR) or 0) or None
     track_id = track.get("id") or ""
-    raw = shape.get("frame")
-    if raw is None or not raw.isdigit():
+    parse_id(track_id, "track id", member=member, line=line)
+    frame = parse_id(shape.get("frame"), f"<{shape.tag}> frame", member=member, line=line)
+    if frame is None:
         raise FormatError(
-            f"<{shape.tag}> in track {track_id} has no valid frame attribute",
-            member=member,
-            line=int(shape.get(LINE_ATTR) or 0) or None,
+            f"<{shape.tag}> in track {track_id} has no frame attribute", member=member, line=line
         )
     if shape.get("outside") == "1":
-        return (int(raw), None)  # the frame exists, the object is not in it
+        return (frame, None)  # the frame exists, the object is not in it
     shape.set("label", track.get("label") or "")
     shape.set("track_id", track_id)
     group = track.get("group_id")
     if group and not shape.get("group_id"):
         shape.set("group_id", group)
     attrs = [(a.get("name") or "", a.text or "") for a in shape.findall("attribute")]
-    return (int(raw), marshal.dumps((shape.tag, dict(shape.attrib), attrs)))
+    return (frame, marshal.dumps((shape.tag, dict(shape.attrib), attrs)))
 
 
 def shape_element(data: bytes) -> ET.Element:

@@ -7,10 +7,16 @@ as TF models' ``create_pascal_tf_record.py`` does. Sizes come from ``<size>``, e
 image header. Images are looked up as ``JPEGImages/<filename>``, else by the item id with any
 extension, case-insensitively.
 
-Boxes: a coordinate more than :data:`TOLERANCE` pixels outside the image, or a min above its
-max, is a FormatError naming the item and object. Within the tolerance (VOC's own 1-based
-boxes reach ``width``; some tools write ``width + 1``) the box is clamped into the image and a
-``box_clamped`` warning says so, because a TFRecord box must lie in [0, 1].
+Boxes: a min above its max, or a box with nothing inside the image, is a FormatError naming
+the item and object. Within :data:`TOLERANCE` pixels outside (VOC's own 1-based boxes reach
+``width``; some tools write ``width + 1``) the box is clamped into the image with a
+``box_clamped`` warning; further out it is clipped to the image with a ``box_clipped`` warning
+(as the YOLO and COCO readers do), because a TFRecord box must lie in [0, 1].
+
+Every size comes from the job's budget (``ReadOptions.limits``): the XML and list files read
+whole (``max_file_bytes``), images (``max_image_bytes``), list lines over all files
+(``max_list_lines``), labels (``max_labels``), objects per item (``max_objects_per_item``),
+text (``max_text_bytes``, in the XML parser) and numbers (``max_number_length``).
 """
 
 from __future__ import annotations
@@ -29,10 +35,12 @@ from tfdrop.codec.model import Annotation, Box, Item, LabelMap
 from tfdrop.errors import FormatError, TfdropError
 from tfdrop.formats.base import Notes, ReadOptions
 from tfdrop.formats.imageinfo import format_from_name, probe_member
+from tfdrop.formats.masks import check_mask_size
+from tfdrop.formats.pixels import clip_box
 from tfdrop.formats.voc.layout import (
     DEFAULT_SUBSET,
     IMAGES,
-    MAX_TEXT_FILE,
+    LineBudget,
     VocRoot,
     find_roots,
     image_index,
@@ -41,11 +49,12 @@ from tfdrop.formats.voc.layout import (
 )
 from tfdrop.formats.voc.prefetch import prefetched
 from tfdrop.formats.xmlsafe import element_lines, parse_small
+from tfdrop.limits import Limits, exceeded
 
 TOLERANCE: Final = 1.0
 """Pixels a box may reach outside the image before it is an error (then it is clamped)."""
-MAX_XML: Final = 16 << 20
-MAX_IMAGE: Final = 256 << 20
+_MAX_SIDE: Final = 2**31 - 1
+"""Pixels; a larger image side is not an image size (the record's int64 would take it)."""
 _TRUE: Final = frozenset({"1", "true", "yes"})
 _FALSE: Final = frozenset({"0", "false", "no", ""})
 _FIELDS: Final = frozenset({"name", "pose", "truncated", "difficult", "occluded"})
@@ -84,6 +93,7 @@ class _Unit:
 class _Where:
     member: str
     item: str
+    limits: Limits
 
     def error(self, message: str, *, obj: int | None = None, key: str | None = None) -> FormatError:
         return FormatError(message, member=self.member, item=self.item, object=obj, key=key)
@@ -95,6 +105,17 @@ def _text(elem: ET.Element | None, tag: str) -> str | None:
 
 
 def _number(text: str | None, what: str, where: _Where, obj: int | None) -> float:
+    cap = where.limits.max_number_length
+    if text is not None and len(text) > cap:
+        raise exceeded(
+            "max_number_length",
+            len(text),
+            cap,
+            member=where.member,
+            item=where.item,
+            object=obj,
+            key=what,
+        )
     try:
         value = float(text) if text is not None else math.nan
     except ValueError:
@@ -123,7 +144,7 @@ def _size(root: ET.Element, where: _Where) -> tuple[int, int]:
             out.append(0)
             continue
         value = _number(text, key, where, None)
-        if value < 0 or value != int(value):
+        if value < 0 or value != int(value) or value > _MAX_SIDE:
             raise where.error(f"image {key} is {text!r}, not a whole number of pixels", key=key)
         out.append(int(value))
     return out[0], out[1]
@@ -139,26 +160,45 @@ class VocReader:
         self.roots: list[VocRoot] = find_roots(source.names())
         if not self.roots:
             raise FormatError("no Annotations/*.xml found: not a Pascal VOC archive")
-        self._labels: list[str] = []
-        self._label_ids: dict[str, int] = {}
         self._image_index: dict[str, dict[str, str]] = {}
+        limits = options.limits
+        budget = LineBudget(limits.max_list_lines)
+        labels: dict[str, None] = {}
         self._subsets: list[dict[str, str]] = []
         for root in self.roots:
             if root.labelmap is not None:
-                data = source.read_bytes(root.labelmap, max_size=MAX_TEXT_FILE)
-                for name in parse_labelmap(data, root.labelmap):
-                    if name not in self._labels:
-                        self._labels.append(name)
-            files = {m: source.read_bytes(m, max_size=MAX_TEXT_FILE) for m in root.subset_files}
-            subsets, conflicts = read_subsets(files)
-            for item_id, kept, other in conflicts:
-                notes.warn(
-                    "item_in_two_subsets",
-                    f"{item_id} is listed in {kept}.txt and {other}.txt; kept in {kept}",
-                    item=item_id,
+                names = parse_labelmap(
+                    self._read_text(root.labelmap),
+                    root.labelmap,
+                    budget,
+                    max_labels=limits.max_labels,
+                    max_text=limits.max_text_bytes,
                 )
-            self._subsets.append(subsets)
+                labels.update(dict.fromkeys(names))
+                limits.check("max_labels", len(labels), member=root.labelmap)
+            self._subsets.append(self._read_subsets(root, budget))
+        self._labels = list(labels)
         self._label_ids = {name: i for i, name in enumerate(self._labels, start=1)}
+        self._seen = set(self._labels)
+
+    def _read_text(self, member: str) -> bytes:
+        cap = self.options.limits.max_file_bytes
+        self.options.limits.check("max_file_bytes", self.source.size(member), member=member)
+        return self.source.read_bytes(member, max_size=cap)
+
+    def _read_subsets(self, root: VocRoot, budget: LineBudget) -> dict[str, str]:
+        if not root.subset_files:
+            return {}
+        ids = {root.item_id(m) for m in root.annotations}
+        images = self._index(root)
+
+        def known(item_id: str) -> bool:
+            return item_id in ids or item_id.casefold() in images
+
+        def warn(code: str, message: str, item_id: str) -> None:
+            self.notes.warn(code, message, item=item_id)
+
+        return read_subsets(root.subset_files, self._read_text, known, budget, warn)
 
     def labels(self) -> Sequence[str]:
         return self._labels
@@ -226,12 +266,14 @@ class VocReader:
     def _fetch(self, root: VocRoot, member: str) -> _Fetched:
         """The annotation's bytes and, when wanted, its likely image's (on the read-ahead
         thread: touches nothing but the source; the caller checks the guess)."""
-        xml = self.source.read_bytes(member, max_size=MAX_XML)
+        limits = self.options.limits
+        limits.check("max_file_bytes", self.source.size(member), member=member)
+        xml = self.source.read_bytes(member, max_size=limits.max_file_bytes)
         path = f"{root.prefix}{IMAGES}{root.item_id(member)}.jpg"
         guess = path if self.source.exists(path) else None
         data = None
         if guess is not None and self.options.images:
-            data = self.source.read_bytes(guess, max_size=MAX_IMAGE)
+            data = self._read_image(guess)
         return _Fetched(xml, guess, data)
 
     def _item(
@@ -243,19 +285,20 @@ class VocReader:
         except FormatError as exc:
             if exc.object is not None and exc.line is None:
                 # Lines cost a second, slower parse: only taken when reporting an error.
-                lines = element_lines(data, "object", member=member)
+                lines = element_lines(data, "object", member=member, limits=self.options.limits)
                 exc.at(line=lines[exc.object] if exc.object < len(lines) else None)
             raise
 
     def _parse_item(
         self, root: VocRoot, item_id: str, member: str, subsets: dict[str, str], got: _Fetched
     ) -> Item:
-        root_el = parse_small(got.xml, member=member)
+        limits = self.options.limits
+        root_el = parse_small(got.xml, member=member, limits=limits)
         filename = _text(root_el, "filename") or ""
         image = self._find_image(root, item_id, filename)
         if not filename:
             filename = root.image_name(image) if image is not None else item_id + ".jpg"
-        where = _Where(member, filename)
+        where = _Where(member, filename, limits)
         width, height = _size(root_el, where)
         if image is None and (self.options.images or not (width and height)):
             expected = root.prefix + IMAGES + filename
@@ -269,11 +312,17 @@ class VocReader:
             source_id=filename,
         )
         raw = root_el.findall("object")
+        limits.check("max_objects_per_item", len(raw), member=member, item=filename)
         preloaded = got.image if image is not None and image == got.image_member else None
         # The size may come from the image header, so boxes are read after _finish.
         item = self._finish(item, image, preloaded)
         if not raw:
             return item
+        if self.options.masks:  # every object gets a full-image mask: refuse it here, named
+            try:
+                check_mask_size(item.width, item.height, limits.max_mask_pixels)
+            except TfdropError as exc:
+                raise exc.at(member=member, item=filename) from None
         objects = tuple(
             self._object(obj, i, item.width, item.height, where) for i, obj in enumerate(raw)
         )
@@ -296,11 +345,20 @@ class VocReader:
         return self._indexed_image(root, item_id)
 
     def _indexed_image(self, root: VocRoot, item_id: str) -> str | None:
-        """The image of an id by stem, any extension and case (index built on first need)."""
+        """The image of an id by stem, any extension and case."""
+        return self._index(root).get(item_id.casefold())
+
+    def _index(self, root: VocRoot) -> dict[str, str]:
+        """Casefolded stem -> image member of a root (built on first need)."""
         index = self._image_index.get(root.prefix)
         if index is None:
             index = self._image_index[root.prefix] = image_index(self.source.names(), root.prefix)
-        return index.get(item_id.casefold())
+        return index
+
+    def _read_image(self, member: str) -> bytes:
+        limits = self.options.limits
+        limits.check("max_image_bytes", self.source.size(member), member=member)
+        return self.source.read_bytes(member, max_size=limits.max_image_bytes)
 
     def _finish(self, item: Item, image: str | None, preloaded: bytes | None) -> Item:
         """Fill image bytes, format and (when the annotation lacks it) the size."""
@@ -310,7 +368,7 @@ class VocReader:
         if image is not None and self.options.images:
             data = preloaded
             if data is None:
-                data = self.source.read_bytes(image, max_size=MAX_IMAGE)
+                data = self._read_image(image)
             fmt = sniff_format(data, image)
         if image is not None and not (width and height):
             info = probe_member(self.source, image, data)
@@ -328,6 +386,9 @@ class VocReader:
     def _object(
         self, obj: ET.Element, index: int, width: int, height: int, where: _Where
     ) -> Annotation:
+        where.limits.check(
+            "max_values_per_feature", len(obj), member=where.member, item=where.item, object=index
+        )
         # One pass over the children (find() per field costs a scan each).
         fields: dict[str, str] = {}
         box: ET.Element | None = None
@@ -357,6 +418,9 @@ class VocReader:
         label = fields.get("name")
         if not label:
             raise where.error("object has no <name>", obj=index)
+        if label not in self._seen:
+            self._seen.add(label)
+            where.limits.check("max_labels", len(self._seen), member=where.member, item=where.item)
         if box is None:
             raise where.error("object has no <bndbox>", obj=index)
         coords = {c.tag: (c.text or "").strip() for c in box}
@@ -387,21 +451,29 @@ class VocReader:
                 f"min above max (xmin {xmin:g}, xmax {xmax:g}, ymin {ymin:g}, ymax {ymax:g})",
                 obj=index,
             )
-        if min(xmin, ymin) < -TOLERANCE or xmax > width + TOLERANCE or ymax > height + TOLERANCE:
+        coords, state = clip_box(xmin, ymin, xmax, ymax, width, height, TOLERANCE)
+        if state == "outside":
             raise where.error(
                 f"box ({xmin:g}, {ymin:g}, {xmax:g}, {ymax:g}) lies outside the "
                 f"{width}x{height} image",
                 obj=index,
             )
-        if xmin < 0 or ymin < 0 or xmax > width or ymax > height:
+        if state == "clamped":
             self.notes.warn(
                 "box_clamped",
                 f"object {index} reached up to {TOLERANCE:g} px outside the image; clamped",
                 member=where.member,
                 item=where.item,
             )
-            return max(0.0, xmin), max(0.0, ymin), min(float(width), xmax), min(float(height), ymax)
-        return xmin, ymin, xmax, ymax
+        elif state == "clipped":
+            self.notes.warn(
+                "box_clipped",
+                f"object {index}: box ({xmin:g}, {ymin:g}, {xmax:g}, {ymax:g}) sticks out of "
+                f"the {width}x{height} image; clipped to its edges",
+                member=where.member,
+                item=where.item,
+            )
+        return coords
 
 
 _BOX_KEYS: Final = ("xmin", "ymin", "xmax", "ymax")

@@ -12,6 +12,7 @@ crowd flags, areas or tags here: each is counted in the report as lost.
 
 from __future__ import annotations
 
+import re
 from xml.sax.saxutils import escape
 
 from tfdrop.archive import ZipSink
@@ -19,7 +20,14 @@ from tfdrop.codec.model import Annotation, Item, LabelMap, Shape
 from tfdrop.errors import FormatError
 from tfdrop.formats.base import Notes, WriteOptions
 from tfdrop.formats.pixels import pixel_str
-from tfdrop.formats.voc.layout import ANNOTATIONS, IMAGES, LABELMAP, SUBSETS, format_labelmap
+from tfdrop.formats.voc.layout import (
+    ANNOTATIONS,
+    IMAGES,
+    LABELMAP,
+    SUBSETS,
+    format_labelmap,
+    labelmap_problem,
+)
 
 
 def item_id(name: str) -> str:
@@ -27,6 +35,15 @@ def item_id(name: str) -> str:
     slash = name.rfind("/")
     dot = name.rfind(".")
     return name[:dot] if dot > slash + 1 else name
+
+
+_XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+
+
+def _xml_problem(text: str) -> str | None:
+    if _XML_BAD.search(text):
+        return "holds characters XML 1.0 cannot carry"
+    return None
 
 
 def _object_xml(obj: Annotation, width: int, height: int) -> str:
@@ -89,6 +106,7 @@ class VocWriter:
         self.notes = notes
         self._subsets: dict[str, list[str]] = {}
         self._ids: set[str] = set()
+        self._labels: set[str] = set()
 
     def write(self, item: Item) -> None:
         vid = item_id(item.name)
@@ -99,6 +117,7 @@ class VocWriter:
             )
         if item.objects and (item.width <= 0 or item.height <= 0):
             raise FormatError("item has objects but no image size", item=item.name)
+        self._check_labels(item)
         self._ids.add(vid)
         self._note_losses(item)
         self.sink.write_member(
@@ -107,6 +126,20 @@ class VocWriter:
         if item.image is not None and self.options.images:
             self.sink.write_member(f"{IMAGES}{item.name}", item.image, compress=False)
         self._subsets.setdefault(item.subset or "default", []).append(vid)
+
+    def _check_labels(self, item: Item) -> None:
+        """Refuse, before anything is written, a label ``labelmap.txt`` would change."""
+        for index, obj in enumerate(item.objects):
+            if obj.label in self._labels:
+                continue
+            problem = labelmap_problem(obj.label) or _xml_problem(obj.label)
+            if problem is not None:
+                raise FormatError(
+                    f"label {obj.label!r} {problem}; rename it before converting to VOC",
+                    item=item.name,
+                    object=index,
+                )
+            self._labels.add(obj.label)
 
     def _note_losses(self, item: Item) -> None:
         if item.tags:
