@@ -304,7 +304,7 @@ def _write(
             else:
                 item = resolver.assign(entry)
                 if masks_needed:
-                    item = with_box_masks(item)
+                    item = with_box_masks(item, options.limits)
                 writer.write(item)
                 subset, names = item.subset, tuple(o.label for o in item.objects)
             n_items += 1

@@ -27,10 +27,12 @@ from typing import Final
 
 from tfdrop.archive import Source
 from tfdrop.codec.model import Annotation, Item, LabelMap
+from tfdrop.errors import TfdropError
 from tfdrop.formats import FORMATS, Notes, ReadOptions, WriteOptions
 from tfdrop.formats.base import Splittable
-from tfdrop.formats.masks import box_mask_png
+from tfdrop.formats.masks import box_mask_png, check_mask_size
 from tfdrop.formats.tfrecord import encode_record
+from tfdrop.limits import Limits
 
 UNIT_ITEMS: Final = 64
 """Most items in one unit: small enough to keep both cores busy to the end of a run."""
@@ -75,14 +77,24 @@ class UnitResult:
     notes: Notes
 
 
-def with_box_masks(item: Item) -> Item:
-    """With masks on, the OD API needs a mask per object: boxes get a filled rectangle."""
+def with_box_masks(item: Item, limits: Limits) -> Item:
+    """With masks on, the OD API needs a mask per object: boxes get a filled rectangle
+    (the image's size checked against ``max_mask_pixels`` before any raster is made)."""
     if not item.objects or all(o.mask is not None for o in item.objects):
         return item
     if item.width <= 0 or item.height <= 0:
         return item
+    try:
+        check_mask_size(item.width, item.height, limits.max_mask_pixels)
+    except TfdropError as exc:
+        raise exc.at(item=item.name) from None
     objs: list[Annotation] = [
-        o if o.mask is not None else replace(o, mask=box_mask_png(o.box, item.width, item.height))
+        o
+        if o.mask is not None
+        else replace(
+            o,
+            mask=box_mask_png(o.box, item.width, item.height, max_pixels=limits.max_mask_pixels),
+        )
         for o in item.objects
     ]
     return replace(item, objects=tuple(objs))
@@ -131,7 +143,7 @@ class _Worker:
         for item in self.reader.unit_items(unit):
             item, final = _preassign(item, self.spec.known)
             if self.spec.box_masks:
-                item = with_box_masks(item)
+                item = with_box_masks(item, self.spec.read.limits)
             if encode is not None and final:
                 record = encode_record(item, encode, self.notes)
                 out.append(Encoded(item.subset, record, tuple(o.label for o in item.objects)))
