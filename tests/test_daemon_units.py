@@ -12,7 +12,8 @@ from tfdrop.config import DEFAULT_PATTERNS
 from tfdrop.daemon.claim import WorkArea
 from tfdrop.daemon.fsops import move_unique, remove_own_temps, temp_name
 from tfdrop.daemon.ledger import BEING_WRITTEN, Ledger
-from tfdrop.daemon.watch import DropTracker, has_zip_end_record, is_temp_name, matches
+from tfdrop.archive.zipdir import has_end_record
+from tfdrop.daemon.watch import DropTracker, is_temp_name, matches
 
 
 def _zip(path: Path) -> bytes:
@@ -47,11 +48,11 @@ def test_only_input_patterns_are_taken_so_sidecars_stay(name: str, taken: bool) 
 
 def test_zip_end_record_tells_a_whole_zip_from_a_partial_copy(tmp_path: Path) -> None:
     data = _zip(tmp_path / "whole.zip")
-    assert has_zip_end_record(tmp_path / "whole.zip")
+    assert has_end_record(tmp_path / "whole.zip")
     (tmp_path / "half.zip").write_bytes(data[: len(data) - 10])
-    assert not has_zip_end_record(tmp_path / "half.zip")
+    assert not has_end_record(tmp_path / "half.zip")
     (tmp_path / "tiny.zip").write_bytes(b"PK")
-    assert not has_zip_end_record(tmp_path / "tiny.zip")
+    assert not has_end_record(tmp_path / "tiny.zip")
 
 
 def test_a_drop_settles_only_after_no_change_for_the_settle_time(tmp_path: Path) -> None:
