@@ -267,3 +267,13 @@ def test_a_closed_stdout_before_convert_prints_its_summary(d: Path, tmp_path: Pa
     assert code == EXIT_STDOUT_CLOSED
     assert err == ""
     assert out.is_file()  # the work was done; only the summary had nowhere to go
+
+
+def test_an_output_whose_report_name_cannot_fit_is_refused_before_any_work(
+    d: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / ("y" * 248 + ".zip")  # fits; "<stem>.report.json" does not
+    proc = tfdrop("convert", d / "small.tfrecord", "--to", "tfrecord", "-o", out)
+    assert proc.returncode == 2
+    assert "255-byte name limit" in proc.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -116,6 +116,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StdoutClosed:
         _silence_stdout()
         return EXIT_STDOUT_CLOSED
+    except OSError as exc:
+        # a path the OS refuses before a command looked at it (a name over NAME_MAX, a
+        # component that is a file): the environment's answer, never a traceback
+        where = exc.filename if exc.filename is not None else "input"
+        print(f"tfdrop: error: {where}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("tfdrop: interrupted", file=sys.stderr)
         return 130

@@ -23,6 +23,7 @@ from tfdrop.convert import ConvertOptions, convert
 from tfdrop.daemon.fdlimit import raise_open_files
 from tfdrop.errors import TfdropError
 from tfdrop.formats import FORMATS
+from tfdrop.publish import NAME_MAX, name_fits
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -113,6 +114,9 @@ def output_conflict(src: Path, out: Path, label_map: Path | None) -> str | None:
     is written last: neither may be, or lie inside, what is being read.
     """
     report = report_path_of(out)
+    for written, what_out in ((out, "-o"), (report, "the report")):
+        if not name_fits(written.name):
+            return f"{what_out} name {written.name!r} is over the {NAME_MAX}-byte name limit"
     inputs = [(src, "the input")] + ([(label_map, "the label map")] if label_map else [])
     for written, what_out in ((out, "-o"), (report, f"the report {report.name}")):
         for read, what_in in inputs:
