@@ -47,7 +47,7 @@ def test_long_drop_names_publish_or_fail_once_never_retried(tmp_path: Path) -> N
         too_long = "y" * 250 + ".zip"  # "<stem>.label_map.pbtxt" cannot fit in 255 bytes
         (tmp_path / "in" / fits).write_bytes(tfrecord_zip(1, tag="fits"))
         (tmp_path / "in" / too_long).write_bytes(tfrecord_zip(1, tag="long"))
-        wait_until(lambda: (tmp_path / "out" / fits).exists())
+        wait_until((tmp_path / "out" / fits).exists)
         assert files(tmp_path / "out") == sorted(
             [fits, "x" * 236 + ".label_map.pbtxt", "x" * 236 + ".report.json"]
         )
@@ -172,7 +172,8 @@ def test_huge_config_values_stop_the_start_at_once_naming_the_key(
     tmp_path: Path, daemon: str, pipeline: str, key: str
 ) -> None:
     config = tmp_path / "tfdrop.toml"
-    config.write_text(f'[daemon]\n{daemon}\n[[pipeline]]\ndrop = "in"\noutput = "out"\n{pipeline}\n')
+    pipeline_table = f'[[pipeline]]\ndrop = "in"\noutput = "out"\n{pipeline}\n'
+    config.write_text(f"[daemon]\n{daemon}\n{pipeline_table}")
     proc = subprocess.run(
         [sys.executable, "-m", "tfdrop", "run", "--config", str(config)],
         capture_output=True,
