@@ -10,13 +10,17 @@ import pytest
 
 from tfdrop.config import (
     DEFAULT_PATTERNS,
+    MAX_SHARDS,
+    changed_limits,
     default_config,
     known_formats,
     load_config,
+    open_files_needed,
     parse_config,
     resolve_config,
 )
 from tfdrop.errors import ConfigError
+from tfdrop.limits import Limits
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -235,3 +239,181 @@ def test_example_config_in_systemd_folder_is_valid_once_its_formats_exist() -> N
         pytest.skip("the voc writer has not landed yet")
     result = _check_config(str(example))
     assert result.returncode == 0, result.stderr
+
+
+# --- issue 9: the budget, bounded values, paths and label maps that cannot be used --------------
+
+
+def test_limits_table_sets_the_budget_and_a_pipeline_table_overrides_it(tmp_path: Path) -> None:
+    text = """
+[limits]
+max_depth = 10
+max_labels = 50
+
+[[pipeline]]
+name = "a"
+drop = "in"
+output = "out"
+
+[pipeline.limits]
+max_labels = 7
+
+[[pipeline]]
+name = "b"
+drop = "in2"
+output = "out2"
+"""
+    a, b = load_config(_write(tmp_path, text), env={}).pipelines
+    assert (a.limits.max_depth, a.limits.max_labels) == (10, 7)
+    assert (b.limits.max_depth, b.limits.max_labels) == (10, 50)
+    assert changed_limits(b.limits) == {"max_labels": 50, "max_depth": 10}
+    assert load_config(_write(tmp_path, MINIMAL), env={}).pipelines[0].limits == Limits()
+
+
+@pytest.mark.parametrize(
+    ("snippet", "key", "says"),
+    [
+        ("[limits]\nmax_dpeth = 3\n", "limits.max_dpeth", "unknown limit; known: max_entries"),
+        ('[limits]\nmax_depth = "3"\n', "limits.max_depth", "positive integer"),
+        ("[limits]\nmax_depth = 3.0\n", "limits.max_depth", "positive integer"),
+        ("[limits]\nmax_depth = true\n", "limits.max_depth", "positive integer"),
+        ("[limits]\nmax_depth = 0\n", "limits.max_depth", "at least 1"),
+        ("limits = 3\n", "limits", "expected a table"),
+    ],
+)
+def test_bad_limits_name_the_key(tmp_path: Path, snippet: str, key: str, says: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, snippet + MINIMAL), env={})
+    assert info.value.key == key
+    assert says in str(info.value)
+
+
+def test_a_bad_pipeline_limit_names_the_pipeline_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, MINIMAL + "\n[pipeline.limits]\nmax_depth = -4\n"), env={})
+    assert info.value.key == "pipeline[0] (pipeline0).limits.max_depth"
+
+
+@pytest.mark.parametrize(
+    ("snippet", "key", "says"),
+    [
+        ("[daemon]\nmax_jobs = 1e8\n", "daemon.max_jobs", "expected an integer"),
+        ("[daemon]\nmax_jobs = 100000000\n", "daemon.max_jobs", "between 1 and 64"),
+        ("[daemon]\nsettle_seconds = nan\n", "daemon.settle_seconds", "finite"),
+        ("[daemon]\nretry_base_seconds = nan\n", "daemon.retry_base_seconds", "finite"),
+        ("[daemon]\nretry_max_seconds = inf\n", "daemon.retry_max_seconds", "finite"),
+        ("[daemon]\nstale_seconds = -inf\n", "daemon.stale_seconds", "finite"),
+        ("[daemon]\nretry_base_seconds = 0\n", "daemon.retry_base_seconds", "between 0.01"),
+        ("[daemon]\nrescan_seconds = 1e12\n", "daemon.rescan_seconds", "and 86400 seconds"),
+        ("[daemon]\npoll_interval_seconds = 0\n", "daemon.poll_interval_seconds", "between"),
+        ("[daemon]\ngrace_seconds = 1e300\n", "daemon.grace_seconds", "between 0 and 3600"),
+    ],
+)
+def test_daemon_values_out_of_range_name_the_key(
+    tmp_path: Path, snippet: str, key: str, says: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, snippet + MINIMAL), env={})
+    assert info.value.key == key
+    assert says in str(info.value)
+
+
+def test_environment_values_are_bounded_too(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, MINIMAL), env={"TFDROP_RETRY_BASE_SECONDS": "nan"})
+    assert "TFDROP_RETRY_BASE_SECONDS" in str(info.value)
+    assert "finite" in str(info.value)
+
+
+@pytest.mark.parametrize("shards", [2000, 100000, 1000000000])
+def test_shards_over_the_bound_are_refused(tmp_path: Path, shards: int) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, MINIMAL + f"shards = {shards}\n"), env={})
+    assert info.value.key is not None
+    assert info.value.key.endswith(".shards")
+    assert f"between 1 and {MAX_SHARDS}" in str(info.value)
+
+
+def test_the_most_open_files_of_a_config_count_jobs_shards_and_subsets(tmp_path: Path) -> None:
+    config = load_config(
+        _write(tmp_path, "[daemon]\nmax_jobs = 4\n" + MINIMAL + "shards = 10\n"), env={}
+    )
+    assert open_files_needed(config) >= 4 * 10 * 3
+
+
+@pytest.mark.parametrize("key", ["drop", "output", "label_map", "state_dir"])
+def test_a_nul_in_a_path_is_a_config_error(tmp_path: Path, key: str) -> None:
+    table = {"drop": '"in"', "output": '"out"', key: '"x\\u0000y"'}
+    text = "[[pipeline]]\n" + "".join(f"{k} = {v}\n" for k, v in table.items())
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, text), env={})
+    assert info.value.key is not None
+    assert info.value.key.endswith(f".{key}")
+    assert "NUL" in str(info.value)
+
+
+def test_a_label_map_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "map.pbtxt").write_bytes(b"item {\n id: 1\n name: '\xff\xfe'\n}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, MINIMAL + 'label_map = "map.pbtxt"\n'), env={})
+    assert info.value.key is not None
+    assert info.value.key.endswith(".label_map")
+    assert "UTF-8" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '[[pipeline]]\ndrop = "x\\u0000y"\noutput = "out"\n',
+        MINIMAL + 'label_map = "map.pbtxt"\n',
+        "[daemon]\nmax_jobs = 1e8\n" + MINIMAL,
+        "[daemon]\nretry_base_seconds = nan\n" + MINIMAL,
+    ],
+)
+def test_check_config_explains_unusable_values_without_a_traceback(
+    tmp_path: Path, text: str
+) -> None:
+    (tmp_path / "map.pbtxt").write_bytes(b"\xff\xfe\x00garbage")
+    proc = subprocess.run(
+        [sys.executable, "-m", "tfdrop", "check-config", str(_write(tmp_path, text))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert str(tmp_path / "config.toml") in proc.stderr
+
+
+def test_check_config_prints_the_limits_that_differ_from_the_defaults(tmp_path: Path) -> None:
+    text = "[limits]\nmax_depth = 9\n" + MINIMAL
+    proc = subprocess.run(
+        [sys.executable, "-m", "tfdrop", "check-config", str(_write(tmp_path, text))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "limits: max_depth=9" in proc.stdout
+
+
+def test_a_config_needing_more_open_files_than_the_hard_limit_is_refused(tmp_path: Path) -> None:
+    import resource
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+
+    text = "[daemon]\nmax_jobs = 64\n" + MINIMAL + "shards = 256\n"
+    proc = subprocess.run(
+        [sys.executable, "-m", "tfdrop", "check-config", str(_write(tmp_path, text))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        preexec_fn=low_limit,
+    )
+    assert proc.returncode == 1
+    assert "daemon.max_jobs" in proc.stderr
+    assert "open-file limit of 256" in proc.stderr

@@ -8,11 +8,22 @@ from pathlib import Path
 
 import pytest
 
-from tfdrop.config import DEFAULT_PATTERNS
+from tfdrop.archive.zipdir import has_end_record
+from tfdrop.config import DEFAULT_PATTERNS, DaemonConfig
 from tfdrop.daemon.claim import WorkArea
-from tfdrop.daemon.fsops import move_unique, remove_own_temps, temp_name
+from tfdrop.daemon.fsops import (
+    NameTooLongError,
+    move_unique,
+    move_with_error,
+    numbered,
+    remove_own_temps,
+    split_name,
+    temp_name,
+)
 from tfdrop.daemon.ledger import BEING_WRITTEN, Ledger
-from tfdrop.daemon.watch import DropTracker, has_zip_end_record, is_temp_name, matches
+from tfdrop.daemon.service import retry_delay
+from tfdrop.daemon.watch import DropTracker, is_temp_name, matches
+from tfdrop.publish import NAME_MAX, name_bytes
 
 
 def _zip(path: Path) -> bytes:
@@ -47,11 +58,11 @@ def test_only_input_patterns_are_taken_so_sidecars_stay(name: str, taken: bool) 
 
 def test_zip_end_record_tells_a_whole_zip_from_a_partial_copy(tmp_path: Path) -> None:
     data = _zip(tmp_path / "whole.zip")
-    assert has_zip_end_record(tmp_path / "whole.zip")
+    assert has_end_record(tmp_path / "whole.zip")
     (tmp_path / "half.zip").write_bytes(data[: len(data) - 10])
-    assert not has_zip_end_record(tmp_path / "half.zip")
+    assert not has_end_record(tmp_path / "half.zip")
     (tmp_path / "tiny.zip").write_bytes(b"PK")
-    assert not has_zip_end_record(tmp_path / "tiny.zip")
+    assert not has_end_record(tmp_path / "tiny.zip")
 
 
 def test_a_drop_settles_only_after_no_change_for_the_settle_time(tmp_path: Path) -> None:
@@ -192,3 +203,108 @@ def test_a_torn_ledger_entry_is_waited_for_while_fresh_and_taken_over_when_old(
     assert entry.instance == ""
     taken = ledger.take_over(entry)
     assert ledger.get("d" * 64) == taken
+
+
+# --- issue 9: names that fit, retries that stay finite ---------------------------------------
+
+LONG = "x" * 236 + ".zip"
+
+
+@pytest.mark.parametrize("name", [LONG, "é" * 125 + ".zip", "y" * 255, "a." + "b" * 253])
+def test_every_temp_and_routed_name_fits_name_max(tmp_path: Path, name: str) -> None:
+    stem, suffix = split_name(name)
+    for final in (name, f"{stem}.label_map.pbtxt"[:255], f"{name}.error.json"):
+        assert name_bytes(temp_name(tmp_path / final, "host-0").name) <= NAME_MAX
+    for n in (0, 1, 9999):
+        plain = numbered(tmp_path, stem, suffix, n)
+        assert name_bytes(plain.name) <= NAME_MAX
+        failed = numbered(tmp_path, stem, suffix, n, reserve=len(".error.json"))
+        assert name_bytes(failed.name + ".error.json") <= NAME_MAX
+    assert numbered(tmp_path, "a", ".zip", 2).name == "a-2.zip"  # short names unchanged
+
+
+def test_two_long_names_cut_alike_keep_apart(tmp_path: Path) -> None:
+    a = numbered(tmp_path, "x" * 250 + "a", ".zip", 0, reserve=11).name
+    b = numbered(tmp_path, "x" * 250 + "b", ".zip", 0, reserve=11).name
+    assert a != b
+
+
+def test_a_long_drop_name_lands_in_failed_with_an_error_file_that_fits(tmp_path: Path) -> None:
+    src = tmp_path / ("z" * 250 + ".zip")
+    src.write_bytes(b"data")
+    failed = tmp_path / "failed"
+    failed.mkdir()
+    dst = move_with_error(src, failed, src.name, b"{}", job="j", instance="host-0")
+    assert dst.read_bytes() == b"data"
+    assert (failed / f"{dst.name}.error.json").read_bytes() == b"{}"
+    assert not src.exists()
+
+
+def test_a_stem_whose_sidecars_cannot_fit_is_refused_by_the_ledger(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "state", "host-0")
+    entry = ledger.begin("ab" * 32, "x")
+    assert entry is not None
+    with pytest.raises(NameTooLongError):
+        ledger.reserve_stem(entry, "x" * 245, tmp_path, ".zip", ".label_map.pbtxt")
+
+
+def test_the_retry_delay_stays_finite_after_thousands_of_attempts() -> None:
+    d = DaemonConfig(retry_base_seconds=5.0, retry_max_seconds=300.0)
+    assert retry_delay(d, 0) == 5.0
+    assert retry_delay(d, 5000) == 300.0
+
+
+# --- issue 9: what counts as a finished zip ---------------------------------------------------
+
+
+def test_a_tfrecord_holding_an_end_record_pattern_is_not_a_zip(tmp_path: Path) -> None:
+    from tfdrop.codec.framing import encode_record
+
+    body = encode_record(b"\x00" * 100 + b"PK\x05\x06" + b"\x00" * 18)
+    for tail in (b"", b"PK\x05\x06" + b"\x00" * 18):  # inside a record, and the very end
+        path = tmp_path / "a.tfrecord"
+        path.write_bytes(encode_record(b"x" * 5000) + body + tail)
+        assert not has_end_record(path)
+
+
+def _stored_zip_of_a_zip(tmp_path: Path) -> tuple[bytes, int]:
+    """A stored outer zip whose first member is a zip; where the inner zip's bytes end."""
+    inner = tmp_path / "inner.zip"
+    _zip(inner)
+    outer = tmp_path / "outer.zip"
+    with zipfile.ZipFile(outer, "w", zipfile.ZIP_STORED) as zf:
+        zf.write(inner, "inner.zip")
+        zf.writestr("more.txt", "y" * 1000)
+    data = outer.read_bytes()
+    inner_bytes = inner.read_bytes()
+    return data, data.index(inner_bytes) + len(inner_bytes)
+
+
+def test_a_copy_cut_after_an_inner_zips_end_record_is_not_finished(tmp_path: Path) -> None:
+    data, cut = _stored_zip_of_a_zip(tmp_path)
+    path = tmp_path / "copying.zip"
+    path.write_bytes(data[:cut])
+    assert not has_end_record(path)
+    path.write_bytes(data)
+    assert has_end_record(path)
+
+
+def test_a_self_extractor_style_prefix_is_still_a_zip(tmp_path: Path) -> None:
+    data = _zip(tmp_path / "a.zip")
+    path = tmp_path / "sfx.zip"
+    path.write_bytes(b"MZ" + b"\x00" * 500 + data)
+    assert has_end_record(path)
+
+
+def test_the_settle_check_waits_for_the_outer_end_record(tmp_path: Path) -> None:
+    data, cut = _stored_zip_of_a_zip(tmp_path)
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    (drop / "a.zip").write_bytes(data[:cut])
+    tracker = DropTracker(drop, DEFAULT_PATTERNS, settle=0.0, stale=100.0)
+    tracker.note("a.zip", 0.0)
+    assert tracker.settled(1.0) == []
+    with (drop / "a.zip").open("ab") as f:
+        f.write(data[cut:])
+    assert tracker.settled(2.0) == []  # the size changed: the settle clock starts again
+    assert [s.complete for s in tracker.settled(3.0)] == [True]

@@ -20,6 +20,7 @@ import pytest
 from conftest import mounted_tmpfs, require_root
 from tfdrop.archive import ZipSink
 from tfdrop.publish import (
+    NAME_MAX,
     atomic_path,
     atomic_write,
     cleanup_temps,
@@ -280,3 +281,13 @@ def test_a_zip_that_runs_out_of_space_fails_with_enospc_and_no_temp(tiny_fs: Pat
         _zip_too_big(tiny_fs / "out.zip")
     assert info.value.errno == errno.ENOSPC
     assert list(tiny_fs.iterdir()) == []
+
+
+def test_a_final_name_near_name_max_still_gets_a_temp_name_that_fits(tmp_path: Path) -> None:
+    final = tmp_path / ("x" * 250 + ".zip")
+    with atomic_path(final) as tmp:
+        assert len(os.fsencode(tmp.name)) <= NAME_MAX
+        assert is_temp_name(tmp.name)
+        tmp.write_bytes(b"data")
+    assert final.read_bytes() == b"data"
+    assert cleanup_temps(tmp_path) == []

@@ -12,6 +12,7 @@ With no config file the built-in default runs one pipeline ``./tfdrop/inbox`` ->
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -21,6 +22,7 @@ from typing import Any, Final
 
 from tfdrop.codec.model import LabelMap
 from tfdrop.errors import ConfigError, TfdropError
+from tfdrop.limits import DEFAULT_LIMITS, Limits
 
 # The spec's format table; tfdrop.formats.FORMATS is the authority once it exists.
 _SPEC_FORMATS: Final = ("tfrecord", "voc", "cvat", "coco", "yolo", "images")
@@ -36,6 +38,16 @@ DEFAULT_PATTERNS: Final = (
     "*.record",
     "*-[0-9][0-9][0-9][0-9][0-9]-of-[0-9][0-9][0-9][0-9][0-9]",
 )
+MAX_JOBS: Final = 64
+"""Most jobs at once: far above what 2..16 cores use, low enough that start-up stays instant."""
+MAX_SHARDS: Final = 256
+"""Most TFRecord shards per subset. The writer keeps every shard of every subset open while a
+job runs, so ``max_jobs x shards x subsets`` files may be open at once: the daemon checks that
+product against the open-file limit at start (see :func:`open_files_needed`)."""
+SUBSETS_ASSUMED: Final = 3
+"""Subsets (train/val/test) assumed per job when counting the files a job may hold open."""
+FILES_RESERVED: Final = 128
+"""Open files kept for everything else (the drop being read, logs, sockets, the ledger)."""
 STATE_FOLDER: Final = ".tfdrop"
 """Default state folder inside each drop folder (work folders, ledger); on the drop's own
 file system because claiming is a rename, and shared by every host that mounts the drop."""
@@ -94,6 +106,7 @@ class PipelineConfig:
     patterns: tuple[str, ...] = DEFAULT_PATTERNS
     state_dir: Path | None = None
     create: bool = True
+    limits: Limits = DEFAULT_LIMITS
 
     @property
     def state(self) -> Path:
@@ -120,6 +133,22 @@ class Config:
     def is_default(self) -> bool:
         return self.source is None
 
+
+# seconds keys -> (lowest, highest) allowed: a NaN or an infinity is never a duration, zero
+# only where it means "at once" or "off", and the highest is what stays useful (a week)
+_SECONDS: Final[dict[str, tuple[float, float]]] = {
+    "settle_seconds": (0.0, 3600.0),
+    "rescan_seconds": (0.1, 86400.0),
+    "poll_interval_seconds": (0.01, 3600.0),
+    "stale_seconds": (0.0, 604800.0),
+    "grace_seconds": (0.0, 3600.0),
+    "retry_base_seconds": (0.01, 86400.0),
+    "retry_max_seconds": (0.01, 604800.0),
+    "progress_seconds": (0.0, 3600.0),
+    "stats_seconds": (0.0, 86400.0),
+}
+# integer keys -> (lowest, highest)
+_INTS: Final[dict[str, tuple[int, int]]] = {"max_jobs": (1, MAX_JOBS), "shards": (1, MAX_SHARDS)}
 
 # key -> (type, allowed values or None); the order is the documented order
 _DAEMON_KEYS: Final[dict[str, tuple[type, tuple[str, ...] | None]]] = {
@@ -152,6 +181,7 @@ _PIPELINE_KEYS: Final = (
     "patterns",
     "state_dir",
     "create",
+    "limits",
 )
 
 
@@ -166,23 +196,41 @@ class _Ctx:
         return ConfigError(message, archive=self.source, key=key, hint=hint)
 
 
+def _integer(ctx: _Ctx, key: str, value: Any) -> int:
+    """A positive integer within the key's range (``max_jobs = 1e8`` is a float: refused)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ctx.error(key, f"expected an integer, got {value!r}")
+    if value < 1:
+        raise ctx.error(key, f"must be at least 1, got {value}")
+    low, high = _INTS.get(key.rsplit(".", 1)[-1], (1, None))
+    if high is not None and not low <= value <= high:
+        raise ctx.error(key, f"must be between {low} and {high}, got {value}")
+    return value
+
+
+def _seconds(ctx: _Ctx, key: str, value: Any) -> float:
+    """A finite number of seconds within the key's range (NaN and infinities refused)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ctx.error(key, f"expected a number of seconds, got {value!r}")
+    if not math.isfinite(value):
+        raise ctx.error(key, f"expected a finite number of seconds, got {value!r}")
+    if value < 0:
+        raise ctx.error(key, f"must not be negative, got {value}")
+    low, high = _SECONDS.get(key.rsplit(".", 1)[-1], (0.0, math.inf))
+    if not low <= value <= high:
+        raise ctx.error(key, f"must be between {low:g} and {high:g} seconds, got {value}")
+    return float(value)
+
+
 def _typed(ctx: _Ctx, key: str, value: Any, kind: type, allowed: tuple[str, ...] | None) -> Any:
     if kind is bool:
         if not isinstance(value, bool):
             raise ctx.error(key, f"expected true or false, got {value!r}")
         return value
     if kind is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ctx.error(key, f"expected an integer, got {value!r}")
-        if value < 1:
-            raise ctx.error(key, f"must be at least 1, got {value}")
-        return value
+        return _integer(ctx, key, value)
     if kind is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ctx.error(key, f"expected a number of seconds, got {value!r}")
-        if value < 0:
-            raise ctx.error(key, f"must not be negative, got {value}")
-        return float(value)
+        return _seconds(ctx, key, value)
     if not isinstance(value, str):
         raise ctx.error(key, f"expected a string, got {value!r}")
     if allowed is not None and value not in allowed:
@@ -236,8 +284,48 @@ def _daemon(table: Mapping[str, Any], where: str, env: Mapping[str, str]) -> Dae
 def _path(ctx: _Ctx, key: str, value: Any, base: Path) -> Path:
     if not isinstance(value, str) or not value:
         raise ctx.error(key, f"expected a folder path string, got {value!r}")
-    p = Path(value).expanduser()
+    if "\0" in value:
+        raise ctx.error(key, f"a path cannot hold a NUL character, got {value!r}")
+    try:
+        p = Path(value).expanduser()
+    except RuntimeError as exc:  # "~nobody/x": no such user's home folder
+        raise ctx.error(key, f"cannot expand {value!r}: {exc}") from None
     return p if p.is_absolute() else base / p
+
+
+def _resolved(ctx: _Ctx, key: str, path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop, a name too long
+        raise ctx.error(key, f"cannot resolve {path}: {exc}") from None
+
+
+def parse_limits(table: Any, key: str, where: str, base: Limits = DEFAULT_LIMITS) -> Limits:
+    """A ``[limits]`` table (keys: the fields of :class:`~tfdrop.limits.Limits`) over ``base``.
+
+    Every value must be a positive integer; an unknown key names the known ones.
+    """
+    ctx = _Ctx(where)
+    if not isinstance(table, dict):
+        raise ctx.error(key, "expected a table ([limits])")
+    names = Limits.names()
+    for name, value in table.items():
+        if name not in names:
+            raise ctx.error(f"{key}.{name}", f"unknown limit; known: {', '.join(names)}")
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ctx.error(f"{key}.{name}", f"expected a positive integer, got {value!r}")
+        if value < 1:
+            raise ctx.error(f"{key}.{name}", f"must be at least 1, got {value}")
+    return base.with_values(dict(table))
+
+
+def changed_limits(limits: Limits) -> dict[str, int]:
+    """The limits that differ from the defaults, in the documented order."""
+    return {
+        name: getattr(limits, name)
+        for name in Limits.names()
+        if getattr(limits, name) != getattr(DEFAULT_LIMITS, name)
+    }
 
 
 def load_label_map(path: Path) -> LabelMap:
@@ -245,18 +333,25 @@ def load_label_map(path: Path) -> LabelMap:
     from tfdrop.codec.labelmap import parse_label_map
 
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            data = f.read(DEFAULT_LIMITS.max_file_bytes + 1)
     except OSError as exc:
         raise ConfigError(
             f"cannot read label map {path}: {exc.strerror or exc}", key="label_map"
         ) from exc
+    if len(data) > DEFAULT_LIMITS.max_file_bytes:
+        raise ConfigError(
+            f"label map {path} is over {DEFAULT_LIMITS.max_file_bytes} bytes", key="label_map"
+        )
     try:
-        return parse_label_map(text, source=str(path))
+        return parse_label_map(data, source=str(path))
     except TfdropError as exc:
         raise ConfigError(f"label map {path}: {exc}", key="label_map", hint=exc.hint) from exc
 
 
-def _pipeline(table: Any, index: int, where: str, base: Path) -> PipelineConfig:
+def _pipeline(
+    table: Any, index: int, where: str, base: Path, limits: Limits = DEFAULT_LIMITS
+) -> PipelineConfig:
     ctx = _Ctx(where)
     prefix = f"pipeline[{index}]"
     if not isinstance(table, dict):
@@ -277,7 +372,7 @@ def _pipeline(table: Any, index: int, where: str, base: Path) -> PipelineConfig:
     readable = ("auto", *readable)
     drop = _path(ctx, f"{prefix}.drop", table["drop"], base)
     output = _path(ctx, f"{prefix}.output", table["output"], base)
-    if drop.resolve() == output.resolve():
+    if _resolved(ctx, f"{prefix}.drop", drop) == _resolved(ctx, f"{prefix}.output", output):
         raise ctx.error(
             f"{prefix}.output",
             "must differ from drop",
@@ -323,6 +418,7 @@ def _pipeline(table: Any, index: int, where: str, base: Path) -> PipelineConfig:
         patterns=tuple(patterns),
         state_dir=state_dir,
         create=_typed(ctx, f"{prefix}.create", table.get("create", True), bool, None),
+        limits=parse_limits(table.get("limits", {}), f"{prefix}.limits", where, limits),
     )
 
 
@@ -334,7 +430,7 @@ def _check_pipelines(pipelines: tuple[PipelineConfig, ...], where: str) -> None:
         if p.name in names:
             raise ctx.error(f"pipeline ({p.name}).name", "two pipelines have this name")
         names.add(p.name)
-        drop = p.drop.resolve()
+        drop = _resolved(ctx, f"pipeline ({p.name}).drop", p.drop)
         if drop in drops:
             raise ctx.error(
                 f"pipeline ({p.name}).drop",
@@ -354,9 +450,9 @@ def parse_config(
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", archive=where) from exc
-    unknown = sorted(set(data) - {"daemon", "pipeline"})
+    unknown = sorted(set(data) - {"daemon", "limits", "pipeline"})
     if unknown:
-        raise _Ctx(where).error(unknown[0], "unknown table; allowed: daemon, pipeline")
+        raise _Ctx(where).error(unknown[0], "unknown table; allowed: daemon, limits, pipeline")
     base = source.parent if source is not None else Path.cwd()
     daemon_table = data.get("daemon", {})
     if not isinstance(daemon_table, dict):
@@ -367,7 +463,8 @@ def parse_config(
         raise _Ctx(where).error(
             "pipeline", "no [[pipeline]] table", hint="add at least one [[pipeline]] table"
         )
-    pipelines = tuple(_pipeline(t, i, where, base) for i, t in enumerate(tables))
+    limits = parse_limits(data.get("limits", {}), "limits", where)
+    pipelines = tuple(_pipeline(t, i, where, base, limits) for i, t in enumerate(tables))
     _check_pipelines(pipelines, where)
     return Config(daemon=daemon, pipelines=pipelines, source=source)
 
@@ -389,6 +486,17 @@ def default_config(*, env: Mapping[str, str] | None = None, cwd: Path | None = N
     base = (cwd or Path.cwd()) / "tfdrop"
     pipeline = PipelineConfig(name="default", drop=base / "inbox", output=base / "outbox")
     return Config(daemon=_daemon({}, "<built-in default>", env), pipelines=(pipeline,))
+
+
+def open_files_needed(config: Config) -> int:
+    """Files the daemon may hold open at once with this config: every job writing every
+    shard of :data:`SUBSETS_ASSUMED` subsets, plus what the rest of the process needs."""
+    shards = max(p.shards for p in config.pipelines)
+    return (
+        config.daemon.max_jobs * shards * SUBSETS_ASSUMED
+        + FILES_RESERVED
+        + 8 * len(config.pipelines)
+    )
 
 
 def with_daemon(config: Config, **changes: Any) -> Config:

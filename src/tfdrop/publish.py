@@ -4,15 +4,17 @@ A reader of an output folder must never see a partial file: everything is writte
 name in the destination folder, flushed and fsynced, renamed into place, and then the folder
 itself is fsynced so the rename survives a power cut. Temp names are ``.<name>.tfdrop-XXXXXX.tmp``:
 a dot name with a ``.tmp`` suffix, which the daemon's settle rule (and most other watchers)
-ignore, so a chained pipeline never picks up a half-written archive. If anything fails, the
-temp file is removed and the error (including ``OSError`` for ENOSPC/EACCES, which the daemon
-retries) propagates unchanged.
+ignore, so a chained pipeline never picks up a half-written archive. When that would not fit
+in :data:`NAME_MAX` bytes (a long final name), ``<name>`` is replaced by a short hash of it.
+If anything fails, the temp file is removed and the error (including ``OSError`` for
+ENOSPC/EACCES, which the daemon retries) propagates unchanged.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import secrets
 import shutil
@@ -29,6 +31,33 @@ _TEMP_SUFFIX = ".tmp"
 _DIR_FSYNC_UNSUPPORTED = {errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF}
 # Filesystems without hard links make publish_no_clobber fall back to a checked rename.
 _NO_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK}
+
+NAME_MAX = 255
+"""Most bytes in one file name (Linux ext4/xfs/btrfs/tmpfs, NTFS and SMB shares as Linux
+sees them); a longer name fails with ENAMETOOLONG whatever the folder."""
+
+
+def name_bytes(name: str) -> int:
+    """The length of a file name in bytes as the OS sees it (surrogate escapes: one byte)."""
+    try:
+        return len(os.fsencode(name))
+    except UnicodeEncodeError:  # a lone surrogate no file name holds: count it generously
+        return len(name.encode("utf-8", "surrogatepass"))
+
+
+def name_fits(name: str, reserve: int = 0) -> bool:
+    """Whether ``name`` plus ``reserve`` more bytes fits in :data:`NAME_MAX`."""
+    return name_bytes(name) + reserve <= NAME_MAX
+
+
+def short_hash(name: str) -> str:
+    """Eight hex digits naming ``name`` (stands in for a name too long to repeat)."""
+    return hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+
+
+def temp_base(name: str, reserve: int) -> str:
+    """``name`` if ``name`` and ``reserve`` more bytes fit a file name, else its short hash."""
+    return name if name_fits(name, reserve) else short_hash(name)
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
@@ -51,7 +80,8 @@ def is_temp_name(name: str) -> bool:
 def _make_temp(final: Path) -> Path:
     """Create (exclusively) and return a fresh temp file beside ``final``."""
     for _ in range(100):
-        tmp = final.with_name(f".{final.name}{_TEMP_MARK}{secrets.token_hex(3)}{_TEMP_SUFFIX}")
+        tail = f"{_TEMP_MARK}{secrets.token_hex(3)}{_TEMP_SUFFIX}"
+        tmp = final.with_name(f".{temp_base(final.name, 1 + len(tail))}{tail}")
         try:
             os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
         except FileExistsError:

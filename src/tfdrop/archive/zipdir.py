@@ -76,22 +76,19 @@ def _read_at(f: BinaryIO, offset: int, n: int) -> bytes:
     return f.read(n)
 
 
-def _find_end(f: BinaryIO, file_size: int, archive: str) -> _End:
-    if file_size == 0:
-        raise ArchiveError("empty file (0 bytes), not a zip file", archive=archive, hint=_ZIP_HINT)
-    tail_len = min(file_size, EOCD.size + MAX_COMMENT)
-    tail = _read_at(f, file_size - tail_len, tail_len)
+def _end_positions(tail: bytes) -> list[int]:
+    """Where an end record could start in ``tail``, last first (the whole record must fit)."""
+    out = []
     pos = tail.rfind(EOCD_SIG)
-    while pos >= 0 and pos + EOCD.size > len(tail):
+    while pos >= 0:
+        if pos + EOCD.size <= len(tail):
+            out.append(pos)
         pos = tail.rfind(EOCD_SIG, 0, pos)
-    if pos < 0:
-        head = _read_at(f, 0, 4)
-        if head == LOCAL_SIG:
-            raise ArchiveError(
-                "truncated: no end of central directory record", archive=archive, hint=_ZIP_HINT
-            )
-        raise ArchiveError("not a zip file", archive=archive, hint="drop a .zip archive")
-    eocd_at = file_size - tail_len + pos
+    return out
+
+
+def _end_at(f: BinaryIO, tail: bytes, pos: int, eocd_at: int, archive: str) -> _End:
+    """The end record at ``tail[pos:]`` (file offset ``eocd_at``), with its zip64 record."""
     _, disk, cd_disk, _, entries, cd_size, cd_offset, _ = EOCD.unpack_from(tail, pos)
     cd_end = eocd_at
     loc_at = eocd_at - ZIP64_LOCATOR.size
@@ -118,6 +115,75 @@ def _find_end(f: BinaryIO, file_size: int, archive: str) -> _End:
     if cd_size > cd_end:
         raise ArchiveError("corrupt central directory size", archive=archive, hint=_ZIP_HINT)
     return _End(entries, cd_size, cd_offset, cd_end)
+
+
+def _agrees(f: BinaryIO, end: _End, file_size: int) -> bool:
+    """Whether an end record describes this file: its central directory inside the file
+    where it says, big enough for its entries, starting with a central header whose local
+    header is where that says; and no data before the zip when the file itself starts with
+    a local header (that is a zip stored inside a zip whose own end is still missing)."""
+    cd_start = end.cd_end - end.cd_size
+    shift = cd_start - end.cd_offset
+    if cd_start < 0 or shift < 0 or end.cd_size < end.entries * CENTRAL.size:
+        return False
+    if shift and _read_at(f, 0, 4) == LOCAL_SIG:
+        return False
+    if end.entries == 0:
+        return end.cd_size == 0 and shift == 0
+    central = _read_at(f, cd_start, CENTRAL.size)
+    if len(central) != CENTRAL.size or central[:4] != CENTRAL_SIG:
+        return False
+    local_at: int = CENTRAL.unpack(central)[-1]
+    if local_at == 0xFFFFFFFF:
+        return True  # in the zip64 extra field; read_directory checks it
+    return local_at + shift + 4 <= file_size and _read_at(f, local_at + shift, 4) == LOCAL_SIG
+
+
+def _tail(f: BinaryIO, file_size: int) -> tuple[int, bytes]:
+    tail_len = min(file_size, EOCD.size + MAX_COMMENT)
+    return file_size - tail_len, _read_at(f, file_size - tail_len, tail_len)
+
+
+def complete_end(f: BinaryIO, file_size: int) -> _End | None:
+    """The end record that makes ``f`` a finished zip, or None.
+
+    Not a byte pattern anywhere in the last 64 KiB: the record must end exactly at the end of
+    the file (its comment length says where) and :func:`_agrees` with the file. A copy cut
+    right after a stored inner zip's end record, or a TFRecord holding the signature, is no
+    finished zip.
+    """
+    if file_size < EOCD.size:
+        return None
+    start, tail = _tail(f, file_size)
+    for pos in _end_positions(tail):
+        (comment_len,) = struct.unpack_from("<H", tail, pos + EOCD.size - 2)
+        if pos + EOCD.size + comment_len != len(tail):
+            continue
+        try:
+            end = _end_at(f, tail, pos, start + pos, "")
+        except ArchiveError:
+            return None
+        return end if _agrees(f, end, file_size) else None
+    return None
+
+
+def _find_end(f: BinaryIO, file_size: int, archive: str) -> _End:
+    if file_size == 0:
+        raise ArchiveError("empty file (0 bytes), not a zip file", archive=archive, hint=_ZIP_HINT)
+    end = complete_end(f, file_size)
+    if end is not None:
+        return end
+    # a record that does not end the file (junk appended after the zip): the last one
+    start, tail = _tail(f, file_size)
+    positions = _end_positions(tail)
+    if not positions:
+        head = _read_at(f, 0, 4)
+        if head == LOCAL_SIG:
+            raise ArchiveError(
+                "truncated: no end of central directory record", archive=archive, hint=_ZIP_HINT
+            )
+        raise ArchiveError("not a zip file", archive=archive, hint="drop a .zip archive")
+    return _end_at(f, tail, positions[0], start + positions[0], archive)
 
 
 def _zip64_sizes(
@@ -199,6 +265,14 @@ def read_directory(f: BinaryIO, *, archive: str, limits: Limits) -> list[ZipEntr
     if shift < 0:
         raise ArchiveError(
             "truncated: the central directory points past the end of the file",
+            archive=archive,
+            hint=_ZIP_HINT,
+        )
+    if shift and _read_at(f, 0, 4) == LOCAL_SIG:
+        # data "prepended" that is itself a zip member: the end record found is that of a
+        # zip stored inside this one, whose own end record is missing (a copy cut short)
+        raise ArchiveError(
+            "truncated: the only end record belongs to a zip stored inside this one",
             archive=archive,
             hint=_ZIP_HINT,
         )
@@ -323,13 +397,14 @@ def data_offset(fd: int, entry: ZipEntry, archive: str) -> int:
 
 
 def has_end_record(path: str | os.PathLike[str]) -> bool:
-    """Whether a file ends with a zip end-of-central-directory record (a finished zip).
+    """Whether a file is a finished zip: an end record that ends the file and agrees with it
+    (:func:`complete_end`).
 
-    The daemon's settle check uses this: a zip still being copied has no end record yet.
+    The daemon's settle check and ``convert``'s zip-or-TFRecord test both use this: a zip
+    still being copied has no such record yet, and a TFRecord never has one.
+
+    Raises:
+        OSError: The file cannot be read.
     """
-    try:
-        with open(path, "rb") as f:
-            _find_end(f, f.seek(0, os.SEEK_END), os.fspath(path))
-    except ArchiveError:
-        return False
-    return True
+    with open(path, "rb") as f:
+        return complete_end(f, f.seek(0, os.SEEK_END)) is not None

@@ -1,18 +1,27 @@
 """The ``tfdrop`` command line: one sub-command per module, dispatched through a table.
 
 Each command module exposes ``add_arguments(parser)`` and ``run(args) -> int``. Exit codes:
-0 success, 1 bad input (a clear message, never a traceback), 2 usage.
+0 success, 1 bad input (a clear message, never a traceback), 2 usage, 141 (128 + SIGPIPE, what
+a shell reports for a tool killed by SIGPIPE) when whoever read stdout stopped reading
+(``tfdrop inspect X | head -1``): that is not the input's fault, so nothing is printed, and it
+is not a success either, so ``set -o pipefail`` still sees that the output was cut short (a
+``validate`` stopped early must never look like an all-clear).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
-from typing import Final, Protocol, cast
+from typing import Any, Final, Protocol, TextIO, cast
 
 from tfdrop import __version__
+from tfdrop.cli.common import UsageError, usage_error
+
+EXIT_STDOUT_CLOSED: Final = 141
+"""128 + SIGPIPE: the reader of stdout went away (see the module docstring)."""
 
 # name -> (module under tfdrop.cli, one-line help). An explicit table, not plugin discovery.
 COMMANDS: Final[dict[str, tuple[str, str]]] = {
@@ -56,15 +65,68 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class StdoutClosed(Exception):
+    """stdout's reader went away. Not an OSError on purpose: a command's ``except OSError``
+    (meant for its input) must not report a closed pipe as a problem with the input."""
+
+
+class _GuardedStdout:
+    """sys.stdout, with EPIPE turned into :class:`StdoutClosed`."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            raise StdoutClosed from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise StdoutClosed from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _silence_stdout() -> None:
+    """Point fd 1 at /dev/null so the interpreter's last flush cannot complain either."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tfdrop`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    real = sys.stdout
+    if real is not None and not isinstance(real, _GuardedStdout):
+        sys.stdout = cast(TextIO, _GuardedStdout(real))
     try:
-        return _load(args._module).run(args)
+        code = _load(args._module).run(args)
+        if sys.stdout is not None:
+            sys.stdout.flush()
+        return code
+    except UsageError as exc:
+        return usage_error(args.command, str(exc))
+    except StdoutClosed:
+        _silence_stdout()
+        return EXIT_STDOUT_CLOSED
+    except OSError as exc:
+        # a path the OS refuses before a command looked at it (a name over NAME_MAX, a
+        # component that is a file): the environment's answer, never a traceback
+        where = exc.filename if exc.filename is not None else "input"
+        print(f"tfdrop: error: {where}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("tfdrop: interrupted", file=sys.stderr)
         return 130
+    finally:
+        sys.stdout = real
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
-from tfdrop.cli.common import fail, load_label_map
+from tfdrop.cli.common import (
+    add_limit_argument,
+    bounded_int,
+    fail,
+    limits_from_args,
+    load_label_map,
+    usage_error,
+)
 from tfdrop.codec.compression import COMPRESSIONS
+from tfdrop.config import FILES_RESERVED, MAX_SHARDS, SUBSETS_ASSUMED
 from tfdrop.convert import ConvertOptions, convert
+from tfdrop.daemon.fdlimit import raise_open_files
 from tfdrop.errors import TfdropError
 from tfdrop.formats import FORMATS
+from tfdrop.publish import NAME_MAX, name_fits
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,12 +41,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--masks", action="store_true", help="polygons and masks -> PNG instance masks"
     )
-    parser.add_argument("--shards", type=int, default=1, help="TFRecord shards per subset")
+    parser.add_argument(
+        "--shards",
+        type=bounded_int(1, MAX_SHARDS),
+        default=1,
+        help=f"TFRecord shards per subset (1..{MAX_SHARDS})",
+    )
     parser.add_argument("--compression", choices=COMPRESSIONS, default="none")
     parser.add_argument(
         "--no-images", dest="images", action="store_false", help="do not embed/copy images"
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress, no summary")
+    add_limit_argument(parser)
 
 
 def default_output(src: Path, target: str) -> Path:
@@ -68,17 +85,77 @@ class _Progress:
             sys.stderr.write("\r\033[K")
 
 
+def report_path_of(out: Path) -> Path:
+    """``x.zip`` -> ``x.report.json`` beside it."""
+    return out.with_name(out.name[: -len(".zip")] + ".report.json")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (one inode, through links), or would once written."""
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+        return a.resolve() == b.resolve()
+    except (OSError, RuntimeError):
+        return False
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        return folder.is_dir() and path.resolve().is_relative_to(folder.resolve())
+    except (OSError, RuntimeError):
+        return False
+
+
+def output_conflict(src: Path, out: Path, label_map: Path | None) -> str | None:
+    """Why writing ``out`` (and its report) would destroy an input, or None when it is safe.
+
+    The input and the pinned label map are read while the output is written, and the report
+    is written last: neither may be, or lie inside, what is being read.
+    """
+    report = report_path_of(out)
+    for written, what_out in ((out, "-o"), (report, "the report")):
+        if not name_fits(written.name):
+            return f"{what_out} name {written.name!r} is over the {NAME_MAX}-byte name limit"
+    inputs = [(src, "the input")] + ([(label_map, "the label map")] if label_map else [])
+    for written, what_out in ((out, "-o"), (report, f"the report {report.name}")):
+        for read, what_in in inputs:
+            if _same_file(written, read):
+                return f"{what_out} ({written}) is {what_in}; it would be overwritten"
+            if _inside(written, read):
+                return f"{what_out} ({written}) lies inside {what_in} folder {read}"
+    for written, what_out in ((out, "-o"), (report, "the report")):
+        if written.is_dir():
+            return f"{what_out} ({written}) is a folder"
+    if not out.parent.is_dir():
+        return f"the output folder {out.parent} does not exist"
+    return None
+
+
+def _write_report(report_path: Path, text: str, out: Path) -> int:
+    try:
+        report_path.write_text(text)
+    except OSError as exc:
+        return fail(
+            f"{report_path}: cannot write the report: {exc.strerror or exc}",
+            hint=f"the archive itself was published as {out}",
+        )
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
-    if args.shards < 1:
-        print("tfdrop convert: --shards must be at least 1", file=sys.stderr)
-        return 2
     src: Path = args.src
     if not src.exists():
         return fail(f"{src}: no such file or folder")
     out: Path = args.output or default_output(src, args.to)
     if out.suffix.lower() != ".zip":
-        print("tfdrop convert: -o must name a .zip archive", file=sys.stderr)
-        return 2
+        return usage_error("convert", "-o must name a .zip archive")
+    conflict = output_conflict(src, out, args.label_map)
+    if conflict is not None:
+        return usage_error("convert", f"{conflict}; choose another -o")
+    limits = limits_from_args(args)
+    # every shard of every subset is open while writing (formats/tfrecord.py)
+    raise_open_files(args.shards * SUBSETS_ASSUMED + FILES_RESERVED)
     progress = _Progress(enabled=sys.stderr.isatty() and not args.quiet)
     try:
         label_map = load_label_map(args.label_map) if args.label_map else None
@@ -90,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
             shards=args.shards,
             compression=args.compression,
             images=args.images,
+            limits=limits,
         )
         report = convert(src, out, options, progress=progress)
     except TfdropError as exc:
@@ -99,8 +177,7 @@ def run(args: argparse.Namespace) -> int:
         progress.end()
         return fail(f"{exc.filename or src}: {exc.strerror or exc}")
     progress.end()
-    report_path = out.with_name(out.name[: -len(".zip")] + ".report.json")
-    report_path.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-    if not args.quiet:
+    code = _write_report(report_path_of(out), json.dumps(report.to_dict(), indent=2) + "\n", out)
+    if code == 0 and not args.quiet:
         print(report.summary())
-    return 0
+    return code

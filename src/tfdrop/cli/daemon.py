@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tfdrop.cli.common import config_failed
 from tfdrop.config import resolve_config
+from tfdrop.daemon.fdlimit import ensure_open_files
 from tfdrop.daemon.logs import configure_logging
 from tfdrop.daemon.notify import Notifier
 from tfdrop.daemon.service import Service
@@ -33,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         config = resolve_config(args.config)
+        ensure_open_files(config)
     except ConfigError as exc:
         return config_failed(exc)
     configure_logging(log_format=config.daemon.log_format, level=config.daemon.log_level)

@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from tfdrop.cli.common import fail
+from tfdrop.cli.common import add_limit_argument, bare_limit, fail, limits_from_args
 from tfdrop.cli.records import iter_file_records, record_files
 from tfdrop.codec.example import decode_example
 from tfdrop.codec.model import Item, LabelMap
@@ -20,8 +20,16 @@ from tfdrop.errors import TfdropError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", type=Path, help=".tfrecord file, one shard of a set, or a zip")
-    parser.add_argument("--limit", type=int, default=None, help="show at most N records")
+    parser.add_argument(
+        "-n",
+        "--max-records",
+        type=int,
+        default=None,
+        metavar="N",
+        help="show at most N records (also accepted as a bare --limit N)",
+    )
     parser.add_argument("--json", action="store_true", help="JSON lines instead of text")
+    add_limit_argument(parser)
 
 
 def item_dict(item: Item) -> dict[str, Any]:
@@ -92,12 +100,16 @@ def run(args: argparse.Namespace) -> int:
     if not args.path.exists():
         return fail(f"{args.path}: no such file or folder")
     shown = 0
+    # checks the --limit flags now; the budget reaches the reader once cli/records.py's
+    # record_files takes a Limits (the validate/records helper's part of issue 9)
+    limits_from_args(args, bare=True)
+    cap = args.max_records if args.max_records is not None else bare_limit(args)
     try:
         with record_files(args.path) as (files, label_map, source):
             lm: LabelMap | None = label_map
             for rf in files:
                 for index, _offset, rec in iter_file_records(rf, source):
-                    if args.limit is not None and shown >= args.limit:
+                    if cap is not None and shown >= cap:
                         return 0
                     try:
                         item = decode_example(rec, subset=rf.subset, label_map=lm)

@@ -5,7 +5,10 @@ a file whole or not at all, and after the folder is fsynced the name survives a 
 Builds on :mod:`tfdrop.publish` (fsync_dir, publish_no_clobber). The daemon's own temp names
 are ``.<name>.<instance>.<random>.tmp``: hidden and ``*.tmp``, so no scanner takes them, and
 tagged with the instance so a restarted instance removes its own leftovers at once without
-touching the live temp files of another instance writing to the same share.
+touching the live temp files of another instance writing to the same share. Every name made
+here fits in NAME_MAX bytes whatever the drop's name: a temp name too long gets a short hash
+in place of ``<name>``, and a routed name too long (``failed/<name>.error.json``) is cut and
+marked with a hash of the whole name (:func:`numbered`).
 """
 
 from __future__ import annotations
@@ -19,13 +22,30 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from tfdrop.publish import fsync_dir, publish_no_clobber
+from tfdrop.errors import DataError
+from tfdrop.publish import (
+    NAME_MAX,
+    fsync_dir,
+    name_bytes,
+    name_fits,
+    publish_no_clobber,
+    short_hash,
+    temp_base,
+)
 
 _CHUNK = 4 * 1024 * 1024
+ERROR_SUFFIX = ".error.json"
+
+
+class NameTooLongError(DataError):
+    """A drop whose output names would not fit in NAME_MAX bytes (fails, never retried)."""
+
+    kind = "name_too_long"
 
 
 def temp_name(final: Path, instance: str) -> Path:
-    return final.with_name(f".{final.name}.{instance}.{secrets.token_hex(3)}.tmp")
+    tail = f".{instance}.{secrets.token_hex(3)}.tmp"
+    return final.with_name(f".{temp_base(final.name, 1 + len(tail))}{tail}")
 
 
 def is_own_temp(name: str, instance: str) -> bool:
@@ -82,9 +102,25 @@ def publish_file(src: Path, dst: Path, instance: str) -> None:
         src.unlink()
 
 
-def numbered(folder: Path, stem: str, suffix: str, n: int) -> Path:
-    """``<stem><suffix>``, then ``<stem>-1<suffix>``, ``<stem>-2<suffix>`` ..."""
-    return folder / (f"{stem}{suffix}" if n == 0 else f"{stem}-{n}{suffix}")
+def numbered(folder: Path, stem: str, suffix: str, n: int, reserve: int = 0) -> Path:
+    """``<stem><suffix>``, then ``<stem>-1<suffix>``, ``<stem>-2<suffix>`` ...
+
+    The name and ``reserve`` more bytes (``.error.json`` beside it) always fit in NAME_MAX:
+    a stem too long for that is cut and ends in ``~<hash of the whole stem>``, so two long
+    names cut alike stay apart.
+    """
+    tail = suffix if n == 0 else f"-{n}{suffix}"
+    if name_fits(stem + tail, reserve):
+        return folder / f"{stem}{tail}"
+    if name_bytes(tail) + reserve > NAME_MAX // 2:  # a "suffix" that is most of the name
+        stem, suffix = stem + suffix, ""
+        tail = "" if n == 0 else f"-{n}"
+    mark = f"~{short_hash(stem)}"
+    room = NAME_MAX - reserve - name_bytes(mark + tail)
+    cut = stem[:room]  # a character is at least one byte
+    while cut and name_bytes(cut) > room:
+        cut = cut[:-1]  # by characters, so a UTF-8 sequence is never split
+    return folder / f"{cut}{mark}{tail}"
 
 
 def split_name(name: str) -> tuple[str, str]:
@@ -143,8 +179,8 @@ def move_with_error(
     """
     stem, suffix = split_name(name)
     for n in range(10_000):
-        dst = numbered(folder, stem, suffix, n)
-        err = dst.with_name(f"{dst.name}.error.json")
+        dst = numbered(folder, stem, suffix, n, reserve=len(ERROR_SUFFIX))
+        err = dst.with_name(f"{dst.name}{ERROR_SUFFIX}")
         if os.path.lexists(dst):
             if _finish_link(src, dst):
                 write_replace(err, error, instance)

@@ -13,6 +13,7 @@ turned into an error file.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import threading
 import time
@@ -28,6 +29,7 @@ from tfdrop.config import DaemonConfig, PipelineConfig
 from tfdrop.convert import ConvertOptions, Report, convert
 from tfdrop.daemon.claim import Claimed, WorkArea, clean_job_folder, finish_job_folder
 from tfdrop.daemon.fsops import (
+    NameTooLongError,
     move_unique,
     move_with_error,
     publish_file,
@@ -37,10 +39,13 @@ from tfdrop.daemon.fsops import (
 )
 from tfdrop.daemon.ledger import BEING_WRITTEN, Entry, Ledger
 from tfdrop.errors import TfdropError, UnsafeArchiveError
+from tfdrop.publish import NAME_MAX, name_bytes, name_fits
 
 log = structlog.get_logger("tfdrop.daemon")
 
 ARCHIVE_SUFFIX = ".zip"
+LONGEST_SUFFIX = ".label_map.pbtxt"
+"""The longest of the names published for one stem (``.zip``, ``.report.json``, this)."""
 
 
 class JobCancelled(Exception):
@@ -115,6 +120,16 @@ class JobRunner:
             if exc.archive == str(self.claimed.input):
                 exc.archive = self.claimed.name  # the name the user dropped, not our work path
             return self._fail(exc.at(archive=self.claimed.name).to_dict())
+        if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
+            # the same name fails the same way every time: retrying would convert forever
+            return self._fail(
+                {
+                    "kind": NameTooLongError.kind,
+                    "message": f"a file name is too long: {exc}",
+                    "archive": self.claimed.name,
+                    "hint": "rename the drop to a shorter name and drop it again",
+                }
+            )
         if isinstance(exc, OSError):
             with contextlib.suppress(OSError):
                 clean_job_folder(self.claimed)  # retried anyway before the next attempt
@@ -186,6 +201,8 @@ class JobRunner:
                 "published", {"output": f"{entry.stem}{ARCHIVE_SUFFIX}", "moved_to": done}
             )
 
+        self._check_name()
+        self._ensure_output()
         out = self.claimed.folder / "out" / f"archive{ARCHIVE_SUFFIX}"
         out.parent.mkdir()
         tmp = self.claimed.folder / "tmp"
@@ -198,13 +215,14 @@ class JobRunner:
             shards=p.shards,
             compression=p.compression,
             images=p.images,
+            limits=p.limits,
         )
         log.info("convert_started", size=size, sha256=digest)
         report = convert(self.claimed.input, out, options, progress=self._progress(), workdir=tmp)
         # from here on only quick renames remain: a stop request lets them finish
         if entry.stem is None:
             entry = self.entry = self.ledger.reserve_stem(
-                entry, split_name(self.claimed.name)[0], p.output, ARCHIVE_SUFFIX
+                entry, split_name(self.claimed.name)[0], p.output, ARCHIVE_SUFFIX, LONGEST_SUFFIX
             )
         published = self._publish(entry, out, report, digest, size)
         done = self._route_done()
@@ -216,6 +234,32 @@ class JobRunner:
             "moved_to": done,
         }
         return Outcome("published", detail)
+
+    def _check_name(self) -> None:
+        """Fail before any conversion work when the output names cannot fit NAME_MAX."""
+        stem = split_name(self.claimed.name)[0]
+        if not name_fits(stem + LONGEST_SUFFIX):
+            raise NameTooLongError(
+                f"the output {stem}{LONGEST_SUFFIX} would be {name_bytes(stem + LONGEST_SUFFIX)}"
+                f" bytes long, over the file system's {NAME_MAX}-byte name limit",
+                hint=f"rename the drop to at most {NAME_MAX - len(LONGEST_SUFFIX) + 4} bytes "
+                "(name and .zip) and drop it again",
+            )
+
+    def _ensure_output(self) -> None:
+        """The output folder, made again if it was removed and ``create = true``; else an
+        OSError (retried, and logged with each retry), found before any conversion work."""
+        p = self.pipeline
+        if p.output.is_dir():
+            return
+        if not p.create:
+            raise FileNotFoundError(
+                errno.ENOENT,
+                "the output folder is missing and create = false; create it to go on",
+                str(p.output),
+            )
+        p.output.mkdir(parents=True, exist_ok=True)
+        log.warning("output_folder_recreated", output=str(p.output))
 
     def _publish(self, entry: Entry, archive: Path, report: Report, digest: str, size: int) -> str:
         assert entry.stem is not None
@@ -250,6 +294,7 @@ class JobRunner:
                     stem,
                     p.output,
                     ARCHIVE_SUFFIX,
+                    LONGEST_SUFFIX,
                 )
                 self.entry = entry
                 continue

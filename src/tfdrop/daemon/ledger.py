@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tfdrop.daemon.fsops import write_replace
-from tfdrop.publish import fsync_dir
+from tfdrop.daemon.fsops import NameTooLongError, write_replace
+from tfdrop.publish import fsync_dir, name_bytes, name_fits
 
 BEING_WRITTEN = "(being written)"
 """The instance of an entry that another instance is creating at this very moment."""
@@ -102,10 +102,23 @@ class Ledger:
         """Make a dead instance's pending entry ours (same stem)."""
         return self.put(Entry(entry.sha256, "pending", self.instance, entry.stem, entry.source))
 
-    def reserve_stem(self, entry: Entry, stem: str, output: Path, suffix: str) -> Entry:
-        """Reserve the first free ``stem``, ``stem-1``, ... for this entry and record it."""
+    def reserve_stem(
+        self, entry: Entry, stem: str, output: Path, suffix: str, longest: str | None = None
+    ) -> Entry:
+        """Reserve the first free ``stem``, ``stem-1``, ... for this entry and record it.
+
+        ``longest`` is the longest suffix published for a stem: a candidate that would make
+        that name pass NAME_MAX raises :class:`NameTooLongError` (longer ones only grow).
+        """
         for n in range(10_000):
             cand = stem if n == 0 else f"{stem}-{n}"
+            if not name_fits(cand + (longest or suffix)):
+                raise NameTooLongError(
+                    f"no output name for {stem!r} fits the file system's name limit "
+                    f"({cand}{longest or suffix} is {name_bytes(cand + (longest or suffix))} "
+                    "bytes)",
+                    hint="rename the drop to a shorter name and drop it again",
+                )
             if (output / f"{cand}{suffix}").exists():
                 continue
             marker = self.names / cand

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +44,8 @@ class Runtime:
     next_rescan: float = 0.0
     closed: bool = False
     jobs: int = 0
+    drop_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the drop folder opened
+    drop_missing: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +53,16 @@ class Job:
     runtime: Runtime
     claimed: Claimed
     attempt: int = 0
+
+
+def drop_identity(folder: Path) -> tuple[int, int] | None:
+    """(device, inode) of a folder, or None when it is not there (or not a folder): a folder
+    removed and made again has a new inode even if that happened between two looks."""
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
 
 
 def open_runtime(cfg: PipelineConfig, d: DaemonConfig) -> tuple[Runtime, list[Claimed]]:
@@ -78,6 +92,7 @@ def open_runtime(cfg: PipelineConfig, d: DaemonConfig) -> tuple[Runtime, list[Cl
         work,
         Ledger(cfg.state, work.instance),
         DropTracker(cfg.drop, cfg.patterns, settle=d.settle_seconds, stale=d.stale_seconds),
+        drop_id=drop_identity(cfg.drop),
     )
     removed = remove_own_temps(cfg.output, work.instance)
     removed += remove_own_temps(cfg.failed, work.instance)  # error files cut short
@@ -99,6 +114,59 @@ def open_runtime(cfg: PipelineConfig, d: DaemonConfig) -> tuple[Runtime, list[Cl
     for claimed in recovered:
         log.info("claim_recovered", pipeline=cfg.name, job=claimed.job_id, source=claimed.name)
     return rt, recovered
+
+
+def reopen_runtime(rt: Runtime, d: DaemonConfig) -> list[Claimed]:
+    """The drop folder was removed and is back: take it up again; the claims to take up.
+
+    When the state folder survived (``state_dir`` elsewhere) the instance keeps its slot and
+    ledger (closing the slot's lock file and locking it again in the same process would
+    release the lock: POSIX locks belong to the process). When it went with the drop folder,
+    everything is opened afresh, as at start.
+    """
+    cfg = rt.cfg
+    tracker = DropTracker(cfg.drop, cfg.patterns, settle=d.settle_seconds, stale=d.stale_seconds)
+    if rt.work.folder.is_dir():
+        if cfg.create:
+            for folder in (cfg.done, cfg.failed):
+                folder.mkdir(exist_ok=True)
+        rt.tracker, rt.drop_id = tracker, drop_identity(cfg.drop)
+        return []
+    rt.work.close()  # its lock file went with the folder
+    fresh, recovered = open_runtime(cfg, d)
+    rt.work, rt.ledger, rt.tracker, rt.drop_id = (
+        fresh.work,
+        fresh.ledger,
+        fresh.tracker,
+        fresh.drop_id,
+    )
+    return recovered
+
+
+def check_drop(rt: Runtime, d: DaemonConfig) -> tuple[str, list[Claimed]]:
+    """``("ok", [])``, ``("missing", [])`` while the drop folder is gone, or ``("back",
+    claims)`` once it is there again (a new inode: removed and made again, maybe between two
+    looks), taken up with :func:`reopen_runtime`; the caller starts a new watcher then.
+    Going and coming back are logged once each. OSError (reopening failed): next tick again.
+    """
+    ident = drop_identity(rt.cfg.drop)
+    if ident is not None and ident == rt.drop_id:
+        return "ok", []
+    if not rt.drop_missing:
+        rt.drop_missing = True
+        log.error(
+            "drop_folder_missing",
+            pipeline=rt.cfg.name,
+            drop=str(rt.cfg.drop),
+            hint="drops are taken again as soon as the folder is back",
+        )
+    if ident is None:
+        return "missing", []
+    recovered = reopen_runtime(rt, d)
+    rt.drop_missing = False
+    rt.next_rescan = 0.0
+    log.info("drop_folder_back", pipeline=rt.cfg.name, drop=str(rt.cfg.drop))
+    return "back", recovered
 
 
 async def watch_drop(

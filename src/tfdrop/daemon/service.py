@@ -21,10 +21,11 @@ from pathlib import Path
 
 import structlog
 
-from tfdrop.config import Config, PipelineConfig, resolve_config
+from tfdrop.config import Config, DaemonConfig, PipelineConfig, resolve_config
+from tfdrop.daemon.fdlimit import ensure_open_files
 from tfdrop.daemon.jobs import JobRunner, Outcome
 from tfdrop.daemon.notify import Notifier
-from tfdrop.daemon.runtime import Job, Runtime, open_runtime, watch_drop
+from tfdrop.daemon.runtime import Job, Runtime, check_drop, open_runtime, watch_drop
 from tfdrop.daemon.stats import report_stats
 from tfdrop.daemon.watch import Settled
 from tfdrop.errors import TfdropError
@@ -36,6 +37,13 @@ _ABORT_SECONDS = 10.0  # after the grace period: how long aborted jobs get to cl
 
 def _tick_seconds(settle: float) -> float:
     return min(0.5, max(0.05, settle / 4))
+
+
+def retry_delay(d: DaemonConfig, attempt: int) -> float:
+    """Exponential back-off; the exponent is capped, since a float times 2**1100 overflows
+    (an outage of a few days at a short retry_max)."""
+    delay: float = min(d.retry_base_seconds * 2 ** min(attempt, 40), d.retry_max_seconds)
+    return delay
 
 
 class Service:
@@ -76,8 +84,20 @@ class Service:
             watch_drop(rt, rt.stop, rt.watching, self.config.daemon), name=f"watch-{rt.cfg.name}"
         )
 
+    def _drop_present(self, rt: Runtime) -> bool:
+        """Whether the drop folder is there; one that came back gets a fresh watcher."""
+        state, recovered = check_drop(rt, self.config.daemon)
+        for claimed in recovered:
+            self.queue.put_nowait(Job(rt, claimed))
+        if state == "back":
+            rt.stop.set()
+            self._start_watcher(rt)
+        return state != "missing"
+
     def _scan(self, rt: Runtime, now: float) -> None:
         d = self.config.daemon
+        if not self._drop_present(rt):
+            return
         if now >= rt.next_rescan:
             rt.next_rescan = now + d.rescan_seconds
             rt.tracker.scan(now)
@@ -218,7 +238,10 @@ class Service:
                 log.info("job_aborted", reason="shutdown", kept_in=str(claimed.folder))
             else:
                 if outcome.status == "retry":
-                    delay = min(d.retry_base_seconds * 2**job.attempt, d.retry_max_seconds)
+                    # 2**attempt is capped: a float times 2**1100 overflows (a long outage)
+                    delay = min(
+                        d.retry_base_seconds * 2 ** min(job.attempt, 40), d.retry_max_seconds
+                    )
                     attempt = job.attempt + 1
                 else:  # waiting for another instance converting the same bytes
                     delay, attempt = max(d.settle_seconds, 0.5), job.attempt
@@ -287,17 +310,38 @@ class Service:
         self._ensure_workers()
 
     async def _reload(self) -> None:
+        """SIGHUP: read the config again; a config that cannot be used is refused (logged,
+        the running one stays) and READY=1 follows RELOADING=1 whatever happened."""
         self.notifier.reloading()
         log.info("config_reload_started", config=str(self.config_path or "built-in default"))
         try:
             new = resolve_config(self.config_path)
+            ensure_open_files(new)
             self._apply(new)
-        except (TfdropError, OSError) as exc:
-            details = exc.to_dict() if isinstance(exc, TfdropError) else {"message": str(exc)}
-            log.error("config_reload_refused", **details)
+        except (TfdropError, OSError, ValueError) as exc:
+            details = (
+                exc.to_dict()
+                if isinstance(exc, TfdropError)
+                else {"kind": type(exc).__name__, "message": str(exc)}
+            )
+            log.error("config_reload_refused", **details, kept="the running config")
         else:
             log.info("config_reloaded", pipelines=[p.name for p in new.pipelines])
-        self.notifier.ready(self._status_text())
+        finally:
+            self.notifier.ready(self._status_text())
+
+    def _start_reload(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._reload(), name="reload")
+        task.add_done_callback(self._reload_done)
+        self._tasks.append(task)
+
+    def _reload_done(self, task: asyncio.Task[None]) -> None:
+        """A reload that died of a bug is logged (the running config stays in force)."""
+        with contextlib.suppress(ValueError):
+            self._tasks.remove(task)
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error("config_reload_refused", kind="internal_error", exc_info=task.exception())
 
     async def _shutdown(self) -> bool:
         """Stop taking work, let jobs finish for the grace period, then abort them."""
@@ -351,9 +395,7 @@ class Service:
             return 1
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
-        loop.add_signal_handler(
-            signal.SIGHUP, lambda: self._tasks.append(loop.create_task(self._reload()))
-        )
+        loop.add_signal_handler(signal.SIGHUP, self._start_reload)
         # a file dropped before the watch is in place is found by the start-up scan, or by
         # the rescan the watcher asks for once it is (its first yield)
         for rt in self.runtimes:

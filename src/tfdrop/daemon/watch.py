@@ -2,7 +2,8 @@
 
 Follows SPEC.md "The daemon": a drop is *seen* (a file event or a rescan of the folder's top
 level), then *settled* once its size and mtime have not changed for the settle time and, for a
-zip, its end-of-central-directory record is present (a copy still in progress has none).
+zip, its end-of-central-directory record is present and agrees with the file
+(:func:`tfdrop.archive.zipdir.has_end_record`; a copy still in progress has none).
 Temp names (``.x.XXXXXX``, ``*.part``, ``*.partial``, ``*.tmp``) are never taken, and only the
 pipeline's input patterns are, so sidecars in a chained folder stay put. A zip that stays
 unchanged for the stale time without an end record is taken anyway and fails as a broken zip,
@@ -18,11 +19,10 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Final
 
+from tfdrop.archive.zipdir import has_end_record
+
 _TEMP_SUFFIXES: Final = (".part", ".partial", ".tmp", ".crdownload", ".download", ".swp", "~")
 OWN_FOLDERS: Final = frozenset({"done", "failed"})
-_EOCD_SIGNATURE: Final = b"PK\x05\x06"
-_EOCD_MIN: Final = 22
-_EOCD_MAX_COMMENT: Final = 65535
 
 
 def is_temp_name(name: str) -> bool:
@@ -34,20 +34,6 @@ def matches(name: str, patterns: tuple[str, ...]) -> bool:
     """Case-insensitive glob match (cameras write ``.ZIP``)."""
     low = name.lower()
     return any(fnmatchcase(low, p.lower()) for p in patterns)
-
-
-def has_zip_end_record(path: Path) -> bool:
-    """True when the last 64 KiB + 22 bytes hold an end-of-central-directory record."""
-    with path.open("rb") as f:
-        size = f.seek(0, os.SEEK_END)
-        if size < _EOCD_MIN:
-            return False
-        start = max(0, size - _EOCD_MIN - _EOCD_MAX_COMMENT)
-        f.seek(start)
-        tail = f.read()
-    pos = tail.rfind(_EOCD_SIGNATURE)
-    # the record must fit: signature at least 22 bytes before the end
-    return pos != -1 and len(tail) - pos >= _EOCD_MIN
 
 
 @dataclass(slots=True)
@@ -155,7 +141,7 @@ class DropTracker:
             complete = True
             if name.lower().endswith(".zip"):
                 try:
-                    complete = has_zip_end_record(path)
+                    complete = has_end_record(path)
                 except FileNotFoundError:
                     del self._seen[name]
                     continue
