@@ -18,12 +18,13 @@ from tfdrop.cli.common import (
     usage_error,
 )
 from tfdrop.codec.compression import COMPRESSIONS
-from tfdrop.config import FILES_RESERVED, MAX_SHARDS, SUBSETS_ASSUMED
+from tfdrop.config import FILES_RESERVED, MAX_JOBS, MAX_SHARDS, SUBSETS_ASSUMED
 from tfdrop.convert import ConvertOptions, convert
 from tfdrop.daemon.fdlimit import raise_open_files
 from tfdrop.errors import TfdropError
 from tfdrop.formats import FORMATS
 from tfdrop.publish import NAME_MAX, name_fits
+from tfdrop.units import default_jobs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,6 +51,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compression", choices=COMPRESSIONS, default="none")
     parser.add_argument(
         "--no-images", dest="images", action="store_false", help="do not embed/copy images"
+    )
+    parser.add_argument(
+        "-j",
+        "--jobs",
+        type=bounded_int(1, MAX_JOBS),
+        default=None,
+        help="worker processes reading the source (default: the cores this process may use)",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress, no summary")
     add_limit_argument(parser)
@@ -168,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
             compression=args.compression,
             images=args.images,
             limits=limits,
+            jobs=args.jobs if args.jobs is not None else default_jobs(),
         )
         report = convert(src, out, options, progress=progress)
     except TfdropError as exc:
