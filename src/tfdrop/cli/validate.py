@@ -17,6 +17,7 @@ from tfdrop.cli.records import iter_file_records, missing_shards, record_files
 from tfdrop.codec.example import parse_example
 from tfdrop.codec.schema import check_parsed, fast_check
 from tfdrop.errors import DataError, TfdropError
+from tfdrop.limits import DEFAULT_LIMITS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,7 +52,9 @@ def run(args: argparse.Namespace) -> int:
     files_checked = 0
     try:
         pinned = load_label_map(args.label_map) if args.label_map else None
-        with record_files(args.path) as (files, found_map, source):
+        limits = DEFAULT_LIMITS  # the lead's --limit flag replaces this
+        cap = limits.max_values_per_feature
+        with record_files(args.path, limits) as (files, found_map, source):
             if not files:
                 return fail(f"{args.path}: no .tfrecord, .record or shard files found")
             label_map = pinned or found_map
@@ -65,14 +68,13 @@ def run(args: argparse.Namespace) -> int:
                 files_checked += 1
                 offset = 0
                 try:
-                    for index, offset, rec in iter_file_records(rf, source):
+                    for index, offset, rec in iter_file_records(rf, source, limits):
                         records += 1
-                        if fast_check(rec, label_map) is not None:
+                        if fast_check(rec, label_map, max_values_per_feature=cap) is not None:
                             continue  # all clear (C accelerator); else name the problems
                         try:
-                            found = [
-                                p.to_dict() for p in check_parsed(parse_example(rec), label_map)
-                            ]
+                            parsed = parse_example(rec, max_values_per_feature=cap, strict=True)
+                            found = [p.to_dict() for p in check_parsed(parsed, label_map)]
                         except DataError as exc:
                             found = [{"key": exc.key or "", "message": exc.message}]
                         for p in found:

@@ -26,7 +26,14 @@ from tfdrop.codec.model import Item, LabelMap
 from tfdrop.codec.schema import check_parsed
 from tfdrop.errors import DataError, FormatError, SchemaError, TfdropError
 from tfdrop.formats.base import FormatSpec, Notes, ReadOptions, WriteOptions
-from tfdrop.stream import RecordWriter, is_tfrecord_name, iter_records, parse_shard_name, shard_name
+from tfdrop.stream import (
+    RecordWriter,
+    is_tfrecord_name,
+    iter_records,
+    parse_shard_name,
+    shard_name,
+    stream_caps,
+)
 
 if TYPE_CHECKING:
     from tfdrop.archive import Source, ZipSink
@@ -74,7 +81,10 @@ class TfrecordReader:
         maps = _find_label_maps(names)
         merged: LabelMap | None = None
         for name in maps:
-            lm = parse_label_map(self.source.read_bytes(name, max_size=64 << 20), source=name)
+            lm = parse_label_map(
+                self.source.read_bytes(name, max_size=self.options.limits.max_file_bytes),
+                source=name,
+            )
             if merged is None:
                 merged = lm
             elif lm != merged:
@@ -121,14 +131,17 @@ class TfrecordReader:
             subset = subset_of(name)
             with self.source.open(name) as f:
                 try:
-                    for index, record in enumerate(iter_records(f)):
+                    records = iter_records(f, **stream_caps(self.options.limits))
+                    for index, record in enumerate(records):
                         yield self._item(record, subset, name, index)
                 except TfdropError as exc:
                     raise exc.at(member=name) from None
 
     def _item(self, record: bytes, subset: str, member: str, index: int) -> Item:
+        limits = self.options.limits
         try:
-            parsed = parse_example(record)
+            parsed = parse_example(record, max_values_per_feature=limits.max_values_per_feature)
+            limits.check("max_objects_per_item", parsed.num_objects)
         except DataError as exc:
             raise exc.at(member=member, record=index) from None
         lm = self._label_map
