@@ -219,8 +219,8 @@ class RecordDecoder:
             )
         if length > self._max:
             raise RecordTooLargeError(
-                f"record length {length} is over the cap of {self._max} bytes "
-                f"(max_record_size is {self._max}, and this input needs at least {length})",
+                f"record length {length} is over the cap: max_record_size is {self._max}, "
+                f"and this input needs at least {length}",
                 record=self._index,
                 offset=self.offset,
                 hint=_RECORD_HINT,
