@@ -150,7 +150,7 @@ def test_huge_length_with_a_valid_length_crc_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "name, data",
+    ("name", "data"),
     [
         ("truncated-gzip", framed(encode_example(good_item()), kind="gzip")[:-7]),
         ("garbage-after-zlib", framed(encode_example(good_item()), kind="zlib") + b"junk"),
