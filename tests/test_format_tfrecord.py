@@ -394,7 +394,13 @@ def _budget_zip(tmp_path: Path, kind: Compression = "none", n: int = 3) -> Path:
 
 @pytest.mark.parametrize(
     ("limit", "value"),
-    [("max_record_size", 100), ("max_values_per_feature", 1), ("max_objects_per_item", 1)],
+    [
+        ("max_record_size", 100),
+        ("max_values_per_feature", 1),
+        ("max_objects_per_item", 1),
+        ("max_image_bytes", 10),
+        ("max_text_bytes", 5),
+    ],
 )
 def test_reader_applies_the_budget_from_read_options(
     tmp_path: Path, limit: str, value: int
