@@ -107,6 +107,10 @@ class RecordPump:
     ``feed(chunk)`` returns an iterator of the records completed by ``chunk``; ``feed(b"")`` ends
     the input (and raises if it ends inside a record or a compressed stream). The iterator is lazy
     so a small, highly compressed chunk never turns into a large list of records at once.
+
+    The caps are the job budget's (:class:`~tfdrop.limits.Limits`): ``max_record_size`` for
+    each record's declared length, ``max_stream_bytes`` and ``max_ratio`` (past
+    ``ratio_floor``) for a GZIP/ZLIB stream as it inflates.
     """
 
     __slots__ = ("_caps", "_decoder", "_decompressor", "_head", "compression")

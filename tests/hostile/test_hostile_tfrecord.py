@@ -231,3 +231,17 @@ def test_ambiguous_layouts_convert_as_protobuf_reads_them_and_fail_validate(
     src = write(tmp_path, f"{name}.tfrecord", encode_record(AMBIGUOUS_EXAMPLES[name]))
     refused(tmp_path, src, (), command="validate", expect=("canonical",))
     accepted(tmp_path, src, ("--to", "tfrecord"))
+
+
+@pytest.mark.parametrize("kind", ["gzip", "zlib"])
+def test_bomb_inside_a_stored_zip_is_refused_naming_the_member(tmp_path: Path, kind: str) -> None:
+    # stored: the zip layer sees 1:1; the TFRecord stream's own ratio cap must catch it
+    import zipfile
+
+    src = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(src, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("train.tfrecord", float_bomb(kind, 30_000_000))
+        z.writestr("label_map.pbtxt", "item {\n  id: 1\n  name: 'cat'\n}\n")
+    run = refused(tmp_path, src, ("--to", "voc"), expect=("max_ratio", "train.tfrecord"))
+    assert run.peak_rss < 300 << 20
+    refused(tmp_path, src, (), command="validate", expect=("max_ratio", "train.tfrecord"))
