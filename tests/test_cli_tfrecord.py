@@ -353,3 +353,29 @@ def test_validate_an_incomplete_shard_set_names_the_missing_shard(tmp_path: Path
     problem, summary = json_lines(proc.stdout)
     assert problem["message"] == "shard set incomplete: y.record-00001-of-00003 is missing"
     assert summary["summary"] == {"valid": False, "files": 2, "records": N, "problems": 1}
+
+
+def test_validate_fails_a_record_with_two_heights_and_two_filenames(tmp_path: Path) -> None:
+    # issue 9: the C all-clear read only the first value of single-value keys: exit 0
+    ex = Example.FromString(encode_example(ITEMS[0]))
+    feats = ex.features.feature  # type: ignore[attr-defined]
+    feats["image/height"].int64_list.value.append(99)
+    feats["image/filename"].bytes_list.value.append(b"other.jpg")
+    path = tmp_path / "two.tfrecord"
+    path.write_bytes(records_bytes([]) + _framed(bytes(ex.SerializeToString())))
+    proc = tfdrop("validate", path)
+    assert proc.returncode == 1, proc.stdout
+    assert "exactly one" in proc.stdout
+    assert "INVALID" in proc.stdout
+    assert proc.stderr.startswith(f"tfdrop: error: {path}: not valid (")
+    proc = tfdrop("validate", "--json", path)
+    problems = json_lines(proc.stdout)[:-1]
+    assert {p["key"] for p in problems} <= {"image/height", "image/filename"}
+    assert problems
+    assert proc.returncode == 1
+
+
+def _framed(record: bytes) -> bytes:
+    from tfdrop.codec.framing import encode_record
+
+    return encode_record(record)

@@ -17,9 +17,24 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tfdrop.codec.compression import OUTPUT_CHUNK, Compression, Decompressor, detect
-from tfdrop.codec.framing import decode_records, encode_record, masked_crc32c
-from tfdrop.errors import CompressionError, DataError
+from tfdrop.codec.compression import (
+    DEFAULT_MAX_RATIO,
+    DEFAULT_MAX_STREAM_BYTES,
+    DEFAULT_RATIO_FLOOR,
+    OUTPUT_CHUNK,
+    Compression,
+    Decompressor,
+    detect,
+)
+from tfdrop.codec.framing import (
+    DEFAULT_MAX_RECORD_SIZE,
+    decode_records,
+    encode_record,
+    masked_crc32c,
+)
+from tfdrop.codec.wire import DEFAULT_MAX_VALUES
+from tfdrop.errors import CompressionError, DataError, LimitExceededError
+from tfdrop.limits import Limits
 
 RECORDS = [b"", b"abc", os.urandom(5000), b"\x00" * 3000]
 PLAIN = b"".join(encode_record(r) for r in RECORDS)
@@ -38,8 +53,8 @@ def chunks(data: bytes, size: int) -> list[bytes]:
     return [data[i : i + size] for i in range(0, len(data), size)]
 
 
-def decompress_all(kind: Compression, pieces: Iterable[bytes]) -> list[bytes]:
-    dec = Decompressor(kind)
+def decompress_all(kind: Compression, pieces: Iterable[bytes], **caps: int) -> list[bytes]:
+    dec = Decompressor(kind, **caps)
     out: list[bytes] = []
     for piece in [*pieces, b""]:
         out.extend(dec.feed(piece))
@@ -128,7 +143,7 @@ def test_highly_compressible_input_yields_bounded_chunks() -> None:
     for kind in ("gzip", "zlib"):
         packed = compress(raw, kind)
         assert len(packed) < OUTPUT_CHUNK // 100  # a ~12 MB bomb in a few KB
-        out = decompress_all(kind, [packed])
+        out = decompress_all(kind, [packed], max_ratio=10**6)
         assert max(len(c) for c in out) <= OUTPUT_CHUNK
         assert len(out) >= 4
         assert b"".join(out) == raw
@@ -186,3 +201,61 @@ def test_detect_needs_twelve_bytes_unless_at_end_of_input() -> None:
 def test_detect_leaves_broken_plain_input_to_the_framing_decoder() -> None:
     raw = struct.pack("<Q", 5) + struct.pack("<I", masked_crc32c(b"wrong!!!"))
     assert detect(raw) == "none"
+
+
+# --- caps, checked as the stream inflates (issue 9: a 228 KB GZIP TFRecord took 3 GB) -----------
+
+
+@pytest.mark.parametrize("kind", ["gzip", "zlib"])
+def test_a_bomb_stops_at_max_ratio_soon_after_the_floor(kind: Compression) -> None:
+    packed = compress(bytes(40 << 20), kind)
+    dec = Decompressor(kind)  # the budget's defaults: 200:1 past 1 MiB
+    with pytest.raises(LimitExceededError) as info:
+        _drain(dec, packed)
+    assert (info.value.limit, info.value.cap) == ("max_ratio", DEFAULT_MAX_RATIO)
+    assert dec.total_out <= DEFAULT_RATIO_FLOOR + OUTPUT_CHUNK  # stopped as it inflated
+    assert info.value.offset is not None
+    assert info.value.offset < len(packed)
+
+
+def _drain(dec: Decompressor, packed: bytes) -> None:
+    for piece in (packed, b""):
+        for _ in dec.feed(piece):
+            pass
+
+
+@pytest.mark.parametrize("kind", ["gzip", "zlib"])
+def test_max_stream_bytes_counts_the_whole_file(kind: Compression) -> None:
+    data = os.urandom(250_000)  # incompressible: the ratio check never fires
+    # gzip: two members (the caps count the file, not one member)
+    packed = compress(data, kind) * 2 if kind == "gzip" else compress(data * 2, kind)
+    assert len(b"".join(decompress_all(kind, [packed], max_stream_bytes=500_000))) == 500_000
+    with pytest.raises(LimitExceededError, match="max_stream_bytes is 400000"):
+        decompress_all(kind, chunks(packed, 4096), max_stream_bytes=400_000)
+
+
+def test_streams_within_the_ratio_floor_are_not_ratio_checked() -> None:
+    raw = bytes(1 << 20)
+    out = decompress_all("gzip", [compress(raw, "gzip")])
+    assert b"".join(out) == raw
+
+
+def test_the_none_compression_has_no_caps() -> None:
+    assert decompress_all("none", [bytes(5000)], max_stream_bytes=1, ratio_floor=1) == [bytes(5000)]
+
+
+def test_many_tiny_gzip_members_and_padding_read_like_python_gzip() -> None:
+    members = b"".join(gzip.compress(bytes([i % 256]) * (i % 7)) for i in range(3000))
+    padded = members + b"\x00" * 100 + gzip.compress(b"tail")
+    want = gzip.decompress(padded)
+    for size in (1, 100, 1 << 20):
+        assert b"".join(decompress_all("gzip", chunks(padded, size))) == want
+
+
+def test_codec_defaults_are_the_budget_defaults() -> None:
+    limits = Limits()
+    assert limits.max_stream_bytes == DEFAULT_MAX_STREAM_BYTES
+    assert limits.max_ratio == DEFAULT_MAX_RATIO
+    assert limits.ratio_floor == DEFAULT_RATIO_FLOOR
+    assert limits.max_record_size == DEFAULT_MAX_RECORD_SIZE
+    assert limits.max_values_per_feature == DEFAULT_MAX_VALUES

@@ -358,3 +358,70 @@ def test_the_same_item_encodes_to_the_same_bytes_in_every_process() -> None:
 def test_unknown_keys_decode_in_record_order() -> None:
     item = Item(name="a.jpg", extra=_extras(20))  # sorted names: the order encode writes
     assert decode_example(encode_example(item)).extra == item.extra
+
+
+# --- single-value keys: exactly one value, as TensorFlow's FixedLenFeature([]) (issue 9) -------
+
+
+def _with(**values: list[object]) -> bytes:
+    ex = Example.FromString(encode_example(Item(name="a.jpg", width=4, height=3, image=b"i")))
+    feats = ex.features.feature  # type: ignore[attr-defined]
+    for key, vals in values.items():
+        name = "image/" + key.replace("__", "/")
+        kind = feats[name].WhichOneof("kind")
+        getattr(feats[name], kind).ClearField("value")
+        getattr(feats[name], kind).value.extend(vals)
+    return bytes(ex.SerializeToString())
+
+
+@pytest.mark.parametrize(
+    ("values", "key"),
+    [
+        ({"height": [3, 4]}, "image/height"),
+        ({"width": []}, "image/width"),
+        ({"filename": [b"a.jpg", b"b.jpg"]}, "image/filename"),
+        ({"source_id": []}, "image/source_id"),
+        ({"encoded": [b"i", b"j"]}, "image/encoded"),
+        ({"format": [b"jpeg", b"png"]}, "image/format"),
+        ({"key__sha256": [b"", b""]}, "image/key/sha256"),
+    ],
+)
+def test_a_single_value_key_with_none_or_several_values_is_a_schema_error(
+    values: dict[str, list[object]], key: str
+) -> None:
+    data = _with(**values)
+    for strict in (False, True):
+        with pytest.raises(SchemaError, match="exactly one") as info:
+            parse_example(data, strict=strict)
+        assert info.value.key == key
+
+
+def test_an_empty_feature_for_a_single_value_key_takes_the_default_like_tensorflow() -> None:
+    ex = Example.FromString(encode_example(Item(name="a.jpg", width=4, height=3, image=b"i")))
+    ex.features.feature["image/source_id"].Clear()  # type: ignore[attr-defined]
+    assert parse_example(bytes(ex.SerializeToString()), strict=True).source_id == ""
+
+
+def test_strict_refuses_a_non_canonical_layout_the_lenient_reader_takes() -> None:
+    good = encode_example(Item(name="a.jpg", width=4, height=3, image=b"i"))
+    # the same height entry again at the end: protobuf keeps the last, TF may not
+    entry = b"\x0a\x0cimage/height" + b"\x12\x05" + b"\x1a\x03\x0a\x01\x05"
+    _, start = wire._len(good, 1, len(good))
+    body = good[start:] + b"\x0a" + bytes([len(entry)]) + entry
+    data = b"\x0a" + wire.varint(len(body)) + body
+    assert parse_example(data).height == 5
+    with pytest.raises(ExampleError, match="canonical"):
+        parse_example(data, strict=True)
+
+
+def test_max_values_per_feature_is_passed_through_decode_example() -> None:
+    item = Item(
+        name="a.jpg",
+        width=4,
+        height=3,
+        objects=tuple(Annotation(label="c", label_id=1, box=Box(0, 0, 1, 1)) for _ in range(5)),
+    )
+    data = encode_example(item)
+    assert len(decode_example(data, max_values_per_feature=5).objects) == 5
+    with pytest.raises(TfdropError, match="max_values_per_feature is 4"):
+        decode_example(data, max_values_per_feature=4)

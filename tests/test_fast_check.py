@@ -1,27 +1,45 @@
 """The C all-clear check (``schema.fast_check``) never calls a faulty record valid.
 
 ``fast_check`` may answer ``None`` for a valid record (the full path then decides), but a
-number only when :func:`parse_example` + :func:`check_parsed` find no problem; it must agree
-on the object count. Records are generated around every schema rule's edges, then mutated at
-the protobuf level (types changed, keys dropped, lists lengthened).
+number only when :func:`parse_example` (``strict``, as ``validate`` runs it) + :func:`check_parsed`
+find no problem; it must agree on the object count. And the full path passes a record only when
+protobuf parses it into the same values under TensorFlow's rules (one value per single-value
+key, right types, one length per object list). Records are generated around every schema
+rule's edges, then mutated at the protobuf level (types changed, keys dropped, lists
+lengthened) and byte by byte (flips, inserts, deletes, truncation: issue 9 found 89 false
+all-clears in 20,000 byte-corrupted records).
+
+Without the C accelerator (``TFDROP_NO_C=1``, the suite's second run) ``fast_check`` answers
+``None`` and these tests check the full path against protobuf alone; under ``CI=true`` a build
+without the extension fails instead of passing quietly.
 """
 
 from __future__ import annotations
 
 import math
+import os
+from typing import Any
 
 import pytest
+from google.protobuf.message import DecodeError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tfdrop.codec import wire
-from tfdrop.codec.example import encode_example, parse_example
+from tfdrop.codec.example import OBJECT_KEYS, SCALAR_KEYS, encode_example, parse_example
 from tfdrop.codec.model import Annotation, Box, Item, LabelMap
 from tfdrop.codec.proto import Example
 from tfdrop.codec.schema import check_parsed, fast_check
 from tfdrop.errors import TfdropError
 
-pytestmark = pytest.mark.skipif(not wire.HAVE_C, reason="built without the C accelerator")
+
+def test_the_c_path_is_built_unless_disabled_on_purpose() -> None:
+    if wire.HAVE_C or wire.C_DISABLED:
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail("CI=true: the C accelerator must be built (or disabled with TFDROP_NO_C=1)")
+    pytest.skip("built without the C accelerator (fast_check answers None)")
+
 
 LABELS = LabelMap.from_names(["cat", "dog", "bird"])
 EDGES = [0.0, -0.0, 0.25, 1.0, 1.0000001, -1e-9, math.nan, math.inf, -math.inf]
@@ -53,7 +71,7 @@ def _items() -> st.SearchStrategy[Item]:
 
 def _full_path(data: bytes, label_map: LabelMap | None) -> tuple[int, list[object]]:
     try:
-        parsed = parse_example(data)
+        parsed = parse_example(data, strict=True)
     except TfdropError as exc:
         return -1, [exc]
     return parsed.num_objects, list(check_parsed(parsed, label_map))
@@ -109,14 +127,15 @@ def test_fast_check_passes_ordinary_valid_records() -> None:
     )
     item = Item(name="x.jpg", width=64, height=48, image=b"\xff\xd8img", image_format="jpeg")
     data = encode_example(Item(**{**_fields(item), "objects": objs}))
-    assert fast_check(data, LABELS) == 3
-    assert fast_check(data, None) == 3
+    assert fast_check(data, LABELS) == (3 if wire.HAVE_C else None)
+    assert fast_check(data, None) == (3 if wire.HAVE_C else None)
+    assert _full_path(data, LABELS) == (3, [])
 
 
 def test_fast_check_rejects_a_wrong_sha256() -> None:
     item = Item(name="x.jpg", width=4, height=4, image=None, sha256="ab" * 32)
     data = encode_example(item)
-    assert fast_check(data) == 0  # no image embedded: nothing to compare
+    assert fast_check(data) == (0 if wire.HAVE_C else None)  # no image: nothing to compare
     ex = Example.FromString(encode_example(Item(name="x.jpg", width=4, height=4, image=b"i")))
     ex.features.feature["image/key/sha256"].bytes_list.value[0] = b"ab" * 32  # type: ignore[attr-defined]
     assert fast_check(bytes(ex.SerializeToString())) is None
@@ -124,3 +143,165 @@ def test_fast_check_rejects_a_wrong_sha256() -> None:
 
 def _fields(item: Item) -> dict[str, object]:
     return {name: getattr(item, name) for name in item.__slots__}
+
+
+# --- byte-level corruption (issue 9) ----------------------------------------------------------
+
+_TYPES = {"bytes_list": "bytes_list", "float_list": "float_list", "int64_list": "int64_list"}
+
+
+def _tf_verdict(data: bytes) -> tuple[bool, int]:
+    """Whether protobuf parses ``data`` into an Example TensorFlow's OD decoder accepts (the
+    rules validate must imply), and the box count."""
+    try:
+        ex = Example.FromString(data)
+    except DecodeError:
+        return False, -1
+    feats: Any = ex.features.feature  # type: ignore[attr-defined]
+    lengths = set()
+    for key in feats:
+        kind = feats[key].WhichOneof("kind")
+        want = SCALAR_KEYS.get(key) or OBJECT_KEYS.get(key)
+        if want is None or kind is None:
+            continue
+        if kind != want and not (key == "image/object/mask" and kind == "float_list"):
+            return False, -1
+        n = len(getattr(feats[key], kind).value)
+        if key in SCALAR_KEYS and n != 1:
+            return False, -1
+        if key in OBJECT_KEYS and n and kind == want:
+            lengths.add(n)
+    return len(lengths) <= 1, max(lengths, default=0)
+
+
+def _corrupt(data: bytes, ops: list[tuple[int, int, int]]) -> bytes:
+    buf = bytearray(data)
+    for op, where, value in ops:
+        i = where % (len(buf) + 1)
+        if op == 0 and i < len(buf):
+            buf[i] ^= 1 << (value % 8)  # flip a bit
+        elif op == 1:
+            buf.insert(i, value)
+        elif op == 2 and i < len(buf):
+            del buf[i]
+        elif op == 3:
+            del buf[i:]
+        elif i < len(buf):
+            buf[i] = value  # overwrite a byte
+    return bytes(buf)
+
+
+def _valid_items() -> st.SearchStrategy[Item]:
+    good = st.builds(
+        Annotation,
+        label=st.sampled_from(["cat", "dog", "bird"]),
+        box=st.builds(Box, st.just(0.1), st.just(0.2), st.just(0.6), st.just(0.7)),
+        label_id=st.sampled_from([1, 2, 3]),
+        difficult=st.booleans(),
+    )
+    return st.builds(
+        Item,
+        name=st.sampled_from(["a.jpg", "b/c.png"]),
+        width=st.just(640),
+        height=st.just(480),
+        image=st.sampled_from([None, b"jpegbytes"]),
+        image_format=st.just("jpeg"),
+        objects=st.lists(good, max_size=3).map(tuple),
+    )
+
+
+def _check_verdicts(data: bytes, label_map: LabelMap | None) -> None:
+    fast = fast_check(data, label_map)
+    n, problems = _full_path(data, label_map)
+    if fast is not None:
+        assert problems == [], "the fast path passed a record the full check faults"
+        assert fast == n
+    if not problems:
+        ok, boxes = _tf_verdict(data)
+        assert ok, "the full check passed a record TensorFlow's rules refuse"
+        assert boxes == n
+    _check_fast_parsers_agree(data)
+
+
+def _check_fast_parsers_agree(data: bytes) -> None:
+    """The C walk and the pure-Python walk give the same answer on any bytes."""
+    if not wire.HAVE_C:
+        return
+    answers = []
+    for parse in (wire.parse_features_py, wire.parse_features):
+        try:
+            answers.append(parse(data))
+        except wire.NotCanonical:
+            answers.append("not canonical")
+        except TfdropError as exc:
+            answers.append(f"{exc.key}: {exc}")
+    assert repr(answers[0]) == repr(answers[1])  # repr: NaN equals itself
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    item=st.one_of(_valid_items(), _items()),
+    ops=st.lists(
+        st.tuples(st.integers(0, 4), st.integers(0, 1 << 16), st.integers(0, 255)),
+        min_size=1,
+        max_size=3,
+    ),
+    pinned=st.booleans(),
+)
+def test_byte_corruption_never_gets_an_all_clear_the_full_check_or_tensorflow_would_refuse(
+    item: Item, ops: list[tuple[int, int, int]], pinned: bool
+) -> None:
+    try:
+        data = encode_example(item)
+    except TfdropError:
+        return
+    _check_verdicts(_corrupt(data, ops), LABELS if pinned else None)
+
+
+def test_two_heights_and_two_filenames_fail_both_paths() -> None:
+    ex = Example.FromString(encode_example(Item(name="a.jpg", width=4, height=3, image=b"i")))
+    feats: Any = ex.features.feature  # type: ignore[attr-defined]
+    feats["image/height"].int64_list.value.append(5)
+    feats["image/filename"].bytes_list.value.append(b"b.jpg")
+    data = bytes(ex.SerializeToString())
+    assert fast_check(data) is None
+    n, problems = _full_path(data, None)
+    assert n == -1
+    assert "exactly one" in str(problems[0])
+    assert _tf_verdict(data) == (False, -1)
+
+
+@pytest.mark.parametrize("key", sorted(SCALAR_KEYS))
+def test_every_single_value_key_with_a_second_malformed_value_fails(key: str) -> None:
+    # the C check once read only the first value of these seven keys
+    item = Item(name="a.jpg", width=4, height=3, image=b"i", image_format="jpeg")
+    ex = Example.FromString(encode_example(item))
+    feats: Any = ex.features.feature  # type: ignore[attr-defined]
+    kind = SCALAR_KEYS[key]
+    getattr(feats[key], kind).value.append(b"x" if kind == "bytes_list" else 7)
+    data = bytes(ex.SerializeToString())
+    assert fast_check(data) is None
+    assert _full_path(data, None)[0] == -1
+    for cut in range(1, 4):  # the second value truncated on the wire, not only duplicated
+        _check_verdicts(data[:-cut], None)
+
+
+def test_corruption_keeps_some_records_valid_so_the_property_is_not_vacuous() -> None:
+    import random
+
+    rng = random.Random(9)
+    data = encode_example(
+        Item(
+            name="a.jpg",
+            width=64,
+            height=48,
+            image=bytes(range(200)),
+            objects=(Annotation(label="cat", label_id=1, box=Box(0.1, 0.2, 0.5, 0.6)),),
+        )
+    )
+    passed = 0
+    for _ in range(400):
+        bad = _corrupt(data, [(0, rng.randrange(len(data)), rng.randrange(256))])
+        _check_verdicts(bad, None)
+        passed += _full_path(bad, None)[1] == []
+    assert 0 < passed < 400

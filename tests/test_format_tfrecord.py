@@ -17,14 +17,23 @@ import pytest
 
 from conftest import records_bytes
 from tfdrop.archive import open_source
+from tfdrop.codec.compression import Compression
 from tfdrop.codec.example import decode_example
 from tfdrop.codec.labelmap import format_label_map
 from tfdrop.codec.model import Annotation, Box, Item, LabelMap
 from tfdrop.codec.proto import Example
 from tfdrop.convert import ConvertOptions, convert
-from tfdrop.errors import CrcMismatchError, FormatError, SchemaError, UnknownLabelError
+from tfdrop.errors import (
+    CrcMismatchError,
+    FormatError,
+    LimitExceededError,
+    SchemaError,
+    TfdropError,
+    UnknownLabelError,
+)
 from tfdrop.formats import FORMATS, Notes, ReadOptions
 from tfdrop.formats.tfrecord import subset_of
+from tfdrop.limits import DEFAULT_LIMITS, Limits
 from tfdrop.stream import RecordWriter, iter_records
 
 LABELS = ["cat", "dog", "bird"]
@@ -59,12 +68,14 @@ def make_zip(path: Path, members: dict[str, bytes]) -> Path:
     return path
 
 
-def read(path: Path, *, images: bool = True) -> tuple[list[Item], Notes, LabelMap | None]:
+def read(
+    path: Path, *, images: bool = True, limits: Limits = DEFAULT_LIMITS
+) -> tuple[list[Item], Notes, LabelMap | None]:
     notes = Notes()
     with open_source(path) as src:
         spec = FORMATS["tfrecord"]
         assert spec.open_reader is not None
-        reader = spec.open_reader(src, ReadOptions(images=images), notes)
+        reader = spec.open_reader(src, ReadOptions(images=images, limits=limits), notes)
         return list(reader.items()), notes, reader.label_map()
 
 
@@ -371,3 +382,43 @@ def test_a_bare_file_keeps_the_ids_of_the_label_map_beside_it(tmp_path: Path) ->
     assert report.label_map == lm
     with zipfile.ZipFile(tmp_path / "out.zip") as z:
         assert member_records(z, "val.tfrecord")[0].objects[0].label_id == 2
+
+
+# --- the job budget reaches the codec (issue 9) -------------------------------------------------
+
+
+def _budget_zip(tmp_path: Path, kind: Compression = "none", n: int = 3) -> Path:
+    items = make_items(n)
+    return make_zip(tmp_path / f"b-{kind}.zip", {"train.tfrecord": records_bytes(items, kind)})
+
+
+@pytest.mark.parametrize(
+    ("limit", "value"),
+    [
+        ("max_record_size", 100),
+        ("max_values_per_feature", 1),
+        ("max_objects_per_item", 1),
+        ("max_image_bytes", 10),
+        ("max_text_bytes", 5),
+    ],
+)
+def test_reader_applies_the_budget_from_read_options(
+    tmp_path: Path, limit: str, value: int
+) -> None:
+    src = _budget_zip(tmp_path)
+    assert len(read(src)[0]) == 3
+    with pytest.raises(TfdropError, match=f"{limit} is {value}") as info:
+        read(src, limits=Limits().with_values({limit: value}))
+    assert info.value.member == "train.tfrecord"
+
+
+@pytest.mark.parametrize("kind", ["gzip", "zlib"])
+def test_reader_caps_decompressed_stream_bytes_and_ratio(tmp_path: Path, kind: Compression) -> None:
+    src = _budget_zip(tmp_path, kind, n=40)
+    small = Limits(max_stream_bytes=1000)
+    with pytest.raises(LimitExceededError, match="max_stream_bytes is 1000") as info:
+        read(src, limits=small)
+    assert info.value.member == "train.tfrecord"
+    tight = Limits(max_ratio=1, ratio_floor=1)
+    with pytest.raises(LimitExceededError, match="max_ratio is 1"):
+        read(src, limits=tight)

@@ -10,16 +10,21 @@ never need the slow path.
 
 from __future__ import annotations
 
+import importlib
+import os
 import struct
+import subprocess
+import sys
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tfdrop.codec import example, wire
+from tfdrop.codec import example, wire, wirescan
 from tfdrop.codec.proto import Example
-from tfdrop.errors import ExampleError
+from tfdrop.errors import ExampleError, LimitExceededError
 
 # --- a hand-written protobuf encoder with knobs for non-canonical output ----------------------
 
@@ -283,13 +288,22 @@ def test_key_that_is_not_utf8_is_rejected_like_protobuf_does() -> None:
         example.parse_example(data)
 
 
-def test_duplicate_map_key_last_entry_wins_in_both_paths() -> None:
+def test_duplicate_map_key_is_left_to_protobuf_where_the_last_entry_wins() -> None:
+    # TensorFlow's own parser does not always agree with protobuf on a key twice (issue 9)
     a = ld(1, ld(1, b"k") + ld(2, ld(3, ld(1, varint(1)))))
     b = ld(1, ld(1, b"k") + ld(2, ld(3, ld(1, varint(2)))))
     data = ld(1, a + b)
     for parse in FAST_PATHS:
-        assert parse(data)[b"k"][1] == [2]
+        with pytest.raises(wire.NotCanonical):
+            parse(data)
     assert example._features_slow(data)[b"k"][1] == [2]
+
+
+def test_duplicate_empty_map_key_is_left_to_protobuf() -> None:
+    data = ld(1, ld(1, ld(1, b"k")) + ld(1, ld(1, b"k") + ld(2, b"")))
+    for parse in FAST_PATHS:
+        with pytest.raises(wire.NotCanonical):
+            parse(data)
 
 
 def test_empty_example_and_empty_features_are_empty() -> None:
@@ -308,9 +322,18 @@ def test_empty_packed_run_is_left_to_protobuf() -> None:
     assert example._features_slow(data)[b"k"] == (2, [], b"\x12\x00")
 
 
-def test_c_accelerator_and_python_walk_agree_on_protobuf_output() -> None:
-    if not wire.HAVE_C:
+def _c_module() -> Any:
+    """The built C accelerator, even when ``TFDROP_NO_C`` keeps wire.py off it."""
+    try:
+        return importlib.import_module("tfdrop.codec._wire")
+    except ImportError:  # pragma: no cover - depends on the build
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("CI=true: the C accelerator must be built")
         pytest.skip("built without the C accelerator")
+
+
+def test_c_accelerator_and_python_walk_agree_on_protobuf_output() -> None:
+    c = _c_module()
     ex = Example()
     f = ex.features.feature  # type: ignore[attr-defined]
     f["a"].bytes_list.value.extend([b"x", b""])
@@ -318,4 +341,65 @@ def test_c_accelerator_and_python_walk_agree_on_protobuf_output() -> None:
     f["c"].int64_list.value.extend([0, 127, 128, -1, 2**63 - 1])
     f["d"].SetInParent()
     data = ex.SerializeToString()
-    assert wire.parse_features(data) == wire.parse_features_py(data)
+    assert c.parse_features(data, wire.DEFAULT_MAX_VALUES) == wire.parse_features_py(data)
+
+
+# --- values per feature (issue 9: 60 M floats became 60 M Python objects) ----------------------
+
+ALL_PATHS = [*FAST_PATHS, example._features_slow]
+
+
+@pytest.mark.parametrize(
+    ("feature", "count"),
+    [
+        (ld(2, ld(1, bytes(4 * 11))), 11),  # packed floats: counted from the length
+        (ld(3, ld(1, bytes(11))), 11),  # one-byte varints
+        (ld(3, ld(1, b"\x80\x01" * 11)), 11),  # two-byte varints
+        (ld(1, b"".join(ld(1, b"v") for _ in range(11))), 11),  # bytes: counted as parsed
+    ],
+)
+def test_a_list_over_max_values_raises_the_limit_in_every_path(feature: bytes, count: int) -> None:
+    data = _one(b"k", feature)
+    for parse in ALL_PATHS:
+        with pytest.raises(LimitExceededError) as info:
+            parse(data, 10)
+        assert (info.value.limit, info.value.cap, info.value.key) == (
+            "max_values_per_feature",
+            10,
+            "k",
+        )
+        assert info.value.value >= 11
+        assert len(parse(data, count)[b"k"][1]) == count  # exactly at the cap: fine
+
+
+def test_values_are_counted_before_protobuf_on_non_canonical_layouts() -> None:
+    unpacked = _one(b"k", ld(3, b"\x08\x01" * 50))  # unpacked varints: not canonical
+    split = _one(b"k", ld(2, ld(1, bytes(80)) + ld(1, bytes(80))))  # two packed runs
+    twice = ld(1, ld(1, ld(1, b"k") + ld(2, ld(3, ld(1, bytes(30))))) * 2)  # a key twice
+    for data, n in ((unpacked, 50), (split, 40), (twice, 60)):
+        for parse in FAST_PATHS:
+            with pytest.raises((wire.NotCanonical, LimitExceededError)):
+                parse(data, 10)
+        with pytest.raises(LimitExceededError, match="max_values_per_feature is 10"):
+            example._features_slow(data, 10)
+        assert wirescan.feature_value_counts(data)[b"k"] == n
+
+
+def test_wire_count_refuses_groups_and_stops_on_malformed_bytes() -> None:
+    for data in (b"\x0b\x0c", b"\x0a\x05ab", b"\x0a\xff"):
+        with pytest.raises(wirescan.Malformed):
+            wirescan.feature_value_counts(data)
+
+
+def test_tfdrop_no_c_makes_the_pure_python_path_be_used() -> None:
+    code = "from tfdrop.codec import wire; print(wire.HAVE_C, wire.C_DISABLED, wire.od_check)"
+    env = {**os.environ, "TFDROP_NO_C": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["False", "True", "None"]
+    env["TFDROP_NO_C"] = "0"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split()[1] == "False"

@@ -11,6 +11,11 @@ Shard names follow TF models' ``tf_record_creation_util.py``: ``<base>-00000-of-
 (zero-based, five digits). Import accepts ``*.tfrecord``, ``*.record`` and shard names (SPEC.md).
 Errors come from the codec with ``offset`` and ``record`` set; callers add ``archive``/``member``
 with :meth:`tfdrop.errors.TfdropError.at`.
+
+Every reader takes the job budget's stream caps as plain integers (``max_record_size``,
+``max_stream_bytes``, ``max_ratio``, ``ratio_floor``; defaults from
+:data:`tfdrop.limits.DEFAULT_LIMITS`); :func:`stream_caps` picks them out of a
+:class:`~tfdrop.limits.Limits`.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import re
 import zlib
 from collections.abc import AsyncIterator, Iterator
 from types import TracebackType
-from typing import BinaryIO, Final, Protocol, Self
+from typing import BinaryIO, Final, Protocol, Self, TypedDict
 
 import aiofiles
 
@@ -32,14 +37,8 @@ from tfdrop.codec.compression import (
     Decompressor,
     detect,
 )
-from tfdrop.codec.framing import (
-    DEFAULT_MAX_RECORD_SIZE,
-    END,
-    HEADER_SIZE,
-    NEED_DATA,
-    RecordDecoder,
-    frame,
-)
+from tfdrop.codec.framing import END, HEADER_SIZE, NEED_DATA, RecordDecoder, frame
+from tfdrop.limits import DEFAULT_LIMITS, Limits
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -54,6 +53,7 @@ __all__ = [
     "parse_shard_name",
     "read_records",
     "shard_name",
+    "stream_caps",
 ]
 
 DEFAULT_CHUNK_SIZE: Final = 4 * 1024 * 1024
@@ -76,6 +76,30 @@ class AsyncBinarySink(Protocol):
 
 # --- reading ---------------------------------------------------------------------------------
 
+_MAX_RECORD: Final = DEFAULT_LIMITS.max_record_size
+_MAX_STREAM: Final = DEFAULT_LIMITS.max_stream_bytes
+_MAX_RATIO: Final = DEFAULT_LIMITS.max_ratio
+_RATIO_FLOOR: Final = DEFAULT_LIMITS.ratio_floor
+
+
+class StreamCaps(TypedDict):
+    """The stream caps every reader here takes as keyword arguments."""
+
+    max_record_size: int
+    max_stream_bytes: int
+    max_ratio: int
+    ratio_floor: int
+
+
+def stream_caps(limits: Limits) -> StreamCaps:
+    """The budget's caps for reading one TFRecord stream: ``iter_records(f, **stream_caps(l))``."""
+    return StreamCaps(
+        max_record_size=limits.max_record_size,
+        max_stream_bytes=limits.max_stream_bytes,
+        max_ratio=limits.max_ratio,
+        ratio_floor=limits.ratio_floor,
+    )
+
 
 class RecordPump:
     """Detection + decompression + framing in one push/pull object, still without I/O.
@@ -83,20 +107,28 @@ class RecordPump:
     ``feed(chunk)`` returns an iterator of the records completed by ``chunk``; ``feed(b"")`` ends
     the input (and raises if it ends inside a record or a compressed stream). The iterator is lazy
     so a small, highly compressed chunk never turns into a large list of records at once.
+
+    The caps are the job budget's (:class:`~tfdrop.limits.Limits`): ``max_record_size`` for
+    each record's declared length, ``max_stream_bytes`` and ``max_ratio`` (past
+    ``ratio_floor``) for a GZIP/ZLIB stream as it inflates.
     """
 
-    __slots__ = ("_decoder", "_decompressor", "_head", "compression")
+    __slots__ = ("_caps", "_decoder", "_decompressor", "_head", "compression")
 
     def __init__(
         self,
         *,
         compression: CompressionArg = "auto",
-        max_record_size: int = DEFAULT_MAX_RECORD_SIZE,
+        max_record_size: int = _MAX_RECORD,
+        max_stream_bytes: int = _MAX_STREAM,
+        max_ratio: int = _MAX_RATIO,
+        ratio_floor: int = _RATIO_FLOOR,
     ) -> None:
         if compression != "auto" and compression not in COMPRESSIONS:
             raise ValueError(f"unknown compression {compression!r}")
+        self._caps = (max_stream_bytes, max_ratio, ratio_floor)
         self.compression: Compression | None = None if compression == "auto" else compression
-        self._decompressor = None if self.compression is None else Decompressor(self.compression)
+        self._decompressor = None if self.compression is None else self._new(self.compression)
         self._decoder = RecordDecoder(max_record_size=max_record_size)
         self._head = b""  # first bytes kept until detection can decide
 
@@ -115,8 +147,17 @@ class RecordPump:
             if self._head:
                 chunk = self._head + chunk
             self.compression, self._head = found, b""
-            self._decompressor = Decompressor(found)
+            self._decompressor = self._new(found)
         return self._records(self._decompressor, chunk, end=end)
+
+    def _new(self, compression: Compression) -> Decompressor:
+        max_stream_bytes, max_ratio, ratio_floor = self._caps
+        return Decompressor(
+            compression,
+            max_stream_bytes=max_stream_bytes,
+            max_ratio=max_ratio,
+            ratio_floor=ratio_floor,
+        )
 
     def _records(self, dec: Decompressor, chunk: bytes, *, end: bool) -> Iterator[bytes]:
         decoder = self._decoder
@@ -151,13 +192,18 @@ def iter_records(
     f: BinaryIO,
     *,
     compression: CompressionArg = "auto",
-    max_record_size: int = DEFAULT_MAX_RECORD_SIZE,
+    max_record_size: int = _MAX_RECORD,
+    max_stream_bytes: int = _MAX_STREAM,
+    max_ratio: int = _MAX_RATIO,
+    ratio_floor: int = _RATIO_FLOOR,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> Iterator[bytes]:
     """Every record of a TFRecord stream, read in chunks of ``chunk_size`` bytes.
 
     Works on anything with ``read(n)``: a file, a ``zipfile.ZipFile.open(member)`` stream (the
-    member is never extracted nor loaded whole), a socket file. Both CRCs are checked.
+    member is never extracted nor loaded whole), a socket file. Both CRCs are checked; the
+    caps (see :class:`RecordPump`) raise :class:`~tfdrop.errors.LimitExceededError` or
+    :class:`~tfdrop.errors.RecordTooLargeError` before the memory is used.
 
     Example:
         >>> import io
@@ -165,7 +211,13 @@ def iter_records(
         >>> list(iter_records(io.BytesIO(encode_record(b"a") + encode_record(b"b"))))
         [b'a', b'b']
     """
-    pump = RecordPump(compression=compression, max_record_size=max_record_size)
+    pump = RecordPump(
+        compression=compression,
+        max_record_size=max_record_size,
+        max_stream_bytes=max_stream_bytes,
+        max_ratio=max_ratio,
+        ratio_floor=ratio_floor,
+    )
     # Fresh bytes per read, not readinto() one reused buffer: measured here on a 1.2 GB file,
     # reads into a reused buffer spent 60% more CPU in the kernel. The decoder keeps bytes by
     # reference, so each record is copied exactly once, out of the read buffer.
@@ -178,13 +230,22 @@ def iter_records_path(
     path: str | os.PathLike[str],
     *,
     compression: CompressionArg = "auto",
-    max_record_size: int = DEFAULT_MAX_RECORD_SIZE,
+    max_record_size: int = _MAX_RECORD,
+    max_stream_bytes: int = _MAX_STREAM,
+    max_ratio: int = _MAX_RATIO,
+    ratio_floor: int = _RATIO_FLOOR,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> Iterator[bytes]:
     """:func:`iter_records` over a file path (the file is closed when the iterator ends)."""
     with open(path, "rb", buffering=0) as f:
         yield from iter_records(
-            f, compression=compression, max_record_size=max_record_size, chunk_size=chunk_size
+            f,
+            compression=compression,
+            max_record_size=max_record_size,
+            max_stream_bytes=max_stream_bytes,
+            max_ratio=max_ratio,
+            ratio_floor=ratio_floor,
+            chunk_size=chunk_size,
         )
 
 
@@ -192,7 +253,10 @@ async def read_records(
     source: str | os.PathLike[str] | AsyncBinaryStream,
     *,
     compression: CompressionArg = "auto",
-    max_record_size: int = DEFAULT_MAX_RECORD_SIZE,
+    max_record_size: int = _MAX_RECORD,
+    max_stream_bytes: int = _MAX_STREAM,
+    max_ratio: int = _MAX_RATIO,
+    ratio_floor: int = _RATIO_FLOOR,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> AsyncIterator[bytes]:
     """Every record of a TFRecord file or async stream; one thread hop per ``chunk_size`` read.
@@ -201,7 +265,13 @@ async def read_records(
         >>> async def count(path: str) -> int:
         ...     return len([r async for r in read_records(path)])
     """
-    pump = RecordPump(compression=compression, max_record_size=max_record_size)
+    pump = RecordPump(
+        compression=compression,
+        max_record_size=max_record_size,
+        max_stream_bytes=max_stream_bytes,
+        max_ratio=max_ratio,
+        ratio_floor=ratio_floor,
+    )
     if isinstance(source, str | os.PathLike):
         async with aiofiles.open(source, "rb", buffering=0) as f:
             async for rec in _pump_async(f, pump, chunk_size):

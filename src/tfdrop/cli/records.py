@@ -6,6 +6,7 @@ read), or a TFRecord zip or folder (every record file in it, with its ``label_ma
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,7 +18,14 @@ from tfdrop.codec.labelmap import parse_label_map
 from tfdrop.codec.model import LabelMap
 from tfdrop.errors import TfdropError
 from tfdrop.formats.tfrecord import LABEL_MAP_NAME, subset_of
-from tfdrop.stream import is_tfrecord_name, iter_records, parse_shard_name, shard_name
+from tfdrop.limits import DEFAULT_LIMITS, Limits, exceeded
+from tfdrop.stream import (
+    is_tfrecord_name,
+    iter_records,
+    parse_shard_name,
+    shard_name,
+    stream_caps,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,25 +58,36 @@ def _is_bare(path: Path) -> bool:
         return f.read(4) != b"PK\x03\x04"
 
 
+def _read_map(path: Path, limits: Limits) -> LabelMap:
+    """A label map file beside bare record files, read whole only within max_file_bytes."""
+    cap = limits.max_file_bytes
+    with path.open("rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > cap:
+            raise exceeded("max_file_bytes", size, cap, archive=str(path))
+        data = f.read(cap + 1)  # it may have grown since
+    if len(data) > cap:
+        raise exceeded("max_file_bytes", len(data), cap, archive=str(path))
+    return parse_label_map(data, source=str(path))
+
+
 @contextmanager
-def record_files(path: Path) -> Iterator[tuple[list[RecordFile], LabelMap | None, Source | None]]:
+def record_files(
+    path: Path, limits: Limits = DEFAULT_LIMITS
+) -> Iterator[tuple[list[RecordFile], LabelMap | None, Source | None]]:
     """The record files behind ``path``, the label map found beside them, and the source."""
     if _is_bare(path):
         files = [RecordFile(str(p), None, p) for p in _shard_set(path)]
         lm_path = path.with_name(LABEL_MAP_NAME)
-        lm = (
-            parse_label_map(lm_path.read_bytes(), source=str(lm_path))
-            if lm_path.is_file()
-            else None
-        )
+        lm = _read_map(lm_path, limits) if lm_path.is_file() else None
         yield files, lm, None
         return
-    with open_source(path) as src:
+    with open_source(path, limits=limits) as src:
         names = sorted(n for n in src.names() if is_tfrecord_name(n))
         files = [RecordFile(f"{path}:{n}", n, path) for n in names]
         maps = [n for n in src.names() if n.rsplit("/", 1)[-1] == LABEL_MAP_NAME]
         lm = (
-            parse_label_map(src.read_bytes(maps[0], max_size=64 << 20), source=maps[0])
+            parse_label_map(src.read_bytes(maps[0], max_size=limits.max_file_bytes), source=maps[0])
             if maps
             else None
         )
@@ -92,13 +111,18 @@ def missing_shards(files: list[RecordFile]) -> list[tuple[str, str]]:
     ]
 
 
-def iter_file_records(rf: RecordFile, source: Source | None) -> Iterator[tuple[int, int, bytes]]:
-    """``(index, offset, record)`` of one record file; codec errors get the file's name."""
+def iter_file_records(
+    rf: RecordFile, source: Source | None, limits: Limits = DEFAULT_LIMITS
+) -> Iterator[tuple[int, int, bytes]]:
+    """``(index, offset, record)`` of one record file; codec errors get the file's name.
+
+    The stream caps (record size, decompressed bytes, ratio) come from ``limits``.
+    """
     f = source.open(rf.member) if source is not None and rf.member else rf.path.open("rb")
     offset = 0
     with f:
         try:
-            for index, rec in enumerate(iter_records(f)):
+            for index, rec in enumerate(iter_records(f, **stream_caps(limits))):
                 yield index, offset, rec
                 offset += HEADER_SIZE + len(rec) + FOOTER_SIZE
         except TfdropError as exc:

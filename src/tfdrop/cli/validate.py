@@ -1,22 +1,35 @@
 """``tfdrop validate PATH``: check every record (framing, both CRCs, Example, OD schema).
 
 Exit 0 when valid, 1 when not; each problem names the file, record index, byte offset (in the
-decompressed record stream), key and what is wrong. A broken frame ends that file (there is no
-way to resynchronise on a TFRecord), the other files are still checked.
+decompressed record stream), key and what is wrong (stdout, the report; stderr gets one
+``tfdrop: error:`` line with the count and the first problem). A broken frame ends that file
+(there is no way to resynchronise on a TFRecord), the other files are still checked.
+
+A record is valid only when TensorFlow parses it with the OD API's feature description and
+reads what tfdrop reads: the canonical layout (each key once, one packed list per feature),
+exactly one value for each single-value key present, per-object lists of one length, the
+right types, and the schema rules of :mod:`tfdrop.codec.schema`. The job budget's caps
+(:data:`tfdrop.limits.DEFAULT_LIMITS`) apply to the streams and the values per feature.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tfdrop.cli.common import fail, load_label_map
-from tfdrop.cli.records import iter_file_records, missing_shards, record_files
+from tfdrop.cli.records import RecordFile, iter_file_records, missing_shards, record_files
 from tfdrop.codec.example import parse_example
+from tfdrop.codec.model import LabelMap
 from tfdrop.codec.schema import check_parsed, fast_check
 from tfdrop.errors import DataError, TfdropError
+from tfdrop.limits import DEFAULT_LIMITS
+
+if TYPE_CHECKING:
+    from tfdrop.archive import Source
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,10 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _emit(problem: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(problem))
-        return
+def _format(problem: dict[str, Any]) -> str:
     where = [problem["file"]]
     if "record" in problem:
         where.append(f"record {problem['record']}")
@@ -41,73 +51,89 @@ def _emit(problem: dict[str, Any], as_json: bool) -> None:
         where.append(f"object {problem['object']}")
     if problem.get("key"):
         where.append(problem["key"])
-    print(f"{', '.join(where)}: {problem['message']}")
+    return f"{', '.join(where)}: {problem['message']}"
+
+
+@dataclass(slots=True)
+class _Tally:
+    """What one run found, and how it prints problems (stdout: the report)."""
+
+    as_json: bool
+    max_problems: int
+    problems: int = 0
+    records: int = 0
+    files: int = 0
+    first: str = ""
+
+    def add(self, problem: dict[str, Any], *, always: bool = False) -> None:
+        """Count a problem; print it unless past ``--max-problems`` (``always``: file-level)."""
+        self.problems += 1
+        text = _format(problem)
+        if not self.first:
+            self.first = text
+        if always or self.problems <= self.max_problems:
+            print(json.dumps(problem) if self.as_json else text)
+
+
+def _check_record(rec: bytes, label_map: LabelMap | None, cap: int) -> list[dict[str, Any]]:
+    """The problems of one record (none when valid); the C all-clear first when built."""
+    if fast_check(rec, label_map, max_values_per_feature=cap) is not None:
+        return []
+    try:
+        parsed = parse_example(rec, max_values_per_feature=cap, strict=True)
+        return [p.to_dict() for p in check_parsed(parsed, label_map)]
+    except DataError as exc:
+        return [{"key": exc.key or "", "message": exc.message}]
+
+
+def _check_file(
+    rf: RecordFile, source: Source | None, label_map: LabelMap | None, t: _Tally
+) -> None:
+    limits = DEFAULT_LIMITS  # the lead's --limit flag replaces this
+    t.files += 1
+    try:
+        for index, offset, rec in iter_file_records(rf, source, limits):
+            t.records += 1
+            for p in _check_record(rec, label_map, limits.max_values_per_feature):
+                t.add({"file": rf.display, "record": index, "offset": offset} | p)
+    except TfdropError as exc:
+        # a broken frame, stream or limit ends this file (no way to resynchronise)
+        bad: dict[str, Any] = {"file": rf.display, "message": exc.message, "kind": exc.kind}
+        bad |= {k: v for k, v in (("record", exc.record), ("offset", exc.offset)) if v is not None}
+        t.add(bad, always=True)
 
 
 def run(args: argparse.Namespace) -> int:
     if not args.path.exists():
         return fail(f"{args.path}: no such file or folder")
-    problems = records = 0
-    files_checked = 0
+    t = _Tally(as_json=args.json, max_problems=args.max_problems)
     try:
         pinned = load_label_map(args.label_map) if args.label_map else None
-        with record_files(args.path) as (files, found_map, source):
+        with record_files(args.path, DEFAULT_LIMITS) as (files, found_map, source):
             if not files:
                 return fail(f"{args.path}: no .tfrecord, .record or shard files found")
             label_map = pinned or found_map
             for display, name in missing_shards(files):
-                problems += 1  # a shard set with a file missing is an incomplete dataset
-                _emit(
-                    {"file": display, "message": f"shard set incomplete: {name} is missing"},
-                    args.json,
-                )
+                # a shard set with a file missing is an incomplete dataset
+                t.add({"file": display, "message": f"shard set incomplete: {name} is missing"})
             for rf in files:
-                files_checked += 1
-                offset = 0
-                try:
-                    for index, offset, rec in iter_file_records(rf, source):
-                        records += 1
-                        if fast_check(rec, label_map) is not None:
-                            continue  # all clear (C accelerator); else name the problems
-                        try:
-                            found = [
-                                p.to_dict() for p in check_parsed(parse_example(rec), label_map)
-                            ]
-                        except DataError as exc:
-                            found = [{"key": exc.key or "", "message": exc.message}]
-                        for p in found:
-                            problems += 1
-                            if problems <= args.max_problems:
-                                _emit(
-                                    {"file": rf.display, "record": index, "offset": offset} | p,
-                                    args.json,
-                                )
-                except TfdropError as exc:
-                    problems += 1
-                    bad: dict[str, Any] = {
-                        "file": rf.display,
-                        "message": exc.message,
-                        "kind": exc.kind,
-                    }
-                    bad |= {
-                        k: v
-                        for k, v in (("record", exc.record), ("offset", exc.offset))
-                        if v is not None
-                    }
-                    _emit(bad, args.json)
+                _check_file(rf, source, label_map, t)
     except TfdropError as exc:
         return fail(str(exc), hint=exc.hint)
     except OSError as exc:
         return fail(f"{exc.filename or args.path}: {exc.strerror or exc}")
     summary = {
-        "valid": problems == 0,
-        "files": files_checked,
-        "records": records,
-        "problems": problems,
+        "valid": t.problems == 0,
+        "files": t.files,
+        "records": t.records,
+        "problems": t.problems,
     }
     if args.json:
         print(json.dumps({"summary": summary}))
     else:
-        state = "valid" if problems == 0 else f"INVALID: {problems} problems"
-        print(f"{args.path}: {records} records in {files_checked} files: {state}")
-    return 0 if problems == 0 else 1
+        state = "valid" if t.problems == 0 else f"INVALID: {t.problems} problems"
+        print(f"{args.path}: {t.records} records in {t.files} files: {state}")
+    if t.problems:
+        # the report is on stdout; stderr says in one line that (and why) the input failed
+        return fail(f"{args.path}: not valid ({t.problems} problems); the first: {t.first}")
+    return 0

@@ -2,7 +2,9 @@
  *
  * The same canonical-layout Example decoder as the pure-Python fast path in wire.py, line for
  * line: it returns the same {key: (kind, values, feature_bytes)} dict, or None where wire.py
- * raises NotCanonical (the caller then falls back to protobuf, the reference parser). It exists
+ * raises NotCanonical (the caller then falls back to protobuf, the reference parser), and the
+ * tuple (key, count) where a list has more than max_values values (counted before the list is
+ * built; wire.py raises the limit error). It exists
  * because the pure-Python walk costs ~2 us per feature and an OD record has ~16 of them
  * (issue 2's target: 150,000 annotation-only records/s with the schema check). Tests check it
  * against both wire.py and protobuf. Pure computation: no I/O, no global state.
@@ -75,9 +77,11 @@ key_ok(const unsigned char *s, Py_ssize_t n)
     return 1;
 }
 
-/* Decode one list spanning buf[pos:end]; NULL with no exception set = not canonical. */
+/* Decode one list spanning buf[pos:end]; NULL with no exception set = not canonical, or
+ * (with *over set to the count found) a list of more than cap values, before it is built. */
 static PyObject *
-decode_values(int kind, const unsigned char *buf, Py_ssize_t pos, Py_ssize_t end)
+decode_values(int kind, const unsigned char *buf, Py_ssize_t pos, Py_ssize_t end,
+              Py_ssize_t cap, Py_ssize_t *over)
 {
     PyObject *list = PyList_New(0);
     if (list == NULL || pos == end)
@@ -87,6 +91,10 @@ decode_values(int kind, const unsigned char *buf, Py_ssize_t pos, Py_ssize_t end
             Py_ssize_t n;
             if (buf[pos] != 0x0A)
                 goto not_canonical;
+            if (PyList_GET_SIZE(list) == cap) {
+                *over = cap + 1;
+                goto not_canonical;
+            }
             pos++;
             if (read_len(buf, end, &pos, &n) < 0)
                 goto not_canonical;
@@ -109,6 +117,10 @@ decode_values(int kind, const unsigned char *buf, Py_ssize_t pos, Py_ssize_t end
     if (kind == FLOAT_KIND) {
         if (n % 4)
             goto not_canonical;
+        if (n / 4 > cap) {
+            *over = n / 4;
+            goto not_canonical;
+        }
         for (Py_ssize_t q = pos; q < end; q += 4) {
             double d = PyFloat_Unpack4((const char *)buf + q, 1);
             if (d == -1.0 && PyErr_Occurred())
@@ -121,6 +133,15 @@ decode_values(int kind, const unsigned char *buf, Py_ssize_t pos, Py_ssize_t end
             Py_DECREF(f);
         }
         return list;
+    }
+    if (n > cap) { /* at least one byte per varint; each ends with a byte < 0x80 */
+        Py_ssize_t count = 0;
+        for (Py_ssize_t q = pos; q < end; q++)
+            count += buf[q] < 0x80;
+        if (count > cap) {
+            *over = count;
+            goto not_canonical;
+        }
     }
     while (pos < end) { /* INT64_KIND */
         uint64_t v;
@@ -149,7 +170,9 @@ put(PyObject *out, const unsigned char *key, Py_ssize_t klen, long kind, PyObjec
     PyObject *k = PyBytes_FromStringAndSize((const char *)key, klen);
     PyObject *f = PyBytes_FromStringAndSize((const char *)feat, flen);
     PyObject *t = (k && f) ? Py_BuildValue("(lOO)", kind, values, f) : NULL;
-    int rc = t ? PyDict_SetItem(out, k, t) : -1;
+    int rc = t ? PyDict_Contains(out, k) : -1;
+    if (rc == 0) /* 1: a key twice (protobuf keeps the last, TensorFlow may not): not canonical */
+        rc = PyDict_SetItem(out, k, t);
     Py_XDECREF(k);
     Py_XDECREF(f);
     Py_XDECREF(t);
@@ -157,10 +180,13 @@ put(PyObject *out, const unsigned char *key, Py_ssize_t klen, long kind, PyObjec
 }
 
 static PyObject *
-parse_features(PyObject *self, PyObject *arg)
+parse_features(PyObject *self, PyObject *args)
 {
     char *raw;
-    Py_ssize_t size;
+    Py_ssize_t size, cap, over = 0;
+    PyObject *arg;
+    if (!PyArg_ParseTuple(args, "O!n", &PyBytes_Type, &arg, &cap))
+        return NULL;
     if (PyBytes_AsStringAndSize(arg, &raw, &size) < 0)
         return NULL;
     const unsigned char *data = (const unsigned char *)raw;
@@ -194,6 +220,8 @@ parse_features(PyObject *self, PyObject *arg)
             Py_XDECREF(empty);
             if (rc < 0)
                 goto error;
+            if (rc > 0)
+                goto not_canonical;
             continue;
         }
         if (data[pos] != 0x12)
@@ -209,6 +237,8 @@ parse_features(PyObject *self, PyObject *arg)
             Py_XDECREF(empty);
             if (rc < 0)
                 goto error;
+            if (rc > 0)
+                goto not_canonical;
             continue;
         }
         int kind;
@@ -221,16 +251,22 @@ parse_features(PyObject *self, PyObject *arg)
         Py_ssize_t lpos = pos + 1;
         if (read_len(data, vend, &lpos, &llen) < 0 || lpos + llen != vend)
             goto not_canonical;
-        PyObject *values = decode_values(kind, data, lpos, vend);
+        PyObject *values = decode_values(kind, data, lpos, vend, cap, &over);
         if (values == NULL) {
             if (PyErr_Occurred())
                 goto error;
+            if (over) {
+                Py_DECREF(out);
+                return Py_BuildValue("(y#n)", (const char *)key, klen, over);
+            }
             goto not_canonical;
         }
         int rc = put(out, key, klen, kind, values, feat, vend - pos);
         Py_DECREF(values);
         if (rc < 0)
             goto error;
+        if (rc > 0)
+            goto not_canonical;
         pos = vend;
     }
     return out;
@@ -275,12 +311,15 @@ boxes_ok(PyObject *self, PyObject *args)
 
 /* ---- od_check: an all-clear schema check without building Python objects ------------------
  *
- * od_check(data, text_ids) -> (n_objects, enc_start, enc_end, sha_start, sha_end) when the
- * record is in the canonical layout AND passes every rule of tfdrop.codec.schema.check_parsed
- * (except the SHA-256 comparison, which the caller does over the returned spans); None
- * otherwise, and the caller runs the Python path, which names each problem. It may say None
- * for a valid record (it is conservative: ids < 1, empty texts, repeated keys), never the
- * other way round: tests check that "not None" implies "no problems" on random records.
+ * od_check(data, text_ids, max_values) -> (n_objects, enc_start, enc_end, sha_start, sha_end)
+ * when the record is in the canonical layout AND passes every rule of parse_example and
+ * tfdrop.codec.schema.check_parsed (except the SHA-256 comparison, which the caller does over
+ * the returned spans); None otherwise, and the caller runs the Python path, which names each
+ * problem. Every list is walked to its end (a value past the first one of a single-value key
+ * can be malformed too), a single-value key present must hold exactly one value, no key may
+ * appear twice, no list may hold more than max_values values. It may say None for a valid
+ * record (it is conservative: ids < 1, empty texts, many unknown keys), never the other way
+ * round: tests check that "not None" implies "no problems" on records corrupted byte by byte.
  * text_ids: a dict {class text (bytes): id} from the label map, or None.
  */
 enum {
@@ -296,6 +335,8 @@ static const char *const KEY_NAMES[K_COUNT] = {
     "image/object/occluded", "image/object/view", "image/object/mask", "image/object/is_crowd",
     "image/object/area",
 };
+#define N_SCALARS 7 /* K_FILENAME .. K_WIDTH: one value each (a FixedLenFeature([]) in TF) */
+#define MAX_UNKNOWN 64 /* unknown keys checked for repeats; more: leave it to Python */
 static const int KEY_KINDS[K_COUNT] = {
     BYTES_KIND, BYTES_KIND, BYTES_KIND, BYTES_KIND, BYTES_KIND, INT64_KIND, INT64_KIND,
     FLOAT_KIND, FLOAT_KIND, FLOAT_KIND, FLOAT_KIND, INT64_KIND, BYTES_KIND, INT64_KIND,
@@ -428,7 +469,8 @@ static PyObject *
 od_check(PyObject *self, PyObject *args)
 {
     PyObject *bytes_obj, *text_ids;
-    if (!PyArg_ParseTuple(args, "O!O", &PyBytes_Type, &bytes_obj, &text_ids))
+    Py_ssize_t cap;
+    if (!PyArg_ParseTuple(args, "O!On", &PyBytes_Type, &bytes_obj, &text_ids, &cap))
         return NULL;
     if (text_ids != Py_None && !PyDict_Check(text_ids)) {
         PyErr_SetString(PyExc_TypeError, "text_ids must be a dict or None");
@@ -438,6 +480,8 @@ od_check(PyObject *self, PyObject *args)
     Py_ssize_t size = PyBytes_GET_SIZE(bytes_obj);
     span_t sp[K_COUNT];
     int seen[K_COUNT];
+    Py_ssize_t unknown[MAX_UNKNOWN][2]; /* [start, length) of each unknown key */
+    int n_unknown = 0;
     memset(sp, 0, sizeof sp);
     memset(seen, 0, sizeof seen);
     Py_ssize_t pos = 1, flen;
@@ -460,12 +504,21 @@ od_check(PyObject *self, PyObject *args)
         int k = key_index(data + pos, klen);
         if (k < 0 && !key_ok(data + pos, klen))
             Py_RETURN_NONE; /* protobuf refuses the record */
-        pos += klen;
         if (k >= 0) {
             if (seen[k])
-                Py_RETURN_NONE; /* a repeated key: let protobuf's last-wins rule decide */
+                Py_RETURN_NONE; /* a repeated key: protobuf keeps the last, TF may not */
             seen[k] = 1;
+        } else {
+            if (n_unknown == MAX_UNKNOWN)
+                Py_RETURN_NONE;
+            for (int u = 0; u < n_unknown; u++)
+                if (unknown[u][1] == klen && memcmp(data + unknown[u][0], data + pos, klen) == 0)
+                    Py_RETURN_NONE;
+            unknown[n_unknown][0] = pos;
+            unknown[n_unknown][1] = klen;
+            n_unknown++;
         }
+        pos += klen;
         if (pos == eend)
             continue;
         if (data[pos] != 0x12)
@@ -488,10 +541,14 @@ od_check(PyObject *self, PyObject *args)
         span_t tmp;
         if (payload(data, kind, lpos, eend, &tmp) < 0)
             Py_RETURN_NONE;
+        /* every list is walked to its end: canonical, and within the cap */
+        Py_ssize_t count = count_values(data, kind, tmp.start, tmp.end);
+        if (count < 0 || count > cap)
+            Py_RETURN_NONE;
+        if (k >= 0 && k < N_SCALARS && kind == KEY_KINDS[k] && count != 1)
+            Py_RETURN_NONE; /* a single-value key with none or several */
         if (k < 0) {
-            /* unknown keys are kept, but must still be canonical lists */
-            if (kind != FLOAT_KIND && count_values(data, kind, tmp.start, tmp.end) < 0)
-                Py_RETURN_NONE;
+            /* unknown keys are kept as they are */
         } else if (kind != KEY_KINDS[k]) {
             if (!(k == K_MASK && kind == FLOAT_KIND))
                 Py_RETURN_NONE; /* a wrong type: the Python path names it */
@@ -616,11 +673,13 @@ od_check(PyObject *self, PyObject *args)
 
 static PyMethodDef methods[] = {
     {"od_check", od_check, METH_VARARGS,
-     "All-clear schema check of one Example: (n, enc span, sha span) or None."},
+     "od_check(data, text_ids, max_values): all-clear schema check of one Example: "
+     "(n, enc span, sha span) or None."},
     {"boxes_ok", boxes_ok, METH_VARARGS,
      "All boxes (xmin, ymin, xmax, ymax lists) inside [0, 1] and ordered."},
-    {"parse_features", parse_features, METH_O,
-     "Example bytes -> {key: (kind, values, feature bytes)}, or None if not canonical."},
+    {"parse_features", parse_features, METH_VARARGS,
+     "parse_features(data, max_values) -> {key: (kind, values, feature bytes)}, None if not "
+     "canonical, or (key, count) for a list of more than max_values values."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -18,6 +18,7 @@ from google.protobuf.message import DecodeError
 from tfdrop.codec import wire
 from tfdrop.codec.model import Annotation, Box, Item, LabelMap, Shape
 from tfdrop.codec.proto import Example
+from tfdrop.codec.wirescan import Malformed, feature_value_counts
 from tfdrop.errors import ExampleError, SchemaError
 
 # --- feature keys (TF models object_detection/core/standard_fields.py TfExampleFields) --------
@@ -98,8 +99,27 @@ _KNOWN: Final[dict[bytes, tuple[str, int]]] = {
 _MASK_B: Final = MASK.encode()
 
 
-def _features_slow(data: bytes) -> wire.Features:
-    """The reference parser (protobuf) in the fast path's shape."""
+NOT_CANONICAL: Final = (
+    "not in the canonical tf.train.Example layout that TensorFlow and protobuf write (a key "
+    "twice, a feature holding two lists, a list unpacked or split in runs, fields out of "
+    "order or unknown): TensorFlow's parser may read it differently from protobuf"
+)
+
+
+def _features_slow(data: bytes, max_values: int = wire.DEFAULT_MAX_VALUES) -> wire.Features:
+    """The reference parser (protobuf) in the fast path's shape.
+
+    Protobuf builds every repeated field at once, so the values are counted on the wire first
+    (each takes at least one byte: only a record longer than the cap needs counting).
+    """
+    if len(data) > max_values:
+        try:
+            counts = feature_value_counts(data)
+        except Malformed:
+            counts = {}  # protobuf names the problem below
+        for key, n in counts.items():
+            if n > max_values:
+                raise wire.too_many_values(key, n, max_values)
     try:
         ex = Example.FromString(data)
     except DecodeError as exc:
@@ -133,23 +153,44 @@ def _kind_error(key: str, want: int, kind: int) -> ExampleError:
 
 
 def _scalar(feats: wire.Features, key: str, want: int) -> list[Any] | None:
+    """The one value of a single-value key, as a list; ``None`` when absent.
+
+    TensorFlow reads these keys as ``FixedLenFeature([])`` (with the OD API's defaults): an
+    absent key or an empty Feature takes the default, anything else must be exactly one value.
+    """
     v = feats.get(_ENC[key])
     if v is None or not v[0]:
         return None
     if v[0] != want:
         raise _kind_error(key, want, v[0])
+    if len(v[1]) != 1:
+        raise SchemaError(
+            f"has {len(v[1])} values; a single-value key must hold exactly one "
+            "(TensorFlow refuses the record)",
+            key=key,
+        )
     return v[1]
 
 
-def parse_example(data: bytes) -> ParsedExample:
+def parse_example(
+    data: bytes, *, max_values_per_feature: int = wire.DEFAULT_MAX_VALUES, strict: bool = False
+) -> ParsedExample:
     """Parse a serialized Example; wrong feature types raise :class:`ExampleError` with the key.
 
-    Per-object lists must agree in length (the OD decoder zips them): :class:`SchemaError`.
+    Per-object lists must agree in length (the OD decoder zips them) and single-value keys
+    hold exactly one value: :class:`SchemaError`. A feature with more than
+    ``max_values_per_feature`` values raises :class:`~tfdrop.errors.LimitExceededError`
+    before its list is built. ``strict`` (``tfdrop validate``) also refuses a record that is
+    not in the canonical layout, where TensorFlow's parser and protobuf can disagree (a key
+    twice, a feature with two lists, a list split in runs): only bytes both read the same
+    way pass.
     """
     try:
-        feats = wire.parse_features(data)
+        feats = wire.parse_features(data, max_values_per_feature)
     except wire.NotCanonical:
-        feats = _features_slow(data)
+        feats = _features_slow(data, max_values_per_feature)
+        if strict:
+            raise ExampleError(NOT_CANONICAL) from None
     out = ParsedExample()
     if not feats.keys() <= _KNOWN_KEYS:
         # in record order (a set difference would order them by this process's hash seed)
@@ -182,10 +223,10 @@ def parse_example(data: bytes) -> ParsedExample:
     if (values := _scalar(feats, SHA256, 1)) is not None:
         out.sha256 = _text(values, SHA256)
     if (values := _scalar(feats, ENCODED, 1)) is not None:
-        out.encoded = values[0] if values else b""
-    if values := _scalar(feats, HEIGHT, 3):
+        out.encoded = values[0]
+    if (values := _scalar(feats, HEIGHT, 3)) is not None:
         out.height = values[0]
-    if values := _scalar(feats, WIDTH, 3):
+    if (values := _scalar(feats, WIDTH, 3)) is not None:
         out.width = values[0]
     n = 0
     for key in BOX_KEYS:
@@ -273,10 +314,15 @@ def to_item(
 
 
 def decode_example(
-    data: bytes, *, subset: str = "default", label_map: LabelMap | None = None
+    data: bytes,
+    *,
+    subset: str = "default",
+    label_map: LabelMap | None = None,
+    max_values_per_feature: int = wire.DEFAULT_MAX_VALUES,
 ) -> Item:
     """Serialized Example -> :class:`Item` (see :func:`parse_example`, :func:`to_item`)."""
-    return to_item(parse_example(data), subset=subset, label_map=label_map)
+    parsed = parse_example(data, max_values_per_feature=max_values_per_feature)
+    return to_item(parsed, subset=subset, label_map=label_map)
 
 
 # --- encoding ------------------------------------------------------------------------------

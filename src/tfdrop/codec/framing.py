@@ -41,8 +41,15 @@ _HEADER = struct.Struct("<QI")
 _LENGTH = struct.Struct("<Q")
 _CRC = struct.Struct("<I")
 
-DEFAULT_MAX_RECORD_SIZE: Final = 256 * 1024 * 1024
-"""Largest record accepted by default (256 MiB); checked before any allocation."""
+DEFAULT_MAX_RECORD_SIZE: Final = 128 * 1024 * 1024
+"""Largest record accepted by default (128 MiB, = ``Limits.max_record_size``); checked before
+any allocation. Readers pass the job budget's value."""
+
+
+_RECORD_HINT: Final = (
+    "the length field is corrupt, or the record is genuinely this large: then raise the limit "
+    "([limits] max_record_size = N in the config, or --limit max_record_size=N)"
+)
 
 
 class Sentinel(Enum):
@@ -212,9 +219,11 @@ class RecordDecoder:
             )
         if length > self._max:
             raise RecordTooLargeError(
-                f"record length {length} is over the cap of {self._max} bytes",
+                f"record length {length} is over the cap: max_record_size is {self._max}, "
+                f"and this input needs at least {length}",
                 record=self._index,
                 offset=self.offset,
+                hint=_RECORD_HINT,
             )
         end = pos + HEADER_SIZE + length
         if end + FOOTER_SIZE > len(buf):

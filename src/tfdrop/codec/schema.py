@@ -28,7 +28,7 @@ from tfdrop.codec.example import (
     ParsedExample,
 )
 from tfdrop.codec.model import LabelMap
-from tfdrop.codec.wire import boxes_ok
+from tfdrop.codec.wire import DEFAULT_MAX_VALUES, boxes_ok
 from tfdrop.codec.wire import od_check as _od_check
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -158,16 +158,22 @@ def check_parsed(
     return out
 
 
-def fast_check(data: bytes, label_map: LabelMap | None = None) -> int | None:
+def fast_check(
+    data: bytes,
+    label_map: LabelMap | None = None,
+    *,
+    max_values_per_feature: int = DEFAULT_MAX_VALUES,
+) -> int | None:
     """The number of objects when a serialized record is valid, else ``None``.
 
     With the C accelerator this checks a canonical record without building Python objects;
-    ``None`` means "run :func:`parse_example` and :func:`check_parsed`" (which name the
-    problems, if any). It never says valid for a record that :func:`check_parsed` faults.
+    ``None`` means "run :func:`parse_example` (``strict=True``) and :func:`check_parsed`"
+    (which name the problems, if any). It never says valid for a record that those fault.
     """
     if _od_check is None:
         return None
-    res = _od_check(data, label_map.text_ids if label_map is not None else None)
+    text_ids = label_map.text_ids if label_map is not None else None
+    res = _od_check(data, text_ids, max_values_per_feature)
     if res is None:
         return None
     n, enc_s, enc_e, sha_s, sha_e = res

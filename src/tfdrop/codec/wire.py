@@ -7,17 +7,30 @@ become Python floats through ``array('f')``; packed int64 lists whose bytes are 
 label id and flag below 128) are the bytes themselves.
 
 The fast path accepts only the canonical encoding TensorFlow and protobuf write (each message
-field once, lists packed, fields in order). Anything else (unpacked lists, repeated or
-out-of-order fields, unknown fields, truncation) raises :class:`NotCanonical`, and the caller
-falls back to protobuf's parser, which is the reference: tests check both agree.
+field once, each feature key once, lists packed, fields in order). Anything else (unpacked
+lists, repeated or out-of-order fields, a key twice, unknown fields, truncation) raises
+:class:`NotCanonical`, and the caller falls back to protobuf's parser, which is the reference:
+tests check both agree.
+
+``max_values`` caps the values of one feature: counted from the packed length or the entries
+seen so far, before the list is built (:class:`~tfdrop.errors.LimitExceededError`, limit
+``max_values_per_feature``). A 240 MB list of floats would otherwise become 60 M Python objects.
+
+The C accelerator (``_wire.c``) is used when it was built, unless the environment variable
+``TFDROP_NO_C`` is set to anything but ``""`` or ``"0"`` when this module is first imported:
+then every call takes the pure-Python path (the test suite runs once that way too).
 """
 
 from __future__ import annotations
 
+import importlib
+import os
 import sys
 from array import array
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
+
+from tfdrop.errors import LimitExceededError
 
 BYTES_KIND: Final = 1  # Feature.bytes_list
 FLOAT_KIND: Final = 2  # Feature.float_list
@@ -28,6 +41,9 @@ _TAG_1_LEN: Final = 0x0A  # field 1, wire type 2
 _TAG_2_LEN: Final = 0x12  # field 2, wire type 2
 _KIND_BY_TAG: Final = {0x0A: BYTES_KIND, 0x12: FLOAT_KIND, 0x1A: INT64_KIND}
 _INT64_SIGN: Final = 1 << 63
+_HIGH_BYTES: Final = bytes(range(0x80, 0x100))
+DEFAULT_MAX_VALUES: Final = 100_000
+"""Most values of one feature by default (= ``Limits.max_values_per_feature``)."""
 
 
 class NotCanonical(Exception):
@@ -36,6 +52,18 @@ class NotCanonical(Exception):
 
 # key -> (kind, values, the Feature's serialized bytes)
 Features = dict[bytes, tuple[int, list[object], bytes]]
+
+
+def too_many_values(key: bytes, count: int, cap: int) -> LimitExceededError:
+    """The error for a feature with more than ``cap`` values (``count``: at least this many)."""
+    name = "max_values_per_feature"
+    return LimitExceededError(
+        f"{name} is {cap}, and this input needs at least {count}",
+        limit=name,
+        value=count,
+        cap=cap,
+        key=key.decode("utf-8", "replace"),
+    )
 
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
@@ -79,7 +107,7 @@ def _int64s(raw: bytes) -> list[object]:
     return out
 
 
-def _values(kind: int, buf: bytes, pos: int, end: int) -> list[object]:
+def _values(kind: int, buf: bytes, pos: int, end: int, cap: int, key: bytes) -> list[object]:
     """Decode one BytesList / FloatList / Int64List spanning ``buf[pos:end]``."""
     if pos == end:
         return []
@@ -88,6 +116,8 @@ def _values(kind: int, buf: bytes, pos: int, end: int) -> list[object]:
         while pos < end:
             if buf[pos] != _TAG_1_LEN:
                 raise NotCanonical
+            if len(out) == cap:
+                raise too_many_values(key, cap + 1, cap)
             n, pos = _len(buf, pos + 1, end)
             out.append(buf[pos : pos + n])
             pos += n
@@ -103,35 +133,49 @@ def _values(kind: int, buf: bytes, pos: int, end: int) -> list[object]:
     if kind == FLOAT_KIND:
         if n % 4:
             raise NotCanonical
+        if n // 4 > cap:
+            raise too_many_values(key, n // 4, cap)
         floats = array("f", raw)
         if not _LITTLE:  # pragma: no cover - the wire is little-endian
             floats.byteswap()
         return floats.tolist()  # type: ignore[return-value]
+    if n > cap:  # each varint takes at least one byte; its last byte is < 0x80
+        count = len(raw.translate(None, _HIGH_BYTES))
+        if count > cap:
+            raise too_many_values(key, count, cap)
     return _int64s(raw)
 
 
-def parse_features_py(data: bytes) -> Features:
+def parse_features_py(data: bytes, max_values: int = DEFAULT_MAX_VALUES) -> Features:
     """``Example`` bytes -> {key: (kind, values, feature bytes)}; raises :class:`NotCanonical`.
 
-    ``kind`` is 0 for an empty Feature (no list set).
+    ``kind`` is 0 for an empty Feature (no list set). A feature with more than ``max_values``
+    values raises :class:`~tfdrop.errors.LimitExceededError` before its list is built.
     """
     try:
-        return _parse(data)
+        return _parse(data, max_values)
     except IndexError:
         raise NotCanonical from None
 
 
-def _parse_features_c(data: bytes) -> Features:
-    out: Features | None = _wire_c.parse_features(data)
+def _parse_features_c(data: bytes, max_values: int = DEFAULT_MAX_VALUES) -> Features:
+    out: Features | tuple[bytes, int] | None = _wire_c.parse_features(data, max_values)
     if out is None:
         raise NotCanonical
-    return out
+    if type(out) is tuple:  # (key, count): a list over the cap, found before it was built
+        raise too_many_values(out[0], out[1], max_values)
+    return out  # type: ignore[return-value]
 
 
-try:  # the optional C accelerator (built from _wire.c when a compiler is there)
-    from tfdrop.codec import _wire as _wire_c  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - depends on the build
-    _wire_c = None
+C_DISABLED: Final = os.environ.get("TFDROP_NO_C", "") not in ("", "0")
+"""``TFDROP_NO_C`` was set: the C accelerator is not used even if it was built."""
+
+_wire_c: Any = None
+if not C_DISABLED:
+    try:  # the optional C accelerator (built from _wire.c when a compiler is there)
+        _wire_c = importlib.import_module("tfdrop.codec._wire")
+    except ImportError:  # pragma: no cover - depends on the build
+        _wire_c = None
 
 
 def _boxes_ok_py(
@@ -146,16 +190,18 @@ def _boxes_ok_py(
 
 
 HAVE_C: Final = _wire_c is not None
+"""The C accelerator is in use (built, and not disabled with ``TFDROP_NO_C``)."""
+boxes_ok: Callable[[list[float], list[float], list[float], list[float]], bool]
 boxes_ok = _wire_c.boxes_ok if _wire_c is not None else _boxes_ok_py
-od_check: Callable[[bytes, dict[bytes, int] | None], tuple[int, int, int, int, int] | None] | None
-od_check = _wire_c.od_check if _wire_c is not None else None
-"""The C all-clear schema check (see ``_wire.c``), or ``None`` without the accelerator."""
 """Whether every box is inside [0, 1] (finite) and ordered; the fast all-clear check."""
+OdCheck = Callable[[bytes, dict[bytes, int] | None, int], tuple[int, int, int, int, int] | None]
+od_check: OdCheck | None = _wire_c.od_check if _wire_c is not None else None
+"""The C all-clear schema check (see ``_wire.c``), or ``None`` without the accelerator."""
 parse_features = _parse_features_c if _wire_c is not None else parse_features_py
 """``Example`` bytes -> {key: (kind, values, feature bytes)}; raises :class:`NotCanonical`."""
 
 
-def _parse(data: bytes) -> Features:
+def _parse(data: bytes, cap: int) -> Features:
     out: Features = {}
     if not data:
         return out
@@ -180,6 +226,8 @@ def _parse(data: bytes) -> Features:
             except UnicodeDecodeError:
                 raise NotCanonical from None
         pos += klen
+        if key in out:
+            raise NotCanonical  # a key twice: protobuf keeps the last, TensorFlow may not
         if pos == eend:
             out[key] = (0, [], b"")
             continue
@@ -199,7 +247,7 @@ def _parse(data: bytes) -> Features:
         llen, lpos = _len(data, pos + 1, vend)
         if lpos + llen != vend:
             raise NotCanonical
-        out[key] = (kind, _values(kind, data, lpos, vend), feature)
+        out[key] = (kind, _values(kind, data, lpos, vend, cap, key), feature)
         pos = vend
     if pos != end:
         raise NotCanonical

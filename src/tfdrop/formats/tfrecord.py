@@ -20,13 +20,31 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, BinaryIO, cast
 
 from tfdrop.codec.compression import Compression
-from tfdrop.codec.example import LABEL, TEXT, encode_example, parse_example, to_item
+from tfdrop.codec.example import (
+    ENCODED,
+    FILENAME,
+    LABEL,
+    SOURCE_ID,
+    TEXT,
+    ParsedExample,
+    encode_example,
+    parse_example,
+    to_item,
+)
 from tfdrop.codec.labelmap import format_label_map, parse_label_map
 from tfdrop.codec.model import Item, LabelMap
 from tfdrop.codec.schema import check_parsed
 from tfdrop.errors import DataError, FormatError, SchemaError, TfdropError
 from tfdrop.formats.base import FormatSpec, Notes, ReadOptions, WriteOptions
-from tfdrop.stream import RecordWriter, is_tfrecord_name, iter_records, parse_shard_name, shard_name
+from tfdrop.limits import Limits
+from tfdrop.stream import (
+    RecordWriter,
+    is_tfrecord_name,
+    iter_records,
+    parse_shard_name,
+    shard_name,
+    stream_caps,
+)
 
 if TYPE_CHECKING:
     from tfdrop.archive import Source, ZipSink
@@ -74,7 +92,10 @@ class TfrecordReader:
         maps = _find_label_maps(names)
         merged: LabelMap | None = None
         for name in maps:
-            lm = parse_label_map(self.source.read_bytes(name, max_size=64 << 20), source=name)
+            lm = parse_label_map(
+                self.source.read_bytes(name, max_size=self.options.limits.max_file_bytes),
+                source=name,
+            )
             if merged is None:
                 merged = lm
             elif lm != merged:
@@ -121,14 +142,18 @@ class TfrecordReader:
             subset = subset_of(name)
             with self.source.open(name) as f:
                 try:
-                    for index, record in enumerate(iter_records(f)):
+                    records = iter_records(f, **stream_caps(self.options.limits))
+                    for index, record in enumerate(records):
                         yield self._item(record, subset, name, index)
                 except TfdropError as exc:
                     raise exc.at(member=name) from None
 
     def _item(self, record: bytes, subset: str, member: str, index: int) -> Item:
         try:
-            parsed = parse_example(record)
+            parsed = parse_example(
+                record, max_values_per_feature=self.options.limits.max_values_per_feature
+            )
+            _check_budget(parsed, self.options.limits, images=self.options.images)
         except DataError as exc:
             raise exc.at(member=member, record=index) from None
         lm = self._label_map
@@ -169,6 +194,19 @@ class TfrecordReader:
         if not self.options.images and item.image is not None:
             item = replace(item, image=None)
         return item
+
+
+def _check_budget(parsed: ParsedExample, limits: Limits, *, images: bool) -> None:
+    """The job budget's per-item caps on one parsed record (its values are capped already);
+    the image only when it is kept."""
+    limits.check("max_objects_per_item", parsed.num_objects)
+    if images and parsed.encoded is not None:
+        limits.check("max_image_bytes", len(parsed.encoded), key=ENCODED)
+    for key, text in ((FILENAME, parsed.filename), (SOURCE_ID, parsed.source_id)):
+        limits.check("max_text_bytes", len(text.encode("utf-8", "surrogateescape")), key=key)
+    texts = parsed.lists.get(TEXT)
+    if texts:
+        limits.check("max_text_bytes", max(map(len, texts)), key=TEXT)
 
 
 def open_reader(source: Source, options: ReadOptions, notes: Notes) -> TfrecordReader:
