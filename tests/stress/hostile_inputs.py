@@ -272,7 +272,7 @@ DROPS: dict[str, tuple[str, Builder, frozenset[str]]] = {
     "billion_laughs_cvat": ("laughs_cvat.zip", billion_laughs_cvat, frozenset({"bad_annotation"})),
     "billion_laughs_voc": ("laughs_voc.zip", billion_laughs_voc, frozenset({"bad_annotation"})),
     "external_entity": ("xxe.zip", external_entity, frozenset({"bad_annotation"})),
-    "deep_xml": ("deep.zip", deep_xml, frozenset({"bad_annotation"})),
+    "deep_xml": ("deep.zip", deep_xml, frozenset({"limit_exceeded"})),
     "coco_wrong_types": ("coco_types.zip", coco_wrong_types, frozenset({"bad_annotation"})),
     "coco_wrong_bbox": ("coco_bbox.zip", coco_wrong_bbox, frozenset({"bad_annotation"})),
     "non_utf8_file_name": ("caf\udce9.zip", hostile.not_a_zip, frozenset({_B})),
