@@ -100,15 +100,13 @@ def run(args: argparse.Namespace) -> int:
     if not args.path.exists():
         return fail(f"{args.path}: no such file or folder")
     shown = 0
-    # checks the --limit flags now; the budget reaches the reader once cli/records.py's
-    # record_files takes a Limits (the validate/records helper's part of issue 9)
-    limits_from_args(args, bare=True)
+    limits = limits_from_args(args, bare=True)
     cap = args.max_records if args.max_records is not None else bare_limit(args)
     try:
-        with record_files(args.path) as (files, label_map, source):
+        with record_files(args.path, limits) as (files, label_map, source):
             lm: LabelMap | None = label_map
             for rf in files:
-                for index, _offset, rec in iter_file_records(rf, source):
+                for index, _offset, rec in iter_file_records(rf, source, limits):
                     if cap is not None and shown >= cap:
                         return 0
                     try:

@@ -9,7 +9,8 @@ A record is valid only when TensorFlow parses it with the OD API's feature descr
 reads what tfdrop reads: the canonical layout (each key once, one packed list per feature),
 exactly one value for each single-value key present, per-object lists of one length, the
 right types, and the schema rules of :mod:`tfdrop.codec.schema`. The job budget's caps
-(:data:`tfdrop.limits.DEFAULT_LIMITS`) apply to the streams and the values per feature.
+(:class:`tfdrop.limits.Limits`, changed with ``--limit NAME=N``) apply to the streams and the
+values per feature.
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tfdrop.cli.common import fail, load_label_map
+from tfdrop.cli.common import add_limit_argument, fail, limits_from_args, load_label_map
 from tfdrop.cli.records import RecordFile, iter_file_records, missing_shards, record_files
 from tfdrop.codec.example import parse_example
 from tfdrop.codec.model import LabelMap
 from tfdrop.codec.schema import check_parsed, fast_check
 from tfdrop.errors import DataError, TfdropError
-from tfdrop.limits import DEFAULT_LIMITS
+from tfdrop.limits import Limits
 
 if TYPE_CHECKING:
     from tfdrop.archive import Source
@@ -39,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-problems", type=int, default=100, help="stop listing after this many (default 100)"
     )
+    add_limit_argument(parser)
 
 
 def _format(problem: dict[str, Any]) -> str:
@@ -87,9 +89,8 @@ def _check_record(rec: bytes, label_map: LabelMap | None, cap: int) -> list[dict
 
 
 def _check_file(
-    rf: RecordFile, source: Source | None, label_map: LabelMap | None, t: _Tally
+    rf: RecordFile, source: Source | None, label_map: LabelMap | None, t: _Tally, limits: Limits
 ) -> None:
-    limits = DEFAULT_LIMITS  # the lead's --limit flag replaces this
     t.files += 1
     try:
         for index, offset, rec in iter_file_records(rf, source, limits):
@@ -107,9 +108,10 @@ def run(args: argparse.Namespace) -> int:
     if not args.path.exists():
         return fail(f"{args.path}: no such file or folder")
     t = _Tally(as_json=args.json, max_problems=args.max_problems)
+    limits = limits_from_args(args)
     try:
         pinned = load_label_map(args.label_map) if args.label_map else None
-        with record_files(args.path, DEFAULT_LIMITS) as (files, found_map, source):
+        with record_files(args.path, limits) as (files, found_map, source):
             if not files:
                 return fail(f"{args.path}: no .tfrecord, .record or shard files found")
             label_map = pinned or found_map
@@ -117,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
                 # a shard set with a file missing is an incomplete dataset
                 t.add({"file": display, "message": f"shard set incomplete: {name} is missing"})
             for rf in files:
-                _check_file(rf, source, label_map, t)
+                _check_file(rf, source, label_map, t, limits)
     except TfdropError as exc:
         return fail(str(exc), hint=exc.hint)
     except OSError as exc:
