@@ -66,3 +66,35 @@ def test_non_utf8_file_names_in_a_folder_are_listed_and_read(tmp_path: Path) -> 
         (name,) = src.names()
         assert os.fsencode(name) == b"caf\xe9.txt"
         assert src.read_bytes(name, max_size=10) == b"latin"
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("", "empty"),
+        ("sub/", "ends in a folder"),
+        (".jpg", "no file name before"),
+        ("../x.jpg", "'..'"),
+        ("/abs.jpg", "absolute"),
+        ("C:/x.jpg", "drive letter"),
+        ("a\\b.jpg", "plain relative"),
+        ("a/./b.jpg", "plain relative"),
+        ("a//b.jpg", "plain relative"),
+    ],
+)
+def test_an_item_name_a_file_writer_cannot_store_is_a_format_error_naming_it(
+    name: str, why: str
+) -> None:
+    from tfdrop.archive.limits import check_item_name
+    from tfdrop.errors import FormatError
+
+    with pytest.raises(FormatError, match=why) as info:
+        check_item_name(name)
+    assert info.value.item == name
+
+
+@pytest.mark.parametrize("name", ["a.jpg", "sub/dir/a.jpg", ".hidden/a.jpg", "noext", "a.b.c"])
+def test_plain_relative_item_names_pass(name: str) -> None:
+    from tfdrop.archive.limits import check_item_name
+
+    check_item_name(name)

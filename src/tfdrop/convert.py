@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Self
 
 from tfdrop.archive import Source, ZipSink, has_end_record, open_source
+from tfdrop.archive.limits import check_item_name
 from tfdrop.codec.model import Item, LabelMap
 from tfdrop.errors import TfdropError, ValidationError
 from tfdrop.formats import FORMATS, Notes, Reader, ReadOptions, WriteOptions, detect_format
@@ -294,6 +295,7 @@ def _write(
     subsets: Counter[str] = Counter()
     labels: Counter[str] = Counter()
     masks_needed = _box_masks(options)
+    names_files = options.target_format != "tfrecord"  # the item's name becomes a member's
     with ZipSink(out) as sink:
         writer = spec.open_writer(sink, _write_options(options, workdir), notes)
         for entry in stream:
@@ -302,6 +304,8 @@ def _write(
                 writer.write_record(entry.subset, entry.record)
                 subset, names = entry.subset, entry.labels
             else:
+                if names_files:
+                    check_item_name(entry.name)
                 item = resolver.assign(entry)
                 if masks_needed:
                     item = with_box_masks(item, options.limits)

@@ -245,3 +245,24 @@ def test_bomb_inside_a_stored_zip_is_refused_naming_the_member(tmp_path: Path, k
     run = refused(tmp_path, src, ("--to", "voc"), expect=("max_ratio", "train.tfrecord"))
     assert run.peak_rss < 300 << 20
     refused(tmp_path, src, (), command="validate", expect=("max_ratio", "train.tfrecord"))
+
+
+@pytest.mark.parametrize("target", ["voc", "coco", "yolo", "cvat"])
+@pytest.mark.parametrize("name", ["", "../x.jpg", "/abs.jpg", "sub/"])
+def test_an_item_name_no_file_can_carry_is_refused_naming_the_input_not_the_output(
+    tmp_path: Path, target: str, name: str
+) -> None:
+    from conftest import records_bytes
+    from tfdrop.codec.model import Annotation, Box, Item
+
+    item = Item(
+        name=name,
+        width=10,
+        height=10,
+        image_format="jpeg",
+        objects=(Annotation(label="cat", label_id=1, box=Box(0.1, 0.1, 0.5, 0.5)),),
+    )
+    src = tmp_path / "names.tfrecord"
+    src.write_bytes(records_bytes([item]))
+    run = refused(tmp_path, src, ("--to", target, "--no-images"), expect=("cannot name a file",))
+    assert ".tmp" not in run.stderr

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from tfdrop.errors import UnsafeArchiveError
+from tfdrop.errors import FormatError, UnsafeArchiveError
 from tfdrop.limits import DEFAULT_LIMITS, Limits
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -89,4 +89,41 @@ def check_write_name(name: str, *, archive: str) -> None:
             f"refusing to write member name {name!r} (use a relative '/'-separated file name)",
             archive=archive,
             member=shown(name),
+        )
+
+
+def check_item_name(name: str) -> None:
+    """Reject an item's file name that a writer of files could not store as it is.
+
+    VOC, COCO, YOLO and CVAT archives keep each image (and its annotation file) under the
+    item's name, so the name must be a normal relative path with a file part: checked once
+    per item before anything of it is written, so the error names the input's item (not the
+    output's member) and nothing is rewritten silently (a TFRecord target needs no check: the
+    name is only a value inside the record).
+
+    Raises:
+        FormatError: the name is empty, ends in a folder, or is not a plain relative path.
+    """
+    why = None
+    base = name.rsplit("/", 1)[-1]
+    stem = base.rsplit(".", 1)[0] if "." in base else base
+    if not name:
+        why = "it is empty"
+    elif not base:
+        why = "it ends in a folder"
+    elif not stem:
+        why = "it has no file name before the extension"
+    else:
+        try:
+            norm, is_dir = normalize_name(name, archive="", limits=DEFAULT_LIMITS)
+        except UnsafeArchiveError as exc:
+            why = exc.message.removeprefix("unsafe member name: ")
+        else:
+            if is_dir or norm != name:
+                why = "it is not a plain relative '/'-separated path"
+    if why is not None:
+        raise FormatError(
+            f"the item's file name {shown(name)!r} cannot name a file in the output ({why})",
+            item=shown(name),
+            hint="fix the image file name in the source (image/filename in a TFRecord)",
         )
