@@ -104,3 +104,23 @@ def test_a_polygon_30px_past_the_edge_converts_clipped(tmp_path: Path) -> None:
     run = accepted(tmp_path, src, ("--to", "tfrecord", "--masks"))
     assert "1 objects" in run.stdout
     assert "1 warnings" in run.stdout
+
+
+def test_a_cvat_coco_keypoints_export_is_not_published_as_empty_images(tmp_path: Path) -> None:
+    member = "annotations/person_keypoints_default.json"
+    doc = {"categories": [{"id": 1, "name": "person", "keypoints": ["nose"], "skeleton": []}],
+           "images": [{"id": 1, "file_name": "a.png", "width": 8, "height": 8}],
+           "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 2, 2],
+                            "keypoints": [2, 2, 2], "num_keypoints": 1}]}  # fmt: skip
+    src = zip_of(tmp_path / "kp.zip", {member: json.dumps(doc), "images/default/a.png": png()})
+    refused(tmp_path, src, expect=("COCO Keypoints", member))
+
+
+def test_images_beside_an_unknown_json_are_refused_not_published_empty(tmp_path: Path) -> None:
+    src = zip_of(tmp_path / "odd.zip", {"labels.json": "{}", "a.png": png()})
+    refused(tmp_path, src, expect=("labels.json", "no format tfdrop knows"))
+
+
+def test_the_same_images_convert_when_asked_for_as_images(tmp_path: Path) -> None:
+    src = zip_of(tmp_path / "odd.zip", {"labels.json": "{}", "a.png": png()})
+    assert "1 items" in accepted(tmp_path, src, ("--from", "images", "--to", "tfrecord")).stdout
