@@ -828,3 +828,22 @@ def test_data_yaml_paths_outside_the_archive_read_nothing_outside(tmp_path: Path
     src = ultra(tmp_path, "path: /etc\ntrain: ../../../../etc\nnames: [a]\n")
     with pytest.raises(FormatError, match="neither a folder, a list file nor an image"):
         read(src)
+
+
+@pytest.mark.parametrize("label", ["0 0.5_0 0.5 0.2 0.2\n", "\u0660 0.5 0.5 0.2 0.2\n",
+                                   "0 0.5 \u0660.5 0.2 0.2\n"])  # fmt: skip
+def test_numbers_python_reads_but_yolo_never_writes_are_refused(tmp_path: Path, label: str) -> None:
+    with pytest.raises(FormatError, match=r"not a (number|whole number)") as exc:
+        read(ultra(tmp_path, "names: [a]\n", label))
+    assert exc.value.line == 1
+
+
+def test_an_images_meta_size_past_any_image_is_refused_before_masks(tmp_path: Path) -> None:
+    src = make_zip(tmp_path / "d.zip", {
+        "obj.data": "train = data/train.txt\n", "obj.names": "a\n",
+        "train.txt": "data/obj_train_data/a.png\n", "obj_train_data/a.txt": "0 0.5 0.5 1 1\n",
+        "images.meta": "# name height width\na 999999999999 999999999999\n",
+    })  # fmt: skip
+    with pytest.raises(FormatError, match="not an image size") as exc:
+        read(src, masks=True)
+    assert (exc.value.member, exc.value.line) == ("images.meta", 2)

@@ -32,6 +32,8 @@ from yaml.nodes import Node
 from tfdrop.errors import FormatError, TfdropError
 from tfdrop.limits import DEFAULT_LIMITS, Limits, exceeded
 
+MAX_IMAGE_SIDE = 2**31 - 1
+"""Pixels of an image side (PIL and the TFRecord's int64 both hold it; COCO's check too)."""
 RESERVED_KEYS = frozenset({"classes", "names", "backup"})
 ULTRALYTICS_SUBSETS = ("train", "val", "test", "minival")
 
@@ -308,7 +310,8 @@ def parse_image_meta(
     item then fails with a clear "no image size" error if it needs one).
     """
     out: dict[str, tuple[int, int]] = {}
-    for raw in split_lines(text, "max_list_lines", limits, member=member, used=used):
+    lines = split_lines(text, "max_list_lines", limits, member=member, used=used)
+    for line, raw in enumerate(lines, start=1):
         try:
             fields = shlex.split(raw, comments=True)
         except ValueError:
@@ -316,5 +319,12 @@ def parse_image_meta(
         if len(fields) >= 3:
             height, width = whole_number(fields[1]), whole_number(fields[2])
             if height is not None and width is not None:
+                if max(height, width) > MAX_IMAGE_SIDE:
+                    raise FormatError(
+                        f"image size {width}x{height} is not an image size (sides are at "
+                        f"most {MAX_IMAGE_SIDE} pixels)",
+                        member=member,
+                        line=line,
+                    )
                 out[fields[0]] = (width, height)
     return out

@@ -65,6 +65,9 @@ def _numbers(tokens: list[str], member: str, line: int, limits: Limits) -> list[
     out: list[float] = []
     for tok in tokens:
         limits.check("max_number_length", len(tok), member=member, line=line)
+        if not tok.isascii() or "_" in tok:
+            # float() also reads "0.5_0" and Arabic-Indic digits: not what YOLO writes
+            raise FormatError(f"{tok!r} is not a number", member=member, line=line)
         try:
             v = float(tok)
         except ValueError:
@@ -77,6 +80,8 @@ def _numbers(tokens: list[str], member: str, line: int, limits: Limits) -> list[
 
 def _class_index(tok: str, num_classes: int, member: str, line: int, limits: Limits) -> int:
     limits.check("max_number_length", len(tok), member=member, line=line)
+    if not tok.isascii() or "_" in tok:
+        raise FormatError(f"class index {tok!r} is not a whole number", member=member, line=line)
     try:
         cls = int(tok)
     except ValueError:
@@ -163,6 +168,8 @@ def parse_row(
     if (
         len(tokens) == 5
         and kpt_values is None
+        and text.isascii()
+        and "_" not in text
         and len(max(tokens, key=len)) <= limits.max_number_length
     ):
         fast = _fast_box(tokens, num_classes, line)
