@@ -20,7 +20,7 @@ from conftest import require_corpus
 from tfdrop.archive import open_source
 from tfdrop.codec.model import Item, Shape
 from tfdrop.convert import ConvertOptions, convert
-from tfdrop.errors import FormatError
+from tfdrop.errors import FormatError, LimitExceededError
 from tfdrop.formats import Notes, ReadOptions, detect_format
 from tfdrop.formats.coco import detect
 from tfdrop.formats.coco.reader import open_reader
@@ -37,6 +37,7 @@ from tfdrop.formats.coco.spill import Spill
 from tfdrop.formats.coco.writer import extent_str
 from tfdrop.formats.masks import decode_mask
 from tfdrop.formats.pixels import f32
+from tfdrop.limits import Limits
 from tfhelpers import tf_records_by_name
 
 ASSETS = ("tests", "assets", "coco_dataset")
@@ -571,3 +572,228 @@ def test_no_instances_file_is_a_clear_error(tmp_path: Path) -> None:
     zin = make_zip(tmp_path / "in.zip", {"annotations/captions_x.json": "{}"})
     with pytest.raises(FormatError, match="no COCO instances file"):
         read(zin)
+
+
+# --- hardening (issue 9): limits, hostile values, shapes outside the image -------------------
+
+
+def read_limited(path: Path, *, masks: bool = False, **caps: int) -> tuple[list[Item], Notes]:
+    notes = Notes()
+    options = ReadOptions(masks=masks, images=False, limits=Limits().with_values(caps))
+    with open_source(path) as src:
+        return list(open_reader(src, options, notes).items()), notes
+
+
+def raw_zip(tmp: Path, text: str) -> Path:
+    return make_zip(tmp / "in.zip", {"annotations/instances_default.json": text})
+
+
+IMG = '{"id": 1, "file_name": "x.jpg", "width": 20, "height": 10}'
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "offset"),
+    [
+        # the top-level object is depth 1: the 63rd "[" in images is depth 65
+        ('{"images": [' + "[" * 100_000 + "]" * 100_000 + "]}", "max_depth", 11 + 63),
+        # the 65th character of the number
+        ('{"categories": [{"id": 1' + "0" * 5000 + "}]}", "max_number_length", 23 + 64),
+        ('{"info": {"v": -' + "1" * 70 + "}}", "max_number_length", 15 + 64),
+    ],
+)
+def test_deep_nesting_and_long_numbers_are_limit_errors_at_their_offset(
+    tmp_path: Path, text: str, limit: str, offset: int
+) -> None:
+    with pytest.raises(LimitExceededError) as exc:
+        read(raw_zip(tmp_path, text))
+    assert exc.value.limit == limit
+    assert exc.value.offset == offset
+    assert exc.value.member == "annotations/instances_default.json"
+
+
+def _depth_and_number(text: str) -> tuple[int, int]:
+    """The oracle: deepest nesting and longest number of a JSON text, from its parse."""
+
+    def walk(v: Any, d: int) -> tuple[int, int]:
+        if isinstance(v, list | dict):
+            kids = list(v.values()) if isinstance(v, dict) else v
+            got = [walk(k, d + 1) for k in kids] or [(d + 1, 0)]
+            return max(g[0] for g in got), max(g[1] for g in got)
+        return d, len(json.dumps(v)) if isinstance(v, int | float) else 0
+
+    return walk(json.loads(text), 0)
+
+
+@given(st.recursive(
+    st.integers(-(10**30), 10**30) | st.text("[]{}\"\\ab1é", max_size=6) | st.floats(-1e9, 1e9),
+    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text("[]\"\\1", max_size=3), kids,
+                                                              max_size=3),
+    max_leaves=30,
+), st.sampled_from([1, 3, 17, 1 << 20]))  # fmt: skip
+def test_the_depth_and_number_guard_agrees_with_the_parsed_document(value: Any, chunk: int) -> None:
+    text = json.dumps({"info": value, "images": [value, value]})
+    depth, number = _depth_and_number(text)
+    caps = [(depth, number or 1), (depth - 1, number or 1), (depth, max(number - 1, 1))]
+    for max_depth, max_number in caps:
+        stream = cast("IO[bytes]", Trickle(text.encode(), chunk))
+        got = walk(stream, "m", wanted=frozenset({"images"}), max_depth=max_depth,
+                   max_number_length=max_number)  # fmt: skip
+        if depth <= max_depth and number <= max_number:
+            assert [e.idx for e in got if e.key == "images"] == [0, 1]
+        else:
+            with pytest.raises(LimitExceededError):
+                list(got)
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('{"images": [{"id": 1, "file_name": "a\\ud800.jpg", "width": 2, "height": 2}]}',
+         "images[0].file_name"),
+        ('{"categories": [{"id": 1, "name": "c\\udfff"}]}', "categories[0].name"),
+        ('{"categories": [{"id": 1, "name": "c", "supercategory": "\\ud83d"}]}',
+         "categories[0].supercategory"),
+        ('{"categories": [{"id": 1, "name": "c"}], "images": [' + IMG + '], "annotations": '
+         '[{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 2, 2], '
+         '"attributes": {"k": "\\ud800"}}]}', "annotations[0].attributes.k"),
+    ],
+)  # fmt: skip
+def test_lone_surrogates_in_names_are_refused_naming_the_key(
+    tmp_path: Path, text: str, key: str
+) -> None:
+    with pytest.raises(FormatError, match="surrogate") as exc:
+        read(raw_zip(tmp_path, text), images=False)
+    assert exc.value.key == key
+
+
+@pytest.mark.parametrize("cat_id", [2**31, 2**40, 2**63 - 1])
+def test_category_ids_over_int32_are_renumbered_not_a_broken_label_map(
+    tmp_path: Path, cat_id: int
+) -> None:
+    doc = coco_doc([json.loads(IMG)], [bad(category_id=cat_id)], [{"id": cat_id, "name": "c"}])
+    zin = make_zip(tmp_path / "in.zip", {"annotations/instances_default.json": json.dumps(doc)})
+    report = convert(zin, tmp_path / "out.zip", ConvertOptions(images=False))
+    assert report.objects == 1
+    assert [(i.id, i.name) for i in report.label_map.items] == [(1, "c")]
+
+
+def test_category_ids_outside_int64_are_refused(tmp_path: Path) -> None:
+    doc = coco_doc([json.loads(IMG)], [], [{"id": 2**64, "name": "c"}])
+    with pytest.raises(FormatError, match="64-bit range"):
+        read(make_zip(tmp_path / "in.zip", {"annotations/instances_default.json": json.dumps(doc)}))
+
+
+@pytest.mark.parametrize("width", ["NaN", "Infinity", "-Infinity", "1e300", "2147483648", "0"])
+def test_image_sizes_nan_inf_or_huge_are_refused(tmp_path: Path, width: str) -> None:
+    text = '{"images": [{"id": 1, "file_name": "x.jpg", "width": ' + width + ', "height": 4}]}'
+    with pytest.raises(FormatError, match="not a positive integer") as exc:
+        read(raw_zip(tmp_path, text))
+    assert exc.value.key == "images[0].width"
+
+
+@pytest.mark.parametrize("bbox", ["[NaN, 1, 2, 2]", "[1, Infinity, 2, 2]", "[1e308, 1, 1e308, 2]"])
+def test_bbox_nan_inf_or_overflowing_is_refused(tmp_path: Path, bbox: str) -> None:
+    text = ('{"categories": [{"id": 1, "name": "c"}], "images": [' + IMG + '], "annotations": '
+            '[{"id": 1, "image_id": 1, "category_id": 1, "bbox": ' + bbox + "}]}")  # fmt: skip
+    with pytest.raises(FormatError, match="finite") as exc:
+        read(raw_zip(tmp_path, text))
+    assert exc.value.key == "annotations[0].bbox"
+
+
+def test_a_polygon_past_the_edge_is_clipped_with_a_warning(tmp_path: Path) -> None:
+    seg = [[1, 1, 50, 1, 50, 5, 1, 5]]  # 30 px past the right edge of the 20x10 image
+    (item,), notes = read_limited(one_image_zip(tmp_path, [bad(bbox=None, segmentation=seg)]))
+    (obj,) = item.objects
+    assert (obj.box.xmin, obj.box.xmax) == (0.05, 1.0)
+    assert obj.polygon == (1.0, 1.0, 20.0, 1.0, 20.0, 5.0, 1.0, 5.0)
+    assert notes.warning_counts == {"box_clipped": 1}
+
+
+def test_a_polygon_past_the_edge_with_masks_gives_a_clipped_mask(tmp_path: Path) -> None:
+    seg = [[1, 1, 50, 1, 50, 5, 1, 5]]
+    (item,), notes = read_limited(
+        one_image_zip(tmp_path, [bad(bbox=[1, 1, 49, 4], segmentation=seg)]), masks=True
+    )
+    assert item.objects[0].mask is not None
+    assert notes.warning_counts == {"box_clipped": 1}
+
+
+@pytest.mark.parametrize(
+    "ann",
+    [
+        bad(bbox=[100, 100, 2, 2]),
+        bad(bbox=[-10, 2, 5, 2]),
+        bad(bbox=[20, 2, 3, 3]),  # starts on the right edge: nothing inside
+        bad(bbox=None, segmentation=[[30, 1, 40, 1, 40, 5]]),
+    ],
+)
+def test_a_shape_entirely_outside_the_image_is_refused(tmp_path: Path, ann: dict[str, Any]) -> None:
+    with pytest.raises(FormatError, match="entirely outside the 20x10 image") as exc:
+        read_limited(one_image_zip(tmp_path, [ann]))
+    assert exc.value.key == "annotations[0]"
+    assert exc.value.item == "x.jpg"
+
+
+def test_a_zero_width_box_on_the_image_is_kept(tmp_path: Path) -> None:
+    (item,), notes = read_limited(one_image_zip(tmp_path, [bad(bbox=[20, 2, 0, 3])]))
+    assert item.objects[0].box.xmin == item.objects[0].box.xmax == 1.0
+    assert notes.warning_counts == {}
+
+
+@pytest.mark.parametrize(
+    ("seg", "limit"),
+    [
+        ([[1.0, 2.0] * 40], "max_values_per_feature"),
+        ([[1, 1, 5, 1, 5, 5]] * 20, "max_values_per_feature"),
+        ({"counts": [1] * 70 + [130], "size": [10, 20]}, "max_values_per_feature"),
+        ({"counts": "0" * 70, "size": [10, 20]}, "max_values_per_feature"),
+    ],
+)
+def test_polygon_points_and_rle_counts_are_capped(tmp_path: Path, seg: Any, limit: str) -> None:
+    with pytest.raises(LimitExceededError) as exc:
+        read_limited(one_image_zip(tmp_path, [bad(segmentation=seg)]), max_values_per_feature=64)
+    assert exc.value.limit == limit
+    assert exc.value.key == "annotations[0].segmentation"
+
+
+def test_rle_mask_pixels_are_checked_before_decoding(tmp_path: Path) -> None:
+    side = 100_000
+    rle = {"counts": [side**2], "size": [side, side]}
+    doc = coco_doc([{"id": 1, "file_name": "x.jpg", "width": side, "height": side}],
+                   [bad(iscrowd=1, segmentation=rle)])  # fmt: skip
+    zin = make_zip(tmp_path / "in.zip", {"annotations/instances_default.json": json.dumps(doc)})
+    with pytest.raises(LimitExceededError) as exc:
+        read_limited(zin, masks=True)
+    assert (exc.value.limit, exc.value.value) == ("max_mask_pixels", 10**10)
+
+
+def test_a_compressed_rle_count_over_64_bits_is_refused() -> None:
+    with pytest.raises(FormatError, match="over 64 bits"):
+        decode_counts_string("o" * 10_000 + "0")
+
+
+def test_objects_per_image_and_labels_are_capped(tmp_path: Path) -> None:
+    zin = one_image_zip(tmp_path, [bad(id=k) for k in range(6)])
+    with pytest.raises(LimitExceededError) as exc:
+        read_limited(zin, max_objects_per_item=5)
+    assert (exc.value.limit, exc.value.key, exc.value.item) == (
+        "max_objects_per_item", "annotations[5]", "x.jpg")  # fmt: skip
+    with pytest.raises(LimitExceededError) as exc:
+        read_limited(zin, max_labels=1)  # coco_doc declares two categories
+    assert exc.value.limit == "max_labels"
+
+
+def test_long_names_are_capped_by_max_text_bytes(tmp_path: Path) -> None:
+    doc = coco_doc([{"id": 1, "file_name": "é" * 40 + ".jpg", "width": 2, "height": 2}], [])
+    zin = make_zip(tmp_path / "in.zip", {"annotations/instances_default.json": json.dumps(doc)})
+    with pytest.raises(LimitExceededError) as exc:
+        read_limited(zin, max_text_bytes=64)
+    assert (exc.value.limit, exc.value.value, exc.value.key) == (
+        "max_text_bytes", 84, "images[0].file_name")  # fmt: skip
+
+
+def test_brackets_and_digit_runs_inside_strings_do_not_count(tmp_path: Path) -> None:
+    name = "[{" * 100 + "1" * 100 + '\\"' + "]" * 100 + ".jpg"
+    text = '{"images": [{"id": 1, "file_name": "' + name + '", "width": 2, "height": 2}]}'
+    (item,), _ = read_limited(raw_zip(tmp_path, text))
+    assert item.name == name.replace('\\"', '"')

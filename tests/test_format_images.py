@@ -68,7 +68,9 @@ def test_three_images_become_records_with_header_sizes_and_unchanged_bytes(
 
 def test_non_image_members_are_listed_as_warnings(tmp_path: Path) -> None:
     camera_zip(tmp_path / "cam.zip", {"notes.txt": b"hello", "__MACOSX/._0003.png": b"x"})
-    report = convert(tmp_path / "cam.zip", tmp_path / "o.zip", ConvertOptions())
+    # asked for explicitly: detection would refuse notes.txt as a possible annotation file
+    options = ConvertOptions(source_format="images")
+    report = convert(tmp_path / "cam.zip", tmp_path / "o.zip", options)
     assert report.items == 3
     assert report.warning_counts == {"not_an_image": 2}
     assert {w["member"] for w in report.warnings} == {"notes.txt", "__MACOSX/._0003.png"}
@@ -110,3 +112,44 @@ def test_detection_scores_low_so_annotation_formats_win() -> None:
     assert FORMATS["images"].open_writer is None
     assert detect_format(["a.jpg", "b.png"]) == "images"
     assert detect_format(["Annotations/a.xml", "JPEGImages/a.jpg"]) == "voc"
+
+
+# --- detection never drops annotations (issue 9) ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        "labels/0001.txt",
+        "annotations.json",
+        "meta/boxes.xml",
+        "cfg/dataset.yml",
+        "export/_annotations.csv",
+        "label_map.pbtxt",
+    ],
+)
+def test_images_beside_unknown_annotation_files_are_not_detected_as_images(
+    tmp_path: Path, extra: str
+) -> None:
+    camera_zip(tmp_path / "cam.zip", {extra: b"{}"})
+    with open_source(tmp_path / "cam.zip") as src, pytest.raises(DetectError) as exc:
+        detect_format(src.names(), archive="cam.zip")
+    assert exc.value.member == extra
+    assert extra in exc.value.message
+    assert exc.value.kind == "unknown_format"
+
+
+def test_a_coco_keypoints_export_is_refused_naming_the_file(tmp_path: Path) -> None:
+    member = "annotations/person_keypoints_default.json"
+    camera_zip(tmp_path / "kp.zip", {member: b'{"images": [], "annotations": []}'})
+    with pytest.raises(DetectError, match="COCO Keypoints") as exc:
+        convert(tmp_path / "kp.zip", tmp_path / "o.zip", ConvertOptions())
+    assert exc.value.member == member
+    assert not (tmp_path / "o.zip").exists()
+
+
+def test_readmes_licenses_and_macos_litter_do_not_block_images(tmp_path: Path) -> None:
+    camera_zip(tmp_path / "cam.zip", {"README.roboflow.txt": b"x", "LICENSE.txt": b"x",
+                                      "__MACOSX/._a.json": b"x", "._b.json": b"x"})  # fmt: skip
+    with open_source(tmp_path / "cam.zip") as src:
+        assert detect_format(src.names()) == "images"

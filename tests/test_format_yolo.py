@@ -16,11 +16,12 @@ from conftest import require_corpus
 from tfdrop.archive import open_source
 from tfdrop.codec.model import Box, Item, LabelMap, LabelMapItem
 from tfdrop.convert import ConvertOptions, convert
-from tfdrop.errors import FormatError
+from tfdrop.errors import FormatError, LimitExceededError
 from tfdrop.formats import Notes, ReadOptions, detect_format
 from tfdrop.formats.masks import decode_mask
 from tfdrop.formats.yolo import detect, open_reader
 from tfdrop.formats.yolo.lines import f32, format_row, parse_row
+from tfdrop.limits import Limits
 from tfhelpers import tf_records_by_name
 
 ASSETS = ("tests", "assets", "yolo_dataset")
@@ -612,8 +613,9 @@ def test_yaml_alias_bomb_in_names_is_rejected_quickly(tmp_path: Path) -> None:
         "data.yaml": "\n".join([*levels, "names: *a8", ""]),
         "labels/train/x.txt": "",
     })  # fmt: skip
-    with pytest.raises(FormatError, match="name of class 0 is list, not a label name"):
+    with pytest.raises(LimitExceededError) as exc:  # composing stops at the node budget
         read(src)
+    assert (exc.value.limit, exc.value.member) == ("max_yaml_nodes", "data.yaml")
 
 
 def test_ultralytics_list_lines_starting_dot_slash_are_relative_to_the_list_file(
@@ -682,3 +684,166 @@ def test_images_meta_quotes_names_with_spaces_as_datumaro_reads_them(tmp_path: P
         assert zf.read("images.meta") == b"'my shot 1' 20 30\n"
     (back,) = read(out)[0]
     assert (back.name, back.width, back.height, back.image) == ("my shot 1.jpg", 30, 20, None)
+
+
+# --- hardening (issue 9) ---------------------------------------------------------------------
+
+
+def ultra(tmp: Path, yaml_text: str, label: str = "0 0.5 0.5 0.2 0.2\n") -> Path:
+    members = {"data.yaml": yaml_text, "images/train/a.png": image(8, 8, "PNG"),
+               "labels/train/a.txt": label}  # fmt: skip
+    return make_zip(tmp / "u.zip", members)
+
+
+def read_limited(path: Path, **caps: int) -> list[Item]:
+    options = ReadOptions(images=False, limits=Limits().with_values(caps))
+    with open_source(path) as src:
+        return list(open_reader(src, options, Notes()).items())
+
+
+ALIAS_BOMB = 'a: &a ["x", "x", "x", "x", "x", "x", "x", "x", "x"]\n' + "".join(
+    f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi", strict=True)
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "limit"),
+    [
+        ("names: [a]\n" + ALIAS_BOMB + "kpt_shape: *i\n", "max_yaml_nodes"),
+        ("names: [a]\nx: " + "[" * 50_000 + "]" * 50_000 + "\n", "max_depth"),
+        ("names: [a]\nx: " + "{a: " * 70 + "1" + "}" * 70 + "\n", "max_depth"),
+        ("names: [" + ", ".join(["n"] * 30) + "]\n", "max_labels"),
+        ("names: [" + "a" * 100 + "]\n", "max_text_bytes"),
+    ],
+)
+def test_data_yaml_bombs_are_limit_errors(tmp_path: Path, text: str, limit: str) -> None:
+    with pytest.raises(LimitExceededError) as exc:
+        read_limited(ultra(tmp_path, text), max_labels=20, max_text_bytes=64)
+    assert (exc.value.limit, exc.value.member) == (limit, "data.yaml")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("names: {.inf: a}\n", "names key inf is not a class index"),
+        ("names: {0.5: a}\n", "names key 0.5 is not a class index"),
+        ("names: {true: a}\n", "names key True is not a class index"),
+        ("names: {-1: a}\n", "negative"),
+        ("names: {'0': a, 0: b}\n", "one class index twice"),
+        ("names: [[1, 2]]\n", "name of class 0 is list"),
+        ("names: [null]\n", "name of class 0 is NoneType"),
+        ('names: ["a\\0b"]\n', "not a label name"),
+        ('names: ["a\\nb"]\n', "not a label name"),
+        ('names: ["a\\ud800"]\n', "not a label name"),
+        ("names: [a]\nx: &x [*x]\n", "inside its own anchor"),
+        ("names: [a]\nx: 2001-13-45\n", "a value cannot be read"),
+        ("names: [a]\nx: 1" + "0" * 5000 + "\n", "a value cannot be read"),
+        ("names: [a]\nkpt_shape: [[1], [2]]\n", "kpt_shape list is not"),
+    ],
+)
+def test_odd_data_yaml_values_are_clear_errors(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(FormatError, match=message) as exc:
+        read(ultra(tmp_path, text))
+    assert exc.value.member == "data.yaml"
+
+
+def test_huge_class_indices_in_names_keep_their_labels(tmp_path: Path) -> None:
+    big = 10**20
+    (item,) = read_limited(ultra(tmp_path, f"names: {{{big}: a}}\n", f"{big} 0.5 0.5 0.2 0.2\n"))
+    assert [o.label for o in item.objects] == ["a"]
+
+
+def test_a_line_of_a_million_numbers_is_refused_before_it_is_split(tmp_path: Path) -> None:
+    rnd = random.Random(5)
+    line = "0 " + " ".join(f"{rnd.random():.6f}" for _ in range(1_000_000)) + "\n"
+    with pytest.raises(LimitExceededError) as exc:
+        read(ultra(tmp_path, "names: [a]\n", line))
+    assert (exc.value.limit, exc.value.member, exc.value.line) == (
+        "max_values_per_feature", "labels/train/a.txt", 1)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("label", "caps", "limit"),
+    [
+        ("0 0.5 0.5 0.2 0.2\n" * 6, {"max_objects_per_item": 5}, "max_objects_per_item"),
+        ("\r" * 6, {"max_objects_per_item": 5}, "max_objects_per_item"),
+        ("0 0.5 0.5 0.2 0.2" + "0" * 70 + "\n" + "0 " * 3, {}, "max_number_length"),
+        ("0" * 70 + " 0.5 0.5 0.2 0.2\n", {}, "max_number_length"),
+    ],
+)
+def test_label_files_are_capped_in_lines_and_number_length(
+    tmp_path: Path, label: str, caps: dict[str, int], limit: str
+) -> None:
+    with pytest.raises(LimitExceededError) as exc:
+        read_limited(ultra(tmp_path, "names: [a]\n", label), **caps)
+    assert exc.value.limit == limit
+
+
+def test_list_file_lines_are_capped_across_subsets(tmp_path: Path) -> None:
+    src = make_zip(tmp_path / "d.zip", {
+        "obj.data": "train = data/train.txt\nvalid = data/valid.txt\n", "obj.names": "a\n",
+        "train.txt": "data/obj_train_data/x.jpg\n" * 3,
+        "valid.txt": "data/obj_valid_data/x.jpg\n" * 3,
+        "obj_train_data/x.jpg": image(4, 4), "obj_valid_data/x.jpg": image(4, 4),
+    })  # fmt: skip
+    assert len(read_limited(src, max_list_lines=6)) == 2  # duplicates are dropped
+    with pytest.raises(LimitExceededError) as exc:
+        read_limited(src, max_list_lines=5)
+    assert (exc.value.limit, exc.value.member) == ("max_list_lines", "valid.txt")
+
+
+def test_obj_names_and_images_meta_lines_are_capped(tmp_path: Path) -> None:
+    src = make_zip(tmp_path / "d.zip", {"obj.names": "ab\n" * 50, "obj_train_data/x.txt": "",
+                                        "obj.data": "train = data/train.txt\n"})  # fmt: skip
+    with pytest.raises(LimitExceededError) as exc:
+        read_limited(src, max_labels=49)
+    assert (exc.value.limit, exc.value.member) == ("max_labels", "obj.names")
+
+
+@pytest.mark.parametrize("classes", ["²", "9" * 5000])
+def test_odd_digits_in_obj_data_and_images_meta_are_not_tracebacks(
+    tmp_path: Path, classes: str
+) -> None:
+    src = make_zip(tmp_path / "d.zip", {
+        "obj.data": f"classes = {classes}\ntrain = data/train.txt\n", "obj.names": "a\n",
+        "train.txt": "data/obj_train_data/x.jpg\n", "obj_train_data/x.txt": "0 0.5 0.5 1 1\n",
+        "images.meta": f"obj_train_data/x {classes} 4\nx ² 4\n",
+    })  # fmt: skip
+    with pytest.raises(FormatError, match=r"images\.meta gives no size"):
+        read(src)
+
+
+def test_side_files_and_images_are_read_within_the_byte_budget(tmp_path: Path) -> None:
+    src = ultra(tmp_path, "names: [a]\n" + "#" * 200 + "\n")
+    with pytest.raises(LimitExceededError) as exc:
+        read_limited(src, max_file_bytes=100)
+    assert (exc.value.limit, exc.value.member) == ("max_file_bytes", "data.yaml")
+    options = ReadOptions(limits=Limits(max_image_bytes=10))
+    with open_source(src) as s, pytest.raises(LimitExceededError) as exc:
+        list(open_reader(s, options, Notes()).items())
+    assert (exc.value.limit, exc.value.member) == ("max_image_bytes", "images/train/a.png")
+
+
+def test_data_yaml_paths_outside_the_archive_read_nothing_outside(tmp_path: Path) -> None:
+    src = ultra(tmp_path, "path: /etc\ntrain: ../../../../etc\nnames: [a]\n")
+    with pytest.raises(FormatError, match="neither a folder, a list file nor an image"):
+        read(src)
+
+
+@pytest.mark.parametrize("label", ["0 0.5_0 0.5 0.2 0.2\n", "\u0660 0.5 0.5 0.2 0.2\n",
+                                   "0 0.5 \u0660.5 0.2 0.2\n"])  # fmt: skip
+def test_numbers_python_reads_but_yolo_never_writes_are_refused(tmp_path: Path, label: str) -> None:
+    with pytest.raises(FormatError, match=r"not a (number|whole number)") as exc:
+        read(ultra(tmp_path, "names: [a]\n", label))
+    assert exc.value.line == 1
+
+
+def test_an_images_meta_size_past_any_image_is_refused_before_masks(tmp_path: Path) -> None:
+    src = make_zip(tmp_path / "d.zip", {
+        "obj.data": "train = data/train.txt\n", "obj.names": "a\n",
+        "train.txt": "data/obj_train_data/a.png\n", "obj_train_data/a.txt": "0 0.5 0.5 1 1\n",
+        "images.meta": "# name height width\na 999999999999 999999999999\n",
+    })  # fmt: skip
+    with pytest.raises(FormatError, match="not an image size") as exc:
+        read(src, masks=True)
+    assert (exc.value.member, exc.value.line) == ("images.meta", 2)

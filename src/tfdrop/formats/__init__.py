@@ -2,7 +2,8 @@
 
 Dispatch goes through the explicit table :data:`FORMATS` (STYLE.md habit 5), never plugin
 discovery. Detection scores each format on the source's member names and names what it found
-when nothing matches.
+when nothing matches. It never settles for plain ``images`` while annotation-like files sit
+beside them (issue 9: nothing annotated is published as an empty archive).
 """
 
 from __future__ import annotations
@@ -50,4 +51,45 @@ def detect_format(names: Sequence[str], *, archive: str | None = None) -> str:
             + ", ".join(FORMATS),
             archive=archive,
         )
+    if best == "images":
+        _refuse_unread_annotations(names, archive)
     return best
+
+
+_COCO_TASKS: Final = {
+    "person_keypoints_": "COCO Keypoints",
+    "captions_": "COCO Captions",
+    "panoptic_": "COCO Panoptic",
+    "stuff_": "COCO Stuff",
+    "image_info_": "COCO image info",
+    "labels_": "COCO Labels",
+}
+
+
+def _refuse_unread_annotations(names: Sequence[str], archive: str | None) -> None:
+    """:class:`DetectError` naming annotation-like members that no format reader claimed."""
+    found = images.annotation_members(names)
+    if not found:
+        return
+    for name in found:
+        base = name.rsplit("/", 1)[-1].lower()
+        task = next((t for p, t in _COCO_TASKS.items() if base.startswith(p)), None)
+        if task is not None and base.endswith(".json"):
+            raise DetectError(
+                f"{name} is a {task} file; tfdrop reads COCO instances files "
+                "(annotations/instances_<subset>.json) only, and will not publish these images "
+                "without their annotations",
+                archive=archive,
+                member=name,
+                hint="export as COCO 1.0 (instances), or convert with --from images to drop "
+                "the annotations on purpose",
+            )
+    shown = ", ".join(found[:8]) + (f" and {len(found) - 8} more" if len(found) > 8 else "")
+    raise DetectError(
+        f"images with annotation files in no format tfdrop knows ({shown}); "
+        "refusing to publish the images without them; known formats: " + ", ".join(FORMATS),
+        archive=archive,
+        member=found[0],
+        hint="name the source format (--from / from = ...), or --from images to convert the "
+        "images alone on purpose",
+    )

@@ -4,6 +4,12 @@ One item per image member at any folder depth, in archive order, subset ``defaul
 objects; size and format from the image header (Pillow reads the header only; the bytes are
 embedded unchanged). Members that are not images are listed as warnings. Read only; the
 detection score is low so that any annotation format in the same zip wins.
+
+Detection never falls back to this format when the archive also holds files that look like
+annotations (:func:`annotation_members`: JSON, XML, TXT, YAML, CSV, label maps) that no reader
+claimed: publishing those images with no objects would drop every annotation silently (a CVAT
+"COCO Keypoints 1.0" export was published with 0 objects). Reading as ``images`` is then only
+on request (``--from images``), which does not detect.
 """
 
 from __future__ import annotations
@@ -18,7 +24,10 @@ from tfdrop.formats.base import FormatSpec, Notes, ReadOptions
 from tfdrop.formats.imageinfo import is_image_name, probe_member
 
 SCORE: Final = 10
-MAX_IMAGE: Final = 256 << 20
+ANNOTATION_SUFFIXES: Final = (".json", ".xml", ".txt", ".yaml", ".yml", ".csv", ".pbtxt")
+_NOT_ANNOTATIONS: Final = ("readme", "license", "licence", "changelog")
+"""Base-name prefixes of text files that datasets ship beside images and are not annotations
+(Roboflow's ``README.roboflow.txt``, a ``LICENSE.txt``)."""
 
 
 def is_camera_image(name: str) -> bool:
@@ -27,6 +36,18 @@ def is_camera_image(name: str) -> bool:
     if name.startswith("__MACOSX/") or base.startswith("._"):
         return False
     return is_image_name(name)
+
+
+def annotation_members(names: Sequence[str]) -> list[str]:
+    """Members that look like annotation files (by suffix), macOS litter and readmes left out."""
+    out = []
+    for name in names:
+        base = name.rsplit("/", 1)[-1].lower()
+        if name.startswith("__MACOSX/") or base.startswith(("._", *_NOT_ANNOTATIONS)):
+            continue
+        if base.endswith(ANNOTATION_SUFFIXES):
+            out.append(name)
+    return out
 
 
 def detect(names: Sequence[str]) -> int:
@@ -64,7 +85,11 @@ class ImagesReader:
                 raise exc.at(member=name, item=name) from None
 
     def _item(self, name: str) -> Item:
-        data = self.source.read_bytes(name, max_size=MAX_IMAGE) if self.options.images else None
+        data = None
+        if self.options.images:
+            limits = self.options.limits
+            limits.check("max_image_bytes", self.source.size(name), member=name)
+            data = self.source.read_bytes(name, max_size=limits.max_image_bytes)
         info = probe_member(self.source, name, data)
         return Item(
             name=name,

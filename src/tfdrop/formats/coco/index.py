@@ -22,6 +22,7 @@ from typing import Any, Final
 
 from tfdrop.codec.model import LabelMap, LabelMapItem
 from tfdrop.errors import FormatError
+from tfdrop.limits import DEFAULT_LIMITS, Limits
 
 _INSTANCES: Final = re.compile(r"^(?P<root>(?:.*/)?)annotations/instances_(?P<subset>[^/]+)\.json$")
 _ROBOFLOW: Final = re.compile(r"^(?P<root>(?:.*/)?)_annotations\.coco\.json$")
@@ -58,6 +59,25 @@ def find_annotation_files(names: Sequence[str]) -> list[AnnotationFile]:
 
 _INT64 = 1 << 63
 _MAX_SIZE = 2**31 - 1  # pixels; anything larger is not an image size
+MAX_LABEL_ID = 2**31 - 1
+"""A label map id is an int32 (``StringIntLabelMapItem.id``): larger COCO ids are renumbered."""
+
+
+def utf8(text: str, what: str, limits: Limits, **where: Any) -> bytes:
+    """The UTF-8 bytes of a name from the JSON, checked against ``max_text_bytes``.
+
+    JSON escapes can spell a lone surrogate (``"\\ud800"``), which no UTF-8 file name or
+    TFRecord string can hold: refused here, naming the key, before it reaches the codec.
+    """
+    try:
+        data = text.encode()
+    except UnicodeEncodeError as exc:
+        raise FormatError(
+            f"{what} holds {text[exc.start]!r}, a lone UTF-16 surrogate that is not a character",
+            **where,
+        ) from None
+    limits.check("max_text_bytes", len(data), **where)
+    return data
 
 
 def _int(value: Any, what: str, path: str, member: str) -> int:
@@ -72,8 +92,9 @@ def _int(value: Any, what: str, path: str, member: str) -> int:
 class ImageIndex:
     """``images`` of one file: position -> (id, file name, width, height); id -> position."""
 
-    def __init__(self, member: str) -> None:
+    def __init__(self, member: str, limits: Limits = DEFAULT_LIMITS) -> None:
         self.member = member
+        self.limits = limits
         self._ids = array("q")
         self._wh = array("l")
         self._names = bytearray()
@@ -81,6 +102,8 @@ class ImageIndex:
         self._sorted = array("q")
         self._order = array("l")
         self._contiguous = False
+        self.objects = array("l")
+        """Annotations counted per image position (for ``max_objects_per_item``)."""
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -111,15 +134,17 @@ class ImageIndex:
                     key=f"{path}.{key}",
                     item=name,
                 )
+        data = utf8(name, "file_name", self.limits, member=self.member, key=f"{path}.file_name")
         self._ids.append(image_id)
         self._wh.extend(sizes)
-        self._names += name.replace("\\", "/").encode()
+        self._names += data.replace(b"\\", b"/")
         self._ends.append(len(self._names))
 
     def finish(self) -> None:
         """Build the id lookup; :class:`FormatError` when an id repeats."""
         ids = self._ids
         n = len(ids)
+        self.objects = array("l", bytes(self.objects.itemsize * n))
         self._contiguous = n > 0 and all(ids[i] == ids[0] + i for i in range(n))
         if self._contiguous:
             return
@@ -161,8 +186,10 @@ class ImageIndex:
 class Categories:
     """``categories`` of every file, merged: COCO id -> name, in first-seen order."""
 
-    def __init__(self) -> None:
+    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
+        self.limits = limits
         self.by_id: dict[int, str] = {}
+        self.names_seen: set[str] = set()
         self.supers: set[str] = set()
 
     def add(self, value: Any, path: str, member: str) -> None:
@@ -174,6 +201,7 @@ class Categories:
             raise FormatError(
                 f"category id {cat_id} has no name", member=member, key=f"{path}.name"
             )
+        utf8(name, "category name", self.limits, member=member, key=f"{path}.name")
         known = self.by_id.get(cat_id)
         if known is not None and known != name:
             raise FormatError(
@@ -181,25 +209,30 @@ class Categories:
                 member=member,
                 key=path,
             )
-        if known is None and name in self.by_id.values():
+        if known is None and name in self.names_seen:
             raise FormatError(
                 f"category name {name!r} is used by two ids; labels are matched by name",
                 member=member,
                 key=path,
             )
+        if known is None:
+            self.limits.check("max_labels", len(self.by_id) + 1, member=member, key=path)
         self.by_id[cat_id] = name
+        self.names_seen.add(name)
         sup = value.get("supercategory")
         if isinstance(sup, str) and sup:
+            utf8(sup, "supercategory", self.limits, member=member, key=f"{path}.supercategory")
             self.supers.add(sup)
 
     def label_map(self) -> LabelMap | None:
-        """The COCO ids as label ids (TF's create_coco_tf_record keeps them) when all are >= 1.
+        """The COCO ids as label ids (TF's create_coco_tf_record keeps them) when all are >= 1
+        and fit a label map's int32 (else None: convert numbers the labels 1..n in order).
 
         Roboflow writes its dataset's name as category 0, the supercategory of all the others,
         and never uses it: that one is left out, so the real classes keep their ids.
         """
         items = [(i, n) for i, n in self.by_id.items() if not self.is_roboflow_root(i)]
-        if not items or min(i for i, _ in items) < 1:
+        if not items or min(i for i, _ in items) < 1 or max(i for i, _ in items) > MAX_LABEL_ID:
             return None
         return LabelMap(tuple(LabelMapItem(id=i, name=n) for i, n in items))
 

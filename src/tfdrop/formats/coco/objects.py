@@ -13,9 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 from tfdrop.codec.model import Annotation, Box, Shape
-from tfdrop.errors import FormatError
+from tfdrop.errors import FormatError, LimitExceededError
 from tfdrop.formats.base import Notes, ReadOptions
-from tfdrop.formats.coco.index import Categories, ImageIndex, finite
+from tfdrop.formats.coco.index import Categories, ImageIndex, finite, utf8
 from tfdrop.formats.coco.rle import (
     check_counts,
     counts_bbox,
@@ -40,6 +40,12 @@ class ObjectBuilder:
         # replace (dataclasses.replace per object was a quarter of the run)
         self.ids_kept = categories.label_map() is not None
 
+    def _text(self, value: Any, key: str, item: str) -> str:
+        """An attribute key or value as text, checked (lone surrogates, ``max_text_bytes``)."""
+        text = _attr_text(value)
+        utf8(text, "an attribute", self.options.limits, key=key, item=item)
+        return text
+
     def annotation(self, r: Record, item: str, width: int, height: int) -> Annotation:
         """The object of one spilled annotation record, on an image of ``width x height``."""
         # the hot loop of a conversion (once per object): no work for what is absent
@@ -58,7 +64,7 @@ class ObjectBuilder:
         if seg:
             try:
                 shape, polygon, mask, bounds = self._segmentation(seg, width, height, bbox is None)
-            except FormatError as exc:
+            except (FormatError, LimitExceededError) as exc:
                 exc.message = f"annotation {ann_id}: {exc.message}"
                 raise exc.at(key=f"annotations[{i}].segmentation", item=item) from None
         if bbox is not None:
@@ -72,15 +78,23 @@ class ObjectBuilder:
                 key=f"annotations[{i}]",
                 item=item,
             )
-        if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
+        clipped = x0 < 0 or y0 < 0 or x1 > width or y1 > height
+        if clipped:
+            try:
+                x0, y0, x1, y1 = self._clip(ann_id, (x0, y0, x1, y1), width, height)
+            except FormatError as exc:
+                raise exc.at(key=f"annotations[{i}]", item=item) from None
+        if polygon and not _inside(polygon, width, height):
+            polygon = _clip_points(polygon, width, height)
+            clipped = True
+        if clipped:
             self.notes.warn(
                 "box_clipped",
-                f"annotation {ann_id}: box {(x0, y0, x1, y1)} reaches outside the "
+                f"annotation {ann_id}: {_shown(bbox, bounds)} reaches outside the "
                 f"{width}x{height} image; clipped",
                 item=item,
+                key=f"annotations[{i}]",
             )
-            x0, x1 = min(max(x0, 0), width), min(max(x1, 0), width)
-            y0, y1 = min(max(y0, 0), height), min(max(y1, 0), height)
         occluded = difficult = truncated = False
         view = ""
         attributes: tuple[tuple[str, str], ...] = ()
@@ -95,9 +109,10 @@ class ObjectBuilder:
                 elif k == "truncated":
                     truncated = _truthy(v)
                 elif k == "view":
-                    view = str(v)
+                    view = self._text(v, f"annotations[{i}].attributes.view", item)
                 else:
-                    rest.append((str(k), _attr_text(v)))
+                    key = f"annotations[{i}].attributes"
+                    rest.append((self._text(k, key, item), self._text(v, f"{key}.{k}", item)))
             attributes = tuple(rest)
         return Annotation(
             label=label,
@@ -115,15 +130,42 @@ class ObjectBuilder:
             attributes=attributes,
         )
 
+    @staticmethod
+    def _clip(
+        ann_id: Any, box: tuple[float, float, float, float], width: int, height: int
+    ) -> tuple[float, float, float, float]:
+        """The box clipped to the image; :class:`FormatError` when none of it is inside
+        (a box of zero width or height counts as inside when it lies on the image)."""
+        x0, y0, x1, y1 = box
+        cx0, cx1 = min(max(x0, 0), width), min(max(x1, 0), width)
+        cy0, cy1 = min(max(y0, 0), height), min(max(y1, 0), height)
+        if (
+            x0 > width
+            or y0 > height
+            or x1 < 0
+            or y1 < 0
+            or (cx0 == cx1 and x1 > x0)
+            or (cy0 == cy1 and y1 > y0)
+        ):
+            raise FormatError(
+                f"annotation {ann_id}: the shape {tuple(box)} lies entirely outside the "
+                f"{width}x{height} image"
+            )
+        return cx0, cy0, cx1, cy1
+
     def _segmentation(
         self, seg: Any, width: int, height: int, need_bounds: bool
     ) -> tuple[Shape, tuple[float, ...], bytes | None, tuple[float, float, float, float] | None]:
         """(shape, kept polygon, mask PNG if masks are on, bounds if asked for)."""
         if not seg:
             return Shape.BOX, (), None, None
+        limits = self.options.limits
         if isinstance(seg, list):
             parts: list[list[float]] = []
+            values = 0
             for part in seg:
+                values += len(part) if type(part) is list else 1
+                limits.check("max_values_per_feature", values)
                 if not finite(part) or len(part) % 2:
                     raise FormatError("a polygon must be a list of x, y numbers")
                 if len(part) >= 6:
@@ -152,12 +194,16 @@ class ObjectBuilder:
                 raise FormatError(f"RLE size must be [height, width], not {size!r}")
             if size != [height, width]:
                 raise FormatError(f"RLE size {size} is not the image's [{height}, {width}]")
+            cap = limits.max_values_per_feature
             if isinstance(counts, str):
-                counts = decode_counts_string(counts)
+                counts = decode_counts_string(counts, max_counts=cap)
             elif not isinstance(counts, list):
                 raise FormatError("RLE counts must be a list or a compressed string")
+            limits.check("max_values_per_feature", len(counts))
             mask = None
             if self.options.masks:
+                # checked here, before counts_to_bits allocates height x width bytes
+                limits.check("max_mask_pixels", height * width)
                 bits = counts_to_bits(counts, height, width)  # also checks the counts
                 mask = bitmap_mask_png(bits, width, height)
             else:
@@ -165,6 +211,27 @@ class ObjectBuilder:
             box = counts_bbox(counts, height) if need_bounds else None
             return Shape.MASK, (), mask, box
         raise FormatError(f"segmentation must be a list or an RLE object, not {seg!r}")
+
+
+def _shown(bbox: Any, bounds: Any) -> str:
+    """The shape's extent as the file gives it, for the box_clipped warning."""
+    if bbox is not None:
+        return f"box [x, y, w, h] = {list(bbox)}"
+    if bounds is not None:
+        return f"shape (xmin, ymin, xmax, ymax) = {tuple(bounds)}"
+    return "polygon"
+
+
+def _inside(points: tuple[float, ...], width: int, height: int) -> bool:
+    xs, ys = points[0::2], points[1::2]
+    return min(xs) >= 0 and min(ys) >= 0 and max(xs) <= width and max(ys) <= height
+
+
+def _clip_points(points: tuple[float, ...], width: int, height: int) -> tuple[float, ...]:
+    """A polygon's points clamped to the image, as its box is."""
+    return tuple(
+        min(max(v, 0.0), float(width if k % 2 == 0 else height)) for k, v in enumerate(points)
+    )
 
 
 def _truthy(value: Any) -> bool:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import IO, TYPE_CHECKING, Any, Final
 
 from tfdrop.codec.model import Item, LabelMap
 from tfdrop.errors import FormatError, TfdropError
@@ -42,14 +42,14 @@ from tfdrop.formats.coco.index import (
     finite,
 )
 from tfdrop.formats.coco.objects import ObjectBuilder, Record, refuse
-from tfdrop.formats.coco.scan import walk
+from tfdrop.formats.coco.scan import Element, walk
 from tfdrop.formats.coco.spill import Spill
 from tfdrop.formats.imageinfo import format_from_name, probe_member
+from tfdrop.limits import exceeded
 
 if TYPE_CHECKING:
     from tfdrop.archive import Source
 
-MAX_IMAGE: Final = 256 << 20
 _OTHER_TASKS: Final = ("person_keypoints_", "captions_", "panoptic_", "stuff_", "image_info_")
 
 
@@ -59,10 +59,11 @@ class CocoReader:
     options: ReadOptions
     notes: Notes
     files: list[AnnotationFile] = field(default_factory=list)
-    categories: Categories = field(default_factory=Categories)
+    categories: Categories = field(init=False)
     _objects: ObjectBuilder = field(init=False)
 
     def __post_init__(self) -> None:
+        self.categories = Categories(self.options.limits)
         names = self.source.names()
         self.files = find_annotation_files(names)
         if not self.files:
@@ -83,11 +84,24 @@ class CocoReader:
     def _read_categories(self, member: str) -> None:
         with self.source.open(member) as stream:
             wanted = frozenset({"categories"})
-            for el in walk(stream, member, wanted=wanted, until="categories"):
+            for el in self._walk(stream, member, wanted, until="categories"):
                 if el.key == "categories":
                     if el.idx < 0:
                         raise FormatError("categories must be a list", member=member, key=el.key)
                     self.categories.add(el.value, el.path, member)
+
+    def _walk(
+        self, stream: IO[bytes], member: str, wanted: frozenset[str], until: str | None = None
+    ) -> Iterator[Element]:
+        limits = self.options.limits
+        return walk(
+            stream,
+            member,
+            wanted=wanted,
+            until=until,
+            max_depth=limits.max_depth,
+            max_number_length=limits.max_number_length,
+        )
 
     def labels(self) -> Sequence[str]:
         return self.categories.names()
@@ -109,10 +123,10 @@ class CocoReader:
     # -- pass: images and annotations ------------------------------------------------------
 
     def _index(self, f: AnnotationFile, spill: Spill) -> ImageIndex:
-        index = ImageIndex(f.member)
+        index = ImageIndex(f.member, self.options.limits)
         finished = deferred = False
         with self.source.open(f.member) as stream:
-            for el in walk(stream, f.member, wanted=frozenset({"images", "annotations"})):
+            for el in self._walk(stream, f.member, frozenset({"images", "annotations"})):
                 if el.key == "images":
                     if el.idx < 0:
                         raise FormatError("images must be a list", key=el.key)
@@ -135,7 +149,7 @@ class CocoReader:
             if deferred:
                 # annotations came before images: walk the file again for them
                 with self.source.open(f.member) as stream:
-                    for el in walk(stream, f.member, wanted=frozenset({"annotations"})):
+                    for el in self._walk(stream, f.member, frozenset({"annotations"})):
                         if el.key == "annotations" and el.idx >= 0:
                             self._spill(el.idx, el.value, index, spill)
         return index
@@ -161,6 +175,16 @@ class CocoReader:
             ):
                 pos = index.position(image_id)
                 if pos is not None:
+                    n = index.objects[pos] + 1
+                    index.objects[pos] = n
+                    if n > self.options.limits.max_objects_per_item:
+                        raise exceeded(
+                            "max_objects_per_item",
+                            n,
+                            self.options.limits.max_objects_per_item,
+                            key=f"annotations[{i}]",
+                            item=index.name(pos),
+                        )
                     attrs = get("attributes")
                     spill.add(
                         pos,
@@ -210,7 +234,9 @@ class CocoReader:
                     item=name,
                 )
         elif self.options.images:
-            image = self.source.read_bytes(member, max_size=MAX_IMAGE)
+            cap = self.options.limits.max_image_bytes
+            self.options.limits.check("max_image_bytes", self.source.size(member), member=member)
+            image = self.source.read_bytes(member, max_size=cap)
         if width <= 0 or height <= 0:
             if image is None and member is None:
                 raise FormatError(

@@ -18,7 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tfdrop.errors import FormatError
+from tfdrop.errors import FormatError, LimitExceededError
+
+_MAX_GROUPS = 13
+"""5-bit groups of one compressed count: 13 hold 64 bits (a longer run made each step slower)."""
 
 __all__ = [
     "check_counts",
@@ -31,9 +34,14 @@ __all__ = [
 ]
 
 
-def decode_counts_string(text: str) -> list[int]:
-    """Run lengths from a compressed COCO RLE string (``rleFrString``)."""
+def decode_counts_string(text: str, *, max_counts: int | None = None) -> list[int]:
+    """Run lengths from a compressed COCO RLE string (``rleFrString``).
+
+    ``max_counts``: raise :class:`LimitExceededError` (``max_values_per_feature``) as soon as
+    the string holds more counts than this, before the list grows past it.
+    """
     counts: list[int] = []
+    cap = len(text) if max_counts is None else max_counts
     p = 0
     n = len(text)
     while p < n:
@@ -43,6 +51,8 @@ def decode_counts_string(text: str) -> list[int]:
         while more:
             if p >= n:
                 raise FormatError("compressed RLE string ends inside a count")
+            if k >= _MAX_GROUPS:  # maskApi.c reads counts into a 64-bit long
+                raise FormatError(f"compressed RLE count at character {p} is over 64 bits")
             c = ord(text[p]) - 48
             if not 0 <= c < 64:
                 raise FormatError(f"compressed RLE string has an invalid character {text[p]!r}")
@@ -56,6 +66,13 @@ def decode_counts_string(text: str) -> list[int]:
             x += counts[-2]
         if x < 0:
             raise FormatError(f"compressed RLE string decodes to a negative run ({x})")
+        if len(counts) >= cap:
+            raise LimitExceededError(
+                f"max_values_per_feature is {cap}, and this input needs at least {cap + 1}",
+                limit="max_values_per_feature",
+                value=cap + 1,
+                cap=cap,
+            )
         counts.append(x)
     return counts
 

@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from typing import IO, Any, Final, NamedTuple
 
 from tfdrop.errors import FormatError
+from tfdrop.formats.coco.guard import Guard
+from tfdrop.limits import DEFAULT_LIMITS
 
 CHUNK: Final = 1 << 20
 LOW_WATER: Final = 256 << 10
@@ -53,9 +55,11 @@ class Element(NamedTuple):
 
 
 class _Buffer:
-    def __init__(self, stream: IO[bytes], member: str) -> None:
+    def __init__(self, stream: IO[bytes], member: str, guard: Guard) -> None:
         self.stream = stream
         self.member = member
+        self.guard = guard
+        self.checked = 0  # buf[:checked] has passed the guard
         self.decoder = codecs.getincrementaldecoder("utf-8")()
         self.buf = ""
         self.pos = 0
@@ -75,9 +79,12 @@ class _Buffer:
             self.eof = True
         self.base += self.pos
         self.buf = self.buf[self.pos :] + text
+        self.checked = max(self.checked - self.pos, 0)
         self.pos = 0
         if self.base == 0 and self.buf.startswith("\ufeff"):
-            self.pos = 1  # a UTF-8 byte order mark, as Windows tools write
+            self.pos = self.checked = 1  # a UTF-8 byte order mark, as Windows tools write
+        # depth and number length are checked before the C decoder sees the text
+        self.checked = self.guard.check(self.buf, self.checked, self.base)
         return bool(data) or bool(text)
 
     def grow(self) -> None:
@@ -120,6 +127,9 @@ class _Buffer:
         while True:
             try:
                 value, end = _decode(self.buf, self.pos)
+            except RecursionError:
+                # only when max_depth is raised past what the C decoder can nest
+                raise self.error("JSON nesting is too deep for Python's decoder", path) from None
             except json.JSONDecodeError as exc:
                 if not self.eof and len(self.buf) - self.pos <= MAX_ELEMENT:
                     self.grow()
@@ -132,6 +142,9 @@ class _Buffer:
                 raise self.error(
                     f"a JSON element is larger than {MAX_ELEMENT} characters", path
                 ) from None
+            except ValueError as exc:
+                # int() refuses over 4,300 digits: only when max_number_length is raised past it
+                raise self.error(f"a JSON number cannot be read: {exc}", path) from None
             # a number at the very end of the buffer may continue in the next chunk
             if end >= len(self.buf) and not self.eof:
                 self.grow()
@@ -141,7 +154,13 @@ class _Buffer:
 
 
 def walk(
-    stream: IO[bytes], member: str, *, wanted: frozenset[str], until: str | None = None
+    stream: IO[bytes],
+    member: str,
+    *,
+    wanted: frozenset[str],
+    until: str | None = None,
+    max_depth: int = DEFAULT_LIMITS.max_depth,
+    max_number_length: int = DEFAULT_LIMITS.max_number_length,
 ) -> Iterator[Element]:
     """Every element of the top-level arrays named in ``wanted``, and every non-array member.
 
@@ -152,8 +171,11 @@ def walk(
     Raises:
         FormatError: invalid or truncated JSON, a top level that is not an object, an element
             over :data:`MAX_ELEMENT`; ``member`` and ``key`` (the JSON path) are set.
+        LimitExceededError: nesting deeper than ``max_depth`` (the top-level object is depth
+            1) or a number longer than ``max_number_length`` characters, with its offset.
     """
-    b = _Buffer(stream, member)
+    guard = Guard(max_depth=max_depth, max_number_length=max_number_length, member=member)
+    b = _Buffer(stream, member, guard)
     b.fill()
     if b.peek() == "":
         raise b.error("the file is empty")
@@ -196,7 +218,7 @@ def _array(b: _Buffer, key: str, keep: bool) -> Iterator[Element]:
             b.fill()
         try:
             value, end = _decode(b.buf, b.pos)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
             value = b.value(f"{key}[{index}]")
         else:
             if end >= len(b.buf) and not b.eof:

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 from tfdrop.codec.model import Box
 from tfdrop.errors import FormatError
+from tfdrop.formats.yolo.config import split_lines
+from tfdrop.limits import DEFAULT_LIMITS, Limits
 
 # YOLO exports write 6 decimals; a box on the image edge then computes a corner of -5e-7.
 EDGE_TOLERANCE = 1e-5
@@ -59,9 +61,13 @@ def _box(xmin: float, ymin: float, xmax: float, ymax: float) -> tuple[Box, bool]
     return Box(x0, y0, x1, y1), a or b or c or d
 
 
-def _numbers(tokens: list[str], member: str, line: int) -> list[float]:
+def _numbers(tokens: list[str], member: str, line: int, limits: Limits) -> list[float]:
     out: list[float] = []
     for tok in tokens:
+        limits.check("max_number_length", len(tok), member=member, line=line)
+        if not tok.isascii() or "_" in tok:
+            # float() also reads "0.5_0" and Arabic-Indic digits: not what YOLO writes
+            raise FormatError(f"{tok!r} is not a number", member=member, line=line)
         try:
             v = float(tok)
         except ValueError:
@@ -72,7 +78,10 @@ def _numbers(tokens: list[str], member: str, line: int) -> list[float]:
     return out
 
 
-def _class_index(tok: str, num_classes: int, member: str, line: int) -> int:
+def _class_index(tok: str, num_classes: int, member: str, line: int, limits: Limits) -> int:
+    limits.check("max_number_length", len(tok), member=member, line=line)
+    if not tok.isascii() or "_" in tok:
+        raise FormatError(f"class index {tok!r} is not a whole number", member=member, line=line)
     try:
         cls = int(tok)
     except ValueError:
@@ -134,6 +143,7 @@ def parse_row(
     member: str,
     line: int,
     kpt_values: int | None = None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> Row | None:
     """One line of a label file; None for a blank line.
 
@@ -143,19 +153,30 @@ def parse_row(
         member: The label file's name, for errors.
         line: The 1-based line number, for errors.
         kpt_values: k*d from data.yaml ``kpt_shape`` for pose datasets, else None.
+        limits: ``max_values_per_feature`` (values on one line, checked before they are
+            split out) and ``max_number_length``.
 
     Raises:
         FormatError: The line is not a box, polygon or (pose) box + keypoints row.
+        LimitExceededError: Too many values on the line, or a number too long.
     """
-    tokens = text.split()
+    cap = limits.max_values_per_feature
+    tokens = text.split(maxsplit=cap + 1)  # at most cap + 2 strings, whatever the line
+    limits.check("max_values_per_feature", len(tokens) - 1, member=member, line=line)
     if not tokens:
         return None
-    if len(tokens) == 5 and kpt_values is None:
+    if (
+        len(tokens) == 5
+        and kpt_values is None
+        and text.isascii()
+        and "_" not in text
+        and len(max(tokens, key=len)) <= limits.max_number_length
+    ):
         fast = _fast_box(tokens, num_classes, line)
         if fast is not None:
             return fast
-    cls = _class_index(tokens[0], num_classes, member, line)
-    vals = _numbers(tokens[1:], member, line)
+    cls = _class_index(tokens[0], num_classes, member, line, limits)
+    vals = _numbers(tokens[1:], member, line, limits)
     n = len(vals)
     if kpt_values is not None and n in (4 + kpt_values, 4):
         return _box_row(cls, vals, member, line, n - 4)
@@ -178,12 +199,25 @@ def parse_row(
 
 
 def parse_label_text(
-    text: str, *, num_classes: int, member: str, kpt_values: int | None = None
+    text: str,
+    *,
+    num_classes: int,
+    member: str,
+    kpt_values: int | None = None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> list[Row]:
-    """Every row of a label file's text (blank lines skipped)."""
+    """Every row of a label file's text (blank lines skipped).
+
+    One object per line: the line count is checked against ``max_objects_per_item`` before
+    the text is split (a 64 MiB file of short lines is tens of millions of strings).
+    """
     rows: list[Row] = []
-    for i, raw in enumerate(text.splitlines(), start=1):
-        row = parse_row(raw, num_classes=num_classes, member=member, line=i, kpt_values=kpt_values)
+    lines = split_lines(text, "max_objects_per_item", limits, member=member)
+    for i, raw in enumerate(lines, start=1):
+        row = parse_row(
+            raw, num_classes=num_classes, member=member, line=i, kpt_values=kpt_values,
+            limits=limits,
+        )  # fmt: skip
         if row is not None:
             rows.append(row)
     return rows

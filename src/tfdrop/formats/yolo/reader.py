@@ -38,12 +38,10 @@ from tfdrop.formats.yolo.layout import (
     under,
 )
 from tfdrop.formats.yolo.lines import Row, parse_label_text
+from tfdrop.limits import Limits
 
 if TYPE_CHECKING:
     from tfdrop.archive import Source
-
-MAX_IMAGE = 256 << 20
-MAX_LABEL_FILE = 16 << 20
 
 
 def _subset_name(rel: str) -> str:
@@ -64,6 +62,7 @@ class YoloReader:
     entries: list[Entry] = field(default_factory=list)
     kpt_values: int | None = None
     _meta: dict[str, tuple[int, int]] = field(default_factory=dict)
+    _lines: int = 0  # list-file lines read so far (max_list_lines is for all of them)
     _members: Members = field(init=False)
 
     def __post_init__(self) -> None:
@@ -98,19 +97,29 @@ class YoloReader:
             )
         meta = self._members.find(join(root, "images.meta"))
         if meta is not None:
-            self._meta = cfg.parse_image_meta(self._text(meta))
+            self._meta = cfg.parse_image_meta(self._text(meta), meta, self._limits, self._lines)
+            self._lines += len(self._meta)
         self._dedupe()
 
     # -- layout discovery --------------------------------------------------------------------
 
+    @property
+    def _limits(self) -> Limits:
+        return self.options.limits
+
+    def _read(self, member: str, limit: str) -> bytes:
+        cap: int = getattr(self._limits, limit)
+        self._limits.check(limit, self.source.size(member), member=member)
+        return self.source.read_bytes(member, max_size=cap)
+
     def _text(self, member: str) -> str:
-        return cfg.decode_text(self.source.read_bytes(member, max_size=cfg.MAX_SIDE_FILE), member)
+        return cfg.decode_text(self._read(member, "max_file_bytes"), member)
 
     def _names_file(self, member: str) -> None:
-        self.names = dict(enumerate(cfg.parse_names(self._text(member), member)))
+        self.names = dict(enumerate(cfg.parse_names(self._text(member), member, self._limits)))
 
     def _darknet(self, obj_data: str, root: str) -> None:
-        config = cfg.parse_obj_data(self._text(obj_data))
+        config = cfg.parse_obj_data(self._text(obj_data), obj_data, self._limits)
         wanted = join(root, localize(config.get("names", "obj.names")))
         names_member = self._members.find(wanted) or self._members.find(join(root, "obj.names"))
         if names_member is None:
@@ -122,7 +131,8 @@ class YoloReader:
             )
         self._names_file(names_member)
         classes = config.get("classes", "")
-        if classes.isdigit() and int(classes) != len(self.names):
+        declared = cfg.whole_number(classes)
+        if declared is not None and declared != len(self.names):
             self.notes.warn(
                 "classes_mismatch",
                 f"obj.data says classes = {classes} but obj.names has {len(self.names)} names",
@@ -159,7 +169,11 @@ class YoloReader:
 
     def _list_file(self, subset: str, member: str, root: str, base: str, *, darknet: bool) -> None:
         list_dir = dirname(member)
-        for raw in self._text(member).splitlines():
+        lines = cfg.split_lines(
+            self._text(member), "max_list_lines", self._limits, member=member, used=self._lines
+        )
+        self._lines += len(lines)
+        for raw in lines:
             rel = localize(raw)
             if not rel:
                 continue
@@ -204,7 +218,7 @@ class YoloReader:
                 self.entries.append(e)
 
     def _ultralytics(self, data_yaml: str, root: str) -> None:
-        conf = cfg.parse_data_yaml(self._text(data_yaml), data_yaml)
+        conf = cfg.parse_data_yaml(self._text(data_yaml), data_yaml, self._limits)
         self.names = conf.names
         self.kpt_values = conf.kpt_values
         base = root
@@ -260,9 +274,9 @@ class YoloReader:
 
     def _flat(self, lists: list[str]) -> None:
         # Roboflow writes one _darknet.labels per subset folder: they must agree
-        first = cfg.parse_names(self._text(lists[0]), lists[0])
+        first = cfg.parse_names(self._text(lists[0]), lists[0], self._limits)
         for other in lists[1:]:
-            if cfg.parse_names(self._text(other), other) != first:
+            if cfg.parse_names(self._text(other), other, self._limits) != first:
                 raise FormatError(
                     f"label list differs from {lists[0]}; class indices would be ambiguous",
                     member=other,
@@ -303,7 +317,7 @@ class YoloReader:
         if entry.image is not None:
             data = None
             if self.options.images:
-                data = self.source.read_bytes(entry.image, max_size=MAX_IMAGE)
+                data = self._read(entry.image, "max_image_bytes")
             info = probe_member(self.source, entry.image, data)
             return data, info.format, info.width, info.height
         stem = stem_txt(entry.name)[:-4]
@@ -322,14 +336,13 @@ class YoloReader:
             raise FormatError(f"image size {width}x{height} is not positive")
         objects: list[Annotation] = []
         if entry.label is not None:
-            text = cfg.decode_text(
-                self.source.read_bytes(entry.label, max_size=MAX_LABEL_FILE), entry.label
-            )
+            text = cfg.decode_text(self._read(entry.label, "max_file_bytes"), entry.label)
             rows = parse_label_text(
                 text,
                 num_classes=max(self.names) + 1,
                 member=entry.label,
                 kpt_values=self.kpt_values,
+                limits=self._limits,
             )
             for row in rows:
                 label = self.names.get(row.cls)
