@@ -27,4 +27,4 @@ TFDROP_NO_C=1 exec .venv/bin/python -m pytest -q \
   tests/test_framing.py tests/test_compression.py tests/test_example.py tests/test_wire.py \
   tests/test_fast_check.py tests/test_schema.py tests/test_stream.py \
   tests/test_format_tfrecord.py tests/test_cli_tfrecord.py tests/test_interop_validate.py \
-  tests/hostile/test_hostile_tfrecord.py
+  tests/hostile/test_hostile_tfrecord.py tests/test_readback.py tests/test_units.py

@@ -265,3 +265,12 @@ def test_missing_id_or_name_is_an_error() -> None:
 )
 def test_garbage_is_a_label_map_error_with_the_line(text: str | bytes, line: int) -> None:
     assert _error(text).line == line
+
+
+def test_a_label_map_with_a_lone_surrogate_name_is_a_label_map_error() -> None:
+    # a JSON "\ud800" escape decodes to a lone surrogate, which UTF-8 cannot encode
+    from tfdrop.codec.model import LabelMap
+    from tfdrop.errors import LabelMapError
+
+    with pytest.raises(LabelMapError, match="lone surrogate"):
+        LabelMap.from_names(["cat", "do\ud800g"])

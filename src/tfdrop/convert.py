@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Self
@@ -20,13 +19,14 @@ from typing import Any, BinaryIO, Self
 from tfdrop.archive import Source, ZipSink, has_end_record, open_source
 from tfdrop.archive.limits import check_item_name
 from tfdrop.codec.model import Item, LabelMap
-from tfdrop.errors import TfdropError, ValidationError
+from tfdrop.errors import TfdropError
 from tfdrop.formats import FORMATS, Notes, Reader, ReadOptions, WriteOptions, detect_format
 from tfdrop.formats.base import Splittable
 from tfdrop.formats.tfrecord import LABEL_MAP_NAME, TfrecordWriter
 from tfdrop.labels import LabelResolver
 from tfdrop.limits import DEFAULT_LIMITS, Limits
 from tfdrop.publish import atomic_path
+from tfdrop.readback import Written, validate_archive
 from tfdrop.stream import is_tfrecord_name, parse_shard_name, shard_name
 from tfdrop.units import (
     UNIT_BYTES,
@@ -187,16 +187,6 @@ def open_input(path: Path, limits: Limits | None = None) -> Source:
     return open_source(path, limits=limits)
 
 
-@contextmanager
-def _read_back(out: Path, fmt: str, notes: Notes, options: ConvertOptions) -> Iterator[Reader]:
-    spec = FORMATS[fmt]
-    assert spec.open_reader is not None
-    with open_source(out, limits=options.limits) as src:
-        yield spec.open_reader(
-            src, ReadOptions(masks=options.masks, images=False, limits=options.limits), notes
-        )
-
-
 def convert(
     src: Path,
     out: Path,
@@ -243,7 +233,14 @@ def convert(
             stream = _items(reader, job, options, notes)
             with atomic_path(out) as tmp:
                 counts = _write(stream, resolver, tmp, options, notes, progress, workdir)
-                validated = _validate(tmp, options, counts, resolver.map)
+                validated = validate_archive(
+                    tmp,
+                    options.target_format,
+                    Written(*counts),
+                    resolver.map,
+                    masks=options.masks,
+                    limits=options.limits,
+                )
         except TfdropError as exc:
             raise exc.at(archive=str(src)) from None
     items, objects, subsets, labels = counts
@@ -319,36 +316,3 @@ def _write(
                 progress(n_items)
         writer.close(resolver.map)
     return n_items, n_objects, subsets, labels
-
-
-def _validate(out: Path, options: ConvertOptions, counts: _Counts, label_map: LabelMap) -> int:
-    """Read the archive back through the target's reader; compare counts and label names."""
-    items, objects, subsets, labels = counts
-    notes = Notes()
-    seen_items = seen_objects = 0
-    seen_subsets: Counter[str] = Counter()
-    seen_labels: Counter[str] = Counter()
-    try:
-        with _read_back(out, options.target_format, notes, options) as reader:
-            for item in reader.items():
-                seen_items += 1
-                seen_objects += len(item.objects)
-                seen_subsets[item.subset] += 1
-                seen_labels.update(o.label for o in item.objects)
-            read_names = list(reader.labels())
-    except TfdropError as exc:
-        raise ValidationError(f"the written archive does not read back: {exc}") from exc
-    wrote = (items, objects, dict(subsets), dict(labels))
-    read = (seen_items, seen_objects, dict(seen_subsets), dict(seen_labels))
-    if wrote != read:
-        raise ValidationError(
-            f"the written archive reads back differently: wrote {items} items / {objects} "
-            f"objects, read {seen_items} / {seen_objects}",
-        )
-    if read_names != label_map.names:
-        missing = [n for n in label_map.names if n not in set(read_names)][:5]
-        raise ValidationError(
-            f"the written label list reads back differently: {len(label_map)} labels written, "
-            f"{len(read_names)} read (first missing: {missing})"
-        )
-    return seen_items

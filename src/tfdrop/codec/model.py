@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from tfdrop.errors import LabelMapError
+
 
 class Shape(StrEnum):
     """What the source held for an annotation (the report counts them)."""
@@ -124,6 +126,17 @@ class LabelMapItem:
     instance_count: int | None = None
 
 
+def _utf8(name: str) -> bytes:
+    try:
+        return name.encode()
+    except UnicodeEncodeError as exc:
+        bad = name[exc.start : exc.end].encode("unicode_escape").decode("ascii")
+        raise LabelMapError(
+            f"label {name[: exc.start][:40]!r}... holds {bad}, which is not a Unicode "
+            "character (a lone surrogate, e.g. from a JSON '\\ud800' escape)"
+        ) from None
+
+
 @dataclass(frozen=True, slots=True)
 class LabelMap:
     """An ordered label map with lookups by id, name and display name."""
@@ -150,7 +163,7 @@ class LabelMap:
                 by_name[it.name] = it
         object.__setattr__(self, "_by_id", by_id)
         object.__setattr__(self, "_by_name", by_name)
-        text_ids = {name.encode(): it.id for name, it in by_name.items()}
+        text_ids = {_utf8(name): it.id for name, it in by_name.items()}
         object.__setattr__(self, "_text_ids", text_ids)
         object.__setattr__(self, "_pairs", frozenset(text_ids.items()))
 

@@ -1,0 +1,84 @@
+"""Read-back validation (tfdrop.readback): a written archive that differs from what was written
+is never published; the TFRecord path checks frames, schema, counts and the label map."""
+
+from __future__ import annotations
+
+import zipfile
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from conftest import records_bytes
+from tfdrop.codec.labelmap import format_label_map
+from tfdrop.codec.model import Annotation, Box, Item, LabelMap
+from tfdrop.errors import ValidationError
+from tfdrop.limits import DEFAULT_LIMITS
+from tfdrop.readback import Written, validate_archive
+
+MAP = LabelMap.from_names(["cat", "dog"])
+
+
+def _item(name: str, label: str = "cat", label_id: int = 1) -> Item:
+    box = Box(0.1, 0.2, 0.5, 0.6)
+    return Item(
+        name=name,
+        width=10,
+        height=10,
+        image_format="jpeg",
+        objects=(Annotation(label=label, label_id=label_id, box=box),),
+    )
+
+
+def _archive(path: Path, items: list[Item], label_map: LabelMap = MAP) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("train.tfrecord", records_bytes(items))
+        zf.writestr("label_map.pbtxt", format_label_map(label_map))
+    return path
+
+
+def _written(items: int, objects: int) -> Written:
+    return Written(items, objects, Counter({"train": items}), Counter({"cat": objects}))
+
+
+def _check(path: Path, written: Written, label_map: LabelMap = MAP) -> int:
+    return validate_archive(
+        path, "tfrecord", written, label_map, masks=False, limits=DEFAULT_LIMITS
+    )
+
+
+def test_an_archive_as_written_reads_back(tmp_path: Path) -> None:
+    path = _archive(tmp_path / "a.zip", [_item("a.jpg"), _item("b.jpg")])
+    assert _check(path, _written(2, 2)) == 2
+
+
+def test_a_record_missing_from_the_archive_fails(tmp_path: Path) -> None:
+    path = _archive(tmp_path / "a.zip", [_item("a.jpg")])
+    with pytest.raises(ValidationError, match="wrote 2 items"):
+        _check(path, _written(2, 2))
+
+
+def test_a_record_whose_label_text_and_id_disagree_with_the_map_fails_naming_it(
+    tmp_path: Path,
+) -> None:
+    path = _archive(tmp_path / "a.zip", [_item("a.jpg"), _item("b.jpg", "cat", 2)])
+    with pytest.raises(ValidationError) as info:
+        _check(path, _written(2, 2))
+    assert (info.value.member, info.value.record) == ("train.tfrecord", 1)
+
+
+def test_a_label_map_that_differs_from_the_one_stated_fails(tmp_path: Path) -> None:
+    path = _archive(tmp_path / "a.zip", [_item("a.jpg")], LabelMap.from_names(["cat", "fox"]))
+    with pytest.raises(ValidationError, match=r"label_map\.pbtxt"):
+        _check(path, _written(1, 1))
+
+
+def test_a_corrupt_frame_fails(tmp_path: Path) -> None:
+    data = bytearray(records_bytes([_item("a.jpg")]))
+    data[20] ^= 0xFF
+    path = tmp_path / "a.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("train.tfrecord", bytes(data))
+        zf.writestr("label_map.pbtxt", format_label_map(MAP))
+    with pytest.raises(ValidationError, match="does not read back"):
+        _check(path, _written(1, 1))
