@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from typing import Any, Final, Protocol, TextIO, cast
 
 from tfdrop import __version__
-from tfdrop.cli.common import UsageError, usage_error
 
 EXIT_STDOUT_CLOSED: Final = 141
 """128 + SIGPIPE: the reader of stdout went away (see the module docstring)."""
@@ -43,7 +42,14 @@ def _load(module: str) -> CommandModule:
     return cast(CommandModule, importlib.import_module(f"tfdrop.cli.{module}"))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The sub-command named on the command line: the first word that is not an option."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; only the module of the command named in ``argv`` is imported (every one
+    when ``argv`` is None), so ``tfdrop --version`` and a small ``validate`` start fast."""
     parser = argparse.ArgumentParser(
         prog="tfdrop",
         description="Annotation archives <-> TensorFlow Object Detection TFRecords, "
@@ -51,16 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"tfdrop {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    wanted = None if argv is None else _command_in(argv)
     for name, (module, help_text) in COMMANDS.items():
-        try:
-            command = _load(module)
-        except ModuleNotFoundError as exc:
-            # only while a command is being written; every command of the table ships
-            if exc.name != f"tfdrop.cli.{module}":
-                raise
-            continue
         p = sub.add_parser(name, help=help_text, description=help_text)
-        command.add_arguments(p)
+        if argv is None or name == wanted:
+            _load(module).add_arguments(p)
         p.set_defaults(_module=module)
     return parser
 
@@ -101,8 +102,10 @@ def _silence_stdout() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tfdrop`` console script."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(words).parse_args(words)
+    from tfdrop.cli.common import UsageError, usage_error  # after parsing: --version stays fast
+
     real = sys.stdout
     if real is not None and not isinstance(real, _GuardedStdout):
         sys.stdout = cast(TextIO, _GuardedStdout(real))
