@@ -53,9 +53,14 @@ class _Sampler(threading.Thread):
     def run(self) -> None:
         while not self.halt.is_set():
             try:
-                self.peak = max(self.peak, self.proc.memory_info().rss)
+                procs = [self.proc, *self.proc.children(recursive=True)]
             except psutil.Error:
                 return
+            for proc in procs:  # the daemon and each job's conversion process
+                try:
+                    self.peak = max(self.peak, proc.memory_info().rss)
+                except psutil.Error:
+                    continue
             time.sleep(0.05)
 
 

@@ -73,6 +73,7 @@ class DaemonConfig:
     """Process-wide settings (``[daemon]``)."""
 
     max_jobs: int = 2
+    job_memory_mb: int = 2048  # address space of one job's conversion process
     settle_seconds: float = 2.0
     rescan_seconds: float = 30.0
     poll: bool = False
@@ -148,11 +149,16 @@ _SECONDS: Final[dict[str, tuple[float, float]]] = {
     "stats_seconds": (0.0, 86400.0),
 }
 # integer keys -> (lowest, highest)
-_INTS: Final[dict[str, tuple[int, int]]] = {"max_jobs": (1, MAX_JOBS), "shards": (1, MAX_SHARDS)}
+_INTS: Final[dict[str, tuple[int, int]]] = {
+    "max_jobs": (1, MAX_JOBS),
+    "job_memory_mb": (256, 1 << 20),
+    "shards": (1, MAX_SHARDS),
+}
 
 # key -> (type, allowed values or None); the order is the documented order
 _DAEMON_KEYS: Final[dict[str, tuple[type, tuple[str, ...] | None]]] = {
     "max_jobs": (int, None),
+    "job_memory_mb": (int, None),
     "settle_seconds": (float, None),
     "rescan_seconds": (float, None),
     "poll": (bool, None),

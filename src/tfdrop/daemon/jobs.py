@@ -26,7 +26,7 @@ import structlog
 
 from tfdrop.codec.labelmap import format_label_map
 from tfdrop.config import DaemonConfig, PipelineConfig
-from tfdrop.convert import ConvertOptions, Report, convert
+from tfdrop.convert import ConvertOptions, Report
 from tfdrop.daemon.claim import Claimed, WorkArea, clean_job_folder, finish_job_folder
 from tfdrop.daemon.fsops import (
     NameTooLongError,
@@ -37,6 +37,7 @@ from tfdrop.daemon.fsops import (
     split_name,
     write_replace,
 )
+from tfdrop.daemon.isolate import convert_isolated
 from tfdrop.daemon.ledger import BEING_WRITTEN, Entry, Ledger
 from tfdrop.errors import TfdropError, UnsafeArchiveError
 from tfdrop.publish import NAME_MAX, name_bytes, name_fits
@@ -218,7 +219,15 @@ class JobRunner:
             limits=p.limits,
         )
         log.info("convert_started", size=size, sha256=digest)
-        report = convert(self.claimed.input, out, options, progress=self._progress(), workdir=tmp)
+        report = convert_isolated(
+            self.claimed.input,
+            out,
+            options,
+            progress=self._progress(),
+            check=self._check,
+            workdir=tmp,
+            memory=self.daemon.job_memory_mb << 20,
+        )
         # from here on only quick renames remain: a stop request lets them finish
         if entry.stem is None:
             entry = self.entry = self.ledger.reserve_stem(

@@ -1,0 +1,192 @@
+"""One job's conversion in a worker process of its own.
+
+The daemon's jobs used to convert in threads of the service process: one GIL for all of them,
+and a crash, a leak or a runaway allocation in one conversion would take every job and the
+service down. Each conversion now runs in a child process started from a fork server (the
+service is multi-threaded, so it never forks itself; the server has tfdrop imported, so a
+child starts in milliseconds). The child runs :func:`tfdrop.convert.convert` under an address
+space limit and sends back progress, then the :class:`~tfdrop.convert.Report` or the error
+(tfdrop's errors pickle whole). The parent thread relays progress (which may raise to abort:
+then the child is killed) and turns a child that died into a :class:`WorkerDiedError`, so the
+job fails with a clear error file and the service stays up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import resource
+import signal
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, Final
+
+import structlog
+
+from tfdrop.convert import ConvertOptions, Report, convert
+from tfdrop.errors import DataError, TfdropError
+
+log = structlog.get_logger("tfdrop.daemon")
+
+PROGRESS_SECONDS: Final = 0.5
+"""How often the child reports progress (the parent's own throttle decides what is logged)."""
+_POLL: Final = 0.2
+
+
+class WorkerDiedError(DataError):
+    """The conversion's process died (killed, out of memory, crashed) before it finished."""
+
+    kind = "worker_died"
+    default_hint = (
+        "the conversion ran out of memory or was killed; if the input is genuine, raise "
+        "[daemon] job_memory_mb, or check the system log for the OOM killer"
+    )
+
+
+class WorkerCrashedError(TfdropError):
+    """The conversion raised something that is not one of tfdrop's errors (a bug)."""
+
+    kind = "internal_error"
+    default_hint = "this is a bug in tfdrop; please report it with this file"
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    methods = multiprocessing.get_all_start_methods()
+    if "forkserver" in methods:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["tfdrop.convert"])
+        return ctx
+    return multiprocessing.get_context("spawn")  # pragma: no cover - not Linux
+
+
+def _child(
+    conn: Connection,
+    src: Path,
+    out: Path,
+    options: ConvertOptions,
+    workdir: Path | None,
+    memory: int | None,
+) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the service decides when a job stops
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if memory is not None:
+        with contextlib.suppress(OSError, ValueError):  # a sandbox may forbid it: run uncapped
+            resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    last = 0.0
+
+    def progress(items: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= PROGRESS_SECONDS:
+            last = now
+            conn.send(("progress", items))
+
+    message: tuple[str, Any]
+    try:
+        message = ("done", convert(src, out, options, progress=progress, workdir=workdir))
+    except (TfdropError, OSError) as exc:
+        message = ("error", exc)
+    except MemoryError:
+        message = ("error", _out_of_memory(memory))
+    except Exception as exc:  # a bug: reported as one, with its type, never silently
+        message = ("crash", f"{type(exc).__name__}: {exc}")
+    conn.send(message)
+    conn.close()
+
+
+def _out_of_memory(memory: int | None) -> WorkerDiedError:
+    limit = f" (its limit: {memory >> 20} MiB)" if memory else ""
+    return WorkerDiedError(f"the conversion ran out of memory{limit}")
+
+
+_unavailable_said: list[bool] = []
+
+
+def _say_unavailable(exc: BaseException) -> None:
+    if not _unavailable_said:
+        _unavailable_said.append(True)
+        log.warning("job_isolation_unavailable", error=f"{type(exc).__name__}: {exc}")
+
+
+def convert_isolated(
+    src: Path,
+    out: Path,
+    options: ConvertOptions,
+    *,
+    progress: Callable[[int], None],
+    check: Callable[[], None],
+    workdir: Path | None = None,
+    memory: int | None = None,
+) -> Report:
+    """:func:`~tfdrop.convert.convert` in a child process.
+
+    ``progress`` gets the items done now and then; ``check`` is called a few times a second and
+    may raise to abort (the child is killed, its output never published). ``memory`` caps the
+    child's address space in bytes.
+
+    Raises:
+        TfdropError or OSError: what the conversion raised, as it raised it.
+        WorkerDiedError: the child died before it answered.
+    """
+    ctx = _context()
+    receive, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(  # type: ignore[attr-defined]
+        target=_child,
+        args=(send, src, out, options, workdir, memory),
+        name="tfdrop-job",
+        daemon=True,
+    )
+    try:
+        proc.start()
+    except (OSError, EOFError) as exc:
+        # no child process can be started here (a sandbox without a usable interpreter for
+        # this user, say): convert in this process rather than never
+        _say_unavailable(exc)
+        send.close()
+        receive.close()
+        return convert(src, out, options, progress=progress, workdir=workdir)
+    send.close()
+    try:
+        return _wait(proc, receive, progress, check, memory)
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        proc.join()
+        receive.close()
+
+
+def _wait(
+    proc: Any,
+    receive: Connection,
+    progress: Callable[[int], None],
+    check: Callable[[], None],
+    memory: int | None,
+) -> Report:
+    while True:
+        check()
+        if receive.poll(_POLL):
+            try:
+                kind, value = receive.recv()
+            except EOFError:
+                break  # it died between two messages
+            if kind == "progress":
+                progress(value)
+                continue
+            if kind == "done":
+                assert isinstance(value, Report)
+                return value
+            if kind == "crash":
+                raise WorkerCrashedError(f"the conversion failed: {value}")
+            raise value
+        if not proc.is_alive() and not receive.poll(0):
+            break
+    proc.join()
+    code = proc.exitcode
+    if code is not None and code < 0:
+        name = signal.Signals(-code).name
+        if -code == signal.SIGKILL:
+            raise WorkerDiedError(f"the conversion's process was killed ({name}): out of memory?")
+        raise WorkerDiedError(f"the conversion's process died of {name}")
+    raise WorkerDiedError(f"the conversion's process exited ({code}) without an answer")

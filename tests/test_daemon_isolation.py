@@ -1,0 +1,60 @@
+"""Each job converts in a process of its own (tfdrop.daemon.isolate): a conversion that dies
+fails its drop with a clear error file, nothing partial is published, and the service keeps
+running."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import psutil
+
+from daemon_support import Daemon, files, tfrecord_zip, wait_until, write_config
+
+
+def _job_processes(daemon: Daemon) -> list[psutil.Process]:
+    """The conversion processes: children of the daemon's fork server."""
+    out = []
+    for child in psutil.Process(daemon.proc.pid).children():
+        try:
+            if "forkserver" in " ".join(child.cmdline()):
+                out.extend(child.children())
+        except psutil.Error:
+            continue
+    return out
+
+
+def _drop(folder: Path, name: str, data: bytes) -> None:
+    tmp = folder / f".{name}.part"
+    tmp.write_bytes(data)
+    os.rename(tmp, folder / name)
+
+
+def test_a_conversion_process_killed_fails_its_drop_and_the_daemon_goes_on(
+    tmp_path: Path,
+) -> None:
+    config = write_config(
+        tmp_path / "tfdrop.toml", [{"name": "p", "drop": "in", "output": "out"}], max_jobs=1
+    )
+    drop, out = tmp_path / "in", tmp_path / "out"
+    daemon = Daemon(config, tmp_path / "daemon.log")
+    try:
+        daemon.wait_event("daemon_ready")
+        _drop(drop, "big.zip", tfrecord_zip(6000, tag="big"))
+        victims = wait_until(lambda: _job_processes(daemon), timeout=60, step=0.005)
+        for proc in victims:
+            proc.send_signal(signal.SIGKILL)
+        wait_until(lambda: "big.zip.error.json" in files(drop / "failed"), timeout=60)
+        doc = json.loads((drop / "failed" / "big.zip.error.json").read_text())
+        assert doc["kind"] == "worker_died"
+        assert "SIGKILL" in doc["message"]
+        assert doc["archive"] == "big.zip"
+        assert not [n for n in files(out) if n.startswith("big")]  # nothing partial published
+        # the service is still there and converts the next drop
+        _drop(drop, "next.zip", tfrecord_zip(2, tag="next"))
+        wait_until(lambda: "next.zip" in files(out), timeout=60)
+        assert daemon.proc.poll() is None
+    finally:
+        assert daemon.stop() == 0
