@@ -5,8 +5,8 @@ READY=1 once the start-up scan is done, WATCHDOG=1 only while the loop and the s
 alive, RELOADING=1 then READY=1 around a SIGHUP reload (a bad new config is refused and the old
 one stays), STOPPING=1 on SIGTERM/SIGINT, then a grace period for running jobs, then the rest
 are aborted through their progress callback (their inputs stay claimed and are taken up again
-on restart), exit 0. CPU work runs in threads (``asyncio.to_thread``); the loop only stats,
-renames and schedules.
+on restart), exit 0. Each job runs in a thread (``asyncio.to_thread``) and its conversion in a
+process of its own (:mod:`.isolate`); the loop only stats, renames and schedules.
 """
 
 from __future__ import annotations
