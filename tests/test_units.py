@@ -90,3 +90,26 @@ def test_a_bad_item_in_a_later_unit_gives_the_sequential_error(tmp_path: Path) -
         assert not (tmp_path / f"out{jobs}.zip").exists()
     assert errors[0] == errors[1]
     assert errors[0]["member"] == "Annotations/0150.xml"
+
+
+def test_a_yolo_source_read_by_two_workers_gives_the_same_archive(tmp_path: Path) -> None:
+    voc = _voc(tmp_path / "in.zip", 200)
+    convert(voc, tmp_path / "yolo.zip", ConvertOptions(target_format="yolo", jobs=1))
+    src = tmp_path / "yolo.zip"
+    one = convert(src, tmp_path / "one.zip", ConvertOptions(jobs=1))
+    two = convert(src, tmp_path / "two.zip", ConvertOptions(jobs=2))
+    assert _records(tmp_path / "one.zip") == _records(tmp_path / "two.zip")
+    assert (one.items, one.objects) == (two.items, two.objects) == (200, one.objects)
+
+
+def test_plan_ranges_bounds_items_and_bytes() -> None:
+    from tfdrop.formats.base import plan_ranges
+
+    assert plan_ranges([], max_items=2, max_bytes=10) == []
+    assert plan_ranges([1, 1, 1, 1, 1], max_items=2, max_bytes=10) == [(0, 2), (2, 4), (4, 5)]
+    assert plan_ranges([4, 4, 4, 20, 1], max_items=9, max_bytes=10) == [
+        (0, 2),
+        (2, 3),
+        (3, 4),
+        (4, 5),
+    ]

@@ -11,7 +11,7 @@ without saying so).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -139,6 +139,22 @@ class Splittable(Reader, Protocol):
     def unit_items(self, unit: object) -> Iterator[Item]:
         """The items of one unit, in the source's order; errors carry the member and item."""
         ...
+
+
+def plan_ranges(costs: Iterable[int], *, max_items: int, max_bytes: int) -> list[tuple[int, int]]:
+    """Cut a run of items (their declared bytes, in order) into ``(start, stop)`` ranges of at
+    most ``max_items`` items and about ``max_bytes`` bytes (an item alone may exceed it)."""
+    out: list[tuple[int, int]] = []
+    start = size = 0
+    i = -1
+    for i, cost in enumerate(costs):
+        if i > start and (i - start >= max_items or size + cost > max_bytes):
+            out.append((start, i))
+            start, size = i, 0
+        size += cost
+    if i >= start:
+        out.append((start, i + 1))
+    return out
 
 
 class Writer(Protocol):

@@ -33,7 +33,7 @@ from typing import Final
 from tfdrop.archive import Source
 from tfdrop.codec.model import Annotation, Box, Item, LabelMap
 from tfdrop.errors import FormatError, TfdropError
-from tfdrop.formats.base import Notes, ReadOptions
+from tfdrop.formats.base import Notes, ReadOptions, plan_ranges
 from tfdrop.formats.imageinfo import format_from_name, probe_member
 from tfdrop.formats.masks import check_mask_size
 from tfdrop.formats.pixels import clip_box
@@ -217,20 +217,16 @@ class VocReader:
         of the annotation and its likely image), then the ids listed without an annotation."""
         out: list[_Unit] = []
         for r, root in enumerate(self.roots):
-            start, size = 0, 0
-            for i, member in enumerate(root.annotations):
-                guess = f"{root.prefix}{IMAGES}{root.item_id(member)}.jpg"
-                cost = self.source.size(member) + (
-                    self.source.size(guess) if self.source.exists(guess) else 0
-                )
-                if i > start and (i - start >= max_items or size + cost > max_bytes):
-                    out.append(_Unit(r, start, i))
-                    start, size = i, 0
-                size += cost
-            if root.annotations:
-                out.append(_Unit(r, start, len(root.annotations)))
+            costs = (self._cost(root, member) for member in root.annotations)
+            ranges = plan_ranges(costs, max_items=max_items, max_bytes=max_bytes)
+            out.extend(_Unit(r, start, stop) for start, stop in ranges)
             out.append(_Unit(r, -1, -1))
         return out
+
+    def _cost(self, root: VocRoot, member: str) -> int:
+        guess = f"{root.prefix}{IMAGES}{root.item_id(member)}.jpg"
+        image = self.source.size(guess) if self.source.exists(guess) else 0
+        return self.source.size(member) + image
 
     def unit_items(self, unit: object) -> Iterator[Item]:
         assert isinstance(unit, _Unit)

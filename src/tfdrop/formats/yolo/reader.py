@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from tfdrop.codec.model import Annotation, Item, LabelMap, Shape
 from tfdrop.errors import FormatError, TfdropError
-from tfdrop.formats.base import Notes, ReadOptions
+from tfdrop.formats.base import Notes, ReadOptions, plan_ranges
 from tfdrop.formats.imageinfo import format_from_name, is_image_name, probe_member
 from tfdrop.formats.masks import polygons_mask_png
 from tfdrop.formats.yolo import config as cfg
@@ -307,7 +307,22 @@ class YoloReader:
         return None
 
     def items(self) -> Iterator[Item]:
-        for entry in self.entries:
+        yield from self.unit_items((0, len(self.entries)))
+
+    def units(self, *, max_items: int, max_bytes: int) -> list[tuple[int, int]]:
+        """Ranges of the item list, bounded by count and by the declared bytes of each item's
+        image and label file."""
+        size = self.source.size
+        costs = (
+            (size(e.image) if e.image else 0) + (size(e.label) if e.label else 0)
+            for e in self.entries
+        )
+        return plan_ranges(costs, max_items=max_items, max_bytes=max_bytes)
+
+    def unit_items(self, unit: object) -> Iterator[Item]:
+        assert isinstance(unit, tuple)
+        start, stop = unit
+        for entry in self.entries[start:stop]:
             try:
                 yield self._item(entry)
             except TfdropError as exc:
