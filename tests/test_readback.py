@@ -82,3 +82,24 @@ def test_a_corrupt_frame_fails(tmp_path: Path) -> None:
         zf.writestr("label_map.pbtxt", format_label_map(MAP))
     with pytest.raises(ValidationError, match="does not read back"):
         _check(path, _written(1, 1))
+
+
+@pytest.mark.parametrize("target", ["voc", "coco", "yolo", "cvat", "tfrecord"])
+def test_a_label_map_out_of_id_order_with_background_converts_to_every_target(
+    tmp_path: Path, target: str
+) -> None:
+    # found by the outside attack: VOC and COCO list labels by id, so a map written
+    # "id 2 cat, id 1 dog" (and one with background id 0) failed the read-back as a "bug"
+    from tfdrop.codec.model import LabelMapItem
+    from tfdrop.convert import ConvertOptions, convert
+
+    lm = LabelMap(
+        (
+            LabelMapItem(id=0, name="background"),
+            LabelMapItem(id=2, name="cat"),
+            LabelMapItem(id=1, name="dog"),
+        )
+    )
+    src = _archive(tmp_path / "in.zip", [_item("a.jpg", "cat", 2), _item("b.jpg", "dog", 1)], lm)
+    report = convert(src, tmp_path / "out.zip", ConvertOptions(target_format=target, images=False))
+    assert (report.items, report.objects) == (2, 2)

@@ -62,11 +62,25 @@ def _compare(written: Written, items: int, objects: int, subsets: Counter[str]) 
 
 
 def _compare_labels(label_map: LabelMap, read: list[str]) -> None:
-    if read != label_map.names:
-        missing = [n for n in label_map.names if n not in set(read)][:5]
+    """Every label written reads back (by its name or its display name) and nothing else does.
+
+    Compared as sets: a target lists labels in its own order (VOC's labelmap.txt, COCO's
+    categories by id) and may leave out the background entry (id 0).
+    """
+    got = set(read) - {"background"}
+    known = {
+        n for it in label_map.items for n in (it.name, it.display_name, label_map.label_of(it))
+    }
+    missing = [
+        label_map.label_of(it)
+        for it in label_map.items
+        if it.id != 0 and label_map.label_of(it) not in got and it.name not in got
+    ]
+    if missing or not got <= known:
         raise ValidationError(
             f"the written label list reads back differently: {len(label_map)} labels written, "
-            f"{len(read)} read (first missing: {missing})"
+            f"{len(read)} read (first missing: {missing[:5]}, unexpected: "
+            f"{sorted(got - known)[:5]})"
         )
 
 
