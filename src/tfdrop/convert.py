@@ -306,7 +306,10 @@ def _write(
                 item = resolver.assign(entry)
                 if masks_needed:
                     item = with_box_masks(item, options.limits)
-                writer.write(item)
+                try:
+                    writer.write(item)
+                except TfdropError as exc:
+                    raise exc.at(item=item.name) from None
                 subset, names = item.subset, tuple(o.label for o in item.objects)
             n_items += 1
             n_objects += len(names)

@@ -266,3 +266,23 @@ def test_an_item_name_no_file_can_carry_is_refused_naming_the_input_not_the_outp
     src.write_bytes(records_bytes([item]))
     run = refused(tmp_path, src, ("--to", target, "--no-images"), expect=("cannot name a file",))
     assert ".tmp" not in run.stderr
+
+
+@pytest.mark.parametrize("target", ["voc", "coco", "cvat", "yolo"])
+def test_two_items_with_one_file_name_are_refused_naming_the_input_and_item(
+    tmp_path: Path, target: str
+) -> None:
+    # found by the outside attack: the error named tfdrop's temporary output file
+    from conftest import records_bytes
+    from daemon_support import png
+
+    box = Box(0.1, 0.1, 0.5, 0.5)
+    items = [
+        Item(name="x.png", width=16, height=16, image=png(i), image_format="png",
+             objects=(Annotation(label="cat", label_id=1, box=box),))
+        for i in range(2)
+    ]  # fmt: skip
+    src = tmp_path / "twice.tfrecord"
+    src.write_bytes(records_bytes(items))
+    run = refused(tmp_path, src, ("--to", target), expect=("item x.png",))
+    assert ".tmp" not in run.stderr

@@ -18,7 +18,7 @@ from typing import IO, BinaryIO, Self
 
 from tfdrop.archive.limits import check_write_name
 from tfdrop.archive.source import CHUNK
-from tfdrop.errors import ArchiveError
+from tfdrop.errors import FormatError
 
 # zipfile switches to zip64 records past this size; members that may reach it must be
 # opened with force_zip64 because their size is not known when the header is written.
@@ -74,11 +74,15 @@ class ZipSink:
 
         Raises:
             UnsafeArchiveError: The name is absolute, has ``..``, a drive letter or a NUL.
-            ArchiveError: The name was already written.
+            FormatError: The name was already written (two items share a file name).
         """
         check_write_name(name, archive=self._label)
         if name in self._taken:
-            raise ArchiveError("duplicate member name", archive=self._label, member=name)
+            # the name comes from the input (an item's file name): say so, not our temp file
+            raise FormatError(
+                f"two items would both be written as {name} (their file names collide)",
+                hint="give the items distinct file names (or put them in different subsets)",
+            )
         info = zipfile.ZipInfo(name, self._date_time)
         info.compress_type = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
         info.external_attr = (stat.S_IFREG | 0o644) << 16
