@@ -292,7 +292,7 @@ def test_without_masks_a_mask_goes_to_cvat_as_its_box_and_is_counted_lossy(
 ) -> None:
     out = tmp_path / "boxed.zip"
     report = convert(rich_cvat(tmp_path), out, ConvertOptions(target_format="cvat"))
-    assert report.lossy == {"mask": 1}
+    assert report.lossy == {"mask_as_box": 1}
     items, _, _ = read_items(out)
     assert [o.shape for o in items[0].objects] == [Shape.BOX, Shape.POLYGON, Shape.BOX]
 

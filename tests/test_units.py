@@ -113,3 +113,35 @@ def test_plan_ranges_bounds_items_and_bytes() -> None:
         (3, 4),
         (4, 5),
     ]
+
+
+def test_box_masks_made_for_the_od_api_are_counted_in_the_report(tmp_path: Path) -> None:
+    # found by the outside attack: with --masks, boxes got a filled mask without a word
+    src = _voc(tmp_path / "in.zip", 130)
+    one = convert(src, tmp_path / "one.zip", ConvertOptions(masks=True, jobs=1))
+    two = convert(src, tmp_path / "two.zip", ConvertOptions(masks=True, jobs=2))
+    assert one.lossy["box_as_mask"] == one.objects > 0
+    assert two.lossy == one.lossy
+    assert _records(tmp_path / "one.zip") == _records(tmp_path / "two.zip")
+
+
+def test_an_rle_mask_kept_as_its_box_is_counted_in_the_report(tmp_path: Path) -> None:
+    # found by the outside attack: masks became boxes without --masks, uncounted
+    import json
+
+    coco = {
+        "images": [{"id": 1, "file_name": "a.png", "width": 16, "height": 16}],
+        "categories": [{"id": 1, "name": "cat"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 4, 4], "iscrowd": 1,
+             "segmentation": {"size": [16, 16], "counts": [0, 4, 12, 4, 236]}, "area": 8},
+        ],
+    }  # fmt: skip
+    src = tmp_path / "coco.zip"
+    with zipfile.ZipFile(src, "w") as zf:
+        zf.writestr("annotations/instances_default.json", json.dumps(coco))
+        zf.writestr("images/default/a.png", png(1))
+    report = convert(src, tmp_path / "out.zip", ConvertOptions())
+    assert report.lossy.get("mask_as_box") == 1
+    masked = convert(src, tmp_path / "m.zip", ConvertOptions(masks=True))
+    assert "mask_as_box" not in masked.lossy

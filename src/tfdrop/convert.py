@@ -34,7 +34,7 @@ from tfdrop.units import (
     Encoded,
     JobSpec,
     parallel_items,
-    with_box_masks,
+    prepare,
 )
 
 
@@ -161,13 +161,14 @@ def _box_masks(options: ConvertOptions) -> bool:
 def _items(
     reader: Reader, spec: JobSpec, options: ConvertOptions, notes: Notes
 ) -> Iterator[Item | Encoded]:
-    """The reader's items: from a pool of worker processes when the source splits into work
-    units and more than one job is asked for, else read here (the same items either way)."""
+    """The reader's items, prepared (:func:`tfdrop.units.prepare`): by a pool of worker
+    processes when the source splits into work units and more than one job is asked for, else
+    here (the same items either way)."""
     if options.jobs > 1 and isinstance(reader, Splittable):
         units = reader.units(max_items=UNIT_ITEMS, max_bytes=UNIT_BYTES)
         if units is not None and len(units) > 1:
             return parallel_items(spec, units, min(options.jobs, len(units)), notes)
-    return reader.items()
+    return (prepare(item, spec, notes) for item in reader.items())
 
 
 def _shard_set(path: Path) -> list[Path]:
@@ -291,7 +292,6 @@ def _write(
     n_items = n_objects = 0
     subsets: Counter[str] = Counter()
     labels: Counter[str] = Counter()
-    masks_needed = _box_masks(options)
     names_files = options.target_format != "tfrecord"  # the item's name becomes a member's
     with ZipSink(out) as sink:
         writer = spec.open_writer(sink, _write_options(options, workdir), notes)
@@ -304,8 +304,6 @@ def _write(
                 if names_files:
                     check_item_name(entry.name)
                 item = resolver.assign(entry)
-                if masks_needed:
-                    item = with_box_masks(item, options.limits)
                 try:
                     writer.write(item)
                 except TfdropError as exc:

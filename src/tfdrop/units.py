@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Final
 
 from tfdrop.archive import Source
-from tfdrop.codec.model import Annotation, Item, LabelMap
+from tfdrop.codec.model import Annotation, Item, LabelMap, Shape
 from tfdrop.errors import TfdropError
 from tfdrop.formats import FORMATS, Notes, ReadOptions, WriteOptions
 from tfdrop.formats.base import Splittable
@@ -77,9 +77,24 @@ class UnitResult:
     notes: Notes
 
 
-def with_box_masks(item: Item, limits: Limits) -> Item:
-    """With masks on, the OD API needs a mask per object: boxes get a filled rectangle
-    (the image's size checked against ``max_mask_pixels`` before any raster is made)."""
+def prepare(item: Item, spec: JobSpec, notes: Notes) -> Item:
+    """What every item goes through between its reader and its writer, in a worker or here.
+
+    A mask that was never rasterised (``--masks`` off) stays its bounding box: counted as
+    ``lossy.mask_as_box``. With masks on and a TFRecord target, boxes get a filled rectangle
+    (the OD API needs one mask per object): counted as ``lossy.box_as_mask``.
+    """
+    for obj in item.objects:
+        if obj.shape is Shape.MASK and obj.mask is None:
+            notes.lose("mask_as_box")
+    if spec.box_masks:
+        return _with_box_masks(item, spec.read.limits, notes)
+    return item
+
+
+def _with_box_masks(item: Item, limits: Limits, notes: Notes) -> Item:
+    """Boxes get a filled rectangle (the image's size checked against ``max_mask_pixels``
+    before any raster is made)."""
     if not item.objects or all(o.mask is not None for o in item.objects):
         return item
     if item.width <= 0 or item.height <= 0:
@@ -88,15 +103,13 @@ def with_box_masks(item: Item, limits: Limits) -> Item:
         check_mask_size(item.width, item.height, limits.max_mask_pixels)
     except TfdropError as exc:
         raise exc.at(item=item.name) from None
-    objs: list[Annotation] = [
-        o
-        if o.mask is not None
-        else replace(
-            o,
-            mask=box_mask_png(o.box, item.width, item.height, max_pixels=limits.max_mask_pixels),
-        )
-        for o in item.objects
-    ]
+    objs: list[Annotation] = []
+    for o in item.objects:
+        if o.mask is None:
+            notes.lose("box_as_mask")
+            png = box_mask_png(o.box, item.width, item.height, max_pixels=limits.max_mask_pixels)
+            o = replace(o, mask=png)
+        objs.append(o)
     return replace(item, objects=tuple(objs))
 
 
@@ -141,9 +154,7 @@ class _Worker:
         out: list[Item | Encoded] = []
         encode = self.spec.encode
         for item in self.reader.unit_items(unit):
-            item, final = _preassign(item, self.spec.known)
-            if self.spec.box_masks:
-                item = with_box_masks(item, self.spec.read.limits)
+            item, final = _preassign(prepare(item, self.spec, self.notes), self.spec.known)
             if encode is not None and final:
                 record = encode_record(item, encode, self.notes)
                 out.append(Encoded(item.subset, record, tuple(o.label for o in item.objects)))

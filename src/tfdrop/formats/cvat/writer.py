@@ -25,7 +25,7 @@ from typing import IO, TYPE_CHECKING, Final
 
 from PIL import Image
 
-from tfdrop.codec.model import Annotation, Item, LabelMap, Shape
+from tfdrop.codec.model import Annotation, Item, LabelMap
 from tfdrop.errors import FormatError
 from tfdrop.formats.base import Notes, WriteOptions
 from tfdrop.formats.cvat import rle
@@ -187,8 +187,7 @@ class CvatWriter:
         else:
             if obj.mask is not None:
                 self.notes.lose("empty_mask")
-            elif obj.shape == Shape.MASK:
-                self.notes.lose("mask")  # read without --masks: only its box is known
+            # a mask read without --masks is counted once for every target (units.prepare)
             b = obj.box
             coords = (
                 f' xtl="{pixel_str(b.xmin, width)}" ytl="{pixel_str(b.ymin, height)}"'
