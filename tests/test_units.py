@@ -10,6 +10,7 @@ import pytest
 
 from daemon_support import png
 from tfdrop.archive import open_source
+from tfdrop.codec.model import LabelMap
 from tfdrop.convert import ConvertOptions, convert
 from tfdrop.errors import FormatError
 from tfdrop.formats import Notes, ReadOptions
@@ -145,3 +146,25 @@ def test_an_rle_mask_kept_as_its_box_is_counted_in_the_report(tmp_path: Path) ->
     assert report.lossy.get("mask_as_box") == 1
     masked = convert(src, tmp_path / "m.zip", ConvertOptions(masks=True))
     assert "mask_as_box" not in masked.lossy
+
+
+def test_a_worker_that_dies_is_a_clear_error_not_a_broken_pool(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    from tfdrop.errors import WorkerDiedError
+    from tfdrop.units import JobSpec, parallel_items
+
+    src = _voc(tmp_path / "in.zip", 200)
+    with open_source(src) as source:
+        reader = VocReader(source, ReadOptions(), Notes())
+        units = list(reader.units(max_items=8, max_bytes=1 << 30))
+    spec = JobSpec(src, "voc", ReadOptions(), reader.label_map() or LabelMap(), False)
+    stream = parallel_items(spec, units, 2, Notes(), on_unit=lambda: None)
+    next(stream)
+    import multiprocessing
+
+    for child in multiprocessing.active_children():
+        os.kill(child.pid, signal.SIGKILL)  # type: ignore[arg-type]
+    with pytest.raises(WorkerDiedError, match="died"):
+        list(stream)

@@ -259,6 +259,16 @@ class LimitExceededError(DataError):
         return out
 
 
+class WorkerDiedError(DataError):
+    """A process converting part of a job died (killed, out of memory) before it answered."""
+
+    kind = "worker_died"
+    default_hint = (
+        "the conversion ran out of memory or was killed; lower the job's limits or, if the "
+        "input is genuine, give it more memory ([daemon] job_memory_mb for the daemon)"
+    )
+
+
 class ValidationError(TfdropError):
     """The written archive did not read back as written. Not a data error: tfdrop wrote
     something it cannot read, so the archive is never published."""

@@ -66,6 +66,8 @@ class Limits:
             ``ImageSets``, YOLO ``<subset>.txt``): ten per possible zip entry.
         max_yaml_nodes: Most nodes a YAML document may expand to (aliases counted each time
             they are used, so an alias bomb stops here instead of filling memory).
+        max_xml_elements: Most elements of one XML file parsed whole into a tree (a VOC
+            annotation; each costs ~150 bytes of tree): counted from the bytes before parsing.
     """
 
     max_entries: int = 200_000
@@ -88,6 +90,7 @@ class Limits:
     max_number_length: int = 64
     max_list_lines: int = 2_000_000
     max_yaml_nodes: int = 100_000
+    max_xml_elements: int = 500_000
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -21,13 +21,14 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
 
 from tfdrop.archive import Source
 from tfdrop.codec.model import Annotation, Item, LabelMap, Shape
-from tfdrop.errors import TfdropError
+from tfdrop.errors import TfdropError, WorkerDiedError
 from tfdrop.formats import FORMATS, Notes, ReadOptions, WriteOptions
 from tfdrop.formats.base import Splittable
 from tfdrop.formats.masks import box_mask_png, check_mask_size
@@ -215,7 +216,12 @@ def parallel_items(
 def _take(
     fut: Future[UnitResult], notes: Notes, on_unit: Callable[[], None] | None
 ) -> Iterator[Item | Encoded]:
-    result = fut.result()
+    try:
+        result = fut.result()
+    except BrokenProcessPool:
+        raise WorkerDiedError(
+            "a worker process reading the source died (out of memory, or killed)"
+        ) from None
     notes.merge(result.notes)
     yield from result.items
     if on_unit is not None:

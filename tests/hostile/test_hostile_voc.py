@@ -109,3 +109,29 @@ def test_deep_nesting_and_a_huge_text_node_are_refused(tmp_path: Path) -> None:
         src.write_bytes(_zip({"Annotations/a.xml": xml, "JPEGImages/a.jpg": _jpeg()}))
         need = "max_depth" if name == "deep.zip" else "max_text_bytes"
         refused(tmp_path, src, expect=(need,))
+
+
+def test_a_60_mb_annotation_of_empty_elements_is_refused_before_a_tree_is_built(
+    tmp_path: Path,
+) -> None:
+    # found by the outside attack: 397 KB zipped, under max_file_bytes and max_ratio, it
+    # parsed into a 1.45 GB tree and died (a traceback from the worker pool)
+    import random
+
+    rng = random.Random(1)  # a random tag now and then keeps the ratio under max_ratio
+    head = (
+        "<object><name>cat</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax>"
+        "<ymax>5</ymax></bndbox>"
+    )
+    objs = (
+        head + ("<x/>" * 100 + f"<y{rng.getrandbits(32):08x}/>") * 20 + "</object>"
+        for _ in range(7000)
+    )
+    xml = (
+        "<annotation><filename>a.jpg</filename><size><width>20</width><height>10</height>"
+        "</size>" + "".join(objs) + "</annotation>"
+    )
+    src = tmp_path / "bigxml.zip"
+    src.write_bytes(_zip({"Annotations/a.xml": xml, "JPEGImages/a.jpg": _jpeg()}))
+    run = refused(tmp_path, src, expect=("max_xml_elements", "Annotations/a.xml"))
+    assert run.peak_rss < 400 << 20

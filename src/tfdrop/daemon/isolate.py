@@ -26,23 +26,13 @@ from typing import Any, Final
 import structlog
 
 from tfdrop.convert import ConvertOptions, Report, convert
-from tfdrop.errors import DataError, TfdropError
+from tfdrop.errors import TfdropError, WorkerDiedError
 
 log = structlog.get_logger("tfdrop.daemon")
 
 PROGRESS_SECONDS: Final = 0.5
 """How often the child reports progress (the parent's own throttle decides what is logged)."""
 _POLL: Final = 0.2
-
-
-class WorkerDiedError(DataError):
-    """The conversion's process died (killed, out of memory, crashed) before it finished."""
-
-    kind = "worker_died"
-    default_hint = (
-        "the conversion ran out of memory or was killed; if the input is genuine, raise "
-        "[daemon] job_memory_mb, or check the system log for the OOM killer"
-    )
 
 
 class WorkerCrashedError(TfdropError):

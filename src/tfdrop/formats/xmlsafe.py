@@ -302,10 +302,19 @@ def iterparse(
     yield from parser.events()
 
 
+def check_element_count(data: bytes, limits: Limits, member: str | None) -> None:
+    """Refuse a whole-file XML whose tree would pass ``max_xml_elements`` (every element
+    starts with ``<``: counted at C speed before a tree is built)."""
+    tags = data.count(b"<") - data.count(b"</")  # start (and empty-element) tags, roughly
+    if tags > limits.max_xml_elements:
+        raise exceeded("max_xml_elements", tags, limits.max_xml_elements, member=member)
+
+
 def parse_bytes(
     data: bytes, *, member: str | None = None, limits: Limits = DEFAULT_LIMITS
 ) -> ET.Element:
     """The document element of a small, whole XML file (one VOC annotation)."""
+    check_element_count(data, limits, member)
     parser = SafeXmlParser(member=member, limits=limits)
     parser.feed(data)
     parser.close()
@@ -361,6 +370,7 @@ def parse_small(
     text over the cap, any parse error) goes through :class:`SafeXmlParser`, which refuses or
     reports it with the line. The tree's depth is measured too (``max_depth``).
     """
+    check_element_count(data, limits, member)
     if _fast_ok(data):
         parser = ET.XMLParser(encoding="utf-8")  # noqa: S314  (no DOCTYPE: nothing expands)
         try:
