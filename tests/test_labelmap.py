@@ -274,3 +274,32 @@ def test_a_label_map_with_a_lone_surrogate_name_is_a_label_map_error() -> None:
 
     with pytest.raises(LabelMapError, match="lone surrogate"):
         LabelMap.from_names(["cat", "do\ud800g"])
+
+
+def test_a_label_map_over_max_labels_is_refused_before_protobuf_parses_it() -> None:
+    # found by the outside attack: 2 million items took 80 s and 1.5 GB before the check
+    from tfdrop.errors import LimitExceededError
+
+    text = "".join(f"item {{ id: {i} name: 'l{i}' }}\n" for i in range(1, 12))
+    text += "item: {\n id: 12 name: 'b' }"
+    with pytest.raises(LimitExceededError) as info:
+        parse_label_map(text, max_labels=10)
+    assert (info.value.limit, info.value.cap) == ("max_labels", 10)
+    assert len(parse_label_map(text, max_labels=12)) == 12
+
+
+def test_a_label_name_over_max_text_bytes_is_refused_naming_the_line() -> None:
+    from tfdrop.errors import LimitExceededError
+
+    text = "item { id: 1 name: 'a' }\nitem {\n id: 2\n name: '" + "x" * 100 + "' }\n"
+    with pytest.raises(LimitExceededError) as info:
+        parse_label_map(text, max_text_bytes=50)
+    assert (info.value.limit, info.value.line) == ("max_text_bytes", 2)
+
+
+def test_the_codec_defaults_are_the_budget_defaults() -> None:
+    from tfdrop.codec import labelmap
+    from tfdrop.limits import DEFAULT_LIMITS
+
+    assert DEFAULT_LIMITS.max_labels == labelmap.DEFAULT_MAX_LABELS
+    assert DEFAULT_LIMITS.max_text_bytes == labelmap.DEFAULT_MAX_TEXT_BYTES

@@ -92,7 +92,7 @@ class LabelResolver:
         if label_id is None:
             raise UnknownLabelError(
                 f"label {name!r} is not in the pinned label map "
-                f"(it has: {', '.join(self._base.names[:20])})",
+                f"(it has: {', '.join(n[:40] for n in self._base.names[:20])})",
                 item=item.name,
                 object=index,
             )

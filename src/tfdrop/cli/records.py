@@ -68,7 +68,11 @@ def _read_map(path: Path, limits: Limits) -> LabelMap:
         data = f.read(cap + 1)  # it may have grown since
     if len(data) > cap:
         raise exceeded("max_file_bytes", len(data), cap, archive=str(path))
-    return parse_label_map(data, source=str(path))
+    return parse_label_map(data, source=str(path), **_label_caps(limits))
+
+
+def _label_caps(limits: Limits) -> dict[str, int]:
+    return {"max_labels": limits.max_labels, "max_text_bytes": limits.max_text_bytes}
 
 
 @contextmanager
@@ -87,7 +91,11 @@ def record_files(
         files = [RecordFile(f"{path}:{n}", n, path) for n in names]
         maps = [n for n in src.names() if n.rsplit("/", 1)[-1] == LABEL_MAP_NAME]
         lm = (
-            parse_label_map(src.read_bytes(maps[0], max_size=limits.max_file_bytes), source=maps[0])
+            parse_label_map(
+                src.read_bytes(maps[0], max_size=limits.max_file_bytes),
+                source=maps[0],
+                **_label_caps(limits),
+            )
             if maps
             else None
         )

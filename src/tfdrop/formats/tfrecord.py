@@ -95,6 +95,8 @@ class TfrecordReader:
             lm = parse_label_map(
                 self.source.read_bytes(name, max_size=self.options.limits.max_file_bytes),
                 source=name,
+                max_labels=self.options.limits.max_labels,
+                max_text_bytes=self.options.limits.max_text_bytes,
             )
             if merged is None:
                 merged = lm
