@@ -110,3 +110,18 @@ def test_a_limit_error_survives_pickling_whole() -> None:
     assert type(back) is LimitExceededError
     assert back.to_dict() == err.to_dict()
     assert str(back) == str(err)
+
+
+@pytest.mark.parametrize(
+    "label", [" lead", "trail ", "a\rb", "a\nb", "a\x0cb", "a\x85b", "a\u2028b", "a\x00b", "a\tb"]
+)
+def test_a_label_a_text_format_cannot_carry_is_refused_up_front(label: str) -> None:
+    # found by the outside attack: these reached the CVAT and YOLO writers and failed the
+    # read-back as a "bug"; a TFRecord target keeps any text
+    r = LabelResolver(None, [], None, plain_text=True)
+    with pytest.raises(FormatError) as info:
+        r.assign(_item("ok", label, name="x.jpg"))
+    assert (info.value.item, info.value.object) == ("x.jpg", 1)
+    LabelResolver(None, [], None).assign(_item(label))
+    with pytest.raises(FormatError):
+        LabelResolver(None, [label], None, plain_text=True)

@@ -226,7 +226,11 @@ def convert(
             )
             reader = spec.open_reader(source, read, notes)
             resolver = LabelResolver(
-                options.label_map, reader.labels(), reader.label_map(), limits=options.limits
+                options.label_map,
+                reader.labels(),
+                reader.label_map(),
+                limits=options.limits,
+                plain_text=options.target_format != "tfrecord",
             )
             encode = options.target_format == "tfrecord"
             wopts = _write_options(options, workdir) if encode else None

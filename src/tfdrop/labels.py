@@ -13,13 +13,30 @@ surrogate, which no TFRecord, XML or JSON writer can store).
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import replace
-from typing import Any
+from typing import Any, Final
 
 from tfdrop.codec.model import Annotation, Item, LabelMap, LabelMapItem
 from tfdrop.errors import FormatError, UnknownLabelError
 from tfdrop.limits import DEFAULT_LIMITS, Limits
+
+_BREAKS: Final = frozenset("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029")
+
+
+def check_plain_label(label: str, **where: Any) -> None:
+    """Raise if a label cannot be a line or an attribute of a text format (VOC labelmap.txt,
+    YOLO obj.names, CVAT XML): a line break of any kind, a control character, or spaces at
+    either end (which those formats strip) would read back as another label or shift ids."""
+    bad = next((c for c in label if c in _BREAKS or unicodedata.category(c) == "Cc"), None)
+    if bad is not None or label != label.strip() or not label:
+        what = f"holds {bad!r}" if bad is not None else "is empty or has spaces at an end"
+        raise FormatError(
+            f"label {label[:40]!r} {what}: the target's label list cannot carry it",
+            hint="rename the label in the source (or convert to tfrecord, which keeps any text)",
+            **where,
+        )
 
 
 def check_label_text(label: str, limits: Limits, **where: Any) -> None:
@@ -47,9 +64,11 @@ class LabelResolver:
         source_map: LabelMap | None,
         *,
         limits: Limits = DEFAULT_LIMITS,
+        plain_text: bool = False,
     ) -> None:
         self.pinned = pinned is not None
         self._limits = limits
+        self._plain = plain_text
         base = pinned if pinned is not None else source_map
         self._base = base if base is not None else LabelMap()
         self._added: list[LabelMapItem] = []
@@ -57,6 +76,10 @@ class LabelResolver:
         self._ids: dict[str, int] = {}
         self._map: LabelMap | None = self._base
         limits.check("max_labels", len(self._base))
+        if plain_text:
+            for it in self._base.items:
+                if it.id != 0:
+                    check_plain_label(self._base.label_of(it))
         if base is None:
             for name in source_labels:
                 self._add(name)
@@ -74,6 +97,8 @@ class LabelResolver:
             label_id = self._ids.get(name)
         if label_id is None:
             check_label_text(name, self._limits, **where)
+            if self._plain:
+                check_plain_label(name, **where)
             self._limits.check("max_labels", len(self._base) + len(self._added) + 1, **where)
             label_id = self._next_id
             self._next_id += 1

@@ -286,3 +286,28 @@ def test_two_items_with_one_file_name_are_refused_naming_the_input_and_item(
     src.write_bytes(records_bytes(items))
     run = refused(tmp_path, src, ("--to", target), expect=("item x.png",))
     assert ".tmp" not in run.stderr
+
+
+@pytest.mark.parametrize("target", ["voc", "coco", "yolo", "cvat"])
+def test_an_empty_tfrecord_converts_to_an_empty_archive(tmp_path: Path, target: str) -> None:
+    # found by the outside attack: the read-back of the empty output said "bug"
+    src = tmp_path / "empty.tfrecord"
+    src.write_bytes(b"")
+    accepted(tmp_path, src, ("--to", target))
+
+
+@pytest.mark.parametrize("target", ["voc", "cvat", "yolo"])
+def test_ten_thousand_equal_boxes_convert_though_their_text_deflates_past_max_ratio(
+    tmp_path: Path, target: str
+) -> None:
+    # found by the outside attack: the read-back applied the input's ratio cap to our output
+    from conftest import records_bytes
+
+    box = Box(0.1, 0.1, 0.2, 0.2)
+    item = Item(
+        name="a.jpg", width=100, height=100, image_format="jpeg",
+        objects=tuple(Annotation(label="cat", label_id=1, box=box) for _ in range(10_000)),
+    )  # fmt: skip
+    src = tmp_path / "boxes.tfrecord"
+    src.write_bytes(records_bytes([item]))
+    accepted(tmp_path, src, ("--to", target, "--no-images"))

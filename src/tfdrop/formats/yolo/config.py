@@ -136,8 +136,8 @@ def parse_names(text: str, member: str, limits: Limits = DEFAULT_LIMITS) -> list
                 member=member,
                 line=i,
             )
-    if not lines:
-        raise FormatError("the label list is empty", member=member)
+    # an empty list is a dataset of images without objects (a camera capture written as
+    # YOLO); any label line then fails as a class index outside the list
     return [label_name(name, i, member, limits) for i, name in enumerate(lines)]
 
 

@@ -354,7 +354,7 @@ class YoloReader:
             text = cfg.decode_text(self._read(entry.label, "max_file_bytes"), entry.label)
             rows = parse_label_text(
                 text,
-                num_classes=max(self.names) + 1,
+                num_classes=max(self.names, default=-1) + 1,
                 member=entry.label,
                 kpt_values=self.kpt_values,
                 limits=self._limits,
