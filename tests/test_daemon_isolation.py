@@ -58,3 +58,22 @@ def test_a_conversion_process_killed_fails_its_drop_and_the_daemon_goes_on(
         assert daemon.proc.poll() is None
     finally:
         assert daemon.stop() == 0
+
+
+def test_a_killed_daemon_leaves_no_conversion_running(tmp_path: Path) -> None:
+    # found by the outside attack: orphaned conversions ran on beside the restarted daemon
+    # and wrote tracebacks into its log
+    config = write_config(
+        tmp_path / "tfdrop.toml", [{"name": "p", "drop": "in", "output": "out"}], max_jobs=1
+    )
+    daemon = Daemon(config, tmp_path / "daemon.log")
+    try:
+        daemon.wait_event("daemon_ready")
+        _drop(tmp_path / "in", "big.zip", tfrecord_zip(6000, tag="big"))
+        jobs = wait_until(lambda: _job_processes(daemon), timeout=60, step=0.005)
+    finally:
+        daemon.kill()
+    wait_until(lambda: not any(p.is_running() and p.status() != "zombie" for p in jobs), 60)
+    # an orphan would have finished its archive in the job folder; a killed one did not
+    assert not list((tmp_path / "in" / ".tfdrop" / "work").rglob("archive.zip"))
+    assert "Traceback" not in daemon.text()

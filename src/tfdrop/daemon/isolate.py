@@ -14,7 +14,9 @@ job fails with a clear error file and the service stays up.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import multiprocessing
+import os
 import resource
 import signal
 import time
@@ -51,6 +53,17 @@ def _context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("spawn")  # pragma: no cover - not Linux
 
 
+_PR_SET_PDEATHSIG: Final = 1
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel to kill this process when its parent (the fork server, which exits
+    with the service) dies: a SIGKILLed service leaves no conversion running on behind it."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
 def _child(
     conn: Connection,
     src: Path,
@@ -61,6 +74,7 @@ def _child(
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the service decides when a job stops
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _die_with_parent()
     if memory is not None:
         with contextlib.suppress(OSError, ValueError):  # a sandbox may forbid it: run uncapped
             resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
@@ -71,7 +85,10 @@ def _child(
         now = time.monotonic()
         if now - last >= PROGRESS_SECONDS:
             last = now
-            conn.send(("progress", items))
+            try:
+                conn.send(("progress", items))
+            except OSError:
+                os._exit(1)  # the service is gone (a SIGKILL): stop quietly
 
     message: tuple[str, Any]
     try:
@@ -82,8 +99,9 @@ def _child(
         message = ("error", _out_of_memory(memory))
     except Exception as exc:  # a bug: reported as one, with its type, never silently
         message = ("crash", f"{type(exc).__name__}: {exc}")
-    conn.send(message)
-    conn.close()
+    with contextlib.suppress(OSError):  # the service is gone: nobody to tell, nothing to log
+        conn.send(message)
+        conn.close()
 
 
 def _out_of_memory(memory: int | None) -> WorkerDiedError:
