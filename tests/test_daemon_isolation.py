@@ -77,3 +77,33 @@ def test_a_killed_daemon_leaves_no_conversion_running(tmp_path: Path) -> None:
     # an orphan would have finished its archive in the job folder; a killed one did not
     assert not list((tmp_path / "in" / ".tfdrop" / "work").rglob("archive.zip"))
     assert "Traceback" not in daemon.text()
+
+
+def test_a_drop_that_grows_while_it_converts_is_not_published_from_the_part_read(
+    tmp_path: Path,
+) -> None:
+    # found by the outside attack: a writer that kept the file open added to it after the
+    # claim, and the archive of the first part was published
+    import errno
+
+    config = write_config(
+        tmp_path / "tfdrop.toml", [{"name": "p", "drop": "in", "output": "out"}], max_jobs=1
+    )
+    daemon = Daemon(config, tmp_path / "daemon.log")
+    try:
+        daemon.wait_event("daemon_ready")
+        _drop(tmp_path / "in", "grow.zip", tfrecord_zip(6000, tag="grow"))
+        daemon.wait_event("convert_started")
+        claimed = next((tmp_path / "in" / ".tfdrop" / "work").rglob("grow.zip"))
+        with claimed.open("ab") as f:  # the writer's open file descriptor, still writing
+            f.write(b"more")
+        hits = wait_until(
+            lambda: [
+                e for e in daemon.named("job_retry_scheduled") if e.get("errno") == errno.EAGAIN
+            ],
+            timeout=60,
+        )
+        assert "changed while it was converted" in str(hits[0]["error"])
+        assert not daemon.named("archive_published")
+    finally:
+        assert daemon.stop() == 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -180,7 +181,8 @@ class JobRunner:
             return Outcome("gone")
         clean_job_folder(self.claimed)  # leftovers of an attempt killed or aborted earlier
         p = self.pipeline
-        size = self.claimed.input.stat().st_size
+        before = self.claimed.input.stat()
+        size = before.st_size
         digest = sha256_file(self.claimed.input, self._check)
         entry = self.entry = self._entry(digest)
         if entry is None:
@@ -228,6 +230,7 @@ class JobRunner:
             workdir=tmp,
             memory=self.daemon.job_memory_mb << 20,
         )
+        self._check_unchanged(before)
         # from here on only quick renames remain: a stop request lets them finish
         if entry.stem is None:
             entry = self.entry = self.ledger.reserve_stem(
@@ -243,6 +246,18 @@ class JobRunner:
             "moved_to": done,
         }
         return Outcome("published", detail)
+
+    def _check_unchanged(self, before: os.stat_result) -> None:
+        """A writer that kept the file open (a ``.tfrecord`` written in place, paused past the
+        settle time) may have added to it while it converted: then the archive holds only part
+        of it. Not published; retried, and the next attempt reads it whole."""
+        now = self.claimed.input.stat()
+        if (now.st_size, now.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+            raise OSError(
+                errno.EAGAIN,
+                f"the drop changed while it was converted ({before.st_size} -> {now.st_size} "
+                "bytes): still being written? converting it again",
+            )
 
     def _check_name(self) -> None:
         """Fail before any conversion work when the output names cannot fit NAME_MAX."""
