@@ -57,7 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--jobs",
         type=bounded_int(1, MAX_JOBS),
         default=None,
-        help="worker processes reading the source (default: the cores this process may use)",
+        help="worker processes reading the source (default and most: the cores this process "
+        "may use)",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress, no summary")
     add_limit_argument(parser)
@@ -176,7 +177,8 @@ def run(args: argparse.Namespace) -> int:
             compression=args.compression,
             images=args.images,
             limits=limits,
-            jobs=args.jobs if args.jobs is not None else default_jobs(),
+            # more workers than cores only adds memory (each holds its own reader)
+            jobs=min(args.jobs or default_jobs(), default_jobs()),
         )
         report = convert(src, out, options, progress=progress)
     except TfdropError as exc:

@@ -104,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
     cap = args.max_records if args.max_records is not None else bare_limit(args)
     try:
         with record_files(args.path, limits) as (files, label_map, source):
+            if not files:
+                return fail(f"{args.path}: no .tfrecord, .record or shard files found")
             lm: LabelMap | None = label_map
             for rf in files:
                 for index, _offset, rec in iter_file_records(rf, source, limits):
