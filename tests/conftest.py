@@ -2,11 +2,9 @@
 
 - ``corpus_dir()`` / the ``corpus`` fixture: the real datasets in ``../shared/corpus`` (beside the
   repo). Tests that use them skip when the folder is absent (a user's fresh clone) but FAIL when it
-  is absent and ``CI=true``, so CI can never pass by skipping them (issue 2).
+  is absent and ``CI=true``, so CI can never pass by skipping them.
 - ``tf``: TensorFlow, imported lazily once per session (about 4 s and 600 MB) with its C++ logs
   silenced; only interop tests ask for it.
-
-Several helpers edit this file: append new fixtures, do not rewrite existing ones.
 """
 
 from __future__ import annotations

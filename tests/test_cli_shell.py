@@ -1,4 +1,4 @@
-"""The CLI shell (issue 9): the job budget flag, bounded numbers, outputs that would destroy an
+"""The CLI shell: the job budget flag, bounded numbers, outputs that would destroy an
 input, a report path that is a folder, and a reader of stdout that goes away. Real
 subprocesses; never a traceback."""
 

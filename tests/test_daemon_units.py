@@ -205,7 +205,7 @@ def test_a_torn_ledger_entry_is_waited_for_while_fresh_and_taken_over_when_old(
     assert ledger.get("d" * 64) == taken
 
 
-# --- issue 9: names that fit, retries that stay finite ---------------------------------------
+# --- names that fit, retries that stay finite ---------------------------------------
 
 LONG = "x" * 236 + ".zip"
 
@@ -254,7 +254,7 @@ def test_the_retry_delay_stays_finite_after_thousands_of_attempts() -> None:
     assert retry_delay(d, 5000) == 300.0
 
 
-# --- issue 9: what counts as a finished zip ---------------------------------------------------
+# --- what counts as a finished zip ---------------------------------------------------
 
 
 def test_a_tfrecord_holding_an_end_record_pattern_is_not_a_zip(tmp_path: Path) -> None:

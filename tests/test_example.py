@@ -360,7 +360,7 @@ def test_unknown_keys_decode_in_record_order() -> None:
     assert decode_example(encode_example(item)).extra == item.extra
 
 
-# --- single-value keys: exactly one value, as TensorFlow's FixedLenFeature([]) (issue 9) -------
+# --- single-value keys: exactly one value, as TensorFlow's FixedLenFeature([]) -------
 
 
 def _with(**values: list[object]) -> bytes:

@@ -6,7 +6,7 @@ find no problem; it must agree on the object count. And the full path passes a r
 protobuf parses it into the same values under TensorFlow's rules (one value per single-value
 key, right types, one length per object list). Records are generated around every schema
 rule's edges, then mutated at the protobuf level (types changed, keys dropped, lists
-lengthened) and byte by byte (flips, inserts, deletes, truncation: issue 9 found 89 false
+lengthened) and byte by byte (flips, inserts, deletes, truncation: an attack found 89 false
 all-clears in 20,000 byte-corrupted records).
 
 Without the C accelerator (``TFDROP_NO_C=1``, the suite's second run) ``fast_check`` answers
@@ -145,7 +145,7 @@ def _fields(item: Item) -> dict[str, object]:
     return {name: getattr(item, name) for name in item.__slots__}
 
 
-# --- byte-level corruption (issue 9) ----------------------------------------------------------
+# --- byte-level corruption ----------------------------------------------------------
 
 _TYPES = {"bytes_list": "bytes_list", "float_list": "float_list", "int64_list": "int64_list"}
 

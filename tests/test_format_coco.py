@@ -1,5 +1,5 @@
 """COCO reader and writer: Datumaro's assets value by value, layouts, RLE, round trips through
-TFRecord (read by real TensorFlow), streaming order cases and malformed inputs (issue 4)."""
+TFRecord (read by real TensorFlow), streaming order cases and malformed inputs."""
 
 from __future__ import annotations
 
@@ -574,7 +574,7 @@ def test_no_instances_file_is_a_clear_error(tmp_path: Path) -> None:
         read(zin)
 
 
-# --- hardening (issue 9): limits, hostile values, shapes outside the image -------------------
+# --- hardening: limits, hostile values, shapes outside the image -------------------
 
 
 def read_limited(path: Path, *, masks: bool = False, **caps: int) -> tuple[list[Item], Notes]:

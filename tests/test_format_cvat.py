@@ -742,7 +742,7 @@ def test_any_float32_box_written_to_cvat_reads_back_to_the_same_float32(
             assert f32(getattr(got.box, side)) == f32(getattr(want.box, side))
 
 
-# --- issue 9: the budget, ids, encodings, clipping ----------------------------------------------
+# --- the budget, ids, encodings, clipping ----------------------------------------------
 
 
 def read_limited(

@@ -384,7 +384,7 @@ def test_a_bare_file_keeps_the_ids_of_the_label_map_beside_it(tmp_path: Path) ->
         assert member_records(z, "val.tfrecord")[0].objects[0].label_id == 2
 
 
-# --- the job budget reaches the codec (issue 9) -------------------------------------------------
+# --- the job budget reaches the codec -------------------------------------------------
 
 
 def _budget_zip(tmp_path: Path, kind: Compression = "none", n: int = 3) -> Path:

@@ -603,7 +603,7 @@ def test_datumaro_tf_records_through_voc_come_back_equal_record_for_record(
     assert after == before
 
 
-# --- issue 9: the budget, encodings, clipping, label maps ---------------------------------------
+# --- the budget, encodings, clipping, label maps ---------------------------------------
 
 
 def read_limited(path: Path, limits: Limits, *, masks: bool = False) -> tuple[list[Item], Notes]:
@@ -650,7 +650,7 @@ def list_bomb(out: Path, *, lists: int, lines: int) -> Path:
 def test_many_list_files_naming_one_item_cost_one_subset_entry_and_counted_warnings(
     tmp_path: Path,
 ) -> None:
-    # issue 9: 100 lists x 349525 lines of one id took 5 GB and stored 34.6 M conflicts
+    # regression: 100 lists x 349525 lines of one id took 5 GB and stored 34.6 M conflicts
     items, notes = read_limited(list_bomb(tmp_path / "x.zip", lists=20, lines=3000), Limits())
     assert [(i.name, i.subset) for i in items] == [("ab.jpg", "s0000")]
     assert notes.warning_counts["item_in_two_subsets"] == 19 * 3000

@@ -1,5 +1,5 @@
 """YOLO reader and writer: Datumaro/cvat-ai assets value by value, both layouts, round trips
-through TFRecord (read by real TensorFlow), and malformed inputs (issue 4)."""
+through TFRecord (read by real TensorFlow), and malformed inputs."""
 
 from __future__ import annotations
 
@@ -686,7 +686,7 @@ def test_images_meta_quotes_names_with_spaces_as_datumaro_reads_them(tmp_path: P
     assert (back.name, back.width, back.height, back.image) == ("my shot 1.jpg", 30, 20, None)
 
 
-# --- hardening (issue 9) ---------------------------------------------------------------------
+# --- hardening ---------------------------------------------------------------------
 
 
 def ultra(tmp: Path, yaml_text: str, label: str = "0 0.5 0.5 0.2 0.2\n") -> Path:

@@ -1,4 +1,4 @@
-"""Fuzzing each format reader through ``convert()``, and the codec's three parsers (issue 6).
+"""Fuzzing each format reader through ``convert()``, and the codec's three parsers.
 
 Contract: whatever the bytes, the only exception that may escape is a
 :class:`tfdrop.errors.TfdropError` (a documented error with a kind and a location); a

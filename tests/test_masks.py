@@ -1,4 +1,4 @@
-"""Instance masks (issue 3 item 4): CVAT polygons and RLE masks -> one full-image 0/1 PNG per
+"""Instance masks: CVAT polygons and RLE masks -> one full-image 0/1 PNG per
 object that real TensorFlow decodes to the rasterised shape; TFRecord masks -> CVAT ``<mask>``
 RLE and back; CVAT's RLE (``cvat-core`` mask2Rle/rle2Mask) checked against its own examples."""
 
@@ -225,7 +225,7 @@ def test_masks_off_keep_polygon_points_and_no_png(tmp_path: Path) -> None:
     assert mask.shape == Shape.MASK
 
 
-# --- issue 9: max_mask_pixels, from the declared size, before any raster ------------------------
+# --- max_mask_pixels, from the declared size, before any raster ------------------------
 
 
 def _png_header_only(width: int, height: int) -> bytes:

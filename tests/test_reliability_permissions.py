@@ -1,4 +1,4 @@
-"""Permissions (issue 6 item 3): the daemon as an unprivileged user (``setpriv`` to nobody).
+"""Permissions: the daemon as an unprivileged user (``setpriv`` to nobody).
 
 The test (root) takes permissions away under a running daemon, one fault at a time: an
 input it cannot read, an output folder, a ``failed/`` folder and a ``done/`` folder it cannot

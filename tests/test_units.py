@@ -1,5 +1,5 @@
 """Work units (tfdrop.units): a conversion read by worker processes gives the same archive,
-the same counts and the same first error as one read in a single process (issue 11)."""
+the same counts and the same first error as one read in a single process."""
 
 from __future__ import annotations
 

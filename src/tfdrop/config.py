@@ -22,11 +22,9 @@ from typing import Any, Final
 
 from tfdrop.codec.model import LabelMap
 from tfdrop.errors import ConfigError, TfdropError
+from tfdrop.formats import FORMATS
 from tfdrop.limits import DEFAULT_LIMITS, Limits
 
-# The spec's format table; tfdrop.formats.FORMATS is the authority once it exists.
-_SPEC_FORMATS: Final = ("tfrecord", "voc", "cvat", "coco", "yolo", "images")
-_READ_ONLY_FORMATS: Final = frozenset({"images"})
 COMPRESSIONS: Final = ("none", "gzip", "zlib")
 ON_SUCCESS: Final = ("keep", "delete")
 LOG_FORMATS: Final = ("auto", "json", "console")
@@ -54,15 +52,7 @@ file system because claiming is a rename, and shared by every host that mounts t
 
 
 def known_formats() -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(readable, writable) format names from ``tfdrop.formats.FORMATS``.
-
-    Before the format table is importable (a partial install) the spec's table is used.
-    """
-    try:
-        from tfdrop.formats import FORMATS
-    except ImportError:
-        writable = tuple(f for f in _SPEC_FORMATS if f not in _READ_ONLY_FORMATS)
-        return _SPEC_FORMATS, writable
+    """(readable, writable) format names from ``tfdrop.formats.FORMATS``."""
     readable = tuple(n for n, spec in FORMATS.items() if spec.open_reader is not None)
     writable = tuple(n for n, spec in FORMATS.items() if spec.open_writer is not None)
     return readable, writable

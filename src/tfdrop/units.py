@@ -7,7 +7,7 @@ Each worker process opens the source and the reader once, then turns unit after 
 items with images read, label ids set from the map known before the first item, and box masks
 made; the parent takes the results back in unit order, so everything downstream (label
 resolution, writing, counting, notes) sees exactly the sequence a single process would: the
-output is the same bytes whatever the number of workers (issue 11).
+output is the same bytes whatever the number of workers.
 
 Memory stays bounded: at most ``2 * jobs`` units are in flight, each of at most
 :data:`UNIT_BYTES` declared bytes. A worker's error is raised when the parent reaches its unit,

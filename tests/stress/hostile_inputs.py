@@ -1,4 +1,4 @@
-"""Hostile drops for a running daemon (issue 6 item 4), beyond the archive catalogue.
+"""Hostile drops for a running daemon, beyond the archive catalogue.
 
 :data:`DROPS` maps a case name to ``(file name, builder, expected error kinds)``: every case
 of :mod:`tfdrop.testing.hostile` (zip slip, symlink members, bombs, lying sizes, truncated and

@@ -1,6 +1,6 @@
 """Torture run: drops across several pipelines while the daemon is SIGKILLed and restarted.
 
-Issue 6 item 1. One command (from the repo root)::
+One command (from the repo root)::
 
     .venv/bin/python -m tests.stress.torture --drops 500 --kills 100
 

@@ -3,7 +3,7 @@
 Dispatch goes through the explicit table :data:`FORMATS` (STYLE.md habit 5), never plugin
 discovery. Detection scores each format on the source's member names and names what it found
 when nothing matches. It never settles for plain ``images`` while annotation-like files sit
-beside them (issue 9: nothing annotated is published as an empty archive).
+beside them: nothing annotated is published as an empty archive.
 """
 
 from __future__ import annotations

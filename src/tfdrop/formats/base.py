@@ -123,7 +123,7 @@ class Reader(Protocol):
 
 @runtime_checkable
 class Splittable(Reader, Protocol):
-    """A reader that can cut its source into work units (issue 11: ``tfdrop.units``).
+    """A reader that can cut its source into work units (:mod:`tfdrop.units` runs them).
 
     The items of ``unit_items(u)`` for every ``u`` of ``units()``, in order, are exactly
     ``items()``. A unit is a small picklable value (member names, a range of an index); a

@@ -1,4 +1,4 @@
-"""A zip of plain camera images, no annotations (SPEC.md "Conversions", issue 3 "images").
+"""A zip of plain camera images, no annotations (SPEC.md "Conversions").
 
 One item per image member at any folder depth, in archive order, subset ``default``, no
 objects; size and format from the image header (Pillow reads the header only; the bytes are

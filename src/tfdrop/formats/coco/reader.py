@@ -1,4 +1,4 @@
-"""COCO 1.0 instances reader, streaming (SPEC.md "Conversions", issue 4).
+"""COCO 1.0 instances reader, streaming (SPEC.md "Conversions").
 
 Per instances file (see :mod:`tfdrop.formats.coco.index` for the layouts):
 

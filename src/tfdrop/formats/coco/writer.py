@@ -1,4 +1,4 @@
-"""COCO 1.0 instances writer, streaming (SPEC.md "Conversions", issue 4).
+"""COCO 1.0 instances writer, streaming (SPEC.md "Conversions").
 
 Writes ``annotations/instances_<subset>.json`` and ``images/<subset>/<name>`` (Datumaro's and
 CVAT's layout). Images go into the zip as items arrive (stored, bytes unchanged); each subset's

@@ -1,4 +1,4 @@
-"""Streaming Pascal VOC reader (SPEC.md "Conversions", issue 3 "voc").
+"""Streaming Pascal VOC reader (SPEC.md "Conversions").
 
 One item per ``Annotations/<id>.xml`` (each a small file, read whole and parsed with the safe
 parser), plus ids listed in a subset file that have an image but no annotation (Datumaro reads

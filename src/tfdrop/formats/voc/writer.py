@@ -1,4 +1,4 @@
-"""Streaming Pascal VOC writer: CVAT's "Pascal VOC 1.1" layout (issue 3 "voc").
+"""Streaming Pascal VOC writer: CVAT's "Pascal VOC 1.1" layout (SPEC.md "Conversions").
 
 Per item, ``Annotations/<id>.xml`` then ``JPEGImages/<name>`` (bytes unchanged; none when the
 item carries no image, e.g. ``--no-images``); at the end ``ImageSets/Main/<subset>.txt`` and

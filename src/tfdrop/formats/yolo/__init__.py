@@ -1,4 +1,4 @@
-"""YOLO datasets: darknet / CVAT "YOLO 1.1" and Ultralytics layouts (issue 4, SPEC.md).
+"""YOLO datasets: darknet / CVAT "YOLO 1.1" and Ultralytics layouts (SPEC.md "Conversions").
 
 Read: ``obj.names`` + ``obj.data`` + ``obj_<subset>_data/`` (CVAT), ``data.yaml`` +
 ``images/<subset>/`` + ``labels/<subset>/`` (Ultralytics, incl. list-file and list-of-images
