@@ -22,8 +22,8 @@ from tfdrop.daemon.fsops import (
 )
 from tfdrop.daemon.ledger import BEING_WRITTEN, Ledger
 from tfdrop.daemon.service import retry_delay
-from tfdrop.daemon.watch import DropTracker, is_temp_name, matches
-from tfdrop.publish import NAME_MAX, name_bytes
+from tfdrop.daemon.watch import DropTracker, matches
+from tfdrop.publish import NAME_MAX, is_temp_name, name_bytes
 
 
 def _zip(path: Path) -> bytes:
