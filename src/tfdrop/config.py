@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from tfdrop.codec.model import LabelMap
-from tfdrop.errors import ConfigError, TfdropError
+from tfdrop.errors import ConfigError, LabelMapError
 from tfdrop.formats import FORMATS
+from tfdrop.labels import load_label_map
 from tfdrop.limits import DEFAULT_LIMITS, Limits
 
 COMPRESSIONS: Final = ("none", "gzip", "zlib")
@@ -318,27 +319,6 @@ def changed_limits(limits: Limits) -> dict[str, int]:
     }
 
 
-def load_label_map(path: Path) -> LabelMap:
-    """Read and parse a ``label_map.pbtxt`` (errors name the file)."""
-    from tfdrop.codec.labelmap import parse_label_map
-
-    try:
-        with path.open("rb") as f:
-            data = f.read(DEFAULT_LIMITS.max_file_bytes + 1)
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot read label map {path}: {exc.strerror or exc}", key="label_map"
-        ) from exc
-    if len(data) > DEFAULT_LIMITS.max_file_bytes:
-        raise ConfigError(
-            f"label map {path} is over {DEFAULT_LIMITS.max_file_bytes} bytes", key="label_map"
-        )
-    try:
-        return parse_label_map(data, source=str(path))
-    except TfdropError as exc:
-        raise ConfigError(f"label map {path}: {exc}", key="label_map", hint=exc.hint) from exc
-
-
 def _pipeline(
     table: Any, index: int, where: str, base: Path, limits: Limits = DEFAULT_LIMITS
 ) -> PipelineConfig:
@@ -374,8 +354,8 @@ def _pipeline(
         label_map_path = _path(ctx, f"{prefix}.label_map", table["label_map"], base)
         try:
             label_map = load_label_map(label_map_path)
-        except ConfigError as exc:
-            raise ctx.error(f"{prefix}.label_map", exc.message, exc.hint) from exc
+        except LabelMapError as exc:
+            raise ctx.error(f"{prefix}.label_map", f"label map {exc}", exc.hint) from exc
     patterns = table.get("patterns", list(DEFAULT_PATTERNS))
     if (
         not isinstance(patterns, list)

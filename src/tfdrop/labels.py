@@ -15,11 +15,31 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
+from tfdrop.codec.labelmap import parse_label_map
 from tfdrop.codec.model import Annotation, Item, LabelMap, LabelMapItem
-from tfdrop.errors import FormatError, UnknownLabelError
+from tfdrop.errors import FormatError, LabelMapError, UnknownLabelError
 from tfdrop.limits import DEFAULT_LIMITS, Limits
+
+
+def load_label_map(path: Path) -> LabelMap:
+    """Read and parse a pinned ``label_map.pbtxt`` (``--label-map``, a pipeline's ``label_map``).
+
+    Every failure is a :class:`~tfdrop.errors.LabelMapError` naming the file: unreadable, over
+    ``max_file_bytes`` (read no further than that), or not a valid label map.
+    """
+    try:
+        with path.open("rb") as f:
+            data = f.read(DEFAULT_LIMITS.max_file_bytes + 1)
+    except OSError as exc:
+        raise LabelMapError(f"cannot read: {exc.strerror or exc}", archive=str(path)) from None
+    if len(data) > DEFAULT_LIMITS.max_file_bytes:
+        raise LabelMapError(
+            f"over {DEFAULT_LIMITS.max_file_bytes} bytes; not a label map", archive=str(path)
+        )
+    return parse_label_map(data, source=str(path))
 
 
 def check_label_text(label: str, limits: Limits, **where: Any) -> None:
