@@ -20,13 +20,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
+from tfdrop.codec.compression import COMPRESSIONS, Compression
 from tfdrop.codec.model import LabelMap
 from tfdrop.errors import ConfigError, LabelMapError
 from tfdrop.formats import FORMATS
+from tfdrop.formats.base import FormatName, SourceFormat
 from tfdrop.labels import load_label_map
 from tfdrop.limits import DEFAULT_LIMITS, Limits
 
-COMPRESSIONS: Final = ("none", "gzip", "zlib")
 ON_SUCCESS: Final = ("keep", "delete")
 LOG_FORMATS: Final = ("auto", "json", "console")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
@@ -85,13 +86,13 @@ class PipelineConfig:
     name: str
     drop: Path
     output: Path
-    source_format: str = "auto"
-    target_format: str = "tfrecord"
+    source_format: SourceFormat = "auto"
+    target_format: FormatName = "tfrecord"
     label_map_path: Path | None = None
     label_map: LabelMap | None = field(default=None, compare=False)
     masks: bool = False
     shards: int = 1
-    compression: str = "none"
+    compression: Compression = "none"
     images: bool = True
     on_success: str = "keep"
     patterns: tuple[str, ...] = DEFAULT_PATTERNS

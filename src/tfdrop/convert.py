@@ -18,10 +18,11 @@ from typing import Any, BinaryIO, Self
 
 from tfdrop.archive import Source, ZipSink, has_end_record, open_source
 from tfdrop.archive.limits import check_item_name
+from tfdrop.codec.compression import Compression
 from tfdrop.codec.model import Item, LabelMap
 from tfdrop.errors import TfdropError
 from tfdrop.formats import FORMATS, Notes, Reader, ReadOptions, WriteOptions, detect_format
-from tfdrop.formats.base import Splittable
+from tfdrop.formats.base import FormatName, SourceFormat, Splittable
 from tfdrop.formats.tfrecord import LABEL_MAP_NAME, TfrecordWriter
 from tfdrop.labels import LabelResolver
 from tfdrop.limits import DEFAULT_LIMITS, Limits
@@ -42,12 +43,12 @@ from tfdrop.units import (
 class ConvertOptions:
     """What to convert to, and how. Defaults: auto-detect -> TFRecord, images embedded."""
 
-    source_format: str = "auto"
-    target_format: str = "tfrecord"
+    source_format: SourceFormat = "auto"
+    target_format: FormatName = "tfrecord"
     label_map: LabelMap | None = None
     masks: bool = False
     shards: int = 1
-    compression: str = "none"
+    compression: Compression = "none"
     images: bool = True
     limits: Limits = DEFAULT_LIMITS
     jobs: int = 1  # worker processes reading work units (tfdrop.units); 1: this process only
@@ -59,8 +60,8 @@ class Report:
 
     source: str
     output: str
-    source_format: str
-    target_format: str
+    source_format: FormatName
+    target_format: FormatName
     items: int
     objects: int
     subsets: dict[str, int]

@@ -22,7 +22,7 @@ from tfdrop.codec.labelmap import parse_label_map
 from tfdrop.codec.model import LabelMap
 from tfdrop.codec.schema import check_parsed, fast_check
 from tfdrop.errors import TfdropError, ValidationError
-from tfdrop.formats import FORMATS, Notes, ReadOptions
+from tfdrop.formats import FORMATS, FormatName, Notes, ReadOptions
 from tfdrop.formats.tfrecord import LABEL_MAP_NAME, subset_of
 from tfdrop.limits import Limits
 from tfdrop.stream import is_tfrecord_name, iter_records, stream_caps
@@ -39,7 +39,13 @@ class Written:
 
 
 def validate_archive(
-    out: Path, target: str, written: Written, label_map: LabelMap, *, masks: bool, limits: Limits
+    out: Path,
+    target: FormatName,
+    written: Written,
+    label_map: LabelMap,
+    *,
+    masks: bool,
+    limits: Limits,
 ) -> int:
     """Check the archive ``out`` against ``written``; the number of items read back."""
     try:
@@ -71,7 +77,12 @@ def _compare_labels(label_map: LabelMap, read: list[str]) -> None:
 
 
 def _check_by_reader(
-    src: Source, target: str, written: Written, label_map: LabelMap, masks: bool, limits: Limits
+    src: Source,
+    target: FormatName,
+    written: Written,
+    label_map: LabelMap,
+    masks: bool,
+    limits: Limits,
 ) -> int:
     spec = FORMATS[target]
     assert spec.open_reader is not None

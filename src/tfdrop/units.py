@@ -29,7 +29,7 @@ from tfdrop.archive import Source
 from tfdrop.codec.model import Annotation, Item, LabelMap
 from tfdrop.errors import TfdropError
 from tfdrop.formats import FORMATS, Notes, ReadOptions, WriteOptions
-from tfdrop.formats.base import Splittable
+from tfdrop.formats.base import FormatName, Splittable
 from tfdrop.formats.masks import box_mask_png, check_mask_size
 from tfdrop.formats.tfrecord import encode_record
 from tfdrop.limits import Limits
@@ -53,7 +53,7 @@ class JobSpec:
     """What every worker needs to open the source once and prepare items like the parent."""
 
     src: Path
-    source_format: str
+    source_format: FormatName
     read: ReadOptions
     known: LabelMap  # the ids fixed before the first item (pinned, source map or source list)
     box_masks: bool  # with masks on and a TFRecord target, boxes get a filled-rectangle mask

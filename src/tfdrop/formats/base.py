@@ -14,8 +14,9 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
+from tfdrop.codec.compression import Compression
 from tfdrop.codec.model import Item, LabelMap
 from tfdrop.limits import DEFAULT_LIMITS, Limits
 
@@ -24,6 +25,12 @@ if TYPE_CHECKING:
 
 MAX_WARNINGS = 200
 """Warnings kept word for word in a report; the rest are only counted by code."""
+
+
+FormatName = Literal["tfrecord", "voc", "cvat", "coco", "yolo", "images"]
+"""A key of the format table (:data:`tfdrop.formats.FORMATS`); a new format adds its name here."""
+SourceFormat = FormatName | Literal["auto"]
+"""What to read: a format, or ``auto`` (detected from the member names)."""
 
 
 @dataclass(slots=True)
@@ -100,7 +107,7 @@ class WriteOptions:
 
     masks: bool = False
     shards: int = 1
-    compression: str = "none"
+    compression: Compression = "none"
     images: bool = True
     workdir: Path | None = None
 
@@ -165,7 +172,7 @@ class FormatSpec:
     (100 for a format's own marker file, like CVAT's ``annotations.xml``).
     """
 
-    name: str
+    name: FormatName
     description: str
     detect: Callable[[Sequence[str]], int]
     open_reader: OpenReader | None = None

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, BinaryIO, cast
 
-from tfdrop.codec.compression import Compression
 from tfdrop.codec.example import (
     ENCODED,
     FILENAME,
@@ -264,7 +263,7 @@ class TfrecordWriter:
         self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
 
     def _open(self, name: str) -> _Out:
-        compression = cast(Compression, self.options.compression)
+        compression = self.options.compression
         if not self._direct_open:
             self._direct_open = True
             handle = self.sink.open_member(name, compress=False)
