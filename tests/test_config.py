@@ -134,7 +134,7 @@ def test_daemon_errors_name_file_key_and_allowed_values(
     with pytest.raises(ConfigError) as info:
         load_config(path, env={})
     assert info.value.key == key
-    assert info.value.archive == str(path)
+    assert info.value.file == str(path)
     assert says in str(info.value)
     assert str(path) in str(info.value)
 

@@ -514,7 +514,7 @@ def test_malformed_shapes_name_member_item_object_and_line(
     with pytest.raises(FormatError, match=message) as err:
         read_items(src)
     e = err.value
-    assert (e.member, e.item, e.object, e.line) == ("annotations.xml", "h.jpg", 1, 7)
+    assert (e.member, e.item, e.obj, e.line) == ("annotations.xml", "h.jpg", 1, 7)
 
 
 def test_missing_image_is_its_own_error_unless_images_are_off(tmp_path: Path) -> None:
@@ -877,7 +877,7 @@ def test_a_polygon_30_px_past_the_right_edge_is_clipped_with_box_clipped(tmp_pat
 def test_a_shape_with_nothing_inside_the_image_is_an_error(tmp_path: Path, shape: str) -> None:
     with pytest.raises(FormatError, match="lies outside the 9x9 image") as err:
         read_limited(one_image(tmp_path, shape), Limits())
-    assert (err.value.item, err.value.object) == ("h.jpg", 0)
+    assert (err.value.item, err.value.obj) == ("h.jpg", 0)
 
 
 def test_a_mask_rectangle_past_the_edge_is_cropped_with_box_clipped(tmp_path: Path) -> None:

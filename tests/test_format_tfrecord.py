@@ -321,7 +321,7 @@ def test_class_ids_without_text_need_a_label_map(tmp_path: Path) -> None:
     # no map names the ids: a clear error, not an unreadable label_map.pbtxt blamed on tfdrop
     with pytest.raises(UnknownLabelError) as info:
         convert(src, tmp_path / "out.zip", ConvertOptions())
-    assert info.value.object == 0
+    assert info.value.obj == 0
     assert "class id 3" in info.value.message
     assert not (tmp_path / "out.zip").exists()
     report = convert(src, tmp_path / "out.zip", ConvertOptions(label_map=LM))

@@ -452,7 +452,7 @@ def test_bad_boxes_and_numbers_name_item_and_object(
     src = make_zip(tmp_path / "x.zip", {"Annotations/b.xml": xml, "JPEGImages/b.jpg": jpeg(9, 9)})
     with pytest.raises(FormatError, match=message) as err:
         read_items(src)
-    assert (err.value.item, err.value.object, err.value.member) == ("b.jpg", 1, "Annotations/b.xml")
+    assert (err.value.item, err.value.obj, err.value.member) == ("b.jpg", 1, "Annotations/b.xml")
 
 
 def test_box_within_one_pixel_outside_is_clamped_with_a_warning(tmp_path: Path) -> None:
@@ -723,7 +723,7 @@ def test_a_coordinate_over_max_number_length_is_limit_exceeded(tmp_path: Path) -
     src = make_zip(tmp_path / "x.zip", {"Annotations/b.xml": xml, "JPEGImages/b.jpg": jpeg(9, 9)})
     with pytest.raises(LimitExceededError, match="max_number_length is 64") as err:
         read_items(src)
-    assert (err.value.item, err.value.object, err.value.key) == ("b.jpg", 0, "xmin")
+    assert (err.value.item, err.value.obj, err.value.key) == ("b.jpg", 0, "xmin")
 
 
 def test_xml_and_images_over_the_file_caps_are_limit_exceeded(tmp_path: Path) -> None:
@@ -787,7 +787,7 @@ def test_writer_refuses_a_label_labelmap_txt_cannot_carry_naming_it(
         with pytest.raises(FormatError, match=why) as err:
             writer.write(item)  # refused before anything of the item is written
     assert repr(label) in str(err.value)
-    assert (err.value.item, err.value.object) == ("a.jpg", 0)
+    assert (err.value.item, err.value.obj) == ("a.jpg", 0)
     with pytest.raises(FormatError, match=why):
         format_labelmap([label])  # a label map entry no object uses is refused too
 
@@ -816,4 +816,4 @@ def test_attack_an_object_with_too_many_children_is_limit_exceeded(tmp_path: Pat
     src = make_zip(tmp_path / "x.zip", {"Annotations/a.xml": xml, "JPEGImages/a.jpg": jpeg(9, 9)})
     with pytest.raises(LimitExceededError, match="max_values_per_feature is 20") as err:
         read_limited(src, Limits(max_values_per_feature=20))
-    assert (err.value.item, err.value.object) == ("a.jpg", 0)
+    assert (err.value.item, err.value.obj) == ("a.jpg", 0)

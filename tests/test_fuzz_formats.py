@@ -298,7 +298,7 @@ _LABEL_MAP = (
 def test_label_map_parser_raises_only_tfdrop_errors_on_damaged_text(data: st.DataObject) -> None:
     text = data.draw(mutated(_LABEL_MAP, text=True))
     try:
-        label_map = parse_label_map(text, source="fuzz.pbtxt")
+        label_map = parse_label_map(text, file="fuzz.pbtxt")
     except TfdropError:
         return
     ids = [i.id for i in label_map.items]

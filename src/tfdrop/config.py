@@ -185,7 +185,7 @@ class _Ctx:
 
     def error(self, key: str, message: str, hint: str | None = None) -> ConfigError:
         # str(): "<file>, key <key>: <message>" (TfdropError puts the location first)
-        return ConfigError(message, archive=self.source, key=key, hint=hint)
+        return ConfigError(message, file=self.source, key=key, hint=hint)
 
 
 def _integer(ctx: _Ctx, key: str, value: Any) -> int:
@@ -420,7 +420,7 @@ def parse_config(
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"not valid TOML: {exc}", archive=where) from exc
+        raise ConfigError(f"not valid TOML: {exc}", file=where) from exc
     unknown = sorted(set(data) - {"daemon", "limits", "pipeline"})
     if unknown:
         raise _Ctx(where).error(unknown[0], "unknown table; allowed: daemon, limits, pipeline")
@@ -445,9 +445,9 @@ def load_config(path: Path, *, env: Mapping[str, str] | None = None) -> Config:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror or exc}", archive=str(path)) from exc
+        raise ConfigError(f"cannot read: {exc.strerror or exc}", file=str(path)) from exc
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"not UTF-8 text: {exc}", archive=str(path)) from exc
+        raise ConfigError(f"not UTF-8 text: {exc}", file=str(path)) from exc
     return parse_config(text, source=path.absolute(), env=env)
 
 

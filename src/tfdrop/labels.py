@@ -34,12 +34,12 @@ def load_label_map(path: Path) -> LabelMap:
         with path.open("rb") as f:
             data = f.read(DEFAULT_LIMITS.max_file_bytes + 1)
     except OSError as exc:
-        raise LabelMapError(f"cannot read: {exc.strerror or exc}", archive=str(path)) from None
+        raise LabelMapError(f"cannot read: {exc.strerror or exc}", file=str(path)) from None
     if len(data) > DEFAULT_LIMITS.max_file_bytes:
         raise LabelMapError(
-            f"over {DEFAULT_LIMITS.max_file_bytes} bytes; not a label map", archive=str(path)
+            f"over {DEFAULT_LIMITS.max_file_bytes} bytes; not a label map", file=str(path)
         )
-    return parse_label_map(data, source=str(path))
+    return parse_label_map(data, file=str(path))
 
 
 def check_label_text(label: str, limits: Limits, **where: Any) -> None:
@@ -107,14 +107,14 @@ class LabelResolver:
         if label_id is not None:
             return label_id
         if not self.pinned:
-            return self._add(name, item=item.name, object=index)
+            return self._add(name, item=item.name, obj=index)
         label_id = self._base.id_of(name)
         if label_id is None:
             raise UnknownLabelError(
                 f"label {name!r} is not in the pinned label map "
                 f"(it has: {', '.join(self._base.names[:20])})",
                 item=item.name,
-                object=index,
+                obj=index,
             )
         self._ids[name] = label_id
         return label_id
@@ -127,7 +127,7 @@ class LabelResolver:
             raise UnknownLabelError(
                 f"object has no label name (class id {obj.label_id}, no class text)",
                 item=item.name,
-                object=index,
+                obj=index,
                 hint="pin a label map that names the class ids (--label-map / "
                 "label_map = ...), or write class/text into the records",
             )

@@ -121,7 +121,7 @@ def _check_tfrecord(src: Source, written: Written, label_map: LabelMap, limits: 
                 subsets[subset] += 1
     _compare(written, items, objects, subsets)
     text = src.read_bytes(LABEL_MAP_NAME, max_size=limits.max_file_bytes)
-    read_map = parse_label_map(text, source=LABEL_MAP_NAME)
+    read_map = parse_label_map(text, member=LABEL_MAP_NAME)
     if [(it.id, it.name) for it in read_map.items] != [(it.id, it.name) for it in label_map.items]:
         raise ValidationError("the written label_map.pbtxt reads back differently")
     return items

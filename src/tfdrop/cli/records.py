@@ -64,11 +64,11 @@ def _read_map(path: Path, limits: Limits) -> LabelMap:
     with path.open("rb") as f:
         size = os.fstat(f.fileno()).st_size
         if size > cap:
-            raise exceeded("max_file_bytes", size, cap, archive=str(path))
+            raise exceeded("max_file_bytes", size, cap, file=str(path))
         data = f.read(cap + 1)  # it may have grown since
     if len(data) > cap:
-        raise exceeded("max_file_bytes", len(data), cap, archive=str(path))
-    return parse_label_map(data, source=str(path))
+        raise exceeded("max_file_bytes", len(data), cap, file=str(path))
+    return parse_label_map(data, file=str(path))
 
 
 @contextmanager
@@ -87,7 +87,7 @@ def record_files(
         files = [RecordFile(f"{path}:{n}", n, path) for n in names]
         maps = [n for n in src.names() if n.rsplit("/", 1)[-1] == LABEL_MAP_NAME]
         lm = (
-            parse_label_map(src.read_bytes(maps[0], max_size=limits.max_file_bytes), source=maps[0])
+            parse_label_map(src.read_bytes(maps[0], max_size=limits.max_file_bytes), member=maps[0])
             if maps
             else None
         )

@@ -281,7 +281,7 @@ def to_item(
             try:
                 label = texts[i].decode("utf-8")
             except UnicodeDecodeError:
-                raise ExampleError("value is not UTF-8 text", key=TEXT, object=i) from None
+                raise ExampleError("value is not UTF-8 text", key=TEXT, obj=i) from None
         else:
             label = (label_map.name_of(label_id) if label_map else None) or ""
         objects.append(
@@ -340,7 +340,7 @@ def _utf8(values: list[str], key: str, item: Item, *, per_object: bool = True) -
             "Unicode (undecodable bytes, e.g. a file name that is not UTF-8); rename it",
             key=key,
             item=item.name.encode("utf-8", "backslashreplace").decode(),
-            object=bad if per_object else None,
+            obj=bad if per_object else None,
         ) from None
 
 
@@ -408,7 +408,7 @@ def encode_example(item: Item) -> bytes:
                 "some objects have a mask and others do not (the OD API needs one per object)",
                 key=MASK,
                 item=item.name,
-                object=missing[0],
+                obj=missing[0],
             )
         b.bytes_list(_k(MASK), [o.mask for o in objs if o.mask is not None])
     if any(o.is_crowd for o in objs):

@@ -58,23 +58,27 @@ def _item_lines(text: str) -> list[int]:
     return lines
 
 
-def parse_label_map(text: str | bytes, *, source: str | None = None) -> LabelMap:
-    """Parse and check a label map. ``source`` names the file in errors."""
+def parse_label_map(
+    text: str | bytes, *, file: str | None = None, member: str | None = None
+) -> LabelMap:
+    """Parse and check a label map; errors name the ``file`` or archive ``member`` it came from."""
+
+    def error(message: str, line: int | None) -> LabelMapError:
+        return LabelMapError(message, file=file, member=member, line=line)
+
     if isinstance(text, bytes):
         raw = text
         try:
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             bad_line = raw.count(b"\n", 0, exc.start) + 1
-            raise LabelMapError(
-                f"not UTF-8 text ({exc.reason})", archive=source, line=bad_line
-            ) from None
+            raise error(f"not UTF-8 text ({exc.reason})", bad_line) from None
     msg: Any = StringIntLabelMap()
     try:
         text_format.Parse(text, msg)
     except text_format.ParseError as exc:
         line = exc.GetLine() if hasattr(exc, "GetLine") else None
-        raise LabelMapError(f"not a StringIntLabelMap: {exc}", archive=source, line=line) from None
+        raise error(f"not a StringIntLabelMap: {exc}", line) from None
     lines = _item_lines(text)
     items: list[LabelMapItem] = []
     seen_ids: dict[int, int] = {}
@@ -83,31 +87,21 @@ def parse_label_map(text: str | bytes, *, source: str | None = None) -> LabelMap
     for n, m in enumerate(msg.item):
         line = lines[n] if n < len(lines) else None
         if not m.HasField("id"):
-            raise LabelMapError(f"item {m.name!r} has no id", archive=source, line=line)
+            raise error(f"item {m.name!r} has no id", line)
         if not m.name and not m.display_name:
-            raise LabelMapError(f"item with id {m.id} has no name", archive=source, line=line)
+            raise error(f"item with id {m.id} has no name", line)
         name = m.name or m.display_name
         if m.id < 0 or (m.id == 0 and name != BACKGROUND):
-            raise LabelMapError(
-                f"id {m.id} of {name!r}: ids start at 1 (0 is reserved for 'background')",
-                archive=source,
-                line=line,
+            raise error(
+                f"id {m.id} of {name!r}: ids start at 1 (0 is reserved for 'background')", line
             )
         if m.id in seen_ids:
-            raise LabelMapError(
-                f"duplicate id {m.id} (first used on line {seen_ids[m.id]})",
-                archive=source,
-                line=line,
-            )
+            raise error(f"duplicate id {m.id} (first used on line {seen_ids[m.id]})", line)
         # a repeated name is fine while display names tell the items apart (TF's own
         # mscoco_label_map.pbtxt repeats "NA"); otherwise the label map is ambiguous
         ident = (name, m.display_name)
         if name in seen_names and (not m.display_name or ident in seen_idents):
-            raise LabelMapError(
-                f"duplicate name {name!r} (first used on line {seen_names[name]})",
-                archive=source,
-                line=line,
-            )
+            raise error(f"duplicate name {name!r} (first used on line {seen_names[name]})", line)
         seen_names[name] = line or 0
         seen_idents.add(ident)
         seen_ids[m.id] = line or 0

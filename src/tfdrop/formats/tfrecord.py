@@ -93,7 +93,7 @@ class TfrecordReader:
         for name in maps:
             lm = parse_label_map(
                 self.source.read_bytes(name, max_size=self.options.limits.max_file_bytes),
-                source=name,
+                member=name,
             )
             if merged is None:
                 merged = lm
@@ -176,7 +176,7 @@ class TfrecordReader:
                 record=index,
                 item=parsed.filename or None,
                 key=problem.key,
-                object=problem.obj,
+                obj=problem.obj,
             )
         item = to_item(parsed, subset=subset, label_map=lm)
         if unlabeled:

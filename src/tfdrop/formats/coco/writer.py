@@ -193,7 +193,7 @@ class CocoWriter:
                 raise FormatError(
                     f"instance mask is {width}x{height}, the image {item.width}x{item.height}",
                     item=item.name,
-                    object=i,
+                    obj=i,
                 )
             counts = counts_from_bits(bits, width, height)
             return (

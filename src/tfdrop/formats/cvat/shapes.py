@@ -264,7 +264,7 @@ def parse_shape(
         raise exc.at(
             member=where.member,
             item=where.item,
-            object=index,
+            obj=index,
             line=int(line) if line else where.line,
         ) from None
 

@@ -149,7 +149,7 @@ class CvatWriter:
             try:
                 lines += self._shape(obj, width, height)
             except FormatError as exc:
-                raise exc.at(item=item.name, object=index) from None
+                raise exc.at(item=item.name, obj=index) from None
         for tag in item.tags:
             self._labels.tags[tag] = None
             lines.append(f'    <tag label={self._name(tag, "label")} source="file"></tag>')

@@ -96,7 +96,7 @@ class _Where:
     limits: Limits
 
     def error(self, message: str, *, obj: int | None = None, key: str | None = None) -> FormatError:
-        return FormatError(message, member=self.member, item=self.item, object=obj, key=key)
+        return FormatError(message, member=self.member, item=self.item, obj=obj, key=key)
 
 
 def _text(elem: ET.Element | None, tag: str) -> str | None:
@@ -113,7 +113,7 @@ def _number(text: str | None, what: str, where: _Where, obj: int | None) -> floa
             cap,
             member=where.member,
             item=where.item,
-            object=obj,
+            obj=obj,
             key=what,
         )
     try:
@@ -283,10 +283,10 @@ class VocReader:
         try:
             return self._parse_item(root, item_id, member, subsets, got)
         except FormatError as exc:
-            if exc.object is not None and exc.line is None:
+            if exc.obj is not None and exc.line is None:
                 # Lines cost a second, slower parse: only taken when reporting an error.
                 lines = element_lines(data, "object", member=member, limits=self.options.limits)
-                exc.at(line=lines[exc.object] if exc.object < len(lines) else None)
+                exc.at(line=lines[exc.obj] if exc.obj < len(lines) else None)
             raise
 
     def _parse_item(
@@ -387,7 +387,7 @@ class VocReader:
         self, obj: ET.Element, index: int, width: int, height: int, where: _Where
     ) -> Annotation:
         where.limits.check(
-            "max_values_per_feature", len(obj), member=where.member, item=where.item, object=index
+            "max_values_per_feature", len(obj), member=where.member, item=where.item, obj=index
         )
         # One pass over the children (find() per field costs a scan each).
         fields: dict[str, str] = {}

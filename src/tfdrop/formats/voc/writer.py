@@ -137,7 +137,7 @@ class VocWriter:
                 raise FormatError(
                     f"label {obj.label!r} {problem}; rename it before converting to VOC",
                     item=item.name,
-                    object=index,
+                    obj=index,
                 )
             self._labels.add(obj.label)
 
