@@ -19,10 +19,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import hostile_archives as hostile
 from tfdrop.archive import ZipSink, ZipSource, has_end_record, open_source
 from tfdrop.errors import ArchiveError, MemberNotFoundError, UnsafeArchiveError
 from tfdrop.limits import Limits
-from tfdrop.testing import hostile
 
 MiB = 1 << 20
 
@@ -480,12 +480,13 @@ def test_limits_must_be_positive_integers(bad: object) -> None:
         Limits(max_ratio=bad)  # type: ignore[arg-type]
 
 
-def test_hostile_catalogue_runs_as_a_module_writing_every_case(tmp_path: Path) -> None:
+def test_hostile_catalogue_runs_as_a_script_writing_every_case(tmp_path: Path) -> None:
     import json
     import sys
 
     out = tmp_path / "cases"
-    subprocess.run([sys.executable, "-m", "tfdrop.testing.hostile", str(out)], check=True)
+    script = Path(__file__).with_name("hostile_archives.py")
+    subprocess.run([sys.executable, str(script), str(out)], check=True)
     manifest = json.loads((out / "cases.json").read_text())
     assert set(manifest) == set(hostile.CASES)
     assert manifest["total_size_bomb"]["limits"] == {"max_total_uncompressed": 10 * MiB}

@@ -21,10 +21,10 @@ from tfdrop.codec.model import Annotation, Box, Item, LabelMap
 from tfdrop.convert import ConvertOptions, convert
 from tfdrop.errors import FormatError, LimitExceededError, UnknownLabelError
 from tfdrop.formats import FORMATS, Notes, ReadOptions, WriteOptions, detect_format
-from tfdrop.formats.pixels import f32
+from tfdrop.formats.common.pixels import f32
+from tfdrop.formats.common.xmlsafe import SafeXmlParser, parse_bytes
 from tfdrop.formats.voc import VocReader
 from tfdrop.formats.voc.layout import format_labelmap, parse_labelmap, voc_color
-from tfdrop.formats.xmlsafe import SafeXmlParser, parse_bytes
 from tfdrop.limits import Limits
 from tfhelpers import tf_records
 
@@ -553,7 +553,7 @@ def test_utf16_billion_laughs_is_refused_too(tmp_path: Path) -> None:
 def test_prefetch_keeps_order_raises_at_the_failing_job_and_stops_when_closed() -> None:
     import threading
 
-    from tfdrop.formats.voc.prefetch import prefetched
+    from tfdrop.formats.common.prefetch import prefetched
 
     assert list(prefetched(list(range(50)), lambda i: i * i, depth=2)) == [i * i for i in range(50)]
 

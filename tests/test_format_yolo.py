@@ -18,7 +18,7 @@ from tfdrop.codec.model import Box, Item, LabelMap, LabelMapItem
 from tfdrop.convert import ConvertOptions, convert
 from tfdrop.errors import FormatError, LimitExceededError
 from tfdrop.formats import Notes, ReadOptions, detect_format
-from tfdrop.formats.masks import decode_mask
+from tfdrop.formats.common.masks import decode_mask
 from tfdrop.formats.yolo import detect, open_reader
 from tfdrop.formats.yolo.lines import f32, format_row, parse_row
 from tfdrop.limits import Limits

@@ -21,9 +21,9 @@ from tfdrop.codec.model import Box, Item, Shape
 from tfdrop.convert import ConvertOptions, convert
 from tfdrop.errors import FormatError, LimitExceededError
 from tfdrop.formats import Notes, ReadOptions
+from tfdrop.formats.common.masks import decode_mask
+from tfdrop.formats.common.pixels import f32
 from tfdrop.formats.cvat import CvatReader, rle
-from tfdrop.formats.masks import decode_mask
-from tfdrop.formats.pixels import f32
 from tfhelpers import tf_records
 
 # --- CVAT's RLE ---------------------------------------------------------------------------------
@@ -241,7 +241,12 @@ def _png_header_only(width: int, height: int) -> bytes:
 
 
 def test_every_mask_function_refuses_a_size_over_max_mask_pixels_before_allocating() -> None:
-    from tfdrop.formats.masks import bitmap_mask_png, box_mask_png, mask_bbox, polygons_mask_png
+    from tfdrop.formats.common.masks import (
+        bitmap_mask_png,
+        box_mask_png,
+        mask_bbox,
+        polygons_mask_png,
+    )
 
     big = 100_000
     calls = [

@@ -23,6 +23,7 @@ import os
 import re
 import zlib
 from collections.abc import Iterator
+from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, Final, Self, TypedDict
 
@@ -46,6 +47,7 @@ __all__ = [
     "iter_records_path",
     "parse_shard_name",
     "shard_name",
+    "shard_set",
     "stream_caps",
 ]
 
@@ -366,6 +368,17 @@ def parse_shard_name(name: str) -> tuple[str, int, int] | None:
     if index >= count:
         return None
     return m["base"], index, count
+
+
+def shard_set(path: Path) -> list[Path]:
+    """``x.tfrecord-00001-of-00003`` -> the files of its set that exist (``path`` alone for a
+    name that is not a shard name); ``path`` itself is always in the list."""
+    shard = parse_shard_name(path.name)
+    if shard is None:
+        return [path]
+    base, _, count = shard
+    siblings = [path.with_name(shard_name(base, i, count)) for i in range(count)]
+    return [p for p in siblings if p == path or p.is_file()]
 
 
 def is_tfrecord_name(name: str) -> bool:

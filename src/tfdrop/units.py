@@ -30,7 +30,7 @@ from tfdrop.codec.model import Annotation, Item, LabelMap
 from tfdrop.errors import TfdropError
 from tfdrop.formats import FORMATS, Notes, ReadOptions, WriteOptions
 from tfdrop.formats.base import FormatName, Splittable
-from tfdrop.formats.masks import box_mask_png, check_mask_size
+from tfdrop.formats.common.masks import box_mask_png, check_mask_size
 from tfdrop.formats.tfrecord import encode_record
 from tfdrop.limits import Limits
 

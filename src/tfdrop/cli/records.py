@@ -24,6 +24,7 @@ from tfdrop.stream import (
     iter_records,
     parse_shard_name,
     shard_name,
+    shard_set,
     stream_caps,
 )
 
@@ -39,15 +40,6 @@ class RecordFile:
     @property
     def subset(self) -> str:
         return subset_of(self.member or self.path.name)
-
-
-def _shard_set(path: Path) -> list[Path]:
-    shard = parse_shard_name(path.name)
-    if shard is None:
-        return [path]
-    base, _, count = shard
-    siblings = [path.with_name(f"{base}-{i:05d}-of-{count:05d}") for i in range(count)]
-    return [p for p in siblings if p.exists()] or [path]
 
 
 def _is_bare(path: Path) -> bool:
@@ -77,7 +69,7 @@ def record_files(
 ) -> Iterator[tuple[list[RecordFile], LabelMap | None, Source | None]]:
     """The record files behind ``path``, the label map found beside them, and the source."""
     if _is_bare(path):
-        files = [RecordFile(str(p), None, p) for p in _shard_set(path)]
+        files = [RecordFile(str(p), None, p) for p in shard_set(path)]
         lm_path = path.with_name(LABEL_MAP_NAME)
         lm = _read_map(lm_path, limits) if lm_path.is_file() else None
         yield files, lm, None

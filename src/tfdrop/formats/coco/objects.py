@@ -22,7 +22,7 @@ from tfdrop.formats.coco.rle import (
     counts_to_bits,
     decode_counts_string,
 )
-from tfdrop.formats.masks import bitmap_mask_png, polygons_mask_png
+from tfdrop.formats.common.masks import bitmap_mask_png, polygons_mask_png
 
 Record = tuple[int, Any, int, Any, bool, Any, Any, Any]
 """A spilled annotation: (array index, id, category id, bbox or None, iscrowd, area,

@@ -44,7 +44,7 @@ from tfdrop.formats.coco.index import (
 from tfdrop.formats.coco.objects import ObjectBuilder, Record, refuse
 from tfdrop.formats.coco.scan import Element, walk
 from tfdrop.formats.coco.spill import Spill
-from tfdrop.formats.imageinfo import format_from_name, probe_member
+from tfdrop.formats.common.imageinfo import format_from_name, probe_member
 from tfdrop.limits import exceeded
 
 if TYPE_CHECKING:

@@ -34,9 +34,11 @@ from tfdrop.archive import Source
 from tfdrop.codec.model import Annotation, Box, Item, LabelMap
 from tfdrop.errors import FormatError, TfdropError
 from tfdrop.formats.base import Notes, ReadOptions
-from tfdrop.formats.imageinfo import format_from_name, probe_member
-from tfdrop.formats.masks import check_mask_size
-from tfdrop.formats.pixels import clip_box
+from tfdrop.formats.common.imageinfo import format_from_name, probe_member
+from tfdrop.formats.common.masks import check_mask_size
+from tfdrop.formats.common.pixels import clip_box
+from tfdrop.formats.common.prefetch import prefetched
+from tfdrop.formats.common.xmlsafe import element_lines, parse_small
 from tfdrop.formats.voc.layout import (
     DEFAULT_SUBSET,
     IMAGES,
@@ -47,8 +49,6 @@ from tfdrop.formats.voc.layout import (
     parse_labelmap,
     read_subsets,
 )
-from tfdrop.formats.voc.prefetch import prefetched
-from tfdrop.formats.xmlsafe import element_lines, parse_small
 from tfdrop.limits import Limits, exceeded
 
 TOLERANCE: Final = 1.0

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from tfdrop.formats.base import FormatSpec
-from tfdrop.formats.imageinfo import is_image_name
+from tfdrop.formats.common.imageinfo import is_image_name
 from tfdrop.formats.yolo.layout import FLAT_NAMES, has_flat_pairs
 from tfdrop.formats.yolo.reader import YoloReader, open_reader
 from tfdrop.formats.yolo.writer import YoloWriter, open_writer

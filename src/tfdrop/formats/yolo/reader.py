@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 from tfdrop.codec.model import Annotation, Item, LabelMap, Shape
 from tfdrop.errors import FormatError, TfdropError
 from tfdrop.formats.base import Notes, ReadOptions
-from tfdrop.formats.imageinfo import format_from_name, is_image_name, probe_member
-from tfdrop.formats.masks import polygons_mask_png
+from tfdrop.formats.common.imageinfo import format_from_name, is_image_name, probe_member
+from tfdrop.formats.common.masks import polygons_mask_png
 from tfdrop.formats.yolo import config as cfg
 from tfdrop.formats.yolo.layout import (
     Entry,

@@ -42,6 +42,7 @@ from tfdrop.stream import (
     iter_records,
     parse_shard_name,
     shard_name,
+    shard_set,
     stream_caps,
 )
 
@@ -50,6 +51,17 @@ if TYPE_CHECKING:
 
 LABEL_MAP_NAME = "label_map.pbtxt"
 _SUFFIX = re.compile(r"\.(tfrecords?|record)(\.(gz|gzip|zlib|z))?$", re.IGNORECASE)
+
+
+def bare_files(path: Path) -> dict[str, Path]:
+    """The members of a bare TFRecord input (not a zip), by name: ``path`` or every existing
+    file of its shard set, and the ``label_map.pbtxt`` beside them (as ``validate`` and
+    ``inspect`` read them; a daemon job folder holds only the dropped file)."""
+    paths = {p.name: p for p in shard_set(path)}
+    label_map = path.with_name(LABEL_MAP_NAME)
+    if label_map.is_file():
+        paths[LABEL_MAP_NAME] = label_map
+    return paths
 
 
 def subset_of(name: str) -> str:

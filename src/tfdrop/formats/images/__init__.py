@@ -21,7 +21,7 @@ from tfdrop.archive import Source
 from tfdrop.codec.model import Item, LabelMap
 from tfdrop.errors import FormatError, TfdropError
 from tfdrop.formats.base import FormatSpec, Notes, ReadOptions
-from tfdrop.formats.imageinfo import is_image_name, probe_member
+from tfdrop.formats.common.imageinfo import is_image_name, probe_member
 
 SCORE: Final = 10
 ANNOTATION_SUFFIXES: Final = (".json", ".xml", ".txt", ".yaml", ".yml", ".csv", ".pbtxt")
