@@ -230,23 +230,18 @@ def _typed(ctx: _Ctx, key: str, value: Any, kind: type, allowed: tuple[str, ...]
     return value
 
 
+_TRUE: Final = ("1", "true", "yes", "on")
+_FALSE: Final = ("0", "false", "no", "off")
+
+
 def _from_env(value: str, kind: type) -> Any:
     """Environment strings to TOML-like values (type errors are reported by :func:`_typed`)."""
     if kind is bool:
         low = value.strip().lower()
-        if low in ("1", "true", "yes", "on"):
-            return True
-        if low in ("0", "false", "no", "off"):
-            return False
-        return value
-    if kind is int:
+        return True if low in _TRUE else False if low in _FALSE else value
+    if kind is int or kind is float:
         try:
-            return int(value)
-        except ValueError:
-            return value
-    if kind is float:
-        try:
-            return float(value)
+            return kind(value)
         except ValueError:
             return value
     return value

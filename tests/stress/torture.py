@@ -220,14 +220,7 @@ def _check(root: Path, drops: list[Drop], result: Result) -> None:
                 br.append(f"{name}: {d.name} routed to the wrong folder")
         result.duplicates += max(0, len(done) + len(failed) - len(set(done) | set(failed)))
         result.duplicates += len([n for n in done + failed if n not in good and n not in bad])
-        for n in failed:
-            err = failed_dir / f"{n}.error.json"
-            if not err.exists():
-                br.append(f"{name}: failed/{n} has no error file")
-                continue
-            doc = json.loads(err.read_text(encoding="utf-8"))
-            if not doc.get("kind") or doc.get("archive") != n:
-                br.append(f"{name}: {err.name} does not name its kind and archive: {doc}")
+        _check_error_files(name, failed_dir, failed, br)
         leftover = [p.name for p in drop_dir.iterdir() if p.name not in ("done", "failed", STATE)]
         if leftover:
             br.append(f"{name}: left in the drop folder: {leftover}")
@@ -236,6 +229,18 @@ def _check(root: Path, drops: list[Drop], result: Result) -> None:
             br.append(f"{name}: job folders left: {jobs}")
         _check_outputs(name, target, out, good, result)
         _check_ledger(name, drop_dir / STATE / "ledger", out, good, result)
+
+
+def _check_error_files(name: str, failed_dir: Path, failed: list[str], br: list[str]) -> None:
+    """Every routed input has its error file, naming its kind and the archive."""
+    for n in failed:
+        err = failed_dir / f"{n}.error.json"
+        if not err.exists():
+            br.append(f"{name}: failed/{n} has no error file")
+            continue
+        doc = json.loads(err.read_text(encoding="utf-8"))
+        if not doc.get("kind") or doc.get("archive") != n:
+            br.append(f"{name}: {err.name} does not name its kind and archive: {doc}")
 
 
 def _check_outputs(

@@ -101,6 +101,25 @@ def _read_meta(source: Source, member: str, limits: Limits) -> Meta:
     return Meta()
 
 
+def _track_shape(
+    track: ET.Element,
+    el: ET.Element,
+    member: str,
+    rows: list[tuple[int, bytes | None]],
+    frames: Frames,
+) -> list[tuple[int, bytes | None]]:
+    """Take one finished shape out of its ``<track>`` into ``rows``, handing full batches of
+    rows to ``frames``; the rows still to hand over."""
+    row = track_row(track, el, member)
+    if row is not None:
+        rows.append(row)
+    track.remove(el)
+    if len(rows) >= 1024:
+        frames.add_many(rows)
+        return []
+    return rows
+
+
 class CvatReader:
     """A CVAT for images/video 1.1 source: labels from ``<meta>``, items one at a time."""
 
@@ -182,13 +201,7 @@ class CvatReader:
                 continue
             depth -= 1
             if depth == 2 and track is not None:  # one shape of a track is complete
-                row = track_row(track, el, member)
-                if row is not None:
-                    rows.append(row)
-                track.remove(el)
-                if len(rows) >= 1024:
-                    frames.add_many(rows)
-                    rows = []
+                rows = _track_shape(track, el, member, rows, frames)
                 continue
             if depth != 1 or root is None:
                 continue

@@ -383,6 +383,15 @@ class VocReader:
             source_id=item.source_id,
         )
 
+    def _label(self, label: str | None, index: int, where: _Where) -> str:
+        """The object's ``<name>``, counted against ``max_labels`` when it is new."""
+        if not label:
+            raise where.error("object has no <name>", obj=index)
+        if label not in self._seen:
+            self._seen.add(label)
+            where.limits.check("max_labels", len(self._seen), member=where.member, item=where.item)
+        return label
+
     def _object(
         self, obj: ET.Element, index: int, width: int, height: int, where: _Where
     ) -> Annotation:
@@ -415,12 +424,7 @@ class VocReader:
                 )
             elif len(child) == 0:
                 attributes.append((tag, (child.text or "").strip()))
-        label = fields.get("name")
-        if not label:
-            raise where.error("object has no <name>", obj=index)
-        if label not in self._seen:
-            self._seen.add(label)
-            where.limits.check("max_labels", len(self._seen), member=where.member, item=where.item)
+        label = self._label(fields.get("name"), index, where)
         if box is None:
             raise where.error("object has no <bndbox>", obj=index)
         coords = {c.tag: (c.text or "").strip() for c in box}
