@@ -13,6 +13,7 @@ import contextlib
 import importlib
 import io
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -78,6 +79,16 @@ def require_root(what: str) -> None:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"CI=true runs as root: {what} must not be skipped")
         pytest.skip(f"needs root ({what})")
+
+
+def require_tool(command: str, package: str) -> None:
+    """Skip a test whose external ``command`` is missing; fail instead under ``CI=true``
+    (scripts/test.sh installs ``package`` there)."""
+    if shutil.which(command) is None:
+        message = f"{command} is not installed (apt-get install {package})"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{message}; CI=true: it must not be skipped")
+        pytest.skip(message)
 
 
 @contextlib.contextmanager

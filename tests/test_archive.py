@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import subprocess
 import tracemalloc
 import zipfile
@@ -20,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import hostile_archives as hostile
+from conftest import require_tool
 from tfdrop.archive import ZipSink, ZipSource, has_end_record, open_source
 from tfdrop.errors import ArchiveError, MemberNotFoundError, UnsafeArchiveError
 from tfdrop.limits import Limits
@@ -399,8 +399,7 @@ def test_names_are_normalised_and_folders_skipped(tmp_path: Path) -> None:
 def test_zips_from_info_zip_with_data_descriptors_and_prepended_stub_are_read(
     tmp_path: Path,
 ) -> None:
-    if shutil.which("zip") is None:
-        pytest.skip("Info-ZIP zip is not installed")
+    require_tool("zip", "zip")
     tree = tmp_path / "tree"
     (tree / "Annotations").mkdir(parents=True)
     (tree / "Annotations" / "a.xml").write_bytes(b"<annotation/>" * 500)
@@ -427,8 +426,7 @@ def test_zips_from_info_zip_with_data_descriptors_and_prepended_stub_are_read(
 
 
 def test_zip64_end_records_and_zip64_members_are_read(tmp_path: Path) -> None:
-    if shutil.which("zip") is None:
-        pytest.skip("Info-ZIP zip is not installed")
+    require_tool("zip", "zip")
     (tmp_path / "hi.txt").write_bytes(b"hi\n" * 1000)
     forced = tmp_path / "z64.zip"
     # -fz: zip64 extra fields and a zip64 end record, the plain record saturated.

@@ -167,7 +167,9 @@ def test_shards_are_named_zero_based_and_filled_round_robin(
 
 
 @pytest.mark.parametrize("compression", ["gzip", "zlib"])
-def test_compressed_members_read_back(source_zip: Path, tmp_path: Path, compression: str) -> None:
+def test_compressed_members_read_back(
+    source_zip: Path, tmp_path: Path, compression: Compression
+) -> None:
     out = tmp_path / "out.zip"
     convert(source_zip, out, ConvertOptions(compression=compression))
     with zipfile.ZipFile(out) as z:

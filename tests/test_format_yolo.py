@@ -690,8 +690,8 @@ def test_images_meta_quotes_names_with_spaces_as_datumaro_reads_them(tmp_path: P
 
 
 def ultra(tmp: Path, yaml_text: str, label: str = "0 0.5 0.5 0.2 0.2\n") -> Path:
-    members = {"data.yaml": yaml_text, "images/train/a.png": image(8, 8, "PNG"),
-               "labels/train/a.txt": label}  # fmt: skip
+    members: dict[str, bytes | str] = {"data.yaml": yaml_text,
+               "images/train/a.png": image(8, 8, "PNG"), "labels/train/a.txt": label}  # fmt: skip
     return make_zip(tmp / "u.zip", members)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -249,7 +250,7 @@ def test_every_mask_function_refuses_a_size_over_max_mask_pixels_before_allocati
     )
 
     big = 100_000
-    calls = [
+    calls: list[Callable[[], object]] = [
         lambda: polygons_mask_png([[1, 1, 50, 1, 50, 50]], big, big),
         lambda: box_mask_png(Box(0, 0, 1, 1), big, big),
         lambda: bitmap_mask_png(b"", big, big),

@@ -56,7 +56,9 @@ def _retries(daemon: Daemon, source: str) -> list[dict[str, object]]:
 
 
 def _retried_with_backoff(daemon: Daemon, source: str) -> dict[str, object]:
-    hits = wait_until(lambda: len(_retries(daemon, source)) >= 3 and _retries(daemon, source), 30)
+    hits: list[dict[str, object]] = wait_until(
+        lambda: len(_retries(daemon, source)) >= 3 and _retries(daemon, source), 30
+    )
     delays = [float(str(e["delay_s"])) for e in hits]
     assert delays[0] < delays[1] <= delays[2]  # backoff, not a hot loop
     assert "Permission denied" in str(hits[0]["error"])

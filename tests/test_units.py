@@ -12,7 +12,7 @@ from daemon_support import png
 from tfdrop.archive import open_source
 from tfdrop.convert import ConvertOptions, convert
 from tfdrop.errors import FormatError
-from tfdrop.formats import Notes, ReadOptions
+from tfdrop.formats import FormatName, Notes, ReadOptions
 from tfdrop.formats.voc import VocReader
 
 LABELS = ("cat", "dog", "bird", "fox")
@@ -52,7 +52,9 @@ def _records(archive: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("target", ["tfrecord", "coco", "yolo"])
-def test_two_workers_write_the_same_archive_as_one_process(tmp_path: Path, target: str) -> None:
+def test_two_workers_write_the_same_archive_as_one_process(
+    tmp_path: Path, target: FormatName
+) -> None:
     src = _voc(tmp_path / "in.zip", 230, listed_only=3)
     one = convert(src, tmp_path / "one.zip", ConvertOptions(target_format=target, jobs=1))
     two = convert(src, tmp_path / "two.zip", ConvertOptions(target_format=target, jobs=2))

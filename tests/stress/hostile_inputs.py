@@ -22,6 +22,7 @@ import sys
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tfdrop.codec.framing import encode_record, masked_crc32c
 from tfdrop.codec.proto import Example
@@ -50,7 +51,7 @@ def _tf_zip(records: bytes) -> bytes:
 
 
 def _example(**features: tuple[str, list[object]]) -> bytes:
-    ex = Example()
+    ex: Any = Example()  # generated protobuf class: no stubs
     for key, (kind, values) in features.items():
         f = ex.features.feature[key.replace("__", "/")]
         getattr(f, kind).value.extend(values)

@@ -47,9 +47,14 @@ if str(_TESTS) not in sys.path:  # run as ``python -m tests.stress.torture``
 
 from daemon_support import Daemon, tfrecord_zip, write_config  # noqa: E402
 from tfdrop.convert import ConvertOptions, convert  # noqa: E402
+from tfdrop.formats import FormatName, SourceFormat  # noqa: E402
 
 # name, source format, target format
-PIPELINES = (("tf", "tfrecord", "tfrecord"), ("voc", "tfrecord", "voc"), ("coco", "auto", "coco"))
+PIPELINES: tuple[tuple[str, SourceFormat, FormatName], ...] = (
+    ("tf", "tfrecord", "tfrecord"),
+    ("voc", "tfrecord", "voc"),
+    ("coco", "auto", "coco"),
+)
 STATE = ".tfdrop"
 
 
@@ -97,9 +102,9 @@ def make_drops(count: int, rng: random.Random) -> list[Drop]:
             data = tfrecord_zip(2, tag=f"t{i}")
             drops.append(Drop(pipeline, name, data[: len(data) // 2], -1))
         elif roll < 0.15:  # a flipped byte inside a stored member: the zip CRC catches it
-            data = bytearray(tfrecord_zip(2, tag=f"c{i}"))
-            data[len(data) // 3] ^= 0xFF
-            drops.append(Drop(pipeline, name, bytes(data), -1))
+            flipped = bytearray(tfrecord_zip(2, tag=f"c{i}"))
+            flipped[len(flipped) // 3] ^= 0xFF
+            drops.append(Drop(pipeline, name, bytes(flipped), -1))
         else:
             items = 300 if rng.random() < 0.04 else rng.randint(1, 6)
             drops.append(Drop(pipeline, name, tfrecord_zip(items, tag=f"g{i}"), items))
@@ -244,7 +249,7 @@ def _check_error_files(name: str, failed_dir: Path, failed: list[str], br: list[
 
 
 def _check_outputs(
-    name: str, target: str, out: Path, good: dict[str, Drop], result: Result
+    name: str, target: FormatName, out: Path, good: dict[str, Drop], result: Result
 ) -> None:
     br = result.breaches
     names = sorted(p.name for p in out.iterdir())
