@@ -16,19 +16,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tfdrop.archive import FileSource, Source, ZipSink, has_end_record, open_source
+from tfdrop.archive import ZipSink
 from tfdrop.archive.limits import check_item_name
 from tfdrop.codec.compression import Compression
 from tfdrop.codec.model import Item, LabelMap
 from tfdrop.errors import TfdropError
 from tfdrop.formats import FORMATS, Notes, Reader, ReadOptions, WriteOptions, detect_format
 from tfdrop.formats.base import FormatName, SourceFormat, Splittable
-from tfdrop.formats.tfrecord import TfrecordWriter, bare_files
+from tfdrop.formats.tfrecord import TfrecordWriter
+from tfdrop.inputs import open_input
 from tfdrop.labels import LabelResolver
 from tfdrop.limits import DEFAULT_LIMITS, Limits
 from tfdrop.publish import atomic_path
 from tfdrop.readback import Written, validate_archive
-from tfdrop.stream import is_tfrecord_name
 from tfdrop.units import (
     UNIT_BYTES,
     UNIT_ITEMS,
@@ -127,13 +127,6 @@ def _items(
         if units is not None and len(units) > 1:
             return parallel_items(spec, units, min(options.jobs, len(units)), notes)
     return reader.items()
-
-
-def open_input(path: Path, limits: Limits | None = None) -> Source:
-    """A drop as a source: a folder, a zip, or a bare TFRecord file (with its shard set)."""
-    if path.is_file() and is_tfrecord_name(path.name) and not has_end_record(path):
-        return FileSource(bare_files(path), label=str(path))
-    return open_source(path, limits=limits)
 
 
 def convert(

@@ -32,6 +32,7 @@ from tfdrop.formats import FORMATS, Notes, ReadOptions, WriteOptions
 from tfdrop.formats.base import FormatName, Splittable
 from tfdrop.formats.common.masks import box_mask_png, check_mask_size
 from tfdrop.formats.tfrecord import encode_record
+from tfdrop.inputs import open_input
 from tfdrop.limits import Limits
 
 UNIT_ITEMS: Final = 64
@@ -124,8 +125,6 @@ class _Worker:
     """A worker process's state: the source and reader, opened once by the pool initializer."""
 
     def __init__(self, spec: JobSpec) -> None:
-        from tfdrop.convert import open_input  # the one way a drop is opened
-
         self.spec = spec
         self.source: Source = open_input(spec.src, spec.read.limits)
         self.notes = Notes()
