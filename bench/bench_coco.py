@@ -1,4 +1,4 @@
-"""Issue 4 benchmark: COCO -> TFRecord archive, tfdrop vs its peers, side by side, in one run.
+"""Benchmark: COCO -> TFRecord archive, tfdrop vs its peers, side by side, in one run.
 
 Generates (once, cached in ``/tmp/tfdrop-bench``) a COCO 1.0 instances dataset as CVAT exports
 it: ``annotations/instances_train.json`` (boxes as ``bbox`` with ``segmentation: []``, two

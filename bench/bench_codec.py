@@ -1,4 +1,4 @@
-"""Issue 2 benchmark: tfdrop's TFRecord reader vs TensorFlow's, side by side, in one run.
+"""Benchmark: tfdrop's TFRecord reader vs TensorFlow's, side by side, in one run.
 
 Generates (once, into a cache folder) two TFRecords of TF Object Detection examples:
 ``images-20000.tfrecord`` (20,000 examples embedding 30-120 KB JPEGs, about 1.2 GB) and
@@ -383,7 +383,7 @@ def bench(
 
 
 def targets(results: dict[str, dict[str, dict[str, Any]]], images: str, anns: str) -> None:
-    print("\ntargets (issue 2)")
+    print("\ntargets")
     img, ann = results.get(images, {}), results.get(anns, {})
 
     def check(

@@ -1,4 +1,4 @@
-"""Issue 5 benchmark: the daemon's latency, start-up and throughput, in one run.
+"""Benchmark: the daemon's latency, start-up and throughput, in one run.
 
 - ``latency``: a 20-image TFRecord zip renamed into the drop folder, timed until its archive
   appears in the output folder; median and p95 over 50 drops, the settle time subtracted

@@ -1,4 +1,4 @@
-"""Issue 3 benchmark: VOC zip -> TFRecord archive, tfdrop vs its peers, side by side, in one run.
+"""Benchmark: VOC zip -> TFRecord archive, tfdrop vs its peers, side by side, in one run.
 
 Generates (once, cached in ``/tmp/tfdrop-bench``) a VOC2007 dataset of N images as CVAT exports
 it (``Annotations/``, ``JPEGImages/``, ``ImageSets/Main/train.txt``, ``labelmap.txt``, every

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Peers for bench/bench_voc.py (issue 3 benchmark): a SEPARATE venv with Datumaro (`datum
+# Peers for bench/bench_voc.py: a SEPARATE venv with Datumaro (`datum
 # convert -if voc -f tf_detection_api`) and tensorflow-cpu (the TF models pascal-script
 # approach). Kept apart from .venv so the project's own environment never depends on them.
 #

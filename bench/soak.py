@@ -1,4 +1,4 @@
-"""Issue 6 item 6: load (bursts across 4 pipelines) and a steady-rate soak of the daemon.
+"""Load (bursts across 4 pipelines) and a steady-rate soak of the daemon.
 
 - ``burst``: ``--burst`` drops (1,000 for the report) arrive in bursts of 10-100 across four
   pipelines (TFRecord -> TFRecord, -> VOC, -> COCO, -> YOLO), as fast as a script can rename;

@@ -2,11 +2,9 @@
 
 - ``corpus_dir()`` / the ``corpus`` fixture: the real datasets in ``../shared/corpus`` (beside the
   repo). Tests that use them skip when the folder is absent (a user's fresh clone) but FAIL when it
-  is absent and ``CI=true``, so CI can never pass by skipping them (issue 2).
+  is absent and ``CI=true``, so CI can never pass by skipping them.
 - ``tf``: TensorFlow, imported lazily once per session (about 4 s and 600 MB) with its C++ logs
   silenced; only interop tests ask for it.
-
-Several helpers edit this file: append new fixtures, do not rewrite existing ones.
 """
 
 from __future__ import annotations
@@ -15,6 +13,7 @@ import contextlib
 import importlib
 import io
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,6 +79,16 @@ def require_root(what: str) -> None:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"CI=true runs as root: {what} must not be skipped")
         pytest.skip(f"needs root ({what})")
+
+
+def require_tool(command: str, package: str) -> None:
+    """Skip a test whose external ``command`` is missing; fail instead under ``CI=true``
+    (scripts/test.sh installs ``package`` there)."""
+    if shutil.which(command) is None:
+        message = f"{command} is not installed (apt-get install {package})"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{message}; CI=true: it must not be skipped")
+        pytest.skip(message)
 
 
 @contextlib.contextmanager

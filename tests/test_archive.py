@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import subprocess
 import tracemalloc
 import zipfile
@@ -19,10 +18,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import hostile_archives as hostile
+from conftest import require_tool
 from tfdrop.archive import ZipSink, ZipSource, has_end_record, open_source
 from tfdrop.errors import ArchiveError, MemberNotFoundError, UnsafeArchiveError
 from tfdrop.limits import Limits
-from tfdrop.testing import hostile
 
 MiB = 1 << 20
 
@@ -399,8 +399,7 @@ def test_names_are_normalised_and_folders_skipped(tmp_path: Path) -> None:
 def test_zips_from_info_zip_with_data_descriptors_and_prepended_stub_are_read(
     tmp_path: Path,
 ) -> None:
-    if shutil.which("zip") is None:
-        pytest.skip("Info-ZIP zip is not installed")
+    require_tool("zip", "zip")
     tree = tmp_path / "tree"
     (tree / "Annotations").mkdir(parents=True)
     (tree / "Annotations" / "a.xml").write_bytes(b"<annotation/>" * 500)
@@ -427,8 +426,7 @@ def test_zips_from_info_zip_with_data_descriptors_and_prepended_stub_are_read(
 
 
 def test_zip64_end_records_and_zip64_members_are_read(tmp_path: Path) -> None:
-    if shutil.which("zip") is None:
-        pytest.skip("Info-ZIP zip is not installed")
+    require_tool("zip", "zip")
     (tmp_path / "hi.txt").write_bytes(b"hi\n" * 1000)
     forced = tmp_path / "z64.zip"
     # -fz: zip64 extra fields and a zip64 end record, the plain record saturated.
@@ -480,12 +478,13 @@ def test_limits_must_be_positive_integers(bad: object) -> None:
         Limits(max_ratio=bad)  # type: ignore[arg-type]
 
 
-def test_hostile_catalogue_runs_as_a_module_writing_every_case(tmp_path: Path) -> None:
+def test_hostile_catalogue_runs_as_a_script_writing_every_case(tmp_path: Path) -> None:
     import json
     import sys
 
     out = tmp_path / "cases"
-    subprocess.run([sys.executable, "-m", "tfdrop.testing.hostile", str(out)], check=True)
+    script = Path(__file__).with_name("hostile_archives.py")
+    subprocess.run([sys.executable, str(script), str(out)], check=True)
     manifest = json.loads((out / "cases.json").read_text())
     assert set(manifest) == set(hostile.CASES)
     assert manifest["total_size_bomb"]["limits"] == {"max_total_uncompressed": 10 * MiB}

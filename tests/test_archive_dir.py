@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import threading
 from pathlib import Path
 
 import pytest
 
+from conftest import require_tool
 from tfdrop.archive import DirSource, Source, ZipSource, open_source
 from tfdrop.errors import ArchiveError, MemberNotFoundError, UnsafeArchiveError
 from tfdrop.limits import Limits
@@ -49,8 +49,7 @@ def test_folder_names_are_relative_slash_separated_and_sorted(tmp_path: Path) ->
 
 
 def test_folder_and_its_zip_read_the_same_through_the_source_api(tmp_path: Path) -> None:
-    if shutil.which("zip") is None:
-        pytest.skip("Info-ZIP zip is not installed")
+    require_tool("zip", "zip")
     root = _tree(tmp_path / "tree")
     archive = tmp_path / "tree.zip"
     subprocess.run(["zip", "-qr", str(archive), "."], cwd=root, check=True)
@@ -79,8 +78,7 @@ def test_corpus_folder_tree_reads_every_file_unchanged(corpus: Path) -> None:
 def test_the_whole_corpus_zipped_by_info_zip_reads_like_the_folder(
     corpus: Path, tmp_path: Path
 ) -> None:
-    if shutil.which("zip") is None:
-        pytest.skip("Info-ZIP zip is not installed")
+    require_tool("zip", "zip")
     archive = tmp_path / "corpus.zip"
     subprocess.run(["zip", "-qr", "-9", str(archive), "."], cwd=corpus, check=True)
     with DirSource(corpus) as folder, ZipSource(archive) as zipped:

@@ -25,6 +25,7 @@ _names = st.one_of(
 
 @given(_names)
 def test_an_accepted_name_is_relative_without_dot_dot_and_stable(raw: str) -> None:
+    failure: UnsafeArchiveError | None
     try:
         name, is_dir = normalize_name(raw, archive="t.zip", limits=_LIMITS)
     except UnsafeArchiveError as exc:

@@ -1,4 +1,4 @@
-"""The CLI shell (issue 9): the job budget flag, bounded numbers, outputs that would destroy an
+"""The CLI shell: the job budget flag, bounded numbers, outputs that would destroy an
 input, a report path that is a folder, and a reader of stdout that goes away. Real
 subprocesses; never a traceback."""
 
@@ -91,10 +91,11 @@ def test_a_bare_limit_is_only_inspects_record_count() -> None:
 def test_a_bad_limit_flag_is_a_usage_error_listing_the_names(
     d: Path, tmp_path: Path, flag: str, says: str
 ) -> None:
-    for command in (
+    commands: tuple[list[str | Path], ...] = (
         ["convert", d / "small.tfrecord", "--to", "tfrecord", "-o", tmp_path / "o.zip"],
         ["inspect", d / "small.tfrecord"],
-    ):
+    )
+    for command in commands:
         proc = tfdrop(*command, "--limit", flag)
         assert proc.returncode == 2, proc.stderr
         assert says in proc.stderr

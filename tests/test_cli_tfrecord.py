@@ -356,7 +356,7 @@ def test_validate_an_incomplete_shard_set_names_the_missing_shard(tmp_path: Path
 
 
 def test_validate_fails_a_record_with_two_heights_and_two_filenames(tmp_path: Path) -> None:
-    # issue 9: the C all-clear read only the first value of single-value keys: exit 0
+    # regression: the C all-clear read only the first value of single-value keys: exit 0
     ex = Example.FromString(encode_example(ITEMS[0]))
     feats = ex.features.feature  # type: ignore[attr-defined]
     feats["image/height"].int64_list.value.append(99)

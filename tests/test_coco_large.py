@@ -1,4 +1,4 @@
-"""A COCO instances file of over 300 MB converts with bounded memory (issue 4).
+"""A COCO instances file of over 300 MB converts with bounded memory.
 
 The file is shaped like COCO's own ``instances_train2017.json`` (448 MB: 118k images, 860k
 annotations, mostly polygons): images with six polygon annotations of 80 points each (about

@@ -203,7 +203,7 @@ def test_detect_leaves_broken_plain_input_to_the_framing_decoder() -> None:
     assert detect(raw) == "none"
 
 
-# --- caps, checked as the stream inflates (issue 9: a 228 KB GZIP TFRecord took 3 GB) -----------
+# --- caps, checked as the stream inflates (a 228 KB GZIP TFRecord took 3 GB) -----------
 
 
 @pytest.mark.parametrize("kind", ["gzip", "zlib"])

@@ -22,8 +22,8 @@ from tfdrop.daemon.fsops import (
 )
 from tfdrop.daemon.ledger import BEING_WRITTEN, Ledger
 from tfdrop.daemon.service import retry_delay
-from tfdrop.daemon.watch import DropTracker, is_temp_name, matches
-from tfdrop.publish import NAME_MAX, name_bytes
+from tfdrop.daemon.watch import DropTracker, matches
+from tfdrop.publish import NAME_MAX, is_temp_name, name_bytes
 
 
 def _zip(path: Path) -> bytes:
@@ -205,7 +205,7 @@ def test_a_torn_ledger_entry_is_waited_for_while_fresh_and_taken_over_when_old(
     assert ledger.get("d" * 64) == taken
 
 
-# --- issue 9: names that fit, retries that stay finite ---------------------------------------
+# --- names that fit, retries that stay finite ---------------------------------------
 
 LONG = "x" * 236 + ".zip"
 
@@ -254,7 +254,7 @@ def test_the_retry_delay_stays_finite_after_thousands_of_attempts() -> None:
     assert retry_delay(d, 5000) == 300.0
 
 
-# --- issue 9: what counts as a finished zip ---------------------------------------------------
+# --- what counts as a finished zip ---------------------------------------------------
 
 
 def test_a_tfrecord_holding_an_end_record_pattern_is_not_a_zip(tmp_path: Path) -> None:

@@ -164,7 +164,7 @@ def test_mask_on_some_objects_only_is_refused_with_the_object() -> None:
     with pytest.raises(SchemaError) as info:
         encode_example(Item(name="m.png", objects=objs))
     assert info.value.key == "image/object/mask"
-    assert info.value.object == 1
+    assert info.value.obj == 1
 
 
 def test_labels_come_from_the_label_map_when_a_record_has_ids_only() -> None:
@@ -264,7 +264,7 @@ def test_text_that_is_not_utf8_names_the_key() -> None:
     f[ex_mod.TEXT].bytes_list.value.append(b"\xc3")
     with pytest.raises(ExampleError) as info:
         to_item(parse_example(e.SerializeToString()))
-    assert (info.value.key, info.value.object) == (ex_mod.TEXT, 0)
+    assert (info.value.key, info.value.obj) == (ex_mod.TEXT, 0)
 
 
 def test_unknown_key_that_is_not_utf8_is_refused() -> None:
@@ -303,16 +303,16 @@ def test_text_with_a_lone_surrogate_is_refused_with_key_item_and_object() -> Non
     # crashed encode_example with UnicodeEncodeError, a traceback in `tfdrop convert`
     with pytest.raises(ExampleError) as info:
         encode_example(Item(name="\udcff.png"))
-    assert (info.value.key, info.value.object) == ("image/filename", None)
+    assert (info.value.key, info.value.obj) == ("image/filename", None)
     assert info.value.item == "\\udcff.png"
     obj = Annotation(label="ok", box=Box(0, 0, 1, 1), label_id=1)
     bad = replace(obj, label="c\udc80t")
     with pytest.raises(ExampleError) as info:
         encode_example(Item(name="a.png", objects=(obj, bad)))
-    assert (info.value.key, info.value.object, info.value.item) == (ex_mod.TEXT, 1, "a.png")
+    assert (info.value.key, info.value.obj, info.value.item) == (ex_mod.TEXT, 1, "a.png")
     with pytest.raises(ExampleError) as info:
         encode_example(Item(name="a.png", objects=(replace(obj, view="\udcff"),)))
-    assert (info.value.key, info.value.object) == (ex_mod.VIEW, 0)
+    assert (info.value.key, info.value.obj) == (ex_mod.VIEW, 0)
 
 
 def _extras(n: int) -> tuple[tuple[str, bytes], ...]:
@@ -360,7 +360,7 @@ def test_unknown_keys_decode_in_record_order() -> None:
     assert decode_example(encode_example(item)).extra == item.extra
 
 
-# --- single-value keys: exactly one value, as TensorFlow's FixedLenFeature([]) (issue 9) -------
+# --- single-value keys: exactly one value, as TensorFlow's FixedLenFeature([]) -------
 
 
 def _with(**values: list[object]) -> bytes:

@@ -1,5 +1,5 @@
 """COCO reader and writer: Datumaro's assets value by value, layouts, RLE, round trips through
-TFRecord (read by real TensorFlow), streaming order cases and malformed inputs (issue 4)."""
+TFRecord (read by real TensorFlow), streaming order cases and malformed inputs."""
 
 from __future__ import annotations
 
@@ -35,8 +35,8 @@ from tfdrop.formats.coco.rle import (
 from tfdrop.formats.coco.scan import walk
 from tfdrop.formats.coco.spill import Spill
 from tfdrop.formats.coco.writer import extent_str
-from tfdrop.formats.masks import decode_mask
-from tfdrop.formats.pixels import f32
+from tfdrop.formats.common.masks import decode_mask
+from tfdrop.formats.common.pixels import f32
 from tfdrop.limits import Limits
 from tfhelpers import tf_records_by_name
 
@@ -457,7 +457,7 @@ def test_annotations_before_images_and_unsorted_still_join(tmp_path: Path) -> No
 
 @given(st.floats(0, 1), st.floats(0, 1), st.integers(1, 5000))
 def test_bbox_width_text_reads_back_to_the_same_float32(a: float, b: float, size: int) -> None:
-    from tfdrop.formats.pixels import pixel_str
+    from tfdrop.formats.common.pixels import pixel_str
 
     lo, hi = min(a, b), max(a, b)
     x = pixel_str(lo, size)
@@ -574,7 +574,7 @@ def test_no_instances_file_is_a_clear_error(tmp_path: Path) -> None:
         read(zin)
 
 
-# --- hardening (issue 9): limits, hostile values, shapes outside the image -------------------
+# --- hardening: limits, hostile values, shapes outside the image -------------------
 
 
 def read_limited(path: Path, *, masks: bool = False, **caps: int) -> tuple[list[Item], Notes]:

@@ -22,9 +22,9 @@ from tfdrop.codec.model import Annotation, Box, Item, LabelMap, Shape
 from tfdrop.convert import ConvertOptions, convert
 from tfdrop.errors import FormatError, LimitExceededError, MemberNotFoundError, UnknownLabelError
 from tfdrop.formats import FORMATS, Notes, ReadOptions, WriteOptions, detect_format
+from tfdrop.formats.common.pixels import f32
 from tfdrop.formats.cvat import CvatReader, rle
 from tfdrop.formats.cvat.video import frame_images
-from tfdrop.formats.pixels import f32
 from tfdrop.limits import Limits
 from tfhelpers import tf_records
 
@@ -514,7 +514,7 @@ def test_malformed_shapes_name_member_item_object_and_line(
     with pytest.raises(FormatError, match=message) as err:
         read_items(src)
     e = err.value
-    assert (e.member, e.item, e.object, e.line) == ("annotations.xml", "h.jpg", 1, 7)
+    assert (e.member, e.item, e.obj, e.line) == ("annotations.xml", "h.jpg", 1, 7)
 
 
 def test_missing_image_is_its_own_error_unless_images_are_off(tmp_path: Path) -> None:
@@ -742,7 +742,7 @@ def test_any_float32_box_written_to_cvat_reads_back_to_the_same_float32(
             assert f32(getattr(got.box, side)) == f32(getattr(want.box, side))
 
 
-# --- issue 9: the budget, ids, encodings, clipping ----------------------------------------------
+# --- the budget, ids, encodings, clipping ----------------------------------------------
 
 
 def read_limited(
@@ -877,7 +877,7 @@ def test_a_polygon_30_px_past_the_right_edge_is_clipped_with_box_clipped(tmp_pat
 def test_a_shape_with_nothing_inside_the_image_is_an_error(tmp_path: Path, shape: str) -> None:
     with pytest.raises(FormatError, match="lies outside the 9x9 image") as err:
         read_limited(one_image(tmp_path, shape), Limits())
-    assert (err.value.item, err.value.object) == ("h.jpg", 0)
+    assert (err.value.item, err.value.obj) == ("h.jpg", 0)
 
 
 def test_a_mask_rectangle_past_the_edge_is_cropped_with_box_clipped(tmp_path: Path) -> None:

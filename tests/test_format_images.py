@@ -114,7 +114,7 @@ def test_detection_scores_low_so_annotation_formats_win() -> None:
     assert detect_format(["Annotations/a.xml", "JPEGImages/a.jpg"]) == "voc"
 
 
-# --- detection never drops annotations (issue 9) ---------------------------------------------
+# --- detection never drops annotations ---------------------------------------------
 
 
 @pytest.mark.parametrize(

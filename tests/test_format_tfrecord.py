@@ -167,7 +167,9 @@ def test_shards_are_named_zero_based_and_filled_round_robin(
 
 
 @pytest.mark.parametrize("compression", ["gzip", "zlib"])
-def test_compressed_members_read_back(source_zip: Path, tmp_path: Path, compression: str) -> None:
+def test_compressed_members_read_back(
+    source_zip: Path, tmp_path: Path, compression: Compression
+) -> None:
     out = tmp_path / "out.zip"
     convert(source_zip, out, ConvertOptions(compression=compression))
     with zipfile.ZipFile(out) as z:
@@ -321,7 +323,7 @@ def test_class_ids_without_text_need_a_label_map(tmp_path: Path) -> None:
     # no map names the ids: a clear error, not an unreadable label_map.pbtxt blamed on tfdrop
     with pytest.raises(UnknownLabelError) as info:
         convert(src, tmp_path / "out.zip", ConvertOptions())
-    assert info.value.object == 0
+    assert info.value.obj == 0
     assert "class id 3" in info.value.message
     assert not (tmp_path / "out.zip").exists()
     report = convert(src, tmp_path / "out.zip", ConvertOptions(label_map=LM))
@@ -384,7 +386,7 @@ def test_a_bare_file_keeps_the_ids_of_the_label_map_beside_it(tmp_path: Path) ->
         assert member_records(z, "val.tfrecord")[0].objects[0].label_id == 2
 
 
-# --- the job budget reaches the codec (issue 9) -------------------------------------------------
+# --- the job budget reaches the codec -------------------------------------------------
 
 
 def _budget_zip(tmp_path: Path, kind: Compression = "none", n: int = 3) -> Path:

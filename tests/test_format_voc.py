@@ -21,10 +21,10 @@ from tfdrop.codec.model import Annotation, Box, Item, LabelMap
 from tfdrop.convert import ConvertOptions, convert
 from tfdrop.errors import FormatError, LimitExceededError, UnknownLabelError
 from tfdrop.formats import FORMATS, Notes, ReadOptions, WriteOptions, detect_format
-from tfdrop.formats.pixels import f32
+from tfdrop.formats.common.pixels import f32
+from tfdrop.formats.common.xmlsafe import SafeXmlParser, parse_bytes
 from tfdrop.formats.voc import VocReader
 from tfdrop.formats.voc.layout import format_labelmap, parse_labelmap, voc_color
-from tfdrop.formats.xmlsafe import SafeXmlParser, parse_bytes
 from tfdrop.limits import Limits
 from tfhelpers import tf_records
 
@@ -452,7 +452,7 @@ def test_bad_boxes_and_numbers_name_item_and_object(
     src = make_zip(tmp_path / "x.zip", {"Annotations/b.xml": xml, "JPEGImages/b.jpg": jpeg(9, 9)})
     with pytest.raises(FormatError, match=message) as err:
         read_items(src)
-    assert (err.value.item, err.value.object, err.value.member) == ("b.jpg", 1, "Annotations/b.xml")
+    assert (err.value.item, err.value.obj, err.value.member) == ("b.jpg", 1, "Annotations/b.xml")
 
 
 def test_box_within_one_pixel_outside_is_clamped_with_a_warning(tmp_path: Path) -> None:
@@ -553,7 +553,7 @@ def test_utf16_billion_laughs_is_refused_too(tmp_path: Path) -> None:
 def test_prefetch_keeps_order_raises_at_the_failing_job_and_stops_when_closed() -> None:
     import threading
 
-    from tfdrop.formats.voc.prefetch import prefetched
+    from tfdrop.formats.common.prefetch import prefetched
 
     assert list(prefetched(list(range(50)), lambda i: i * i, depth=2)) == [i * i for i in range(50)]
 
@@ -603,7 +603,7 @@ def test_datumaro_tf_records_through_voc_come_back_equal_record_for_record(
     assert after == before
 
 
-# --- issue 9: the budget, encodings, clipping, label maps ---------------------------------------
+# --- the budget, encodings, clipping, label maps ---------------------------------------
 
 
 def read_limited(path: Path, limits: Limits, *, masks: bool = False) -> tuple[list[Item], Notes]:
@@ -650,7 +650,7 @@ def list_bomb(out: Path, *, lists: int, lines: int) -> Path:
 def test_many_list_files_naming_one_item_cost_one_subset_entry_and_counted_warnings(
     tmp_path: Path,
 ) -> None:
-    # issue 9: 100 lists x 349525 lines of one id took 5 GB and stored 34.6 M conflicts
+    # regression: 100 lists x 349525 lines of one id took 5 GB and stored 34.6 M conflicts
     items, notes = read_limited(list_bomb(tmp_path / "x.zip", lists=20, lines=3000), Limits())
     assert [(i.name, i.subset) for i in items] == [("ab.jpg", "s0000")]
     assert notes.warning_counts["item_in_two_subsets"] == 19 * 3000
@@ -723,7 +723,7 @@ def test_a_coordinate_over_max_number_length_is_limit_exceeded(tmp_path: Path) -
     src = make_zip(tmp_path / "x.zip", {"Annotations/b.xml": xml, "JPEGImages/b.jpg": jpeg(9, 9)})
     with pytest.raises(LimitExceededError, match="max_number_length is 64") as err:
         read_items(src)
-    assert (err.value.item, err.value.object, err.value.key) == ("b.jpg", 0, "xmin")
+    assert (err.value.item, err.value.obj, err.value.key) == ("b.jpg", 0, "xmin")
 
 
 def test_xml_and_images_over_the_file_caps_are_limit_exceeded(tmp_path: Path) -> None:
@@ -787,7 +787,7 @@ def test_writer_refuses_a_label_labelmap_txt_cannot_carry_naming_it(
         with pytest.raises(FormatError, match=why) as err:
             writer.write(item)  # refused before anything of the item is written
     assert repr(label) in str(err.value)
-    assert (err.value.item, err.value.object) == ("a.jpg", 0)
+    assert (err.value.item, err.value.obj) == ("a.jpg", 0)
     with pytest.raises(FormatError, match=why):
         format_labelmap([label])  # a label map entry no object uses is refused too
 
@@ -816,4 +816,4 @@ def test_attack_an_object_with_too_many_children_is_limit_exceeded(tmp_path: Pat
     src = make_zip(tmp_path / "x.zip", {"Annotations/a.xml": xml, "JPEGImages/a.jpg": jpeg(9, 9)})
     with pytest.raises(LimitExceededError, match="max_values_per_feature is 20") as err:
         read_limited(src, Limits(max_values_per_feature=20))
-    assert (err.value.item, err.value.object) == ("a.jpg", 0)
+    assert (err.value.item, err.value.obj) == ("a.jpg", 0)

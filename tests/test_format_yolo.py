@@ -1,5 +1,5 @@
 """YOLO reader and writer: Datumaro/cvat-ai assets value by value, both layouts, round trips
-through TFRecord (read by real TensorFlow), and malformed inputs (issue 4)."""
+through TFRecord (read by real TensorFlow), and malformed inputs."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from tfdrop.codec.model import Box, Item, LabelMap, LabelMapItem
 from tfdrop.convert import ConvertOptions, convert
 from tfdrop.errors import FormatError, LimitExceededError
 from tfdrop.formats import Notes, ReadOptions, detect_format
-from tfdrop.formats.masks import decode_mask
+from tfdrop.formats.common.masks import decode_mask
 from tfdrop.formats.yolo import detect, open_reader
 from tfdrop.formats.yolo.lines import f32, format_row, parse_row
 from tfdrop.limits import Limits
@@ -686,12 +686,12 @@ def test_images_meta_quotes_names_with_spaces_as_datumaro_reads_them(tmp_path: P
     assert (back.name, back.width, back.height, back.image) == ("my shot 1.jpg", 30, 20, None)
 
 
-# --- hardening (issue 9) ---------------------------------------------------------------------
+# --- hardening ---------------------------------------------------------------------
 
 
 def ultra(tmp: Path, yaml_text: str, label: str = "0 0.5 0.5 0.2 0.2\n") -> Path:
-    members = {"data.yaml": yaml_text, "images/train/a.png": image(8, 8, "PNG"),
-               "labels/train/a.txt": label}  # fmt: skip
+    members: dict[str, bytes | str] = {"data.yaml": yaml_text,
+               "images/train/a.png": image(8, 8, "PNG"), "labels/train/a.txt": label}  # fmt: skip
     return make_zip(tmp / "u.zip", members)
 
 

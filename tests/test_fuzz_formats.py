@@ -1,4 +1,4 @@
-"""Fuzzing each format reader through ``convert()``, and the codec's three parsers (issue 6).
+"""Fuzzing each format reader through ``convert()``, and the codec's three parsers.
 
 Contract: whatever the bytes, the only exception that may escape is a
 :class:`tfdrop.errors.TfdropError` (a documented error with a kind and a location); a
@@ -40,6 +40,7 @@ from tfdrop.codec.labelmap import parse_label_map
 from tfdrop.codec.model import Annotation, Box, Item
 from tfdrop.convert import ConvertOptions, convert
 from tfdrop.errors import FormatError, SchemaError, TfdropError
+from tfdrop.formats import FORMATS, FormatName, SourceFormat
 
 EXAMPLES = int(os.environ.get("TFDROP_FUZZ_EXAMPLES", "120"))
 
@@ -57,7 +58,7 @@ def _fuzz(examples: int) -> settings:
 FUZZ = _fuzz(EXAMPLES)  # whole conversions: ~30 ms each
 FUZZ_CODEC = _fuzz(EXAMPLES * 4)  # one parser call: ~1 ms each
 # targets a TFRecord dataset is written as; "images" is read only (a zip of plain images)
-TARGETS = ("tfrecord", "voc", "cvat", "coco", "yolo")
+TARGETS: tuple[FormatName, ...] = ("tfrecord", "voc", "cvat", "coco", "yolo")
 HOSTILE_TOKENS = (
     b"-1",
     b"0",
@@ -201,13 +202,18 @@ def damaged_archives(draw: st.DrawFn) -> tuple[str, bytes]:
     return fmt, _rezip(members)
 
 
+def _format_named(name: str) -> FormatName:
+    """The format table's key equal to ``name`` (a seed's name without its variant)."""
+    return next(k for k in FORMATS if k == name)
+
+
 def _convert_must_only_raise_tfdrop_errors(fmt: str, data: bytes, auto: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "in.zip"
         src.write_bytes(data)
         work = Path(tmp) / "work"
         work.mkdir()
-        source = "auto" if auto else fmt.removesuffix("-video")
+        source: SourceFormat = "auto" if auto else _format_named(fmt.removesuffix("-video"))
         options = ConvertOptions(source_format=source, target_format="tfrecord", masks=auto)
         error: TfdropError | None = None
         try:
@@ -298,7 +304,7 @@ _LABEL_MAP = (
 def test_label_map_parser_raises_only_tfdrop_errors_on_damaged_text(data: st.DataObject) -> None:
     text = data.draw(mutated(_LABEL_MAP, text=True))
     try:
-        label_map = parse_label_map(text, source="fuzz.pbtxt")
+        label_map = parse_label_map(text, file="fuzz.pbtxt")
     except TfdropError:
         return
     ids = [i.id for i in label_map.items]
@@ -365,7 +371,7 @@ def test_coco_numbers_beyond_64_bits_are_format_errors(
         "annotations": [],
         "categories": [{"id": 1, "name": "cat"}],
     }
-    doc["images"][0][field] = value  # type: ignore[index]
+    doc["images"][0][field] = value
     src = tmp_path / "coco.zip"
     src.write_bytes(_rezip([("annotations/instances_default.json", json.dumps(doc).encode())]))
     with pytest.raises(FormatError, match=r"range|not a positive integer"):

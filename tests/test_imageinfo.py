@@ -9,7 +9,7 @@ from PIL import Image
 
 from conftest import require_corpus
 from tfdrop.errors import FormatError
-from tfdrop.formats.imageinfo import ImageInfo, probe
+from tfdrop.formats.common.imageinfo import ImageInfo, probe
 
 
 def _encode(mode: str, size: tuple[int, int], fmt: str, **kw: object) -> bytes:

@@ -1,4 +1,4 @@
-"""``tfdrop validate`` against real TensorFlow (issue 9: validate said "valid" for records
+"""``tfdrop validate`` against real TensorFlow (validate once said "valid" for records
 ``tf.io.parse_single_example`` refuses with the seed's schema).
 
 - A record with two heights and two filenames: TensorFlow refuses it with the seed's feature

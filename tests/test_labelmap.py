@@ -213,8 +213,8 @@ def test_an_item_with_only_display_name_is_named_by_it() -> None:
 
 def _error(text: str | bytes) -> LabelMapError:
     with pytest.raises(LabelMapError) as info:
-        parse_label_map(text, source="lm.pbtxt")
-    assert info.value.archive == "lm.pbtxt"
+        parse_label_map(text, file="lm.pbtxt")
+    assert info.value.file == "lm.pbtxt"
     return info.value
 
 

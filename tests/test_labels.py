@@ -37,7 +37,7 @@ def test_a_pinned_map_refuses_a_label_it_lacks_naming_item_and_object() -> None:
     r = LabelResolver(LabelMap.from_names(["cat"]), [], None)
     with pytest.raises(UnknownLabelError) as info:
         r.assign(_item("cat", "dog", name="x.jpg"))
-    assert (info.value.item, info.value.object) == ("x.jpg", 1)
+    assert (info.value.item, info.value.obj) == ("x.jpg", 1)
     assert "dog" in info.value.message
 
 
@@ -76,7 +76,7 @@ def test_more_labels_than_max_labels_is_limit_exceeded() -> None:
     with pytest.raises(LimitExceededError) as info:
         r.assign(_item("a", "b", "c", "d", name="x.jpg"))
     err = info.value
-    assert (err.limit, err.cap, err.value, err.item, err.object) == ("max_labels", 3, 4, "x.jpg", 3)
+    assert (err.limit, err.cap, err.value, err.item, err.obj) == ("max_labels", 3, 4, "x.jpg", 3)
     assert err.to_dict()["kind"] == "limit_exceeded"
     assert "--limit max_labels=" in err.hint
 
@@ -90,7 +90,7 @@ def test_a_label_holding_a_lone_surrogate_is_a_format_error_naming_the_item() ->
     r = LabelResolver(None, [], None)
     with pytest.raises(FormatError) as info:
         r.assign(_item("ok", "ca\ud800t", name="x.jpg"))
-    assert (info.value.item, info.value.object) == ("x.jpg", 1)
+    assert (info.value.item, info.value.obj) == ("x.jpg", 1)
     assert "\\ud800" in info.value.message
 
 
@@ -121,7 +121,7 @@ def test_a_label_a_text_format_cannot_carry_is_refused_up_front(label: str) -> N
     r = LabelResolver(None, [], None, plain_text=True)
     with pytest.raises(FormatError) as info:
         r.assign(_item("ok", label, name="x.jpg"))
-    assert (info.value.item, info.value.object) == ("x.jpg", 1)
+    assert (info.value.item, info.value.obj) == ("x.jpg", 1)
     LabelResolver(None, [], None).assign(_item(label))
     with pytest.raises(FormatError):
         LabelResolver(None, [label], None, plain_text=True)

@@ -1,4 +1,4 @@
-"""Instance masks (issue 3 item 4): CVAT polygons and RLE masks -> one full-image 0/1 PNG per
+"""Instance masks: CVAT polygons and RLE masks -> one full-image 0/1 PNG per
 object that real TensorFlow decodes to the rasterised shape; TFRecord masks -> CVAT ``<mask>``
 RLE and back; CVAT's RLE (``cvat-core`` mask2Rle/rle2Mask) checked against its own examples."""
 
@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -21,9 +22,9 @@ from tfdrop.codec.model import Box, Item, Shape
 from tfdrop.convert import ConvertOptions, convert
 from tfdrop.errors import FormatError, LimitExceededError
 from tfdrop.formats import Notes, ReadOptions
+from tfdrop.formats.common.masks import decode_mask
+from tfdrop.formats.common.pixels import f32
 from tfdrop.formats.cvat import CvatReader, rle
-from tfdrop.formats.masks import decode_mask
-from tfdrop.formats.pixels import f32
 from tfhelpers import tf_records
 
 # --- CVAT's RLE ---------------------------------------------------------------------------------
@@ -225,7 +226,7 @@ def test_masks_off_keep_polygon_points_and_no_png(tmp_path: Path) -> None:
     assert mask.shape == Shape.MASK
 
 
-# --- issue 9: max_mask_pixels, from the declared size, before any raster ------------------------
+# --- max_mask_pixels, from the declared size, before any raster ------------------------
 
 
 def _png_header_only(width: int, height: int) -> bytes:
@@ -241,10 +242,15 @@ def _png_header_only(width: int, height: int) -> bytes:
 
 
 def test_every_mask_function_refuses_a_size_over_max_mask_pixels_before_allocating() -> None:
-    from tfdrop.formats.masks import bitmap_mask_png, box_mask_png, mask_bbox, polygons_mask_png
+    from tfdrop.formats.common.masks import (
+        bitmap_mask_png,
+        box_mask_png,
+        mask_bbox,
+        polygons_mask_png,
+    )
 
     big = 100_000
-    calls = [
+    calls: list[Callable[[], object]] = [
         lambda: polygons_mask_png([[1, 1, 50, 1, 50, 50]], big, big),
         lambda: box_mask_png(Box(0, 0, 1, 1), big, big),
         lambda: bitmap_mask_png(b"", big, big),

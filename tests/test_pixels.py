@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tfdrop.formats.pixels import f32, pixel_str
+from tfdrop.formats.common.pixels import f32, pixel_str
 
 
 def test_whole_pixels_are_written_as_integers() -> None:
@@ -37,7 +37,7 @@ def test_any_float32_round_trips_through_text(norm: float, size: int) -> None:
 
 
 def test_clip_box_says_inside_clamped_clipped_or_outside() -> None:
-    from tfdrop.formats.pixels import clip_box
+    from tfdrop.formats.common.pixels import clip_box
 
     assert clip_box(1, 2, 3, 4, 10, 10, 1.0) == ((1, 2, 3, 4), "inside")
     assert clip_box(-0.5, 0, 10.5, 10, 10, 10, 1.0) == ((0, 0, 10, 10), "clamped")

@@ -13,6 +13,7 @@ from conftest import records_bytes
 from tfdrop.codec.labelmap import format_label_map
 from tfdrop.codec.model import Annotation, Box, Item, LabelMap
 from tfdrop.errors import ValidationError
+from tfdrop.formats.base import FormatName
 from tfdrop.limits import DEFAULT_LIMITS
 from tfdrop.readback import Written, validate_archive
 
@@ -86,7 +87,7 @@ def test_a_corrupt_frame_fails(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("target", ["voc", "coco", "yolo", "cvat", "tfrecord"])
 def test_a_label_map_out_of_id_order_with_background_converts_to_every_target(
-    tmp_path: Path, target: str
+    tmp_path: Path, target: FormatName
 ) -> None:
     # found by the outside attack: VOC and COCO list labels by id, so a map written
     # "id 2 cat, id 1 dog" (and one with background id 0) failed the read-back as a "bug"

@@ -1,4 +1,4 @@
-"""Disk full (issue 6 item 2): ENOSPC in the output folder and in the work folder.
+"""Disk full: ENOSPC in the output folder and in the work folder.
 
 Each test mounts a real small tmpfs (needs root, as CI runs; skipped otherwise, but failed
 under ``CI=true``), fills it with a filler file so that the conversion cannot fit, and drops

@@ -1,4 +1,4 @@
-"""Hostile drops into a running daemon (issue 6 item 4).
+"""Hostile drops into a running daemon.
 
 Every case of tests/stress/hostile_inputs.py (the archive catalogue plus record, Example, XML,
 JSON and name cases) and a symlink pointing out of the drop folder are dropped into one

@@ -1,4 +1,4 @@
-"""Permissions (issue 6 item 3): the daemon as an unprivileged user (``setpriv`` to nobody).
+"""Permissions: the daemon as an unprivileged user (``setpriv`` to nobody).
 
 The test (root) takes permissions away under a running daemon, one fault at a time: an
 input it cannot read, an output folder, a ``failed/`` folder and a ``done/`` folder it cannot
@@ -56,7 +56,9 @@ def _retries(daemon: Daemon, source: str) -> list[dict[str, object]]:
 
 
 def _retried_with_backoff(daemon: Daemon, source: str) -> dict[str, object]:
-    hits = wait_until(lambda: len(_retries(daemon, source)) >= 3 and _retries(daemon, source), 30)
+    hits: list[dict[str, object]] = wait_until(
+        lambda: len(_retries(daemon, source)) >= 3 and _retries(daemon, source), 30
+    )
     delays = [float(str(e["delay_s"])) for e in hits]
     assert delays[0] < delays[1] <= delays[2]  # backoff, not a hot loop
     assert "Permission denied" in str(hits[0]["error"])

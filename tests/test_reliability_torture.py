@@ -1,4 +1,4 @@
-"""CI's short torture run (issue 6 item 1): 40 drops, 10 SIGKILLs, every invariant holds.
+"""CI's short torture run: 40 drops, 10 SIGKILLs, every invariant holds.
 
 The long run is the same code: ``python -m tests.stress.torture --drops 500 --kills 100``.
 """

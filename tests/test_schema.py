@@ -1,4 +1,4 @@
-"""Schema checks (tfdrop.codec.schema), one rule at a time (issue 2, "Schema checks").
+"""Schema checks (tfdrop.codec.schema), one rule at a time (SPEC.md "Schema checks").
 
 Each rule has a good record that passes and records that break it, with the key and object the
 problem names. Where the C all-clear check is built, it must never pass a record the full check

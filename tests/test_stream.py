@@ -1,6 +1,6 @@
-"""The streaming shell (stream.py): sync and async readers, writers, zip members, shard names.
+"""The streaming shell (stream.py): readers, writers, zip members, shard names.
 
-Real files on disk, real zip archives, real aiofiles; the codec underneath is proven in
+Real files on disk, real zip archives; the codec underneath is proven in
 test_framing.py and test_compression.py, so these tests check the plumbing: chunking, detection,
 error locations, batching, and that nothing is read or held whole.
 """
@@ -15,7 +15,6 @@ import zlib
 from pathlib import Path
 from typing import IO
 
-import aiofiles
 import pytest
 
 from tfdrop.codec.compression import Compression
@@ -34,14 +33,12 @@ from tfdrop.errors import (
     TruncatedRecordError,
 )
 from tfdrop.stream import (
-    AsyncRecordWriter,
     RecordPump,
     RecordWriter,
     is_tfrecord_name,
     iter_records,
     iter_records_path,
     parse_shard_name,
-    read_records,
     shard_name,
 )
 
@@ -229,78 +226,6 @@ def test_empty_writer_output_is_zero_records() -> None:
         with RecordWriter(buf, compression=kind):
             pass
         assert list(iter_records(io.BytesIO(buf.getvalue()))) == []
-
-
-# --- async -----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("kind", KINDS)
-async def test_read_records_from_a_path(kind: Compression, tmp_path: Path) -> None:
-    path = tmp_path / "x.tfrecord"
-    path.write_bytes(packed(kind))
-    got = [r async for r in read_records(path, chunk_size=5000)]
-    assert got == RECORDS
-    got = [r async for r in read_records(str(path), compression=kind)]
-    assert got == RECORDS
-
-
-async def test_read_records_from_an_aiofiles_stream_one_hop_per_chunk(tmp_path: Path) -> None:
-    path = tmp_path / "x.tfrecord"
-    path.write_bytes(PLAIN)
-
-    class Counting:
-        def __init__(self, inner: aiofiles.threadpool.binary.AsyncBufferedReader) -> None:
-            self.inner, self.calls = inner, 0
-
-        async def read(self, size: int = -1, /) -> bytes:
-            self.calls += 1
-            return await self.inner.read(size)
-
-    async with aiofiles.open(path, "rb") as f:
-        counting = Counting(f)
-        got = [r async for r in read_records(counting, chunk_size=1 << 20)]
-    assert got == RECORDS
-    # one read for the whole (small) file plus the empty read that says it ended
-    assert counting.calls == len(PLAIN) // (1 << 20) + 2
-
-
-async def test_read_records_raises_the_codec_error(tmp_path: Path) -> None:
-    path = tmp_path / "cut.tfrecord"
-    path.write_bytes(PLAIN[:-1])
-    with pytest.raises(TruncatedRecordError):
-        [r async for r in read_records(path)]
-
-
-@pytest.mark.parametrize("kind", KINDS)
-async def test_async_writer_to_a_path_round_trips(kind: Compression, tmp_path: Path) -> None:
-    path = tmp_path / "out.tfrecord"
-    async with AsyncRecordWriter(path, compression=kind, batch_size=10_000) as w:
-        for r in RECORDS:
-            await w.write(r)
-    assert w.records == len(RECORDS)
-    assert w.written_bytes == path.stat().st_size
-    assert list(iter_records_path(path, compression=kind)) == RECORDS
-
-
-async def test_async_writer_writes_in_large_batches() -> None:
-    class Sink:
-        def __init__(self) -> None:
-            self.writes: list[int] = []
-            self.data = bytearray()
-
-        async def write(self, data: bytes, /) -> int:
-            self.writes.append(len(data))
-            self.data += data
-            return len(data)
-
-    sink = Sink()
-    record = b"r" * 1000
-    async with AsyncRecordWriter(sink, batch_size=1 << 20) as w:
-        for _ in range(5000):  # ~5 MB of framed records
-            await w.write(record)
-    assert len(sink.writes) <= 5  # one hop per MiB, not one per record
-    assert min(sink.writes[:-1]) >= 1 << 20
-    assert decode_records(bytes(sink.data)) == [record] * 5000
 
 
 # --- names -----------------------------------------------------------------------------------

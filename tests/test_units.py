@@ -1,5 +1,5 @@
 """Work units (tfdrop.units): a conversion read by worker processes gives the same archive,
-the same counts and the same first error as one read in a single process (issue 11)."""
+the same counts and the same first error as one read in a single process."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from tfdrop.archive import open_source
 from tfdrop.codec.model import LabelMap
 from tfdrop.convert import ConvertOptions, convert
 from tfdrop.errors import FormatError
-from tfdrop.formats import Notes, ReadOptions
+from tfdrop.formats import FormatName, Notes, ReadOptions
 from tfdrop.formats.voc import VocReader
 
 LABELS = ("cat", "dog", "bird", "fox")
@@ -53,7 +53,9 @@ def _records(archive: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("target", ["tfrecord", "coco", "yolo"])
-def test_two_workers_write_the_same_archive_as_one_process(tmp_path: Path, target: str) -> None:
+def test_two_workers_write_the_same_archive_as_one_process(
+    tmp_path: Path, target: FormatName
+) -> None:
     src = _voc(tmp_path / "in.zip", 230, listed_only=3)
     one = convert(src, tmp_path / "one.zip", ConvertOptions(target_format=target, jobs=1))
     two = convert(src, tmp_path / "two.zip", ConvertOptions(target_format=target, jobs=2))

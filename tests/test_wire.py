@@ -289,7 +289,7 @@ def test_key_that_is_not_utf8_is_rejected_like_protobuf_does() -> None:
 
 
 def test_duplicate_map_key_is_left_to_protobuf_where_the_last_entry_wins() -> None:
-    # TensorFlow's own parser does not always agree with protobuf on a key twice (issue 9)
+    # TensorFlow's own parser does not always agree with protobuf on a key twice
     a = ld(1, ld(1, b"k") + ld(2, ld(3, ld(1, varint(1)))))
     b = ld(1, ld(1, b"k") + ld(2, ld(3, ld(1, varint(2)))))
     data = ld(1, a + b)
@@ -344,7 +344,7 @@ def test_c_accelerator_and_python_walk_agree_on_protobuf_output() -> None:
     assert c.parse_features(data, wire.DEFAULT_MAX_VALUES) == wire.parse_features_py(data)
 
 
-# --- values per feature (issue 9: 60 M floats became 60 M Python objects) ----------------------
+# --- values per feature (60 M floats became 60 M Python objects) ----------------------
 
 ALL_PATHS = [*FAST_PATHS, example._features_slow]
 

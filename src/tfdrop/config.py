@@ -20,14 +20,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
+from tfdrop.codec.compression import COMPRESSIONS, Compression
 from tfdrop.codec.model import LabelMap
-from tfdrop.errors import ConfigError, TfdropError
+from tfdrop.errors import ConfigError, LabelMapError
+from tfdrop.formats import FORMATS
+from tfdrop.formats.base import FormatName, SourceFormat
+from tfdrop.labels import load_label_map
 from tfdrop.limits import DEFAULT_LIMITS, Limits
 
-# The spec's format table; tfdrop.formats.FORMATS is the authority once it exists.
-_SPEC_FORMATS: Final = ("tfrecord", "voc", "cvat", "coco", "yolo", "images")
-_READ_ONLY_FORMATS: Final = frozenset({"images"})
-COMPRESSIONS: Final = ("none", "gzip", "zlib")
 ON_SUCCESS: Final = ("keep", "delete")
 LOG_FORMATS: Final = ("auto", "json", "console")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
@@ -54,15 +54,7 @@ file system because claiming is a rename, and shared by every host that mounts t
 
 
 def known_formats() -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(readable, writable) format names from ``tfdrop.formats.FORMATS``.
-
-    Before the format table is importable (a partial install) the spec's table is used.
-    """
-    try:
-        from tfdrop.formats import FORMATS
-    except ImportError:
-        writable = tuple(f for f in _SPEC_FORMATS if f not in _READ_ONLY_FORMATS)
-        return _SPEC_FORMATS, writable
+    """(readable, writable) format names from ``tfdrop.formats.FORMATS``."""
     readable = tuple(n for n, spec in FORMATS.items() if spec.open_reader is not None)
     writable = tuple(n for n, spec in FORMATS.items() if spec.open_writer is not None)
     return readable, writable
@@ -95,13 +87,13 @@ class PipelineConfig:
     name: str
     drop: Path
     output: Path
-    source_format: str = "auto"
-    target_format: str = "tfrecord"
+    source_format: SourceFormat = "auto"
+    target_format: FormatName = "tfrecord"
     label_map_path: Path | None = None
     label_map: LabelMap | None = field(default=None, compare=False)
     masks: bool = False
     shards: int = 1
-    compression: str = "none"
+    compression: Compression = "none"
     images: bool = True
     on_success: str = "keep"
     patterns: tuple[str, ...] = DEFAULT_PATTERNS
@@ -199,7 +191,7 @@ class _Ctx:
 
     def error(self, key: str, message: str, hint: str | None = None) -> ConfigError:
         # str(): "<file>, key <key>: <message>" (TfdropError puts the location first)
-        return ConfigError(message, archive=self.source, key=key, hint=hint)
+        return ConfigError(message, file=self.source, key=key, hint=hint)
 
 
 def _integer(ctx: _Ctx, key: str, value: Any) -> int:
@@ -244,23 +236,18 @@ def _typed(ctx: _Ctx, key: str, value: Any, kind: type, allowed: tuple[str, ...]
     return value
 
 
+_TRUE: Final = ("1", "true", "yes", "on")
+_FALSE: Final = ("0", "false", "no", "off")
+
+
 def _from_env(value: str, kind: type) -> Any:
     """Environment strings to TOML-like values (type errors are reported by :func:`_typed`)."""
     if kind is bool:
         low = value.strip().lower()
-        if low in ("1", "true", "yes", "on"):
-            return True
-        if low in ("0", "false", "no", "off"):
-            return False
-        return value
-    if kind is int:
+        return True if low in _TRUE else False if low in _FALSE else value
+    if kind is int or kind is float:
         try:
-            return int(value)
-        except ValueError:
-            return value
-    if kind is float:
-        try:
-            return float(value)
+            return kind(value)
         except ValueError:
             return value
     return value
@@ -334,27 +321,6 @@ def changed_limits(limits: Limits) -> dict[str, int]:
     }
 
 
-def load_label_map(path: Path) -> LabelMap:
-    """Read and parse a ``label_map.pbtxt`` (errors name the file)."""
-    from tfdrop.codec.labelmap import parse_label_map
-
-    try:
-        with path.open("rb") as f:
-            data = f.read(DEFAULT_LIMITS.max_file_bytes + 1)
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot read label map {path}: {exc.strerror or exc}", key="label_map"
-        ) from exc
-    if len(data) > DEFAULT_LIMITS.max_file_bytes:
-        raise ConfigError(
-            f"label map {path} is over {DEFAULT_LIMITS.max_file_bytes} bytes", key="label_map"
-        )
-    try:
-        return parse_label_map(data, source=str(path))
-    except TfdropError as exc:
-        raise ConfigError(f"label map {path}: {exc}", key="label_map", hint=exc.hint) from exc
-
-
 def _pipeline(
     table: Any, index: int, where: str, base: Path, limits: Limits = DEFAULT_LIMITS
 ) -> PipelineConfig:
@@ -390,8 +356,8 @@ def _pipeline(
         label_map_path = _path(ctx, f"{prefix}.label_map", table["label_map"], base)
         try:
             label_map = load_label_map(label_map_path)
-        except ConfigError as exc:
-            raise ctx.error(f"{prefix}.label_map", exc.message, exc.hint) from exc
+        except LabelMapError as exc:
+            raise ctx.error(f"{prefix}.label_map", f"label map {exc}", exc.hint) from exc
     patterns = table.get("patterns", list(DEFAULT_PATTERNS))
     if (
         not isinstance(patterns, list)
@@ -455,7 +421,7 @@ def parse_config(
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"not valid TOML: {exc}", archive=where) from exc
+        raise ConfigError(f"not valid TOML: {exc}", file=where) from exc
     unknown = sorted(set(data) - {"daemon", "limits", "pipeline"})
     if unknown:
         raise _Ctx(where).error(unknown[0], "unknown table; allowed: daemon, limits, pipeline")
@@ -480,9 +446,9 @@ def load_config(path: Path, *, env: Mapping[str, str] | None = None) -> Config:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror or exc}", archive=str(path)) from exc
+        raise ConfigError(f"cannot read: {exc.strerror or exc}", file=str(path)) from exc
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"not UTF-8 text: {exc}", archive=str(path)) from exc
+        raise ConfigError(f"not UTF-8 text: {exc}", file=str(path)) from exc
     return parse_config(text, source=path.absolute(), env=env)
 
 

@@ -14,20 +14,21 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Self
+from typing import Any
 
-from tfdrop.archive import Source, ZipSink, has_end_record, open_source
+from tfdrop.archive import ZipSink
 from tfdrop.archive.limits import check_item_name
+from tfdrop.codec.compression import Compression
 from tfdrop.codec.model import Item, LabelMap
 from tfdrop.errors import TfdropError
 from tfdrop.formats import FORMATS, Notes, Reader, ReadOptions, WriteOptions, detect_format
-from tfdrop.formats.base import Splittable
-from tfdrop.formats.tfrecord import LABEL_MAP_NAME, TfrecordWriter
+from tfdrop.formats.base import FormatName, SourceFormat, Splittable
+from tfdrop.formats.tfrecord import TfrecordWriter
+from tfdrop.inputs import open_input
 from tfdrop.labels import LabelResolver
 from tfdrop.limits import DEFAULT_LIMITS, Limits
 from tfdrop.publish import atomic_path
 from tfdrop.readback import Written, validate_archive
-from tfdrop.stream import is_tfrecord_name, parse_shard_name, shard_name
 from tfdrop.units import (
     UNIT_BYTES,
     UNIT_ITEMS,
@@ -42,12 +43,12 @@ from tfdrop.units import (
 class ConvertOptions:
     """What to convert to, and how. Defaults: auto-detect -> TFRecord, images embedded."""
 
-    source_format: str = "auto"
-    target_format: str = "tfrecord"
+    source_format: SourceFormat = "auto"
+    target_format: FormatName = "tfrecord"
     label_map: LabelMap | None = None
     masks: bool = False
     shards: int = 1
-    compression: str = "none"
+    compression: Compression = "none"
     images: bool = True
     limits: Limits = DEFAULT_LIMITS
     jobs: int = 1  # worker processes reading work units (tfdrop.units); 1: this process only
@@ -59,8 +60,8 @@ class Report:
 
     source: str
     output: str
-    source_format: str
-    target_format: str
+    source_format: FormatName
+    target_format: FormatName
     items: int
     objects: int
     subsets: dict[str, int]
@@ -112,48 +113,6 @@ class Report:
         )
 
 
-class _FileSource:
-    """Bare TFRecord files (not a zip) beside each other as a source: one file, or every
-    existing file of its shard set, and the ``label_map.pbtxt`` beside them (as ``validate``
-    and ``inspect`` read them; a daemon job folder holds only the dropped file)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.label = str(path)
-        self._paths = {p.name: p for p in _shard_set(path)}
-        label_map = path.with_name(LABEL_MAP_NAME)
-        if label_map.is_file():
-            self._paths[LABEL_MAP_NAME] = label_map
-
-    def names(self) -> list[str]:
-        return list(self._paths)
-
-    def size(self, name: str) -> int:
-        return self._paths[name].stat().st_size
-
-    def exists(self, name: str) -> bool:
-        return name in self._paths
-
-    def find(self, name: str) -> str | None:
-        return next((n for n in self._paths if n.casefold() == name.casefold()), None)
-
-    def open(self, name: str) -> BinaryIO:
-        return self._paths[name].open("rb")
-
-    def read_bytes(self, name: str, *, max_size: int) -> bytes:
-        with self._paths[name].open("rb") as f:
-            return f.read(max_size)
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
 def _box_masks(options: ConvertOptions) -> bool:
     return options.masks and options.target_format == "tfrecord"
 
@@ -169,23 +128,6 @@ def _items(
         if units is not None and len(units) > 1:
             return parallel_items(spec, units, min(options.jobs, len(units)), notes)
     return (prepare(item, spec, notes) for item in reader.items())
-
-
-def _shard_set(path: Path) -> list[Path]:
-    """``x.tfrecord-00001-of-00003`` -> the set's files that exist (``path`` alone otherwise)."""
-    shard = parse_shard_name(path.name)
-    if shard is None:
-        return [path]
-    base, _, count = shard
-    siblings = [path.with_name(shard_name(base, i, count)) for i in range(count)]
-    return [p for p in siblings if p == path or p.is_file()]
-
-
-def open_input(path: Path, limits: Limits | None = None) -> Source:
-    """A drop as a source: a folder, a zip, or a bare TFRecord file (with its shard set)."""
-    if path.is_file() and is_tfrecord_name(path.name) and not has_end_record(path):
-        return _FileSource(path)
-    return open_source(path, limits=limits)
 
 
 def convert(

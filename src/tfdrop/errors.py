@@ -2,8 +2,9 @@
 
 Every error a user can meet is a :class:`TfdropError`; errors about bad input data also
 subclass :class:`ValueError` (STYLE.md habit 4). Errors carry where they happened as fields
-(archive, member, record index, byte offset, item, key, line), not only in the message, so the
-CLI and the daemon's ``<name>.error.json`` can say *what* and *where* without parsing text.
+(file, archive, member, record index, byte offset, item, object, key, line), not only in the
+message, so the CLI and the daemon's ``<name>.error.json`` can say *what* and *where* without
+parsing text.
 
 Inner layers raise with what they know (the framing decoder knows the offset and record index);
 outer layers add the rest with :meth:`TfdropError.at` (the shell knows the file and the member).
@@ -13,7 +14,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Self
 
-_LOCATION_FIELDS = ("archive", "member", "record", "offset", "item", "key", "line", "object")
+_LOCATION_FIELDS = ("file", "archive", "member", "record", "offset", "item", "key", "line", "obj")
+# The JSON names of fields whose attribute name differs (``object`` would shadow the builtin).
+_JSON_NAMES = {"obj": "object"}
 
 
 class TfdropError(Exception):
@@ -26,18 +29,20 @@ class TfdropError(Exception):
         self,
         message: str,
         *,
-        archive: str | None = None,
+        file: str | None = None,  # a file read on its own: a config file, a label map file
+        archive: str | None = None,  # the input being converted (a zip, a folder, a TFRecord)
         member: str | None = None,
         record: int | None = None,
         offset: int | None = None,
         item: str | None = None,
         key: str | None = None,
         line: int | None = None,
-        object: int | None = None,  # the index of an object within an item
+        obj: int | None = None,  # the index of an object within an item
         hint: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
+        self.file = file
         self.archive = archive
         self.member = member
         self.record = record
@@ -45,7 +50,7 @@ class TfdropError(Exception):
         self.item = item
         self.key = key
         self.line = line
-        self.object = object
+        self.obj = obj
         self.hint: str = type(self).default_hint if hint is None else hint
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -63,9 +68,9 @@ class TfdropError(Exception):
         return self
 
     def location(self) -> dict[str, Any]:
-        """The known location fields, in a stable order."""
+        """The known location fields, in a stable order, by their JSON names (``object``)."""
         return {
-            name: getattr(self, name)
+            _JSON_NAMES.get(name, name): getattr(self, name)
             for name in _LOCATION_FIELDS
             if getattr(self, name) is not None
         }
@@ -80,6 +85,8 @@ class TfdropError(Exception):
 
     def __str__(self) -> str:
         parts = []
+        if self.file is not None:
+            parts.append(self.file)
         if self.archive is not None:
             parts.append(self.archive)
         if self.member is not None:
@@ -90,8 +97,8 @@ class TfdropError(Exception):
             parts.append(f"offset {self.offset}")
         if self.item is not None:
             parts.append(f"item {self.item}")
-        if self.object is not None:
-            parts.append(f"object {self.object}")
+        if self.obj is not None:
+            parts.append(f"object {self.obj}")
         if self.key is not None:
             parts.append(f"key {self.key}")
         if self.line is not None:

@@ -16,10 +16,12 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Final
 
+from tfdrop.codec.labelmap import parse_label_map
 from tfdrop.codec.model import Annotation, Item, LabelMap, LabelMapItem
-from tfdrop.errors import FormatError, UnknownLabelError
+from tfdrop.errors import FormatError, LabelMapError, UnknownLabelError
 from tfdrop.limits import DEFAULT_LIMITS, Limits
 
 _BREAKS: Final = frozenset("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029")
@@ -37,6 +39,24 @@ def check_plain_label(label: str, **where: Any) -> None:
             hint="rename the label in the source (or convert to tfrecord, which keeps any text)",
             **where,
         )
+
+
+def load_label_map(path: Path) -> LabelMap:
+    """Read and parse a pinned ``label_map.pbtxt`` (``--label-map``, a pipeline's ``label_map``).
+
+    Every failure is a :class:`~tfdrop.errors.LabelMapError` naming the file: unreadable, over
+    ``max_file_bytes`` (read no further than that), or not a valid label map.
+    """
+    try:
+        with path.open("rb") as f:
+            data = f.read(DEFAULT_LIMITS.max_file_bytes + 1)
+    except OSError as exc:
+        raise LabelMapError(f"cannot read: {exc.strerror or exc}", file=str(path)) from None
+    if len(data) > DEFAULT_LIMITS.max_file_bytes:
+        raise LabelMapError(
+            f"over {DEFAULT_LIMITS.max_file_bytes} bytes; not a label map", file=str(path)
+        )
+    return parse_label_map(data, file=str(path))
 
 
 def check_label_text(label: str, limits: Limits, **where: Any) -> None:
@@ -112,14 +132,14 @@ class LabelResolver:
         if label_id is not None:
             return label_id
         if not self.pinned:
-            return self._add(name, item=item.name, object=index)
+            return self._add(name, item=item.name, obj=index)
         label_id = self._base.id_of(name)
         if label_id is None:
             raise UnknownLabelError(
                 f"label {name!r} is not in the pinned label map "
                 f"(it has: {', '.join(n[:40] for n in self._base.names[:20])})",
                 item=item.name,
-                object=index,
+                obj=index,
             )
         self._ids[name] = label_id
         return label_id
@@ -132,7 +152,7 @@ class LabelResolver:
             raise UnknownLabelError(
                 f"object has no label name (class id {obj.label_id}, no class text)",
                 item=item.name,
-                object=index,
+                obj=index,
                 hint="pin a label map that names the class ids (--label-map / "
                 "label_map = ...), or write class/text into the records",
             )

@@ -2,12 +2,15 @@
 
 A reader of an output folder must never see a partial file: everything is written to a temp
 name in the destination folder, flushed and fsynced, renamed into place, and then the folder
-itself is fsynced so the rename survives a power cut. Temp names are ``.<name>.tfdrop-XXXXXX.tmp``:
-a dot name with a ``.tmp`` suffix, which the daemon's settle rule (and most other watchers)
-ignore, so a chained pipeline never picks up a half-written archive. When that would not fit
-in :data:`NAME_MAX` bytes (a long final name), ``<name>`` is replaced by a short hash of it.
-If anything fails, the temp file is removed and the error (including ``OSError`` for
-ENOSPC/EACCES, which the daemon retries) propagates unchanged.
+itself is fsynced so the rename survives a power cut. Temp names are
+``.<name><mark>XXXXXX.tmp``: a dot name with a ``.tmp`` suffix, which the daemon's settle rule
+(:func:`is_temp_name`, and most other watchers) ignores, so a chained pipeline never picks up a
+half-written archive. The mark says whose temp it is: ``.tfdrop-`` by default, the daemon's
+``.<instance>.`` (:mod:`tfdrop.daemon.fsops`), so each cleans up only its own leftovers
+(:func:`cleanup_temps`). When a temp name would not fit in :data:`NAME_MAX` bytes (a long
+final name), ``<name>`` is replaced by a short hash of it. If anything fails, the temp file is
+removed and the error (including ``OSError`` for ENOSPC/EACCES, which the daemon retries)
+propagates unchanged. This is the one atomic-write stack: the CLI and the daemon both use it.
 """
 
 from __future__ import annotations
@@ -24,8 +27,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 _COPY_CHUNK = 1 << 20
-_TEMP_MARK = ".tfdrop-"
+TEMP_MARK = ".tfdrop-"
+"""The mark in the temp names of a publisher that gives none (the CLI)."""
 _TEMP_SUFFIX = ".tmp"
+# Suffixes writers use while a file is incomplete (browsers, curl/wget, rsync --partial, vim).
+_PARTIAL_SUFFIXES = (".part", ".partial", ".tmp", ".crdownload", ".download", ".swp", "~")
 # Folders on some filesystems (certain FUSE, CIFS/SMB mounts) cannot be fsynced; there the
 # rename is as durable as the filesystem allows and the error is not the input's fault.
 _DIR_FSYNC_UNSUPPORTED = {errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF}
@@ -73,15 +79,29 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
 
 
 def is_temp_name(name: str) -> bool:
-    """Whether a file name is one of tfdrop's publication temp names."""
-    return name.startswith(".") and _TEMP_MARK in name and name.endswith(_TEMP_SUFFIX)
+    """Whether a file is still being written under this name, by tfdrop or anyone else.
+
+    Hidden names (ours, rsync's ``.x.XXXXXX``) and the partial-download suffixes. The daemon
+    never takes such a file as a drop.
+    """
+    return name.startswith(".") or name.lower().endswith(_PARTIAL_SUFFIXES)
 
 
-def _make_temp(final: Path) -> Path:
+def is_own_temp(name: str, mark: str = TEMP_MARK) -> bool:
+    """Whether ``name`` is a temp name this module made with ``mark`` (see :func:`temp_path`)."""
+    return name.startswith(".") and mark in name and name.endswith(_TEMP_SUFFIX)
+
+
+def temp_path(final: Path, mark: str = TEMP_MARK) -> Path:
+    """A fresh temp name beside ``final``: ``.<name><mark>XXXXXX.tmp``, within NAME_MAX bytes."""
+    tail = f"{mark}{secrets.token_hex(3)}{_TEMP_SUFFIX}"
+    return final.with_name(f".{temp_base(final.name, 1 + len(tail))}{tail}")
+
+
+def _make_temp(final: Path, mark: str) -> Path:
     """Create (exclusively) and return a fresh temp file beside ``final``."""
     for _ in range(100):
-        tail = f"{_TEMP_MARK}{secrets.token_hex(3)}{_TEMP_SUFFIX}"
-        tmp = final.with_name(f".{temp_base(final.name, 1 + len(tail))}{tail}")
+        tmp = temp_path(final, mark)
         try:
             os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
         except FileExistsError:
@@ -121,13 +141,15 @@ def publish_no_clobber(src: str | os.PathLike[str], dst: str | os.PathLike[str])
 
 
 @contextlib.contextmanager
-def atomic_path(final_path: str | os.PathLike[str], *, overwrite: bool = True) -> Iterator[Path]:
+def atomic_path(
+    final_path: str | os.PathLike[str], *, overwrite: bool = True, mark: str = TEMP_MARK
+) -> Iterator[Path]:
     """Yield a temp path beside ``final_path``; publish it there when the block succeeds.
 
     The temp file already exists (empty) when yielded; write it with anything that takes a
     path. On success it is fsynced, renamed to ``final_path`` (replacing an old file only if
     ``overwrite``) and the folder is fsynced. On any exception it is removed and the
-    exception propagates.
+    exception propagates. ``mark`` tags the temp name (:func:`temp_path`).
 
     Raises:
         FileExistsError: ``overwrite`` is False and ``final_path`` exists.
@@ -138,7 +160,7 @@ def atomic_path(final_path: str | os.PathLike[str], *, overwrite: bool = True) -
         ...     write_zip(tmp)
     """
     final = Path(final_path)
-    tmp = _make_temp(final)
+    tmp = _make_temp(final, mark)
     try:
         yield tmp
         _fsync_file(tmp)
@@ -155,13 +177,16 @@ def atomic_path(final_path: str | os.PathLike[str], *, overwrite: bool = True) -
 
 @contextlib.contextmanager
 def atomic_write(
-    final_path: str | os.PathLike[str], *, overwrite: bool = True
+    final_path: str | os.PathLike[str], *, overwrite: bool = True, mark: str = TEMP_MARK
 ) -> Iterator[BinaryIO]:
     """Yield a binary file to write; it appears at ``final_path`` only when complete.
 
     Same guarantees as :func:`atomic_path`; the file is flushed and fsynced before the rename.
     """
-    with atomic_path(final_path, overwrite=overwrite) as tmp, open(tmp, "wb") as f:
+    with (
+        atomic_path(final_path, overwrite=overwrite, mark=mark) as tmp,
+        open(tmp, "wb") as f,
+    ):
         yield f
         f.flush()
         os.fsync(f.fileno())
@@ -173,6 +198,7 @@ def copy_atomic(
     name: str | None = None,
     *,
     overwrite: bool = True,
+    mark: str = TEMP_MARK,
 ) -> Path:
     """Copy a finished file into ``dst_dir`` (any filesystem) so it appears there whole.
 
@@ -180,7 +206,7 @@ def copy_atomic(
         The published path, ``dst_dir / (name or the source's name)``.
     """
     final = Path(dst_dir) / (name if name is not None else Path(src).name)
-    with open(src, "rb") as fin, atomic_write(final, overwrite=overwrite) as fout:
+    with open(src, "rb") as fin, atomic_write(final, overwrite=overwrite, mark=mark) as fout:
         shutil.copyfileobj(fin, fout, _COPY_CHUNK)
     return final
 
@@ -191,8 +217,13 @@ def move_atomic(
     name: str | None = None,
     *,
     overwrite: bool = True,
+    mark: str = TEMP_MARK,
 ) -> Path:
-    """Move a file into ``dst_dir``: a rename on one filesystem, else copy_atomic + unlink."""
+    """Move a file into ``dst_dir``: a rename on one filesystem, else copy_atomic + unlink.
+
+    With ``overwrite=False`` an existing file of that name is never replaced (a no-clobber
+    link on one filesystem, a copy to a temp name then the no-clobber link across two).
+    """
     final = Path(dst_dir) / (name if name is not None else Path(src).name)
     try:
         if overwrite:
@@ -203,25 +234,28 @@ def move_atomic(
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
-        copy_atomic(src, dst_dir, final.name, overwrite=overwrite)
+        copy_atomic(src, dst_dir, final.name, overwrite=overwrite, mark=mark)
         os.unlink(src)
     fsync_dir(Path(src).parent)
     return final
 
 
-def cleanup_temps(folder: str | os.PathLike[str], *, min_age: float = 0.0) -> list[Path]:
+def cleanup_temps(
+    folder: str | os.PathLike[str], *, min_age: float = 0.0, mark: str = TEMP_MARK
+) -> list[Path]:
     """Remove temp files left in ``folder`` by a killed run; returns what was removed.
 
     Args:
         folder: The output folder.
         min_age: Only remove temps whose mtime is at least this many seconds old, so a
             second instance writing to the same folder keeps its live temp files.
+        mark: Only temps made with this mark (:func:`temp_path`) are removed.
     """
     removed = []
     now = time.time()
     with os.scandir(folder) as it:
         for entry in it:
-            if not is_temp_name(entry.name) or not entry.is_file(follow_symlinks=False):
+            if not is_own_temp(entry.name, mark) or not entry.is_file(follow_symlinks=False):
                 continue
             try:
                 if now - entry.stat(follow_symlinks=False).st_mtime < min_age:

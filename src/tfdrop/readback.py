@@ -22,7 +22,7 @@ from tfdrop.codec.labelmap import parse_label_map
 from tfdrop.codec.model import LabelMap
 from tfdrop.codec.schema import check_parsed, fast_check
 from tfdrop.errors import TfdropError, ValidationError
-from tfdrop.formats import FORMATS, Notes, ReadOptions
+from tfdrop.formats import FORMATS, FormatName, Notes, ReadOptions
 from tfdrop.formats.tfrecord import LABEL_MAP_NAME, subset_of
 from tfdrop.limits import Limits
 from tfdrop.stream import is_tfrecord_name, iter_records, stream_caps
@@ -39,7 +39,13 @@ class Written:
 
 
 def validate_archive(
-    out: Path, target: str, written: Written, label_map: LabelMap, *, masks: bool, limits: Limits
+    out: Path,
+    target: FormatName,
+    written: Written,
+    label_map: LabelMap,
+    *,
+    masks: bool,
+    limits: Limits,
 ) -> int:
     """Check the archive ``out`` against ``written``; the number of items read back."""
     # tfdrop's own output: compressible by nature (10,000 equal boxes deflate 250:1), and its
@@ -90,7 +96,11 @@ def _compare_labels(label_map: LabelMap, read: list[str]) -> None:
 
 
 def _check_by_reader(
-    src: Source, target: str, written: Written, label_map: LabelMap, limits: Limits
+    src: Source,
+    target: FormatName,
+    written: Written,
+    label_map: LabelMap,
+    limits: Limits,
 ) -> int:
     spec = FORMATS[target]
     assert spec.open_reader is not None
@@ -129,7 +139,7 @@ def _check_tfrecord(src: Source, written: Written, label_map: LabelMap, limits: 
                 subsets[subset] += 1
     _compare(written, items, objects, subsets)
     text = src.read_bytes(LABEL_MAP_NAME, max_size=limits.max_file_bytes)
-    read_map = parse_label_map(text, source=LABEL_MAP_NAME)
+    read_map = parse_label_map(text, member=LABEL_MAP_NAME)
     if [(it.id, it.name) for it in read_map.items] != [(it.id, it.name) for it in label_map.items]:
         raise ValidationError("the written label_map.pbtxt reads back differently")
     return items

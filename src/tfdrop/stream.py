@@ -1,11 +1,10 @@
-"""Streaming TFRecord I/O: thin sync and async shells around the sans-IO codec.
+"""Streaming TFRecord I/O: a thin sync shell around the sans-IO codec.
 
 ijson's habit (``notes/design_notes.rst``): the protocol logic lives once, in the codec
 (:mod:`tfdrop.codec.framing`, :mod:`tfdrop.codec.compression`); this module only moves bytes.
 :class:`RecordPump` joins detection, decompression and framing without doing I/O;
-:func:`iter_records` (sync, for worker threads and zip members) and :func:`read_records` (async,
-over aiofiles) feed it large chunks: aiofiles hops to a thread on every call, so each call reads
-MiBs, never a record. The writers share one :class:`RecordEncoder` and write in large batches.
+:func:`iter_records` (for worker threads and zip members) feeds it large chunks, MiBs, never a
+record. :class:`RecordWriter` frames with :class:`RecordEncoder` and writes in large batches.
 
 Shard names follow TF models' ``tf_record_creation_util.py``: ``<base>-00000-of-00004``
 (zero-based, five digits). Import accepts ``*.tfrecord``, ``*.record`` and shard names (SPEC.md).
@@ -20,15 +19,13 @@ Every reader takes the job budget's stream caps as plain integers (``max_record_
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
+from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, Final, Protocol, Self, TypedDict
-
-import aiofiles
+from typing import BinaryIO, Final, Self, TypedDict
 
 from tfdrop.codec.compression import (
     COMPRESSIONS,
@@ -42,8 +39,6 @@ from tfdrop.limits import DEFAULT_LIMITS, Limits
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
-    "AsyncBinaryStream",
-    "AsyncRecordWriter",
     "RecordEncoder",
     "RecordPump",
     "RecordWriter",
@@ -51,27 +46,15 @@ __all__ = [
     "iter_records",
     "iter_records_path",
     "parse_shard_name",
-    "read_records",
     "shard_name",
+    "shard_set",
     "stream_caps",
 ]
 
 DEFAULT_CHUNK_SIZE: Final = 4 * 1024 * 1024
-"""Bytes per read (and per thread hop in the async shell)."""
+"""Bytes per read."""
 DEFAULT_BATCH_SIZE: Final = 4 * 1024 * 1024
-"""Framed bytes a writer gathers before one write (one thread hop in the async writer)."""
-
-
-class AsyncBinaryStream(Protocol):
-    """What :func:`read_records` needs from an async stream (an aiofiles binary file fits)."""
-
-    async def read(self, size: int = ..., /) -> bytes: ...
-
-
-class AsyncBinarySink(Protocol):
-    """What :class:`AsyncRecordWriter` needs from an async stream (aiofiles fits)."""
-
-    async def write(self, data: bytes, /) -> int: ...
+"""Framed bytes a writer gathers before one write."""
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -249,53 +232,11 @@ def iter_records_path(
         )
 
 
-async def read_records(
-    source: str | os.PathLike[str] | AsyncBinaryStream,
-    *,
-    compression: CompressionArg = "auto",
-    max_record_size: int = _MAX_RECORD,
-    max_stream_bytes: int = _MAX_STREAM,
-    max_ratio: int = _MAX_RATIO,
-    ratio_floor: int = _RATIO_FLOOR,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-) -> AsyncIterator[bytes]:
-    """Every record of a TFRecord file or async stream; one thread hop per ``chunk_size`` read.
-
-    Example:
-        >>> async def count(path: str) -> int:
-        ...     return len([r async for r in read_records(path)])
-    """
-    pump = RecordPump(
-        compression=compression,
-        max_record_size=max_record_size,
-        max_stream_bytes=max_stream_bytes,
-        max_ratio=max_ratio,
-        ratio_floor=ratio_floor,
-    )
-    if isinstance(source, str | os.PathLike):
-        async with aiofiles.open(source, "rb", buffering=0) as f:
-            async for rec in _pump_async(f, pump, chunk_size):
-                yield rec
-    else:
-        async for rec in _pump_async(source, pump, chunk_size):
-            yield rec
-
-
-async def _pump_async(
-    f: AsyncBinaryStream, pump: RecordPump, chunk_size: int
-) -> AsyncIterator[bytes]:
-    while chunk := await f.read(chunk_size):
-        for rec in pump.feed(chunk):
-            yield rec
-    for rec in pump.feed(b""):
-        yield rec
-
-
 # --- writing ---------------------------------------------------------------------------------
 
 
 class RecordEncoder:
-    """Frames records and compresses them, without I/O; shared by both writers.
+    """Frames records and compresses them, without I/O: the pure half of :class:`RecordWriter`.
 
     ``add(record)`` queues the framed record; ``take()`` returns the bytes to write so far;
     ``finish()`` returns the rest (the end of the compressed stream). Gzip is one member written
@@ -339,33 +280,7 @@ class RecordEncoder:
         return data
 
 
-class _BatchingWriter:
-    """What both writers share: the encoder, the batch threshold, the counters and ``closed``."""
-
-    def __init__(self, compression: Compression, level: int, batch_size: int) -> None:
-        self._enc = RecordEncoder(compression=compression, level=level)
-        self._batch = batch_size
-        self.written_bytes = 0
-        self.closed = False
-
-    @property
-    def records(self) -> int:
-        return self._enc.records
-
-    @property
-    def raw_bytes(self) -> int:
-        """Framed bytes before compression."""
-        return self._enc.raw_bytes
-
-    def _add(self, record: bytes) -> bool:
-        """Queues ``record``; True when a batch is due to be written."""
-        if self.closed:
-            raise ValueError(f"write to a closed {type(self).__name__}")
-        self._enc.add(record)
-        return self._enc.pending >= self._batch
-
-
-class RecordWriter(_BatchingWriter):
+class RecordWriter:
     """Writes framed (optionally compressed) records to a binary stream, in large batches.
 
     The stream is not closed by :meth:`close` (the caller owns it: a temp file to publish, a zip
@@ -388,11 +303,26 @@ class RecordWriter(_BatchingWriter):
         level: int = 6,
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
-        super().__init__(compression, level, batch_size)
+        self._enc = RecordEncoder(compression=compression, level=level)
+        self._batch = batch_size
         self._f = f
+        self.written_bytes = 0
+        self.closed = False
+
+    @property
+    def records(self) -> int:
+        return self._enc.records
+
+    @property
+    def raw_bytes(self) -> int:
+        """Framed bytes before compression."""
+        return self._enc.raw_bytes
 
     def write(self, record: bytes) -> None:
-        if self._add(record):
+        if self.closed:
+            raise ValueError(f"write to a closed {type(self).__name__}")
+        self._enc.add(record)
+        if self._enc.pending >= self._batch:
             self._out(self._enc.take())
 
     def _out(self, data: bytes) -> None:
@@ -413,71 +343,6 @@ class RecordWriter(_BatchingWriter):
         self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
-
-
-class AsyncRecordWriter(_BatchingWriter):
-    """:class:`RecordWriter` for asyncio: one thread hop per ``batch_size`` framed bytes.
-
-    ``target`` is a path (opened with aiofiles and closed by :meth:`close`) or an async stream
-    (left open). Compression of a batch runs in a worker thread (zlib releases the GIL) so the
-    event loop never stalls on it.
-    """
-
-    def __init__(
-        self,
-        target: str | os.PathLike[str] | AsyncBinarySink,
-        *,
-        compression: Compression = "none",
-        level: int = 6,
-        batch_size: int = DEFAULT_BATCH_SIZE,
-    ) -> None:
-        super().__init__(compression, level, batch_size)
-        self._target = target
-        self._f: AsyncBinarySink | None = None
-        self._owned: aiofiles.threadpool.binary.AsyncBufferedIOBase | None = None
-
-    async def _sink(self) -> AsyncBinarySink:
-        if self._f is None:
-            if isinstance(self._target, str | os.PathLike):
-                self._owned = await aiofiles.open(self._target, "wb")
-                self._f = self._owned
-            else:
-                self._f = self._target
-        return self._f
-
-    async def write(self, record: bytes) -> None:
-        if self._add(record):
-            await self._flush(final=False)
-
-    async def _flush(self, *, final: bool) -> None:
-        take = self._enc.finish if final else self._enc.take
-        if self._enc.compression == "none":
-            data = take()
-        else:
-            data = await asyncio.to_thread(take)
-        sink = await self._sink()
-        if data:
-            await sink.write(data)
-            self.written_bytes += len(data)
-
-    async def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        try:
-            await self._flush(final=True)
-        finally:
-            if self._owned is not None:
-                await self._owned.close()
-
-    async def __aenter__(self) -> Self:
-        await self._sink()
-        return self
-
-    async def __aexit__(
-        self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
 
 # --- names -----------------------------------------------------------------------------------
@@ -503,6 +368,17 @@ def parse_shard_name(name: str) -> tuple[str, int, int] | None:
     if index >= count:
         return None
     return m["base"], index, count
+
+
+def shard_set(path: Path) -> list[Path]:
+    """``x.tfrecord-00001-of-00003`` -> the files of its set that exist (``path`` alone for a
+    name that is not a shard name); ``path`` itself is always in the list."""
+    shard = parse_shard_name(path.name)
+    if shard is None:
+        return [path]
+    base, _, count = shard
+    siblings = [path.with_name(shard_name(base, i, count)) for i in range(count)]
+    return [p for p in siblings if p == path or p.is_file()]
 
 
 def is_tfrecord_name(name: str) -> bool:

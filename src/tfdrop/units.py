@@ -7,7 +7,7 @@ Each worker process opens the source and the reader once, then turns unit after 
 items with images read, label ids set from the map known before the first item, and box masks
 made; the parent takes the results back in unit order, so everything downstream (label
 resolution, writing, counting, notes) sees exactly the sequence a single process would: the
-output is the same bytes whatever the number of workers (issue 11).
+output is the same bytes whatever the number of workers.
 
 Memory stays bounded: at most ``2 * jobs`` units are in flight, each of at most
 :data:`UNIT_BYTES` declared bytes. A worker's error is raised when the parent reaches its unit,
@@ -30,9 +30,10 @@ from tfdrop.archive import Source
 from tfdrop.codec.model import Annotation, Item, LabelMap, Shape
 from tfdrop.errors import TfdropError, WorkerDiedError
 from tfdrop.formats import FORMATS, Notes, ReadOptions, WriteOptions
-from tfdrop.formats.base import Splittable
-from tfdrop.formats.masks import box_mask_png, check_mask_size
+from tfdrop.formats.base import FormatName, Splittable
+from tfdrop.formats.common.masks import box_mask_png, check_mask_size
 from tfdrop.formats.tfrecord import encode_record
+from tfdrop.inputs import open_input
 from tfdrop.limits import Limits
 
 UNIT_ITEMS: Final = 64
@@ -54,7 +55,7 @@ class JobSpec:
     """What every worker needs to open the source once and prepare items like the parent."""
 
     src: Path
-    source_format: str
+    source_format: FormatName
     read: ReadOptions
     known: LabelMap  # the ids fixed before the first item (pinned, source map or source list)
     box_masks: bool  # with masks on and a TFRecord target, boxes get a filled-rectangle mask
@@ -138,8 +139,6 @@ class _Worker:
     """A worker process's state: the source and reader, opened once by the pool initializer."""
 
     def __init__(self, spec: JobSpec) -> None:
-        from tfdrop.convert import open_input  # the one way a drop is opened
-
         self.spec = spec
         self.source: Source = open_input(spec.src, spec.read.limits)
         self.notes = Notes()

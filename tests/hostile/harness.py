@@ -1,4 +1,4 @@
-"""The adversarial suite's harness (issue 9 "Proof"): run the real CLI on a hostile input in a
+"""The adversarial suite's harness: run the real CLI on a hostile input in a
 subprocess under a hard memory limit (RLIMIT_AS) and a time limit, and check the promise.
 
 A case builds its input inside the test's temp folder (no binary fixtures) and calls

@@ -1,4 +1,4 @@
-"""The adversarial suite, CLI shell side (issue 9): numbers that would exhaust memory or file
+"""The adversarial suite, CLI shell side: numbers that would exhaust memory or file
 descriptors, outputs that would destroy the input, names at the file system's limit and
 configs with unusable values, each under the harness's memory and time limits."""
 

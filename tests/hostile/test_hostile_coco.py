@@ -1,4 +1,4 @@
-"""Hostile COCO archives through the real CLI (issue 9): each is refused cleanly or converts."""
+"""Hostile COCO archives through the real CLI: each is refused cleanly or converts."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Hostile CVAT for images/video inputs through the real CLI (issue 9): huge declared images with
+"""Hostile CVAT for images/video inputs through the real CLI: huge declared images with
 masks, huge attribute values, ids that are not numbers, encodings, shapes outside the image."""
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ BOX = '<box label="cat" xtl="1" ytl="1" xbr="5" ybr="5"/>'
 
 
 def test_a_100000_square_image_with_masks_is_refused_at_max_mask_pixels(tmp_path: Path) -> None:
-    # issue 9: the rasteriser allocated width x height (MemoryError at 100000^2)
+    # regression: the rasteriser allocated width x height (MemoryError at 100000^2)
     src = _src(tmp_path, "huge.zip", _image(BOX, width=100_000, height=100_000), image=False)
     refused(tmp_path, src, ("--to", "tfrecord", "--masks"), expect=("max_mask_pixels",))
 
@@ -54,7 +54,7 @@ def test_a_huge_polygon_image_with_masks_is_refused_too(tmp_path: Path) -> None:
 
 
 def test_a_megabyte_attribute_value_is_refused_at_max_text_bytes(tmp_path: Path) -> None:
-    # issue 9: 100 MB took 180 s and was published; random text keeps the zip ratio honest
+    # regression: 100 MB took 180 s and was published; random text keeps the zip ratio honest
     value = base64.b64encode(os.urandom(750_000)).decode()
     box = BOX.replace("/>", f'><attribute name="n">{value}</attribute></box>')
     refused(tmp_path, _src(tmp_path, "attr.zip", _image(box)), expect=("max_text_bytes",))

@@ -1,4 +1,4 @@
-"""The adversarial suite, daemon side (issue 9 "Proof"): the real daemon in a subprocess
+"""The adversarial suite, daemon side: the real daemon in a subprocess
 (tests/daemon_support.py) against long names, its drop folder removed and made again, broken
 configs on SIGHUP, huge config values, and a slow copy of a zip holding a zip."""
 

@@ -1,4 +1,4 @@
-"""Hostile TFRecords (issue 9): bombs, malformed frames and Examples, through the real CLI.
+"""Hostile TFRecords: bombs, malformed frames and Examples, through the real CLI.
 
 Every input is built here: compressed bombs are streamed through ``zlib.compressobj`` with the
 CRC extended chunk by chunk, so a 120 MB record costs the test a few MB. Each case runs
@@ -105,7 +105,7 @@ def test_compressed_float_bomb_stops_at_max_ratio(tmp_path: Path, kind: str) -> 
 
 
 @pytest.mark.parametrize("kind", ["gzip", "zlib"])
-def test_issue9_60m_float_bomb_is_refused_before_the_record_is_buffered(
+def test_a_60m_float_bomb_is_refused_before_the_record_is_buffered(
     tmp_path: Path, kind: str
 ) -> None:
     # the reproduction: 60 M xmin floats, 228 KB; the 240 MB record is over max_record_size

@@ -1,4 +1,4 @@
-"""Hostile Pascal VOC inputs through the real CLI (issue 9): list-file bombs, declared encodings,
+"""Hostile Pascal VOC inputs through the real CLI: list-file bombs, declared encodings,
 label maps, shapes outside the image."""
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def _labels(out: Path) -> str:
 
 
 def test_a_hundred_list_files_of_one_id_are_refused_at_max_list_lines(tmp_path: Path) -> None:
-    # issue 9: 100 x 1 MiB lists of "ab" (each under the ratio floor): 5 GB and 61 s before
+    # regression: 100 x 1 MiB lists of "ab" (each under the ratio floor): 5 GB and 61 s before
     members: dict[str, bytes | str] = {"Annotations/ab.xml": _voc(), "JPEGImages/ab.jpg": _jpeg()}
     for n in range(100):
         members[f"ImageSets/Main/s{n:04d}.txt"] = "ab\n" * 349525

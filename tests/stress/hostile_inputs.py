@@ -1,7 +1,7 @@
-"""Hostile drops for a running daemon (issue 6 item 4), beyond the archive catalogue.
+"""Hostile drops for a running daemon, beyond the archive catalogue.
 
 :data:`DROPS` maps a case name to ``(file name, builder, expected error kinds)``: every case
-of :mod:`tfdrop.testing.hostile` (zip slip, symlink members, bombs, lying sizes, truncated and
+of tests/hostile_archives.py (zip slip, symlink members, bombs, lying sizes, truncated and
 corrupt zips ...) plus the record, Example, XML, JSON and name cases that need a whole drop:
 a TFRecord length field of 2^63, CRC flips, gzip cut short, protobuf garbage, mismatched
 lists, NaN/inf/negative boxes, billion laughs, an external entity, deep XML, a non-UTF-8 file
@@ -22,10 +22,16 @@ import sys
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tfdrop.codec.framing import encode_record, masked_crc32c
 from tfdrop.codec.proto import Example
-from tfdrop.testing import hostile
+
+_TESTS = Path(__file__).resolve().parents[1]
+if str(_TESTS) not in sys.path:  # run as ``python -m tests.stress.hostile_inputs``
+    sys.path.insert(0, str(_TESTS))
+
+import hostile_archives as hostile  # noqa: E402
 
 LABEL_MAP = "item {\n\tid: 1\n\tname: 'cat'\n}\n\n"
 _U, _B = "unsafe_archive", "bad_archive"
@@ -45,7 +51,7 @@ def _tf_zip(records: bytes) -> bytes:
 
 
 def _example(**features: tuple[str, list[object]]) -> bytes:
-    ex = Example()
+    ex: Any = Example()  # generated protobuf class: no stubs
     for key, (kind, values) in features.items():
         f = ex.features.feature[key.replace("__", "/")]
         getattr(f, kind).value.extend(values)

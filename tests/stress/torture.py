@@ -1,6 +1,6 @@
 """Torture run: drops across several pipelines while the daemon is SIGKILLed and restarted.
 
-Issue 6 item 1. One command (from the repo root)::
+One command (from the repo root)::
 
     .venv/bin/python -m tests.stress.torture --drops 500 --kills 100
 
@@ -47,9 +47,14 @@ if str(_TESTS) not in sys.path:  # run as ``python -m tests.stress.torture``
 
 from daemon_support import Daemon, tfrecord_zip, write_config  # noqa: E402
 from tfdrop.convert import ConvertOptions, convert  # noqa: E402
+from tfdrop.formats import FormatName, SourceFormat  # noqa: E402
 
 # name, source format, target format
-PIPELINES = (("tf", "tfrecord", "tfrecord"), ("voc", "tfrecord", "voc"), ("coco", "auto", "coco"))
+PIPELINES: tuple[tuple[str, SourceFormat, FormatName], ...] = (
+    ("tf", "tfrecord", "tfrecord"),
+    ("voc", "tfrecord", "voc"),
+    ("coco", "auto", "coco"),
+)
 STATE = ".tfdrop"
 
 
@@ -97,9 +102,9 @@ def make_drops(count: int, rng: random.Random) -> list[Drop]:
             data = tfrecord_zip(2, tag=f"t{i}")
             drops.append(Drop(pipeline, name, data[: len(data) // 2], -1))
         elif roll < 0.15:  # a flipped byte inside a stored member: the zip CRC catches it
-            data = bytearray(tfrecord_zip(2, tag=f"c{i}"))
-            data[len(data) // 3] ^= 0xFF
-            drops.append(Drop(pipeline, name, bytes(data), -1))
+            flipped = bytearray(tfrecord_zip(2, tag=f"c{i}"))
+            flipped[len(flipped) // 3] ^= 0xFF
+            drops.append(Drop(pipeline, name, bytes(flipped), -1))
         else:
             items = 300 if rng.random() < 0.04 else rng.randint(1, 6)
             drops.append(Drop(pipeline, name, tfrecord_zip(items, tag=f"g{i}"), items))
@@ -220,14 +225,7 @@ def _check(root: Path, drops: list[Drop], result: Result) -> None:
                 br.append(f"{name}: {d.name} routed to the wrong folder")
         result.duplicates += max(0, len(done) + len(failed) - len(set(done) | set(failed)))
         result.duplicates += len([n for n in done + failed if n not in good and n not in bad])
-        for n in failed:
-            err = failed_dir / f"{n}.error.json"
-            if not err.exists():
-                br.append(f"{name}: failed/{n} has no error file")
-                continue
-            doc = json.loads(err.read_text(encoding="utf-8"))
-            if not doc.get("kind") or doc.get("archive") != n:
-                br.append(f"{name}: {err.name} does not name its kind and archive: {doc}")
+        _check_error_files(name, failed_dir, failed, br)
         leftover = [p.name for p in drop_dir.iterdir() if p.name not in ("done", "failed", STATE)]
         if leftover:
             br.append(f"{name}: left in the drop folder: {leftover}")
@@ -238,8 +236,20 @@ def _check(root: Path, drops: list[Drop], result: Result) -> None:
         _check_ledger(name, drop_dir / STATE / "ledger", out, good, result)
 
 
+def _check_error_files(name: str, failed_dir: Path, failed: list[str], br: list[str]) -> None:
+    """Every routed input has its error file, naming its kind and the archive."""
+    for n in failed:
+        err = failed_dir / f"{n}.error.json"
+        if not err.exists():
+            br.append(f"{name}: failed/{n} has no error file")
+            continue
+        doc = json.loads(err.read_text(encoding="utf-8"))
+        if not doc.get("kind") or doc.get("archive") != n:
+            br.append(f"{name}: {err.name} does not name its kind and archive: {doc}")
+
+
 def _check_outputs(
-    name: str, target: str, out: Path, good: dict[str, Drop], result: Result
+    name: str, target: FormatName, out: Path, good: dict[str, Drop], result: Result
 ) -> None:
     br = result.breaches
     names = sorted(p.name for p in out.iterdir())

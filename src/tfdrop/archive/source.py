@@ -1,9 +1,10 @@
 """The read side of the archive layer: one :class:`Source` API over a zip or a folder tree.
 
-Format readers take a :class:`Source` from :func:`open_source` and never care whether the
-user dropped ``voc.zip`` or an unzipped ``VOCdevkit/`` tree. Every member is streamed through a
-reader that counts what it returns against the size declared up front (and for zips checks
-the CRC-32 at the end), so a lying header fails with a clear error instead of filling memory.
+Format readers take a :class:`Source` from :func:`tfdrop.archive.open_source` and never care
+whether the user dropped ``voc.zip`` or an unzipped ``VOCdevkit/`` tree. Every member is
+streamed through a reader that counts what it returns against the size declared up front (and
+for zips checks the CRC-32 at the end), so a lying header fails with a clear error instead of
+filling memory.
 Follows SPEC.md "Bad input": caps on entries, total size and ratio; no links; no extraction.
 """
 
@@ -11,11 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import unicodedata
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, Protocol, Self, runtime_checkable
 
@@ -288,29 +287,6 @@ class CheckedReader(io.RawIOBase, ABC):
 
     def _check_end(self) -> None:
         """Extra checks once all data is read."""
-
-
-def open_source(path: str | os.PathLike[str], *, limits: Limits | None = None) -> Source:
-    """Open a drop as a :class:`Source`: a folder tree, or a zip (whatever its suffix).
-
-    Args:
-        path: A folder or a zip file.
-        limits: Safety caps; the defaults of :class:`Limits` when omitted.
-
-    Raises:
-        ArchiveError: The path is neither a folder nor a readable zip.
-
-    Example:
-        >>> with open_source("voc.zip") as src:  # doctest: +SKIP
-        ...     xml = src.read_bytes("Annotations/a.xml", max_size=16 << 20)
-    """
-    from tfdrop.archive.dirsource import DirSource
-    from tfdrop.archive.zipsource import ZipSource
-
-    lim = limits if limits is not None else Limits()
-    if Path(path).is_dir():
-        return DirSource(path, limits=lim)
-    return ZipSource(path, limits=lim)
 
 
 def sorted_names(source: Source, *, suffixes: Sequence[str] = ()) -> list[str]:

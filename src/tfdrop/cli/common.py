@@ -1,16 +1,13 @@
-"""Small helpers the CLI commands share: error output, label map loading, the job budget
-flag (``--limit NAME=N``) and bounded numeric flags."""
+"""Small helpers the CLI commands share: error output, the job budget flag (``--limit NAME=N``)
+and bounded numeric flags."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
-from tfdrop.codec.labelmap import parse_label_map
-from tfdrop.codec.model import LabelMap
-from tfdrop.errors import ConfigError, LabelMapError
+from tfdrop.errors import ConfigError
 from tfdrop.limits import DEFAULT_LIMITS, Limits
 
 LIMIT_DEST = "limit_values"
@@ -32,20 +29,6 @@ def config_failed(exc: ConfigError) -> int:
     if exc.hint:
         print(f"hint: {exc.hint}", file=sys.stderr)
     return 1
-
-
-def load_label_map(path: Path) -> LabelMap:
-    """Read and parse a label_map.pbtxt; unreadable files are label map errors too."""
-    try:
-        with path.open("rb") as f:
-            data = f.read(DEFAULT_LIMITS.max_file_bytes + 1)
-    except OSError as exc:
-        raise LabelMapError(f"cannot read: {exc.strerror}", archive=str(path)) from None
-    if len(data) > DEFAULT_LIMITS.max_file_bytes:
-        raise LabelMapError(
-            f"over {DEFAULT_LIMITS.max_file_bytes} bytes; not a label map", archive=str(path)
-        )
-    return parse_label_map(data, source=str(path))
 
 
 def bounded_int(low: int, high: int) -> Callable[[str], int]:

@@ -14,7 +14,6 @@ from tfdrop.cli.common import (
     bounded_int,
     fail,
     limits_from_args,
-    load_label_map,
     usage_error,
 )
 from tfdrop.codec.compression import COMPRESSIONS
@@ -23,6 +22,7 @@ from tfdrop.convert import ConvertOptions, convert
 from tfdrop.daemon.fdlimit import raise_open_files
 from tfdrop.errors import TfdropError
 from tfdrop.formats import FORMATS
+from tfdrop.labels import load_label_map
 from tfdrop.publish import NAME_MAX, name_fits
 from tfdrop.units import default_jobs
 

@@ -24,6 +24,7 @@ from tfdrop.stream import (
     iter_records,
     parse_shard_name,
     shard_name,
+    shard_set,
     stream_caps,
 )
 
@@ -41,15 +42,6 @@ class RecordFile:
         return subset_of(self.member or self.path.name)
 
 
-def _shard_set(path: Path) -> list[Path]:
-    shard = parse_shard_name(path.name)
-    if shard is None:
-        return [path]
-    base, _, count = shard
-    siblings = [path.with_name(f"{base}-{i:05d}-of-{count:05d}") for i in range(count)]
-    return [p for p in siblings if p.exists()] or [path]
-
-
 def _is_bare(path: Path) -> bool:
     """A file that is not a zip is read as a TFRecord, whatever its name."""
     if not path.is_file():
@@ -64,15 +56,13 @@ def _read_map(path: Path, limits: Limits) -> LabelMap:
     with path.open("rb") as f:
         size = os.fstat(f.fileno()).st_size
         if size > cap:
-            raise exceeded("max_file_bytes", size, cap, archive=str(path))
+            raise exceeded("max_file_bytes", size, cap, file=str(path))
         data = f.read(cap + 1)  # it may have grown since
     if len(data) > cap:
-        raise exceeded("max_file_bytes", len(data), cap, archive=str(path))
-    return parse_label_map(data, source=str(path), **_label_caps(limits))
-
-
-def _label_caps(limits: Limits) -> dict[str, int]:
-    return {"max_labels": limits.max_labels, "max_text_bytes": limits.max_text_bytes}
+        raise exceeded("max_file_bytes", len(data), cap, file=str(path))
+    return parse_label_map(
+        data, file=str(path), max_labels=limits.max_labels, max_text_bytes=limits.max_text_bytes
+    )
 
 
 @contextmanager
@@ -81,7 +71,7 @@ def record_files(
 ) -> Iterator[tuple[list[RecordFile], LabelMap | None, Source | None]]:
     """The record files behind ``path``, the label map found beside them, and the source."""
     if _is_bare(path):
-        files = [RecordFile(str(p), None, p) for p in _shard_set(path)]
+        files = [RecordFile(str(p), None, p) for p in shard_set(path)]
         lm_path = path.with_name(LABEL_MAP_NAME)
         lm = _read_map(lm_path, limits) if lm_path.is_file() else None
         yield files, lm, None
@@ -93,8 +83,9 @@ def record_files(
         lm = (
             parse_label_map(
                 src.read_bytes(maps[0], max_size=limits.max_file_bytes),
-                source=maps[0],
-                **_label_caps(limits),
+                member=maps[0],
+                max_labels=limits.max_labels,
+                max_text_bytes=limits.max_text_bytes,
             )
             if maps
             else None

@@ -21,12 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tfdrop.cli.common import add_limit_argument, fail, limits_from_args, load_label_map
+from tfdrop.cli.common import add_limit_argument, fail, limits_from_args
 from tfdrop.cli.records import RecordFile, iter_file_records, missing_shards, record_files
 from tfdrop.codec.example import parse_example
 from tfdrop.codec.model import LabelMap
 from tfdrop.codec.schema import check_parsed, fast_check
 from tfdrop.errors import DataError, TfdropError
+from tfdrop.labels import load_label_map
 from tfdrop.limits import Limits
 
 if TYPE_CHECKING:

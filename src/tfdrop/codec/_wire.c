@@ -6,7 +6,7 @@
  * tuple (key, count) where a list has more than max_values values (counted before the list is
  * built; wire.py raises the limit error). It exists
  * because the pure-Python walk costs ~2 us per feature and an OD record has ~16 of them
- * (issue 2's target: 150,000 annotation-only records/s with the schema check). Tests check it
+ * (the target: 150,000 annotation-only records/s with the schema check). Tests check it
  * against both wire.py and protobuf. Pure computation: no I/O, no global state.
  */
 #define PY_SSIZE_T_CLEAN

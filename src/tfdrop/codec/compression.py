@@ -22,14 +22,14 @@ import re
 import struct
 import zlib
 from collections.abc import Iterator
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
 from tfdrop.codec.framing import HEADER_SIZE, masked_crc32c
 from tfdrop.errors import CompressionError, LimitExceededError
 
 Compression = Literal["none", "gzip", "zlib"]
 CompressionArg = Literal["none", "gzip", "zlib", "auto"]
-COMPRESSIONS: Final[tuple[str, ...]] = ("none", "gzip", "zlib")
+COMPRESSIONS: Final[tuple[Compression, ...]] = get_args(Compression)
 
 _GZIP_MAGIC: Final = b"\x1f\x8b"
 OUTPUT_CHUNK: Final = 4 * 1024 * 1024

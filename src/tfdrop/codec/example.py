@@ -185,12 +185,7 @@ def parse_example(
     twice, a feature with two lists, a list split in runs): only bytes both read the same
     way pass.
     """
-    try:
-        feats = wire.parse_features(data, max_values_per_feature)
-    except wire.NotCanonical:
-        feats = _features_slow(data, max_values_per_feature)
-        if strict:
-            raise ExampleError(NOT_CANONICAL) from None
+    feats = _features(data, max_values_per_feature, strict=strict)
     out = ParsedExample()
     if not feats.keys() <= _KNOWN_KEYS:
         # in record order (a set difference would order them by this process's hash seed)
@@ -199,44 +194,64 @@ def parse_example(
             for bkey, v in feats.items()
             if bkey not in _KNOWN_KEYS
         )
-    lists = out.lists
+    _object_lists(feats, out)
+    _single_values(feats, out)
+    out.num_objects = max((len(out.lists.get(key, ())) for key in BOX_KEYS), default=0)
+    if out.lists:
+        _check_lengths(out)
+    return out
+
+
+def _features(data: bytes, max_values: int, *, strict: bool) -> wire.Features:
+    """The record's features: the fast walk, or protobuf when the layout is not canonical."""
+    try:
+        return wire.parse_features(data, max_values)
+    except wire.NotCanonical:
+        feats = _features_slow(data, max_values)  # its own errors first, as protobuf reads it
+        if strict:
+            raise ExampleError(NOT_CANONICAL) from None
+        return feats
+
+
+def _object_lists(feats: wire.Features, out: ParsedExample) -> None:
+    """The per-object lists present (an empty Feature counts as absent) into ``out.lists``."""
     get = feats.get
     for bkey, key, want in _OBJECT_SPECS:
         v = get(bkey)
-        if v is not None:
-            kind, obj_values = v[0], v[1]
-            if kind != want:
-                if not kind:
-                    continue  # an empty Feature: the key is absent
-                if bkey == _MASK_B and kind == wire.FLOAT_KIND:
-                    out.extra.append((key, v[2]))  # TF's NUMERICAL_MASKS: kept unchanged
-                    continue
-                raise _kind_error(key, want, kind)
-            if obj_values:
-                lists[key] = obj_values
-    if (values := _scalar(feats, FILENAME, 1)) is not None:
-        out.filename = _text(values, FILENAME)
-    if (values := _scalar(feats, SOURCE_ID, 1)) is not None:
-        out.source_id = _text(values, SOURCE_ID)
-    if (values := _scalar(feats, FORMAT, 1)) is not None:
-        out.format = _text(values, FORMAT)
-    if (values := _scalar(feats, SHA256, 1)) is not None:
-        out.sha256 = _text(values, SHA256)
+        if v is None:
+            continue
+        kind, obj_values = v[0], v[1]
+        if kind != want:
+            if not kind:
+                continue  # an empty Feature: the key is absent
+            if bkey == _MASK_B and kind == wire.FLOAT_KIND:
+                out.extra.append((key, v[2]))  # TF's NUMERICAL_MASKS: kept unchanged
+                continue
+            raise _kind_error(key, want, kind)
+        if obj_values:
+            out.lists[key] = obj_values
+
+
+# single-value text keys and the ParsedExample field each fills
+_TEXT_SCALARS: Final = (
+    (FILENAME, "filename"),
+    (SOURCE_ID, "source_id"),
+    (FORMAT, "format"),
+    (SHA256, "sha256"),
+)
+
+
+def _single_values(feats: wire.Features, out: ParsedExample) -> None:
+    """The single-value keys (file name, ids, image bytes, size) into ``out``."""
+    for key, attr in _TEXT_SCALARS:
+        if (values := _scalar(feats, key, 1)) is not None:
+            setattr(out, attr, _text(values, key))
     if (values := _scalar(feats, ENCODED, 1)) is not None:
         out.encoded = values[0]
     if (values := _scalar(feats, HEIGHT, 3)) is not None:
         out.height = values[0]
     if (values := _scalar(feats, WIDTH, 3)) is not None:
         out.width = values[0]
-    n = 0
-    for key in BOX_KEYS:
-        box_values = lists.get(key)
-        if box_values is not None and len(box_values) > n:
-            n = len(box_values)
-    out.num_objects = n
-    if lists:
-        _check_lengths(out)
-    return out
 
 
 def _check_lengths(p: ParsedExample) -> None:
@@ -281,7 +296,7 @@ def to_item(
             try:
                 label = texts[i].decode("utf-8")
             except UnicodeDecodeError:
-                raise ExampleError("value is not UTF-8 text", key=TEXT, object=i) from None
+                raise ExampleError("value is not UTF-8 text", key=TEXT, obj=i) from None
         else:
             label = (label_map.name_of(label_id) if label_map else None) or ""
         objects.append(
@@ -340,7 +355,7 @@ def _utf8(values: list[str], key: str, item: Item, *, per_object: bool = True) -
             "Unicode (undecodable bytes, e.g. a file name that is not UTF-8); rename it",
             key=key,
             item=item.name.encode("utf-8", "backslashreplace").decode(),
-            object=bad if per_object else None,
+            obj=bad if per_object else None,
         ) from None
 
 
@@ -408,7 +423,7 @@ def encode_example(item: Item) -> bytes:
                 "some objects have a mask and others do not (the OD API needs one per object)",
                 key=MASK,
                 item=item.name,
-                object=missing[0],
+                obj=missing[0],
             )
         b.bytes_list(_k(MASK), [o.mask for o in objs if o.mask is not None])
     if any(o.is_crowd for o in objs):

@@ -81,49 +81,77 @@ def _check_labels(p: ParsedExample, label_map: LabelMap | None, out: list[Proble
     if ids is None and texts is None:
         out.append(Problem(LABEL, "objects have boxes but neither class/label nor class/text"))
         return
+    bad_text = _check_text_utf8(texts, out)
+    if _labels_all_clear(ids, texts, label_map):
+        return
+    if ids is not None and min(ids) < 1:
+        _check_ids_positive(ids, label_map, out)
+    if label_map is not None:
+        _check_against_map(p.num_objects, ids, texts, label_map, bad_text, out)
+
+
+def _check_text_utf8(texts: list[bytes] | None, out: list[Problem]) -> set[int]:
+    """The indexes of class texts that are not UTF-8 (each reported): readers refuse them
+    (to_item), so validate must say so too."""
     bad_text: set[int] = set()
     if texts is not None and not b"".join(texts).isascii():
-        # the readers refuse such a label (to_item), so validate must say so too
         for i, t in enumerate(texts):
             try:
                 t.decode("utf-8")
             except UnicodeDecodeError:
                 bad_text.add(i)
                 out.append(Problem(TEXT, f"class text {t!r} is not UTF-8", i))
-    # all-clear fast paths (set operations run in C); details only when they fail
+    return bad_text
+
+
+def _labels_all_clear(
+    ids: list[int] | None, texts: list[bytes] | None, label_map: LabelMap | None
+) -> bool:
+    """The fast paths (set operations run in C): True when no label can be a problem."""
     if label_map is None:
-        if ids is None or min(ids) >= 1:
-            return
-    elif texts is not None and ids is not None:
-        if set(zip(texts, ids, strict=True)) <= label_map.text_id_pairs:
-            return
-    elif ids is not None and set(ids) <= label_map.ids and min(ids) >= 1:
-        return
-    if ids is not None and min(ids) < 1:
-        for i, v in enumerate(ids):
-            bg = label_map is not None and v == 0 and label_map.get(0) is not None
-            if v < 1 and not bg:
-                out.append(Problem(LABEL, f"class id {v} (ids start at 1; 0 is background)", i))
-    if label_map is None:
-        return
-    n = p.num_objects
+        return ids is None or min(ids) >= 1
+    if texts is not None and ids is not None:
+        return set(zip(texts, ids, strict=True)) <= label_map.text_id_pairs
+    return ids is not None and set(ids) <= label_map.ids and min(ids) >= 1
+
+
+def _check_ids_positive(ids: list[int], label_map: LabelMap | None, out: list[Problem]) -> None:
+    for i, v in enumerate(ids):
+        bg = label_map is not None and v == 0 and label_map.get(0) is not None
+        if v < 1 and not bg:
+            out.append(Problem(LABEL, f"class id {v} (ids start at 1; 0 is background)", i))
+
+
+def _check_against_map(
+    n: int,
+    ids: list[int] | None,
+    texts: list[bytes] | None,
+    label_map: LabelMap,
+    bad_text: set[int],
+    out: list[Problem],
+) -> None:
+    """Each object's text and id agree with the pinned label map."""
     for i in range(n):
         if i in bad_text:
             continue
         text = texts[i].decode("utf-8", "replace") if texts is not None and texts[i] else None
         label_id = ids[i] if ids is not None else None
         if text is not None:
-            expected = label_map.id_of(text)
-            if expected is None:
-                out.append(Problem(TEXT, f"label {text!r} is not in the label map", i))
-            elif label_id is not None and label_id != expected:
-                out.append(
-                    Problem(
-                        LABEL, f"id {label_id} but the label map gives {text!r} id {expected}", i
-                    )
-                )
+            _check_text_in_map(text, label_id, label_map, i, out)
         elif label_id is not None and label_id >= 1 and label_map.get(label_id) is None:
             out.append(Problem(LABEL, f"class id {label_id} is not in the label map", i))
+
+
+def _check_text_in_map(
+    text: str, label_id: int | None, label_map: LabelMap, i: int, out: list[Problem]
+) -> None:
+    expected = label_map.id_of(text)
+    if expected is None:
+        out.append(Problem(TEXT, f"label {text!r} is not in the label map", i))
+    elif label_id is not None and label_id != expected:
+        out.append(
+            Problem(LABEL, f"id {label_id} but the label map gives {text!r} id {expected}", i)
+        )
 
 
 def check_parsed(

@@ -112,18 +112,7 @@ def _values(kind: int, buf: bytes, pos: int, end: int, cap: int, key: bytes) -> 
     if pos == end:
         return []
     if kind == BYTES_KIND:
-        out: list[object] = []
-        while pos < end:
-            if buf[pos] != _TAG_1_LEN:
-                raise NotCanonical
-            if len(out) == cap:
-                raise too_many_values(key, cap + 1, cap)
-            n, pos = _len(buf, pos + 1, end)
-            out.append(buf[pos : pos + n])
-            pos += n
-        if pos != end:
-            raise NotCanonical
-        return out
+        return _bytes_values(buf, pos, end, cap, key)
     if buf[pos] != _TAG_1_LEN:
         raise NotCanonical  # an unpacked list
     n, pos = _len(buf, pos + 1, end)
@@ -131,19 +120,38 @@ def _values(kind: int, buf: bytes, pos: int, end: int, cap: int, key: bytes) -> 
         raise NotCanonical  # split in runs, or an empty run protobuf would not write
     raw = buf[pos:end]
     if kind == FLOAT_KIND:
-        if n % 4:
-            raise NotCanonical
-        if n // 4 > cap:
-            raise too_many_values(key, n // 4, cap)
-        floats = array("f", raw)
-        if not _LITTLE:  # pragma: no cover - the wire is little-endian
-            floats.byteswap()
-        return floats.tolist()  # type: ignore[return-value]
+        return _float_values(raw, cap, key)
     if n > cap:  # each varint takes at least one byte; its last byte is < 0x80
         count = len(raw.translate(None, _HIGH_BYTES))
         if count > cap:
             raise too_many_values(key, count, cap)
     return _int64s(raw)
+
+
+def _bytes_values(buf: bytes, pos: int, end: int, cap: int, key: bytes) -> list[object]:
+    out: list[object] = []
+    while pos < end:
+        if buf[pos] != _TAG_1_LEN:
+            raise NotCanonical
+        if len(out) == cap:
+            raise too_many_values(key, cap + 1, cap)
+        n, pos = _len(buf, pos + 1, end)
+        out.append(buf[pos : pos + n])
+        pos += n
+    if pos != end:
+        raise NotCanonical
+    return out
+
+
+def _float_values(raw: bytes, cap: int, key: bytes) -> list[object]:
+    if len(raw) % 4:
+        raise NotCanonical
+    if len(raw) // 4 > cap:
+        raise too_many_values(key, len(raw) // 4, cap)
+    floats = array("f", raw)
+    if not _LITTLE:  # pragma: no cover - the wire is little-endian
+        floats.byteswap()
+    return floats.tolist()  # type: ignore[return-value]
 
 
 def parse_features_py(data: bytes, max_values: int = DEFAULT_MAX_VALUES) -> Features:
@@ -212,46 +220,56 @@ def _parse(data: bytes, cap: int) -> Features:
     if end != len(data):
         raise NotCanonical
     while pos < end:
-        if data[pos] != _TAG_1_LEN:
-            raise NotCanonical
-        elen, pos = _len(data, pos + 1, end)
-        eend = pos + elen
-        if pos >= eend or data[pos] != _TAG_1_LEN:
-            raise NotCanonical  # map entries written by protobuf always carry the key first
-        klen, pos = _len(data, pos + 1, eend)
-        key = data[pos : pos + klen]
-        if not key.isascii():
-            try:
-                key.decode("utf-8")  # protobuf refuses a map key that is not UTF-8
-            except UnicodeDecodeError:
-                raise NotCanonical from None
-        pos += klen
-        if key in out:
-            raise NotCanonical  # a key twice: protobuf keeps the last, TensorFlow may not
-        if pos == eend:
-            out[key] = (0, [], b"")
-            continue
-        if data[pos] != _TAG_2_LEN:
-            raise NotCanonical
-        vlen, pos = _len(data, pos + 1, eend)
-        vend = pos + vlen
-        if vend != eend:
-            raise NotCanonical
-        feature = data[pos:vend]
-        if pos == vend:
-            out[key] = (0, [], feature)
-            continue
-        kind = _KIND_BY_TAG.get(data[pos])
-        if kind is None:
-            raise NotCanonical
-        llen, lpos = _len(data, pos + 1, vend)
-        if lpos + llen != vend:
-            raise NotCanonical
-        out[key] = (kind, _values(kind, data, lpos, vend, cap, key), feature)
-        pos = vend
+        pos = _entry(data, pos, end, cap, out)
     if pos != end:
         raise NotCanonical
     return out
+
+
+def _entry(data: bytes, pos: int, end: int, cap: int, out: Features) -> int:
+    """Parse the map entry at ``pos`` (key, then its Feature) into ``out``; where it ends."""
+    if data[pos] != _TAG_1_LEN:
+        raise NotCanonical
+    elen, pos = _len(data, pos + 1, end)
+    eend = pos + elen
+    if pos >= eend or data[pos] != _TAG_1_LEN:
+        raise NotCanonical  # map entries written by protobuf always carry the key first
+    klen, pos = _len(data, pos + 1, eend)
+    key = data[pos : pos + klen]
+    if not key.isascii():
+        try:
+            key.decode("utf-8")  # protobuf refuses a map key that is not UTF-8
+        except UnicodeDecodeError:
+            raise NotCanonical from None
+    pos += klen
+    if key in out:
+        raise NotCanonical  # a key twice: protobuf keeps the last, TensorFlow may not
+    if pos == eend:
+        out[key] = (0, [], b"")
+        return eend
+    if data[pos] != _TAG_2_LEN:
+        raise NotCanonical
+    vlen, pos = _len(data, pos + 1, eend)
+    if pos + vlen != eend:
+        raise NotCanonical
+    out[key] = _feature(data, pos, eend, cap, key)
+    return eend
+
+
+def _feature(
+    data: bytes, pos: int, vend: int, cap: int, key: bytes
+) -> tuple[int, list[object], bytes]:
+    """One Feature spanning ``data[pos:vend]``: (kind, values, its bytes); kind 0 when empty."""
+    feature = data[pos:vend]
+    if pos == vend:
+        return (0, [], feature)
+    kind = _KIND_BY_TAG.get(data[pos])
+    if kind is None:
+        raise NotCanonical
+    llen, lpos = _len(data, pos + 1, vend)
+    if lpos + llen != vend:
+        raise NotCanonical
+    return (kind, _values(kind, data, lpos, vend, cap, key), feature)
 
 
 # --- encoding ----------------------------------------------------------------------------------

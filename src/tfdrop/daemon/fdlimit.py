@@ -42,7 +42,7 @@ def ensure_open_files(config: Config) -> int:
         raise ConfigError(
             f"max_jobs = {config.daemon.max_jobs} with shards = {shards} may need {need} "
             f"open files, over the open-file limit of {hard}",
-            archive=str(config.source) if config.source else None,
+            file=str(config.source) if config.source else None,
             key="daemon.max_jobs",
             hint="lower max_jobs or shards, or raise LimitNOFILE= (systemd) / ulimit -n",
         )

@@ -1,9 +1,8 @@
 """Small crash-safe file operations the daemon needs: durable writes and no-clobber moves.
 
-Follows SPEC.md "published (temp file, fsync, rename, folder fsync)": a reader of a folder sees
-a file whole or not at all, and after the folder is fsynced the name survives a power cut.
-Builds on :mod:`tfdrop.publish` (fsync_dir, publish_no_clobber). The daemon's own temp names
-are ``.<name>.<instance>.<random>.tmp``: hidden and ``*.tmp``, so no scanner takes them, and
+Follows SPEC.md "published (temp file, fsync, rename, folder fsync)" through the one atomic
+stack, :mod:`tfdrop.publish`. The daemon's temp names carry the mark ``.<instance>.``
+(``.<name>.<instance>.<random>.tmp``): hidden and ``*.tmp``, so no scanner takes them, and
 tagged with the instance so a restarted instance removes its own leftovers at once without
 touching the live temp files of another instance writing to the same share. Every name made
 here fits in NAME_MAX bytes whatever the drop's name: a temp name too long gets a short hash
@@ -17,20 +16,21 @@ import errno
 import hashlib
 import json
 import os
-import secrets
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 from tfdrop.errors import DataError
 from tfdrop.publish import (
     NAME_MAX,
+    atomic_write,
+    cleanup_temps,
     fsync_dir,
+    move_atomic,
     name_bytes,
     name_fits,
     publish_no_clobber,
     short_hash,
-    temp_base,
+    temp_path,
 )
 
 _CHUNK = 4 * 1024 * 1024
@@ -43,40 +43,19 @@ class NameTooLongError(DataError):
     kind = "name_too_long"
 
 
+def _mark(instance: str) -> str:
+    return f".{instance}."
+
+
 def temp_name(final: Path, instance: str) -> Path:
-    tail = f".{instance}.{secrets.token_hex(3)}.tmp"
-    return final.with_name(f".{temp_base(final.name, 1 + len(tail))}{tail}")
-
-
-def is_own_temp(name: str, instance: str) -> bool:
-    return name.startswith(".") and name.endswith(".tmp") and f".{instance}." in name
-
-
-def _write_temp(final: Path, data: bytes, instance: str) -> Path:
-    tmp = temp_name(final, instance)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-    try:
-        with os.fdopen(fd, "wb", closefd=False) as f:
-            f.write(data)
-            f.flush()
-            os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    return tmp
+    """A temp name of this instance beside ``final`` (``.<name>.<instance>.XXXXXX.tmp``)."""
+    return temp_path(final, _mark(instance))
 
 
 def write_replace(final: Path, data: bytes, instance: str) -> None:
     """Write ``final`` whole or not at all (replacing an older file of that name)."""
-    tmp = _write_temp(final, data, instance)
-    try:
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(final.parent)
+    with atomic_write(final, mark=_mark(instance)) as f:
+        f.write(data)
 
 
 def publish_file(src: Path, dst: Path, instance: str) -> None:
@@ -85,21 +64,7 @@ def publish_file(src: Path, dst: Path, instance: str) -> None:
     Same file system: a no-clobber link (atomic against another publisher). Otherwise a copy
     to a temp name beside ``dst``, fsynced, then the no-clobber link.
     """
-    try:
-        publish_no_clobber(src, dst)
-    except OSError as exc:
-        if exc.errno != errno.EXDEV:
-            raise
-        tmp = temp_name(dst, instance)
-        try:
-            with src.open("rb") as fin, tmp.open("xb") as fout:
-                shutil.copyfileobj(fin, fout, _CHUNK)
-                fout.flush()
-                os.fsync(fout.fileno())
-            publish_no_clobber(tmp, dst)
-        finally:
-            tmp.unlink(missing_ok=True)
-        src.unlink()
+    move_atomic(src, dst.parent, dst.name, overwrite=False, mark=_mark(instance))
 
 
 def numbered(folder: Path, stem: str, suffix: str, n: int, reserve: int = 0) -> Path:
@@ -211,13 +176,7 @@ def sha256_file(path: Path, check: Callable[[], None] | None = None) -> str:
 
 def remove_own_temps(folder: Path, instance: str) -> list[str]:
     """Remove this instance's leftover temp files in ``folder`` (after a crash)."""
-    removed: list[str] = []
     try:
-        entries = list(os.scandir(folder))
+        return [p.name for p in cleanup_temps(folder, mark=_mark(instance))]
     except FileNotFoundError:
-        return removed
-    for entry in entries:
-        if is_own_temp(entry.name, instance) and entry.is_file(follow_symlinks=False):
-            Path(entry.path).unlink(missing_ok=True)
-            removed.append(entry.name)
-    return removed
+        return []

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 
@@ -66,11 +66,17 @@ def _json_bytes(doc: dict[str, Any]) -> bytes:
     )
 
 
+Status = Literal["published", "duplicate", "failed", "retry", "waiting", "cancelled", "gone"]
+"""How a job ended: published, a duplicate of a published input, failed (routed to ``failed/``),
+to retry (a transient OS error), waiting (its claim is not yet free), cancelled (shutdown), or
+gone (the input vanished before it was read)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """How a job ended: published, duplicate, failed, retry, waiting, cancelled or gone."""
+    """How a job ended (see :data:`Status`)."""
 
-    status: str
+    status: Status
     detail: dict[str, Any] = field(default_factory=dict)
 
 

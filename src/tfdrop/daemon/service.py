@@ -23,7 +23,7 @@ import structlog
 
 from tfdrop.config import Config, DaemonConfig, PipelineConfig, resolve_config
 from tfdrop.daemon.fdlimit import ensure_open_files
-from tfdrop.daemon.jobs import JobRunner, Outcome
+from tfdrop.daemon.jobs import JobRunner, Outcome, Status
 from tfdrop.daemon.notify import Notifier
 from tfdrop.daemon.runtime import Job, Runtime, check_drop, open_runtime, watch_drop
 from tfdrop.daemon.stats import report_stats
@@ -57,7 +57,7 @@ class Service:
         self.notifier = notifier or Notifier()
         self.runtimes: list[Runtime] = []
         self.queue: asyncio.Queue[Job | tuple[Runtime, Settled]] = asyncio.Queue()
-        self.counts: Counter[str] = Counter()
+        self.counts: Counter[Status] = Counter()
         self.running: dict[str, JobRunner] = {}
         self.stopping = asyncio.Event()
         self.workers: dict[int, asyncio.Task[None]] = {}

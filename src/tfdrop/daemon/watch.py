@@ -4,10 +4,11 @@ Follows SPEC.md "The daemon": a drop is *seen* (a file event or a rescan of the 
 level), then *settled* once its size and mtime have not changed for the settle time and, for a
 zip, its end-of-central-directory record is present and agrees with the file
 (:func:`tfdrop.archive.zipdir.has_end_record`; a copy still in progress has none).
-Temp names (``.x.XXXXXX``, ``*.part``, ``*.partial``, ``*.tmp``) are never taken, and only the
-pipeline's input patterns are, so sidecars in a chained folder stay put. A zip that stays
-unchanged for the stale time without an end record is taken anyway and fails as a broken zip,
-so nothing waits forever. Everything here is synchronous and cheap (stat and one small read).
+Temp names (:func:`tfdrop.publish.is_temp_name`: ``.x.XXXXXX``, ``*.part``, ``*.tmp`` ...) are
+never taken, and only the pipeline's input patterns are, so sidecars in a chained folder stay
+put. A zip that stays unchanged for the stale time without an end record is taken anyway and
+fails as a broken zip, so nothing waits forever. Everything here is synchronous and cheap (stat
+and one small read).
 """
 
 from __future__ import annotations
@@ -20,14 +21,9 @@ from pathlib import Path
 from typing import Final
 
 from tfdrop.archive.zipdir import has_end_record
+from tfdrop.publish import is_temp_name
 
-_TEMP_SUFFIXES: Final = (".part", ".partial", ".tmp", ".crdownload", ".download", ".swp", "~")
 OWN_FOLDERS: Final = frozenset({"done", "failed"})
-
-
-def is_temp_name(name: str) -> bool:
-    """Names writers use while a file is incomplete (and our own temp files)."""
-    return name.startswith(".") or name.lower().endswith(_TEMP_SUFFIXES)
 
 
 def matches(name: str, patterns: tuple[str, ...]) -> bool:

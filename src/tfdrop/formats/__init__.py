@@ -3,7 +3,7 @@
 Dispatch goes through the explicit table :data:`FORMATS` (STYLE.md habit 5), never plugin
 discovery. Detection scores each format on the source's member names and names what it found
 when nothing matches. It never settles for plain ``images`` while annotation-like files sit
-beside them (issue 9: nothing annotated is published as an empty archive).
+beside them: nothing annotated is published as an empty archive.
 """
 
 from __future__ import annotations
@@ -13,9 +13,18 @@ from typing import Final
 
 from tfdrop.errors import DetectError
 from tfdrop.formats import coco, cvat, images, tfrecord, voc, yolo
-from tfdrop.formats.base import FormatSpec, Notes, Reader, ReadOptions, WriteOptions, Writer
+from tfdrop.formats.base import (
+    FormatName,
+    FormatSpec,
+    Notes,
+    Reader,
+    ReadOptions,
+    SourceFormat,
+    WriteOptions,
+    Writer,
+)
 
-FORMATS: Final[dict[str, FormatSpec]] = {
+FORMATS: Final[dict[FormatName, FormatSpec]] = {
     "tfrecord": tfrecord.SPEC,
     "voc": voc.SPEC,
     "images": images.SPEC,
@@ -27,17 +36,19 @@ FORMATS: Final[dict[str, FormatSpec]] = {
 
 __all__ = [
     "FORMATS",
+    "FormatName",
     "FormatSpec",
     "Notes",
     "ReadOptions",
     "Reader",
+    "SourceFormat",
     "WriteOptions",
     "Writer",
     "detect_format",
 ]
 
 
-def detect_format(names: Sequence[str], *, archive: str | None = None) -> str:
+def detect_format(names: Sequence[str], *, archive: str | None = None) -> FormatName:
     """The best-scoring readable format for these member names, or :class:`DetectError`."""
     scores = {
         name: spec.detect(names) for name, spec in FORMATS.items() if spec.open_reader is not None

@@ -14,8 +14,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
+from tfdrop.codec.compression import Compression
 from tfdrop.codec.model import Item, LabelMap
 from tfdrop.limits import DEFAULT_LIMITS, Limits
 
@@ -24,6 +25,12 @@ if TYPE_CHECKING:
 
 MAX_WARNINGS = 200
 """Warnings kept word for word in a report; the rest are only counted by code."""
+
+
+FormatName = Literal["tfrecord", "voc", "cvat", "coco", "yolo", "images"]
+"""A key of the format table (:data:`tfdrop.formats.FORMATS`); a new format adds its name here."""
+SourceFormat = FormatName | Literal["auto"]
+"""What to read: a format, or ``auto`` (detected from the member names)."""
 
 
 @dataclass(slots=True)
@@ -100,7 +107,7 @@ class WriteOptions:
 
     masks: bool = False
     shards: int = 1
-    compression: str = "none"
+    compression: Compression = "none"
     images: bool = True
     workdir: Path | None = None
 
@@ -123,7 +130,7 @@ class Reader(Protocol):
 
 @runtime_checkable
 class Splittable(Reader, Protocol):
-    """A reader that can cut its source into work units (issue 11: ``tfdrop.units``).
+    """A reader that can cut its source into work units (:mod:`tfdrop.units` runs them).
 
     The items of ``unit_items(u)`` for every ``u`` of ``units()``, in order, are exactly
     ``items()``. A unit is a small picklable value (member names, a range of an index); a
@@ -181,7 +188,7 @@ class FormatSpec:
     (100 for a format's own marker file, like CVAT's ``annotations.xml``).
     """
 
-    name: str
+    name: FormatName
     description: str
     detect: Callable[[Sequence[str]], int]
     open_reader: OpenReader | None = None

@@ -1,4 +1,4 @@
-"""Nesting depth and number length of JSON text, checked as it is buffered (issue 9).
+"""Nesting depth and number length of JSON text, checked as it is buffered.
 
 The walker (:mod:`.scan`) hands each array element to the standard library's C decoder, which
 recurses once per nesting level (100k nested arrays raised RecursionError) and gives every

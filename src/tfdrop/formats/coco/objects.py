@@ -10,7 +10,7 @@ rasterised with masks on, RLE (counts lists and compressed strings) decoded with
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from tfdrop.codec.model import Annotation, Box, Shape
 from tfdrop.errors import FormatError, LimitExceededError
@@ -22,11 +22,34 @@ from tfdrop.formats.coco.rle import (
     counts_to_bits,
     decode_counts_string,
 )
-from tfdrop.formats.masks import bitmap_mask_png, polygons_mask_png
+from tfdrop.formats.common.masks import bitmap_mask_png, polygons_mask_png
 
 Record = tuple[int, Any, int, Any, bool, Any, Any, Any]
 """A spilled annotation: (array index, id, category id, bbox or None, iscrowd, area,
 segmentation, attributes)."""
+
+
+_NO_ATTRS: Final[tuple[tuple[bool, bool, bool], str, tuple[tuple[str, str], ...]]] = (
+    (False, False, False),
+    "",
+    (),
+)
+
+
+def _corners(
+    bbox: Any, bounds: tuple[float, float, float, float] | None, ann_id: Any, i: int, item: str
+) -> tuple[float, float, float, float]:
+    """The object's (x0, y0, x1, y1) in pixels: from its bbox, else its segmentation's bounds."""
+    if bbox is not None:
+        x0, y0, w, h = bbox
+        return x0, y0, x0 + w, y0 + h
+    if bounds is not None:
+        return bounds
+    raise FormatError(
+        f"annotation {ann_id} has neither a bbox nor a segmentation",
+        key=f"annotations[{i}]",
+        item=item,
+    )
 
 
 class ObjectBuilder:
@@ -67,21 +90,42 @@ class ObjectBuilder:
             except (FormatError, LimitExceededError) as exc:
                 exc.message = f"annotation {ann_id}: {exc.message}"
                 raise exc.at(key=f"annotations[{i}].segmentation", item=item) from None
-        if bbox is not None:
-            x0, y0, w, h = bbox
-            x1, y1 = x0 + w, y0 + h
-        elif bounds is not None:
-            x0, y0, x1, y1 = bounds
-        else:
-            raise FormatError(
-                f"annotation {ann_id} has neither a bbox nor a segmentation",
-                key=f"annotations[{i}]",
-                item=item,
-            )
+        corners = _corners(bbox, bounds, ann_id, i, item)
+        corners, polygon = self._inside_image(r, corners, bounds, polygon, item, width, height)
+        flags, view, attributes = self._attributes(attrs, i, item) if attrs else _NO_ATTRS
+        return Annotation(
+            label=label,
+            label_id=cat if self.ids_kept else 0,
+            box=Box.from_pixels(*corners, width, height),
+            mask=mask,
+            is_crowd=crowd,
+            area=float(area) if area is not None else None,
+            shape=shape,
+            polygon=polygon,
+            occluded=flags[0],
+            difficult=flags[1],
+            truncated=flags[2],
+            view=view,
+            attributes=attributes,
+        )
+
+    def _inside_image(
+        self,
+        r: Record,
+        corners: tuple[float, float, float, float],
+        bounds: tuple[float, float, float, float] | None,
+        polygon: tuple[float, ...],
+        item: str,
+        width: int,
+        height: int,
+    ) -> tuple[tuple[float, float, float, float], tuple[float, ...]]:
+        """The box and polygon clipped to the image, with a note when anything was clipped."""
+        i, ann_id, bbox = r[0], r[1], r[3]
+        x0, y0, x1, y1 = corners
         clipped = x0 < 0 or y0 < 0 or x1 > width or y1 > height
         if clipped:
             try:
-                x0, y0, x1, y1 = self._clip(ann_id, (x0, y0, x1, y1), width, height)
+                corners = self._clip(ann_id, corners, width, height)
             except FormatError as exc:
                 raise exc.at(key=f"annotations[{i}]", item=item) from None
         if polygon and not _inside(polygon, width, height):
@@ -95,40 +139,25 @@ class ObjectBuilder:
                 item=item,
                 key=f"annotations[{i}]",
             )
-        occluded = difficult = truncated = False
+        return corners, polygon
+
+    def _attributes(
+        self, attrs: dict[str, Any], i: int, item: str
+    ) -> tuple[tuple[bool, bool, bool], str, tuple[tuple[str, str], ...]]:
+        """(occluded, difficult, truncated), view, and the other attributes: the writer keeps
+        these model fields as attributes (COCO has no keys for them)."""
+        flags = {"occluded": False, "difficult": False, "truncated": False}
         view = ""
-        attributes: tuple[tuple[str, str], ...] = ()
-        if attrs:
-            # the writer keeps these model fields as attributes (COCO has no keys for them)
-            rest = []
-            for k, v in attrs.items():
-                if k == "occluded":
-                    occluded = _truthy(v)
-                elif k == "difficult":
-                    difficult = _truthy(v)
-                elif k == "truncated":
-                    truncated = _truthy(v)
-                elif k == "view":
-                    view = self._text(v, f"annotations[{i}].attributes.view", item)
-                else:
-                    key = f"annotations[{i}].attributes"
-                    rest.append((self._text(k, key, item), self._text(v, f"{key}.{k}", item)))
-            attributes = tuple(rest)
-        return Annotation(
-            label=label,
-            label_id=cat if self.ids_kept else 0,
-            box=Box.from_pixels(x0, y0, x1, y1, width, height),
-            mask=mask,
-            is_crowd=crowd,
-            area=float(area) if area is not None else None,
-            shape=shape,
-            polygon=polygon,
-            occluded=occluded,
-            difficult=difficult,
-            truncated=truncated,
-            view=view,
-            attributes=attributes,
-        )
+        rest = []
+        for k, v in attrs.items():
+            if k in flags:
+                flags[k] = _truthy(v)
+            elif k == "view":
+                view = self._text(v, f"annotations[{i}].attributes.view", item)
+            else:
+                key = f"annotations[{i}].attributes"
+                rest.append((self._text(k, key, item), self._text(v, f"{key}.{k}", item)))
+        return (flags["occluded"], flags["difficult"], flags["truncated"]), view, tuple(rest)
 
     @staticmethod
     def _clip(
@@ -159,58 +188,68 @@ class ObjectBuilder:
         """(shape, kept polygon, mask PNG if masks are on, bounds if asked for)."""
         if not seg:
             return Shape.BOX, (), None, None
-        limits = self.options.limits
         if isinstance(seg, list):
-            parts: list[list[float]] = []
-            values = 0
-            for part in seg:
-                values += len(part) if type(part) is list else 1
-                limits.check("max_values_per_feature", values)
-                if not finite(part) or len(part) % 2:
-                    raise FormatError("a polygon must be a list of x, y numbers")
-                if len(part) >= 6:
-                    parts.append(part)
-            if not parts:
-                return Shape.BOX, (), None, None
-            bounds = None
-            if need_bounds:
-                bounds = (
-                    min(min(p[0::2]) for p in parts),
-                    min(min(p[1::2]) for p in parts),
-                    max(max(p[0::2]) for p in parts),
-                    max(max(p[1::2]) for p in parts),
-                )
-            polygon: tuple[float, ...] = ()
-            if len(parts) == 1:
-                polygon = tuple(map(float, parts[0]))
-            else:
-                self.notes.lose("polygon_parts")  # the item model keeps one polygon per object
-            mask = polygons_mask_png(parts, width, height) if self.options.masks else None
-            return Shape.POLYGON, polygon, mask, bounds
+            return self._polygons(seg, width, height, need_bounds)
         if isinstance(seg, dict):
-            size = seg.get("size")
-            counts = seg.get("counts")
-            if not (isinstance(size, list) and len(size) == 2):
-                raise FormatError(f"RLE size must be [height, width], not {size!r}")
-            if size != [height, width]:
-                raise FormatError(f"RLE size {size} is not the image's [{height}, {width}]")
-            cap = limits.max_values_per_feature
-            if isinstance(counts, str):
-                counts = decode_counts_string(counts, max_counts=cap)
-            elif not isinstance(counts, list):
-                raise FormatError("RLE counts must be a list or a compressed string")
-            limits.check("max_values_per_feature", len(counts))
-            mask = None
-            if self.options.masks:
-                # checked here, before counts_to_bits allocates height x width bytes
-                limits.check("max_mask_pixels", height * width)
-                bits = counts_to_bits(counts, height, width)  # also checks the counts
-                mask = bitmap_mask_png(bits, width, height)
-            else:
-                check_counts(counts, height, width)
-            box = counts_bbox(counts, height) if need_bounds else None
-            return Shape.MASK, (), mask, box
+            return self._rle(seg, width, height, need_bounds)
         raise FormatError(f"segmentation must be a list or an RLE object, not {seg!r}")
+
+    def _polygons(
+        self, seg: list[Any], width: int, height: int, need_bounds: bool
+    ) -> tuple[Shape, tuple[float, ...], bytes | None, tuple[float, float, float, float] | None]:
+        parts: list[list[float]] = []
+        values = 0
+        for part in seg:
+            values += len(part) if type(part) is list else 1
+            self.options.limits.check("max_values_per_feature", values)
+            if not finite(part) or len(part) % 2:
+                raise FormatError("a polygon must be a list of x, y numbers")
+            if len(part) >= 6:
+                parts.append(part)
+        if not parts:
+            return Shape.BOX, (), None, None
+        bounds = None
+        if need_bounds:
+            bounds = (
+                min(min(p[0::2]) for p in parts),
+                min(min(p[1::2]) for p in parts),
+                max(max(p[0::2]) for p in parts),
+                max(max(p[1::2]) for p in parts),
+            )
+        polygon: tuple[float, ...] = ()
+        if len(parts) == 1:
+            polygon = tuple(map(float, parts[0]))
+        else:
+            self.notes.lose("polygon_parts")  # the item model keeps one polygon per object
+        mask = polygons_mask_png(parts, width, height) if self.options.masks else None
+        return Shape.POLYGON, polygon, mask, bounds
+
+    def _rle(
+        self, seg: dict[str, Any], width: int, height: int, need_bounds: bool
+    ) -> tuple[Shape, tuple[float, ...], bytes | None, tuple[float, float, float, float] | None]:
+        limits = self.options.limits
+        size = seg.get("size")
+        counts = seg.get("counts")
+        if not (isinstance(size, list) and len(size) == 2):
+            raise FormatError(f"RLE size must be [height, width], not {size!r}")
+        if size != [height, width]:
+            raise FormatError(f"RLE size {size} is not the image's [{height}, {width}]")
+        cap = limits.max_values_per_feature
+        if isinstance(counts, str):
+            counts = decode_counts_string(counts, max_counts=cap)
+        elif not isinstance(counts, list):
+            raise FormatError("RLE counts must be a list or a compressed string")
+        limits.check("max_values_per_feature", len(counts))
+        mask = None
+        if self.options.masks:
+            # checked here, before counts_to_bits allocates height x width bytes
+            limits.check("max_mask_pixels", height * width)
+            bits = counts_to_bits(counts, height, width)  # also checks the counts
+            mask = bitmap_mask_png(bits, width, height)
+        else:
+            check_counts(counts, height, width)
+        box = counts_bbox(counts, height) if need_bounds else None
+        return Shape.MASK, (), mask, box
 
 
 def _shown(bbox: Any, bounds: Any) -> str:

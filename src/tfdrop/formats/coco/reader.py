@@ -1,4 +1,4 @@
-"""COCO 1.0 instances reader, streaming (SPEC.md "Conversions", issue 4).
+"""COCO 1.0 instances reader, streaming (SPEC.md "Conversions").
 
 Per instances file (see :mod:`tfdrop.formats.coco.index` for the layouts):
 
@@ -44,7 +44,7 @@ from tfdrop.formats.coco.index import (
 from tfdrop.formats.coco.objects import ObjectBuilder, Record, refuse
 from tfdrop.formats.coco.scan import Element, walk
 from tfdrop.formats.coco.spill import Spill
-from tfdrop.formats.imageinfo import format_from_name, probe_member
+from tfdrop.formats.common.imageinfo import format_from_name, probe_member
 from tfdrop.limits import exceeded
 
 if TYPE_CHECKING:
@@ -127,32 +127,34 @@ class CocoReader:
         finished = deferred = False
         with self.source.open(f.member) as stream:
             for el in self._walk(stream, f.member, frozenset({"images", "annotations"})):
+                if el.key not in ("images", "annotations"):
+                    continue
+                if el.idx < 0:
+                    raise FormatError(f"{el.key} must be a list", key=el.key)
                 if el.key == "images":
-                    if el.idx < 0:
-                        raise FormatError("images must be a list", key=el.key)
                     if finished:
                         raise FormatError("a second images array after annotations", key=el.path)
                     index.add(el.value, el.path)
-                elif el.key == "annotations":
-                    if el.idx < 0:
-                        raise FormatError("annotations must be a list", key=el.key)
-                    if not finished and not deferred:
-                        if len(index) == 0:
-                            deferred = True  # images may still come after annotations
-                        else:
-                            index.finish()
-                            finished = True
+                    continue
+                if not finished and not deferred:
+                    deferred = len(index) == 0  # images may still come after annotations
+                    finished = not deferred
                     if finished:
-                        self._spill(el.idx, el.value, index, spill)
+                        index.finish()
+                if finished:
+                    self._spill(el.idx, el.value, index, spill)
         if not finished:
             index.finish()
             if deferred:
-                # annotations came before images: walk the file again for them
-                with self.source.open(f.member) as stream:
-                    for el in self._walk(stream, f.member, frozenset({"annotations"})):
-                        if el.key == "annotations" and el.idx >= 0:
-                            self._spill(el.idx, el.value, index, spill)
+                self._spill_second_pass(f, index, spill)
         return index
+
+    def _spill_second_pass(self, f: AnnotationFile, index: ImageIndex, spill: Spill) -> None:
+        """Annotations came before images: walk the file again for them."""
+        with self.source.open(f.member) as stream:
+            for el in self._walk(stream, f.member, frozenset({"annotations"})):
+                if el.key == "annotations" and el.idx >= 0:
+                    self._spill(el.idx, el.value, index, spill)
 
     def _spill(self, i: int, value: Any, index: ImageIndex, spill: Spill) -> None:
         """Check one annotation and spill it; the checks run as one fast expression, and only

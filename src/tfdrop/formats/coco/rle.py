@@ -10,7 +10,7 @@ COCO stores a mask of ``h x w`` pixels as run lengths over the pixels in column-
   little-endian groups of 5 bits in characters ``48 + (bits | 0x20 if more)``, the last group
   sign-extended from bit 4 (``rleFrString`` / ``rleToString`` in ``maskApi.c``).
 
-tfdrop's masks are row-major 0/1 bytes (:mod:`tfdrop.formats.masks`); the transposition uses
+tfdrop's masks are row-major 0/1 bytes (:mod:`tfdrop.formats.common.masks`); the transposition uses
 byte slicing with a step, so it runs at C speed.
 """
 

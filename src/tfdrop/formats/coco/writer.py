@@ -1,4 +1,4 @@
-"""COCO 1.0 instances writer, streaming (SPEC.md "Conversions", issue 4).
+"""COCO 1.0 instances writer, streaming (SPEC.md "Conversions").
 
 Writes ``annotations/instances_<subset>.json`` and ``images/<subset>/<name>`` (Datumaro's and
 CVAT's layout). Images go into the zip as items arrive (stored, bytes unchanged); each subset's
@@ -9,8 +9,8 @@ final label map (the ``categories``) is known.
 Values, chosen like Datumaro's exporter so Datumaro and pycocotools read the result:
 
 - ``bbox`` ``[x, y, w, h]`` in pixels, written so that ``(x + w) / W`` reads back as the same
-  float32 the TFRecord held (:mod:`tfdrop.formats.pixels`: whole numbers as integers, else the
-  shortest decimal that round-trips);
+  float32 the TFRecord held (:mod:`tfdrop.formats.common.pixels`: whole numbers as integers, else
+  the shortest decimal that round-trips);
 - ``segmentation``: the polygon when the object has one, uncompressed RLE ``counts`` from the
   mask when it has a mask (always for crowd objects with a mask), else ``[]`` for a box;
 - ``area``: the object's own area when it has one, else the polygon's, the mask's, or
@@ -34,8 +34,8 @@ from tfdrop.codec.model import Annotation, Item, LabelMap, Shape
 from tfdrop.errors import FormatError
 from tfdrop.formats.base import Notes, WriteOptions
 from tfdrop.formats.coco.rle import counts_area, counts_from_bits
-from tfdrop.formats.masks import decode_mask
-from tfdrop.formats.pixels import f32, pixel_str
+from tfdrop.formats.common.masks import decode_mask
+from tfdrop.formats.common.pixels import f32, pixel_str
 
 if TYPE_CHECKING:
     from tfdrop.archive import ZipSink
@@ -193,7 +193,7 @@ class CocoWriter:
                 raise FormatError(
                     f"instance mask is {width}x{height}, the image {item.width}x{item.height}",
                     item=item.name,
-                    object=i,
+                    obj=i,
                 )
             counts = counts_from_bits(bits, width, height)
             return (

@@ -1,4 +1,4 @@
-"""CVAT for images 1.1 and CVAT for video 1.1 (SPEC.md "Conversions", issue 3).
+"""CVAT for images 1.1 and CVAT for video 1.1 (SPEC.md "Conversions").
 
 Read: ``annotations.xml`` (or Datumaro's ``<subset>.xml``) + ``images/``: boxes, polygons (as
 their boxes, with masks on also PNG masks), CVAT RLE masks, tags, attributes; video tracks

@@ -1,5 +1,5 @@
 """What the CVAT reader's tree holds while one top-level element streams, counted against the
-job's budget before it is all in memory (issue 9)."""
+job's budget before it is all in memory."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Layout (CVAT's export, and Datumaro's ``cvat`` format): ``annotations.xml`` (or ``<subset>.xml``
 files with root ``<annotations>``) and ``images/`` holding the images, in ``images/<subset>/``
-for a project export. The XML is parsed incrementally with :mod:`tfdrop.formats.xmlsafe` (no
+for a project export. The XML is parsed incrementally with :mod:`tfdrop.formats.common.xmlsafe` (no
 DTDs, no entities), and each top-level ``<image>``/``<track>`` is dropped from the tree once
 used, so memory stays flat however large the file.
 
@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING, Final
 
 from tfdrop.codec.model import Annotation, Item, LabelMap
 from tfdrop.errors import FormatError, MemberNotFoundError, TfdropError
-from tfdrop.formats import xmlsafe
 from tfdrop.formats.base import Notes, ReadOptions
+from tfdrop.formats.common import xmlsafe
+from tfdrop.formats.common.imageinfo import format_from_name, is_image_name, probe_member
+from tfdrop.formats.common.masks import check_mask_size
 from tfdrop.formats.cvat.held import Held
 from tfdrop.formats.cvat.meta import LabelSpec, Meta, parse_meta
 from tfdrop.formats.cvat.shapes import LINE_ATTR, SHAPES, Where, parse_shape
 from tfdrop.formats.cvat.video import Frames, frame_images, parse_id, shape_element, track_row
-from tfdrop.formats.imageinfo import format_from_name, is_image_name, probe_member
-from tfdrop.formats.masks import check_mask_size
 from tfdrop.limits import Limits
 
 if TYPE_CHECKING:
@@ -99,6 +99,25 @@ def _read_meta(source: Source, member: str, limits: Limits) -> Meta:
         if depth == 1 and el.tag == "meta":
             return parse_meta(el, member=member)
     return Meta()
+
+
+def _track_shape(
+    track: ET.Element,
+    el: ET.Element,
+    member: str,
+    rows: list[tuple[int, bytes | None]],
+    frames: Frames,
+) -> list[tuple[int, bytes | None]]:
+    """Take one finished shape out of its ``<track>`` into ``rows``, handing full batches of
+    rows to ``frames``; the rows still to hand over."""
+    row = track_row(track, el, member)
+    if row is not None:
+        rows.append(row)
+    track.remove(el)
+    if len(rows) >= 1024:
+        frames.add_many(rows)
+        return []
+    return rows
 
 
 class CvatReader:
@@ -182,13 +201,7 @@ class CvatReader:
                 continue
             depth -= 1
             if depth == 2 and track is not None:  # one shape of a track is complete
-                row = track_row(track, el, member)
-                if row is not None:
-                    rows.append(row)
-                track.remove(el)
-                if len(rows) >= 1024:
-                    frames.add_many(rows)
-                    rows = []
+                rows = _track_shape(track, el, member, rows, frames)
                 continue
             if depth != 1 or root is None:
                 continue

@@ -21,9 +21,9 @@ from PIL import Image
 from tfdrop.codec.model import Annotation, Box, Shape
 from tfdrop.errors import FormatError, LimitExceededError
 from tfdrop.formats.base import Notes
+from tfdrop.formats.common.masks import bitmap_mask_png, polygons_mask_png
+from tfdrop.formats.common.pixels import clip_box
 from tfdrop.formats.cvat import rle
-from tfdrop.formats.masks import bitmap_mask_png, polygons_mask_png
-from tfdrop.formats.pixels import clip_box
 from tfdrop.limits import DEFAULT_LIMITS, Limits, exceeded
 
 SKIPPED_SHAPES: Final = frozenset({"polyline", "points", "ellipse", "cuboid", "skeleton"})
@@ -264,7 +264,7 @@ def parse_shape(
         raise exc.at(
             member=where.member,
             item=where.item,
-            object=index,
+            obj=index,
             line=int(line) if line else where.line,
         ) from None
 

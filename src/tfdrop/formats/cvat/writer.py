@@ -10,8 +10,8 @@ carry a PNG mask: CVAT RLE of the mask's pixel bounding box) and ``<tag>`` eleme
 CVAT wants ``<meta>`` first, but labels and attributes are only all known at the end: image
 elements are written to a temp file in the work folder while items stream, then meta and that
 file are streamed together into the one ``annotations.xml`` member at :meth:`CvatWriter.close`.
-Coordinates use :func:`tfdrop.formats.pixels.pixel_str`, so a box read back divides to the same
-float32 (SPEC.md: boxes exact).
+Coordinates use :func:`tfdrop.formats.common.pixels.pixel_str`, so a box read back divides to the
+same float32 (SPEC.md: boxes exact).
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from PIL import Image
 from tfdrop.codec.model import Annotation, Item, LabelMap
 from tfdrop.errors import FormatError
 from tfdrop.formats.base import Notes, WriteOptions
+from tfdrop.formats.common.imageinfo import probe
+from tfdrop.formats.common.masks import decode_mask
+from tfdrop.formats.common.pixels import pixel_str
 from tfdrop.formats.cvat import rle
-from tfdrop.formats.imageinfo import probe
-from tfdrop.formats.masks import decode_mask
-from tfdrop.formats.pixels import pixel_str
 
 if TYPE_CHECKING:
     from tfdrop.archive import ZipSink
@@ -149,7 +149,7 @@ class CvatWriter:
             try:
                 lines += self._shape(obj, width, height)
             except FormatError as exc:
-                raise exc.at(item=item.name, object=index) from None
+                raise exc.at(item=item.name, obj=index) from None
         for tag in item.tags:
             self._labels.tags[tag] = None
             lines.append(f'    <tag label={self._name(tag, "label")} source="file"></tag>')

@@ -1,4 +1,4 @@
-"""Pascal VOC: CVAT's "Pascal VOC 1.1" zip and the VOCdevkit/VOC2007 tree (SPEC.md, issue 3).
+"""Pascal VOC: CVAT's "Pascal VOC 1.1" zip and the VOCdevkit/VOC2007 tree (SPEC.md).
 
 The format row: detection (:func:`~tfdrop.formats.voc.layout.detect`), the streaming reader
 (:mod:`~tfdrop.formats.voc.reader`) and writer (:mod:`~tfdrop.formats.voc.writer`).

@@ -1,4 +1,4 @@
-"""Streaming Pascal VOC reader (SPEC.md "Conversions", issue 3 "voc").
+"""Streaming Pascal VOC reader (SPEC.md "Conversions").
 
 One item per ``Annotations/<id>.xml`` (each a small file, read whole and parsed with the safe
 parser), plus ids listed in a subset file that have an image but no annotation (Datumaro reads
@@ -34,9 +34,11 @@ from tfdrop.archive import Source
 from tfdrop.codec.model import Annotation, Box, Item, LabelMap
 from tfdrop.errors import FormatError, TfdropError
 from tfdrop.formats.base import Notes, ReadOptions, plan_ranges
-from tfdrop.formats.imageinfo import format_from_name, probe_member
-from tfdrop.formats.masks import check_mask_size
-from tfdrop.formats.pixels import clip_box
+from tfdrop.formats.common.imageinfo import format_from_name, probe_member
+from tfdrop.formats.common.masks import check_mask_size
+from tfdrop.formats.common.pixels import clip_box
+from tfdrop.formats.common.prefetch import prefetched
+from tfdrop.formats.common.xmlsafe import element_lines, parse_small
 from tfdrop.formats.voc.layout import (
     DEFAULT_SUBSET,
     IMAGES,
@@ -47,8 +49,6 @@ from tfdrop.formats.voc.layout import (
     parse_labelmap,
     read_subsets,
 )
-from tfdrop.formats.voc.prefetch import prefetched
-from tfdrop.formats.xmlsafe import element_lines, parse_small
 from tfdrop.limits import Limits, exceeded
 
 TOLERANCE: Final = 1.0
@@ -96,7 +96,7 @@ class _Where:
     limits: Limits
 
     def error(self, message: str, *, obj: int | None = None, key: str | None = None) -> FormatError:
-        return FormatError(message, member=self.member, item=self.item, object=obj, key=key)
+        return FormatError(message, member=self.member, item=self.item, obj=obj, key=key)
 
 
 def _text(elem: ET.Element | None, tag: str) -> str | None:
@@ -113,7 +113,7 @@ def _number(text: str | None, what: str, where: _Where, obj: int | None) -> floa
             cap,
             member=where.member,
             item=where.item,
-            object=obj,
+            obj=obj,
             key=what,
         )
     try:
@@ -279,10 +279,10 @@ class VocReader:
         try:
             return self._parse_item(root, item_id, member, subsets, got)
         except FormatError as exc:
-            if exc.object is not None and exc.line is None:
+            if exc.obj is not None and exc.line is None:
                 # Lines cost a second, slower parse: only taken when reporting an error.
                 lines = element_lines(data, "object", member=member, limits=self.options.limits)
-                exc.at(line=lines[exc.object] if exc.object < len(lines) else None)
+                exc.at(line=lines[exc.obj] if exc.obj < len(lines) else None)
             raise
 
     def _parse_item(
@@ -379,11 +379,20 @@ class VocReader:
             source_id=item.source_id,
         )
 
+    def _label(self, label: str | None, index: int, where: _Where) -> str:
+        """The object's ``<name>``, counted against ``max_labels`` when it is new."""
+        if not label:
+            raise where.error("object has no <name>", obj=index)
+        if label not in self._seen:
+            self._seen.add(label)
+            where.limits.check("max_labels", len(self._seen), member=where.member, item=where.item)
+        return label
+
     def _object(
         self, obj: ET.Element, index: int, width: int, height: int, where: _Where
     ) -> Annotation:
         where.limits.check(
-            "max_values_per_feature", len(obj), member=where.member, item=where.item, object=index
+            "max_values_per_feature", len(obj), member=where.member, item=where.item, obj=index
         )
         # One pass over the children (find() per field costs a scan each).
         fields: dict[str, str] = {}
@@ -411,12 +420,7 @@ class VocReader:
                 )
             elif len(child) == 0:
                 attributes.append((tag, (child.text or "").strip()))
-        label = fields.get("name")
-        if not label:
-            raise where.error("object has no <name>", obj=index)
-        if label not in self._seen:
-            self._seen.add(label)
-            where.limits.check("max_labels", len(self._seen), member=where.member, item=where.item)
+        label = self._label(fields.get("name"), index, where)
         if box is None:
             raise where.error("object has no <bndbox>", obj=index)
         coords = {c.tag: (c.text or "").strip() for c in box}

@@ -1,11 +1,11 @@
-"""Streaming Pascal VOC writer: CVAT's "Pascal VOC 1.1" layout (issue 3 "voc").
+"""Streaming Pascal VOC writer: CVAT's "Pascal VOC 1.1" layout (SPEC.md "Conversions").
 
 Per item, ``Annotations/<id>.xml`` then ``JPEGImages/<name>`` (bytes unchanged; none when the
 item carries no image, e.g. ``--no-images``); at the end ``ImageSets/Main/<subset>.txt`` and
 CVAT's ``labelmap.txt``. Each object gets ``name``, ``pose`` (only when the object has a view,
 as Datumaro/CVAT write it: inventing ``Unspecified`` would change the value a TFRecord ->
 VOC -> TFRecord round trip gives back), ``truncated``, ``difficult``, ``occluded`` and a
-``bndbox`` whose coordinates read back to the same float32 (:mod:`tfdrop.formats.pixels`).
+``bndbox`` whose coordinates read back to the same float32 (:mod:`tfdrop.formats.common.pixels`).
 Other attributes go to CVAT's ``<attributes>``. VOC cannot hold instance masks, polygons,
 crowd flags, areas or tags here: each is counted in the report as lost.
 """
@@ -19,7 +19,7 @@ from tfdrop.archive import ZipSink
 from tfdrop.codec.model import Annotation, Item, LabelMap, Shape
 from tfdrop.errors import FormatError
 from tfdrop.formats.base import Notes, WriteOptions
-from tfdrop.formats.pixels import pixel_str
+from tfdrop.formats.common.pixels import pixel_str
 from tfdrop.formats.voc.layout import (
     ANNOTATIONS,
     IMAGES,
@@ -137,7 +137,7 @@ class VocWriter:
                 raise FormatError(
                     f"label {obj.label!r} {problem}; rename it before converting to VOC",
                     item=item.name,
-                    object=index,
+                    obj=index,
                 )
             self._labels.add(obj.label)
 

@@ -1,4 +1,4 @@
-"""YOLO datasets: darknet / CVAT "YOLO 1.1" and Ultralytics layouts (issue 4, SPEC.md).
+"""YOLO datasets: darknet / CVAT "YOLO 1.1" and Ultralytics layouts (SPEC.md "Conversions").
 
 Read: ``obj.names`` + ``obj.data`` + ``obj_<subset>_data/`` (CVAT), ``data.yaml`` +
 ``images/<subset>/`` + ``labels/<subset>/`` (Ultralytics, incl. list-file and list-of-images
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from tfdrop.formats.base import FormatSpec
-from tfdrop.formats.imageinfo import is_image_name
+from tfdrop.formats.common.imageinfo import is_image_name
 from tfdrop.formats.yolo.layout import FLAT_NAMES, has_flat_pairs
 from tfdrop.formats.yolo.reader import YoloReader, open_reader
 from tfdrop.formats.yolo.writer import YoloWriter, open_writer

@@ -247,7 +247,7 @@ def _kpt_values(value: Any, member: str) -> int | None:
         and value[1] in (2, 3)
     ):
         return int(value[0]) * int(value[1])
-    # never repr() the value: an alias bomb in kpt_shape made repr() run for minutes (issue 9)
+    # never repr() the value: an alias bomb in kpt_shape made repr() run for minutes
     shown = repr(value)[:40] if isinstance(value, (str, int, float)) else type(value).__name__
     raise FormatError(
         f"kpt_shape {shown} is not [keypoints, 2 or 3]", member=member, key="kpt_shape"

@@ -26,7 +26,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from tfdrop.formats.imageinfo import is_image_name
+from tfdrop.formats.common.imageinfo import is_image_name
 
 Kind = Literal["darknet", "ultralytics", "loose", "flat"]
 FLAT_NAMES = ("classes.txt", "_darknet.labels", "classes.names")

@@ -5,7 +5,7 @@ stream one at a time. YOLO label files carry no image size, so each image's head
 (the bytes once when images are embedded, else only the header); an image missing from the
 archive needs a Datumaro ``images.meta`` line, else it is an error (a size cannot be guessed).
 Class index i names ``names[i]``; :meth:`YoloReader.labels` returns the names in index order,
-so convert's resolver gives index i the id i + 1 (issue 4).
+so convert's resolver gives index i the id i + 1.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 from tfdrop.codec.model import Annotation, Item, LabelMap, Shape
 from tfdrop.errors import FormatError, TfdropError
 from tfdrop.formats.base import Notes, ReadOptions, plan_ranges
-from tfdrop.formats.imageinfo import format_from_name, is_image_name, probe_member
-from tfdrop.formats.masks import polygons_mask_png
+from tfdrop.formats.common.imageinfo import format_from_name, is_image_name, probe_member
+from tfdrop.formats.common.masks import polygons_mask_png
 from tfdrop.formats.yolo import config as cfg
 from tfdrop.formats.yolo.layout import (
     Entry,

@@ -25,7 +25,7 @@ from typing import IO, TYPE_CHECKING
 from tfdrop.codec.model import Annotation, Box, Item, LabelMap
 from tfdrop.errors import FormatError
 from tfdrop.formats.base import Notes, WriteOptions
-from tfdrop.formats.imageinfo import is_image_name
+from tfdrop.formats.common.imageinfo import is_image_name
 from tfdrop.formats.yolo.config import RESERVED_KEYS
 from tfdrop.formats.yolo.layout import stem_txt
 from tfdrop.formats.yolo.lines import format_row

@@ -2,7 +2,7 @@
 
 Every builder returns the archive's bytes; :data:`CASES` lists them with the error kind that
 tfdrop must report, so the archive tests and a daemon torture suite share one catalogue.
-Run ``python -m tfdrop.testing.hostile OUTDIR`` to write them all as files (plus
+Run ``python tests/hostile_archives.py OUTDIR`` to write them all as files (plus
 ``cases.json``, the expected kind and the limits each case needs).
 
 Headers are patched in place after zipfile wrote a valid archive, at the offsets APPNOTE 6.3
@@ -333,6 +333,6 @@ def write_all(outdir: str | Path) -> list[Path]:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit("usage: python -m tfdrop.testing.hostile OUTDIR")
+        sys.exit("usage: python tests/hostile_archives.py OUTDIR")
     for p in write_all(sys.argv[1]):
         print(p)

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, BinaryIO, cast
 
-from tfdrop.codec.compression import Compression
 from tfdrop.codec.example import (
     ENCODED,
     FILENAME,
@@ -43,6 +42,7 @@ from tfdrop.stream import (
     iter_records,
     parse_shard_name,
     shard_name,
+    shard_set,
     stream_caps,
 )
 
@@ -51,6 +51,17 @@ if TYPE_CHECKING:
 
 LABEL_MAP_NAME = "label_map.pbtxt"
 _SUFFIX = re.compile(r"\.(tfrecords?|record)(\.(gz|gzip|zlib|z))?$", re.IGNORECASE)
+
+
+def bare_files(path: Path) -> dict[str, Path]:
+    """The members of a bare TFRecord input (not a zip), by name: ``path`` or every existing
+    file of its shard set, and the ``label_map.pbtxt`` beside them (as ``validate`` and
+    ``inspect`` read them; a daemon job folder holds only the dropped file)."""
+    paths = {p.name: p for p in shard_set(path)}
+    label_map = path.with_name(LABEL_MAP_NAME)
+    if label_map.is_file():
+        paths[LABEL_MAP_NAME] = label_map
+    return paths
 
 
 def subset_of(name: str) -> str:
@@ -94,7 +105,7 @@ class TfrecordReader:
         for name in maps:
             lm = parse_label_map(
                 self.source.read_bytes(name, max_size=self.options.limits.max_file_bytes),
-                source=name,
+                member=name,
                 max_labels=self.options.limits.max_labels,
                 max_text_bytes=self.options.limits.max_text_bytes,
             )
@@ -179,7 +190,7 @@ class TfrecordReader:
                 record=index,
                 item=parsed.filename or None,
                 key=problem.key,
-                object=problem.obj,
+                obj=problem.obj,
             )
         item = to_item(parsed, subset=subset, label_map=lm)
         if unlabeled:
@@ -266,7 +277,7 @@ class TfrecordWriter:
         self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
 
     def _open(self, name: str) -> _Out:
-        compression = cast(Compression, self.options.compression)
+        compression = self.options.compression
         if not self._direct_open:
             self._direct_open = True
             handle = self.sink.open_member(name, compress=False)

@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw
 
 from tfdrop.codec.model import Box
 from tfdrop.errors import FormatError, LimitExceededError
-from tfdrop.formats.imageinfo import png_size
+from tfdrop.formats.common.imageinfo import png_size
 from tfdrop.limits import DEFAULT_LIMITS, exceeded
 
 MAX_PIXELS = DEFAULT_LIMITS.max_mask_pixels

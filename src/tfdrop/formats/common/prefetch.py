@@ -3,7 +3,7 @@
 A conversion is a pipeline of inflate (zlib, which releases the GIL) -> parse -> encode ->
 hash and CRC (which also release it) -> write. Fetching the next members' bytes on one
 background thread overlaps the inflate with the encoding on the caller's thread, so both of a
-machine's two cores work (issue 3 benchmark). Only the fetch runs on the thread; parsing,
+machine's two cores work (bench/bench_voc.py). Only the fetch runs on the thread; parsing,
 notes and everything stateful stay on the caller's, so nothing else needs to be thread-safe
 (the archive layer reads members with ``os.pread`` precisely so they may be opened from
 several threads). The queue is bounded: memory stays a few items deep whatever the dataset.

@@ -1,4 +1,4 @@
-"""A zip of plain camera images, no annotations (SPEC.md "Conversions", issue 3 "images").
+"""A zip of plain camera images, no annotations (SPEC.md "Conversions").
 
 One item per image member at any folder depth, in archive order, subset ``default``, no
 objects; size and format from the image header (Pillow reads the header only; the bytes are
@@ -21,7 +21,7 @@ from tfdrop.archive import Source
 from tfdrop.codec.model import Item, LabelMap
 from tfdrop.errors import FormatError, TfdropError
 from tfdrop.formats.base import FormatSpec, Notes, ReadOptions
-from tfdrop.formats.imageinfo import is_image_name, probe_member
+from tfdrop.formats.common.imageinfo import is_image_name, probe_member
 
 SCORE: Final = 10
 ANNOTATION_SUFFIXES: Final = (".json", ".xml", ".txt", ".yaml", ".yml", ".csv", ".pbtxt")

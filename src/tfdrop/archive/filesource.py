@@ -1,0 +1,54 @@
+"""A :class:`~tfdrop.archive.source.Source` over plain files the caller names.
+
+For inputs that are neither a zip nor a folder tree: bare TFRecord files beside each other (one
+file or its shard set, and the label map beside them; :func:`tfdrop.formats.tfrecord.bare_files`
+picks them). Members are the given names; each is read straight from its file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO, Self
+
+
+class FileSource:
+    """The files of ``paths`` (member name -> file) as a :class:`~tfdrop.archive.Source`."""
+
+    def __init__(self, paths: Mapping[str, Path], *, label: str) -> None:
+        self.label = label
+        self._paths = dict(paths)
+
+    def names(self) -> list[str]:
+        return list(self._paths)
+
+    def size(self, name: str) -> int:
+        return self._paths[name].stat().st_size
+
+    def exists(self, name: str) -> bool:
+        return name in self._paths
+
+    def find(self, name: str) -> str | None:
+        return next((n for n in self._paths if n.casefold() == name.casefold()), None)
+
+    def open(self, name: str) -> BinaryIO:
+        return self._paths[name].open("rb")
+
+    def read_bytes(self, name: str, *, max_size: int) -> bytes:
+        with self._paths[name].open("rb") as f:
+            return f.read(max_size)
+
+    def close(self) -> None:
+        """Nothing stays open between reads."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
