@@ -13,8 +13,9 @@ from daemon_support import Daemon, all_files, files, tfrecord_zip, write_config
 
 @cache
 def _big() -> bytes:
-    """Big enough that a conversion takes a couple of seconds (progress events meanwhile)."""
-    return tfrecord_zip(3000, tag="big")
+    """Big enough that a conversion takes several seconds: progress events meanwhile, and time
+    for a stop request to reach it while its process still converts."""
+    return tfrecord_zip(10000, tag="big")
 
 
 def _config(tmp_path: Path, **daemon: object) -> Path:
@@ -50,7 +51,7 @@ def test_kill_9_mid_conversion_then_restart_converts_exactly_once(tmp_path: Path
         assert recovered["source"] == "big.zip"
         second.wait_event("job_done", timeout=60)
         assert files(out) == ["big.label_map.pbtxt", "big.report.json", "big.zip"]
-        assert json.loads((out / "big.report.json").read_text())["items"] == 3000
+        assert json.loads((out / "big.report.json").read_text())["items"] == 10000
         assert files(tmp_path / "in" / "done") == ["big.zip"]
         assert _leftovers(tmp_path) == []
         assert len(first.named("archive_published") + second.named("archive_published")) == 1

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any, Final, Protocol, TextIO, cast
 
 from tfdrop import __version__
+from tfdrop.cli.common import UsageError, usage_error
 
 EXIT_STDOUT_CLOSED: Final = 141
 """128 + SIGPIPE: the reader of stdout went away (see the module docstring)."""
@@ -104,7 +105,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tfdrop`` console script."""
     words = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(words).parse_args(words)
-    from tfdrop.cli.common import UsageError, usage_error  # after parsing: --version stays fast
 
     real = sys.stdout
     if real is not None and not isinstance(real, _GuardedStdout):
