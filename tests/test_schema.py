@@ -385,3 +385,22 @@ def test_image_checks_are_skipped_when_the_image_is_not_verified() -> None:
     data = with_image(png(1, 1), b"bmp", object__mask=[png(2, 2), png(2, 2)])
     assert check_parsed(parse_example(data), verify_sha256=False) == []
     assert {p.key for p in check_parsed(parse_example(data))} == {FORMAT, HEIGHT, WIDTH, MASK}
+
+
+# --- ids and texts across records (codec.labeltable) ------------------------------------------
+
+
+def test_the_label_table_names_contradictions_and_respects_max_labels() -> None:
+    from tfdrop.codec.labeltable import LabelTable
+    from tfdrop.errors import LimitExceededError
+
+    table = LabelTable(max_labels=2)
+    assert table.observe([b"cat", b"dog"], [1, 2], "record 0") == []
+    assert table.observe([b"", b"cat"], [0, 1], "record 1") == []  # unlabeled: left out
+    (p,) = table.observe([b"fox"], [1], "record 2")
+    assert (p.key, p.obj) == (TEXT, 0)
+    assert "id 1 is 'fox' here but 'cat' in record 0" in p.message
+    (p,) = table.observe([b"cat"], [3], "record 3")
+    assert (p.key, p.obj) == (LABEL, 0)
+    with pytest.raises(LimitExceededError, match="max_labels is 2"):
+        table.observe([b"bird"], [3], "record 4")
