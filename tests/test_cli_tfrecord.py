@@ -17,7 +17,7 @@ import sys
 import zipfile
 from pathlib import Path
 from types import ModuleType
-from typing import BinaryIO, cast
+from typing import Any, BinaryIO, cast
 
 import pytest
 
@@ -26,6 +26,7 @@ from tfdrop.codec.example import decode_example, encode_example
 from tfdrop.codec.labelmap import format_label_map
 from tfdrop.codec.model import Annotation, Box, Item, LabelMap
 from tfdrop.codec.proto import Example
+from tfdrop.codec.wire import varint
 from tfdrop.stream import iter_records
 
 N = 5
@@ -94,7 +95,7 @@ def tfdrop(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedPr
     return proc
 
 
-def json_lines(text: str) -> list[dict[str, object]]:
+def json_lines(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines()]
 
 
@@ -379,3 +380,85 @@ def _framed(record: bytes) -> bytes:
     from tfdrop.codec.framing import encode_record
 
     return encode_record(record)
+
+
+# --- found by the outside attack ------------------------------------------------------------
+
+
+def _one_box(label: str, label_id: int, **fields: object) -> Item:
+    base: dict[str, object] = {
+        "name": "a.jpg",
+        "width": 32,
+        "height": 24,
+        "image": b"\xff\xd8\xff" + bytes(40),
+        "image_format": "jpeg",
+        "objects": (Annotation(label=label, box=Box(0.1, 0.2, 0.5, 0.6), label_id=label_id),),
+    }
+    return Item(**(base | fields))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("second", "key", "says"),
+    [
+        (("dog", 1), "image/object/class/text", "id 1 is 'dog' here but 'cat' in record 0"),
+        (("cat", 2), "image/object/class/label", "'cat' has id 2 here but id 1 in record 0"),
+    ],
+)
+def test_validate_names_class_ids_and_texts_that_disagree_across_records(
+    tmp_path: Path, second: tuple[str, int], key: str, says: str
+) -> None:
+    path = tmp_path / "mixed.tfrecord"
+    path.write_bytes(records_bytes([_one_box("cat", 1), _one_box(*second)]))
+    proc = tfdrop("validate", "--json", path)
+    assert proc.returncode == 1, proc.stdout
+    (problem,) = json_lines(proc.stdout)[:-1]
+    assert (problem["record"], problem["key"], problem["object"]) == (1, key, 0)
+    assert says in problem["message"]
+    # with a label map the map decides (and names the record that disagrees with it)
+    lm = tmp_path / "label_map.pbtxt"
+    lm.write_text(format_label_map(LabelMap.from_names(["cat", "dog"])))
+    proc = tfdrop("validate", "--label-map", lm, path)
+    assert proc.returncode == (0 if second == ("dog", 2) else 1)
+    assert "record 1" in proc.stdout
+
+
+def test_validate_refuses_an_image_the_keys_describe_wrongly(tmp_path: Path) -> None:
+    png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR" + (32).to_bytes(4, "big") * 2 + bytes(9)
+    items = [
+        _one_box("cat", 1, image=png, image_format="png"),  # 32x32 but declared 32x24
+        _one_box("cat", 1, image=png, image_format="jpeg", height=32),
+        _one_box("cat", 1, image=b"GIF89a", image_format="gif"),
+    ]
+    path = tmp_path / "images.tfrecord"
+    path.write_bytes(records_bytes(items))
+    proc = tfdrop("validate", "--json", path)
+    assert proc.returncode == 1, proc.stdout
+    got = {(p["record"], p["key"]) for p in json_lines(proc.stdout)[:-1]}
+    assert got == {
+        (0, "image/height"),
+        (1, "image/format"),
+        (2, "image/format"),
+        (2, "image/encoded"),
+    }
+
+
+def test_validate_refuses_a_key_without_a_value_and_boxes_with_only_class_text(
+    tmp_path: Path,
+) -> None:
+    good = encode_example(_one_box("cat", 1))
+    entry = b"\x0a\x04\x0a\x02zz"  # a map entry holding only the key "zz"
+    body = good[3:]  # after the Features tag and its two-byte length
+    no_value = b"\x0a" + varint(len(body) + len(entry)) + body + entry
+    ex = Example.FromString(good)
+    del ex.features.feature["image/object/class/label"]  # type: ignore[attr-defined]
+    path = tmp_path / "bad.tfrecord"
+    path.write_bytes(_framed(no_value) + _framed(bytes(ex.SerializeToString())))
+    proc = tfdrop("validate", "--json", path)
+    assert proc.returncode == 1, proc.stdout
+    problems = json_lines(proc.stdout)[:-1]
+    assert [(p["record"], p["key"]) for p in problems] == [
+        (0, "zz"),
+        (1, "image/object/class/label"),
+    ]
+    assert "a key but no Feature value" in problems[0]["message"]
+    assert "missing while image/object/class/text is present" in problems[1]["message"]

@@ -20,9 +20,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from layout_cases import CASES, Case, base, entry, example
 from tfdrop.codec import example as ex_mod
 from tfdrop.codec import wire
-from tfdrop.codec.example import decode_example, encode_example, parse_example, to_item
+from tfdrop.codec.example import (
+    LABEL,
+    XMIN,
+    decode_example,
+    encode_example,
+    parse_example,
+    to_item,
+)
 from tfdrop.codec.model import Annotation, Box, Item, LabelMap, Shape
 from tfdrop.codec.proto import Example, Feature
 from tfdrop.errors import ExampleError, SchemaError, TfdropError
@@ -425,3 +433,32 @@ def test_max_values_per_feature_is_passed_through_decode_example() -> None:
     assert len(decode_example(data, max_values_per_feature=5).objects) == 5
     with pytest.raises(TfdropError, match="max_values_per_feature is 4"):
         decode_example(data, max_values_per_feature=4)
+
+
+# --- layouts outside the canonical one (found by the outside attack) ------------------------
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.alike], ids=lambda c: c.name)
+def test_strict_takes_a_layout_tensorflow_and_protobuf_read_alike(case: Case) -> None:
+    parsed = parse_example(case.data, strict=True)
+    assert (parsed.height, parsed.width, parsed.filename) == (48, 64, "a.jpg")
+    assert parsed.lists[LABEL] == [1]
+    assert parsed.lists[XMIN] == [0.25]
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if not c.alike], ids=lambda c: c.name)
+def test_strict_refuses_a_layout_tensorflow_refuses_or_reads_differently(case: Case) -> None:
+    with pytest.raises(ExampleError, match="canonical") as info:
+        parse_example(case.data, strict=True)
+    assert case.message in info.value.message
+
+
+def test_a_key_without_a_value_names_the_key_and_is_never_a_fast_path_record() -> None:
+    data = example([*base(), entry(b"image/object/view", None)])
+    for parse in (wire.parse_features, wire.parse_features_py):
+        with pytest.raises(wire.NotCanonical):
+            parse(data)
+    with pytest.raises(ExampleError) as info:
+        parse_example(data, strict=True)
+    assert info.value.key == "image/object/view"
+    assert parse_example(data).height == 48  # the lenient reader takes it, as protobuf does

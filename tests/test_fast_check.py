@@ -45,6 +45,11 @@ def test_the_c_path_is_built_unless_disabled_on_purpose() -> None:
 LABELS = LabelMap.from_names(["cat", "dog", "bird"])
 EDGES = [0.0, -0.0, 0.25, 1.0, 1.0000001, -1e-9, math.nan, math.inf, -math.inf]
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 8
+# a JPEG's start: APP0, then a start-of-frame of 640x480 (what the valid items declare)
+JPEG_640 = (
+    b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+    b"\xff\xc0\x00\x11\x08\x01\xe0\x02\x80\x03\x01\x22\x00\x02\x11\x01\x03\x11\x01"
+)
 
 coords = st.one_of(st.sampled_from(EDGES), st.floats(0, 1, width=32))
 objects = st.builds(
@@ -201,8 +206,8 @@ def _valid_items() -> st.SearchStrategy[Item]:
         name=st.sampled_from(["a.jpg", "b/c.png"]),
         width=st.just(640),
         height=st.just(480),
-        image=st.sampled_from([None, b"jpegbytes"]),
-        image_format=st.just("jpeg"),
+        image=st.sampled_from([None, b"jpegbytes", JPEG_640]),
+        image_format=st.sampled_from(["jpeg", "png"]),
         objects=st.lists(good, max_size=3).map(tuple),
     )
 
@@ -290,9 +295,10 @@ def test_corruption_keeps_some_records_valid_so_the_property_is_not_vacuous() ->
     data = encode_example(
         Item(
             name="a.jpg",
-            width=64,
-            height=48,
-            image=bytes(range(200)),
+            width=640,
+            height=480,
+            image=JPEG_640 + bytes(range(200)),
+            image_format="jpeg",
             objects=(Annotation(label="cat", label_id=1, box=Box(0.1, 0.2, 0.5, 0.6)),),
         )
     )

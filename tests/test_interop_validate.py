@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import subprocess
 import sys
@@ -19,21 +20,29 @@ from typing import Any
 
 import pytest
 
-from tfdrop.codec.example import encode_example, parse_example
+from layout_cases import CASES
+from tfdrop.codec.example import LABEL, XMIN, encode_example, parse_example
 from tfdrop.codec.framing import encode_record
 from tfdrop.codec.model import Annotation, Box, Item
 from tfdrop.codec.proto import Example
 from tfdrop.codec.schema import check_parsed, fast_check
+from tfdrop.codec.wire import varint
 from tfdrop.errors import TfdropError
 from tfhelpers import seed_features
 
 pytestmark = pytest.mark.interop
 
+# a JPEG's start: APP0, then a start-of-frame of 64x48 (the item's declared size)
+JPEG_64x48 = (
+    b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+    b"\xff\xc0\x00\x11\x08\x00\x30\x00\x40\x03\x01\x22\x00\x02\x11\x01\x03\x11\x01"
+)
+
 ITEM = Item(
     name="a.jpg",
     width=64,
     height=48,
-    image=bytes(range(256)) * 2,
+    image=JPEG_64x48 + bytes(range(256)) * 2,
     image_format="jpeg",
     source_id="7",
     objects=(
@@ -57,6 +66,8 @@ def tf_parses(tf: ModuleType, data: bytes, desc: dict[str, Any]) -> dict[str, An
     try:
         return dict(tf.io.parse_single_example(data, desc))
     except tf.errors.InvalidArgumentError:
+        return None
+    except UnicodeDecodeError:  # TensorFlow refused it, then failed to format its message
         return None
 
 
@@ -146,3 +157,71 @@ def test_what_validate_passes_in_corrupted_records_tensorflow_parses_alike(
         xmin = tf.sparse.to_dense(parsed["image/object/bbox/xmin"]).numpy().tolist()
         assert len(xmin) == n
     assert passed > 20  # flips inside the image or float bytes keep records valid
+
+
+def _values(tf: ModuleType, parsed: dict[str, Any]) -> tuple[object, ...]:
+    dense = tf.sparse.to_dense
+    return (
+        int(parsed["image/height"].numpy()),
+        parsed["image/filename"].numpy().decode(),
+        dense(parsed["image/object/class/label"]).numpy().tolist(),
+        dense(parsed["image/object/bbox/xmin"]).numpy().tolist(),
+    )
+
+
+def _protobuf_values(data: bytes) -> tuple[object, ...] | None:
+    try:
+        p = parse_example(data)  # the lenient path: protobuf's reading
+    except TfdropError:
+        return None
+    lists = p.lists
+    return (p.height, p.filename, lists.get(LABEL), lists.get(XMIN))
+
+
+def test_each_layout_outside_the_canonical_one_validate_decides_as_tensorflow(
+    tf: ModuleType, tmp_path: Path
+) -> None:
+    # validate once refused unpacked lists and unknown Example fields TensorFlow reads alike
+    desc = od_features(tf)
+    for case in CASES:
+        got = tf_parses(tf, case.data, desc)
+        theirs = _values(tf, got) if got is not None else None
+        alike = theirs is not None and theirs == _protobuf_values(case.data)
+        if case.alike:
+            assert alike, (case.name, theirs)
+            assert _validate_passes(case.data) == 1, case.name
+        else:
+            # TensorFlow refuses it, reads other values, or a repeated key drops one silently
+            assert not alike or "twice" in case.message, (case.name, theirs)
+            assert _validate_passes(case.data) is None, case.name
+    path = tmp_path / "layouts.tfrecord"
+    path.write_bytes(b"".join(encode_record(c.data) for c in CASES))
+    proc = subprocess.run(
+        [sys.executable, "-m", "tfdrop", "validate", "--json", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    bad = {json.loads(line)["record"] for line in proc.stdout.splitlines()[:-1]}
+    assert bad == {i for i, c in enumerate(CASES) if not c.alike}
+
+
+def test_a_key_without_a_value_tensorflow_refuses_and_validate_fails(
+    tf: ModuleType, tmp_path: Path
+) -> None:
+    ex = Example.FromString(encode_example(ITEM))
+    del ex.features.feature["image/key/sha256"]  # type: ignore[attr-defined]
+    good = bytes(ex.SerializeToString())
+    entry = b"\x0a\x04\x0a\x02zz"  # a map entry holding only the key "zz"
+    body = good[2:] if good[1] < 0x80 else good[3:]
+    data = b"\x0a" + varint(len(body) + len(entry)) + body + entry
+    assert Example.FromString(data).features.feature["zz"].WhichOneof("kind") is None  # type: ignore[attr-defined]
+    assert tf_parses(tf, data, od_features(tf)) is None  # "Could not parse example input"
+    path = tmp_path / "novalue.tfrecord"
+    path.write_bytes(encode_record(data))
+    proc = validate(path)
+    assert proc.returncode == 1, proc.stdout
+    assert "zz: not in the canonical tf.train.Example layout" in proc.stdout
+    assert "a key but no Feature value" in proc.stdout

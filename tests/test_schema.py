@@ -19,6 +19,7 @@ from tfdrop.codec.example import (
     DIFFICULT,
     ENCODED,
     FILENAME,
+    FORMAT,
     HEIGHT,
     LABEL,
     MASK,
@@ -78,16 +79,18 @@ def record(**changes: Any) -> bytes:
     return bytes(ex.SerializeToString())
 
 
-def problems(data: bytes, label_map: LabelMap | None = None) -> list[Problem]:
-    found = check_parsed(parse_example(data), label_map)
+def problems(
+    data: bytes, label_map: LabelMap | None = None, *, need_both: bool = True
+) -> list[Problem]:
+    found = check_parsed(parse_example(data), label_map, need_both=need_both)
     if wire.HAVE_C and found:
         # the C all-clear check may never call a faulty record valid
         assert fast_check(data, label_map) is None
     return found
 
 
-def one(data: bytes, label_map: LabelMap | None = None) -> Problem:
-    found = problems(data, label_map)
+def one(data: bytes, label_map: LabelMap | None = None, *, need_both: bool = True) -> Problem:
+    found = problems(data, label_map, need_both=need_both)
     assert len(found) == 1, found
     return found[0]
 
@@ -155,9 +158,22 @@ def test_boxes_without_class_id_or_text_is_a_problem() -> None:
     p = one(record(object__class__label=None, object__class__text=None))
     assert p.key == LABEL
     assert "neither" in p.message
-    # either one alone is enough
-    assert problems(record(object__class__label=None), LM) == []
-    assert problems(record(object__class__text=None), LM) == []
+    # a reader fills the other one in (need_both=False)
+    assert problems(record(object__class__label=None), LM, need_both=False) == []
+    assert problems(record(object__class__text=None), LM, need_both=False) == []
+
+
+@pytest.mark.parametrize("label_map", [None, LM])
+def test_boxes_with_only_class_text_or_only_class_label_are_a_problem(
+    label_map: LabelMap | None,
+) -> None:
+    # the OD API's decoder reads both; validate names the one that is missing
+    p = one(record(object__class__label=None), label_map)
+    assert p.key == LABEL
+    assert "missing while image/object/class/text is present" in p.message
+    p = one(record(object__class__text=None), label_map)
+    assert p.key == TEXT
+    assert "missing while image/object/class/label is present" in p.message
 
 
 # --- boxes ------------------------------------------------------------------------------------
@@ -212,7 +228,7 @@ def test_min_greater_than_max_is_a_problem(changes: dict[str, Any], key: str) ->
 def test_an_id_below_1_is_a_problem(bad: int) -> None:
     p = one(record(object__class__label=[1, bad]))
     assert (p.key, p.obj) == (LABEL, 1)
-    p = one(record(object__class__label=[1, bad], object__class__text=None), LM)
+    p = one(record(object__class__label=[1, bad], object__class__text=None), LM, need_both=False)
     assert (p.key, p.obj) == (LABEL, 1)
 
 
@@ -236,7 +252,7 @@ def test_text_not_in_the_label_map_is_a_problem() -> None:
 
 
 def test_id_not_in_the_label_map_is_a_problem() -> None:
-    p = one(record(object__class__label=[1, 7], object__class__text=None), LM)
+    p = one(record(object__class__label=[1, 7], object__class__text=None), LM, need_both=False)
     assert (p.key, p.obj) == (LABEL, 1)
     assert "7" in p.message
 
@@ -297,3 +313,94 @@ def test_class_text_that_is_not_utf8_is_a_problem(label_map: LabelMap | None) ->
     assert (p.key, p.obj) == (TEXT, 1)
     assert "UTF-8" in p.message
     assert problems(record(object__class__text=[b"cat", "caf\u00e9".encode()])) == []
+
+
+# --- the embedded image's header (found by the outside attack) -----------------------------
+
+
+def jpeg(width: int, height: int) -> bytes:
+    """A JPEG's first segments: APP0, then a baseline start-of-frame with the size."""
+    app0 = b"\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+    sof = b"\xff\xc0\x00\x11\x08" + height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return b"\xff\xd8" + app0 + sof + b"\x03\x01\x22\x00\x02\x11\x01\x03\x11\x01"
+
+
+def png(width: int, height: int) -> bytes:
+    ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + b"\x08\x02\x00\x00\x00"
+    return b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR" + ihdr + b"\x00\x00\x00\x00"
+
+
+def with_image(image: bytes, fmt: bytes, **changes: Any) -> bytes:
+    return record(encoded=[image], format=[fmt], key__sha256=None, **changes)
+
+
+@pytest.mark.parametrize("image", [jpeg(640, 480), png(640, 480)], ids=["jpeg", "png"])
+def test_an_image_whose_header_matches_height_and_width_is_valid(image: bytes) -> None:
+    fmt = b"png" if image.startswith(b"\x89PNG") else b"jpeg"
+    assert problems(with_image(image, fmt)) == []
+    if wire.HAVE_C:
+        assert fast_check(with_image(image, fmt)) == 2
+
+
+@pytest.mark.parametrize("image", [jpeg(640, 481), png(640, 481)], ids=["jpeg", "png"])
+def test_image_height_that_disagrees_with_the_image_header_is_a_problem(image: bytes) -> None:
+    fmt = b"png" if image.startswith(b"\x89PNG") else b"jpeg"
+    p = one(with_image(image, fmt))
+    assert p.key == HEIGHT
+    assert "is 480 but the image is 481 pixels high" in p.message
+    p = one(with_image(image, fmt, height=[481], width=[64]))
+    assert p.key == WIDTH
+    assert "is 64 but the image is 640 pixels wide" in p.message
+
+
+@pytest.mark.parametrize("fmt", [b"jpg", b"JPEG", b"bmp", b"raw"])
+def test_image_format_other_than_jpeg_or_png_is_a_problem(fmt: bytes) -> None:
+    p = one(with_image(jpeg(640, 480), fmt))
+    assert p.key == FORMAT
+    assert "is not 'jpeg' or 'png'" in p.message
+
+
+def test_a_png_labelled_jpeg_is_a_problem() -> None:
+    p = one(with_image(png(640, 480), b"jpeg"))
+    assert p.key == FORMAT
+    assert "says 'jpeg' but image/encoded is a PNG image" in p.message
+    assert one(with_image(jpeg(640, 480), b"png")).key == FORMAT
+
+
+def test_image_encoded_that_is_not_an_image_is_a_problem() -> None:
+    p = one(with_image(b"GIF89a....", b"jpeg"))
+    assert p.key == ENCODED
+    assert "neither a JPEG nor a PNG" in p.message
+    assert problems(with_image(b"", b"jpeg")) == []  # no image kept: nothing to check
+
+
+def test_a_mask_of_another_size_than_the_image_is_a_problem() -> None:
+    assert problems(record(object__mask=[png(640, 480), png(640, 480)])) == []
+    p = one(record(object__mask=[png(640, 480), png(480, 640)]))
+    assert (p.key, p.obj) == (MASK, 1)
+    assert "instance mask is 480x640 but the image is 640x480" in p.message
+
+
+def test_image_checks_are_skipped_when_the_image_is_not_verified() -> None:
+    data = with_image(png(1, 1), b"bmp", object__mask=[png(2, 2), png(2, 2)])
+    assert check_parsed(parse_example(data), verify_sha256=False) == []
+    assert {p.key for p in check_parsed(parse_example(data))} == {FORMAT, HEIGHT, WIDTH, MASK}
+
+
+# --- ids and texts across records (codec.labeltable) ------------------------------------------
+
+
+def test_the_label_table_names_contradictions_and_respects_max_labels() -> None:
+    from tfdrop.codec.labeltable import LabelTable
+    from tfdrop.errors import LimitExceededError
+
+    table = LabelTable(max_labels=2)
+    assert table.observe([b"cat", b"dog"], [1, 2], "record 0") == []
+    assert table.observe([b"", b"cat"], [0, 1], "record 1") == []  # unlabeled: left out
+    (p,) = table.observe([b"fox"], [1], "record 2")
+    assert (p.key, p.obj) == (TEXT, 0)
+    assert "id 1 is 'fox' here but 'cat' in record 0" in p.message
+    (p,) = table.observe([b"cat"], [3], "record 3")
+    assert (p.key, p.obj) == (LABEL, 0)
+    with pytest.raises(LimitExceededError, match="max_labels is 2"):
+        table.observe([b"bird"], [3], "record 4")

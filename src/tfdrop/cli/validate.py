@@ -10,7 +10,8 @@ reads what tfdrop reads: the canonical layout (each key once, one packed list pe
 exactly one value for each single-value key present, per-object lists of one length, the
 right types, and the schema rules of :mod:`tfdrop.codec.schema`. The job budget's caps
 (:class:`tfdrop.limits.Limits`, changed with ``--limit NAME=N``) apply to the streams and the
-values per feature.
+values per feature. Without a label map, class ids and texts must agree across records (one
+text per id, one id per text): otherwise no label map fits them.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from tfdrop.cli.common import add_limit_argument, fail, limits_from_args
 from tfdrop.cli.records import RecordFile, iter_file_records, missing_shards, record_files
-from tfdrop.codec.example import parse_example
+from tfdrop.codec.example import LABEL, TEXT, parse_example
+from tfdrop.codec.labeltable import LabelTable
 from tfdrop.codec.model import LabelMap
 from tfdrop.codec.schema import check_parsed, fast_check
 from tfdrop.errors import DataError, TfdropError
@@ -78,25 +80,41 @@ class _Tally:
             print(json.dumps(problem) if self.as_json else text)
 
 
-def _check_record(rec: bytes, label_map: LabelMap | None, cap: int) -> list[dict[str, Any]]:
-    """The problems of one record (none when valid); the C all-clear first when built."""
+def _check_record(
+    rec: bytes, label_map: LabelMap | None, cap: int, table: LabelTable | None, where: str
+) -> list[dict[str, Any]]:
+    """The problems of one record (none when valid); the C all-clear first when built.
+    Without a label map, ``table`` checks its class ids and texts against the records before."""
     if fast_check(rec, label_map, max_values_per_feature=cap) is not None:
-        return []
-    try:
-        parsed = parse_example(rec, max_values_per_feature=cap, strict=True)
-        return [p.to_dict() for p in check_parsed(parsed, label_map)]
-    except DataError as exc:
-        return [{"key": exc.key or "", "message": exc.message}]
+        if table is None:
+            return []
+        parsed = parse_example(rec, max_values_per_feature=cap)
+        problems = []
+    else:
+        try:
+            parsed = parse_example(rec, max_values_per_feature=cap, strict=True)
+        except DataError as exc:
+            return [{"key": exc.key or "", "message": exc.message}]
+        problems = check_parsed(parsed, label_map)
+    if table is not None:
+        problems += table.observe(parsed.lists.get(TEXT), parsed.lists.get(LABEL), where)
+    return [p.to_dict() for p in problems]
 
 
 def _check_file(
-    rf: RecordFile, source: Source | None, label_map: LabelMap | None, t: _Tally, limits: Limits
+    rf: RecordFile,
+    source: Source | None,
+    label_map: LabelMap | None,
+    t: _Tally,
+    limits: Limits,
+    table: LabelTable | None,
 ) -> None:
     t.files += 1
     try:
         for index, offset, rec in iter_file_records(rf, source, limits):
             t.records += 1
-            for p in _check_record(rec, label_map, limits.max_values_per_feature):
+            where = f"record {index} of {rf.display}"
+            for p in _check_record(rec, label_map, limits.max_values_per_feature, table, where):
                 t.add({"file": rf.display, "record": index, "offset": offset} | p)
     except TfdropError as exc:
         # a broken frame, stream or limit ends this file (no way to resynchronise)
@@ -119,8 +137,10 @@ def run(args: argparse.Namespace) -> int:
             for display, name in missing_shards(files):
                 # a shard set with a file missing is an incomplete dataset
                 t.add({"file": display, "message": f"shard set incomplete: {name} is missing"})
+            # no label map: the records' ids and texts must agree with each other
+            table = LabelTable(limits.max_labels) if label_map is None else None
             for rf in files:
-                _check_file(rf, source, label_map, t, limits)
+                _check_file(rf, source, label_map, t, limits, table)
     except TfdropError as exc:
         return fail(str(exc), hint=exc.hint)
     except OSError as exc:

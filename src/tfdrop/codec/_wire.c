@@ -214,18 +214,8 @@ parse_features(PyObject *self, PyObject *args)
         if (!key_ok(key, klen))
             goto not_canonical;
         pos += klen;
-        if (pos == eend) {
-            PyObject *empty = PyList_New(0);
-            int rc = empty ? put(out, key, klen, 0, empty, data, 0) : -1;
-            Py_XDECREF(empty);
-            if (rc < 0)
-                goto error;
-            if (rc > 0)
-                goto not_canonical;
-            continue;
-        }
-        if (data[pos] != 0x12)
-            goto not_canonical;
+        if (pos == eend || data[pos] != 0x12)
+            goto not_canonical; /* a key without a value: protobuf takes it, TF refuses */
         pos++;
         if (read_len(data, eend, &pos, &vlen) < 0 || pos + vlen != eend)
             goto not_canonical;
@@ -311,10 +301,11 @@ boxes_ok(PyObject *self, PyObject *args)
 
 /* ---- od_check: an all-clear schema check without building Python objects ------------------
  *
- * od_check(data, text_ids, max_values) -> (n_objects, enc_start, enc_end, sha_start, sha_end)
- * when the record is in the canonical layout AND passes every rule of parse_example and
- * tfdrop.codec.schema.check_parsed (except the SHA-256 comparison, which the caller does over
- * the returned spans); None otherwise, and the caller runs the Python path, which names each
+ * od_check(data, text_ids, max_values) -> (n_objects, enc_start, enc_end, sha_start, sha_end,
+ * fmt_start, fmt_end, height, width) when the record is in the canonical layout AND passes every
+ * rule of parse_example and tfdrop.codec.schema.check_parsed (except the SHA-256 comparison and
+ * the embedded image's header checks, which the caller does over the returned spans; the
+ * masks' PNG sizes are checked here); None otherwise, and the caller runs the Python path, which names each
  * problem. Every list is walked to its end (a value past the first one of a single-value key
  * can be malformed too), a single-value key present must hold exactly one value, no key may
  * appear twice, no list may hold more than max_values values. It may say None for a valid
@@ -459,6 +450,12 @@ first_int(const unsigned char *buf, const span_t *sp, int *ok)
     return (int64_t)v;
 }
 
+static uint64_t
+be32(const unsigned char *p)
+{
+    return ((uint64_t)p[0] << 24) | ((uint64_t)p[1] << 16) | ((uint64_t)p[2] << 8) | p[3];
+}
+
 static double
 float_at(const unsigned char *buf, const span_t *sp, Py_ssize_t i)
 {
@@ -519,10 +516,8 @@ od_check(PyObject *self, PyObject *args)
             n_unknown++;
         }
         pos += klen;
-        if (pos == eend)
-            continue;
-        if (data[pos] != 0x12)
-            Py_RETURN_NONE;
+        if (pos == eend || data[pos] != 0x12)
+            Py_RETURN_NONE; /* a key without a value: TensorFlow refuses the record */
         pos++;
         if (read_len(data, eend, &pos, &vlen) < 0 || pos + vlen != eend)
             Py_RETURN_NONE;
@@ -560,6 +555,7 @@ od_check(PyObject *self, PyObject *args)
     /* scalars: text fields UTF-8, height and width positive */
     static const int texts[] = {K_FILENAME, K_SOURCE_ID, K_FORMAT, K_SHA};
     Py_ssize_t s, e, sha_s = -1, sha_e = -1, enc_s = -1, enc_e = -1;
+    Py_ssize_t fmt_s = -1, fmt_e = -1;
     for (int t = 0; t < 4; t++) {
         int r = first_bytes(data, &sp[texts[t]], &s, &e);
         if (r < 0 || (r == 1 && !utf8_ok(data + s, e - s)))
@@ -567,6 +563,10 @@ od_check(PyObject *self, PyObject *args)
         if (r == 1 && texts[t] == K_SHA) {
             sha_s = s;
             sha_e = e;
+        }
+        if (r == 1 && texts[t] == K_FORMAT) {
+            fmt_s = s;
+            fmt_e = e;
         }
     }
     int r = first_bytes(data, &sp[K_ENCODED], &s, &e);
@@ -577,9 +577,11 @@ od_check(PyObject *self, PyObject *args)
         enc_e = e;
     }
     int ok;
-    if (first_int(data, &sp[K_HEIGHT], &ok) <= 0 || !ok)
+    int64_t height = first_int(data, &sp[K_HEIGHT], &ok);
+    if (height <= 0 || !ok)
         Py_RETURN_NONE;
-    if (first_int(data, &sp[K_WIDTH], &ok) <= 0 || !ok)
+    int64_t width = first_int(data, &sp[K_WIDTH], &ok);
+    if (width <= 0 || !ok)
         Py_RETURN_NONE;
     /* per-object lists: equal lengths, n = the box count */
     static const int objs[] = {K_XMIN, K_XMAX, K_YMIN, K_YMAX, K_LABEL, K_TEXT, K_DIFFICULT,
@@ -609,8 +611,8 @@ od_check(PyObject *self, PyObject *args)
             if (!(x0 >= 0.0 && x0 <= x1 && x1 <= 1.0 && y0 >= 0.0 && y0 <= y1 && y1 <= 1.0))
                 Py_RETURN_NONE;
         }
-        if (counts[K_LABEL] == 0 && counts[K_TEXT] == 0)
-            Py_RETURN_NONE;
+        if (counts[K_LABEL] == 0 || counts[K_TEXT] == 0)
+            Py_RETURN_NONE; /* the OD API needs both; the Python path names the missing one */
         /* ids: all >= 1 (an id 0 'background' is left to the Python path) */
         int64_t ids[4096];
         Py_ssize_t nid = counts[K_LABEL];
@@ -665,16 +667,20 @@ od_check(PyObject *self, PyObject *args)
             read_len(data, sp[K_MASK].end, &mp, &len);
             if (len < 8 || memcmp(data + mp, png, 8) != 0)
                 Py_RETURN_NONE;
+            if (len >= 24 && memcmp(data + mp + 12, "IHDR", 4) == 0 &&
+                (be32(data + mp + 16) != (uint64_t)width || be32(data + mp + 20) != (uint64_t)height))
+                Py_RETURN_NONE; /* a mask of another size than the image */
             mp += len;
         }
     }
-    return Py_BuildValue("(nnnnn)", n, enc_s, enc_e, sha_s, sha_e);
+    return Py_BuildValue("(nnnnnnnLL)", n, enc_s, enc_e, sha_s, sha_e, fmt_s, fmt_e,
+                         (long long)height, (long long)width);
 }
 
 static PyMethodDef methods[] = {
     {"od_check", od_check, METH_VARARGS,
      "od_check(data, text_ids, max_values): all-clear schema check of one Example: "
-     "(n, enc span, sha span) or None."},
+     "(n, enc span, sha span, format span, height, width) or None."},
     {"boxes_ok", boxes_ok, METH_VARARGS,
      "All boxes (xmin, ymin, xmax, ymax lists) inside [0, 1] and ordered."},
     {"parse_features", parse_features, METH_VARARGS,

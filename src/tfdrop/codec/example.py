@@ -16,6 +16,7 @@ from typing import Any, Final
 from google.protobuf.message import DecodeError
 
 from tfdrop.codec import wire
+from tfdrop.codec.layout import layout_problem
 from tfdrop.codec.model import Annotation, Box, Item, LabelMap, Shape
 from tfdrop.codec.proto import Example
 from tfdrop.codec.wirescan import Malformed, feature_value_counts
@@ -99,11 +100,8 @@ _KNOWN: Final[dict[bytes, tuple[str, int]]] = {
 _MASK_B: Final = MASK.encode()
 
 
-NOT_CANONICAL: Final = (
-    "not in the canonical tf.train.Example layout that TensorFlow and protobuf write (a key "
-    "twice, a feature holding two lists, a list unpacked or split in runs, fields out of "
-    "order or unknown): TensorFlow's parser may read it differently from protobuf"
-)
+NOT_CANONICAL: Final = "not in the canonical tf.train.Example layout"
+"""The start of the message for a layout TensorFlow and protobuf read differently."""
 
 
 def _features_slow(data: bytes, max_values: int = wire.DEFAULT_MAX_VALUES) -> wire.Features:
@@ -181,9 +179,10 @@ def parse_example(
     hold exactly one value: :class:`SchemaError`. A feature with more than
     ``max_values_per_feature`` values raises :class:`~tfdrop.errors.LimitExceededError`
     before its list is built. ``strict`` (``tfdrop validate``) also refuses a record that is
-    not in the canonical layout, where TensorFlow's parser and protobuf can disagree (a key
-    twice, a feature with two lists, a list split in runs): only bytes both read the same
-    way pass.
+    not in the canonical layout where TensorFlow's parser and protobuf disagree, TensorFlow
+    refuses it, or a value is dropped (a key twice, a feature with two lists, a list split in
+    runs, a key without a value: :mod:`tfdrop.codec.layout`); other layouts (unpacked lists,
+    unknown Example fields) pass when protobuf reads them.
     """
     feats = _features(data, max_values_per_feature, strict=strict)
     out = ParsedExample()
@@ -208,8 +207,9 @@ def _features(data: bytes, max_values: int, *, strict: bool) -> wire.Features:
         return wire.parse_features(data, max_values)
     except wire.NotCanonical:
         feats = _features_slow(data, max_values)  # its own errors first, as protobuf reads it
-        if strict:
-            raise ExampleError(NOT_CANONICAL) from None
+        if strict and (problem := layout_problem(data)) is not None:
+            key, why = problem
+            raise ExampleError(f"{NOT_CANONICAL}: {why}", key=key or None) from None
         return feats
 
 

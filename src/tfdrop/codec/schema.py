@@ -2,9 +2,12 @@
 
 List lengths are checked while parsing (:func:`tfdrop.codec.example.parse_example`); this
 module checks values: boxes finite, inside [0, 1] and ordered; class ids >= 1 (0 only for a
-``background`` item of the label map); class text and id agreeing with the label map; the
-SHA-256 key matching the embedded image; masks being PNGs. Each check runs over whole lists
-first and builds per-object problems only when a list fails, because most records are clean.
+``background`` item of the label map); both class id and text (the OD API reads both); class
+text and id agreeing with the label map; the embedded image being a JPEG or PNG whose header
+size is image/height x image/width and whose kind image/format names; the SHA-256 key
+matching it; masks being PNGs of the image's size (headers only, nothing is decoded). Each
+check runs over whole lists first and builds per-object problems only when a list fails,
+because most records are clean.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import dataclass
 from tfdrop.codec.example import (
     BOX_KEYS,
     ENCODED,
+    FORMAT,
     HEIGHT,
     LABEL,
     MASK,
@@ -27,11 +31,14 @@ from tfdrop.codec.example import (
     YMIN,
     ParsedExample,
 )
+from tfdrop.codec.imagehead import image_kind, image_size, png_size
 from tfdrop.codec.model import LabelMap
 from tfdrop.codec.wire import DEFAULT_MAX_VALUES, boxes_ok
 from tfdrop.codec.wire import od_check as _od_check
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+IMAGE_FORMATS = ("jpeg", "png")
+"""The ``image/format`` values the OD API's decoder reads (and tfdrop writes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,12 +82,55 @@ def _check_boxes(p: ParsedExample, out: list[Problem]) -> None:
                     out.append(Problem(lo, f"{lo.rsplit('/', 1)[1]} {x!r} > {hi} {y!r}", i))
 
 
-def _check_labels(p: ParsedExample, label_map: LabelMap | None, out: list[Problem]) -> None:
+def image_problems(fmt: str, encoded: bytes | None, height: int, width: int) -> list[Problem]:
+    """What is wrong with the embedded image and the keys describing it (its header only)."""
+    out: list[Problem] = []
+    if fmt and fmt not in IMAGE_FORMATS:
+        out.append(Problem(FORMAT, f"{fmt!r} is not 'jpeg' or 'png' (what the OD API decodes)"))
+    if not encoded:
+        return out
+    kind = image_kind(encoded)
+    if kind is None:
+        out.append(Problem(ENCODED, "is neither a JPEG nor a PNG image"))
+        return out
+    if fmt in IMAGE_FORMATS and fmt != kind:
+        out.append(Problem(FORMAT, f"says {fmt!r} but {ENCODED} is a {kind.upper()} image"))
+    size = image_size(encoded)
+    if size is not None:
+        for key, declared, real in ((WIDTH, width, size[0]), (HEIGHT, height, size[1])):
+            if declared > 0 and declared != real:
+                what = "wide" if key == WIDTH else "high"
+                out.append(Problem(key, f"is {declared} but the image is {real} pixels {what}"))
+    return out
+
+
+def _check_mask_sizes(p: ParsedExample, masks: list[bytes], out: list[Problem]) -> None:
+    want = (p.width, p.height)
+    if want[0] <= 0 or want[1] <= 0:
+        return
+    for i, m in enumerate(masks):
+        size = png_size(m)
+        if size is not None and size != want:
+            out.append(
+                Problem(
+                    MASK,
+                    f"instance mask is {size[0]}x{size[1]} but the image is {want[0]}x{want[1]}",
+                    i,
+                )
+            )
+
+
+def _check_labels(
+    p: ParsedExample, label_map: LabelMap | None, out: list[Problem], *, need_both: bool
+) -> None:
     ids: list[int] | None = p.lists.get(LABEL)
     texts: list[bytes] | None = p.lists.get(TEXT)
     if ids is None and texts is None:
         out.append(Problem(LABEL, "objects have boxes but neither class/label nor class/text"))
         return
+    if need_both and (ids is None or texts is None):
+        missing, present = (LABEL, TEXT) if ids is None else (TEXT, LABEL)
+        out.append(Problem(missing, f"missing while {present} is present (the OD API needs both)"))
     bad_text = _check_text_utf8(texts, out)
     if _labels_all_clear(ids, texts, label_map):
         return
@@ -155,13 +205,19 @@ def _check_text_in_map(
 
 
 def check_parsed(
-    p: ParsedExample, label_map: LabelMap | None = None, *, verify_sha256: bool = True
+    p: ParsedExample,
+    label_map: LabelMap | None = None,
+    *,
+    verify_sha256: bool = True,
+    need_both: bool = True,
 ) -> list[Problem]:
     """Every value problem of one parsed record (empty when the record is valid).
 
-    ``verify_sha256=False`` skips hashing the embedded image: for reading back what tfdrop
+    ``verify_sha256=False`` skips the checks of the embedded image (its hash, its header
+    against image/format, height and width, the masks' sizes): for reading back what tfdrop
     itself just wrote (the frame's CRC-32C already covers the bytes) or when images are not
-    kept.
+    kept. ``need_both=False`` (a reader, which fills the other in) lets objects carry only a
+    class id or only a class text.
     """
     out: list[Problem] = []
     if p.height <= 0:
@@ -170,12 +226,16 @@ def check_parsed(
         out.append(Problem(WIDTH, "missing or not positive"))
     if p.num_objects:
         _check_boxes(p, out)
-        _check_labels(p, label_map, out)
+        _check_labels(p, label_map, out, need_both=need_both)
     masks = p.lists.get(MASK)
     if masks is not None:
         for i, m in enumerate(masks):
             if not m.startswith(_PNG_MAGIC):
                 out.append(Problem(MASK, "instance mask is not a PNG", i))
+        if verify_sha256:
+            _check_mask_sizes(p, masks, out)
+    if verify_sha256:
+        out += image_problems(p.format, p.encoded, p.height, p.width)
     if (
         verify_sha256
         and p.encoded
@@ -206,10 +266,16 @@ def fast_check(
     res = _od_check(data, text_ids, max_values_per_feature)
     if res is None:
         return None
-    n, enc_s, enc_e, sha_s, sha_e = res
-    if verify_sha256 and enc_e > enc_s and sha_e > sha_s:
+    n, enc_s, enc_e, sha_s, sha_e, fmt_s, fmt_e, height, width = res
+    if not verify_sha256:
+        return int(n)
+    if enc_e > enc_s and sha_e > sha_s:
         with memoryview(data) as mv:
             digest = hashlib.sha256(mv[enc_s:enc_e]).hexdigest()
         if digest != data[sha_s:sha_e].decode().lower():
             return None
+    fmt = data[fmt_s:fmt_e].decode() if fmt_e > fmt_s else ""
+    encoded = data[enc_s:enc_e] if enc_e > enc_s else None
+    if image_problems(fmt, encoded, height, width):
+        return None
     return int(n)

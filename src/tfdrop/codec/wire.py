@@ -7,8 +7,9 @@ become Python floats through ``array('f')``; packed int64 lists whose bytes are 
 label id and flag below 128) are the bytes themselves.
 
 The fast path accepts only the canonical encoding TensorFlow and protobuf write (each message
-field once, each feature key once, lists packed, fields in order). Anything else (unpacked
-lists, repeated or out-of-order fields, a key twice, unknown fields, truncation) raises
+field once, each feature key once with a value, lists packed, fields in order). Anything else
+(unpacked lists, repeated or out-of-order fields, a key twice or without a value, unknown
+fields, truncation) raises
 :class:`NotCanonical`, and the caller falls back to protobuf's parser, which is the reference:
 tests check both agree.
 
@@ -202,7 +203,9 @@ HAVE_C: Final = _wire_c is not None
 boxes_ok: Callable[[list[float], list[float], list[float], list[float]], bool]
 boxes_ok = _wire_c.boxes_ok if _wire_c is not None else _boxes_ok_py
 """Whether every box is inside [0, 1] (finite) and ordered; the fast all-clear check."""
-OdCheck = Callable[[bytes, dict[bytes, int] | None, int], tuple[int, int, int, int, int] | None]
+OdCheck = Callable[
+    [bytes, dict[bytes, int] | None, int], tuple[int, int, int, int, int, int, int, int, int] | None
+]
 od_check: OdCheck | None = _wire_c.od_check if _wire_c is not None else None
 """The C all-clear schema check (see ``_wire.c``), or ``None`` without the accelerator."""
 parse_features = _parse_features_c if _wire_c is not None else parse_features_py
@@ -244,11 +247,8 @@ def _entry(data: bytes, pos: int, end: int, cap: int, out: Features) -> int:
     pos += klen
     if key in out:
         raise NotCanonical  # a key twice: protobuf keeps the last, TensorFlow may not
-    if pos == eend:
-        out[key] = (0, [], b"")
-        return eend
-    if data[pos] != _TAG_2_LEN:
-        raise NotCanonical
+    if pos == eend or data[pos] != _TAG_2_LEN:
+        raise NotCanonical  # a key without a value: protobuf takes it, TensorFlow refuses
     vlen, pos = _len(data, pos + 1, eend)
     if pos + vlen != eend:
         raise NotCanonical

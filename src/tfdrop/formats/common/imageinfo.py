@@ -7,13 +7,14 @@ or from the image header. ``image/format`` is "jpeg" or "png" as TF's decoders e
 from __future__ import annotations
 
 import io
-import struct
 import warnings
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Final
 
 from PIL import Image, UnidentifiedImageError
 
+from tfdrop.codec.imagehead import jpeg_size as _jpeg_size
+from tfdrop.codec.imagehead import png_size
 from tfdrop.errors import FormatError
 
 if TYPE_CHECKING:
@@ -45,50 +46,6 @@ def format_from_name(name: str) -> str:
     return "jpeg" if ext in ("jpg", "jpeg", "jpe") else ext
 
 
-_PNG_MAGIC: Final = b"\x89PNG\r\n\x1a\n"
-# JPEG start-of-frame markers carry the size; C4 (DHT), C8 (JPG) and CC (DAC) are not frames
-_SOF: Final = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-
-
-def png_size(data: bytes) -> tuple[int, int] | None:
-    """``(width, height)`` from a PNG's IHDR (the first 24 bytes), else None."""
-    return _png_size(data)
-
-
-def _png_size(data: bytes) -> tuple[int, int] | None:
-    if len(data) >= 24 and data.startswith(_PNG_MAGIC) and data[12:16] == b"IHDR":
-        w, h = struct.unpack_from(">II", data, 16)
-        return (w, h) if w and h else None
-    return None
-
-
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """Walk the marker segments to the first start-of-frame (no decoding)."""
-    if not data.startswith(b"\xff\xd8"):
-        return None
-    pos, end = 2, len(data)
-    while pos + 4 <= end:
-        if data[pos] != 0xFF:
-            return None
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker in (0x01, *range(0xD0, 0xD8)):  # standalone markers
-            pos += 2
-            continue
-        (length,) = struct.unpack_from(">H", data, pos + 2)
-        if marker in _SOF:
-            if pos + 9 > end:
-                return None
-            h, w = struct.unpack_from(">HH", data, pos + 5)
-            return (w, h) if w and h else None
-        if marker == 0xDA or length < 2:  # scan data before any frame header: malformed
-            return None
-        pos += 2 + length
-    return None
-
-
 def probe(data: bytes | IO[bytes], *, name: str) -> ImageInfo:
     """Format and size from the header of an image; :class:`FormatError` naming it otherwise.
 
@@ -96,7 +53,7 @@ def probe(data: bytes | IO[bytes], *, name: str) -> ImageInfo:
     still answers for every other format and for anything the fast path does not recognise).
     """
     if isinstance(data, bytes):
-        if (size := _png_size(data)) is not None:
+        if (size := png_size(data)) is not None:
             return ImageInfo("png", *size)
         if (size := _jpeg_size(data)) is not None:
             return ImageInfo("jpeg", *size)

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 
 from PIL import Image, ImageDraw
 
+from tfdrop.codec.imagehead import png_size
 from tfdrop.codec.model import Box
 from tfdrop.errors import FormatError, LimitExceededError
-from tfdrop.formats.common.imageinfo import png_size
 from tfdrop.limits import DEFAULT_LIMITS, exceeded
 
 MAX_PIXELS = DEFAULT_LIMITS.max_mask_pixels

@@ -179,7 +179,8 @@ class TfrecordReader:
             if (not texts or not texts[i]) and (not ids or ids[i] == 0)
         }
         # images not kept (or our own output read back): the frame CRC covers the bytes
-        for problem in check_parsed(parsed, lm, verify_sha256=self.options.images):
+        checked = check_parsed(parsed, lm, verify_sha256=self.options.images, need_both=False)
+        for problem in checked:
             if problem.obj in unlabeled:
                 continue
             if problem.key == LABEL and texts is None and ids is None:
