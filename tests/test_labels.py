@@ -125,3 +125,16 @@ def test_a_label_a_text_format_cannot_carry_is_refused_up_front(label: str) -> N
     LabelResolver(None, [], None).assign(_item(label))
     with pytest.raises(FormatError):
         LabelResolver(None, [label], None, plain_text=True)
+
+
+def test_ids_the_source_gave_that_the_text_overrides_are_counted() -> None:
+    # found by the outside attack: "cat" id 1 then "dog" id 1 were renumbered without a word
+    r = LabelResolver(None, [], None)
+    cat = Item(name="a.jpg", objects=(Annotation(label="cat", label_id=1, box=BOX),))
+    dog = Item(name="b.jpg", objects=(Annotation(label="dog", label_id=1, box=BOX),))
+    r.assign(cat)
+    assert r.assign(dog).objects[0].label_id == 2
+    assert r.renumbered == 1
+    pinned = LabelResolver(LabelMap.from_names(["dog", "cat"]), [], None)
+    pinned.assign(cat)
+    assert pinned.renumbered == 0  # a pinned map decides on purpose

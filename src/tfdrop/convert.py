@@ -262,4 +262,10 @@ def _write(
             if progress is not None:
                 progress(n_items)
         writer.close(resolver.map)
+    if resolver.renumbered:
+        notes.warn(
+            "label_ids_renumbered",
+            f"{resolver.renumbered} objects carried class ids that disagree with their class "
+            "text across the source; ids were given by text (pin a label map to choose them)",
+        )
     return n_items, n_objects, subsets, labels

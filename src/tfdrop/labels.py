@@ -89,6 +89,8 @@ class LabelResolver:
         self.pinned = pinned is not None
         self._limits = limits
         self._plain = plain_text
+        self.renumbered = 0
+        """Objects whose class id from the source was replaced (no pinned map: ids by text)."""
         base = pinned if pinned is not None else source_map
         self._base = base if base is not None else LabelMap()
         self._added: list[LabelMapItem] = []
@@ -168,6 +170,8 @@ class LabelResolver:
                 changed = True
             label_id = self._resolve(obj.label, item, i)
             if label_id != obj.label_id:
+                if obj.label_id and not self.pinned:
+                    self.renumbered += 1  # the source said another id for this text
                 objects[i] = replace(obj, label_id=label_id)
                 changed = True
         return replace(item, objects=tuple(objects)) if changed else item
