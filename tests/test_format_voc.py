@@ -222,7 +222,8 @@ def rich_voc(tmp: Path) -> Path:
     b = b.replace("</bndbox>", "</bndbox><attributes><attribute><name>color</name>"
                   "<value>red &amp; blue</value></attribute></attributes>")  # fmt: skip
     return make_zip(tmp / "rich.zip", {
-        "Annotations/a.xml": a, "Annotations/b.xml": b, "Annotations/c.xml": voc_xml("c.jpg", []),
+        "Annotations/a.xml": a, "Annotations/b.xml": b,
+        "Annotations/c.xml": voc_xml("c.jpg", [], size=("20", "20")),
         "JPEGImages/a.jpg": jpeg(100, 50), "JPEGImages/b.png": png(64, 48),
         "JPEGImages/c.jpg": jpeg(20, 20),
         "ImageSets/Main/train.txt": "a\nb\n", "ImageSets/Main/val.txt": "c\n",

@@ -135,6 +135,10 @@ def test_ids_the_source_gave_that_the_text_overrides_are_counted() -> None:
     r.assign(cat)
     assert r.assign(dog).objects[0].label_id == 2
     assert r.renumbered == 1
+    consistent = LabelResolver(None, [], None)  # ids 5 and 7, never contradicted: no warning
+    consistent.assign(Item(name="a.jpg", objects=(Annotation(label="cat", label_id=5, box=BOX),)))
+    consistent.assign(Item(name="b.jpg", objects=(Annotation(label="dog", label_id=7, box=BOX),)))
+    assert consistent.renumbered == 0
     pinned = LabelResolver(LabelMap.from_names(["dog", "cat"]), [], None)
     pinned.assign(cat)
     assert pinned.renumbered == 0  # a pinned map decides on purpose

@@ -170,3 +170,16 @@ def test_a_worker_that_dies_is_a_clear_error_not_a_broken_pool(tmp_path: Path) -
         os.kill(child.pid, signal.SIGKILL)  # type: ignore[arg-type]
     with pytest.raises(WorkerDiedError, match="died"):
         list(stream)
+
+
+def test_an_annotation_declaring_another_size_than_its_image_is_refused(tmp_path: Path) -> None:
+    # found by the outside attack: a 100x80 declaration over a 200x160 JPEG was written with
+    # the declared size (boxes normalised by it), and validate called it valid
+    xml = _xml(0, ["cat"]).replace("<width>16</width>", "<width>32</width>")
+    src = tmp_path / "in.zip"
+    with zipfile.ZipFile(src, "w") as zf:
+        zf.writestr("Annotations/0000.xml", xml)
+        zf.writestr("JPEGImages/0000.png", png(0))
+    with pytest.raises(FormatError, match="declares a 32x16 image, but the image is 16x16") as e:
+        convert(src, tmp_path / "out.zip", ConvertOptions())
+    assert e.value.item == "0000.png"

@@ -265,7 +265,8 @@ def _write(
     if resolver.renumbered:
         notes.warn(
             "label_ids_renumbered",
-            f"{resolver.renumbered} objects carried class ids that disagree with their class "
-            "text across the source; ids were given by text (pin a label map to choose them)",
+            f"{resolver.renumbered} objects carried class ids that contradict other objects' "
+            "(one id for two class texts, or two ids for one); ids were given by text (pin a "
+            "label map to choose them)",
         )
     return n_items, n_objects, subsets, labels

@@ -90,7 +90,10 @@ class LabelResolver:
         self._limits = limits
         self._plain = plain_text
         self.renumbered = 0
-        """Objects whose class id from the source was replaced (no pinned map: ids by text)."""
+        """Objects whose source class id contradicts another object's (one id for two texts,
+        or two ids for one text) with no pinned map: ids were given by text."""
+        self._text_of: dict[int, str] = {}
+        self._id_of: dict[str, int] = {}
         base = pinned if pinned is not None else source_map
         self._base = base if base is not None else LabelMap()
         self._added: list[LabelMapItem] = []
@@ -160,6 +163,12 @@ class LabelResolver:
             )
         return replace(obj, label=named)
 
+    def _note_source_id(self, text: str, source_id: int) -> None:
+        known_text = self._text_of.setdefault(source_id, text)
+        known_id = self._id_of.setdefault(text, source_id)
+        if known_text != text or known_id != source_id:
+            self.renumbered += 1
+
     def assign(self, item: Item) -> Item:
         """``item`` with every object's ``label_id`` set (the same object when nothing changes)."""
         changed = False
@@ -169,9 +178,9 @@ class LabelResolver:
                 obj = objects[i] = self._unnamed(obj, item, i)
                 changed = True
             label_id = self._resolve(obj.label, item, i)
+            if obj.label_id and not self.pinned:
+                self._note_source_id(obj.label, obj.label_id)
             if label_id != obj.label_id:
-                if obj.label_id and not self.pinned:
-                    self.renumbered += 1  # the source said another id for this text
                 objects[i] = replace(obj, label_id=label_id)
                 changed = True
         return replace(item, objects=tuple(objects)) if changed else item

@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Final
 
 from tfdrop.archive import Source
+from tfdrop.codec.imagehead import image_size
 from tfdrop.codec.model import Annotation, Item, LabelMap, Shape
-from tfdrop.errors import TfdropError, WorkerDiedError
+from tfdrop.errors import FormatError, TfdropError, WorkerDiedError
 from tfdrop.formats import FORMATS, Notes, ReadOptions, WriteOptions
 from tfdrop.formats.base import FormatName, Splittable
 from tfdrop.formats.common.masks import box_mask_png, check_mask_size
@@ -86,12 +87,29 @@ def prepare(item: Item, spec: JobSpec, notes: Notes) -> Item:
     ``lossy.mask_as_box``. With masks on and a TFRecord target, boxes get a filled rectangle
     (the OD API needs one mask per object): counted as ``lossy.box_as_mask``.
     """
+    _check_image_size(item)
     for obj in item.objects:
         if obj.shape is Shape.MASK and obj.mask is None:
             notes.lose("mask_as_box")
     if spec.box_masks:
         return _with_box_masks(item, spec.read.limits, notes)
     return item
+
+
+def _check_image_size(item: Item) -> None:
+    """The size an annotation declares must be the embedded image's (from its header): boxes
+    are normalised by it, and TensorFlow decodes the image at its own size (found by an
+    outside attack: a 100x80 declaration over a 200x160 JPEG was written, and validated)."""
+    if not item.image or not item.width:
+        return
+    size = image_size(item.image)
+    if size is not None and size != (item.width, item.height):
+        raise FormatError(
+            f"the annotation declares a {item.width}x{item.height} image, but the image is "
+            f"{size[0]}x{size[1]}",
+            item=item.name,
+            hint="fix the size in the annotation (boxes are in pixels of the real image)",
+        )
 
 
 def _with_box_masks(item: Item, limits: Limits, notes: Notes) -> Item:
