@@ -104,7 +104,20 @@ def test_ignored_names_are_reported_once_and_own_folders_never(tmp_path: Path) -
     tracker.scan(0.0)
     tracker.scan(1.0)
     assert tracker.settled(0.0) == []
-    assert sorted(tracker.newly_ignored) == ["notes.txt", "sub.zip"]
+    assert sorted(name for name, _ in tracker.newly_ignored) == ["notes.txt", "sub.zip"]
+
+
+def test_an_input_name_with_an_empty_stem_is_reported_as_ignored_once(tmp_path: Path) -> None:
+    # found by the outside attack: ".zip" (hidden, so taken for a temp file) sat there silently
+    tracker = DropTracker(tmp_path, DEFAULT_PATTERNS, settle=0.1, stale=1.0)
+    for name in (".zip", ".x.AbC123", ".data.zip.XyZ", ".tfdrop"):
+        (tmp_path / name).write_text("x")
+    tracker.scan(0.0)
+    tracker.scan(1.0)
+    assert tracker.settled(2.0) == []
+    ((name, why),) = tracker.newly_ignored
+    assert name == ".zip"
+    assert "rename" in why
 
 
 def test_one_claim_wins_and_the_other_sees_the_file_gone(tmp_path: Path) -> None:

@@ -127,8 +127,9 @@ class Service:
                     reason="no zip end record after stale_seconds",
                 )
             self.queue.put_nowait((rt, settled))
-        for name in rt.tracker.newly_ignored:
-            log.info("drop_ignored", pipeline=rt.cfg.name, source=name, patterns=rt.cfg.patterns)
+        p = rt.cfg
+        for name, why in rt.tracker.newly_ignored:
+            log.info("drop_ignored", pipeline=p.name, source=name, reason=why, patterns=p.patterns)
         rt.tracker.newly_ignored.clear()
 
     async def _ticker(self) -> None:
