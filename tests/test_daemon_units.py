@@ -104,7 +104,20 @@ def test_ignored_names_are_reported_once_and_own_folders_never(tmp_path: Path) -
     tracker.scan(0.0)
     tracker.scan(1.0)
     assert tracker.settled(0.0) == []
-    assert sorted(tracker.newly_ignored) == ["notes.txt", "sub.zip"]
+    assert sorted(name for name, _ in tracker.newly_ignored) == ["notes.txt", "sub.zip"]
+
+
+def test_an_input_name_with_an_empty_stem_is_reported_as_ignored_once(tmp_path: Path) -> None:
+    # found by the outside attack: ".zip" (hidden, so taken for a temp file) sat there silently
+    tracker = DropTracker(tmp_path, DEFAULT_PATTERNS, settle=0.1, stale=1.0)
+    for name in (".zip", ".x.AbC123", ".data.zip.XyZ", ".tfdrop"):
+        (tmp_path / name).write_text("x")
+    tracker.scan(0.0)
+    tracker.scan(1.0)
+    assert tracker.settled(2.0) == []
+    ((name, why),) = tracker.newly_ignored
+    assert name == ".zip"
+    assert "rename" in why
 
 
 def test_one_claim_wins_and_the_other_sees_the_file_gone(tmp_path: Path) -> None:
@@ -144,6 +157,55 @@ def test_a_restarted_instance_recovers_its_claims_and_drops_empty_job_folders(
         assert not (again.folder / "emptyjob").exists()
     finally:
         again.close()
+
+
+def test_a_slot_this_process_holds_is_never_taken_adopted_or_reopened_by_it(
+    tmp_path: Path,
+) -> None:
+    # found by the outside attack: a pipeline removed by a reload while its job ran, then
+    # brought back, locked the same slot again (POSIX locks belong to the process) and
+    # "recovered" the job it was still converting
+    drop = tmp_path / "in"
+    drop.mkdir()
+    (drop / "a.zip").write_bytes(b"data")
+    first = WorkArea(drop / ".tfdrop", host="h")
+    claimed = first.claim(drop / "a.zip")
+    assert claimed is not None
+    second = WorkArea(drop / ".tfdrop", host="h")
+    try:
+        assert (first.instance, second.instance) == ("h-0", "h-1")
+        assert second.recover() == []
+        assert second.adopt_orphans() == []
+        assert second.is_alive("h-0")
+        assert claimed.input.read_bytes() == b"data"
+    finally:
+        second.close()
+    third = WorkArea(drop / ".tfdrop", host="h")  # first still holds h-0 (the lock is kept)
+    try:
+        assert third.instance == "h-1"
+    finally:
+        third.close()
+        first.close()
+
+
+def test_a_removed_work_folder_and_slot_lock_are_made_again_under_the_same_slot(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "in" / ".tfdrop"
+    area = WorkArea(state, host="h")
+    try:
+        assert area.ensure() is None
+        for p in sorted(state.rglob("*"), key=lambda q: len(q.parts), reverse=True):
+            p.rmdir() if p.is_dir() else p.unlink()
+        state.rmdir()
+        assert area.ensure() == "work_folder"
+        assert area.folder.is_dir()
+        assert area.ensure() is None
+        other = WorkArea(state, host="h")  # the new lock file is held: the next one moves on
+        assert other.instance == "h-1"
+        other.close()
+    finally:
+        area.close()
 
 
 def test_ledger_entries_are_exclusive_and_stems_are_never_reused(tmp_path: Path) -> None:

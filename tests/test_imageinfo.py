@@ -67,3 +67,23 @@ def test_a_truncated_header_is_a_format_error_naming_the_member(cut: int) -> Non
 def test_bytes_that_are_no_image_are_a_format_error() -> None:
     with pytest.raises(FormatError, match="not a readable image"):
         probe(b"GIF87a-not-really", name="x.gif")
+
+
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        (b"", "the image is empty (0 bytes)"),
+        (b"hello, world", "starts with bytes 68 65 6c 6c 6f 2c 20 77"),
+        (b"\xff\xd8\xff", "starts as a JPEG but is cut short"),
+    ],
+)
+def test_an_unreadable_image_says_what_is_wrong_without_object_reprs(
+    data: bytes, says: str
+) -> None:
+    # found by the outside attack: "cannot identify image file <_io.BytesIO object at 0x..>"
+    for given in (data, io.BytesIO(data)):
+        with pytest.raises(FormatError) as info:
+            probe(given, name="images/a.jpg")
+        assert says in str(info.value)
+        assert " object at 0x" not in str(info.value)
+        assert info.value.member == "images/a.jpg"

@@ -214,3 +214,46 @@ def test_a_slow_copy_of_a_zip_holding_a_zip_is_not_published_from_the_inner_one(
         assert report["input"]["size"] == len(outer)
     finally:
         assert d.stop() == 0
+
+
+def test_an_input_published_but_not_routed_ends_as_published_once_done_is_back(
+    tmp_path: Path,
+) -> None:
+    # found by the outside attack: with done/ replaced by a file, each retry of the routing
+    # logged duplicate_input of the job's own archive and the job ended as a duplicate
+    d, _ = _daemon(tmp_path)
+    done = tmp_path / "in" / "done"
+    try:
+        done.rmdir()
+        done.write_bytes(b"not a folder")
+        (tmp_path / "in" / "a.zip").write_bytes(tfrecord_zip(1, tag="a"))
+        d.wait_event("archive_published")
+        d.wait_event("job_retry_scheduled", count=2)
+        done.unlink()
+        (job_done,) = d.wait_event("job_done", timeout=30)
+        assert job_done["status"] == "published"
+        assert job_done["output"] == "a.zip"
+        assert files(done) == ["a.zip"]
+        assert files(tmp_path / "out") == ["a.label_map.pbtxt", "a.report.json", "a.zip"]
+        assert not d.named("duplicate_input")
+    finally:
+        assert d.stop() == 0
+    (stopped,) = d.named("daemon_stopped")
+    assert "duplicate" not in stopped["counts"]
+    assert stopped["counts"]["published"] == 1
+
+
+def test_a_drop_named_only_by_its_suffix_is_reported_as_ignored_once(tmp_path: Path) -> None:
+    # found by the outside attack: ".zip" (hidden, so taken for a temp file) sat silently
+    d, _ = _daemon(tmp_path)
+    try:
+        (tmp_path / "in" / ".zip").write_bytes(tfrecord_zip(1, tag="dot"))
+        (tmp_path / "in" / "seen.zip").write_bytes(tfrecord_zip(1, tag="seen"))
+        wait_until(lambda: "seen.zip" in files(tmp_path / "in" / "done"))
+        (ignored,) = d.wait_event("drop_ignored")
+        assert ignored["source"] == ".zip"
+        assert "rename" in ignored["reason"]
+        assert files(tmp_path / "in") == [".zip"]
+    finally:
+        assert d.stop() == 0
+    assert len(d.named("drop_ignored")) == 1

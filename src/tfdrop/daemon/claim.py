@@ -11,6 +11,11 @@ is free (a host that died) are adopted by a live instance, so nothing waits fore
 
 Each claim is ``work/<instance>/<job id>/<original name>``: the rename of the drop into it
 either succeeds for exactly one instance or fails with ENOENT for the others.
+
+POSIX locks belong to the process: this process could lock a slot it holds already (a
+pipeline removed by a reload while its job runs, then brought back), and closing any fd of a
+lock file it holds drops its lock. So the slots this process holds are also kept in-process
+(:data:`_HELD`, by the lock file's device and inode) and never taken, adopted or opened again.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from pathlib import Path
 from tfdrop.publish import fsync_dir
 
 _MAX_SLOTS = 64
+_HELD: set[tuple[int, int]] = set()
+"""(st_dev, st_ino) of every slot lock file this process holds."""
 
 
 def _default_host() -> str:
@@ -52,6 +59,20 @@ class Claimed:
         return self.input.name
 
 
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def held_here(lock: Path) -> bool:
+    """Whether this process holds the slot lock ``lock`` (found without opening it)."""
+    ident = _file_id(lock)
+    return ident is not None and ident in _HELD
+
+
 def _try_lock(path: Path) -> int | None:
     """An fd holding an exclusive lock on ``path``, or None when another process holds it."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -75,22 +96,61 @@ class WorkArea:
         host = host or _default_host()
         for slot in range(_MAX_SLOTS):
             name = f"{host}-{slot}"
-            fd = _try_lock(self.root / f"{name}.lock")
+            lock = self.root / f"{name}.lock"
+            if held_here(lock):
+                continue  # ours already (another runtime of this process still uses it)
+            fd = _try_lock(lock)
             if fd is not None:
                 break
         else:
             raise OSError(errno.EBUSY, f"all {_MAX_SLOTS} instance slots are taken", str(state))
         self.instance = name
-        self._fd: int | None = fd
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+        self.lock = self.root / f"{name}.lock"
+        self._fd: int | None = None
+        self._id = (0, 0)
+        self._hold(fd)
         self.folder = self.root / name
         self.folder.mkdir(exist_ok=True)
 
+    def _hold(self, fd: int) -> None:
+        self.close()
+        st = os.fstat(fd)
+        self._fd, self._id = fd, (st.st_dev, st.st_ino)
+        _HELD.add(self._id)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+
     def close(self) -> None:
         if self._fd is not None:
+            _HELD.discard(self._id)
             os.close(self._fd)  # releases the lock
             self._fd = None
+
+    def ensure(self) -> str | None:
+        """Make the work folder and the slot lock whole again if someone removed them.
+
+        Returns what was missing (``"work_folder"``, ``"lock_file"``) or None when all is
+        there. The slot keeps its name: a lock file removed and made again by another
+        instance first raises OSError (EBUSY), as that instance now holds the slot.
+        """
+        missing = None
+        if _file_id(self.lock) != self._id:
+            missing = "lock_file"
+        if not self.folder.is_dir():
+            missing = "work_folder"
+        if missing is None:
+            return None
+        self.folder.mkdir(parents=True, exist_ok=True)  # the state folder too
+        if _file_id(self.lock) != self._id:
+            fd = _try_lock(self.lock)
+            if fd is None:
+                raise OSError(
+                    errno.EBUSY,
+                    f"slot {self.instance} was taken by another instance",
+                    str(self.lock),
+                )
+            self._hold(fd)
+        return missing
 
     def claim(self, src: Path) -> Claimed | None:
         """Rename ``src`` into a new job folder; None when another instance took it first."""
@@ -142,7 +202,7 @@ class WorkArea:
         adopted = []
         for lock in sorted(self.root.glob("*.lock")):
             name = lock.name.removesuffix(".lock")
-            if name == self.instance:
+            if name == self.instance or held_here(lock):
                 continue  # never open our own lock file: closing it would drop our lock
             other = self.root / name
             if not other.is_dir() or not any(other.iterdir()):
@@ -168,6 +228,8 @@ class WorkArea:
         lock = self.root / f"{instance}.lock"
         if not lock.exists():
             return False
+        if held_here(lock):
+            return True  # another runtime of this process
         fd = _try_lock(lock)
         if fd is None:
             return True

@@ -193,6 +193,12 @@ class JobRunner:
         entry = self.entry = self._entry(digest)
         if entry is None:
             first = self.ledger.get(digest)
+            if first is not None and self._published_by_us(first):
+                # an earlier attempt of this job published, then could not route the input
+                # (done/ replaced by a file): only the routing is left, and it is no duplicate
+                log.info("publish_recovered", output=first.output)
+                done = self._route_done()
+                return Outcome("published", {"output": first.output, "moved_to": done})
             log.info(
                 "duplicate_input",
                 sha256=digest,
@@ -252,6 +258,16 @@ class JobRunner:
             "moved_to": done,
         }
         return Outcome("published", detail)
+
+    def _published_by_us(self, first: Entry) -> bool:
+        """Whether this very job (its claim) published the entry: its report names the job."""
+        if first.stem is None:
+            return False
+        try:
+            doc = json.loads((self.pipeline.output / f"{first.stem}.report.json").read_bytes())
+        except (OSError, ValueError):
+            return False
+        return isinstance(doc, dict) and doc.get("job") == self.claimed.job_id
 
     def _check_unchanged(self, before: os.stat_result) -> None:
         """A writer that kept the file open (a ``.tfrecord`` written in place, paused past the

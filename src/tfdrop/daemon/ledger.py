@@ -55,9 +55,13 @@ class Ledger:
     def __init__(self, state: Path, instance: str) -> None:
         self.hashes = state / "ledger" / "sha256"
         self.names = state / "ledger" / "names"
+        self.instance = instance
+        self.ensure()
+
+    def ensure(self) -> None:
+        """Make the ledger's folders (again, if the state folder was removed)."""
         self.hashes.mkdir(parents=True, exist_ok=True)
         self.names.mkdir(parents=True, exist_ok=True)
-        self.instance = instance
 
     def _path(self, sha256: str) -> Path:
         return self.hashes / f"{sha256}.json"

@@ -169,6 +169,25 @@ def check_drop(rt: Runtime, d: DaemonConfig) -> tuple[str, list[Claimed]]:
     return "back", recovered
 
 
+def check_state(rt: Runtime) -> None:
+    """Make the state folder whole again if it was removed under us (``rm -rf .tfdrop``):
+    the work folder, the slot lock (so a second instance started later does not take this
+    slot) and the ledger's folders, logged once per loss. OSError (the state folder is a
+    file now, say): the caller logs it and tries again on the next tick."""
+    missing = rt.work.ensure()
+    if missing is None:
+        return
+    rt.ledger.ensure()
+    log.warning(
+        "state_folder_recreated",
+        pipeline=rt.cfg.name,
+        state=str(rt.cfg.state),
+        missing=missing,
+        instance=rt.work.instance,
+        hint="the state folder holds claims and the ledger; leave it alone while tfdrop runs",
+    )
+
+
 async def watch_drop(
     rt: Runtime, stop: asyncio.Event, watching: asyncio.Event, d: DaemonConfig
 ) -> None:

@@ -25,7 +25,8 @@ from tfdrop.config import Config, DaemonConfig, PipelineConfig, resolve_config
 from tfdrop.daemon.fdlimit import ensure_open_files
 from tfdrop.daemon.jobs import JobRunner, Outcome, Status
 from tfdrop.daemon.notify import Notifier
-from tfdrop.daemon.runtime import Job, Runtime, check_drop, open_runtime, watch_drop
+from tfdrop.daemon.reload import close_runtime, release_if_idle, switch_config
+from tfdrop.daemon.runtime import Job, Runtime, check_drop, check_state, open_runtime, watch_drop
 from tfdrop.daemon.stats import report_stats
 from tfdrop.daemon.watch import Settled
 from tfdrop.errors import TfdropError
@@ -59,6 +60,7 @@ class Service:
         self.queue: asyncio.Queue[Job | tuple[Runtime, Settled]] = asyncio.Queue()
         self.counts: Counter[Status] = Counter()
         self.running: dict[str, JobRunner] = {}
+        self.active: set[str] = set()  # job ids queued, running or waiting for a retry
         self.stopping = asyncio.Event()
         self.workers: dict[int, asyncio.Task[None]] = {}
         self.busy: set[int] = set()
@@ -70,12 +72,20 @@ class Service:
 
     # -- pipelines --------------------------------------------------------------------------
 
-    def _open(self, cfg: PipelineConfig, *, queue_recovered: bool = True) -> Runtime:
+    def _open(self, cfg: PipelineConfig) -> Runtime:
         rt, recovered = open_runtime(cfg, self.config.daemon)
-        if queue_recovered:
-            for claimed in recovered:
-                self.queue.put_nowait(Job(rt, claimed))
+        for claimed in recovered:
+            self._queue_job(Job(rt, claimed))
         return rt
+
+    def _queue_job(self, job: Job) -> None:
+        """Queue a claim, unless this process has it queued, running or waiting already
+        (recovery and adoption must never take up a job this process is converting)."""
+        if job.claimed.job_id in self.active:
+            log.info("claim_in_hand", pipeline=job.runtime.cfg.name, job=job.claimed.job_id)
+            return
+        self.active.add(job.claimed.job_id)
+        self.queue.put_nowait(job)
 
     def _start_watcher(self, rt: Runtime) -> None:
         rt.stop = asyncio.Event()
@@ -88,10 +98,12 @@ class Service:
         """Whether the drop folder is there; one that came back gets a fresh watcher."""
         state, recovered = check_drop(rt, self.config.daemon)
         for claimed in recovered:
-            self.queue.put_nowait(Job(rt, claimed))
+            self._queue_job(Job(rt, claimed))
         if state == "back":
             rt.stop.set()
             self._start_watcher(rt)
+        if state != "missing":
+            check_state(rt)
         return state != "missing"
 
     def _scan(self, rt: Runtime, now: float) -> None:
@@ -105,7 +117,7 @@ class Service:
                 claimed = rt.work.job(name)
                 log.info("claim_adopted", pipeline=rt.cfg.name, job=name)
                 if claimed is not None:
-                    self.queue.put_nowait(Job(rt, claimed))
+                    self._queue_job(Job(rt, claimed))
         for settled in rt.tracker.settled(now):
             if not settled.complete:
                 log.warning(
@@ -115,8 +127,9 @@ class Service:
                     reason="no zip end record after stale_seconds",
                 )
             self.queue.put_nowait((rt, settled))
-        for name in rt.tracker.newly_ignored:
-            log.info("drop_ignored", pipeline=rt.cfg.name, source=name, patterns=rt.cfg.patterns)
+        p = rt.cfg
+        for name, why in rt.tracker.newly_ignored:
+            log.info("drop_ignored", pipeline=p.name, source=name, reason=why, patterns=p.patterns)
         rt.tracker.newly_ignored.clear()
 
     async def _ticker(self) -> None:
@@ -184,13 +197,17 @@ class Service:
         while not self.stopping.is_set() and index < self.config.daemon.max_jobs:
             item = await self.queue.get()
             self.busy.add(index)
+            job: Job | None = None
             try:
-                if isinstance(item, Job):
-                    job: Job | None = item
-                else:
-                    job = self._claim(*item)
-                if job is not None and not job.runtime.closed:
+                job = item if isinstance(item, Job) else self._claim(*item)
+                if job is not None and job.runtime.closed:
+                    self.active.discard(job.claimed.job_id)  # its slot's next owner has it
+                elif job is not None:
                     await self._run(job)
+            except Exception as exc:  # the worker's boundary: a bug here must not end it
+                log.error("worker_error", worker=index, exc_info=exc)
+                if job is not None:
+                    self._retry_later(job, job.attempt + 1, {"kind": "internal_error"})
             finally:
                 self.busy.discard(index)
 
@@ -200,6 +217,7 @@ class Service:
         if rt.closed:
             return None
         try:
+            check_state(rt)  # its work folder removed since the last tick: made again first
             claimed = rt.work.claim(settled.path)
         except OSError as exc:
             log.error("claim_failed", pipeline=rt.cfg.name, source=name, error=str(exc))
@@ -207,6 +225,7 @@ class Service:
         if claimed is None:
             log.debug("drop_taken_elsewhere", pipeline=rt.cfg.name, source=name)
             return None
+        self.active.add(claimed.job_id)
         return Job(rt, claimed)
 
     async def _run(self, job: Job) -> None:
@@ -215,6 +234,9 @@ class Service:
         with structlog.contextvars.bound_contextvars(
             job=claimed.job_id, pipeline=rt.cfg.name, source=claimed.name
         ):
+            if claimed.job_id in self.running:  # never two runs of one claim
+                log.error("job_already_running", attempt=job.attempt)
+                return
             log.info("job_started", attempt=job.attempt, instance=rt.work.instance)
             runner = JobRunner(claimed, rt.cfg, d, rt.work, rt.ledger)
             self.running[claimed.job_id] = runner
@@ -225,88 +247,71 @@ class Service:
                 outcome = Outcome("retry", {"error": f"{type(exc).__name__}: {exc}"})
             finally:
                 rt.jobs -= 1
-                del self.running[claimed.job_id]
+                self.running.pop(claimed.job_id, None)
+                release_if_idle(rt)
             self.counts[outcome.status] += 1
-            elapsed = round(time.monotonic() - runner.started, 3)
-            if outcome.status in ("published", "duplicate"):
-                log.info("job_done", status=outcome.status, elapsed_s=elapsed, **outcome.detail)
-            elif outcome.status == "failed":
-                log.warning("job_failed", elapsed_s=elapsed, **outcome.detail)
-            elif outcome.status == "gone":
-                log.warning("job_input_gone", folder=str(claimed.folder))
-            elif outcome.status == "cancelled":
-                log.info("job_aborted", reason="shutdown", kept_in=str(claimed.folder))
-            else:
-                if outcome.status == "retry":
-                    # 2**attempt is capped: a float times 2**1100 overflows (a long outage)
-                    delay = min(
-                        d.retry_base_seconds * 2 ** min(job.attempt, 40), d.retry_max_seconds
-                    )
-                    attempt = job.attempt + 1
-                else:  # waiting for another instance converting the same bytes
-                    delay, attempt = max(d.settle_seconds, 0.5), job.attempt
-                log.warning(
-                    "job_retry_scheduled",
-                    reason=outcome.status,
-                    delay_s=delay,
-                    attempt=attempt,
-                    **outcome.detail,
-                )
-                if not self.stopping.is_set():
-                    again = Job(rt, claimed, attempt)
-                    asyncio.get_running_loop().call_later(delay, self._requeue, again)
+            self._log_outcome(job, outcome, round(time.monotonic() - runner.started, 3))
             self._update_status()
 
+    def _log_outcome(self, job: Job, outcome: Outcome, elapsed: float) -> None:
+        status, detail = outcome.status, outcome.detail
+        if status == "retry":
+            self._retry_later(job, job.attempt + 1, detail)
+            return
+        if status == "waiting":  # for another instance converting the same bytes
+            delay = max(self.config.daemon.settle_seconds, 0.5)
+            self._retry_later(job, job.attempt, detail, reason="waiting", delay=delay)
+            return
+        self.active.discard(job.claimed.job_id)
+        if status in ("published", "duplicate"):
+            log.info("job_done", status=status, elapsed_s=elapsed, **detail)
+        elif status == "failed":
+            log.warning("job_failed", elapsed_s=elapsed, **detail)
+        elif status == "gone":
+            log.warning("job_input_gone", folder=str(job.claimed.folder))
+        else:
+            log.info("job_aborted", reason="shutdown", kept_in=str(job.claimed.folder))
+
+    def _retry_later(
+        self,
+        job: Job,
+        attempt: int,
+        detail: dict[str, object],
+        *,
+        reason: str = "retry",
+        delay: float | None = None,
+    ) -> None:
+        """Take the claim up again after ``delay`` (the back-off of ``attempt`` if None)."""
+        if delay is None:
+            delay = retry_delay(self.config.daemon, job.attempt)
+        log.warning("job_retry_scheduled", reason=reason, delay_s=delay, attempt=attempt, **detail)
+        if self.stopping.is_set():
+            self.active.discard(job.claimed.job_id)  # taken up again on restart
+            return
+        again = Job(job.runtime, job.claimed, attempt)
+        asyncio.get_running_loop().call_later(delay, self._requeue, again)
+
     def _requeue(self, job: Job) -> None:
-        if not self.stopping.is_set() and not job.runtime.closed:
-            self.queue.put_nowait(job)
+        if self.stopping.is_set() or job.runtime.closed:
+            self.active.discard(job.claimed.job_id)  # its slot's next owner takes it up
+            return
+        self.queue.put_nowait(job)
 
     # -- reload and stop --------------------------------------------------------------------
 
     def _apply(self, new: Config) -> None:
-        """Switch to a new config: keep runtimes whose folders did not change.
-
-        New pipelines are opened first, so a failure (a folder that cannot be created) leaves
-        the running config untouched.
-        """
-        old = {(rt.cfg.drop, rt.cfg.state): rt for rt in self.runtimes}
-        opened: dict[tuple[Path, Path], Runtime] = {}
-        try:
-            for cfg in new.pipelines:
-                key = (cfg.drop, cfg.state)
-                if key not in old:
-                    opened[key] = self._open(cfg, queue_recovered=False)
-        except BaseException:
-            for rt in opened.values():
-                rt.work.close()
-            raise
+        """Switch to a new config (:func:`.reload.switch_config`)."""
+        switch = switch_config(self.runtimes, new)
         self.config = new
-        runtimes = []
-        for cfg in new.pipelines:
-            key = (cfg.drop, cfg.state)
-            if key in opened:
-                rt = opened[key]
-                for claimed in rt.work.recover():
-                    self.queue.put_nowait(Job(rt, claimed))
-            else:
-                rt = old.pop(key)
-                rt.cfg = cfg
-                rt.tracker.patterns = cfg.patterns
-            rt.tracker.settle = new.daemon.settle_seconds
-            rt.tracker.stale = max(new.daemon.stale_seconds, new.daemon.settle_seconds)
-            rt.next_rescan = 0.0
-            runtimes.append(rt)
-        for rt in old.values():
-            rt.closed = True
+        for rt in switch.closed:
+            close_runtime(rt)
+        for rt in switch.runtimes:
             rt.stop.set()
-            if rt.jobs == 0:
-                rt.work.close()  # else at exit: a running job still needs its slot
-            log.info("pipeline_closed", pipeline=rt.cfg.name)
-        for rt in runtimes:
-            rt.stop.set()
-        self.runtimes = runtimes
-        for rt in runtimes:
+        self.runtimes = switch.runtimes
+        for rt in switch.runtimes:
             self._start_watcher(rt)
+        for job in switch.recovered:
+            self._queue_job(job)
         self._ensure_workers()
 
     async def _reload(self) -> None:

@@ -24,6 +24,10 @@ from tfdrop.archive.zipdir import has_end_record
 from tfdrop.publish import is_temp_name
 
 OWN_FOLDERS: Final = frozenset({"done", "failed"})
+_HIDDEN: Final = (
+    "a name starting with '.' is taken for a temp file and never converted; "
+    "rename it (data.zip, say) to have it converted"
+)
 
 
 def matches(name: str, patterns: tuple[str, ...]) -> bool:
@@ -66,15 +70,24 @@ class DropTracker:
         self._seen: dict[str, _Seen] = {}
         self._handed: set[str] = set()
         self._ignored: set[str] = set()
-        self.newly_ignored: list[str] = []
+        self.newly_ignored: list[tuple[str, str]] = []  # (name, why), each name once
+
+    def _ignore(self, name: str, why: str) -> None:
+        if name not in self._ignored:
+            self._ignored.add(name)
+            self.newly_ignored.append((name, why))
 
     def wanted(self, name: str) -> bool:
-        if is_temp_name(name) or name in OWN_FOLDERS:
+        if name in OWN_FOLDERS:
+            return False
+        if is_temp_name(name):
+            if name.startswith(".") and "." not in name[1:] and matches(name, self.patterns):
+                # ".zip": an input name with an empty stem, never a temp name's shape, so
+                # say why it stays (found by the outside attack: it sat there silently)
+                self._ignore(name, _HIDDEN)
             return False
         if not matches(name, self.patterns):
-            if name not in self._ignored:
-                self._ignored.add(name)
-                self.newly_ignored.append(name)
+            self._ignore(name, "not an input name (see patterns)")
             return False
         return True
 
@@ -124,9 +137,7 @@ class DropTracker:
                 continue
             if not stat.S_ISREG(st.st_mode):
                 del self._seen[name]  # folders, fifos, sockets: never taken
-                if name not in self._ignored:
-                    self._ignored.add(name)
-                    self.newly_ignored.append(name)
+                self._ignore(name, "not a regular file")
                 continue
             if (st.st_size, st.st_mtime_ns) != (seen.size, seen.mtime_ns):
                 seen.size, seen.mtime_ns, seen.since = st.st_size, st.st_mtime_ns, now

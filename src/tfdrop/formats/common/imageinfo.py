@@ -6,7 +6,9 @@ or from the image header. ``image/format`` is "jpeg" or "png" as TF's decoders e
 
 from __future__ import annotations
 
+import contextlib
 import io
+import re
 import warnings
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Final
@@ -25,6 +27,17 @@ IMAGE_EXTENSIONS: Final = frozenset(
 )
 _PIL_FORMATS: Final = {"JPEG": "jpeg", "PNG": "png", "BMP": "bmp", "GIF": "gif", "TIFF": "tiff"}
 _PIL_FORMATS_WEBP: Final = {"WEBP": "webp", "MPO": "jpeg"}
+_KNOWN: Final = "JPEG, PNG, BMP, GIF, TIFF, WebP"
+_MAGIC: Final = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG", "PNG"),
+    (b"GIF8", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"RIFF", "WebP"),
+)
+_OBJECT_REPR: Final = re.compile(r"<[^<>]* object at 0x[0-9a-fA-F]+>")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +59,24 @@ def format_from_name(name: str) -> str:
     return "jpeg" if ext in ("jpg", "jpeg", "jpe") else ext
 
 
+def _unidentified(stream: IO[bytes]) -> str:
+    """What is wrong with bytes no image reader knows, in words (Pillow's message shows the
+    stream object's repr): empty, or which bytes it starts with."""
+    head = b""
+    with contextlib.suppress(OSError, ValueError):
+        stream.seek(0)
+        head = stream.read(8)
+    if not head:
+        return "not a readable image: the image is empty (0 bytes)"
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return f"not a readable image: it starts as a {kind} but is cut short or damaged"
+    return (
+        f"not a readable image: it starts with bytes {head.hex(' ')}, which begin none of "
+        f"the image formats tfdrop reads ({_KNOWN})"
+    )
+
+
 def probe(data: bytes | IO[bytes], *, name: str) -> ImageInfo:
     """Format and size from the header of an image; :class:`FormatError` naming it otherwise.
 
@@ -64,8 +95,11 @@ def probe(data: bytes | IO[bytes], *, name: str) -> ImageInfo:
             with Image.open(stream) as img:
                 fmt = img.format or ""
                 width, height = img.size
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
-        raise FormatError(f"not a readable image: {exc}", member=name) from None
+    except UnidentifiedImageError:
+        raise FormatError(_unidentified(stream), member=name) from None
+    except (Image.DecompressionBombError, OSError, ValueError) as exc:
+        message = _OBJECT_REPR.sub("the image", str(exc))
+        raise FormatError(f"not a readable image: {message}", member=name) from None
     kind = _PIL_FORMATS.get(fmt) or _PIL_FORMATS_WEBP.get(fmt) or fmt.lower()
     return ImageInfo(kind, width, height)
 
