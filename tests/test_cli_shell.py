@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import records_bytes
+from conftest import records_bytes, tfdrop
 from tfdrop.cli.common import UsageError, add_limit_argument, bare_limit, limits_from_args
 from tfdrop.codec.model import Annotation, Box, Item
 from tfdrop.limits import Limits
@@ -39,19 +39,6 @@ def d(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "small.tfrecord").write_bytes(records_bytes([_item(i) for i in range(3)]))
     (d / "many.tfrecord").write_bytes(records_bytes([_item(i) for i in range(3000)]))
     return d
-
-
-def tfdrop(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "tfdrop", *map(str, args)],
-        capture_output=True,
-        check=False,
-        text=True,
-        timeout=120,
-        cwd=cwd,
-    )
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return proc
 
 
 def _parse(*argv: str) -> argparse.Namespace:

@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 from types import ModuleType
@@ -21,7 +19,7 @@ from typing import Any, BinaryIO, cast
 
 import pytest
 
-from conftest import records_bytes
+from conftest import records_bytes, tfdrop
 from tfdrop.codec.example import decode_example, encode_example
 from tfdrop.codec.labelmap import format_label_map
 from tfdrop.codec.model import Annotation, Box, Item, LabelMap
@@ -78,21 +76,6 @@ def d(tmp_path_factory: pytest.TempPathFactory) -> Path:
         z.writestr("train.tfrecord", good)
         z.writestr("val.tfrecord", bytes(crc))
     return d
-
-
-def tfdrop(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "tfdrop", *map(str, args)],
-        capture_output=True,
-        check=False,
-        text=True,
-        timeout=120,
-        cwd=cwd,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
-    )
-    assert "Traceback" not in proc.stderr, proc.stderr
-    assert "Traceback" not in proc.stdout, proc.stdout
-    return proc
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:
