@@ -1,0 +1,60 @@
+"""Hostile inputs of the formats (second round of the outside attack), through the real CLI.
+
+Shard sets named with the suffix after the numbers, VOC without images, datasets of two formats
+in one zip, duplicate VOC elements and YOLO names. Every input is built here.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+from conftest import records_bytes
+from hostile.harness import accepted, refused
+from tfdrop.codec.model import Item
+
+
+def _zip(path: Path, members: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return path
+
+
+def _records(*names: str) -> bytes:
+    return records_bytes([Item(name=n, width=4, height=4) for n in names])
+
+
+def _report(tmp_path: Path) -> dict[str, object]:
+    data: dict[str, object] = json.loads((tmp_path / "out" / "out.report.json").read_text())
+    return data
+
+
+def test_a_shard_set_with_the_suffix_after_the_numbers_is_one_subset(tmp_path: Path) -> None:
+    src = _zip(
+        tmp_path / "sh.zip",
+        {
+            "train-00000-of-00002.tfrecord": _records("a.jpg"),
+            "train-00001-of-00002.tfrecord": _records("b.jpg"),
+        },
+    )
+    accepted(tmp_path, src, ("--to", "tfrecord"))
+    assert _report(tmp_path)["subsets"] == {"train": 2}
+
+
+def test_a_shard_set_with_mixed_counts_is_refused(tmp_path: Path) -> None:
+    src = _zip(
+        tmp_path / "sh_mixed.zip",
+        {
+            "train-00000-of-00002.tfrecord": _records("a.jpg"),
+            "train-00001-of-00002.tfrecord": _records("b.jpg"),
+            "train-00002-of-00003.tfrecord": _records("c.jpg"),
+        },
+    )
+    refused(tmp_path, src, expect=("train-00002-of-00003.tfrecord", "mixes counts"))
+
+
+def test_a_shard_index_past_its_count_is_refused(tmp_path: Path) -> None:
+    src = _zip(tmp_path / "sh_bad.zip", {"train-00005-of-00002.tfrecord": _records("a.jpg")})
+    refused(tmp_path, src, expect=("train-00005-of-00002.tfrecord", "below the count"))
