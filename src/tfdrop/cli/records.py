@@ -99,9 +99,7 @@ def missing_shards(files: list[RecordFile]) -> list[tuple[str, str]]:
     """
     display = {rf.member or rf.path.name: rf.display for rf in files}
     return [
-        (display[gap.present], name)
-        for gap in shard_gaps(list(display))
-        for name in gap.missing
+        (display[gap.present], name) for gap in shard_gaps(list(display)) for name in gap.missing
     ]
 
 
