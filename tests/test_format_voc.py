@@ -463,13 +463,24 @@ def test_box_within_one_pixel_outside_is_clamped_with_a_warning(tmp_path: Path) 
     assert notes.warning_counts["box_clamped"] == 1
 
 
-def test_missing_image_names_item_and_expected_member_unless_images_are_off(tmp_path: Path) -> None:
+def test_a_missing_image_with_a_size_is_kept_without_bytes_and_warned(tmp_path: Path) -> None:
+    # CVAT's "Pascal VOC 1.1" with save-images off failed "image not found"
     src = make_zip(tmp_path / "x.zip", {"Annotations/m.xml": voc_xml("m.jpg", [{}])})
+    items, _, notes = read_items(src)
+    assert (items[0].image, items[0].width, len(items[0].objects)) == (None, 100, 1)
+    (warning,) = notes.warnings
+    assert warning["code"] == "missing_image"
+    assert (warning["item"], warning["member"]) == ("m.jpg", "Annotations/m.xml")
+    assert "JPEGImages/m.jpg" in warning["message"]
+    items, _, notes = read_items(src, images=False)  # asked for no images: nothing to warn
+    assert (items[0].image, items[0].width, notes.warnings) == (None, 100, [])
+
+
+def test_a_missing_image_without_a_size_names_item_and_expected_member(tmp_path: Path) -> None:
+    src = make_zip(tmp_path / "x.zip", {"Annotations/m.xml": voc_xml("m.jpg", [{}], size=None)})
     with pytest.raises(FormatError, match=r"expected member JPEGImages/m\.jpg") as err:
-        read_items(src)
+        read_items(src, images=False)
     assert err.value.item == "m.jpg"
-    items, _, _ = read_items(src, images=False)  # the size is in the annotation
-    assert (items[0].image, items[0].width) == (None, 100)
 
 
 def test_bad_size_is_a_format_error(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import zipfile
 from pathlib import Path
+from typing import Any
 
 from conftest import records_bytes
 from hostile.harness import accepted, refused
@@ -26,8 +27,8 @@ def _records(*names: str) -> bytes:
     return records_bytes([Item(name=n, width=4, height=4) for n in names])
 
 
-def _report(tmp_path: Path) -> dict[str, object]:
-    data: dict[str, object] = json.loads((tmp_path / "out" / "out.report.json").read_text())
+def _report(tmp_path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((tmp_path / "out" / "out.report.json").read_text())
     return data
 
 
@@ -58,3 +59,26 @@ def test_a_shard_set_with_mixed_counts_is_refused(tmp_path: Path) -> None:
 def test_a_shard_index_past_its_count_is_refused(tmp_path: Path) -> None:
     src = _zip(tmp_path / "sh_bad.zip", {"train-00005-of-00002.tfrecord": _records("a.jpg")})
     refused(tmp_path, src, expect=("train-00005-of-00002.tfrecord", "below the count"))
+
+
+VOC_XML = (
+    "<annotation><filename>a.jpg</filename><size><width>64</width><height>48</height></size>"
+    "<object><name>cat</name><bndbox><xmin>1</xmin><ymin>2</ymin><xmax>30</xmax><ymax>40</ymax>"
+    "</bndbox></object></annotation>"
+)
+
+
+def test_voc_without_images_converts_when_the_annotation_gives_the_size(tmp_path: Path) -> None:
+    # CVAT "Pascal VOC 1.1" with save-images off: Annotations/, ImageSets/, labelmap.txt only
+    src = _zip(
+        tmp_path / "v_noimages.zip",
+        {
+            "Annotations/a.xml": VOC_XML.encode(),
+            "ImageSets/Main/default.txt": b"a\n",
+            "labelmap.txt": b"cat:::\n",
+        },
+    )
+    accepted(tmp_path, src, ("--to", "tfrecord"))
+    report = _report(tmp_path)
+    assert report["items"] == 1
+    assert [w["code"] for w in report["warnings"]] == ["missing_image"]

@@ -296,10 +296,8 @@ class VocReader:
             filename = root.image_name(image) if image is not None else item_id + ".jpg"
         where = _Where(member, filename, limits)
         width, height = _size(root_el, where)
-        if image is None and (self.options.images or not (width and height)):
-            expected = root.prefix + IMAGES + filename
-            why = "" if self.options.images else " (the annotation has no <size> either)"
-            raise where.error(f"image not found: expected member {expected}{why}")
+        if image is None:
+            self._no_image(root.prefix + IMAGES + filename, width, height, where)
         item = Item(
             name=filename,
             subset=subsets.get(item_id, DEFAULT_SUBSET),
@@ -332,6 +330,21 @@ class VocReader:
             source_id=item.source_id,
             objects=objects,
         )
+
+    def _no_image(self, expected: str, width: int, height: int, where: _Where) -> None:
+        """An annotation whose image is not in the archive (CVAT's export with images off):
+        kept without bytes when ``<size>`` gives the size, as CVAT, COCO and YOLO do."""
+        if not (width and height):
+            raise where.error(
+                f"image not found: expected member {expected} (the annotation has no <size>)"
+            )
+        if self.options.images:
+            self.notes.warn(
+                "missing_image",
+                f"image {expected} is not in the archive; the item has no image bytes",
+                member=where.member,
+                item=where.item,
+            )
 
     def _find_image(self, root: VocRoot, item_id: str, filename: str) -> str | None:
         if filename:
