@@ -82,3 +82,15 @@ def test_voc_without_images_converts_when_the_annotation_gives_the_size(tmp_path
     report = _report(tmp_path)
     assert report["items"] == 1
     assert [w["code"] for w in report["warnings"]] == ["missing_image"]
+
+
+def test_yolo_names_listing_a_label_twice_are_refused_naming_the_line(tmp_path: Path) -> None:
+    src = _zip(
+        tmp_path / "y_names_dup.zip",
+        {
+            "obj.names": b"cat\ndog\ncat\n",
+            "obj.data": b"classes = 3\ntrain = data/train.txt\nnames = data/obj.names\n",
+            "obj_train_data/a.txt": b"2 0.5 0.5 0.2 0.2\n",
+        },
+    )
+    refused(tmp_path, src, expect=("obj.names", "line 3", "'cat'"))
