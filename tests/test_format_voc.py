@@ -17,7 +17,7 @@ from PIL import Image
 
 from conftest import require_corpus
 from tfdrop.archive import ZipSink, open_source
-from tfdrop.codec.model import Annotation, Box, Item, LabelMap
+from tfdrop.codec.model import Annotation, Box, Item, LabelMap, LabelMapItem
 from tfdrop.convert import ConvertOptions, convert
 from tfdrop.errors import FormatError, LimitExceededError, UnknownLabelError
 from tfdrop.formats import FORMATS, Notes, ReadOptions, WriteOptions, detect_format
@@ -395,6 +395,23 @@ def test_writer_counts_masks_as_lost_and_writes_no_image_without_bytes(tmp_path:
         assert "Annotations/x.xml" in zf.namelist()
     items, _, _ = read_items(out, images=False)
     assert items[0].objects[0].box == Box(1 / 10, 2 / 10, 3 / 10, 4 / 10)
+
+
+def test_labelmap_txt_names_labels_as_the_objects_do_when_records_use_display_names(
+    tmp_path: Path,
+) -> None:
+    # name 'n01440764', display_name 'tench', records say 'tench': labelmap.txt said n01440764
+    lm = LabelMap((LabelMapItem(1, "n01440764", "tench"), LabelMapItem(2, "n02", "goldfish")))
+    obj = Annotation("tench", Box(0.1, 0.2, 0.3, 0.4), label_id=1)
+    out = tmp_path / "w.zip"
+    with ZipSink(out) as sink:
+        writer = FORMATS["voc"].open_writer(sink, WriteOptions(images=False), Notes())  # type: ignore[misc]
+        writer.write(Item("x.jpg", width=10, height=10, objects=(obj,)))
+        writer.close(lm)
+    with zipfile.ZipFile(out) as zf:
+        labels = [ln.split(":")[0] for ln in zf.read("labelmap.txt").decode().splitlines()[1:]]
+        assert "<name>tench</name>" in zf.read("Annotations/x.xml").decode()
+    assert labels[-2:] == ["tench", "n02"]  # goldfish is on no object: the map's name stays
 
 
 def test_writer_refuses_two_items_with_the_same_stem(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import re
 from xml.sax.saxutils import escape
 
 from tfdrop.archive import ZipSink
-from tfdrop.codec.model import Annotation, Item, LabelMap, Shape
+from tfdrop.codec.model import Annotation, Item, LabelMap, LabelMapItem, Shape
 from tfdrop.errors import FormatError
 from tfdrop.formats.base import Notes, WriteOptions
 from tfdrop.formats.common.pixels import pixel_str
@@ -160,8 +160,16 @@ class VocWriter:
         for subset in sorted(self._subsets):
             text = "".join(f"{vid}\n" for vid in self._subsets[subset])
             self.sink.write_member(f"{SUBSETS}{subset}.txt", text.encode("utf-8"), compress=True)
-        names = [label_map.label_of(it) for it in sorted(label_map.items, key=lambda it: it.id)]
+        items = sorted(label_map.items, key=lambda it: it.id)
+        names = [self._text_of(label_map, it) for it in items]
         self.sink.write_member(LABELMAP, format_labelmap(names).encode("utf-8"), compress=True)
+
+    def _text_of(self, label_map: LabelMap, it: LabelMapItem) -> str:
+        """The text the objects of ``it`` carry in their ``<name>``: its display name when the
+        records named it so (``n01440764`` shown as ``tench``), else the map's own text."""
+        if it.display_name in self._labels and it.name not in self._labels:
+            return it.display_name
+        return label_map.label_of(it)
 
 
 def open_writer(sink: ZipSink, options: WriteOptions, notes: Notes) -> VocWriter:
