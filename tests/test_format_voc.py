@@ -472,6 +472,44 @@ def test_bad_boxes_and_numbers_name_item_and_object(
     assert (err.value.item, err.value.obj, err.value.member) == ("b.jpg", 1, "Annotations/b.xml")
 
 
+BOX = "<bndbox><xmin>1</xmin><ymin>2</ymin><xmax>30</xmax><ymax>40</ymax></bndbox>"
+
+
+@pytest.mark.parametrize(
+    ("inner", "key"),
+    [
+        ("<name>cat</name>" + BOX + BOX.replace(">1<", ">5<"), "bndbox"),
+        ("<name>cat</name><name>dog</name>" + BOX, "name"),
+        ("<name>cat</name><difficult>0</difficult><difficult>1</difficult>" + BOX, "difficult"),
+        (
+            "<name>cat</name>" + BOX.replace("<xmin>1</xmin>", "<xmin>1</xmin><xmin>9</xmin>"),
+            "xmin",
+        ),
+    ],
+)
+def test_a_second_single_value_element_of_an_object_is_refused(
+    tmp_path: Path, inner: str, key: str
+) -> None:
+    # the first was taken and the second ignored without a word
+    size = "<size><width>100</width><height>50</height></size>"
+    xml = f"<annotation><filename>d.jpg</filename>{size}<object>{inner}</object></annotation>"
+    src = make_zip(tmp_path / "x.zip", {"Annotations/d.xml": xml})
+    with pytest.raises(FormatError, match=f"two <{key}>") as err:
+        read_items(src, images=False)
+    assert (err.value.item, err.value.obj, err.value.key) == ("d.jpg", 0, key)
+
+
+@pytest.mark.parametrize(
+    "dup", ["<size><width>7</width><height>7</height></size>", "<filename>e.jpg</filename>"]
+)
+def test_a_second_size_or_filename_of_an_annotation_is_refused(tmp_path: Path, dup: str) -> None:
+    xml = voc_xml("d.jpg", [{}]).replace("</annotation>", dup + "</annotation>")
+    src = make_zip(tmp_path / "x.zip", {"Annotations/d.xml": xml})
+    with pytest.raises(FormatError, match="the annotation has two") as err:
+        read_items(src, images=False)
+    assert err.value.member == "Annotations/d.xml"
+
+
 def test_box_within_one_pixel_outside_is_clamped_with_a_warning(tmp_path: Path) -> None:
     xml = voc_xml("b.jpg", [{"xmin": "-0.5", "xmax": "101", "ymax": "50"}])
     src = make_zip(tmp_path / "x.zip", {"Annotations/b.xml": xml, "JPEGImages/b.jpg": jpeg(9, 9)})

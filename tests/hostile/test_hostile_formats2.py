@@ -94,3 +94,15 @@ def test_yolo_names_listing_a_label_twice_are_refused_naming_the_line(tmp_path: 
         },
     )
     refused(tmp_path, src, expect=("obj.names", "line 3", "'cat'"))
+
+
+def test_voc_object_with_two_boxes_is_refused_naming_item_and_object(tmp_path: Path) -> None:
+    box = "<bndbox><xmin>10</xmin><ymin>10</ymin><xmax>50</xmax><ymax>40</ymax></bndbox>"
+    xml = VOC_XML.replace("</bndbox></object>", "</bndbox>" + box + "</object>")
+    src = _zip(tmp_path / "v_twobox.zip", {"Annotations/a.xml": xml.encode()})
+    refused(
+        tmp_path,
+        src,
+        ("--to", "tfrecord", "--no-images"),
+        expect=("item a.jpg", "object 0", "two <bndbox>"),
+    )

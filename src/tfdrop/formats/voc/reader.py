@@ -21,7 +21,6 @@ text (``max_text_bytes``, in the XML parser) and numbers (``max_number_length``)
 
 from __future__ import annotations
 
-import math
 import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
@@ -39,6 +38,11 @@ from tfdrop.formats.common.masks import check_mask_size
 from tfdrop.formats.common.pixels import clip_box
 from tfdrop.formats.common.prefetch import prefetched
 from tfdrop.formats.common.xmlsafe import element_lines, parse_small
+from tfdrop.formats.voc.fields import Where as _Where
+from tfdrop.formats.voc.fields import box_coords, child_text, twice
+from tfdrop.formats.voc.fields import flag as _flag
+from tfdrop.formats.voc.fields import image_size as _size
+from tfdrop.formats.voc.fields import number as _number
 from tfdrop.formats.voc.layout import (
     DEFAULT_SUBSET,
     IMAGES,
@@ -49,14 +53,9 @@ from tfdrop.formats.voc.layout import (
     parse_labelmap,
     read_subsets,
 )
-from tfdrop.limits import Limits, exceeded
 
 TOLERANCE: Final = 1.0
 """Pixels a box may reach outside the image before it is an error (then it is clamped)."""
-_MAX_SIDE: Final = 2**31 - 1
-"""Pixels; a larger image side is not an image size (the record's int64 would take it)."""
-_TRUE: Final = frozenset({"1", "true", "yes"})
-_FALSE: Final = frozenset({"0", "false", "no", ""})
 _FIELDS: Final = frozenset({"name", "pose", "truncated", "difficult", "occluded"})
 _PNG: Final = b"\x89PNG\r\n\x1a\n"
 
@@ -87,67 +86,6 @@ class _Unit:
     root: int
     start: int
     stop: int
-
-
-@dataclass(frozen=True, slots=True)
-class _Where:
-    member: str
-    item: str
-    limits: Limits
-
-    def error(self, message: str, *, obj: int | None = None, key: str | None = None) -> FormatError:
-        return FormatError(message, member=self.member, item=self.item, obj=obj, key=key)
-
-
-def _text(elem: ET.Element | None, tag: str) -> str | None:
-    child = None if elem is None else elem.find(tag)
-    return None if child is None else (child.text or "").strip()
-
-
-def _number(text: str | None, what: str, where: _Where, obj: int | None) -> float:
-    cap = where.limits.max_number_length
-    if text is not None and len(text) > cap:
-        raise exceeded(
-            "max_number_length",
-            len(text),
-            cap,
-            member=where.member,
-            item=where.item,
-            obj=obj,
-            key=what,
-        )
-    try:
-        value = float(text) if text is not None else math.nan
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        shown = "missing" if text is None else repr(text)
-        raise where.error(f"{what} is {shown}, not a number", obj=obj, key=what)
-    return value
-
-
-def _flag(text: str | None, what: str, where: _Where, obj: int) -> bool:
-    low = (text or "").lower()
-    if low in _TRUE:
-        return True
-    if low in _FALSE:
-        return False
-    raise where.error(f"{what} is {text!r}, not 0 or 1", obj=obj, key=what)
-
-
-def _size(root: ET.Element, where: _Where) -> tuple[int, int]:
-    size = root.find("size")
-    out = []
-    for key in ("width", "height"):
-        text = _text(size, key)
-        if not text:
-            out.append(0)
-            continue
-        value = _number(text, key, where, None)
-        if value < 0 or value != int(value) or value > _MAX_SIDE:
-            raise where.error(f"image {key} is {text!r}, not a whole number of pixels", key=key)
-        out.append(int(value))
-    return out[0], out[1]
 
 
 class VocReader:
@@ -290,7 +228,7 @@ class VocReader:
     ) -> Item:
         limits = self.options.limits
         root_el = parse_small(got.xml, member=member, limits=limits)
-        filename = _text(root_el, "filename") or ""
+        filename = child_text(root_el, "filename", _Where(member, item_id, limits)) or ""
         image = self._find_image(root, item_id, filename)
         if not filename:
             filename = root.image_name(image) if image is not None else item_id + ".jpg"
@@ -413,15 +351,17 @@ class VocReader:
         attributes: list[tuple[str, str]] = []
         for child in obj:
             tag = child.tag
+            if (tag == "bndbox" and box is not None) or tag in fields:
+                raise twice(where, tag, index)  # never the first taken, the second ignored
             if tag == "bndbox":
                 box = child
             elif tag in _FIELDS:
                 fields[tag] = (child.text or "").strip()
             elif tag == "attributes":
                 for attr in child.iter("attribute"):
-                    name = _text(attr, "name")
+                    name = child_text(attr, "name", where, index)
                     if name:
-                        attributes.append((name, _text(attr, "value") or ""))
+                        attributes.append((name, child_text(attr, "value", where, index) or ""))
             elif tag == "actions":
                 attributes.extend((a.tag, (a.text or "").strip()) for a in child)
             elif tag == "part":
@@ -436,7 +376,7 @@ class VocReader:
         label = self._label(fields.get("name"), index, where)
         if box is None:
             raise where.error("object has no <bndbox>", obj=index)
-        coords = {c.tag: (c.text or "").strip() for c in box}
+        coords = box_coords(box, where, index)
         xmin, ymin, xmax, ymax = self._check_box(
             [_number(coords.get(k), k, where, index) for k in _BOX_KEYS],
             width,
