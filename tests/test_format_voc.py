@@ -19,7 +19,7 @@ from conftest import require_corpus
 from tfdrop.archive import ZipSink, open_source
 from tfdrop.codec.model import Annotation, Box, Item, LabelMap, LabelMapItem
 from tfdrop.convert import ConvertOptions, convert
-from tfdrop.errors import FormatError, LimitExceededError, UnknownLabelError
+from tfdrop.errors import DetectError, FormatError, LimitExceededError, UnknownLabelError
 from tfdrop.formats import FORMATS, Notes, ReadOptions, WriteOptions, detect_format
 from tfdrop.formats.common.pixels import f32
 from tfdrop.formats.common.xmlsafe import SafeXmlParser, parse_bytes
@@ -363,6 +363,26 @@ def test_detection_prefers_voc_and_ignores_cvat_annotations_xml() -> None:
     assert FORMATS["voc"].detect(["Annotations/a.xml", "JPEGImages/a.jpg"]) == 80
     assert FORMATS["voc"].detect(["annotations.xml", "images/a.jpg"]) == 0
     assert detect_format(["Annotations/a.xml", "JPEGImages/a.jpg"]) == "voc"
+
+
+@pytest.mark.parametrize(
+    ("names", "formats"),
+    [
+        (["Annotations/a.xml", "JPEGImages/a.jpg", "obj.names", "obj.data",
+          "obj_train_data/a.txt", "obj_train_data/a.jpg"], "voc, yolo"),
+        (["annotations.xml", "images/a.jpg", "annotations/instances_default.json"], "coco, cvat"),
+        (["annotations.xml", "images/a.jpg", "extra/Annotations/a.xml"], "cvat, voc"),
+    ],
+)  # fmt: skip
+def test_a_source_holding_two_annotation_formats_is_refused_naming_both(
+    names: list[str], formats: str
+) -> None:
+    # one was read, and the other dropped without a word
+    with pytest.raises(DetectError, match=f"2 formats \\({formats}\\)") as info:
+        detect_format(names, archive="w.zip")
+    assert info.value.archive == "w.zip"
+    assert info.value.hint is not None
+    assert "--from" in info.value.hint
 
 
 def test_labelmap_parsing_and_voc_palette() -> None:

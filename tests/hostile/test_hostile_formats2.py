@@ -106,3 +106,33 @@ def test_voc_object_with_two_boxes_is_refused_naming_item_and_object(tmp_path: P
         ("--to", "tfrecord", "--no-images"),
         expect=("item a.jpg", "object 0", "two <bndbox>"),
     )
+
+
+def _voc_and_yolo(tmp_path: Path) -> Path:
+    return _zip(
+        tmp_path / "w_voc_and_yolo.zip",
+        {
+            "Annotations/a.xml": VOC_XML.encode(),
+            "obj.names": b"dog\n",
+            "obj.data": b"classes = 1\ntrain = data/train.txt\nnames = data/obj.names\n",
+            "obj_train_data/b.txt": b"0 0.5 0.5 0.2 0.2\n",
+            "data/train.txt": b"data/obj_train_data/b.jpg\n",
+            "images.meta": b"obj_train_data/b.jpg 48 64\n",
+        },
+    )
+
+
+def test_a_zip_of_two_datasets_in_two_formats_is_refused_naming_both(tmp_path: Path) -> None:
+    refused(
+        tmp_path,
+        _voc_and_yolo(tmp_path),
+        ("--to", "tfrecord", "--no-images"),
+        expect=("voc, yolo", "--from"),
+    )
+
+
+def test_a_zip_of_two_datasets_converts_the_one_named_with_from(tmp_path: Path) -> None:
+    accepted(
+        tmp_path, _voc_and_yolo(tmp_path), ("--to", "tfrecord", "--from", "voc", "--no-images")
+    )
+    assert _report(tmp_path)["items"] == 1
