@@ -19,6 +19,7 @@ from tfdrop.archive import ZipSink
 from tfdrop.codec.model import Annotation, Item, LabelMap, LabelMapItem, Shape
 from tfdrop.errors import FormatError
 from tfdrop.formats.base import Notes, WriteOptions
+from tfdrop.formats.common.losses import note_item_losses
 from tfdrop.formats.common.pixels import pixel_str
 from tfdrop.formats.voc.layout import (
     ANNOTATIONS,
@@ -142,6 +143,7 @@ class VocWriter:
             self._labels.add(obj.label)
 
     def _note_losses(self, item: Item) -> None:
+        note_item_losses(item, self.notes)  # features, source_id, area
         if item.tags:
             self.notes.lose("tag", len(item.tags))
         for obj in item.objects:
@@ -151,8 +153,6 @@ class VocWriter:
                 self.notes.lose("polygon")
             if obj.is_crowd:
                 self.notes.lose("is_crowd")
-            if obj.area is not None:
-                self.notes.lose("area")
             if obj.track_id is not None:
                 self.notes.lose("track_id")
 
