@@ -824,3 +824,22 @@ def test_brackets_and_digit_runs_inside_strings_do_not_count(tmp_path: Path) -> 
     text = '{"images": [{"id": 1, "file_name": "' + name + '", "width": 2, "height": 2}]}'
     (item,), _ = read_limited(raw_zip(tmp_path, text))
     assert item.name == name.replace('\\"', '"')
+
+
+def test_keypoints_skeletons_and_supercategories_are_counted_as_lost(tmp_path: Path) -> None:
+    # they were dropped without a word (to tfrecord, and coco -> coco)
+    cats = [{"id": 1, "name": "person", "supercategory": "human", "keypoints": ["nose", "eye"],
+             "skeleton": [[1, 2]]}, {"id": 2, "name": "car", "supercategory": ""}]  # fmt: skip
+    ann = {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 4, 4],
+           "keypoints": [2, 2, 2, 0, 0, 0], "num_keypoints": 1}  # fmt: skip
+    plain = {"id": 2, "image_id": 1, "category_id": 2, "bbox": [1, 1, 4, 4], "keypoints": []}
+    doc = coco_doc([json.loads(IMG)], [ann, plain], cats)
+    src = make_zip(tmp_path / "kp.zip", {"annotations/instances_default.json": json.dumps(doc)})
+    items, _, notes = read(src, images=False)
+    assert len(items[0].objects) == 2
+    assert notes.lossy == {
+        "keypoints": 1,
+        "category_keypoints": 1,
+        "category_skeleton": 1,
+        "category_supercategory": 1,
+    }
