@@ -551,6 +551,24 @@ def test_a_missing_image_with_a_size_is_kept_without_bytes_and_warned(tmp_path: 
     assert (items[0].image, items[0].width, notes.warnings) == (None, 100, [])
 
 
+@pytest.mark.parametrize("masks", [False, True])
+def test_segmentation_masks_that_are_not_read_are_counted_as_lost(
+    tmp_path: Path, masks: bool
+) -> None:
+    # with --masks, SegmentationObject/<id>.png was ignored without a word
+    src = make_zip(tmp_path / "x.zip", {
+        "Annotations/m.xml": voc_xml("m.jpg", [{}, {"name": "dog"}]),
+        "SegmentationObject/m.png": png(100, 50),
+        "SegmentationClass/m.png": png(100, 50),
+        "Annotations/n.xml": voc_xml("n.jpg", [{}]),
+    })  # fmt: skip
+    notes = Notes()
+    with open_source(src) as s:
+        items = list(VocReader(s, ReadOptions(images=False, masks=masks), notes).items())
+    assert len(items) == 2
+    assert notes.lossy == {"segmentation_object": 2, "segmentation_class": 1}
+
+
 def test_a_missing_image_without_a_size_names_item_and_expected_member(tmp_path: Path) -> None:
     src = make_zip(tmp_path / "x.zip", {"Annotations/m.xml": voc_xml("m.jpg", [{}], size=None)})
     with pytest.raises(FormatError, match=r"expected member JPEGImages/m\.jpg") as err:

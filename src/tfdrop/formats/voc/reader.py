@@ -5,7 +5,7 @@ parser), plus ids listed in a subset file that have an image but no annotation (
 those as images without objects). Boxes are divided by the image size with no 1-based shift,
 as TF models' ``create_pascal_tf_record.py`` does. Sizes come from ``<size>``, else from the
 image header. Images are looked up as ``JPEGImages/<filename>``, else by the item id with any
-extension, case-insensitively.
+extension, case-insensitively. Segmentation PNGs are not read: counted as lost.
 
 Boxes: a min above its max, or a box with nothing inside the image, is a FormatError naming
 the item and object. Within :data:`TOLERANCE` pixels outside (VOC's own 1-based boxes reach
@@ -245,6 +245,7 @@ class VocReader:
         )
         raw = root_el.findall("object")
         limits.check("max_objects_per_item", len(raw), member=member, item=filename)
+        self._note_segmentation(root, item_id, len(raw))
         preloaded = got.image if image is not None and image == got.image_member else None
         # The size may come from the image header, so boxes are read after _finish.
         item = self._finish(item, image, preloaded)
@@ -283,6 +284,15 @@ class VocReader:
                 member=where.member,
                 item=where.item,
             )
+
+    def _note_segmentation(self, root: VocRoot, item_id: str, objects: int) -> None:
+        """VOC's segmentation PNGs are not read (objects become boxes, or box masks with
+        ``--masks``): each object of a ``SegmentationObject`` mask, and each
+        ``SegmentationClass`` mask, is counted as lost."""
+        for folder, what, n in (("SegmentationObject", "segmentation_object", objects),
+                                ("SegmentationClass", "segmentation_class", 1)):  # fmt: skip
+            if n and self.source.find(f"{root.prefix}{folder}/{item_id}.png") is not None:
+                self.notes.lose(what, n)
 
     def _find_image(self, root: VocRoot, item_id: str, filename: str) -> str | None:
         if filename:
