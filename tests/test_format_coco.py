@@ -32,7 +32,7 @@ from tfdrop.formats.coco.rle import (
     decode_counts_string,
     encode_counts_string,
 )
-from tfdrop.formats.coco.scan import walk
+from tfdrop.formats.coco.scan import CHUNK, walk
 from tfdrop.formats.coco.spill import Spill
 from tfdrop.formats.coco.writer import extent_str
 from tfdrop.formats.common.masks import decode_mask
@@ -395,14 +395,41 @@ def test_walk_gives_every_element_whatever_the_chunk_size(n: int) -> None:
     text = "\ufeff" + json.dumps(doc, indent=1)
     stream = cast("IO[bytes]", Trickle(text.encode(), n))  # short reads, as pipes give
     got = list(walk(stream, "m", wanted=frozenset({"images", "categories"})))
-    assert [(e.key, e.idx, e.value) for e in got] == [
-        ("info", -1, {"v": 1.5}),
+    assert [(e.key, e.idx, e.value) for e in got] == [  # info, n, s are skipped
         *[("images", i, {"id": i, "x": 10**i}) for i in range(6)],
-        ("n", -1, 12345),
-        ("s", -1, "é ]},"),
         ("categories", 0, [1, 2]),
         ("categories", 1, 3),
     ]
+
+
+def test_walk_skips_members_it_does_not_need_across_chunks() -> None:
+    # a 60 MB "info" list took about 1 s per MB, each number parsed and dropped
+    info = [0] * 1_200_000 + ['a"]}[{\\', {"k": [1.5e3, None, True, False, NaN]}, "é" * 70_000]
+    doc = {"info": info, "images": [{"id": 1}], "licenses": {"x": [[], {}]}, "n": -1}
+    text = json.dumps(doc)
+    assert len(text) > 2 * CHUNK
+    got = list(walk(io.BytesIO(text.encode()), "m", wanted=frozenset({"images"})))
+    assert [(e.key, e.idx, e.value) for e in got] == [("images", 0, {"id": 1})]
+
+
+NaN = float("nan")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"info": [1, }, "images": []}', "unexpected '}'"),
+        ('{"info": {"a": [1, 2}]}', "unexpected '}'"),
+        ('{"info": [1, x], "images": []}', "unexpected 'x'"),
+        ('{"info": [1, 2', "truncated"),
+        ('{"info": ["ab', "truncated in a string"),
+        ('{"info": ["a\x01"], "images": []}', "control character"),
+    ],
+)
+def test_a_skipped_member_that_is_not_json_is_refused(text: str, message: str) -> None:
+    with pytest.raises(FormatError, match=message) as exc:
+        list(walk(io.BytesIO(text.encode()), "m", wanted=frozenset({"images"})))
+    assert (exc.value.member, exc.value.key) == ("m", "info")
 
 
 @pytest.mark.parametrize("sorted_prefix", [0, 700])
@@ -797,3 +824,22 @@ def test_brackets_and_digit_runs_inside_strings_do_not_count(tmp_path: Path) -> 
     text = '{"images": [{"id": 1, "file_name": "' + name + '", "width": 2, "height": 2}]}'
     (item,), _ = read_limited(raw_zip(tmp_path, text))
     assert item.name == name.replace('\\"', '"')
+
+
+def test_keypoints_skeletons_and_supercategories_are_counted_as_lost(tmp_path: Path) -> None:
+    # they were dropped without a word (to tfrecord, and coco -> coco)
+    cats = [{"id": 1, "name": "person", "supercategory": "human", "keypoints": ["nose", "eye"],
+             "skeleton": [[1, 2]]}, {"id": 2, "name": "car", "supercategory": ""}]  # fmt: skip
+    ann = {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 4, 4],
+           "keypoints": [2, 2, 2, 0, 0, 0], "num_keypoints": 1}  # fmt: skip
+    plain = {"id": 2, "image_id": 1, "category_id": 2, "bbox": [1, 1, 4, 4], "keypoints": []}
+    doc = coco_doc([json.loads(IMG)], [ann, plain], cats)
+    src = make_zip(tmp_path / "kp.zip", {"annotations/instances_default.json": json.dumps(doc)})
+    items, _, notes = read(src, images=False)
+    assert len(items[0].objects) == 2
+    assert notes.lossy == {
+        "keypoints": 1,
+        "category_keypoints": 1,
+        "category_skeleton": 1,
+        "category_supercategory": 1,
+    }

@@ -238,6 +238,44 @@ def test_an_incomplete_shard_set_is_reported(tmp_path: Path) -> None:
     assert "t.tfrecord-00000-of-00003" in warning["message"]
 
 
+def test_shards_with_the_suffix_after_the_numbers_are_one_subset(tmp_path: Path) -> None:
+    # train-00000-of-00002.tfrecord was its own subset "train-00000-of-00002"
+    items = make_items(4)
+    src = make_zip(
+        tmp_path / "in.zip",
+        {
+            "train-00001-of-00002.tfrecord": records_bytes(items[2:]),
+            "train-00000-of-00002.tfrecord": records_bytes(items[:2]),
+        },
+    )
+    got, notes, _ = read(src)
+    assert [(it.subset, it.name) for it in got] == [("train", it.name) for it in items]
+    assert not notes.warnings
+
+
+def test_a_missing_shard_with_the_suffix_after_the_numbers_is_reported(tmp_path: Path) -> None:
+    src = make_zip(tmp_path / "in.zip", {"t-00000-of-00002.record": records_bytes(make_items(1))})
+    _, notes, _ = read(src)
+    (warning,) = notes.warnings
+    assert warning["code"] == "incomplete_shard_set"
+    assert "t-00001-of-00002.record" in warning["message"]
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["t-00000-of-00002.tfrecord", "t-00001-of-00002.tfrecord", "t-00002-of-00003.tfrecord"],
+        ["t-00005-of-00002.tfrecord"],
+        ["t-00005-of-00002"],
+    ],
+)
+def test_a_shard_set_that_does_not_add_up_is_refused(tmp_path: Path, names: list[str]) -> None:
+    src = make_zip(tmp_path / "in.zip", {n: records_bytes(make_items(1)) for n in names})
+    with pytest.raises(FormatError) as info:
+        read(src)
+    assert info.value.member == names[-1]
+
+
 def test_label_maps_of_two_folders_must_agree(tmp_path: Path) -> None:
     a = format_label_map(LabelMap.from_names(["cat", "dog"])).encode()
     b = format_label_map(LabelMap.from_names(["dog", "cat"])).encode()
@@ -366,6 +404,14 @@ def test_a_bare_shard_file_converts_with_its_whole_set(tmp_path: Path) -> None:
     report = convert(tmp_path / "x.tfrecord-00001-of-00002", tmp_path / "out.zip", ConvertOptions())
     assert (report.items, report.subsets) == (5, {"x": 5})
     assert report.warnings == []
+
+
+def test_a_bare_shard_with_the_suffix_after_the_numbers_converts_its_set(tmp_path: Path) -> None:
+    items = make_items(5)
+    (tmp_path / "x-00000-of-00002.tfrecord").write_bytes(records_bytes(items[:3]))
+    (tmp_path / "x-00001-of-00002.tfrecord").write_bytes(records_bytes(items[3:]))
+    report = convert(tmp_path / "x-00000-of-00002.tfrecord", tmp_path / "o.zip", ConvertOptions())
+    assert (report.items, report.subsets) == (5, {"x": 5})
 
 
 def test_a_bare_file_keeps_the_ids_of_the_label_map_beside_it(tmp_path: Path) -> None:

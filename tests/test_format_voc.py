@@ -17,9 +17,9 @@ from PIL import Image
 
 from conftest import require_corpus
 from tfdrop.archive import ZipSink, open_source
-from tfdrop.codec.model import Annotation, Box, Item, LabelMap
+from tfdrop.codec.model import Annotation, Box, Item, LabelMap, LabelMapItem
 from tfdrop.convert import ConvertOptions, convert
-from tfdrop.errors import FormatError, LimitExceededError, UnknownLabelError
+from tfdrop.errors import DetectError, FormatError, LimitExceededError, UnknownLabelError
 from tfdrop.formats import FORMATS, Notes, ReadOptions, WriteOptions, detect_format
 from tfdrop.formats.common.pixels import f32
 from tfdrop.formats.common.xmlsafe import SafeXmlParser, parse_bytes
@@ -366,6 +366,26 @@ def test_detection_prefers_voc_and_ignores_cvat_annotations_xml() -> None:
     assert detect_format(["Annotations/a.xml", "JPEGImages/a.jpg"]) == "voc"
 
 
+@pytest.mark.parametrize(
+    ("names", "formats"),
+    [
+        (["Annotations/a.xml", "JPEGImages/a.jpg", "obj.names", "obj.data",
+          "obj_train_data/a.txt", "obj_train_data/a.jpg"], "voc, yolo"),
+        (["annotations.xml", "images/a.jpg", "annotations/instances_default.json"], "coco, cvat"),
+        (["annotations.xml", "images/a.jpg", "extra/Annotations/a.xml"], "cvat, voc"),
+    ],
+)  # fmt: skip
+def test_a_source_holding_two_annotation_formats_is_refused_naming_both(
+    names: list[str], formats: str
+) -> None:
+    # one was read, and the other dropped without a word
+    with pytest.raises(DetectError, match=f"2 formats \\({formats}\\)") as info:
+        detect_format(names, archive="w.zip")
+    assert info.value.archive == "w.zip"
+    assert info.value.hint is not None
+    assert "--from" in info.value.hint
+
+
 def test_labelmap_parsing_and_voc_palette() -> None:
     text = b"# label:color_rgb:parts:actions\nbackground:0,0,0::\nbus:1,1,1::\ncar:2,2,2:wheel:\n"
     assert parse_labelmap(text, "labelmap.txt") == ["bus", "car"]
@@ -396,6 +416,23 @@ def test_writer_counts_masks_as_lost_and_writes_no_image_without_bytes(tmp_path:
         assert "Annotations/x.xml" in zf.namelist()
     items, _, _ = read_items(out, images=False)
     assert items[0].objects[0].box == Box(1 / 10, 2 / 10, 3 / 10, 4 / 10)
+
+
+def test_labelmap_txt_names_labels_as_the_objects_do_when_records_use_display_names(
+    tmp_path: Path,
+) -> None:
+    # name 'n01440764', display_name 'tench', records say 'tench': labelmap.txt said n01440764
+    lm = LabelMap((LabelMapItem(1, "n01440764", "tench"), LabelMapItem(2, "n02", "goldfish")))
+    obj = Annotation("tench", Box(0.1, 0.2, 0.3, 0.4), label_id=1)
+    out = tmp_path / "w.zip"
+    with ZipSink(out) as sink:
+        writer = FORMATS["voc"].open_writer(sink, WriteOptions(images=False), Notes())  # type: ignore[misc]
+        writer.write(Item("x.jpg", width=10, height=10, objects=(obj,)))
+        writer.close(lm)
+    with zipfile.ZipFile(out) as zf:
+        labels = [ln.split(":")[0] for ln in zf.read("labelmap.txt").decode().splitlines()[1:]]
+        assert "<name>tench</name>" in zf.read("Annotations/x.xml").decode()
+    assert labels[-2:] == ["tench", "n02"]  # goldfish is on no object: the map's name stays
 
 
 def test_writer_refuses_two_items_with_the_same_stem(tmp_path: Path) -> None:
@@ -456,6 +493,44 @@ def test_bad_boxes_and_numbers_name_item_and_object(
     assert (err.value.item, err.value.obj, err.value.member) == ("b.jpg", 1, "Annotations/b.xml")
 
 
+BOX = "<bndbox><xmin>1</xmin><ymin>2</ymin><xmax>30</xmax><ymax>40</ymax></bndbox>"
+
+
+@pytest.mark.parametrize(
+    ("inner", "key"),
+    [
+        ("<name>cat</name>" + BOX + BOX.replace(">1<", ">5<"), "bndbox"),
+        ("<name>cat</name><name>dog</name>" + BOX, "name"),
+        ("<name>cat</name><difficult>0</difficult><difficult>1</difficult>" + BOX, "difficult"),
+        (
+            "<name>cat</name>" + BOX.replace("<xmin>1</xmin>", "<xmin>1</xmin><xmin>9</xmin>"),
+            "xmin",
+        ),
+    ],
+)
+def test_a_second_single_value_element_of_an_object_is_refused(
+    tmp_path: Path, inner: str, key: str
+) -> None:
+    # the first was taken and the second ignored without a word
+    size = "<size><width>100</width><height>50</height></size>"
+    xml = f"<annotation><filename>d.jpg</filename>{size}<object>{inner}</object></annotation>"
+    src = make_zip(tmp_path / "x.zip", {"Annotations/d.xml": xml})
+    with pytest.raises(FormatError, match=f"two <{key}>") as err:
+        read_items(src, images=False)
+    assert (err.value.item, err.value.obj, err.value.key) == ("d.jpg", 0, key)
+
+
+@pytest.mark.parametrize(
+    "dup", ["<size><width>7</width><height>7</height></size>", "<filename>e.jpg</filename>"]
+)
+def test_a_second_size_or_filename_of_an_annotation_is_refused(tmp_path: Path, dup: str) -> None:
+    xml = voc_xml("d.jpg", [{}]).replace("</annotation>", dup + "</annotation>")
+    src = make_zip(tmp_path / "x.zip", {"Annotations/d.xml": xml})
+    with pytest.raises(FormatError, match="the annotation has two") as err:
+        read_items(src, images=False)
+    assert err.value.member == "Annotations/d.xml"
+
+
 def test_box_within_one_pixel_outside_is_clamped_with_a_warning(tmp_path: Path) -> None:
     xml = voc_xml("b.jpg", [{"xmin": "-0.5", "xmax": "101", "ymax": "50"}])
     src = make_zip(tmp_path / "x.zip", {"Annotations/b.xml": xml, "JPEGImages/b.jpg": jpeg(9, 9)})
@@ -464,13 +539,42 @@ def test_box_within_one_pixel_outside_is_clamped_with_a_warning(tmp_path: Path) 
     assert notes.warning_counts["box_clamped"] == 1
 
 
-def test_missing_image_names_item_and_expected_member_unless_images_are_off(tmp_path: Path) -> None:
+def test_a_missing_image_with_a_size_is_kept_without_bytes_and_warned(tmp_path: Path) -> None:
+    # CVAT's "Pascal VOC 1.1" with save-images off failed "image not found"
     src = make_zip(tmp_path / "x.zip", {"Annotations/m.xml": voc_xml("m.jpg", [{}])})
+    items, _, notes = read_items(src)
+    assert (items[0].image, items[0].width, len(items[0].objects)) == (None, 100, 1)
+    (warning,) = notes.warnings
+    assert warning["code"] == "missing_image"
+    assert (warning["item"], warning["member"]) == ("m.jpg", "Annotations/m.xml")
+    assert "JPEGImages/m.jpg" in warning["message"]
+    items, _, notes = read_items(src, images=False)  # asked for no images: nothing to warn
+    assert (items[0].image, items[0].width, notes.warnings) == (None, 100, [])
+
+
+@pytest.mark.parametrize("masks", [False, True])
+def test_segmentation_masks_that_are_not_read_are_counted_as_lost(
+    tmp_path: Path, masks: bool
+) -> None:
+    # with --masks, SegmentationObject/<id>.png was ignored without a word
+    src = make_zip(tmp_path / "x.zip", {
+        "Annotations/m.xml": voc_xml("m.jpg", [{}, {"name": "dog"}]),
+        "SegmentationObject/m.png": png(100, 50),
+        "SegmentationClass/m.png": png(100, 50),
+        "Annotations/n.xml": voc_xml("n.jpg", [{}]),
+    })  # fmt: skip
+    notes = Notes()
+    with open_source(src) as s:
+        items = list(VocReader(s, ReadOptions(images=False, masks=masks), notes).items())
+    assert len(items) == 2
+    assert notes.lossy == {"segmentation_object": 2, "segmentation_class": 1}
+
+
+def test_a_missing_image_without_a_size_names_item_and_expected_member(tmp_path: Path) -> None:
+    src = make_zip(tmp_path / "x.zip", {"Annotations/m.xml": voc_xml("m.jpg", [{}], size=None)})
     with pytest.raises(FormatError, match=r"expected member JPEGImages/m\.jpg") as err:
-        read_items(src)
+        read_items(src, images=False)
     assert err.value.item == "m.jpg"
-    items, _, _ = read_items(src, images=False)  # the size is in the annotation
-    assert (items[0].image, items[0].width) == (None, 100)
 
 
 def test_bad_size_is_a_format_error(tmp_path: Path) -> None:

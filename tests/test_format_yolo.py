@@ -17,7 +17,7 @@ from tfdrop.archive import open_source
 from tfdrop.codec.model import Box, Item, LabelMap, LabelMapItem
 from tfdrop.convert import ConvertOptions, convert
 from tfdrop.errors import FormatError, LimitExceededError
-from tfdrop.formats import Notes, ReadOptions, detect_format
+from tfdrop.formats import FORMATS, Notes, ReadOptions, detect_format
 from tfdrop.formats.common.masks import decode_mask
 from tfdrop.formats.yolo import detect, open_reader
 from tfdrop.formats.yolo.lines import f32, format_row, parse_row
@@ -751,6 +751,50 @@ def test_huge_class_indices_in_names_keep_their_labels(tmp_path: Path) -> None:
     big = 10**20
     (item,) = read_limited(ultra(tmp_path, f"names: {{{big}: a}}\n", f"{big} 0.5 0.5 0.2 0.2\n"))
     assert [o.label for o in item.objects] == ["a"]
+
+
+def test_a_class_index_too_large_for_a_label_id_renumbers_with_a_warning(tmp_path: Path) -> None:
+    # class i gets label id i + 1, an int32 in TF's label map: 10**20 + 1 cannot be one
+    big = 10**20
+    notes = Notes()
+    with open_source(ultra(tmp_path, f"names: {{0: b, {big}: a}}\n")) as s:
+        assert open_reader(s, ReadOptions(images=False), notes).label_map() is None
+    assert [w["code"] for w in notes.warnings] == ["label_ids_renumbered"]
+
+
+def test_a_names_mapping_with_gaps_gives_class_i_the_id_i_plus_1(tmp_path: Path) -> None:
+    # {0: a, 5: b, 2: c}: class 5 became id 4 (ids 1..N in index order)
+    label = "5 0.5 0.5 0.2 0.2\n2 0.1 0.1 0.1 0.1\n0 0.5 0.5 0.4 0.4\n"
+    src = ultra(tmp_path, "names: {0: a, 5: b, 2: c}\n", label)
+    with open_source(src) as s:
+        lm = open_reader(s, ReadOptions(images=False), Notes()).label_map()
+    assert lm is not None
+    assert [(it.id, it.name) for it in lm.items] == [(1, "a"), (3, "c"), (6, "b")]
+    out = tmp_path / "o.zip"
+    report = convert(src, out, ConvertOptions())
+    assert (report.label_map.id_of("b"), report.label_map.id_of("c")) == (6, 3)
+    open_tf = FORMATS["tfrecord"].open_reader
+    assert open_tf is not None
+    with open_source(out) as s:
+        (item,) = open_tf(s, ReadOptions(images=False), Notes()).items()
+    assert sorted(o.label_id for o in item.objects) == [1, 3, 6]
+
+
+@pytest.mark.parametrize(
+    ("members", "where"),
+    [
+        ({"obj.names": "cat\ndog\ncat\n", "obj.data": "classes = 3\n"}, ("obj.names", 3)),
+        ({"data.yaml": "names: {0: cat, 4: dog, 7: cat}\n"}, ("data.yaml", None)),
+    ],
+)
+def test_a_label_named_twice_is_refused_naming_the_line(
+    tmp_path: Path, members: dict[str, str], where: tuple[str, int | None]
+) -> None:
+    # cat twice: the two classes were merged silently
+    src = make_zip(tmp_path / "dup.zip", {**members, "obj_train_data/a.txt": ""})
+    with pytest.raises(FormatError, match="'cat'") as info:
+        read(src)
+    assert (info.value.member, info.value.line) == where
 
 
 def test_a_line_of_a_million_numbers_is_refused_before_it_is_split(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ from tfdrop.codec.framing import (
 from tfdrop.errors import (
     CompressionError,
     DataCrcMismatchError,
+    FormatError,
     RecordTooLargeError,
     TruncatedRecordError,
 )
@@ -39,7 +40,9 @@ from tfdrop.stream import (
     iter_records,
     iter_records_path,
     parse_shard_name,
+    shard_gaps,
     shard_name,
+    shard_set,
 )
 
 RECORDS = [os.urandom(n) for n in (0, 1, 100, 5000, 70_000, 3, 12, 13)] * 3
@@ -246,6 +249,47 @@ def test_parse_shard_name_round_trips_and_rejects_non_shards() -> None:
         assert parse_shard_name(name) is None
 
 
+def test_a_suffix_after_the_shard_numbers_is_a_shard_of_the_base() -> None:
+    # x-00000-of-00002.tfrecord (very common) was a file of its own, subset "x-00000-of-00002"
+    assert parse_shard_name("x-00001-of-00002.tfrecord") == ("x", 1, 2)
+    assert parse_shard_name("d/x-00001-of-00002.record") == ("x", 1, 2)
+    assert parse_shard_name("x-00002-of-00002.tfrecord") is None
+
+
+def test_shard_gaps_name_the_missing_shards_with_their_suffix() -> None:
+    (gap,) = shard_gaps(
+        ["a/x-00000-of-00003.tfrecord", "a/x-00002-of-00003.tfrecord", "y.tfrecord"]
+    )
+    assert (gap.present, gap.seen, gap.count) == ("a/x-00000-of-00003.tfrecord", 2, 3)
+    assert gap.missing == ("a/x-00001-of-00003.tfrecord",)
+    assert shard_gaps(["x-00000-of-00001.tfrecord", "x.tfrecord-00000-of-00001"]) == []
+
+
+@pytest.mark.parametrize(
+    ("names", "bad", "says"),
+    [
+        (["t-00000-of-00002.tfrecord", "t-00002-of-00003.tfrecord"], "t-00002-of-00003", "mixes"),
+        (["t-00000-of-00002", "t-00001-of-00003"], "t-00001-of-00003", "mixes"),
+        (["t-00005-of-00002.tfrecord"], "t-00005-of-00002.tfrecord", "below the count"),
+    ],
+)
+def test_shard_sets_with_mixed_counts_or_an_index_past_the_count_are_refused(
+    names: list[str], bad: str, says: str
+) -> None:
+    with pytest.raises(FormatError, match=says) as info:
+        shard_gaps(names)
+    assert info.value.member is not None
+    assert info.value.member.startswith(bad)
+
+
+def test_a_bare_shard_with_the_suffix_after_the_numbers_brings_its_set(tmp_path: Path) -> None:
+    for i in range(3):
+        (tmp_path / f"y-{i:05d}-of-00003.tfrecord").write_bytes(b"")
+    (tmp_path / "y-00001-of-00003").write_bytes(b"")  # another naming, another set
+    got = shard_set(tmp_path / "y-00001-of-00003.tfrecord")
+    assert [p.name for p in got] == [f"y-{i:05d}-of-00003.tfrecord" for i in range(3)]
+
+
 @pytest.mark.parametrize(
     ("name", "expected"),
     [
@@ -261,7 +305,8 @@ def test_parse_shard_name_round_trips_and_rejects_non_shards() -> None:
         ("default.tfrecord.part", False),
         (".default.tfrecord.abc123", False),
         ("record", False),
-        ("train-00004-of-00004", False),
+        ("train-00004-of-00004", True),  # read, then refused: the index is out of range
+        ("train-00001-of-00002.tfrecord", True),
         ("image.jpg", False),
     ],
 )

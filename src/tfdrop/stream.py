@@ -7,7 +7,8 @@ ijson's habit (``notes/design_notes.rst``): the protocol logic lives once, in th
 record. :class:`RecordWriter` frames with :class:`RecordEncoder` and writes in large batches.
 
 Shard names follow TF models' ``tf_record_creation_util.py``: ``<base>-00000-of-00004``
-(zero-based, five digits). Import accepts ``*.tfrecord``, ``*.record`` and shard names (SPEC.md).
+(zero-based, five digits); the names live in :mod:`tfdrop.shards`. Import accepts
+``*.tfrecord``, ``*.record`` and shard names (SPEC.md).
 Errors come from the codec with ``offset`` and ``record`` set; callers add ``archive``/``member``
 with :meth:`tfdrop.errors.TfdropError.at`.
 
@@ -20,10 +21,8 @@ Every reader takes the job budget's stream caps as plain integers (``max_record_
 from __future__ import annotations
 
 import os
-import re
 import zlib
 from collections.abc import Iterator
-from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, Final, Self, TypedDict
 
@@ -36,18 +35,32 @@ from tfdrop.codec.compression import (
 )
 from tfdrop.codec.framing import END, HEADER_SIZE, NEED_DATA, RecordDecoder, frame
 from tfdrop.limits import DEFAULT_LIMITS, Limits
+from tfdrop.shards import (
+    Shard,
+    ShardGap,
+    is_tfrecord_name,
+    parse_shard_name,
+    shard_gaps,
+    shard_name,
+    shard_set,
+    split_shard_name,
+)
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "RecordEncoder",
     "RecordPump",
     "RecordWriter",
+    "Shard",
+    "ShardGap",
     "is_tfrecord_name",
     "iter_records",
     "iter_records_path",
     "parse_shard_name",
+    "shard_gaps",
     "shard_name",
     "shard_set",
+    "split_shard_name",
     "stream_caps",
 ]
 
@@ -343,53 +356,3 @@ class RecordWriter:
         self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
-
-
-# --- names -----------------------------------------------------------------------------------
-
-_SHARD = re.compile(r"^(?P<base>.+)-(?P<index>\d{5,})-of-(?P<count>\d{5,})$")
-_TFRECORD_SUFFIX = re.compile(r"\.(tfrecords?|record)(\.(gz|gzip|zz|zlib))?$", re.IGNORECASE)
-_COMPRESSED_SUFFIX = re.compile(r"\.(gz|gzip|zz|zlib)$", re.IGNORECASE)
-
-
-def shard_name(base: str, index: int, count: int) -> str:
-    """``<base>-<index>-of-<count>``, zero-based, five digits (TF models' sharding helper)."""
-    if not 0 <= index < count:
-        raise ValueError(f"shard index {index} is outside 0..{count - 1}")
-    return f"{base}-{index:05d}-of-{count:05d}"
-
-
-def parse_shard_name(name: str) -> tuple[str, int, int] | None:
-    """``(base, index, count)`` for a shard name, else ``None`` (index must be < count)."""
-    m = _SHARD.match(os.path.basename(name))
-    if m is None:
-        return None
-    index, count = int(m["index"]), int(m["count"])
-    if index >= count:
-        return None
-    return m["base"], index, count
-
-
-def shard_set(path: Path) -> list[Path]:
-    """``x.tfrecord-00001-of-00003`` -> the files of its set that exist (``path`` alone for a
-    name that is not a shard name); ``path`` itself is always in the list."""
-    shard = parse_shard_name(path.name)
-    if shard is None:
-        return [path]
-    base, _, count = shard
-    siblings = [path.with_name(shard_name(base, i, count)) for i in range(count)]
-    return [p for p in siblings if p == path or p.is_file()]
-
-
-def is_tfrecord_name(name: str) -> bool:
-    """Whether import reads this file: ``*.tfrecord``, ``*.record``, or a shard name.
-
-    ``*.tfrecords`` (TF's tutorials) and a ``.gz``/``.zlib`` suffix after any of these are read
-    too; compression is detected from the bytes anyway.
-    """
-    base = os.path.basename(name)
-    if not base or base.startswith("."):
-        return False  # hidden and temporary names (".x.XXXXXX") are never inputs
-    if _TFRECORD_SUFFIX.search(base):
-        return True
-    return parse_shard_name(_COMPRESSED_SUFFIX.sub("", base)) is not None

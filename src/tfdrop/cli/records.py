@@ -22,8 +22,7 @@ from tfdrop.limits import DEFAULT_LIMITS, Limits, exceeded
 from tfdrop.stream import (
     is_tfrecord_name,
     iter_records,
-    parse_shard_name,
-    shard_name,
+    shard_gaps,
     shard_set,
     stream_caps,
 )
@@ -94,19 +93,13 @@ def record_files(
 
 
 def missing_shards(files: list[RecordFile]) -> list[tuple[str, str]]:
-    """``(display of a present shard, missing shard name)`` for every incomplete shard set."""
-    sets: dict[str, tuple[str, int, set[int]]] = {}
-    for rf in files:
-        name = rf.member or rf.path.name
-        shard = parse_shard_name(name.rsplit("/", 1)[-1])
-        if shard is not None:
-            base = name[: len(name) - len(name.rsplit("/", 1)[-1])] + shard[0]
-            sets.setdefault(base, (rf.display, shard[2], set()))[2].add(shard[1])
+    """``(display of a present shard, missing shard name)`` for every incomplete shard set.
+
+    A shard set with mixed counts or an index out of range is a ``FormatError``.
+    """
+    display = {rf.member or rf.path.name: rf.display for rf in files}
     return [
-        (display, shard_name(base, i, count))
-        for base, (display, count, seen) in sets.items()
-        for i in range(count)
-        if i not in seen
+        (display[gap.present], name) for gap in shard_gaps(list(display)) for name in gap.missing
     ]
 
 

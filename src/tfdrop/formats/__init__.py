@@ -2,7 +2,8 @@
 
 Dispatch goes through the explicit table :data:`FORMATS` (STYLE.md habit 5), never plugin
 discovery. Detection scores each format on the source's member names and names what it found
-when nothing matches. It never settles for plain ``images`` while annotation-like files sit
+when nothing matches, and refuses a source in which two annotation formats match (one would be
+read and the other dropped). It never settles for plain ``images`` while annotation-like files sit
 beside them: nothing annotated is published as an empty archive.
 """
 
@@ -61,6 +62,17 @@ def detect_format(names: Sequence[str], *, archive: str | None = None) -> Format
             f"no known annotation format found (members: {shown}{more}); known formats: "
             + ", ".join(FORMATS),
             archive=archive,
+        )
+    rivals = sorted(n for n, score in scores.items() if score > 0 and n != "images")
+    if len(rivals) > 1:
+        # two datasets in one zip (CVAT annotations.xml beside a COCO json): reading one would
+        # drop the other without a word
+        raise DetectError(
+            f"the archive holds annotations of {len(rivals)} formats ({', '.join(rivals)}); "
+            "reading one would leave the others out",
+            archive=archive,
+            hint=f"name the source format (--from {rivals[0]} / from = ...), or split the "
+            "archive into one dataset per zip",
         )
     if best == "images":
         _refuse_unread_annotations(names, archive)

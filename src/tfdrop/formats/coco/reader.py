@@ -23,6 +23,8 @@ one with negative width or height, an RLE whose size is not the image's. Warning
 the report (``Notes.warn``): ``box_clipped`` (a box reaching outside its image is clipped, as
 the TFRecord needs [0, 1]), ``missing_image`` (an image file not in the archive: the item is
 kept without image bytes), ``ignored_member`` (other COCO tasks, e.g. ``person_keypoints_*``).
+Counted as lost (``Notes.lose``) until keypoints are supported: an annotation's ``keypoints``,
+a category's ``keypoints``, ``skeleton`` and ``supercategory`` (``category_<key>``).
 """
 
 from __future__ import annotations
@@ -89,6 +91,9 @@ class CocoReader:
                     if el.idx < 0:
                         raise FormatError("categories must be a list", member=member, key=el.key)
                     self.categories.add(el.value, el.path, member)
+                    for what in ("keypoints", "skeleton", "supercategory"):
+                        if el.value.get(what):  # the label map has no room for them
+                            self.notes.lose(f"category_{what}")
 
     def _walk(
         self, stream: IO[bytes], member: str, wanted: frozenset[str], until: str | None = None
@@ -188,6 +193,8 @@ class CocoReader:
                             item=index.name(pos),
                         )
                     attrs = get("attributes")
+                    if get("keypoints"):
+                        self.notes.lose("keypoints")  # no keypoint support yet: said so
                     spill.add(
                         pos,
                         (i, get("id"), cat, bbox, bool(crowd), area, get("segmentation"),

@@ -34,6 +34,7 @@ from tfdrop.codec.model import Annotation, Item, LabelMap, Shape
 from tfdrop.errors import FormatError
 from tfdrop.formats.base import Notes, WriteOptions
 from tfdrop.formats.coco.rle import counts_area, counts_from_bits
+from tfdrop.formats.common.losses import note_item_losses
 from tfdrop.formats.common.masks import decode_mask
 from tfdrop.formats.common.pixels import f32, pixel_str
 
@@ -118,16 +119,19 @@ class CocoWriter:
 
     def _image_id(self, sub: _Subset, item: Item) -> int:
         sid = item.source_id
-        if sid.isdigit() and int(sid) > 0 and int(sid) not in sub.used_ids:
+        if sid.isascii() and sid.isdigit() and int(sid) > 0 and int(sid) not in sub.used_ids:
             image_id = int(sid)
         else:
             while sub.next_id in sub.used_ids:
                 sub.next_id += 1
             image_id = sub.next_id
+            if sid and sid != item.name:
+                self.notes.lose("source_id")  # the reader gives the image id back instead
         sub.used_ids.add(image_id)
         return image_id
 
     def write(self, item: Item) -> None:
+        note_item_losses(item, self.notes, keeps_area=True, keeps_source_id=True)
         subset = item.subset or "default"
         sub = self._subset(subset)
         if item.width <= 0 or item.height <= 0:

@@ -29,6 +29,7 @@ from tfdrop.codec.model import Annotation, Item, LabelMap
 from tfdrop.errors import FormatError
 from tfdrop.formats.base import Notes, WriteOptions
 from tfdrop.formats.common.imageinfo import probe
+from tfdrop.formats.common.losses import note_item_losses
 from tfdrop.formats.common.masks import decode_mask
 from tfdrop.formats.common.pixels import pixel_str
 from tfdrop.formats.cvat import rle
@@ -159,10 +160,7 @@ class CvatWriter:
 
     def _note_losses(self, item: Item) -> None:
         """What CVAT XML has no room for (SPEC.md: listed in the report, never dropped quietly)."""
-        for key, _ in item.extra:
-            self.notes.lose(f"feature:{key}")
-        if item.source_id and item.source_id != item.name:
-            self.notes.lose("source_id")  # the reader gives the image name back
+        note_item_losses(item, self.notes)  # features, source_id, area
         for obj in item.objects:
             if obj.is_crowd:
                 self.notes.lose("is_crowd")

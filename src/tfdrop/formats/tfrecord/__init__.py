@@ -41,6 +41,7 @@ from tfdrop.stream import (
     is_tfrecord_name,
     iter_records,
     parse_shard_name,
+    shard_gaps,
     shard_name,
     shard_set,
     stream_caps,
@@ -127,22 +128,13 @@ class TfrecordReader:
         self._label_map = merged
 
     def _check_shard_sets(self) -> None:
-        sets: dict[str, tuple[int, set[int]]] = {}
-        for name in self.files:
-            shard = parse_shard_name(os.path.basename(name))
-            if shard is not None:
-                base = name[: len(name) - len(os.path.basename(name))] + shard[0]
-                count, seen = sets.setdefault(base, (shard[2], set()))
-                seen.add(shard[1])
-        for base, (count, seen) in sets.items():
-            missing = sorted(set(range(count)) - seen)
-            if missing:
-                self.notes.warn(
-                    "incomplete_shard_set",
-                    f"shard set {base} has {len(seen)} of {count} files; "
-                    f"missing {shard_name(base, missing[0], count)}",
-                    member=base,
-                )
+        for gap in shard_gaps(self.files):
+            self.notes.warn(
+                "incomplete_shard_set",
+                f"shard set {gap.key} has {gap.seen} of {gap.count} files; "
+                f"missing {gap.missing[0]}",
+                member=gap.present,
+            )
 
     def labels(self) -> Sequence[str]:
         return self._label_map.names if self._label_map else ()

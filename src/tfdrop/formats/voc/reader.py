@@ -5,7 +5,7 @@ parser), plus ids listed in a subset file that have an image but no annotation (
 those as images without objects). Boxes are divided by the image size with no 1-based shift,
 as TF models' ``create_pascal_tf_record.py`` does. Sizes come from ``<size>``, else from the
 image header. Images are looked up as ``JPEGImages/<filename>``, else by the item id with any
-extension, case-insensitively.
+extension, case-insensitively. Segmentation PNGs are not read: counted as lost.
 
 Boxes: a min above its max, or a box with nothing inside the image, is a FormatError naming
 the item and object. Within :data:`TOLERANCE` pixels outside (VOC's own 1-based boxes reach
@@ -21,7 +21,6 @@ text (``max_text_bytes``, in the XML parser) and numbers (``max_number_length``)
 
 from __future__ import annotations
 
-import math
 import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
@@ -39,6 +38,11 @@ from tfdrop.formats.common.masks import check_mask_size
 from tfdrop.formats.common.pixels import clip_box
 from tfdrop.formats.common.prefetch import prefetched
 from tfdrop.formats.common.xmlsafe import element_lines, parse_small
+from tfdrop.formats.voc.fields import Where as _Where
+from tfdrop.formats.voc.fields import box_coords, child_text, twice
+from tfdrop.formats.voc.fields import flag as _flag
+from tfdrop.formats.voc.fields import image_size as _size
+from tfdrop.formats.voc.fields import number as _number
 from tfdrop.formats.voc.layout import (
     DEFAULT_SUBSET,
     IMAGES,
@@ -49,14 +53,9 @@ from tfdrop.formats.voc.layout import (
     parse_labelmap,
     read_subsets,
 )
-from tfdrop.limits import Limits, exceeded
 
 TOLERANCE: Final = 1.0
 """Pixels a box may reach outside the image before it is an error (then it is clamped)."""
-_MAX_SIDE: Final = 2**31 - 1
-"""Pixels; a larger image side is not an image size (the record's int64 would take it)."""
-_TRUE: Final = frozenset({"1", "true", "yes"})
-_FALSE: Final = frozenset({"0", "false", "no", ""})
 _FIELDS: Final = frozenset({"name", "pose", "truncated", "difficult", "occluded"})
 _PNG: Final = b"\x89PNG\r\n\x1a\n"
 
@@ -87,67 +86,6 @@ class _Unit:
     root: int
     start: int
     stop: int
-
-
-@dataclass(frozen=True, slots=True)
-class _Where:
-    member: str
-    item: str
-    limits: Limits
-
-    def error(self, message: str, *, obj: int | None = None, key: str | None = None) -> FormatError:
-        return FormatError(message, member=self.member, item=self.item, obj=obj, key=key)
-
-
-def _text(elem: ET.Element | None, tag: str) -> str | None:
-    child = None if elem is None else elem.find(tag)
-    return None if child is None else (child.text or "").strip()
-
-
-def _number(text: str | None, what: str, where: _Where, obj: int | None) -> float:
-    cap = where.limits.max_number_length
-    if text is not None and len(text) > cap:
-        raise exceeded(
-            "max_number_length",
-            len(text),
-            cap,
-            member=where.member,
-            item=where.item,
-            obj=obj,
-            key=what,
-        )
-    try:
-        value = float(text) if text is not None else math.nan
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        shown = "missing" if text is None else repr(text)
-        raise where.error(f"{what} is {shown}, not a number", obj=obj, key=what)
-    return value
-
-
-def _flag(text: str | None, what: str, where: _Where, obj: int) -> bool:
-    low = (text or "").lower()
-    if low in _TRUE:
-        return True
-    if low in _FALSE:
-        return False
-    raise where.error(f"{what} is {text!r}, not 0 or 1", obj=obj, key=what)
-
-
-def _size(root: ET.Element, where: _Where) -> tuple[int, int]:
-    size = root.find("size")
-    out = []
-    for key in ("width", "height"):
-        text = _text(size, key)
-        if not text:
-            out.append(0)
-            continue
-        value = _number(text, key, where, None)
-        if value < 0 or value != int(value) or value > _MAX_SIDE:
-            raise where.error(f"image {key} is {text!r}, not a whole number of pixels", key=key)
-        out.append(int(value))
-    return out[0], out[1]
 
 
 class VocReader:
@@ -290,16 +228,14 @@ class VocReader:
     ) -> Item:
         limits = self.options.limits
         root_el = parse_small(got.xml, member=member, limits=limits)
-        filename = _text(root_el, "filename") or ""
+        filename = child_text(root_el, "filename", _Where(member, item_id, limits)) or ""
         image = self._find_image(root, item_id, filename)
         if not filename:
             filename = root.image_name(image) if image is not None else item_id + ".jpg"
         where = _Where(member, filename, limits)
         width, height = _size(root_el, where)
-        if image is None and (self.options.images or not (width and height)):
-            expected = root.prefix + IMAGES + filename
-            why = "" if self.options.images else " (the annotation has no <size> either)"
-            raise where.error(f"image not found: expected member {expected}{why}")
+        if image is None:
+            self._no_image(root.prefix + IMAGES + filename, width, height, where)
         item = Item(
             name=filename,
             subset=subsets.get(item_id, DEFAULT_SUBSET),
@@ -309,6 +245,7 @@ class VocReader:
         )
         raw = root_el.findall("object")
         limits.check("max_objects_per_item", len(raw), member=member, item=filename)
+        self._note_segmentation(root, item_id, len(raw))
         preloaded = got.image if image is not None and image == got.image_member else None
         # The size may come from the image header, so boxes are read after _finish.
         item = self._finish(item, image, preloaded)
@@ -332,6 +269,30 @@ class VocReader:
             source_id=item.source_id,
             objects=objects,
         )
+
+    def _no_image(self, expected: str, width: int, height: int, where: _Where) -> None:
+        """An annotation whose image is not in the archive (CVAT's export with images off):
+        kept without bytes when ``<size>`` gives the size, as CVAT, COCO and YOLO do."""
+        if not (width and height):
+            raise where.error(
+                f"image not found: expected member {expected} (the annotation has no <size>)"
+            )
+        if self.options.images:
+            self.notes.warn(
+                "missing_image",
+                f"image {expected} is not in the archive; the item has no image bytes",
+                member=where.member,
+                item=where.item,
+            )
+
+    def _note_segmentation(self, root: VocRoot, item_id: str, objects: int) -> None:
+        """VOC's segmentation PNGs are not read (objects become boxes, or box masks with
+        ``--masks``): each object of a ``SegmentationObject`` mask, and each
+        ``SegmentationClass`` mask, is counted as lost."""
+        for folder, what, n in (("SegmentationObject", "segmentation_object", objects),
+                                ("SegmentationClass", "segmentation_class", 1)):  # fmt: skip
+            if n and self.source.find(f"{root.prefix}{folder}/{item_id}.png") is not None:
+                self.notes.lose(what, n)
 
     def _find_image(self, root: VocRoot, item_id: str, filename: str) -> str | None:
         if filename:
@@ -400,15 +361,17 @@ class VocReader:
         attributes: list[tuple[str, str]] = []
         for child in obj:
             tag = child.tag
+            if (tag == "bndbox" and box is not None) or tag in fields:
+                raise twice(where, tag, index)  # never the first taken, the second ignored
             if tag == "bndbox":
                 box = child
             elif tag in _FIELDS:
                 fields[tag] = (child.text or "").strip()
             elif tag == "attributes":
                 for attr in child.iter("attribute"):
-                    name = _text(attr, "name")
+                    name = child_text(attr, "name", where, index)
                     if name:
-                        attributes.append((name, _text(attr, "value") or ""))
+                        attributes.append((name, child_text(attr, "value", where, index) or ""))
             elif tag == "actions":
                 attributes.extend((a.tag, (a.text or "").strip()) for a in child)
             elif tag == "part":
@@ -423,7 +386,7 @@ class VocReader:
         label = self._label(fields.get("name"), index, where)
         if box is None:
             raise where.error("object has no <bndbox>", obj=index)
-        coords = {c.tag: (c.text or "").strip() for c in box}
+        coords = box_coords(box, where, index)
         xmin, ymin, xmax, ymax = self._check_box(
             [_number(coords.get(k), k, where, index) for k in _BOX_KEYS],
             width,

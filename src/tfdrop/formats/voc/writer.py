@@ -16,9 +16,10 @@ import re
 from xml.sax.saxutils import escape
 
 from tfdrop.archive import ZipSink
-from tfdrop.codec.model import Annotation, Item, LabelMap, Shape
+from tfdrop.codec.model import Annotation, Item, LabelMap, LabelMapItem, Shape
 from tfdrop.errors import FormatError
 from tfdrop.formats.base import Notes, WriteOptions
+from tfdrop.formats.common.losses import note_item_losses
 from tfdrop.formats.common.pixels import pixel_str
 from tfdrop.formats.voc.layout import (
     ANNOTATIONS,
@@ -142,6 +143,7 @@ class VocWriter:
             self._labels.add(obj.label)
 
     def _note_losses(self, item: Item) -> None:
+        note_item_losses(item, self.notes)  # features, source_id, area
         if item.tags:
             self.notes.lose("tag", len(item.tags))
         for obj in item.objects:
@@ -151,8 +153,6 @@ class VocWriter:
                 self.notes.lose("polygon")
             if obj.is_crowd:
                 self.notes.lose("is_crowd")
-            if obj.area is not None:
-                self.notes.lose("area")
             if obj.track_id is not None:
                 self.notes.lose("track_id")
 
@@ -160,8 +160,16 @@ class VocWriter:
         for subset in sorted(self._subsets):
             text = "".join(f"{vid}\n" for vid in self._subsets[subset])
             self.sink.write_member(f"{SUBSETS}{subset}.txt", text.encode("utf-8"), compress=True)
-        names = [label_map.label_of(it) for it in sorted(label_map.items, key=lambda it: it.id)]
+        items = sorted(label_map.items, key=lambda it: it.id)
+        names = [self._text_of(label_map, it) for it in items]
         self.sink.write_member(LABELMAP, format_labelmap(names).encode("utf-8"), compress=True)
+
+    def _text_of(self, label_map: LabelMap, it: LabelMapItem) -> str:
+        """The text the objects of ``it`` carry in their ``<name>``: its display name when the
+        records named it so (``n01440764`` shown as ``tench``), else the map's own text."""
+        if it.display_name in self._labels and it.name not in self._labels:
+            return it.display_name
+        return label_map.label_of(it)
 
 
 def open_writer(sink: ZipSink, options: WriteOptions, notes: Notes) -> VocWriter:

@@ -29,12 +29,15 @@ from typing import Any
 import yaml
 from yaml.nodes import Node
 
+from tfdrop.codec.model import LabelMap, LabelMapItem
 from tfdrop.errors import FormatError, TfdropError
 from tfdrop.limits import DEFAULT_LIMITS, Limits, exceeded
 
 MAX_IMAGE_SIDE = 2**31 - 1
 """Pixels of an image side (PIL and the TFRecord's int64 both hold it; COCO's check too)."""
 RESERVED_KEYS = frozenset({"classes", "names", "backup"})
+MAX_CLASS_INDEX = 2**31 - 2
+"""The largest class index: its label id, index + 1, is an int32 in TF's label map proto."""
 ULTRALYTICS_SUBSETS = ("train", "val", "test", "minival")
 
 
@@ -138,7 +141,17 @@ def parse_names(text: str, member: str, limits: Limits = DEFAULT_LIMITS) -> list
             )
     # an empty list is a dataset of images without objects (a camera capture written as
     # YOLO); any label line then fails as a class index outside the list
-    return [label_name(name, i, member, limits) for i, name in enumerate(lines)]
+    names = [label_name(name, i, member, limits) for i, name in enumerate(lines)]
+    first: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if first.setdefault(name, i) != i:
+            raise FormatError(
+                f"label {name!r} is listed twice (lines {first[name] + 1} and {i + 1}): "
+                "its classes would merge",
+                member=member,
+                line=i + 1,
+            )
+    return names
 
 
 def parse_obj_data(
@@ -227,7 +240,24 @@ def _names(value: Any, member: str, limits: Limits = DEFAULT_LIMITS) -> dict[int
         raise FormatError("names gives one class index twice", member=member, key="names")
     if not out:
         raise FormatError("names is empty", member=member, key="names")
+    first: dict[str, int] = {}
+    for index, name in sorted(out.items()):
+        if first.setdefault(name, index) != index:
+            raise FormatError(
+                f"label {name!r} names classes {first[name]} and {index}: they would merge",
+                member=member,
+                key="names",
+            )
     return dict(sorted(out.items()))
+
+
+def names_label_map(names: dict[int, str]) -> LabelMap | None:
+    """Class index i is label id i + 1 (README), gaps in a names mapping kept; ``None`` when
+    there are no names or an index is too large for a label id (ids then go 1..N in index
+    order)."""
+    if not names or max(names) > MAX_CLASS_INDEX:
+        return None
+    return LabelMap(tuple(LabelMapItem(id=i + 1, name=n) for i, n in sorted(names.items())))
 
 
 def _paths(value: Any, key: str, member: str) -> tuple[str, ...]:

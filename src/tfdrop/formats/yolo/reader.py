@@ -4,8 +4,8 @@ Which members make an item is worked out from the member names once (``layout``)
 stream one at a time. YOLO label files carry no image size, so each image's header is read
 (the bytes once when images are embedded, else only the header); an image missing from the
 archive needs a Datumaro ``images.meta`` line, else it is an error (a size cannot be guessed).
-Class index i names ``names[i]``; :meth:`YoloReader.labels` returns the names in index order,
-so convert's resolver gives index i the id i + 1.
+Class index i names ``names[i]`` and gets label id i + 1 (:meth:`YoloReader.label_map`; a
+``data.yaml`` names mapping with gaps keeps them). A label named twice is refused.
 """
 
 from __future__ import annotations
@@ -304,7 +304,14 @@ class YoloReader:
         return list(self.names.values())
 
     def label_map(self) -> LabelMap | None:
-        return None
+        lm = cfg.names_label_map(self.names)
+        if lm is None and self.names:
+            self.notes.warn(
+                "label_ids_renumbered",
+                f"class index {max(self.names)} is too large for a label id (index + 1); "
+                "ids go 1..N in index order",
+            )
+        return lm
 
     def items(self) -> Iterator[Item]:
         yield from self.unit_items((0, len(self.entries)))

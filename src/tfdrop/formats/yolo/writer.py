@@ -26,6 +26,7 @@ from tfdrop.codec.model import Annotation, Box, Item, LabelMap
 from tfdrop.errors import FormatError
 from tfdrop.formats.base import Notes, WriteOptions
 from tfdrop.formats.common.imageinfo import is_image_name
+from tfdrop.formats.common.losses import note_item_losses
 from tfdrop.formats.yolo.config import RESERVED_KEYS
 from tfdrop.formats.yolo.layout import stem_txt
 from tfdrop.formats.yolo.lines import format_row
@@ -116,6 +117,7 @@ class YoloWriter:
             self._meta.write(f"{shlex.quote(stem_txt(name)[:-4])} {item.height} {item.width}\n")
         listing.write(f"data/{image_member}\n")
         rows = []
+        note_item_losses(item, self.notes)  # features, source_id, area
         for obj in item.objects:
             self._note_losses(obj)
             b = self._in_image(obj.box, item.name)
