@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import mounted_tmpfs
-from daemon_support import LABEL_MAP, Daemon, files, wait_until, write_config
+from daemon_support import LABEL_MAP, Daemon, files, png, wait_until, write_config
 from tfdrop.codec.example import encode_example
 from tfdrop.codec.framing import encode_record
 from tfdrop.codec.model import Annotation, Box, Item
@@ -34,14 +34,15 @@ def tmpfs(tmp_path: Path) -> Iterator[Path]:
 
 
 def _input(size: int = 600 * KiB) -> bytes:
-    """A TFRecord zip whose images are incompressible (the archive is about ``size``)."""
+    """A TFRecord zip whose images are incompressible (the archive is about ``size``): a real
+    16x16 PNG with random bytes after it (readers check the header, not what follows)."""
     records = []
     for i in range(6):
         item = Item(
             name=f"img{i}.png",
             width=16,
             height=16,
-            image=os.urandom(size // 6),
+            image=png(i) + os.urandom(size // 6),
             image_format="png",
             objects=(Annotation("cat", Box(0.1, 0.1, 0.5, 0.5), label_id=1),),
         )
