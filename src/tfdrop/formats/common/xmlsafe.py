@@ -340,20 +340,20 @@ def _too_long(text: str | None, cap: int) -> bool:
 
 def _within_budget(root: ET.Element, limits: Limits, *, texts: bool) -> bool:
     """Whether a tree the fast path built keeps to ``max_depth`` and, when ``texts``, to
-    ``max_text_bytes`` (one iterative walk; the safe parser then says where it does not)."""
-    cap, deepest = limits.max_text_bytes, limits.max_depth
-    stack = [(root, 1)]
-    while stack:
-        el, depth = stack.pop()
-        if depth > deepest:
-            return False
-        if texts and (
-            _too_long(el.text, cap)
-            or _too_long(el.tail, cap)
-            or any(_too_long(v, cap) for v in el.attrib.values())
-        ):
-            return False
-        stack.extend((child, depth + 1) for child in el)
+    ``max_text_bytes`` (the safe parser then says where it does not)."""
+    # an element max_depth levels below the root is one level too deep; ElementPath's level
+    # by level search costs a fraction of a walk that tracks every element's depth
+    if root.find("/".join(["*"] * limits.max_depth)) is not None:
+        return False
+    if texts:
+        cap = limits.max_text_bytes
+        for el in root.iter():
+            if (
+                _too_long(el.text, cap)
+                or _too_long(el.tail, cap)
+                or any(_too_long(v, cap) for v in el.attrib.values())
+            ):
+                return False
     return True
 
 
