@@ -9,11 +9,11 @@ beside them: nothing annotated is published as an empty archive.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import importlib
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Final
 
 from tfdrop.errors import DetectError
-from tfdrop.formats import coco, cvat, images, tfrecord, voc, yolo
 from tfdrop.formats.base import (
     FormatName,
     FormatSpec,
@@ -25,15 +25,43 @@ from tfdrop.formats.base import (
     Writer,
 )
 
-FORMATS: Final[dict[FormatName, FormatSpec]] = {
-    "tfrecord": tfrecord.SPEC,
-    "voc": voc.SPEC,
-    "images": images.SPEC,
-    "yolo": yolo.SPEC,
-    "cvat": cvat.SPEC,
-    "coco": coco.SPEC,
-    # -- one row per format; add new rows above this line --
+_MODULES: Final[dict[FormatName, str]] = {
+    "tfrecord": "tfdrop.formats.tfrecord",
+    "voc": "tfdrop.formats.voc",
+    "images": "tfdrop.formats.images",
+    "yolo": "tfdrop.formats.yolo",
+    "cvat": "tfdrop.formats.cvat",
+    "coco": "tfdrop.formats.coco",
+    # -- one row per format (its module has SPEC); add new rows above this line --
 }
+
+
+class _FormatTable(Mapping[FormatName, FormatSpec]):
+    """The explicit table, its modules imported on first use: a command that needs one format
+    (``tfdrop validate`` of a small file) does not pay for importing all six."""
+
+    def __init__(self) -> None:
+        self._specs: dict[FormatName, FormatSpec] | None = None
+
+    def _load(self) -> dict[FormatName, FormatSpec]:
+        if self._specs is None:
+            self._specs = {n: importlib.import_module(m).SPEC for n, m in _MODULES.items()}
+        return self._specs
+
+    def __getitem__(self, name: FormatName) -> FormatSpec:
+        return self._load()[name]
+
+    def __iter__(self) -> Iterator[FormatName]:
+        return iter(_MODULES)
+
+    def __len__(self) -> int:
+        return len(_MODULES)
+
+    def __contains__(self, name: object) -> bool:
+        return name in _MODULES
+
+
+FORMATS: Final[Mapping[FormatName, FormatSpec]] = _FormatTable()
 
 __all__ = [
     "FORMATS",
@@ -91,7 +119,8 @@ _COCO_TASKS: Final = {
 
 def _refuse_unread_annotations(names: Sequence[str], archive: str | None) -> None:
     """:class:`DetectError` naming annotation-like members that no format reader claimed."""
-    found = images.annotation_members(names)
+    images = importlib.import_module(_MODULES["images"])  # loaded with the table by now
+    found: list[str] = images.annotation_members(names)
     if not found:
         return
     for name in found:
