@@ -46,6 +46,21 @@ class Box:
 
 
 @dataclass(frozen=True, slots=True)
+class Point:
+    """One keypoint of an object, normalised like :class:`Box`.
+
+    ``visibility`` follows COCO and the OD API: 0 not labelled (x = y = 0 then), 1 labelled but
+    not visible, 2 labelled and visible. ``name`` is the keypoint's name in its label's skeleton
+    (``image/object/keypoint/text``).
+    """
+
+    x: float
+    y: float
+    visibility: int = 2
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Annotation:
     """One object in an image.
 
@@ -54,6 +69,8 @@ class Annotation:
     ``mask`` is a full-image PNG with pixel values 0/1 (TF's PNG_MASKS), when masks are on.
     ``polygon`` keeps a polygon's pixel points ``(x0, y0, x1, y1, ...)`` when the source had one,
     so a writer that can hold polygons writes them back.
+    ``keypoints`` are the object's keypoints in its label's skeleton order (the same K for
+    every object of a label, the missing ones with visibility 0).
     """
 
     label: str
@@ -72,6 +89,7 @@ class Annotation:
     track_id: int | None = None
     z_order: int = 0
     group: int = 0
+    keypoints: tuple[Point, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
