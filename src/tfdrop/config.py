@@ -100,6 +100,11 @@ class PipelineConfig:
     state_dir: Path | None = None
     create: bool = True
     limits: Limits = DEFAULT_LIMITS
+    keep_done_days: float | None = None  # None: keep forever
+    keep_failed_days: float | None = None
+    on_published: tuple[str, ...] | None = None  # argv, run without a shell
+    on_failed: tuple[str, ...] | None = None
+    hook_timeout_s: float = 60.0
 
     @property
     def state(self) -> Path:
@@ -180,7 +185,14 @@ _PIPELINE_KEYS: Final = (
     "state_dir",
     "create",
     "limits",
+    "keep_done_days",
+    "keep_failed_days",
+    "on_published",
+    "on_failed",
+    "hook_timeout_s",
 )
+MAX_KEEP_DAYS: Final = 36500.0
+MAX_HOOK_SECONDS: Final = 86400.0
 
 
 class _Ctx:
@@ -391,7 +403,53 @@ def _pipeline(
         state_dir=state_dir,
         create=_typed(ctx, f"{prefix}.create", table.get("create", True), bool, None),
         limits=parse_limits(table.get("limits", {}), f"{prefix}.limits", where, limits),
+        **_operations(ctx, prefix, table),
     )
+
+
+def _days(ctx: _Ctx, key: str, value: Any) -> float:
+    """Days to keep routed files: a finite non-negative number (0: removed at the next rescan)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ctx.error(key, f"expected a number of days, got {value!r}")
+    if not 0 <= value <= MAX_KEEP_DAYS:
+        raise ctx.error(key, f"must be between 0 and {MAX_KEEP_DAYS:g} days, got {value}")
+    return float(value)
+
+
+def _argv(ctx: _Ctx, key: str, value: Any) -> tuple[str, ...]:
+    """A command as a list of strings (run without a shell)."""
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(a, str) and "\0" not in a for a in value)
+        or not value[0]
+    ):
+        raise ctx.error(
+            key,
+            f"expected a command as a non-empty list of strings, got {value!r}",
+            hint='e.g. ["/usr/local/bin/train", "--quick"]; it runs without a shell',
+        )
+    return tuple(value)
+
+
+def _operations(ctx: _Ctx, prefix: str, table: Mapping[str, Any]) -> dict[str, Any]:
+    """Retention and hooks: ``keep_*_days``, ``on_published``/``on_failed``, ``hook_timeout_s``."""
+    out: dict[str, Any] = {}
+    for key in ("keep_done_days", "keep_failed_days"):
+        if key in table:
+            out[key] = _days(ctx, f"{prefix}.{key}", table[key])
+    for key in ("on_published", "on_failed"):
+        if key in table:
+            out[key] = _argv(ctx, f"{prefix}.{key}", table[key])
+    if "hook_timeout_s" in table:
+        seconds = _seconds(ctx, f"{prefix}.hook_timeout_s", table["hook_timeout_s"])
+        if not 0 < seconds <= MAX_HOOK_SECONDS:
+            raise ctx.error(
+                f"{prefix}.hook_timeout_s",
+                f"must be above 0 and at most {MAX_HOOK_SECONDS:g} seconds, got {seconds:g}",
+            )
+        out["hook_timeout_s"] = seconds
+    return out
 
 
 def _check_pipelines(pipelines: tuple[PipelineConfig, ...], where: str) -> None:

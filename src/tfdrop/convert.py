@@ -22,7 +22,7 @@ from tfdrop.codec.compression import Compression
 from tfdrop.codec.model import Item, LabelMap
 from tfdrop.errors import TfdropError
 from tfdrop.formats import FORMATS, Notes, Reader, ReadOptions, WriteOptions, detect_format
-from tfdrop.formats.base import FormatName, SourceFormat, Splittable
+from tfdrop.formats.base import Counted, FormatName, SourceFormat, Splittable
 from tfdrop.formats.tfrecord import TfrecordWriter
 from tfdrop.inputs import open_input
 from tfdrop.labels import LabelResolver
@@ -37,6 +37,10 @@ from tfdrop.units import (
     parallel_items,
     prepare,
 )
+
+Progress = Callable[[int, int | None], None]
+"""A conversion's progress callback: ``(items done, items in all or None when unknown)``; the
+total comes from the source's index (:class:`~tfdrop.formats.base.Counted` readers)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,13 +139,14 @@ def convert(
     out: Path,
     options: ConvertOptions,
     *,
-    progress: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
     workdir: Path | None = None,
 ) -> Report:
     """Convert ``src`` (zip, folder or bare TFRecord) into the archive ``out`` (a zip).
 
     ``out`` appears only complete and validated (temp name, fsync, rename). ``progress`` gets
-    the number of items done; an exception it raises aborts the conversion (no output).
+    the number of items done and the total (None when the source's index does not tell); an
+    exception it raises aborts the conversion (no output).
 
     Raises:
         DataError: the input is malformed (its fields say where); nothing is written.
@@ -179,7 +184,8 @@ def convert(
             job = JobSpec(src, fmt, read, resolver.map, _box_masks(options), wopts)
             stream = _items(reader, job, options, notes)
             with atomic_path(out) as tmp:
-                counts = _write(stream, resolver, tmp, options, notes, progress, workdir)
+                tick = _ticker(progress, reader)
+                counts = _write(stream, resolver, tmp, options, notes, tick, workdir)
                 validated = validate_archive(
                     tmp,
                     options.target_format,
@@ -212,6 +218,14 @@ def convert(
 
 
 _Counts = tuple[int, int, Counter[str], Counter[str]]
+
+
+def _ticker(progress: Progress | None, reader: Reader) -> Callable[[int], None] | None:
+    """``progress`` with the reader's total bound (None when no one listens)."""
+    if progress is None:
+        return None
+    total = reader.total() if isinstance(reader, Counted) else None
+    return lambda done: progress(done, total)
 
 
 def _write_options(options: ConvertOptions, workdir: Path | None) -> WriteOptions:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
-import time
 from pathlib import Path
 
 from tfdrop.cli.common import (
@@ -16,6 +14,7 @@ from tfdrop.cli.common import (
     limits_from_args,
     usage_error,
 )
+from tfdrop.cli.progress import ProgressBar, on_terminal
 from tfdrop.codec.compression import COMPRESSIONS
 from tfdrop.config import FILES_RESERVED, MAX_JOBS, MAX_SHARDS, SUBSETS_ASSUMED
 from tfdrop.convert import ConvertOptions, convert
@@ -73,25 +72,6 @@ def default_output(src: Path, target: str) -> Path:
         out = src.with_name(f"{stem}.{target}.{n}.zip")
         n += 1
     return out
-
-
-class _Progress:
-    """A one-line counter on a TTY, redrawn at most ten times a second."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._last = 0.0
-
-    def __call__(self, done: int) -> None:
-        now = time.monotonic()
-        if self.enabled and now - self._last > 0.1:
-            self._last = now
-            sys.stderr.write(f"\r  {done} items converted")
-            sys.stderr.flush()
-
-    def end(self) -> None:
-        if self.enabled and self._last:
-            sys.stderr.write("\r\033[K")
 
 
 def report_path_of(out: Path) -> Path:
@@ -165,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     limits = limits_from_args(args)
     # every shard of every subset is open while writing (formats/tfrecord.py)
     raise_open_files(args.shards * SUBSETS_ASSUMED + FILES_RESERVED)
-    progress = _Progress(enabled=sys.stderr.isatty() and not args.quiet)
+    progress = ProgressBar(enabled=on_terminal() and not args.quiet)
     try:
         label_map = load_label_map(args.label_map) if args.label_map else None
         options = ConvertOptions(
@@ -182,12 +162,11 @@ def run(args: argparse.Namespace) -> int:
         )
         report = convert(src, out, options, progress=progress)
     except TfdropError as exc:
-        progress.end()
         return fail(str(exc), hint=exc.hint)
     except OSError as exc:
-        progress.end()
         return fail(f"{exc.filename or src}: {exc.strerror or exc}")
-    progress.end()
+    finally:
+        progress.close()
     code = _write_report(report_path_of(out), json.dumps(report.to_dict(), indent=2) + "\n", out)
     if code == 0 and not args.quiet:
         print(report.summary())

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tfdrop.cli.common import add_limit_argument, fail, limits_from_args
+from tfdrop.cli.progress import ProgressBar, on_terminal
 from tfdrop.cli.records import RecordFile, iter_file_records, missing_shards, record_files
 from tfdrop.codec.example import LABEL, TEXT, parse_example
 from tfdrop.codec.labeltable import LabelTable
@@ -65,6 +66,7 @@ class _Tally:
 
     as_json: bool
     max_problems: int
+    bar: ProgressBar
     problems: int = 0
     records: int = 0
     files: int = 0
@@ -77,6 +79,7 @@ class _Tally:
         if not self.first:
             self.first = text
         if always or self.problems <= self.max_problems:
+            self.bar.clear()
             print(json.dumps(problem) if self.as_json else text)
 
 
@@ -113,6 +116,7 @@ def _check_file(
     try:
         for index, offset, rec in iter_file_records(rf, source, limits):
             t.records += 1
+            t.bar(t.records)
             where = f"record {index} of {rf.display}"
             for p in _check_record(rec, label_map, limits.max_values_per_feature, table, where):
                 t.add({"file": rf.display, "record": index, "offset": offset} | p)
@@ -126,7 +130,8 @@ def _check_file(
 def run(args: argparse.Namespace) -> int:
     if not args.path.exists():
         return fail(f"{args.path}: no such file or folder")
-    t = _Tally(as_json=args.json, max_problems=args.max_problems)
+    bar = ProgressBar(unit="record", enabled=on_terminal() and not args.json)
+    t = _Tally(as_json=args.json, max_problems=args.max_problems, bar=bar)
     limits = limits_from_args(args)
     try:
         pinned = load_label_map(args.label_map) if args.label_map else None
@@ -145,6 +150,8 @@ def run(args: argparse.Namespace) -> int:
         return fail(str(exc), hint=exc.hint)
     except OSError as exc:
         return fail(f"{exc.filename or args.path}: {exc.strerror or exc}")
+    finally:
+        bar.close()
     summary = {
         "valid": t.problems == 0,
         "files": t.files,

@@ -27,7 +27,7 @@ from typing import Any, Final
 
 import structlog
 
-from tfdrop.convert import ConvertOptions, Report, convert
+from tfdrop.convert import ConvertOptions, Progress, Report, convert
 from tfdrop.errors import TfdropError, WorkerDiedError
 
 log = structlog.get_logger("tfdrop.daemon")
@@ -80,13 +80,13 @@ def _child(
             resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     last = 0.0
 
-    def progress(items: int) -> None:
+    def progress(items: int, total: int | None) -> None:
         nonlocal last
         now = time.monotonic()
         if now - last >= PROGRESS_SECONDS:
             last = now
             try:
-                conn.send(("progress", items))
+                conn.send(("progress", (items, total)))
             except OSError:
                 os._exit(1)  # the service is gone (a SIGKILL): stop quietly
 
@@ -123,16 +123,16 @@ def convert_isolated(
     out: Path,
     options: ConvertOptions,
     *,
-    progress: Callable[[int], None],
+    progress: Progress,
     check: Callable[[], None],
     workdir: Path | None = None,
     memory: int | None = None,
 ) -> Report:
     """:func:`~tfdrop.convert.convert` in a child process.
 
-    ``progress`` gets the items done now and then; ``check`` is called a few times a second and
-    may raise to abort (the child is killed, its output never published). ``memory`` caps the
-    child's address space in bytes.
+    ``progress`` gets the items done (and the total, when known) now and then; ``check`` is
+    called a few times a second and may raise to abort (the child is killed, its output never
+    published). ``memory`` caps the child's address space in bytes.
 
     Raises:
         TfdropError or OSError: what the conversion raised, as it raised it.
@@ -168,7 +168,7 @@ def convert_isolated(
 def _wait(
     proc: Any,
     receive: Connection,
-    progress: Callable[[int], None],
+    progress: Progress,
     check: Callable[[], None],
     memory: int | None,
 ) -> Report:
@@ -180,7 +180,7 @@ def _wait(
             except EOFError:
                 break  # it died between two messages
             if kind == "progress":
-                progress(value)
+                progress(*value)
                 continue
             if kind == "done":
                 assert isinstance(value, Report)

@@ -18,7 +18,6 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -27,7 +26,7 @@ import structlog
 
 from tfdrop.codec.labelmap import format_label_map
 from tfdrop.config import DaemonConfig, PipelineConfig
-from tfdrop.convert import ConvertOptions, Report
+from tfdrop.convert import ConvertOptions, Progress, Report
 from tfdrop.daemon.claim import Claimed, WorkArea, clean_job_folder, finish_job_folder
 from tfdrop.daemon.fsops import (
     NameTooLongError,
@@ -40,6 +39,7 @@ from tfdrop.daemon.fsops import (
 )
 from tfdrop.daemon.isolate import convert_isolated
 from tfdrop.daemon.ledger import BEING_WRITTEN, Entry, Ledger
+from tfdrop.daemon.retention import mark_routed
 from tfdrop.errors import TfdropError, UnsafeArchiveError
 from tfdrop.publish import NAME_MAX, name_bytes, name_fits
 
@@ -56,6 +56,13 @@ class JobCancelled(Exception):
 
 class WaitForOther(Exception):
     """Another live instance is converting the same bytes; try again later."""
+
+
+def eta_seconds(done: int, total: int | None, elapsed: float) -> float | None:
+    """Seconds left at the rate so far; None while the total or the rate is unknown."""
+    if total is None or done <= 0 or elapsed <= 0:
+        return None
+    return round(max(total - done, 0) * elapsed / done, 1)
 
 
 def _json_bytes(doc: dict[str, Any]) -> bytes:
@@ -97,16 +104,23 @@ class JobRunner:
         if self.cancel.is_set():
             raise JobCancelled
 
-    def _progress(self) -> Callable[[int], None]:
+    def _progress(self) -> Progress:
         last = time.monotonic()
 
-        def progress(items: int) -> None:
+        def progress(items: int, total: int | None) -> None:
             nonlocal last
             self._check()
             now = time.monotonic()
             if now - last >= self.daemon.progress_seconds:
                 last = now
-                log.info("job_progress", items=items, elapsed_s=round(now - self.started, 1))
+                elapsed = now - self.started
+                log.info(
+                    "job_progress",
+                    items=items,
+                    total=total,
+                    elapsed_s=round(elapsed, 1),
+                    eta_s=eta_seconds(items, total, elapsed),
+                )
 
         return progress
 
@@ -369,6 +383,7 @@ class JobRunner:
             finish_job_folder(self.claimed)
             return None
         self.pipeline.done.mkdir(exist_ok=True)
+        mark_routed(self.claimed.input)  # its age in done/ (retention)
         dst = move_unique(self.claimed.input, self.pipeline.done, self.claimed.name)
         finish_job_folder(self.claimed)
         return str(dst)
@@ -391,6 +406,7 @@ class JobRunner:
             if self.entry is not None:
                 self.ledger.forget(self.entry)
             self.pipeline.failed.mkdir(exist_ok=True)
+            mark_routed(self.claimed.input)  # its age in failed/ (retention)
             dst = move_with_error(
                 self.claimed.input,
                 self.pipeline.failed,

@@ -23,9 +23,11 @@ import structlog
 
 from tfdrop.config import Config, DaemonConfig, PipelineConfig, resolve_config
 from tfdrop.daemon.fdlimit import ensure_open_files
+from tfdrop.daemon.hooks import Hooks
 from tfdrop.daemon.jobs import JobRunner, Outcome, Status
 from tfdrop.daemon.notify import Notifier
 from tfdrop.daemon.reload import close_runtime, release_if_idle, switch_config
+from tfdrop.daemon.retention import apply_retention
 from tfdrop.daemon.runtime import Job, Runtime, check_drop, check_state, open_runtime, watch_drop
 from tfdrop.daemon.stats import report_stats
 from tfdrop.daemon.watch import Settled
@@ -69,6 +71,7 @@ class Service:
         self._tasks: list[asyncio.Task[None]] = []
         self.clean = True
         self.exit_code = 0
+        self.hooks = Hooks()
 
     # -- pipelines --------------------------------------------------------------------------
 
@@ -113,6 +116,7 @@ class Service:
         if now >= rt.next_rescan:
             rt.next_rescan = now + d.rescan_seconds
             rt.tracker.scan(now)
+            apply_retention(rt.cfg)
             for name in rt.work.adopt_orphans():
                 claimed = rt.work.job(name)
                 log.info("claim_adopted", pipeline=rt.cfg.name, job=name)
@@ -251,6 +255,7 @@ class Service:
                 release_if_idle(rt)
             self.counts[outcome.status] += 1
             self._log_outcome(job, outcome, round(time.monotonic() - runner.started, 3))
+            self.hooks.after(rt.cfg, outcome.status, outcome.detail)
             self._update_status()
 
     def _log_outcome(self, job: Job, outcome: Outcome, elapsed: float) -> None:
@@ -369,6 +374,7 @@ class Service:
                     runner.cancel.set()
                 _, pending = await asyncio.wait(pending, timeout=_ABORT_SECONDS)
                 clean = not pending
+        await self.hooks.drain(self.config.daemon.grace_seconds)
         for rt in self.runtimes:
             if rt.watcher is not None:
                 with contextlib.suppress(asyncio.CancelledError, TimeoutError):

@@ -148,6 +148,16 @@ class Splittable(Reader, Protocol):
         ...
 
 
+@runtime_checkable
+class Counted(Reader, Protocol):
+    """A reader that knows from the source's index how many items it will yield (progress
+    bars show a total and time left); readers that learn it only by reading do not offer it."""
+
+    def total(self) -> int | None:
+        """The items :meth:`items` will yield at most, or None when not known up front."""
+        ...
+
+
 def plan_ranges(costs: Iterable[int], *, max_items: int, max_bytes: int) -> list[tuple[int, int]]:
     """Cut a run of items (their declared bytes, in order) into ``(start, stop)`` ranges of at
     most ``max_items`` items and about ``max_bytes`` bytes (an item alone may exceed it)."""

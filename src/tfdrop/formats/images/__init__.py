@@ -77,6 +77,9 @@ class ImagesReader:
     def label_map(self) -> LabelMap | None:
         return None
 
+    def total(self) -> int:
+        return len(self.images)
+
     def items(self) -> Iterator[Item]:
         for name in self.images:
             try:

@@ -150,6 +150,15 @@ class VocReader:
         for unit in self.units(max_items=sys.maxsize, max_bytes=sys.maxsize):
             yield from self.unit_items(unit)
 
+    def total(self) -> int:
+        """Annotation members, plus ids listed in a subset file without one (at most: a listed
+        id without an image yields nothing)."""
+        n = 0
+        for root, subsets in zip(self.roots, self._subsets, strict=True):
+            n += len(root.annotations)
+            n += len(set(subsets).difference(map(root.item_id, root.annotations)))
+        return n
+
     def units(self, *, max_items: int, max_bytes: int) -> list[_Unit]:
         """Per root: runs of annotation members (bounded by count and by the declared bytes
         of the annotation and its likely image), then the ids listed without an annotation."""

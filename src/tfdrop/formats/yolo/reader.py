@@ -316,6 +316,9 @@ class YoloReader:
     def items(self) -> Iterator[Item]:
         yield from self.unit_items((0, len(self.entries)))
 
+    def total(self) -> int:
+        return len(self.entries)
+
     def units(self, *, max_items: int, max_bytes: int) -> list[tuple[int, int]]:
         """Ranges of the item list, bounded by count and by the declared bytes of each item's
         image and label file."""
