@@ -6,6 +6,7 @@ CLI; hooks are real programs that write what they got to a file.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -16,7 +17,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from daemon_support import LABEL_MAP, Daemon, files, tfrecord_zip, write_config
+from daemon_support import LABEL_MAP, Daemon, files, png, tfrecord_zip, write_config
+from tfdrop.daemon.jobs import eta_seconds
 
 CAT_ONLY = "item {\n\tid: 1\n\tname: 'cat'\n}\n"
 DAY = 86400.0
@@ -285,3 +287,36 @@ def test_a_failing_or_hanging_hook_is_logged_and_never_fails_the_drop(tmp_path: 
     assert files(tmp_path / "in1" / "done") == ["a.zip", "c.zip"]
     assert files(tmp_path / "in2" / "done") == ["b.zip"]
     assert not daemon.named("job_failed")
+
+
+# -- progress -----------------------------------------------------------------------------
+
+
+def test_job_progress_events_carry_the_total_from_the_index_and_the_time_left(
+    tmp_path: Path,
+) -> None:
+    n = 8000
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for i in range(n):
+            zf.writestr(f"img/{i:05d}.png", png(i))
+    config = _config(tmp_path)
+    daemon = Daemon(config, tmp_path / "daemon.log")
+    try:
+        daemon.wait_event("daemon_ready")
+        (tmp_path / "in" / "shots.zip").write_bytes(buf.getvalue())
+        daemon.wait_event("job_done", timeout=60)
+    finally:
+        assert daemon.stop() == 0
+    progress = daemon.named("job_progress")
+    assert progress, "no job_progress event during a conversion of 8000 items"
+    assert all(e["total"] == n for e in progress)
+    assert all(isinstance(e["eta_s"], float) and e["eta_s"] >= 0 for e in progress)
+    assert all(0 < e["items"] <= n for e in progress)
+
+
+def test_eta_is_unknown_without_a_total_and_shrinks_as_items_are_done() -> None:
+    assert eta_seconds(10, None, 5.0) is None
+    assert eta_seconds(0, 100, 5.0) is None
+    assert eta_seconds(25, 100, 5.0) == 15.0
+    assert eta_seconds(100, 100, 9.0) == 0.0
