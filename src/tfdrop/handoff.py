@@ -9,9 +9,11 @@ and ``tfdrop inspect --summary`` both come here.
 
 Which subset feeds which reader (:func:`role_of`): ``train`` / ``training`` train; ``val``,
 ``valid``, ``validation``, ``eval``, ``evaluation``, ``dev``, ``test``, ``testing`` evaluate
-(one ``eval_input_reader`` each, test last); a year or number after the name is ignored
-(``train2017``, ``val_2014``); a lone subset trains, whatever its name; any other subset is left
-out and the block says so in a comment. Paths are relative to the unpacked archive.
+(one ``eval_input_reader`` each, test last; named after the subset when there are several, as
+TF models' model_lib_v2 evaluates every one and writes its summaries to ``eval<name>``); a year
+or number after the name is ignored (``train2017``, ``val_2014``); a lone subset trains, whatever
+its name; any other subset is left out and the block says so in a comment. Paths are relative
+to the unpacked archive.
 """
 
 from __future__ import annotations
@@ -179,8 +181,11 @@ class ReaderOptions:
     max_boxes: int = 0  # set only above the OD API's default (BOXES_DEFAULT)
 
 
-def _reader(kind: Role, paths: Sequence[str], opts: ReaderOptions) -> list[str]:
-    lines = [f"{kind}_input_reader {{", f"  label_map_path: {_quote(opts.label_map_path)}"]
+def _reader(kind: Role, paths: Sequence[str], opts: ReaderOptions, name: str = "") -> list[str]:
+    lines = [f"{kind}_input_reader {{"]
+    if name:
+        lines.append(f"  name: {_quote(name)}")
+    lines.append(f"  label_map_path: {_quote(opts.label_map_path)}")
     if kind == "eval":
         lines += ["  shuffle: false", "  num_epochs: 1"]
     if opts.masks:
@@ -216,7 +221,8 @@ def input_reader_block(
     if train:
         lines += _reader("train", [p for s in train for p in paths[s]], opts)
     for subset in evals:
-        lines += [f"# subset {subset}", *_reader("eval", paths[subset], opts)]
+        name = subset if len(evals) > 1 else ""
+        lines += [f"# subset {subset}", *_reader("eval", paths[subset], opts, name)]
     lines += [
         f"# subset {s} is in no reader (name it train, val or test to place it)" for s in rest
     ]

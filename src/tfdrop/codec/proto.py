@@ -148,6 +148,7 @@ def _input_reader_file() -> descriptor_pb2.FileDescriptorProto:
             ("mask_type", 10, _OPT, _F.TYPE_ENUM, ".object_detection.protos.InstanceMaskType"),
             ("num_keypoints", 16, _OPT, _F.TYPE_UINT32),
             ("max_number_of_boxes", 21, _OPT, _F.TYPE_INT32),
+            ("name", 23, _OPT, _F.TYPE_STRING),
         ],
     )
     reader.oneof_decl.add(name="input_reader")
