@@ -363,6 +363,24 @@ def test_inspect_summary_of_a_voc_zip_shows_what_convert_would_write(tmp_path: P
     _parse(got["input_reader"])
 
 
+def test_inspect_summary_counts_no_more_labels_than_the_budget(tmp_path: Path) -> None:
+    items = [
+        Item(
+            f"{i}.png",
+            width=8,
+            height=8,
+            objects=(Annotation(f"label{i}", Box(0, 0, 1, 1), label_id=i + 1),),
+        )
+        for i in range(5)
+    ]
+    path = tmp_path / "many.tfrecord"
+    path.write_bytes(records_bytes(items))
+    proc = tfdrop("inspect", "--summary", path, "--limit", "max_labels=3")
+    assert proc.returncode == 1
+    assert "max_labels" in proc.stderr
+    assert tfdrop("inspect", "--summary", path).returncode == 0
+
+
 def test_inspect_summary_of_garbage_is_a_clear_error(tmp_path: Path) -> None:
     bad = tmp_path / "x.tfrecord"
     bad.write_bytes(b"\x01" * 40)

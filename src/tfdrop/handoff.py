@@ -70,6 +70,7 @@ class Tally:
     keypoints: Counter[int] = field(default_factory=Counter)  # keypoints per object -> objects
     max_id: int = 0
     max_objects: int = 0  # in one item
+    labels: set[str] = field(default_factory=set)  # every label seen
 
     def add(
         self,
@@ -89,6 +90,7 @@ class Tally:
         self.keypoints.update(keypoints)
         self.max_id = max(self.max_id, *ids) if ids else self.max_id
         self.max_objects = max(self.max_objects, len(labels))
+        self.labels.update(labels)
 
     def add_item(self, item: Item) -> None:
         objs = item.objects
@@ -254,7 +256,7 @@ def num_classes(label_map: LabelMap | None, tally: Tally) -> int:
     top = max([tally.max_id, *ids])
     if top > 0:
         return top
-    return len({label for counts in tally.objects.values() for label in counts})
+    return len(tally.labels)
 
 
 def _keypoint_notes(tally: Tally) -> list[str]:

@@ -58,6 +58,8 @@ def _summarize(path: Path, limits: Limits) -> tuple[Tally, TrainingSummary]:
         tally = Tally()
         for item in reader.items():
             tally.add_item(item)
+            # the counts grow with the labels: bounded like a conversion's label list
+            limits.check("max_labels", len(tally.labels), item=item.name)
         label_map = reader.label_map() or LabelMap.from_names(list(reader.labels()))
         if fmt == "tfrecord":
             names = sorted(n for n in source.names() if is_tfrecord_name(n))
