@@ -33,6 +33,7 @@ ROOMS: dict[str, str] = {
     "tfdrop.convert": "convert",
     "tfdrop.units": "convert",
     "tfdrop.readback": "convert",
+    "tfdrop.handoff": "convert",
     "tfdrop.config": "config",
     "tfdrop.daemon": "daemon",
     "tfdrop.cli": "cli",

@@ -24,11 +24,13 @@ from tfdrop.errors import TfdropError
 from tfdrop.formats import FORMATS, Notes, Reader, ReadOptions, WriteOptions, detect_format
 from tfdrop.formats.base import Counted, FormatName, SourceFormat, Splittable
 from tfdrop.formats.tfrecord import TfrecordWriter
+from tfdrop.handoff import Tally, TrainingSummary, summarize
 from tfdrop.inputs import open_input
 from tfdrop.labels import LabelResolver
 from tfdrop.limits import DEFAULT_LIMITS, Limits
 from tfdrop.publish import atomic_path
 from tfdrop.readback import Written, validate_archive
+from tfdrop.stream import is_tfrecord_name
 from tfdrop.units import (
     UNIT_BYTES,
     UNIT_ITEMS,
@@ -78,6 +80,7 @@ class Report:
     validated_items: int
     output_bytes: int
     seconds: float
+    training: TrainingSummary | None = None  # num_classes, counts per label, input_reader
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (``<stem>.report.json``)."""
@@ -102,7 +105,7 @@ class Report:
             "validated_items": self.validated_items,
             "output_bytes": self.output_bytes,
             "seconds": round(self.seconds, 3),
-        }
+        } | (self.training.to_dict() if self.training is not None else {})
 
     def summary(self) -> str:
         """One line for a terminal."""
@@ -183,9 +186,12 @@ def convert(
             wopts = _write_options(options, workdir) if encode else None
             job = JobSpec(src, fmt, read, resolver.map, _box_masks(options), wopts)
             stream = _items(reader, job, options, notes)
+            tally = Tally()
             with atomic_path(out) as tmp:
                 tick = _ticker(progress, reader)
-                counts = _write(stream, resolver, tmp, options, notes, tick, workdir)
+                counts, members = _write(
+                    stream, resolver, tmp, options, notes, tick, workdir, tally
+                )
                 validated = validate_archive(
                     tmp,
                     options.target_format,
@@ -214,7 +220,24 @@ def convert(
         validated_items=validated,
         output_bytes=out.stat().st_size,
         seconds=time.monotonic() - started,
+        training=_training(tally, resolver.map, members, options),
     )
+
+
+def _training(
+    tally: Tally, label_map: LabelMap, members: list[str], options: ConvertOptions
+) -> TrainingSummary:
+    """The report's hand-off to training (:mod:`tfdrop.handoff`); input paths only for a
+    TFRecord target."""
+    if options.target_format != "tfrecord":
+        return summarize(tally, label_map, None)
+    notes = []
+    if options.compression != "none":
+        notes.append(
+            f"the records are {options.compression}-compressed: the OD API reads them with "
+            "tf.data.TFRecordDataset without a compression_type; convert with --compression none"
+        )
+    return summarize(tally, label_map, [m for m in members if is_tfrecord_name(m)], notes=notes)
 
 
 _Counts = tuple[int, int, Counter[str], Counter[str]]
@@ -246,7 +269,9 @@ def _write(
     notes: Notes,
     progress: Callable[[int], None] | None,
     workdir: Path | None,
-) -> _Counts:
+    tally: Tally,
+) -> tuple[_Counts, list[str]]:
+    """Write every item; the counts, and the names of the members written."""
     spec = FORMATS[options.target_format]
     assert spec.open_writer is not None
     n_items = n_objects = 0
@@ -260,6 +285,7 @@ def _write(
                 assert isinstance(writer, TfrecordWriter)
                 writer.write_record(entry.subset, entry.record)
                 subset, names = entry.subset, entry.labels
+                tally.add(subset, names, masks=entry.masks, keypoints=entry.keypoints)
             else:
                 if names_files:
                     check_item_name(entry.name)
@@ -269,6 +295,7 @@ def _write(
                 except TfdropError as exc:
                     raise exc.at(item=item.name) from None
                 subset, names = item.subset, tuple(o.label for o in item.objects)
+                tally.add_item(item)
             n_items += 1
             n_objects += len(names)
             subsets[subset] += 1
@@ -276,6 +303,7 @@ def _write(
             if progress is not None:
                 progress(n_items)
         writer.close(resolver.map)
+        members = sink.names
     if resolver.renumbered:
         notes.warn(
             "label_ids_renumbered",
@@ -283,4 +311,4 @@ def _write(
             "(one id for two class texts, or two ids for one); ids were given by text (pin a "
             "label map to choose them)",
         )
-    return n_items, n_objects, subsets, labels
+    return (n_items, n_objects, subsets, labels), members

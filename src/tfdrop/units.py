@@ -70,6 +70,8 @@ class Encoded:
     subset: str
     record: bytes
     labels: tuple[str, ...]  # one per object, for the report's counts
+    masks: int = 0  # objects with a mask, for the report's input_reader block
+    keypoints: tuple[int, ...] = ()  # keypoints per object, for the same
 
 
 @dataclass(slots=True)
@@ -175,10 +177,21 @@ class _Worker:
             item, final = _preassign(prepare(item, self.spec, self.notes), self.spec.known)
             if encode is not None and final:
                 record = encode_record(item, encode, self.notes)
-                out.append(Encoded(item.subset, record, tuple(o.label for o in item.objects)))
+                out.append(_encoded(item, record))
             else:
                 out.append(item)
         return UnitResult(out, self.notes.copy())
+
+
+def _encoded(item: Item, record: bytes) -> Encoded:
+    objs = item.objects
+    return Encoded(
+        item.subset,
+        record,
+        tuple(o.label for o in objs),
+        sum(o.mask is not None for o in objs),
+        tuple(len(o.keypoints) for o in objs),
+    )
 
 
 _STATE: list[_Worker] = []

@@ -1,6 +1,7 @@
 """``tfdrop inspect PATH``: records as readable text, or JSON lines with ``--json``.
 
-Image bytes and masks are shown by size and SHA-256, not dumped.
+Image bytes and masks are shown by size and SHA-256, not dumped. ``--summary``: the hand-off to
+training instead, for any archive tfdrop reads (:mod:`tfdrop.cli.summary`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 from tfdrop.cli.common import add_limit_argument, bare_limit, fail, limits_from_args
 from tfdrop.cli.records import iter_file_records, record_files
+from tfdrop.cli.summary import summarize_path, summary_json, summary_text
 from tfdrop.codec.example import decode_example
 from tfdrop.codec.model import Item, LabelMap
 from tfdrop.errors import TfdropError
@@ -29,6 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="show at most N records (also accepted as a bare --limit N)",
     )
     parser.add_argument("--json", action="store_true", help="JSON lines instead of text")
+    parser.add_argument(
+        "--summary",
+        action="store_true",
+        help="num_classes, counts per label per subset, input globs and the pipeline.config "
+        "input_reader block (any format tfdrop reads)",
+    )
     add_limit_argument(parser)
 
 
@@ -96,9 +104,24 @@ def _text(index: int, display: str, d: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _summary(args: argparse.Namespace) -> int:
+    try:
+        tally, summary = summarize_path(args.path, limits_from_args(args, bare=True))
+    except TfdropError as exc:
+        return fail(str(exc), hint=exc.hint)
+    except OSError as exc:
+        return fail(f"{exc.filename or args.path}: {exc.strerror or exc}")
+    print(summary_json(tally, summary) if args.json else summary_text(tally, summary))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     if not args.path.exists():
         return fail(f"{args.path}: no such file or folder")
+    return _summary(args) if args.summary else _records(args)
+
+
+def _records(args: argparse.Namespace) -> int:
     shown = 0
     limits = limits_from_args(args, bare=True)
     cap = args.max_records if args.max_records is not None else bare_limit(args)

@@ -5,6 +5,10 @@
 and types are the wire contract; this module declares messages with the same numbers in a private
 descriptor pool (so it never clashes with TensorFlow's own classes in a process that has both)
 and builds the classes from it, so no generated code and no ``protoc`` are needed.
+
+Also the few fields of the OD API's ``InputReader`` and ``TrainEvalPipelineConfig``
+(``protos/input_reader.proto``, ``pipeline.proto``) that the report's ``input_reader`` block
+uses: tests parse the block against them.
 """
 
 from __future__ import annotations
@@ -114,9 +118,61 @@ def _label_map_file() -> descriptor_pb2.FileDescriptorProto:
     return fdp
 
 
+def _input_reader_file() -> descriptor_pb2.FileDescriptorProto:
+    """The ``InputReader`` fields tfdrop writes (numbers as in TF models' input_reader.proto),
+    and the two pipeline.config fields that hold one (``eval_input_reader`` is repeated since
+    TF2's model_lib_v2)."""
+    fdp = descriptor_pb2.FileDescriptorProto(
+        name="tfdrop/input_reader.proto", package="object_detection.protos", syntax="proto2"
+    )
+    mask_type = fdp.enum_type.add(name="InstanceMaskType")
+    for i, n in enumerate(("DEFAULT", "NUMERICAL_MASKS", "PNG_MASKS")):
+        mask_type.value.add(name=n, number=i)
+    _msg(fdp, "TFRecordInputReader", [("input_path", 1, _REP, _F.TYPE_STRING)])
+    reader = _msg(
+        fdp,
+        "InputReader",
+        [
+            ("label_map_path", 1, _OPT, _F.TYPE_STRING),
+            ("shuffle", 2, _OPT, _F.TYPE_BOOL),
+            ("num_epochs", 5, _OPT, _F.TYPE_UINT32),
+            ("load_instance_masks", 7, _OPT, _F.TYPE_BOOL),
+            (
+                "tf_record_input_reader",
+                8,
+                _OPT,
+                _F.TYPE_MESSAGE,
+                ".object_detection.protos.TFRecordInputReader",
+                0,
+            ),
+            ("mask_type", 10, _OPT, _F.TYPE_ENUM, ".object_detection.protos.InstanceMaskType"),
+            ("num_keypoints", 16, _OPT, _F.TYPE_UINT32),
+            ("max_number_of_boxes", 21, _OPT, _F.TYPE_INT32),
+            ("name", 23, _OPT, _F.TYPE_STRING),
+        ],
+    )
+    reader.oneof_decl.add(name="input_reader")
+    _msg(
+        fdp,
+        "TrainEvalPipelineConfig",
+        [
+            (
+                "train_input_reader",
+                3,
+                _OPT,
+                _F.TYPE_MESSAGE,
+                ".object_detection.protos.InputReader",
+            ),
+            ("eval_input_reader", 5, _REP, _F.TYPE_MESSAGE, ".object_detection.protos.InputReader"),
+        ],
+    )
+    return fdp
+
+
 _POOL: Final = descriptor_pool.DescriptorPool()
 _POOL.Add(_example_file())
 _POOL.Add(_label_map_file())
+_POOL.Add(_input_reader_file())
 
 
 def _cls(name: str) -> type[Message]:
@@ -127,4 +183,6 @@ Example: Final = _cls("tensorflow.Example")
 Features: Final = _cls("tensorflow.Features")
 Feature: Final = _cls("tensorflow.Feature")
 StringIntLabelMap: Final = _cls("object_detection.protos.StringIntLabelMap")
+InputReader: Final = _cls("object_detection.protos.InputReader")
+TrainEvalPipelineConfig: Final = _cls("object_detection.protos.TrainEvalPipelineConfig")
 POOL: Final = _POOL
