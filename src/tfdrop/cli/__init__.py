@@ -30,7 +30,10 @@ COMMANDS: Final[dict[str, tuple[str, str]]] = {
     "inspect": ("inspect", "print the records of a TFRecord as text or JSON lines"),
     "run": ("daemon", "run the drop-folder daemon"),
     "check-config": ("check_config", "validate a daemon config file without starting"),
+    "beam": ("beam", "convert one large dataset on Apache Beam (the tfdrop[beam] extra)"),
 }
+PASSTHROUGH: Final = frozenset({"beam"})
+"""Commands whose words after a lone ``--`` are handed on unparsed (``args.passthrough``)."""
 
 
 class CommandModule(Protocol):
@@ -104,7 +107,12 @@ def _silence_stdout() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tfdrop`` console script."""
     words = sys.argv[1:] if argv is None else list(argv)
+    passthrough: list[str] = []
+    if _command_in(words) in PASSTHROUGH and "--" in words:
+        cut = words.index("--")
+        words, passthrough = words[:cut], words[cut + 1 :]
     args = build_parser(words).parse_args(words)
+    args.passthrough = passthrough
 
     real = sys.stdout
     if real is not None and not isinstance(real, _GuardedStdout):
