@@ -31,7 +31,10 @@ COMMANDS: Final[dict[str, tuple[str, str]]] = {
     "run": ("daemon", "run the drop-folder daemon"),
     "check-config": ("check_config", "validate a daemon config file without starting"),
     "retry": ("retry", "move failed inputs back into their drop folder to convert them again"),
+    "beam": ("beam", "convert one large dataset on Apache Beam (the tfdrop[beam] extra)"),
 }
+PASSTHROUGH: Final = frozenset({"beam"})
+"""Commands whose words after a lone ``--`` are handed on unparsed (``args.passthrough``)."""
 
 
 class CommandModule(Protocol):
@@ -105,7 +108,12 @@ def _silence_stdout() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tfdrop`` console script."""
     words = sys.argv[1:] if argv is None else list(argv)
+    passthrough: list[str] = []
+    if _command_in(words) in PASSTHROUGH and "--" in words:
+        cut = words.index("--")
+        words, passthrough = words[:cut], words[cut + 1 :]
     args = build_parser(words).parse_args(words)
+    args.passthrough = passthrough
 
     real = sys.stdout
     if real is not None and not isinstance(real, _GuardedStdout):

@@ -1,0 +1,289 @@
+"""``ReadDataset``: sources -> work units -> items, read by as many workers as the runner has.
+
+A first step opens each source once (on a worker) and plans its work units from the source's
+own index (:class:`~tfdrop.formats.base.Splittable` readers: one reader unit per item, batched
+:data:`~tfdrop.units.UNIT_ITEMS` to a work unit); a reader that cannot split yields one unit,
+the whole source. The units are reshuffled across workers, and each worker opens the sources it
+needs once and turns units into items. Items stream one at a time into the fused steps after
+this one (encoding, writing), so a worker holds one item, not a unit.
+
+``ReadDataset.label_map`` (when ``scan_labels``) is a singleton PCollection of the label map
+``tfdrop convert`` would build: the sources' own maps and label lists, then every other label
+in order of first appearance, found by a scan of the annotations (images not loaded) and put
+in source order, whatever order the workers finish in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from tfdrop.archive import Source
+from tfdrop.beam.elements import WHOLE, BadItem, ItemAt, Noted, SourceInfo, SourceRef, WorkUnit
+from tfdrop.beam.sources import Stage, expand_sources, open_ref
+from tfdrop.codec.model import Annotation, Box, Item, LabelMap
+from tfdrop.errors import FormatError, TfdropError
+from tfdrop.formats import FORMATS, Notes, Reader, ReadOptions, detect_format
+from tfdrop.formats.base import FormatName, SourceFormat, Splittable
+from tfdrop.labels import LabelResolver
+from tfdrop.units import UNIT_ITEMS
+
+NAMESPACE = "tfdrop"
+"""The namespace of every Beam metric tfdrop reports."""
+INFO = "info"
+
+
+@dataclass(slots=True)
+class _Open:
+    source: Source
+    reader: Reader
+    notes: Notes
+
+
+class _Readers:
+    """The sources a worker has opened, each once (remote ones copied once)."""
+
+    def __init__(self, read: ReadOptions) -> None:
+        self.read = read
+        self.stage = Stage()
+        self._open: dict[int, _Open] = {}
+
+    def get(self, ref: SourceRef, fmt: SourceFormat) -> tuple[_Open, FormatName]:
+        opened = self._open.get(ref.index)
+        source = opened.source if opened else open_ref(ref, self.stage, self.read.limits)
+        try:
+            name = fmt if fmt != "auto" else detect_format(source.names(), archive=ref.path)
+            if opened is None:
+                spec = FORMATS[name]
+                if spec.open_reader is None:
+                    raise FormatError(f"tfdrop cannot read {name}", archive=ref.path)
+                notes = Notes()
+                opened = _Open(source, spec.open_reader(source, self.read, notes), notes)
+                self._open[ref.index] = opened
+        except TfdropError:
+            source.close()
+            raise
+        return opened, name
+
+    def close(self) -> None:
+        for opened in self._open.values():
+            opened.source.close()
+        self._open.clear()
+        self.stage.close()
+
+
+def _plan(reader: Reader) -> list[tuple[object, ...]]:
+    if isinstance(reader, Splittable):
+        parts = reader.units(max_items=1, max_bytes=1)
+        if parts is not None:
+            return [tuple(parts[i : i + UNIT_ITEMS]) for i in range(0, len(parts), UNIT_ITEMS)]
+    return [(WHOLE,)]
+
+
+class _PlanUnits(beam.DoFn):  # type: ignore[misc]
+    """A source -> its work units, and (tagged ``info``) what opening it said."""
+
+    def __init__(self, fmt: SourceFormat, read: ReadOptions) -> None:
+        self.fmt = fmt
+        self.read = read
+
+    def process(self, ref: SourceRef) -> Iterator[Any]:
+        readers = _Readers(self.read)
+        try:
+            opened, fmt = readers.get(ref, self.fmt)
+            runs = _plan(opened.reader)
+            yield beam.pvalue.TaggedOutput(
+                INFO,
+                SourceInfo(
+                    ref.index,
+                    ref.path,
+                    fmt,
+                    tuple(opened.reader.labels()),
+                    opened.reader.label_map(),
+                    opened.notes.copy(),
+                    len(runs),
+                ),
+            )
+            for i, parts in enumerate(runs):
+                yield WorkUnit(ref, fmt, i, parts)
+        except TfdropError as exc:
+            raise exc.at(archive=ref.path) from None
+        finally:
+            readers.close()
+
+
+class _ReadUnits(beam.DoFn):  # type: ignore[misc]
+    """A work unit -> its items (``ItemAt``), bad items (``BadItem``) and notes (``Noted``)."""
+
+    def __init__(self, read: ReadOptions) -> None:
+        self.read = read
+        self.bad = Metrics.counter(NAMESPACE, "bad_items")
+        self._readers: _Readers | None = None
+
+    def setup(self) -> None:
+        self._readers = _Readers(self.read)
+
+    def teardown(self) -> None:
+        if self._readers is not None:
+            self._readers.close()
+
+    def process(self, unit: WorkUnit) -> Iterator[ItemAt | BadItem | Noted]:
+        assert self._readers is not None
+        opened, _ = self._readers.get(unit.source, unit.fmt)
+        opened.notes.clear()
+        src, n = unit.source.index, 0
+        for part in unit.parts:
+            reader = opened.reader
+            items = reader.items() if part is WHOLE else reader.unit_items(part)  # type: ignore[attr-defined]
+            read = 0
+            try:
+                for item in items:
+                    yield ItemAt((src, unit.index, n), item)
+                    n += 1
+                    read += 1
+            except TfdropError as exc:
+                self.bad.inc()
+                error = exc.at(archive=unit.source.path).to_dict()
+                yield BadItem((src, unit.index, n), error, cut_short=part is WHOLE or read > 0)
+                n += 1
+        yield Noted((src, unit.index, -1), opened.notes.copy())
+        opened.notes.clear()
+
+
+class _ScanLabels(beam.DoFn):  # type: ignore[misc]
+    """A work unit -> ``(unit key, ((label, item name), ...))``: its labels in order of first
+    appearance (images not loaded; errors are the main read's to report)."""
+
+    def __init__(self, read: ReadOptions) -> None:
+        self.read = replace(read, images=False, masks=False)
+        self._readers: _Readers | None = None
+
+    def setup(self) -> None:
+        self._readers = _Readers(self.read)
+
+    def teardown(self) -> None:
+        if self._readers is not None:
+            self._readers.close()
+
+    def process(self, unit: WorkUnit) -> Iterator[tuple[tuple[int, int], tuple[Any, ...]]]:
+        assert self._readers is not None
+        opened, _ = self._readers.get(unit.source, unit.fmt)
+        seen: dict[str, str] = {}
+        for part in unit.parts:
+            reader = opened.reader
+            items = reader.items() if part is WHOLE else reader.unit_items(part)  # type: ignore[attr-defined]
+            try:
+                for item in items:
+                    for obj in item.objects:
+                        if obj.label and obj.label not in seen:
+                            seen[obj.label] = item.name
+            except TfdropError:
+                continue
+        opened.notes.clear()
+        yield (unit.source.index, unit.index), tuple(seen.items())
+
+
+def merge_maps(infos: Sequence[SourceInfo]) -> LabelMap | None:
+    """The sources' own label maps as one (the first source's ids win where both name an id the
+    same; an id two sources name differently is a FormatError)."""
+    merged: LabelMap | None = None
+    for info in infos:
+        lm = info.label_map
+        if lm is None:
+            continue
+        if merged is None:
+            merged = lm
+            continue
+        for it in lm.items:
+            other = merged.get(it.id)
+            if other is not None and other.name != it.name:
+                raise FormatError(
+                    f"label maps disagree: id {it.id} is {other.name!r} in one source and "
+                    f"{it.name!r} here",
+                    archive=info.path,
+                )
+        merged = LabelMap(merged.items + tuple(i for i in lm.items if merged.get(i.id) is None))
+    return merged
+
+
+def resolve_labels(
+    infos: Sequence[SourceInfo],
+    scans: Sequence[tuple[tuple[int, int], tuple[tuple[str, str], ...]]],
+    read: ReadOptions,
+    *,
+    plain_text: bool,
+) -> LabelMap:
+    """The label map ``tfdrop convert`` builds (:class:`~tfdrop.labels.LabelResolver`), fed the
+    labels in source order: the sources' maps or label lists, then first appearances."""
+    ordered = sorted(infos, key=lambda i: i.index)
+    labels = dict.fromkeys(name for info in ordered for name in info.labels)
+    resolver = LabelResolver(
+        None, list(labels), merge_maps(ordered), limits=read.limits, plain_text=plain_text
+    )
+    for _key, found in sorted(scans):
+        for label, item_name in found:
+            resolver.assign(Item(item_name, objects=(Annotation(label, Box(0, 0, 0, 0)),)))
+    return resolver.map
+
+
+class ReadDataset(beam.PTransform):  # type: ignore[misc]
+    """``pipeline | ReadDataset(patterns)`` -> a PCollection of :class:`ItemAt` (and the
+    ``SourceInfo``, ``BadItem`` and ``Noted`` elements that ride along to the report).
+
+    Args:
+        patterns: zips, folders, globs of zips, TFRecord files or globs of shards (a string or
+            a list of them), local or on any file system Beam has.
+        format: the source format, or ``auto`` (detected per source from its member names).
+        read: how to read (masks, images, the job budget).
+        scan_labels: also compute :attr:`label_map` (skip it when a map is pinned).
+        plain_text: the target keeps labels as text lines (VOC, YOLO, CVAT): check them.
+    """
+
+    def __init__(
+        self,
+        patterns: str | Sequence[str],
+        format: SourceFormat = "auto",  # the issue's name for it
+        *,
+        read: ReadOptions | None = None,
+        scan_labels: bool = True,
+        plain_text: bool = False,
+    ) -> None:
+        super().__init__()
+        self.patterns = [patterns] if isinstance(patterns, str) else list(patterns)
+        self.format = format
+        self.read = read or ReadOptions()
+        self.scan_labels = scan_labels
+        self.plain_text = plain_text
+        self.sources: list[SourceRef] = []
+        self.label_map: beam.PCollection | None = None
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        self.sources = expand_sources(self.patterns)
+        planned = (
+            pbegin
+            | "Sources" >> beam.Create(self.sources)
+            | "Plan" >> beam.ParDo(_PlanUnits(self.format, self.read)).with_outputs(INFO, main="u")
+        )
+        units = planned.u | "Spread" >> beam.Reshuffle()
+        items = units | "Read" >> beam.ParDo(_ReadUnits(self.read))
+        infos = planned[INFO]
+        if self.scan_labels:
+            scans = units | "Scan" >> beam.ParDo(_ScanLabels(self.read))
+            self.label_map = (
+                scans
+                | "AllScans" >> beam.combiners.ToList()
+                | "Resolve"
+                >> beam.Map(
+                    lambda found, infos, read, plain: resolve_labels(
+                        infos, found, read, plain_text=plain
+                    ),
+                    infos=beam.pvalue.AsList(infos),
+                    read=self.read,
+                    plain=self.plain_text,
+                )
+            )
+        return (items, infos) | "WithInfos" >> beam.Flatten()

@@ -1,0 +1,164 @@
+"""``tfdrop beam SRC... --to tfrecord --output PREFIX [-- BEAM_OPTIONS...]``: one dataset
+converted by an Apache Beam pipeline (DirectRunner here; Flink, Spark or Dataflow with
+``-- --runner=...``).
+
+Apache Beam is the optional extra ``tfdrop[beam]``: this module imports :mod:`tfdrop.beam`
+(the only room that imports ``apache_beam``) when the command runs, and says how to install
+the extra when it is missing, so ``tfdrop`` itself never needs Beam.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import re
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from tfdrop.cli.common import add_limit_argument, bounded_int, fail, limits_from_args, usage_error
+from tfdrop.codec.compression import COMPRESSIONS
+from tfdrop.errors import TfdropError
+from tfdrop.formats import FORMATS
+from tfdrop.labels import load_label_map
+from tfdrop.limits import Limits
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+INSTALL_HINT: Final = "install the extra: pip install 'tfdrop[beam]' (or pip install apache-beam)"
+MAX_BEAM_SHARDS: Final = 99_999
+_TFDROP_ERROR = re.compile(r"^tfdrop\.[\w.]+(?:Error|Exceeded): (.+?)(?: \[while running .*\])?$")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    writable = [n for n, s in FORMATS.items() if s.open_writer is not None]
+    readable = [n for n, s in FORMATS.items() if s.open_reader is not None]
+    parser.add_argument(
+        "src",
+        nargs="+",
+        help="zips, folders, globs of zips (quote them), TFRecord files or globs of shards; "
+        "local or any file system Beam has (gs://, s3://, hdfs://)",
+    )
+    parser.add_argument("--to", dest="to", required=True, choices=writable, help="target format")
+    parser.add_argument(
+        "--from", dest="source", default="auto", choices=["auto", *readable], help="source format"
+    )
+    parser.add_argument(
+        "-o", "--output", required=True, help="output folder (shards, label map, report)"
+    )
+    parser.add_argument("--label-map", type=Path, help="pin label ids to this label_map.pbtxt")
+    parser.add_argument(
+        "--masks", action="store_true", help="polygons and masks -> PNG instance masks"
+    )
+    parser.add_argument(
+        "--shards",
+        type=bounded_int(1, MAX_BEAM_SHARDS),
+        default=1,
+        help=f"TFRecord shards per subset (1..{MAX_BEAM_SHARDS})",
+    )
+    parser.add_argument("--compression", choices=COMPRESSIONS, default="none")
+    parser.add_argument(
+        "--no-images", dest="images", action="store_false", help="do not embed images"
+    )
+    parser.add_argument(
+        "--max-bad-items",
+        type=bounded_int(0, 1 << 62),
+        default=0,
+        help="items that may fail (into bad_items.jsonl) before the run fails (default 0)",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no summary")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show Beam's own logs")
+    add_limit_argument(parser)
+    parser.epilog = (
+        "Beam's pipeline options go after a lone '--', e.g. -- --runner=FlinkRunner "
+        "--flink_master=host:8081 (default: DirectRunner)."
+    )
+
+
+def _load_beam() -> ModuleType | None:
+    try:
+        return importlib.import_module("tfdrop.beam")
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and exc.name.split(".")[0] == "apache_beam":
+            return None
+        raise
+
+
+def _runner_error(text: str) -> str:
+    """The tfdrop error inside a runner's failure text (a worker's traceback), else its end."""
+    found = [m.group(1) for line in text.splitlines() if (m := _TFDROP_ERROR.match(line))]
+    if found:
+        return found[-1]
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return f"the pipeline failed: {lines[-1] if lines else 'no message'}"
+
+
+def _quiet_logs(verbose: bool) -> None:
+    if verbose:
+        logging.basicConfig(level=logging.INFO)
+        return
+    # Beam logs a warning on import and a traceback per failed bundle; the error is printed
+    # once, below, in words
+    logging.getLogger().addHandler(logging.NullHandler())
+    logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.to != "tfrecord":
+        return usage_error(
+            "beam",
+            f"--to {args.to}: tfdrop beam writes tfrecord (the target that scales out); "
+            f"convert its output with 'tfdrop convert OUTPUT/<subset>.tfrecord-00000-of-N "
+            f"--to {args.to}'",
+        )
+    limits = limits_from_args(args)
+    _quiet_logs(args.verbose)
+    beam = _load_beam()
+    if beam is None:
+        return fail("tfdrop beam needs Apache Beam, which is not installed", hint=INSTALL_HINT)
+    if beam.output_in_use(args.output):
+        return usage_error("beam", f"--output {args.output} holds files; choose an empty folder")
+    started = time.monotonic()
+    code, result = _convert(beam, args, limits)
+    if code:
+        return code
+    if not args.quiet:
+        report = beam.read_report(args.output)
+        totals = beam.metric_totals(result)
+        print(
+            f"{report['source_format']} -> tfrecord: {report['items']} items, "
+            f"{report['objects']} objects, {len(report['label_map'])} labels, "
+            f"{report['bad_items']} bad items, {len(report['shards'])} shards -> "
+            f"{args.output} ({time.monotonic() - started:.2f} s; metrics "
+            f"{json.dumps(totals, sort_keys=True)})"
+        )
+    sys.stdout.flush()
+    return 0
+
+
+def _convert(beam: ModuleType, args: argparse.Namespace, limits: Limits) -> tuple[int, object]:
+    """Run the pipeline: (0, its result), or (the exit code, None) with the error printed."""
+    try:
+        label_map = load_label_map(args.label_map) if args.label_map else None
+        opts = beam.BeamOptions(
+            source_format=args.source,
+            label_map=label_map,
+            masks=args.masks,
+            images=args.images,
+            shards=args.shards,
+            compression=args.compression,
+            max_bad_items=args.max_bad_items,
+            limits=limits,
+        )
+        return 0, beam.convert_dataset(args.src, args.output, opts, args.passthrough)
+    except TfdropError as exc:
+        message = str(exc).split(" [while running ")[0]
+        return fail(message, hint=exc.hint), None
+    except RuntimeError as exc:  # a portable runner's failure: the worker's traceback as text
+        return fail(_runner_error(str(exc))), None
+    except OSError as exc:
+        return fail(f"{exc.filename or args.output}: {exc.strerror or exc}"), None
