@@ -33,6 +33,7 @@ ROOMS: dict[str, str] = {
     "tfdrop.convert": "convert",
     "tfdrop.units": "convert",
     "tfdrop.readback": "convert",
+    "tfdrop.preview": "preview",
     "tfdrop.config": "config",
     "tfdrop.daemon": "daemon",
     "tfdrop.cli": "cli",
@@ -50,8 +51,23 @@ ALLOWED: dict[str, frozenset[str]] = {
     "labels": frozenset({"errors", "limits", "codec"}),
     "convert": frozenset({"errors", "limits", "codec", "shell", "archive", "formats", "labels"}),
     "config": frozenset({"errors", "limits", "codec", "formats", "labels"}),
+    # the preview opens inputs as a conversion does (tfdrop.inputs)
+    "preview": frozenset(
+        {"errors", "limits", "codec", "shell", "archive", "formats", "labels", "convert"}
+    ),
     "daemon": frozenset(
-        {"errors", "limits", "codec", "shell", "archive", "formats", "labels", "convert", "config"}
+        {
+            "errors",
+            "limits",
+            "codec",
+            "shell",
+            "archive",
+            "formats",
+            "labels",
+            "convert",
+            "config",
+            "preview",
+        }
     ),
     "cli": frozenset(ROOMS.values()),  # the shell around everything
 }
@@ -115,6 +131,6 @@ def test_the_table_forbids_what_architecture_md_promises() -> None:
     assert ALLOWED["codec"] == {"errors"}
     assert "archive" not in ALLOWED["codec"]
     assert "formats" not in ALLOWED["archive"]
-    for room in ("formats", "archive", "codec", "convert", "config"):
+    for room in ("formats", "archive", "codec", "convert", "config", "preview"):
         assert not ALLOWED[room] & {"daemon", "cli"}, room
     assert "cli" not in ALLOWED["daemon"]

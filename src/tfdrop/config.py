@@ -40,6 +40,9 @@ DEFAULT_PATTERNS: Final = (
 )
 MAX_JOBS: Final = 64
 """Most jobs at once: far above what 2..16 cores use, low enough that start-up stays instant."""
+MAX_PREVIEW: Final = 10_000
+"""Most items a preview page shows (``preview = N``, ``tfdrop preview --limit N``): each is an
+embedded thumbnail of some 10-50 kB."""
 MAX_SHARDS: Final = 256
 """Most TFRecord shards per subset. The writer keeps every shard of every subset open while a
 job runs, so ``max_jobs x shards x subsets`` files may be open at once: the daemon checks that
@@ -100,6 +103,7 @@ class PipelineConfig:
     state_dir: Path | None = None
     create: bool = True
     limits: Limits = DEFAULT_LIMITS
+    preview: int = 0  # items on <stem>.preview.html (0: no preview page)
 
     @property
     def state(self) -> Path:
@@ -145,6 +149,7 @@ _INTS: Final[dict[str, tuple[int, int]]] = {
     "max_jobs": (1, MAX_JOBS),
     "job_memory_mb": (256, 1 << 20),
     "shards": (1, MAX_SHARDS),
+    "preview": (1, MAX_PREVIEW),
 }
 
 # key -> (type, allowed values or None); the order is the documented order
@@ -180,6 +185,7 @@ _PIPELINE_KEYS: Final = (
     "state_dir",
     "create",
     "limits",
+    "preview",
 )
 
 
@@ -391,7 +397,15 @@ def _pipeline(
         state_dir=state_dir,
         create=_typed(ctx, f"{prefix}.create", table.get("create", True), bool, None),
         limits=parse_limits(table.get("limits", {}), f"{prefix}.limits", where, limits),
+        preview=_preview(ctx, f"{prefix}.preview", table.get("preview", 0)),
     )
+
+
+def _preview(ctx: _Ctx, key: str, value: Any) -> int:
+    """``preview = N``: 0 (off) or 1..MAX_PREVIEW items."""
+    if type(value) is int and value == 0:
+        return 0
+    return int(_typed(ctx, key, value, int, None))
 
 
 def _check_pipelines(pipelines: tuple[PipelineConfig, ...], where: str) -> None:
