@@ -127,12 +127,13 @@ class Scan:
         index = 0
         for name in reader.files:
             subset = subset_of(name)
-            number = 0
+            number = 0  # the record being read
             try:
                 with self.source.open(name) as f:
-                    for number, record in enumerate(iter_records(f, **caps)):
+                    for record in iter_records(f, **caps):
                         yield self._record(index, record, subset, name, number)
                         index += 1
+                        number += 1
             except DataError as exc:
                 # no way to resynchronise on a TFRecord: the rest of this file is lost
                 self.stops.append(f"{name}: stops at record {number}: {exc.message}")
