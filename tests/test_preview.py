@@ -25,7 +25,7 @@ from tfdrop.preview.draw import render
 from tfdrop.preview.palette import label_colour
 
 LABEL_MAP = "item {\n  id: 1\n  name: 'cat'\n}\nitem {\n  id: 2\n  name: 'dog'\n}\n"
-PLAIN = (30, 200, 100)
+PLAIN = (230, 120, 20)
 """The test images' one colour: nothing else on the page has it."""
 
 

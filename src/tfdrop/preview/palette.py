@@ -12,10 +12,13 @@ _GOLDEN: Final = 0.618033988749895
 
 
 def label_colour(label: str) -> tuple[int, int, int]:
-    """The label's colour as 8-bit RGB: a saturated, bright hue chosen by the label's name."""
+    """The label's colour as 8-bit RGB: a hue, a saturation and a brightness chosen by three
+    parts of the hash of the label's name (two labels of close hues still differ in shade)."""
     digest = zlib.crc32(label.encode("utf-8", "surrogatepass"))
-    hue = (digest * _GOLDEN) % 1.0
-    r, g, b = colorsys.hsv_to_rgb(hue, 0.85, 0.95)
+    hue = ((digest & 0xFFFF) * _GOLDEN) % 1.0
+    saturation = 0.6 + 0.4 * ((digest >> 16) & 0xFF) / 255
+    value = 0.7 + 0.3 * ((digest >> 24) & 0xFF) / 255
+    r, g, b = colorsys.hsv_to_rgb(hue, saturation, value)
     return round(r * 255), round(g * 255), round(b * 255)
 
 
