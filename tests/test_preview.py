@@ -374,3 +374,13 @@ def test_config_preview_key_is_off_by_default_and_bounded(tmp_path: Path) -> Non
     for bad in ("-1", "true", "1.5", '"10"', str(MAX_PREVIEW + 1)):
         with pytest.raises(ConfigError, match="preview"):
             parse_config(base + f"preview = {bad}\n", env={})
+
+
+def test_an_image_over_the_pixel_budget_is_marked_not_decoded(tmp_path: Path) -> None:
+    src = tfrecord_zip(tmp_path / "big.zip", [item("big.png", CAT)])  # 200 x 100 = 20000
+    page = tmp_path / "big.html"
+    proc = tfdrop("preview", src, "-o", page, "--limit", "max_mask_pixels=10000")
+    assert proc.returncode == 0, proc.stderr
+    text = page.read_text()
+    assert "image not decoded: 200 x 100 pixels is over the job budget" in text
+    assert '<figure id="item-0" class="bad">' in text
