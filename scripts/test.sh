@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's one test command (README "Tests"): sets up everything the suite needs on a
-# fresh machine (a venv with the test extras incl. tensorflow-cpu, systemd-analyze, Info-ZIP),
-# runs the linters and the whole suite. Extra arguments go to pytest.
+# fresh machine (a venv with the test extras incl. tensorflow-cpu, systemd-analyze, Info-ZIP,
+# chromium), runs the linters and the whole suite. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -22,6 +22,14 @@ if ! command -v zip >/dev/null 2>&1 || ! command -v unzip >/dev/null 2>&1; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zip unzip) >/dev/null
   else
     echo "note: Info-ZIP (zip, unzip) is missing and cannot be installed here (needs root and apt)" >&2
+  fi
+fi
+if ! command -v chromium >/dev/null 2>&1; then
+  # tests/test_preview.py opens tfdrop's preview page in a real headless browser
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null
+  else
+    echo "note: chromium is missing and cannot be installed here (needs root and apt)" >&2
   fi
 fi
 .venv/bin/ruff check src tests bench

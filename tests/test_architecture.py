@@ -35,6 +35,7 @@ ROOMS: dict[str, str] = {
     "tfdrop.readback": "convert",
     "tfdrop.handoff": "convert",
     "tfdrop.beam": "beam",
+    "tfdrop.preview": "preview",
     "tfdrop.config": "config",
     "tfdrop.daemon": "daemon",
     "tfdrop.cli": "cli",
@@ -55,8 +56,23 @@ ALLOWED: dict[str, frozenset[str]] = {
         {"errors", "limits", "codec", "shell", "archive", "formats", "labels", "convert"}
     ),  # the only room that imports apache_beam
     "config": frozenset({"errors", "limits", "codec", "formats", "labels"}),
+    # the preview opens inputs as a conversion does (tfdrop.inputs)
+    "preview": frozenset(
+        {"errors", "limits", "codec", "shell", "archive", "formats", "labels", "convert"}
+    ),
     "daemon": frozenset(
-        {"errors", "limits", "codec", "shell", "archive", "formats", "labels", "convert", "config"}
+        {
+            "errors",
+            "limits",
+            "codec",
+            "shell",
+            "archive",
+            "formats",
+            "labels",
+            "convert",
+            "config",
+            "preview",
+        }
     ),
     "cli": frozenset(ROOMS.values()),  # the shell around everything
 }
@@ -120,6 +136,6 @@ def test_the_table_forbids_what_architecture_md_promises() -> None:
     assert ALLOWED["codec"] == {"errors"}
     assert "archive" not in ALLOWED["codec"]
     assert "formats" not in ALLOWED["archive"]
-    for room in ("formats", "archive", "codec", "convert", "config", "beam"):
+    for room in ("formats", "archive", "codec", "convert", "config", "beam", "preview"):
         assert not ALLOWED[room] & {"daemon", "cli"}, room
     assert "cli" not in ALLOWED["daemon"]

@@ -40,6 +40,9 @@ DEFAULT_PATTERNS: Final = (
 )
 MAX_JOBS: Final = 64
 """Most jobs at once: far above what 2..16 cores use, low enough that start-up stays instant."""
+MAX_PREVIEW: Final = 10_000
+"""Most items a preview page shows (``preview = N``, ``tfdrop preview --limit N``): each is an
+embedded thumbnail of some 10-50 kB."""
 MAX_SHARDS: Final = 256
 """Most TFRecord shards per subset. The writer keeps every shard of every subset open while a
 job runs, so ``max_jobs x shards x subsets`` files may be open at once: the daemon checks that
@@ -105,6 +108,7 @@ class PipelineConfig:
     on_published: tuple[str, ...] | None = None  # argv, run without a shell
     on_failed: tuple[str, ...] | None = None
     hook_timeout_s: float = 60.0
+    preview: int = 0  # items on <stem>.preview.html (0: no preview page)
 
     @property
     def state(self) -> Path:
@@ -150,6 +154,7 @@ _INTS: Final[dict[str, tuple[int, int]]] = {
     "max_jobs": (1, MAX_JOBS),
     "job_memory_mb": (256, 1 << 20),
     "shards": (1, MAX_SHARDS),
+    "preview": (1, MAX_PREVIEW),
 }
 
 # key -> (type, allowed values or None); the order is the documented order
@@ -190,6 +195,7 @@ _PIPELINE_KEYS: Final = (
     "on_published",
     "on_failed",
     "hook_timeout_s",
+    "preview",
 )
 MAX_KEEP_DAYS: Final = 36500.0
 MAX_HOOK_SECONDS: Final = 86400.0
@@ -403,8 +409,16 @@ def _pipeline(
         state_dir=state_dir,
         create=_typed(ctx, f"{prefix}.create", table.get("create", True), bool, None),
         limits=parse_limits(table.get("limits", {}), f"{prefix}.limits", where, limits),
+        preview=_preview(ctx, f"{prefix}.preview", table.get("preview", 0)),
         **_operations(ctx, prefix, table),
     )
+
+
+def _preview(ctx: _Ctx, key: str, value: Any) -> int:
+    """``preview = N``: 0 (off) or 1..MAX_PREVIEW items."""
+    if type(value) is int and value == 0:
+        return 0
+    return int(_typed(ctx, key, value, int, None))
 
 
 def _days(ctx: _Ctx, key: str, value: Any) -> float:

@@ -28,6 +28,7 @@ COMMANDS: Final[dict[str, tuple[str, str]]] = {
     "convert": ("convert", "convert an annotation archive to another format"),
     "validate": ("validate", "check a TFRecord file, shard set or TFRecord zip"),
     "inspect": ("inspect", "print the records of a TFRecord as text or JSON lines"),
+    "preview": ("preview", "draw an archive's items and annotations on an HTML page"),
     "run": ("daemon", "run the drop-folder daemon"),
     "check-config": ("check_config", "validate a daemon config file without starting"),
     "retry": ("retry", "move failed inputs back into their drop folder to convert them again"),

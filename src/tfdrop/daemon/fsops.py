@@ -24,6 +24,7 @@ from tfdrop.publish import (
     NAME_MAX,
     atomic_write,
     cleanup_temps,
+    copy_atomic,
     fsync_dir,
     move_atomic,
     name_bytes,
@@ -56,6 +57,12 @@ def write_replace(final: Path, data: bytes, instance: str) -> None:
     """Write ``final`` whole or not at all (replacing an older file of that name)."""
     with atomic_write(final, mark=_mark(instance)) as f:
         f.write(data)
+
+
+def copy_replace(src: Path, dst: Path, instance: str) -> None:
+    """Copy ``src`` to ``dst`` whole or not at all (replacing an older file of that name);
+    ``src`` stays (a publication that is retried under another name copies it again)."""
+    copy_atomic(src, dst.parent, dst.name, mark=_mark(instance))
 
 
 def publish_file(src: Path, dst: Path, instance: str) -> None:

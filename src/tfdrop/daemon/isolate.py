@@ -21,6 +21,7 @@ import resource
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Final
@@ -29,6 +30,7 @@ import structlog
 
 from tfdrop.convert import ConvertOptions, Progress, Report, convert
 from tfdrop.errors import TfdropError, WorkerDiedError
+from tfdrop.preview import PreviewOptions, preview_path_of, write_preview
 
 log = structlog.get_logger("tfdrop.daemon")
 
@@ -64,6 +66,27 @@ def _die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
+def _convert(
+    src: Path,
+    out: Path,
+    options: ConvertOptions,
+    progress: Progress,
+    workdir: Path | None,
+    preview: int,
+) -> Report:
+    """The conversion, then (``preview`` > 0) the page of the first ``preview`` items of its
+    output beside it (:func:`tfdrop.preview.preview_path_of`), read back as the output's
+    format: what TensorFlow will be given, drawn."""
+    report = convert(src, out, options, progress=progress, workdir=workdir)
+    if preview:
+        page = PreviewOptions(limit=preview, source_format=options.target_format)
+        page = replace(page, limits=options.limits)
+        write_preview(
+            out, preview_path_of(out), page, title=f"{src.name} ({options.target_format})"
+        )
+    return report
+
+
 def _child(
     conn: Connection,
     src: Path,
@@ -71,6 +94,7 @@ def _child(
     options: ConvertOptions,
     workdir: Path | None,
     memory: int | None,
+    preview: int,
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the service decides when a job stops
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -92,7 +116,7 @@ def _child(
 
     message: tuple[str, Any]
     try:
-        message = ("done", convert(src, out, options, progress=progress, workdir=workdir))
+        message = ("done", _convert(src, out, options, progress, workdir, preview))
     except (TfdropError, OSError) as exc:
         message = ("error", exc)
     except MemoryError:
@@ -127,8 +151,10 @@ def convert_isolated(
     check: Callable[[], None],
     workdir: Path | None = None,
     memory: int | None = None,
+    preview: int = 0,
 ) -> Report:
-    """:func:`~tfdrop.convert.convert` in a child process.
+    """:func:`~tfdrop.convert.convert` in a child process (and, with ``preview`` > 0, the
+    output's preview page of that many items, ``<out stem>.preview.html`` beside it).
 
     ``progress`` gets the items done (and the total, when known) now and then; ``check`` is
     called a few times a second and may raise to abort (the child is killed, its output never
@@ -142,7 +168,7 @@ def convert_isolated(
     receive, send = ctx.Pipe(duplex=False)
     proc = ctx.Process(  # type: ignore[attr-defined]
         target=_child,
-        args=(send, src, out, options, workdir, memory),
+        args=(send, src, out, options, workdir, memory, preview),
         name="tfdrop-job",
         daemon=True,
     )
@@ -154,7 +180,7 @@ def convert_isolated(
         _say_unavailable(exc)
         send.close()
         receive.close()
-        return convert(src, out, options, progress=progress, workdir=workdir)
+        return _convert(src, out, options, progress, workdir, preview)
     send.close()
     try:
         return _wait(proc, receive, progress, check, memory)

@@ -2,8 +2,9 @@
 
 Follows SPEC.md "The daemon": converted (streamed) -> validated (``convert`` reads its output
 back) -> published in the order ``<stem>.label_map.pbtxt``, ``<stem>.report.json``,
-``<stem>.zip``, each durable before the next, so the archive appearing means its sidecars are
-there -> input to ``done/`` (or removed) or to ``failed/`` with ``<name>.error.json``.
+(``<stem>.preview.html`` with ``preview = N``), ``<stem>.zip``, each durable before the next,
+so the archive appearing means its sidecars are there -> input to ``done/`` (or removed) or
+to ``failed/`` with ``<name>.error.json``.
 Bad input (:class:`~tfdrop.errors.DataError`) fails; an :class:`OSError` (full disk, a share
 gone away) is transient: the input stays claimed and the service retries it later. This module
 is the daemon's outermost job boundary, the one place where anything unexpected is caught and
@@ -30,6 +31,7 @@ from tfdrop.convert import ConvertOptions, Progress, Report
 from tfdrop.daemon.claim import Claimed, WorkArea, clean_job_folder, finish_job_folder
 from tfdrop.daemon.fsops import (
     NameTooLongError,
+    copy_replace,
     move_unique,
     move_with_error,
     publish_file,
@@ -41,13 +43,17 @@ from tfdrop.daemon.isolate import convert_isolated
 from tfdrop.daemon.ledger import BEING_WRITTEN, Entry, Ledger
 from tfdrop.daemon.retention import mark_routed
 from tfdrop.errors import TfdropError, UnsafeArchiveError
+from tfdrop.preview import preview_path_of
 from tfdrop.publish import NAME_MAX, name_bytes, name_fits
 
 log = structlog.get_logger("tfdrop.daemon")
 
 ARCHIVE_SUFFIX = ".zip"
 LONGEST_SUFFIX = ".label_map.pbtxt"
-"""The longest of the names published for one stem (``.zip``, ``.report.json``, this)."""
+"""The longest of the names published for one stem (``.zip``, ``.report.json``,
+``.preview.html``, this)."""
+SIDECARS = (".label_map.pbtxt", ".report.json", ".preview.html")
+"""What is published beside an archive, before it (the preview only with ``preview = N``)."""
 
 
 class JobCancelled(Exception):
@@ -255,6 +261,7 @@ class JobRunner:
             check=self._check,
             workdir=tmp,
             memory=self.daemon.job_memory_mb << 20,
+            preview=p.preview,
         )
         self._check_unchanged(before)
         # from here on only quick renames remain: a stop request lets them finish
@@ -342,13 +349,19 @@ class JobRunner:
                 write_replace(
                     p.output / f"{stem}.report.json", _json_bytes(doc), self.work.instance
                 )
+                if p.preview:
+                    copy_replace(
+                        preview_path_of(archive),
+                        p.output / f"{stem}.preview.html",
+                        self.work.instance,
+                    )
                 publish_file(archive, p.output / f"{stem}{ARCHIVE_SUFFIX}", self.work.instance)
             except FileExistsError:
                 # someone put a file of that name there after we reserved it: take the next
                 if attempt == 2:
                     raise
-                (p.output / f"{stem}.label_map.pbtxt").unlink(missing_ok=True)
-                (p.output / f"{stem}.report.json").unlink(missing_ok=True)
+                for suffix in SIDECARS:
+                    (p.output / f"{stem}{suffix}").unlink(missing_ok=True)
                 entry = self.ledger.reserve_stem(
                     Entry(entry.sha256, "pending", entry.instance, None, entry.source),
                     stem,
@@ -361,7 +374,7 @@ class JobRunner:
             except OSError:
                 # disk full, a share gone: the job is retried, and until then no sidecar may
                 # sit in the output folder without its archive (found by the disk-full test)
-                for suffix in (".label_map.pbtxt", ".report.json"):
+                for suffix in SIDECARS:
                     with contextlib.suppress(OSError):
                         (p.output / f"{stem}{suffix}").unlink(missing_ok=True)
                 raise

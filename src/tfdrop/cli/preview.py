@@ -1,0 +1,126 @@
+"""``tfdrop preview SRC``: look at an archive's items and annotations without TensorFlow.
+
+Writes one self-contained HTML page (``-o``, default ``<stem>.preview.html`` beside SRC) with
+the first ``--limit N`` items drawn (boxes, label names and ids, masks, keypoints, flags) and
+the counts of the whole archive per label and subset; ``--png DIR`` writes the items drawn at
+full size as PNG files instead. Problems validate would report (a box outside the image, an
+image whose size disagrees with its record, an image that does not decode) are marked on the
+item. Exit 0, or 1 when the archive cannot be read (when reading stops part way, the page is
+still written and says where).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tfdrop.cli.common import (
+    UsageError,
+    add_limit_argument,
+    bare_limit,
+    fail,
+    limits_from_args,
+    usage_error,
+)
+from tfdrop.config import MAX_PREVIEW
+from tfdrop.errors import TfdropError
+from tfdrop.formats import FORMATS
+from tfdrop.preview import (
+    DEFAULT_ITEMS,
+    PreviewOptions,
+    Summary,
+    preview_path_of,
+    write_pngs,
+    write_preview,
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    readable = [n for n, s in FORMATS.items() if s.open_reader is not None]
+    parser.add_argument("src", type=Path, help="a zip, a folder, or a bare .tfrecord file")
+    parser.add_argument(
+        "-o", "--output", type=Path, help="the page (.html); default: <stem>.preview.html"
+    )
+    parser.add_argument(
+        "--label",
+        dest="labels",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="show only items with an object of this label (repeatable)",
+    )
+    parser.add_argument("--subset", help="show only items of this subset")
+    parser.add_argument(
+        "--png", type=Path, metavar="DIR", help="write the items drawn at full size as PNGs"
+    )
+    parser.add_argument(
+        "--from", dest="source", default="auto", choices=["auto", *readable], help="source format"
+    )
+    add_limit_argument(parser)
+    parser.epilog = (
+        f"--limit N: items shown (default {DEFAULT_ITEMS}, at most {MAX_PREVIEW}); "
+        "--limit NAME=N changes the job budget"
+    )
+
+
+def _options(args: argparse.Namespace) -> PreviewOptions:
+    limit = bare_limit(args)
+    if limit is not None and not 1 <= limit <= MAX_PREVIEW:
+        raise UsageError(f"--limit N must be between 1 and {MAX_PREVIEW}, got {limit}")
+    return PreviewOptions(
+        limit=DEFAULT_ITEMS if limit is None else limit,
+        labels=frozenset(args.labels),
+        subset=args.subset,
+        source_format=args.source,
+        limits=limits_from_args(args, bare=True),
+    )
+
+
+def _output(args: argparse.Namespace) -> Path | str:
+    """The page's path, or why it cannot be written."""
+    src: Path = args.src
+    out: Path = args.output or preview_path_of(src)
+    if out.suffix.lower() not in (".html", ".htm"):
+        return "-o must name an .html file"
+    if out.is_dir():
+        return f"-o ({out}) is a folder"
+    if not out.parent.is_dir():
+        return f"the output folder {out.parent} does not exist"
+    if out.exists() and out.resolve() == src.resolve():
+        return f"-o ({out}) is the input; it would be overwritten"
+    return out
+
+
+def _finish(summary: Summary, done: str) -> int:
+    print(done)
+    if summary.stops:
+        return fail(
+            f"reading stopped: {summary.stops[0]}",
+            hint="the items read before it are shown",
+        )
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    src: Path = args.src
+    if not src.exists():
+        return fail(f"{src}: no such file or folder")
+    options = _options(args)
+    out = args.png if args.png is not None else _output(args)
+    if isinstance(out, str):
+        return usage_error("preview", f"{out}; choose another -o")
+    if args.png is not None and args.png.exists() and not args.png.is_dir():
+        return usage_error("preview", f"--png ({args.png}) is not a folder")
+    try:
+        if args.png is not None:
+            args.png.mkdir(parents=True, exist_ok=True)
+            summary = write_pngs(src, args.png, options)
+            done = f"{summary.shown} items drawn -> {args.png}"
+        else:
+            summary = write_preview(src, out, options)
+            done = summary.line(out)
+    except TfdropError as exc:
+        return fail(str(exc), hint=exc.hint)
+    except OSError as exc:
+        return fail(f"{exc.filename or src}: {exc.strerror or exc}")
+    return _finish(summary, done)
