@@ -113,6 +113,11 @@ def source_zip(tmp_path: Path) -> Path:
         ("default.tfrecord.gz", "default"),
         ("coco_train.record-00003-of-00100", "coco_train"),
         (".tfrecord", "default"),
+        ("train/cars.tfrecord", "train"),  # Roboflow: the subset is the folder
+        ("export/valid/cars.tfrecord", "valid"),
+        ("test/cars.tfrecord-00000-of-00002", "test"),
+        ("val/train.tfrecord", "train"),  # a subset word as the file name wins
+        ("records/cars.tfrecord", "cars"),  # a folder that is no subset word: the file
     ],
 )
 def test_subset_is_the_record_file_base_name(name: str, subset: str) -> None:
@@ -274,6 +279,25 @@ def test_a_shard_set_that_does_not_add_up_is_refused(tmp_path: Path, names: list
     with pytest.raises(FormatError) as info:
         read(src)
     assert info.value.member == names[-1]
+
+
+def test_a_roboflow_export_keeps_its_three_subsets_through_convert(tmp_path: Path) -> None:
+    lm = format_label_map(LM).encode()
+    src = make_zip(
+        tmp_path / "roboflow.zip",
+        {
+            "train/cars.tfrecord": records_bytes(make_items(5)),
+            "train/cars_label_map.pbtxt": lm,
+            "valid/cars.tfrecord": records_bytes(make_items(3, "valid")),
+            "valid/cars_label_map.pbtxt": lm,
+            "test/cars.tfrecord": records_bytes(make_items(2, "test")),
+            "test/cars_label_map.pbtxt": lm,
+        },
+    )
+    report = convert(src, tmp_path / "out.zip", ConvertOptions(target_format="tfrecord"))
+    assert report.subsets == {"train": 5, "valid": 3, "test": 2}
+    with zipfile.ZipFile(tmp_path / "out.zip") as z:
+        assert {"train.tfrecord", "valid.tfrecord", "test.tfrecord"} <= set(z.namelist())
 
 
 def test_label_maps_of_two_folders_must_agree(tmp_path: Path) -> None:

@@ -29,7 +29,8 @@ from tfdrop.codec.model import Annotation, Box, Item, LabelMap, Point
 from tfdrop.codec.proto import InputReader, TrainEvalPipelineConfig
 from tfdrop.convert import ConvertOptions, convert
 from tfdrop.formats import FORMATS, Notes, ReadOptions
-from tfdrop.handoff import Tally, assign, record_globs, role_of, summarize
+from tfdrop.handoff import Tally, assign, record_globs, summarize
+from tfdrop.shards import role_of
 from tfdrop.stream import RecordWriter
 
 LABELS = ("cat", "dog", "bird")

@@ -23,35 +23,20 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from tfdrop.codec.model import Item, LabelMap
 from tfdrop.formats.tfrecord import LABEL_MAP_NAME, subset_of
-from tfdrop.shards import Shard, split_shard_name
+from tfdrop.shards import Role, Shard, role_of, split_shard_name, subset_word
 
-Role = Literal["train", "eval"]
-
-_TRAIN: Final = frozenset({"train", "training"})
-_EVAL: Final = ("val", "valid", "validation", "eval", "evaluation", "dev", "test", "testing")
-_TRAILER: Final = re.compile(r"[-_. ]*\d*$")
 _GLOB_CHARS: Final = re.compile(r"([*?\[])")
 BOXES_DEFAULT: Final = 100
 """The OD API's ``max_number_of_boxes`` default: boxes past it in one image are dropped."""
 
 
-def role_of(subset: str) -> Role | None:
-    """``train`` or ``eval`` by the subset's name (see the module docstring), else ``None``."""
-    key = _TRAILER.sub("", subset.lower())
-    if key in _TRAIN:
-        return "train"
-    if key in _EVAL:
-        return "eval"
-    return None
-
-
 def _eval_rank(subset: str) -> tuple[int, str]:
     """Validation subsets before test subsets (model_main_tf2 evaluates the first reader)."""
-    return (_TRAILER.sub("", subset.lower()).startswith("test"), subset)
+    return (subset_word(subset).startswith("test"), subset)
 
 
 def label_text(label: str, label_id: int) -> str:

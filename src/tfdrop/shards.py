@@ -13,19 +13,50 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final, Literal
 
 from tfdrop.errors import FormatError
 
 __all__ = [
+    "Role",
     "Shard",
     "ShardGap",
     "is_tfrecord_name",
     "parse_shard_name",
+    "role_of",
     "shard_gaps",
     "shard_name",
     "shard_set",
     "split_shard_name",
+    "subset_word",
 ]
+
+Role = Literal["train", "eval"]
+
+_TRAIN: Final = frozenset({"train", "training"})
+_EVAL: Final = frozenset(
+    {"val", "valid", "validation", "eval", "evaluation", "dev", "test", "testing"}
+)
+_TRAILER: Final = re.compile(r"[-_. ]*\d*$")
+
+
+def subset_word(subset: str) -> str:
+    """A subset name as a word: lower case, a year or number after it dropped (``train2017``,
+    ``val_2014`` -> ``train``, ``val``)."""
+    return _TRAILER.sub("", subset.lower())
+
+
+def role_of(subset: str) -> Role | None:
+    """``train`` (``train``, ``training``) or ``eval`` (``val``, ``valid``, ``validation``,
+    ``eval``, ``evaluation``, ``dev``, ``test``, ``testing``) by the subset's name, a year or
+    number after it ignored; ``None`` for any other name."""
+    key = subset_word(subset)
+    if key in _TRAIN:
+        return "train"
+    if key in _EVAL:
+        return "eval"
+    return None
+
 
 _SHARD = re.compile(
     r"^(?P<base>.+)-(?P<index>\d{5,})-of-(?P<count>\d{5,})"

@@ -36,6 +36,7 @@ from tfdrop.codec.schema import check_parsed
 from tfdrop.errors import DataError, FormatError, SchemaError, TfdropError
 from tfdrop.formats.base import FormatSpec, Notes, ReadOptions, WriteOptions
 from tfdrop.limits import Limits
+from tfdrop.shards import role_of
 from tfdrop.stream import (
     RecordWriter,
     is_tfrecord_name,
@@ -66,12 +67,20 @@ def bare_files(path: Path) -> dict[str, Path]:
 
 
 def subset_of(name: str) -> str:
-    """``train.tfrecord`` -> ``train``; ``val.record-00001-of-00004`` -> ``val``."""
-    base = os.path.basename(name)
+    """``train.tfrecord`` -> ``train``; ``val.record-00001-of-00004`` -> ``val``.
+
+    A file whose own name is not a subset word, in a folder that is one, takes the folder's
+    name: Roboflow exports ``train/cars.tfrecord``, ``valid/cars.tfrecord`` and
+    ``test/cars.tfrecord`` (otherwise all three would be one subset ``cars``).
+    """
+    folder, _, base = name.replace("\\", "/").rpartition("/")
     shard = parse_shard_name(base)
     if shard is not None:
         base = shard[0]
     base = _SUFFIX.sub("", base)
+    parent = folder.rpartition("/")[2]
+    if parent and role_of(base) is None and role_of(parent) is not None:
+        return parent
     return base or "default"
 
 
