@@ -92,6 +92,7 @@ class JobRunner:
     cancel: threading.Event = field(default_factory=threading.Event)
     started: float = field(default_factory=time.monotonic)
     entry: Entry | None = None
+    items: int = 0  # done so far, as the progress callback last said (read by daemon/status)
 
     def _check(self) -> None:
         if self.cancel.is_set():
@@ -103,6 +104,7 @@ class JobRunner:
         def progress(items: int) -> None:
             nonlocal last
             self._check()
+            self.items = items
             now = time.monotonic()
             if now - last >= self.daemon.progress_seconds:
                 last = now
@@ -243,6 +245,7 @@ class JobRunner:
             memory=self.daemon.job_memory_mb << 20,
         )
         self._check_unchanged(before)
+        out_size = out.stat().st_size
         # from here on only quick renames remain: a stop request lets them finish
         if entry.stem is None:
             entry = self.entry = self.ledger.reserve_stem(
@@ -256,6 +259,8 @@ class JobRunner:
             "objects": report.objects,
             "warnings": len(report.warnings),
             "moved_to": done,
+            "bytes_in": size,
+            "bytes_out": out_size,
         }
         return Outcome("published", detail)
 
