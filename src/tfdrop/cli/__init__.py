@@ -30,6 +30,7 @@ COMMANDS: Final[dict[str, tuple[str, str]]] = {
     "inspect": ("inspect", "print the records of a TFRecord as text or JSON lines"),
     "run": ("daemon", "run the drop-folder daemon"),
     "check-config": ("check_config", "validate a daemon config file without starting"),
+    "status": ("status", "what each pipeline waits for, runs, retries, published and failed"),
 }
 
 

@@ -51,7 +51,7 @@ class DaemonMetrics:
         # no ``*_created`` series: they double the file and node_exporter's output, and a
         # counter's start shows as well in tfdrop_process_start_time_seconds (the daemon is
         # the only user of prometheus_client in its process, so the global switch is ours)
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
         r, p = self.registry, ["pipeline"]
         self.seen = Counter("tfdrop_drops_seen", "Drops settled in a drop folder", p, registry=r)

@@ -32,32 +32,13 @@ from tfdrop.daemon.fsops import remove_own_temps, write_replace
 from tfdrop.daemon.jobs import JobRunner, Outcome
 from tfdrop.daemon.metrics import DaemonMetrics, MetricsServer
 from tfdrop.daemon.runtime import Job, Runtime
+from tfdrop.daemon.survey import COUNTS, HEARTBEAT_SECONDS, status_path
 
 log = structlog.get_logger("tfdrop.daemon")
 
 STATUS_VERSION: Final = 1
-STATUS_FOLDER: Final = "status"
 RECENT: Final = 20
 """Done and failed drops kept in the status file (the folders themselves hold all of them)."""
-HEARTBEAT_SECONDS: Final = 15.0
-"""The status file is rewritten at least this often, so its age tells a hung daemon."""
-COUNTS: Final = (
-    "seen",
-    "taken",
-    "published",
-    "duplicate",
-    "failed",
-    "retried",
-    "items",
-    "objects",
-    "bytes_in",
-    "bytes_out",
-)
-
-
-def status_path(state: Path, instance: str) -> Path:
-    """The status file of one instance in a pipeline's state folder."""
-    return state / STATUS_FOLDER / f"{instance}.json"
 
 
 @dataclass(slots=True)
