@@ -414,8 +414,7 @@ class Service:
             log.error("daemon_start_failed", **details)
             return 1
         try:
-            if self.config.daemon.metrics_listen is not None:
-                await self.monitor.server.start(self.config.daemon.metrics_listen)
+            await self.monitor.start(self.config)
         except OSError as exc:
             log.error("daemon_start_failed", message=f"metrics_listen: {exc}")
             return 1

@@ -27,7 +27,7 @@ from typing import Any, Final
 
 import structlog
 
-from tfdrop.config import DaemonConfig
+from tfdrop.config import Config, DaemonConfig
 from tfdrop.daemon.fsops import remove_own_temps, write_replace
 from tfdrop.daemon.jobs import JobRunner, Outcome
 from tfdrop.daemon.metrics import DaemonMetrics, MetricsServer
@@ -73,7 +73,7 @@ class Monitor:
         self.boards: dict[str, _Board] = {}
         self._written: dict[Path, tuple[str, float]] = {}  # path -> (document, when)
         self._failing = False
-        self._writing: asyncio.Future[None] | None = None
+        self._writing: asyncio.Future[OSError | None] | None = None
 
     def board(self, pipeline: str) -> _Board:
         b = self.boards.get(pipeline)
@@ -81,6 +81,14 @@ class Monitor:
             b = self.boards[pipeline] = _Board()
             self.metrics.add_pipeline(pipeline, self.since)
         return b
+
+    async def start(self, config: Config) -> None:
+        """Every pipeline's series from the start (at 0), then ``metrics_listen`` if set
+        (OSError: the address is taken)."""
+        for p in config.pipelines:
+            self.board(p.name)
+        if config.daemon.metrics_listen is not None:
+            await self.server.start(config.daemon.metrics_listen)
 
     # -- events (all in the event loop) -----------------------------------------------------
 
@@ -212,21 +220,30 @@ class Monitor:
                 due[path] = (text, doc)
         return due
 
-    def _write(self, due: dict[Path, tuple[str, dict[str, Any]]]) -> None:
-        """In a worker thread: the status files, then the metrics file."""
+    def _write_one(self, path: Path, text: str, doc: dict[str, Any]) -> None:
+        data = json.dumps(dict(doc, updated_at=time.time()), indent=1, ensure_ascii=False)
+        path.parent.mkdir(exist_ok=True)  # not parents: the state folder is check_state's
+        instance = path.stem
+        if path not in self._written:
+            remove_own_temps(path.parent, instance)  # cut short by a kill
+        write_replace(path, (data + "\n").encode("utf-8", "backslashreplace"), instance)
+        self._written[path] = (text, time.monotonic())
+
+    def _write(self, due: dict[Path, tuple[str, dict[str, Any]]]) -> OSError | None:
+        """In a worker thread: the status files, then the metrics file; the first error (each
+        file is tried: one pipeline's state folder gone must not stop the others)."""
+        errors: list[OSError] = []
         for path, (text, doc) in due.items():
-            doc = dict(doc, updated_at=time.time())
-            data = (json.dumps(doc, indent=1, ensure_ascii=False) + "\n").encode(
-                "utf-8", "backslashreplace"
-            )
-            path.parent.mkdir(exist_ok=True)  # not parents: the state folder is check_state's
-            instance = path.stem
-            if path not in self._written:
-                remove_own_temps(path.parent, instance)  # cut short by a kill
-            write_replace(path, data, instance)
-            self._written[path] = (text, time.monotonic())
+            try:
+                self._write_one(path, text, doc)
+            except OSError as exc:
+                errors.append(exc)
         if self.daemon.metrics_file is not None:
-            self.metrics.write(self.daemon.metrics_file)
+            try:
+                self.metrics.write(self.daemon.metrics_file)
+            except OSError as exc:
+                errors.append(exc)
+        return errors[0] if errors else None
 
     def _wrote(self, exc: OSError | None) -> None:
         """Log a failing write once per outage, and its end."""
@@ -245,12 +262,7 @@ class Monitor:
             if due or time.monotonic() - last_metrics >= HEARTBEAT_SECONDS:
                 last_metrics = time.monotonic()
                 self._writing = asyncio.get_running_loop().run_in_executor(None, self._write, due)
-                try:
-                    await asyncio.shield(self._writing)  # a stop waits for it (:meth:`stopped`)
-                except OSError as exc:
-                    self._wrote(exc)
-                else:
-                    self._wrote(None)
+                self._wrote(await asyncio.shield(self._writing))  # a stop waits for it
             await asyncio.sleep(self.daemon.status_seconds)
 
     async def stopped(self, runtimes: list[Runtime], running: Mapping[str, JobRunner]) -> None:
@@ -259,8 +271,5 @@ class Monitor:
         if self._writing is not None:
             await asyncio.wait([self._writing])
         self._written.clear()
-        try:
-            self._write(self._due(runtimes, running, "stopped"))
-        except OSError as exc:
-            self._wrote(exc)
+        self._wrote(self._write(self._due(runtimes, running, "stopped")))
         await self.server.close()
