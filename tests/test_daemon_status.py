@@ -359,3 +359,17 @@ def test_a_metrics_file_that_cannot_be_written_is_logged_once_and_written_once_i
         assert len(daemon.named("status_write_failed")) == 1
     finally:
         assert daemon.stop() == 0
+
+
+def test_metrics_keys_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "tfdrop.toml"
+    path.write_text(
+        '[daemon]\nmetrics_file = "m/tfdrop.prom"\nmetrics_listen = "run/metrics.sock"\n'
+        'status_seconds = 0.5\n[[pipeline]]\ndrop = "a"\noutput = "b"\n'
+    )
+    d = load_config(path, env={}).daemon
+    assert d.metrics_file == tmp_path / "m" / "tfdrop.prom"
+    assert d.metrics_listen == tmp_path / "run" / "metrics.sock"
+    assert d.status_seconds == 0.5
+    env = load_config(path, env={"TFDROP_METRICS_LISTEN": "[::1]:9108"}).daemon
+    assert env.metrics_listen == ("::1", 9108)
