@@ -12,6 +12,7 @@ With no config file the built-in default runs one pipeline ``./tfdrop/inbox`` ->
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import tomllib
@@ -81,6 +82,9 @@ class DaemonConfig:
     stats_seconds: float = 60.0
     log_format: str = "auto"
     log_level: str = "info"
+    status_seconds: float = 1.0  # the status and metrics files: rewritten at most this often
+    metrics_file: Path | None = None  # Prometheus text file (node_exporter's textfile collector)
+    metrics_listen: tuple[str, int] | Path | None = None  # loopback (host, port) or a socket
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +152,7 @@ _SECONDS: Final[dict[str, tuple[float, float]]] = {
     "retry_max_seconds": (0.01, 604800.0),
     "progress_seconds": (0.0, 3600.0),
     "stats_seconds": (0.0, 86400.0),
+    "status_seconds": (0.05, 3600.0),
 }
 # integer keys -> (lowest, highest)
 _INTS: Final[dict[str, tuple[int, int]]] = {
@@ -173,6 +178,9 @@ _DAEMON_KEYS: Final[dict[str, tuple[type, tuple[str, ...] | None]]] = {
     "stats_seconds": (float, None),
     "log_format": (str, LOG_FORMATS),
     "log_level": (str, LOG_LEVELS),
+    "status_seconds": (float, None),
+    "metrics_file": (str, None),
+    "metrics_listen": (str, None),
 }
 _PIPELINE_KEYS: Final = (
     "name",
@@ -271,7 +279,52 @@ def _from_env(value: str, kind: type) -> Any:
     return value
 
 
-def _daemon(table: Mapping[str, Any], where: str, env: Mapping[str, str]) -> DaemonConfig:
+SOCKET_PATH_MAX: Final = 107
+"""Longest Unix socket path (``sun_path`` holds 108 bytes with the NUL)."""
+
+
+def _listen_address(ctx: _Ctx, key: str, text: str, base: Path) -> tuple[str, int] | Path:
+    """``metrics_listen``: a Unix socket path (anything with a ``/``) or ``HOST:PORT`` on a
+    loopback address. Metrics say what is being converted, so they are never offered to the
+    network: a remote scrape goes through node_exporter (``metrics_file``) or a proxy."""
+    if "/" in text:
+        path = _path(ctx, key, text, base)
+        if len(os.fsencode(path)) > SOCKET_PATH_MAX:
+            raise ctx.error(key, f"a Unix socket path is at most {SOCKET_PATH_MAX} bytes: {path}")
+        return path
+    host, sep, port_text = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ctx.error(key, f"expected HOST:PORT (127.0.0.1:9108) or a socket path, got {text!r}")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ctx.error(
+            key,
+            f"{host or 'an empty host (every address)'} is not a loopback address",
+            hint="serve on 127.0.0.1 or ::1 (or a socket path); remote scrapes go through "
+            "node_exporter's textfile collector (metrics_file) or a proxy",
+        )
+    return host, int(port_text)
+
+
+def _metrics_keys(values: dict[str, Any], where: str, base: Path) -> dict[str, Any]:
+    """``metrics_file`` and ``metrics_listen`` from their strings (relative to ``base``)."""
+    ctx = _Ctx(where)
+    if "metrics_file" in values:
+        values["metrics_file"] = _path(ctx, "daemon.metrics_file", values["metrics_file"], base)
+    if "metrics_listen" in values:
+        values["metrics_listen"] = _listen_address(
+            ctx, "daemon.metrics_listen", values["metrics_listen"], base
+        )
+    return values
+
+
+def _daemon(
+    table: Mapping[str, Any], where: str, env: Mapping[str, str], base: Path | None = None
+) -> DaemonConfig:
     ctx = _Ctx(where)
     unknown = sorted(set(table) - set(_DAEMON_KEYS))
     if unknown:
@@ -289,7 +342,7 @@ def _daemon(table: Mapping[str, Any], where: str, env: Mapping[str, str]) -> Dae
                 kind,
                 allowed,
             )
-    return DaemonConfig(**values)
+    return DaemonConfig(**_metrics_keys(values, where, base or Path.cwd()))
 
 
 def _path(ctx: _Ctx, key: str, value: Any, base: Path) -> Path:
@@ -501,7 +554,7 @@ def parse_config(
     daemon_table = data.get("daemon", {})
     if not isinstance(daemon_table, dict):
         raise _Ctx(where).error("daemon", "expected a table ([daemon])")
-    daemon = _daemon(daemon_table, where, env)
+    daemon = _daemon(daemon_table, where, env, base)
     tables = data.get("pipeline", [])
     if not isinstance(tables, list) or not tables:
         raise _Ctx(where).error(

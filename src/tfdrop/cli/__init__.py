@@ -33,6 +33,7 @@ COMMANDS: Final[dict[str, tuple[str, str]]] = {
     "check-config": ("check_config", "validate a daemon config file without starting"),
     "retry": ("retry", "move failed inputs back into their drop folder to convert them again"),
     "beam": ("beam", "convert one large dataset on Apache Beam (the tfdrop[beam] extra)"),
+    "status": ("status", "what each pipeline waits for, runs, retries, published and failed"),
 }
 PASSTHROUGH: Final = frozenset({"beam"})
 """Commands whose words after a lone ``--`` are handed on unparsed (``args.passthrough``)."""

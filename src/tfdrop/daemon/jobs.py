@@ -105,6 +105,8 @@ class JobRunner:
     cancel: threading.Event = field(default_factory=threading.Event)
     started: float = field(default_factory=time.monotonic)
     entry: Entry | None = None
+    items: int = 0  # done so far, as the progress callback last said (read by daemon/status)
+    total: int | None = None  # the items the archive's index announces, when it tells
 
     def _check(self) -> None:
         if self.cancel.is_set():
@@ -116,6 +118,8 @@ class JobRunner:
         def progress(items: int, total: int | None) -> None:
             nonlocal last
             self._check()
+            self.items = items
+            self.total = total
             now = time.monotonic()
             if now - last >= self.daemon.progress_seconds:
                 last = now
@@ -264,6 +268,7 @@ class JobRunner:
             preview=p.preview,
         )
         self._check_unchanged(before)
+        out_size = out.stat().st_size
         # from here on only quick renames remain: a stop request lets them finish
         if entry.stem is None:
             entry = self.entry = self.ledger.reserve_stem(
@@ -277,6 +282,8 @@ class JobRunner:
             "objects": report.objects,
             "warnings": len(report.warnings),
             "moved_to": done,
+            "bytes_in": size,
+            "bytes_out": out_size,
         }
         return Outcome("published", detail)
 

@@ -30,6 +30,7 @@ from tfdrop.daemon.reload import close_runtime, release_if_idle, switch_config
 from tfdrop.daemon.retention import apply_retention
 from tfdrop.daemon.runtime import Job, Runtime, check_drop, check_state, open_runtime, watch_drop
 from tfdrop.daemon.stats import report_stats
+from tfdrop.daemon.status import Monitor
 from tfdrop.daemon.watch import Settled
 from tfdrop.errors import TfdropError
 
@@ -72,6 +73,7 @@ class Service:
         self.clean = True
         self.exit_code = 0
         self.hooks = Hooks()
+        self.monitor = Monitor(config.daemon)  # the status file and the metrics
 
     # -- pipelines --------------------------------------------------------------------------
 
@@ -88,6 +90,7 @@ class Service:
             log.info("claim_in_hand", pipeline=job.runtime.cfg.name, job=job.claimed.job_id)
             return
         self.active.add(job.claimed.job_id)
+        self.monitor.claim_queued(job)
         self.queue.put_nowait(job)
 
     def _start_watcher(self, rt: Runtime) -> None:
@@ -130,6 +133,7 @@ class Service:
                     source=settled.path.name,
                     reason="no zip end record after stale_seconds",
                 )
+            self.monitor.seen(rt.cfg.name, settled.path.name)
             self.queue.put_nowait((rt, settled))
         p = rt.cfg
         for name, why in rt.tracker.newly_ignored:
@@ -183,6 +187,9 @@ class Service:
             "counts": dict(self.counts),
         }
 
+    def _view(self) -> tuple[list[Runtime], dict[str, JobRunner]]:
+        return self.runtimes, self.running  # for the status file (daemon/status.py)
+
     def _update_status(self) -> None:
         text = self._status_text()
         if text != self._status:
@@ -218,6 +225,7 @@ class Service:
     def _claim(self, rt: Runtime, settled: Settled) -> Job | None:
         name = settled.path.name
         rt.tracker.forget(name)
+        self.monitor.dequeued(rt.cfg.name, name)
         if rt.closed:
             return None
         try:
@@ -229,6 +237,7 @@ class Service:
         if claimed is None:
             log.debug("drop_taken_elsewhere", pipeline=rt.cfg.name, source=name)
             return None
+        self.monitor.taken(rt.cfg.name)
         self.active.add(claimed.job_id)
         return Job(rt, claimed)
 
@@ -242,6 +251,7 @@ class Service:
                 log.error("job_already_running", attempt=job.attempt)
                 return
             log.info("job_started", attempt=job.attempt, instance=rt.work.instance)
+            self.monitor.started(job)
             runner = JobRunner(claimed, rt.cfg, d, rt.work, rt.ledger)
             self.running[claimed.job_id] = runner
             rt.jobs += 1
@@ -254,7 +264,9 @@ class Service:
                 self.running.pop(claimed.job_id, None)
                 release_if_idle(rt)
             self.counts[outcome.status] += 1
-            self._log_outcome(job, outcome, round(time.monotonic() - runner.started, 3))
+            elapsed = round(time.monotonic() - runner.started, 3)
+            self.monitor.finished(job, outcome, elapsed)
+            self._log_outcome(job, outcome, elapsed)
             self.hooks.after(rt.cfg, outcome.status, outcome.detail)
             self._update_status()
 
@@ -290,6 +302,7 @@ class Service:
         if delay is None:
             delay = retry_delay(self.config.daemon, job.attempt)
         log.warning("job_retry_scheduled", reason=reason, delay_s=delay, attempt=attempt, **detail)
+        self.monitor.retrying(job, attempt, detail, delay, reason)
         if self.stopping.is_set():
             self.active.discard(job.claimed.job_id)  # taken up again on restart
             return
@@ -308,6 +321,7 @@ class Service:
         """Switch to a new config (:func:`.reload.switch_config`)."""
         switch = switch_config(self.runtimes, new)
         self.config = new
+        self.monitor.daemon = new.daemon  # metrics_listen: taken at start only
         for rt in switch.closed:
             close_runtime(rt)
         for rt in switch.runtimes:
@@ -379,6 +393,7 @@ class Service:
             if rt.watcher is not None:
                 with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                     await asyncio.wait_for(rt.watcher, timeout=2.0)
+        await self.monitor.stopped(self.runtimes, self.running)
         for rt in self.runtimes:
             rt.work.close()
         return clean
@@ -403,6 +418,11 @@ class Service:
         except (TfdropError, OSError) as exc:
             details = exc.to_dict() if isinstance(exc, TfdropError) else {"message": str(exc)}
             log.error("daemon_start_failed", **details)
+            return 1
+        try:
+            await self.monitor.start(self.config)
+        except OSError as exc:
+            log.error("daemon_start_failed", message=f"metrics_listen: {exc}")
             return 1
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
@@ -432,6 +452,7 @@ class Service:
                     report_stats(self.config.daemon.stats_seconds, self._stats), name="stats"
                 )
             )
+        self._tasks.append(asyncio.create_task(self.monitor.run(self._view), name="status"))
         self.beat = time.monotonic()
         self._status = self._status_text()
         log.info(
