@@ -12,17 +12,18 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tfdrop.archive import ZipSink
 from tfdrop.archive.limits import check_item_name
 from tfdrop.codec.compression import Compression
+from tfdrop.codec.keypoints import Skeleton
 from tfdrop.codec.model import Item, LabelMap
 from tfdrop.errors import TfdropError
 from tfdrop.formats import FORMATS, Notes, Reader, ReadOptions, WriteOptions, detect_format
-from tfdrop.formats.base import FormatName, SourceFormat, Splittable
+from tfdrop.formats.base import FormatName, HasSkeletons, SourceFormat, Splittable
 from tfdrop.formats.tfrecord import TfrecordWriter
 from tfdrop.inputs import open_input
 from tfdrop.labels import LabelResolver
@@ -74,6 +75,8 @@ class Report:
     validated_items: int
     output_bytes: int
     seconds: float
+    keypoints: dict[str, Skeleton] = field(default_factory=dict)
+    """Label -> its keypoint names and skeleton edges (labels with keypoints only)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (``<stem>.report.json``)."""
@@ -98,7 +101,14 @@ class Report:
             "validated_items": self.validated_items,
             "output_bytes": self.output_bytes,
             "seconds": round(self.seconds, 3),
-        }
+        } | self._keypoints_dict()
+
+    def _keypoints_dict(self) -> dict[str, Any]:
+        """The report's ``keypoints`` section: per label with keypoints, their number, names
+        and skeleton edges (keypoint indices), for pipeline.config's keypoint settings."""
+        if not self.keypoints:
+            return {}
+        return {"keypoints": {label: sk.to_dict() for label, sk in self.keypoints.items()}}
 
     def summary(self) -> str:
         """One line for a terminal."""
@@ -173,6 +183,7 @@ def convert(
                 reader.label_map(),
                 limits=options.limits,
                 plain_text=options.target_format != "tfrecord",
+                skeletons=reader.skeletons() if isinstance(reader, HasSkeletons) else None,
             )
             encode = options.target_format == "tfrecord"
             wopts = _write_options(options, workdir) if encode else None
@@ -208,6 +219,7 @@ def convert(
         validated_items=validated,
         output_bytes=out.stat().st_size,
         seconds=time.monotonic() - started,
+        keypoints=resolver.skeletons(),
     )
 
 

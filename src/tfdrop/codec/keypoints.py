@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
-from tfdrop.codec.model import Annotation, Point
+from tfdrop.codec.model import Annotation, Keypoint, LabelMapItem, Point
 from tfdrop.errors import ExampleError, SchemaError
 
 KP_X: Final = "image/object/keypoint/x"
@@ -36,6 +37,41 @@ KEYPOINT_KEYS: Final[dict[str, str]] = {
 }
 VISIBILITIES: Final = frozenset({0, 1, 2})
 """COCO's and the OD API's: 0 not labelled, 1 labelled but not visible, 2 visible."""
+
+
+@dataclass(frozen=True, slots=True)
+class Skeleton:
+    """A label's keypoints as its source declares them: names in order (the keypoint id is
+    the index) and edges as pairs of those indices (0-based)."""
+
+    names: tuple[str, ...]
+    edges: tuple[tuple[int, int], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report's ``keypoints`` entry of one label."""
+        return {
+            "num_keypoints": len(self.names),
+            "names": list(self.names),
+            "edges": [list(e) for e in self.edges],
+        }
+
+    @classmethod
+    def of_item(cls, it: LabelMapItem) -> Skeleton | None:
+        """The skeleton a label map item gives (its ``keypoints`` by id), if any."""
+        if not it.keypoints:
+            return None
+        kps = sorted(it.keypoints, key=lambda k: k.id)
+        base = kps[0].id
+        edges = tuple((a - base, b - base) for a, b in it.keypoint_edges)
+        return cls(tuple(k.label for k in kps), edges)
+
+    def label_map_fields(self, first_id: int = 0) -> dict[str, Any]:
+        """``keypoints`` and ``keypoint_edges`` of a :class:`LabelMapItem` (ids from
+        ``first_id``)."""
+        return {
+            "keypoints": tuple(Keypoint(first_id + i, n) for i, n in enumerate(self.names)),
+            "keypoint_edges": tuple((first_id + a, first_id + b) for a, b in self.edges),
+        }
 
 
 def record_k(objects: Sequence[Annotation]) -> int:
