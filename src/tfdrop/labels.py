@@ -103,7 +103,7 @@ class LabelResolver:
         self._added: list[LabelMapItem] = []
         self._next_id = max((it.id for it in self._base.items), default=0) + 1
         self._ids: dict[str, int] = {}
-        self._map: LabelMap | None = self._base
+        self._map: LabelMap | None = None if self._skeletons else self._base
         limits.check("max_labels", len(self._base))
         if plain_text:
             for it in self._base.items:
