@@ -202,16 +202,16 @@ def _with_unknown() -> tuple[bytes, dict[str, bytes]]:
     )
     e = Example.FromString(encode_example(item))
     f = e.features.feature  # type: ignore[attr-defined]
-    f["image/object/keypoint/x"].float_list.value.extend([0.5, float("nan"), 1e-40])
-    f["image/object/keypoint/visibility"].int64_list.value.extend([-1, 0, 2**63 - 1])
+    f["image/object/keypoint/z"].float_list.value.extend([0.5, float("nan"), 1e-40])
+    f["image/object/group_of"].int64_list.value.extend([-1, 0, 2**63 - 1])
     f["image/caption"].bytes_list.value.extend([b"\x00\xff", b"a cat"])
     f["empty/feature"].SetInParent()
     f["image/object/mask"].float_list.value.extend([0.0, 1.0])  # TF's NUMERICAL_MASKS
     wanted = {
         k: f[k].SerializeToString()
         for k in (
-            "image/object/keypoint/x",
-            "image/object/keypoint/visibility",
+            "image/object/keypoint/z",
+            "image/object/group_of",
             "image/caption",
             "empty/feature",
             "image/object/mask",

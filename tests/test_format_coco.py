@@ -826,8 +826,8 @@ def test_brackets_and_digit_runs_inside_strings_do_not_count(tmp_path: Path) -> 
     assert item.name == name.replace('\\"', '"')
 
 
-def test_keypoints_skeletons_and_supercategories_are_counted_as_lost(tmp_path: Path) -> None:
-    # they were dropped without a word (to tfrecord, and coco -> coco)
+def test_keypoints_are_read_and_supercategories_are_counted_as_lost(tmp_path: Path) -> None:
+    # they were dropped without a word (to tfrecord, and coco -> coco); keypoints are read now
     cats = [{"id": 1, "name": "person", "supercategory": "human", "keypoints": ["nose", "eye"],
              "skeleton": [[1, 2]]}, {"id": 2, "name": "car", "supercategory": ""}]  # fmt: skip
     ann = {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 4, 4],
@@ -836,10 +836,7 @@ def test_keypoints_skeletons_and_supercategories_are_counted_as_lost(tmp_path: P
     doc = coco_doc([json.loads(IMG)], [ann, plain], cats)
     src = make_zip(tmp_path / "kp.zip", {"annotations/instances_default.json": json.dumps(doc)})
     items, _, notes = read(src, images=False)
-    assert len(items[0].objects) == 2
-    assert notes.lossy == {
-        "keypoints": 1,
-        "category_keypoints": 1,
-        "category_skeleton": 1,
-        "category_supercategory": 1,
-    }
+    person, car = items[0].objects
+    assert [(p.name, p.visibility) for p in person.keypoints] == [("nose", 2), ("eye", 0)]
+    assert car.keypoints == ()
+    assert notes.lossy == {"category_supercategory": 1}

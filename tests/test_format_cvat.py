@@ -91,8 +91,14 @@ def test_project_export_subsets_boxes_polygons_attributes_match_the_xml() -> Non
     for item in items:
         assert item.image == (root / "images" / item.subset / item.name).read_bytes()
         assert item.image_format == "jpeg"
-        assert len(item.objects) == 1
         obj = item.objects[0]
+        if item.name == "img1.jpg":  # <points label="label2" points="1,2;3,4;5,6">: keypoints
+            (kp,) = item.objects[1:]
+            assert (kp.label, kp.shape, kp.box) == ("label2", Shape.POINTS, Box(0.1, 0.2, 0.5, 0.6))
+            assert [(p.x, p.y, p.visibility) for p in kp.keypoints] == [
+                (0.1, 0.2, 2), (0.3, 0.4, 2), (0.5, 0.6, 2)]  # fmt: skip
+        else:
+            assert len(item.objects) == 1
         assert obj.label == "label1"
         assert obj.z_order == 1
         if item.name == "img0.jpg":  # <box occluded="1" xtl="0" ytl="2" xbr="4" ybr="4">
@@ -103,8 +109,8 @@ def test_project_export_subsets_boxes_polygons_attributes_match_the_xml() -> Non
             assert (obj.shape, obj.occluded, obj.attributes) == (Shape.POLYGON, False, ())
             assert obj.polygon == (1.0, 2.0, 3.0, 4.0, 6.0, 5.0)
             assert obj.mask is None  # masks are off
-    # polylines and points have no box meaning: skipped, and said so
-    assert dict(notes.skipped) == {"polyline": 3, "points": 3}
+    # polylines have no box meaning: skipped, and said so
+    assert dict(notes.skipped) == {"polyline": 3}
     assert all(w["item"] in ("img0.jpg", "img1.jpg") for w in notes.warnings)
 
 
@@ -113,12 +119,12 @@ def test_task_export_takes_the_subset_from_the_file_name_and_skips_unlabeled_sha
     assert list(reader.labels()) == ["label1", "label2"]
     assert [(i.subset, i.name, len(i.objects)) for i in items] == [
         ("train", "img0.jpg", 1),
-        ("train", "img1.jpg", 0),  # its polygon has label="" and its points are skipped
+        ("train", "img1.jpg", 1),  # its polygon has label="" (skipped); its points are kept
     ]
     obj = items[0].objects[0]
     assert (obj.label, obj.box, obj.occluded, obj.attributes) == (
         "label1", Box(0, 0.25, 0.5, 0.5), True, A_ATTRS)  # fmt: skip
-    assert dict(notes.skipped) == {"polyline": 1, "points": 1, "unlabeled": 1}
+    assert dict(notes.skipped) == {"polyline": 1, "unlabeled": 1}
 
 
 def test_video_tracks_become_per_frame_boxes_and_outside_frames_are_skipped() -> None:
@@ -132,21 +138,24 @@ def test_video_tracks_become_per_frame_boxes_and_outside_frames_are_skipped() ->
     ]
     assert items[0].image == (assets("for_video") / "images" / "frame_000010.png").read_bytes()
     # track 0 (II): a box at frame 10, outside at 13 and 16
-    (box,) = items[0].objects
+    box, kp = items[0].objects
     assert (box.label, box.track_id, box.occluded) == ("II", 0, True)
+    assert (kp.label, kp.track_id, len(kp.keypoints)) == ("klhg", 1, 3)
     assert box.box == Box(3 / 25, 4 / 20, 10 / 25, 5 / 20)
     assert [i.objects for i in items[1:]] == [(), ()]
     # track 1 is points (frame 10, outside at 13), track 2 a polyline (frame 13, outside at 16)
-    assert dict(notes.skipped) == {"points": 1, "polyline": 1}
+    assert dict(notes.skipped) == {"polyline": 1}
 
 
-def test_video_with_a_skeleton_track_skips_it_and_leaves_its_parts_out_of_the_labels() -> None:
+def test_video_skeleton_track_outside_its_frames_is_skipped_and_its_parts_are_not_labels() -> None:
     root = require_corpus("cvat-ai__datumaro", "tests", "assets", "cvat_dataset", "for_video")
     items, reader, notes = read_items(root)
     assert list(reader.labels()) == ["klhg", "z U k", "II", "skeleton"]
+    assert reader.skeletons()["skeleton"].names == ("1", "2", "3", "4")
     assert [(i.name, len(i.objects)) for i in items] == [
-        ("frame_000010.png", 1), ("frame_000013.png", 0), ("frame_000016.png", 0)]  # fmt: skip
-    assert notes.skipped["skeleton"] == 3  # one per frame of the skeleton track
+        ("frame_000010.png", 2), ("frame_000013.png", 0), ("frame_000016.png", 0)]  # fmt: skip
+    # the asset's skeleton points (x 48..89, y 106..159) all lie outside its 25x20 frames
+    assert notes.skipped["keypoints_outside_image"] == 3  # one per frame of the track
     # this copy of the asset lacks frame 16's image: the frame stays, without bytes, said so
     assert items[2].image is None
     assert notes.warning_counts["missing_frame_image"] == 1
@@ -160,13 +169,14 @@ def test_project_export_to_tfrecord_parses_in_tensorflow_with_every_value(
 ) -> None:
     out = tmp_path / "p.zip"
     report = convert(assets("for_images", "export_project"), out, ConvertOptions())
-    assert (report.items, report.objects, report.skipped) == (6, 6, {"polyline": 3, "points": 3})
+    assert (report.items, report.objects, report.skipped) == (6, 9, {"polyline": 3})
     assert report.subsets == {"Test": 2, "Train": 2, "Validation": 2}
     records = tf_records(tf, out, tmp_path)
     assert sorted(r["subset"] for r in records) == ["Test"] * 2 + ["Train"] * 2 + ["Validation"] * 2
     for r in records:
-        assert r["image/object/class/text"] == [b"label1"]
-        assert r["image/object/class/label"] == [1]
+        n = 2 if r["image/filename"] == b"img1.jpg" else 1  # img1 has its points too
+        assert r["image/object/class/text"] == [b"label1", b"label2"][:n]
+        assert r["image/object/class/label"] == [1, 2][:n]
         assert r["image/source_id"] == r["image/filename"]
         assert r["image/format"] == b"jpeg"
         if r["image/filename"] == b"img0.jpg":
@@ -175,7 +185,8 @@ def test_project_export_to_tfrecord_parses_in_tensorflow_with_every_value(
                 [0.0], [0.25], [0.5], [0.5]]  # fmt: skip
         else:
             assert [r[f"image/object/bbox/{k}"] for k in ("xmin", "ymin", "xmax", "ymax")] == [
-                [f32(0.1)], [f32(0.2)], [f32(0.6)], [f32(0.5)]]  # fmt: skip
+                [f32(0.1)] * 2, [f32(0.2)] * 2, [f32(0.6), f32(0.5)],
+                [f32(0.5), f32(0.6)]]  # fmt: skip
     with zipfile.ZipFile(out) as zf:
         pbtxt = zf.read("label_map.pbtxt").decode()
     assert ("name: 'label1'" in pbtxt, "name: 'label2'" in pbtxt) == (True, True)
@@ -184,15 +195,15 @@ def test_project_export_to_tfrecord_parses_in_tensorflow_with_every_value(
 def test_video_to_tfrecord_parses_in_tensorflow(tf: ModuleType, tmp_path: Path) -> None:
     out = tmp_path / "v.zip"
     report = convert(assets("for_video"), out, ConvertOptions())
-    assert (report.items, report.objects) == (3, 1)
+    assert (report.items, report.objects) == (3, 2)
     records = tf_records(tf, out, tmp_path)
     assert [r["image/filename"] for r in records] == [
         b"frame_000010.png", b"frame_000013.png", b"frame_000016.png"]  # fmt: skip
     first = records[0]
-    assert first["image/object/class/text"] == [b"II"]
-    assert first["image/object/class/label"] == [3]  # the meta's label order: klhg, z U k, II
-    assert first["image/object/bbox/xmin"] == [f32(3 / 25)]
-    assert first["image/object/bbox/ymax"] == [f32(5 / 20)]
+    assert first["image/object/class/text"] == [b"II", b"klhg"]
+    assert first["image/object/class/label"] == [3, 1]  # the meta's label order: klhg, z U k, II
+    assert first["image/object/bbox/xmin"][0] == f32(3 / 25)
+    assert first["image/object/bbox/ymax"][0] == f32(5 / 20)
     assert first["image/format"] == b"png"
 
 
@@ -677,9 +688,9 @@ def test_cli_converts_a_cvat_video_export_and_writes_its_report(tmp_path: Path) 
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert "3 items, 1 objects" in done.stdout
+    assert "3 items, 2 objects" in done.stdout
     report = json.loads((tmp_path / "video.report.json").read_text())
-    assert report["skipped"] == {"points": 1, "polyline": 1}
+    assert report["skipped"] == {"polyline": 1}
     assert [it["name"] for it in report["label_map"]] == ["klhg", "z U k", "II"]
 
 

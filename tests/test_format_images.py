@@ -139,13 +139,12 @@ def test_images_beside_unknown_annotation_files_are_not_detected_as_images(
     assert exc.value.kind == "unknown_format"
 
 
-def test_a_coco_keypoints_export_is_refused_naming_the_file(tmp_path: Path) -> None:
+def test_a_coco_keypoints_export_is_read_as_coco_not_as_images(tmp_path: Path) -> None:
+    # CVAT's "COCO Keypoints 1.0": it was published as an images zip with 0 objects
     member = "annotations/person_keypoints_default.json"
     camera_zip(tmp_path / "kp.zip", {member: b'{"images": [], "annotations": []}'})
-    with pytest.raises(DetectError, match="COCO Keypoints") as exc:
-        convert(tmp_path / "kp.zip", tmp_path / "o.zip", ConvertOptions())
-    assert exc.value.member == member
-    assert not (tmp_path / "o.zip").exists()
+    with open_source(tmp_path / "kp.zip") as src:
+        assert detect_format(src.names()) == "coco"
 
 
 def test_readmes_licenses_and_macos_litter_do_not_block_images(tmp_path: Path) -> None:

@@ -173,7 +173,7 @@ def tf_example(tf: ModuleType, i: int) -> tuple[Any, dict[str, Any]]:
         "image/object/is_crowd": [int(k == 0) for k in range(n)],
         "image/object/area": [float(k * 10 + 0.5) for k in range(n)],
         "image/object/mask": [b"\x89PNG\r\n\x1a\n" + bytes([k]) for k in range(n)],
-        "image/object/keypoint/x": [0.25 * k for k in range(n)],
+        "image/object/keypoint/z": [0.25 * k for k in range(n)],
     }
     v["image/key/sha256"] = hashlib.sha256(v["image/encoded"]).hexdigest().encode()
     feats = {}
@@ -181,7 +181,7 @@ def tf_example(tf: ModuleType, i: int) -> tuple[Any, dict[str, Any]]:
         values = value if isinstance(value, list) else [value]
         if key in ("image/height", "image/width") or (values and isinstance(values[0], int)):
             feats[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=values))
-        elif key.endswith(("xmin", "xmax", "ymin", "ymax", "area", "keypoint/x")):
+        elif key.endswith(("xmin", "xmax", "ymin", "ymax", "area", "keypoint/z")):
             feats[key] = tf.train.Feature(float_list=tf.train.FloatList(value=values))
         elif key in ("image/object/class/label", "image/object/difficult") or key.endswith(
             ("truncated", "is_crowd")
@@ -216,9 +216,9 @@ def check_item(item: Item, v: dict[str, Any], ex: Any) -> None:
         assert o.area == f32(v["image/object/area"][k])
         assert o.mask == v["image/object/mask"][k]
     extra = dict(item.extra)
-    assert list(extra) == ["image/object/keypoint/x"]
-    raw = ex.features.feature["image/object/keypoint/x"].SerializeToString()
-    assert extra["image/object/keypoint/x"] == raw
+    assert list(extra) == ["image/object/keypoint/z"]
+    raw = ex.features.feature["image/object/keypoint/z"].SerializeToString()
+    assert extra["image/object/keypoint/z"] == raw
 
 
 @pytest.mark.parametrize("kind", ["none", "gzip", "zlib"])
@@ -237,8 +237,8 @@ def test_tfdrop_decodes_what_tensorflow_writes(
         check_item(decode_example(rec), v, ex)
         # the unknown key survives a pass-through: TF parses it back unchanged
         again = tf.train.Example.FromString(encode_example(decode_example(rec)))
-        assert list(again.features.feature["image/object/keypoint/x"].float_list.value) == list(
-            ex.features.feature["image/object/keypoint/x"].float_list.value
+        assert list(again.features.feature["image/object/keypoint/z"].float_list.value) == list(
+            ex.features.feature["image/object/keypoint/z"].float_list.value
         )
         assert list(again.features.feature["image/object/mask"].bytes_list.value) == list(
             ex.features.feature["image/object/mask"].bytes_list.value

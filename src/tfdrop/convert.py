@@ -12,17 +12,24 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tfdrop.archive import ZipSink
 from tfdrop.archive.limits import check_item_name
 from tfdrop.codec.compression import Compression
+from tfdrop.codec.keypoints import Skeleton
 from tfdrop.codec.model import Item, LabelMap
 from tfdrop.errors import TfdropError
 from tfdrop.formats import FORMATS, Notes, Reader, ReadOptions, WriteOptions, detect_format
-from tfdrop.formats.base import Counted, FormatName, SourceFormat, Splittable
+from tfdrop.formats.base import (
+    Counted,
+    FormatName,
+    HasSkeletons,
+    SourceFormat,
+    Splittable,
+)
 from tfdrop.formats.tfrecord import TfrecordWriter
 from tfdrop.handoff import Tally, TrainingSummary, summarize
 from tfdrop.inputs import open_input
@@ -81,31 +88,44 @@ class Report:
     output_bytes: int
     seconds: float
     training: TrainingSummary | None = None  # num_classes, counts per label, input_reader
+    keypoints: dict[str, Skeleton] = field(default_factory=dict)
+    """Label -> its keypoint names and skeleton edges (labels with keypoints only)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (``<stem>.report.json``)."""
-        return {
-            "source": self.source,
-            "output": self.output,
-            "source_format": self.source_format,
-            "target_format": self.target_format,
-            "items": self.items,
-            "objects": self.objects,
-            "subsets": self.subsets,
-            "labels": self.labels,
-            "label_map": [
-                {"id": it.id, "name": it.name}
-                | ({"display_name": it.display_name} if it.display_name else {})
-                for it in self.label_map.items
-            ],
-            "skipped": self.skipped,
-            "lossy": self.lossy,
-            "warnings": self.warnings,
-            "warning_counts": self.warning_counts,
-            "validated_items": self.validated_items,
-            "output_bytes": self.output_bytes,
-            "seconds": round(self.seconds, 3),
-        } | (self.training.to_dict() if self.training is not None else {})
+        return (
+            {
+                "source": self.source,
+                "output": self.output,
+                "source_format": self.source_format,
+                "target_format": self.target_format,
+                "items": self.items,
+                "objects": self.objects,
+                "subsets": self.subsets,
+                "labels": self.labels,
+                "label_map": [
+                    {"id": it.id, "name": it.name}
+                    | ({"display_name": it.display_name} if it.display_name else {})
+                    for it in self.label_map.items
+                ],
+                "skipped": self.skipped,
+                "lossy": self.lossy,
+                "warnings": self.warnings,
+                "warning_counts": self.warning_counts,
+                "validated_items": self.validated_items,
+                "output_bytes": self.output_bytes,
+                "seconds": round(self.seconds, 3),
+            }
+            | (self.training.to_dict() if self.training is not None else {})
+            | self._keypoints_dict()
+        )
+
+    def _keypoints_dict(self) -> dict[str, Any]:
+        """The report's ``keypoints`` section: per label with keypoints, their number, names
+        and skeleton edges (keypoint indices), for pipeline.config's keypoint settings."""
+        if not self.keypoints:
+            return {}
+        return {"keypoints": {label: sk.to_dict() for label, sk in self.keypoints.items()}}
 
     def summary(self) -> str:
         """One line for a terminal."""
@@ -181,6 +201,7 @@ def convert(
                 reader.label_map(),
                 limits=options.limits,
                 plain_text=options.target_format != "tfrecord",
+                skeletons=reader.skeletons() if isinstance(reader, HasSkeletons) else None,
             )
             encode = options.target_format == "tfrecord"
             wopts = _write_options(options, workdir) if encode else None
@@ -221,6 +242,7 @@ def convert(
         output_bytes=out.stat().st_size,
         seconds=time.monotonic() - started,
         training=_training(tally, resolver.map, members, options),
+        keypoints=resolver.skeletons(),
     )
 
 

@@ -14,11 +14,12 @@ surrogate, which no TFRecord, XML or JSON writer can store).
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final
 
+from tfdrop.codec.keypoints import Skeleton
 from tfdrop.codec.labelmap import parse_label_map
 from tfdrop.codec.model import Annotation, Item, LabelMap, LabelMapItem
 from tfdrop.errors import FormatError, LabelMapError, UnknownLabelError
@@ -85,8 +86,11 @@ class LabelResolver:
         *,
         limits: Limits = DEFAULT_LIMITS,
         plain_text: bool = False,
+        skeletons: Mapping[str, Skeleton] | None = None,
     ) -> None:
         self.pinned = pinned is not None
+        self._skeletons: dict[str, Skeleton] = dict(skeletons or {})
+        """Label -> its keypoints: declared by the source, else seen on its objects."""
         self._limits = limits
         self._plain = plain_text
         self.renumbered = 0
@@ -99,7 +103,7 @@ class LabelResolver:
         self._added: list[LabelMapItem] = []
         self._next_id = max((it.id for it in self._base.items), default=0) + 1
         self._ids: dict[str, int] = {}
-        self._map: LabelMap | None = self._base
+        self._map: LabelMap | None = None if self._skeletons else self._base
         limits.check("max_labels", len(self._base))
         if plain_text:
             for it in self._base.items:
@@ -111,10 +115,42 @@ class LabelResolver:
 
     @property
     def map(self) -> LabelMap:
-        """The label map so far: the base map plus every label added, in order of adding."""
+        """The label map so far: the base map plus every label added, in order of adding,
+        each label with keypoints carrying their names and edges (``keypoints { id label }``)."""
         if self._map is None:
-            self._map = LabelMap((*self._base.items, *self._added))
+            items = (*self._base.items, *self._added)
+            if self._skeletons:
+                items = tuple(self._with_keypoints(it) for it in items)
+            self._map = LabelMap(items)
         return self._map
+
+    def _with_keypoints(self, it: LabelMapItem) -> LabelMapItem:
+        if it.keypoints:
+            return it  # a pinned or source map's own keypoints win
+        sk = self._skeletons.get(it.name) or self._skeletons.get(it.display_name)
+        if sk is None or not sk.names:
+            return it
+        return replace(it, **sk.label_map_fields())
+
+    def skeletons(self) -> dict[str, Skeleton]:
+        """Label -> its keypoints (the report's ``keypoints`` section), in label map order."""
+        out: dict[str, Skeleton] = {}
+        lm = self.map
+        for it in lm.items:
+            name = lm.label_of(it)
+            sk = Skeleton.of_item(it) or self._skeletons.get(name)
+            if sk is not None:
+                out[name] = sk
+        return out
+
+    def _see_keypoints(self, obj: Annotation) -> None:
+        """Learn a label's keypoints from its objects when the source declared none."""
+        known = self._skeletons.get(obj.label)
+        if known is None or len(known.names) < len(obj.keypoints):
+            names = tuple(p.name for p in obj.keypoints)
+            edges = known.edges if known is not None else ()
+            self._skeletons[obj.label] = Skeleton(names, edges)
+            self._map = None
 
     def _add(self, name: str, **where: Any) -> int:
         label_id = self._base.id_of(name)
@@ -178,6 +214,8 @@ class LabelResolver:
                 obj = objects[i] = self._unnamed(obj, item, i)
                 changed = True
             label_id = self._resolve(obj.label, item, i)
+            if obj.keypoints:
+                self._see_keypoints(obj)
             if obj.label_id and not self.pinned:
                 self._note_source_id(obj.label, obj.label_id)
             if label_id != obj.label_id:

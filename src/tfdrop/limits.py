@@ -68,6 +68,8 @@ class Limits:
             they are used, so an alias bomb stops here instead of filling memory).
         max_xml_elements: Most elements of one XML file parsed whole into a tree (a VOC
             annotation; each costs ~150 bytes of tree): counted from the bytes before parsing.
+        max_keypoints: Most keypoints one object or one label's skeleton may have (COCO's
+            person has 17; every object of a record is padded to the record's K).
     """
 
     max_entries: int = 200_000
@@ -91,6 +93,7 @@ class Limits:
     max_list_lines: int = 2_000_000
     max_yaml_nodes: int = 100_000
     max_xml_elements: int = 500_000
+    max_keypoints: int = 1024
 
     def __post_init__(self) -> None:
         for f in fields(self):

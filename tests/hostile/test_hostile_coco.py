@@ -106,14 +106,18 @@ def test_a_polygon_30px_past_the_edge_converts_clipped(tmp_path: Path) -> None:
     assert "1 warnings" in run.stdout
 
 
-def test_a_cvat_coco_keypoints_export_is_not_published_as_empty_images(tmp_path: Path) -> None:
+def test_a_cvat_coco_keypoints_export_converts_with_its_keypoints(tmp_path: Path) -> None:
+    # it was published as an empty images zip, then refused; it is COCO with keypoints now
     member = "annotations/person_keypoints_default.json"
     doc = {"categories": [{"id": 1, "name": "person", "keypoints": ["nose"], "skeleton": []}],
            "images": [{"id": 1, "file_name": "a.png", "width": 8, "height": 8}],
            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 2, 2],
                             "keypoints": [2, 2, 2], "num_keypoints": 1}]}  # fmt: skip
     src = zip_of(tmp_path / "kp.zip", {member: json.dumps(doc), "images/default/a.png": png()})
-    refused(tmp_path, src, expect=("COCO Keypoints", member))
+    run = accepted(tmp_path, src)
+    assert "1 items, 1 objects" in run.stdout
+    report = json.loads((tmp_path / "out" / "out.report.json").read_text())
+    assert report["keypoints"] == {"person": {"num_keypoints": 1, "names": ["nose"], "edges": []}}
 
 
 def test_images_beside_an_unknown_json_are_refused_not_published_empty(tmp_path: Path) -> None:

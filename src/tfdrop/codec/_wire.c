@@ -327,6 +327,8 @@ static const char *const KEY_NAMES[K_COUNT] = {
     "image/object/area",
 };
 #define N_SCALARS 7 /* K_FILENAME .. K_WIDTH: one value each (a FixedLenFeature([]) in TF) */
+#define KP_PREFIX "image/object/keypoint/"
+#define KP_PREFIX_LEN 22
 #define MAX_UNKNOWN 64 /* unknown keys checked for repeats; more: leave it to Python */
 static const int KEY_KINDS[K_COUNT] = {
     BYTES_KIND, BYTES_KIND, BYTES_KIND, BYTES_KIND, BYTES_KIND, INT64_KIND, INT64_KIND,
@@ -501,6 +503,8 @@ od_check(PyObject *self, PyObject *args)
         int k = key_index(data + pos, klen);
         if (k < 0 && !key_ok(data + pos, klen))
             Py_RETURN_NONE; /* protobuf refuses the record */
+        if (k < 0 && klen >= KP_PREFIX_LEN && memcmp(data + pos, KP_PREFIX, KP_PREFIX_LEN) == 0)
+            Py_RETURN_NONE; /* keypoint keys: checked by the Python path only */
         if (k >= 0) {
             if (seen[k])
                 Py_RETURN_NONE; /* a repeated key: protobuf keeps the last, TF may not */

@@ -16,6 +16,17 @@ from typing import Any, Final
 from google.protobuf.message import DecodeError
 
 from tfdrop.codec import wire
+from tfdrop.codec.keypoints import (
+    KEYPOINT_KEYS,
+    KP_NUM,
+    KP_TEXT,
+    KP_VIS,
+    KP_X,
+    KP_Y,
+    check_keypoint_lists,
+    encode_keypoints,
+    object_keypoints,
+)
 from tfdrop.codec.layout import layout_problem
 from tfdrop.codec.model import Annotation, Box, Item, LabelMap, Shape
 from tfdrop.codec.proto import Example
@@ -90,12 +101,14 @@ class ParsedExample:
     lists: dict[str, list[Any]] = field(default_factory=dict)
     extra: list[tuple[str, bytes]] = field(default_factory=list)
     num_objects: int = 0
+    keypoints: dict[str, list[Any]] = field(default_factory=dict)
+    """The ``image/object/keypoint/*`` lists present and non-empty (flattened over objects)."""
 
 
 _KIND_NAMES: Final = {1: _BYTES, 2: _FLOAT, 3: _INT}
 _KINDS: Final = {_BYTES: 1, _FLOAT: 2, _INT: 3}
 _KNOWN: Final[dict[bytes, tuple[str, int]]] = {
-    k.encode(): (k, _KINDS[v]) for k, v in (SCALAR_KEYS | OBJECT_KEYS).items()
+    k.encode(): (k, _KINDS[v]) for k, v in (SCALAR_KEYS | OBJECT_KEYS | KEYPOINT_KEYS).items()
 }
 _MASK_B: Final = MASK.encode()
 
@@ -142,6 +155,8 @@ def _text(values: list[Any], key: str) -> str:
 
 
 _OBJECT_SPECS: Final = tuple((k.encode(), k, _KINDS[v]) for k, v in OBJECT_KEYS.items())
+_KP_SPECS: Final = tuple((k.encode(), k, _KINDS[v]) for k, v in KEYPOINT_KEYS.items())
+_KP_SPECS_KEYS: Final = tuple(spec[0] for spec in _KP_SPECS)
 _KNOWN_KEYS: Final = frozenset(_KNOWN)
 _ENC: Final = {k: k.encode() for k in SCALAR_KEYS}
 
@@ -198,7 +213,26 @@ def parse_example(
     out.num_objects = max((len(out.lists.get(key, ())) for key in BOX_KEYS), default=0)
     if out.lists:
         _check_lengths(out)
+    if _has_keypoints(feats):
+        _keypoint_lists(feats, out)
+        check_keypoint_lists(out.keypoints, out.num_objects)
     return out
+
+
+def _has_keypoints(feats: wire.Features) -> bool:
+    return any(k in feats for k in _KP_SPECS_KEYS)
+
+
+def _keypoint_lists(feats: wire.Features, out: ParsedExample) -> None:
+    """The keypoint lists present (an empty Feature counts as absent) into ``out.keypoints``."""
+    for bkey, key, want in _KP_SPECS:
+        v = feats.get(bkey)
+        if v is None or not v[0]:
+            continue
+        if v[0] != want:
+            raise _kind_error(key, want, v[0])
+        if v[1]:
+            out.keypoints[key] = v[1]
 
 
 def _features(data: bytes, max_values: int, *, strict: bool) -> wire.Features:
@@ -289,6 +323,7 @@ def to_item(
             if key not in L:
                 raise SchemaError("missing while other box coordinates are present", key=key)
     xmin, ymin, xmax, ymax = (L.get(k, ()) for k in BOX_KEYS)
+    points = object_keypoints(p.keypoints, p.num_objects) if p.keypoints else None
     objects = []
     for i in range(p.num_objects):
         label_id = ids[i] if ids else 0
@@ -312,6 +347,7 @@ def to_item(
                 is_crowd=_flag(crowd, i),
                 area=areas[i] if areas else None,
                 shape=Shape.MASK if masks else Shape.BOX,
+                keypoints=points[i] if points else (),
             )
         )
     return Item(
@@ -376,7 +412,7 @@ def _k(key: str) -> bytes:
     return _KEY_BYTES[key]
 
 
-_KEY_BYTES: Final = {k: k.encode() for k in (*SCALAR_KEYS, *OBJECT_KEYS)}
+_KEY_BYTES: Final = {k: k.encode() for k in (*SCALAR_KEYS, *OBJECT_KEYS, *KEYPOINT_KEYS)}
 
 
 def encode_example(item: Item) -> bytes:
@@ -430,8 +466,24 @@ def encode_example(item: Item) -> bytes:
         b.int64_list(_k(IS_CROWD), [int(o.is_crowd) for o in objs])
     if objs and all(o.area is not None for o in objs):
         b.float_list(_k(AREA), [o.area for o in objs if o.area is not None])
+    if any(o.keypoints for o in objs):
+        _write_keypoints(b, item)
     for key, raw in item.extra:
         bkey = key.encode("utf-8", "surrogateescape")
         if bkey not in b:
             b.raw_feature(bkey, raw)
     return b.serialize()
+
+
+def _write_keypoints(b: wire.ExampleBuilder, item: Item) -> None:
+    """The keypoint keys, flattened over objects (the same K for each: see
+    :func:`tfdrop.codec.keypoints.encode_keypoints`)."""
+    xs, ys, vis, names, num = encode_keypoints(item.objects)
+    b.float_list(_k(KP_X), xs)
+    b.float_list(_k(KP_Y), ys)
+    try:
+        b.int64_list(_k(KP_VIS), vis)
+    except OverflowError as exc:
+        raise ExampleError(str(exc), key=KP_VIS, item=item.name) from None
+    b.bytes_list(_k(KP_TEXT), _utf8(names, KP_TEXT, item, per_object=False))
+    b.int64_list(_k(KP_NUM), num)

@@ -27,6 +27,27 @@ from tfdrop.codec.proto import StringIntLabelMap
 from tfdrop.errors import LabelMapError, LimitExceededError
 
 BACKGROUND = "background"
+EDGES_COMMENT: Final = "# keypoint_edges:"
+"""tfdrop's comment in an item for its skeleton's edges (``a-b`` keypoint id pairs)."""
+_EDGE: Final = re.compile(r"^([0-9]{1,9})-([0-9]{1,9})$")
+
+
+def _edges_by_item(text: str, lines: list[int]) -> dict[int, tuple[tuple[int, int], ...]]:
+    """Item index -> the edges of its ``# keypoint_edges:`` comment (malformed pairs skipped:
+    a comment never fails a label map)."""
+    out: dict[int, tuple[tuple[int, int], ...]] = {}
+    if EDGES_COMMENT not in text:
+        return out
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped.startswith(EDGES_COMMENT):
+            continue
+        n = sum(1 for start in lines if start <= lineno) - 1
+        if n < 0:
+            continue
+        pairs = (_EDGE.match(tok) for tok in stripped[len(EDGES_COMMENT) :].split())
+        out[n] = tuple((int(m.group(1)), int(m.group(2))) for m in pairs if m is not None)
+    return out
 
 
 def _item_lines(text: str) -> list[int]:
@@ -118,6 +139,7 @@ def parse_label_map(
         line = exc.GetLine() if hasattr(exc, "GetLine") else None
         raise error(f"not a StringIntLabelMap: {exc}", line) from None
     lines = _item_lines(text)
+    edges = _edges_by_item(text, lines)
     items: list[LabelMapItem] = []
     seen_ids: dict[int, int] = {}
     seen_names: dict[str, int] = {}
@@ -156,6 +178,7 @@ def parse_label_map(
                 descendant_ids=tuple(m.descendant_ids),
                 frequency=m.frequency,
                 instance_count=m.instance_count if m.HasField("instance_count") else None,
+                keypoint_edges=edges.get(n, ()),
             )
         )
     return LabelMap(tuple(items))
@@ -177,6 +200,9 @@ def format_label_map(label_map: LabelMap) -> str:
             out.append(f"\tdisplay_name: {_quote(it.display_name)}\n")
         for kp in it.keypoints:
             out.append(f"\tkeypoints {{\n\t\tid: {kp.id}\n\t\tlabel: {_quote(kp.label)}\n\t}}\n")
+        if it.keypoint_edges:
+            edges = " ".join(f"{a}-{b}" for a, b in it.keypoint_edges)
+            out.append(f"\t{EDGES_COMMENT} {edges}\n")
         out.extend(f"\tancestor_ids: {a}\n" for a in it.ancestor_ids)
         out.extend(f"\tdescendant_ids: {d}\n" for d in it.descendant_ids)
         if it.frequency:

@@ -142,6 +142,9 @@ class LabelMapItem:
     descendant_ids: tuple[int, ...] = ()
     frequency: int = 0
     instance_count: int | None = None
+    keypoint_edges: tuple[tuple[int, int], ...] = ()
+    """The skeleton's edges as pairs of keypoint ids (not a StringIntLabelMap field: written
+    as a ``# keypoint_edges:`` comment in the item, which TF's parser skips)."""
 
 
 def _utf8(name: str) -> bytes:

@@ -2,12 +2,13 @@
 
 List lengths are checked while parsing (:func:`tfdrop.codec.example.parse_example`); this
 module checks values: boxes finite, inside [0, 1] and ordered; class ids >= 1 (0 only for a
-``background`` item of the label map); both class id and text (the OD API reads both); class
-text and id agreeing with the label map; the embedded image being a JPEG or PNG whose header
-size is image/height x image/width and whose kind image/format names; the SHA-256 key
-matching it; masks being PNGs of the image's size (headers only, nothing is decoded). Each
-check runs over whole lists first and builds per-object problems only when a list fails,
-because most records are clean.
+``background`` item of the label map); keypoint visibilities COCO's 0/1/2 and counts within K
+(their lengths are checked while parsing, :mod:`tfdrop.codec.keypoints`); both class id and
+text (the OD API reads both); class text and id agreeing with the label map; the embedded
+image being a JPEG or PNG whose header size is image/height x image/width and whose kind
+image/format names; the SHA-256 key matching it; masks being PNGs of the image's size
+(headers only, nothing is decoded). Each check runs over whole lists first and builds
+per-object problems only when a list fails, because most records are clean.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from tfdrop.codec.example import (
     ParsedExample,
 )
 from tfdrop.codec.imagehead import image_kind, image_size, png_size
+from tfdrop.codec.keypoints import keypoint_problems
 from tfdrop.codec.model import LabelMap
 from tfdrop.codec.wire import DEFAULT_MAX_VALUES, boxes_ok
 from tfdrop.codec.wire import od_check as _od_check
@@ -227,6 +229,8 @@ def check_parsed(
     if p.num_objects:
         _check_boxes(p, out)
         _check_labels(p, label_map, out, need_both=need_both)
+    if p.keypoints:
+        out += [Problem(k, m, i) for k, m, i in keypoint_problems(p.keypoints, p.num_objects)]
     masks = p.lists.get(MASK)
     if masks is not None:
         for i, m in enumerate(masks):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from tfdrop.codec.compression import Compression
+from tfdrop.codec.keypoints import Skeleton
 from tfdrop.codec.model import Item, LabelMap
 from tfdrop.limits import DEFAULT_LIMITS, Limits
 
@@ -125,6 +126,15 @@ class Reader(Protocol):
 
     def items(self) -> Iterator[Item]:
         """Every item, one at a time; errors carry the member and item."""
+        ...
+
+
+@runtime_checkable
+class HasSkeletons(Protocol):
+    """A reader whose source declares labels' keypoints (COCO categories, CVAT skeletons)."""
+
+    def skeletons(self) -> dict[str, Skeleton]:
+        """Label -> its keypoint names (in order) and edges, as the source declares them."""
         ...
 
 

@@ -24,7 +24,9 @@ from tfdrop.codec.model import LabelMap, LabelMapItem
 from tfdrop.errors import FormatError
 from tfdrop.limits import DEFAULT_LIMITS, Limits
 
-_INSTANCES: Final = re.compile(r"^(?P<root>(?:.*/)?)annotations/instances_(?P<subset>[^/]+)\.json$")
+_INSTANCES: Final = re.compile(
+    r"^(?P<root>(?:.*/)?)annotations/(?P<task>instances|person_keypoints)_(?P<subset>[^/]+)\.json$"
+)
 _ROBOFLOW: Final = re.compile(r"^(?P<root>(?:.*/)?)_annotations\.coco\.json$")
 
 
@@ -38,11 +40,21 @@ class AnnotationFile:
 
 
 def find_annotation_files(names: Sequence[str]) -> list[AnnotationFile]:
-    """Every COCO instances file among the member names, ordered by member name."""
+    """Every COCO instances file among the member names, ordered by member name.
+
+    ``person_keypoints_<subset>.json`` (CVAT's "COCO Keypoints 1.0" export) is one too, unless
+    an ``instances_<subset>.json`` sits beside it (COCO's own layout, where both list the same
+    images): that one is read and the keypoints file is left out (the reader warns).
+    """
     out: list[AnnotationFile] = []
+    folded_names = {n.casefold() for n in names}
     for name in sorted(names):
         folded = name.casefold()
         m = _INSTANCES.match(folded)
+        if m is not None and m.group("task") == "person_keypoints":
+            twin = f"{m.group('root')}annotations/instances_{m.group('subset')}.json"
+            if twin in folded_names:
+                continue
         if m is not None:
             root = name[: len(m.group("root"))]
             subset = name[len(name) - len(m.group("subset")) - 5 : -5]

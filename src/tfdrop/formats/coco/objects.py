@@ -12,10 +12,16 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from tfdrop.codec.model import Annotation, Box, Shape
+from tfdrop.codec.model import Annotation, Box, Point, Shape
 from tfdrop.errors import FormatError, LimitExceededError
 from tfdrop.formats.base import Notes, ReadOptions
 from tfdrop.formats.coco.index import Categories, ImageIndex, finite, utf8
+from tfdrop.formats.coco.keypoints import (
+    KeypointCategories,
+    keypoints_ok,
+    parse_keypoints,
+    refuse_keypoints,
+)
 from tfdrop.formats.coco.rle import (
     check_counts,
     counts_bbox,
@@ -24,9 +30,9 @@ from tfdrop.formats.coco.rle import (
 )
 from tfdrop.formats.common.masks import bitmap_mask_png, polygons_mask_png
 
-Record = tuple[int, Any, int, Any, bool, Any, Any, Any]
+Record = tuple[int, Any, int, Any, bool, Any, Any, Any, Any]
 """A spilled annotation: (array index, id, category id, bbox or None, iscrowd, area,
-segmentation, attributes)."""
+segmentation, attributes, keypoints or None)."""
 
 
 _NO_ATTRS: Final[tuple[tuple[bool, bool, bool], str, tuple[tuple[str, str], ...]]] = (
@@ -55,8 +61,15 @@ def _corners(
 class ObjectBuilder:
     """Builds objects from spilled records with the merged categories."""
 
-    def __init__(self, categories: Categories, options: ReadOptions, notes: Notes) -> None:
+    def __init__(
+        self,
+        categories: Categories,
+        options: ReadOptions,
+        notes: Notes,
+        keypoints: KeypointCategories | None = None,
+    ) -> None:
         self.categories = categories
+        self.keypoints = keypoints if keypoints is not None else KeypointCategories(options.limits)
         self.options = options
         self.notes = notes
         # COCO ids are label ids when the map keeps them: the resolver then has nothing to
@@ -72,7 +85,7 @@ class ObjectBuilder:
     def annotation(self, r: Record, item: str, width: int, height: int) -> Annotation:
         """The object of one spilled annotation record, on an image of ``width x height``."""
         # the hot loop of a conversion (once per object): no work for what is absent
-        i, ann_id, cat, bbox, crowd, area, seg, attrs = r
+        i, ann_id, cat, bbox, crowd, area, seg, attrs, kp = r
         label = self.categories.by_id.get(cat)
         if label is None:
             raise FormatError(
@@ -90,6 +103,9 @@ class ObjectBuilder:
             except (FormatError, LimitExceededError) as exc:
                 exc.message = f"annotation {ann_id}: {exc.message}"
                 raise exc.at(key=f"annotations[{i}].segmentation", item=item) from None
+        points = self._keypoints(kp, cat, ann_id, i, item, width, height) if kp else ()
+        if bounds is None and bbox is None and points:
+            bounds = _points_bounds(points, width, height)
         corners = _corners(bbox, bounds, ann_id, i, item)
         corners, polygon = self._inside_image(r, corners, bounds, polygon, item, width, height)
         flags, view, attributes = self._attributes(attrs, i, item) if attrs else _NO_ATTRS
@@ -107,7 +123,18 @@ class ObjectBuilder:
             truncated=flags[2],
             view=view,
             attributes=attributes,
+            keypoints=points,
         )
+
+    def _keypoints(
+        self, kp: list[Any], cat: int, ann_id: Any, i: int, item: str, width: int, height: int
+    ) -> tuple[Point, ...]:
+        sk = self.keypoints.by_id.get(cat)
+        try:
+            return parse_keypoints(kp, sk.names if sk else (), width, height)
+        except FormatError as exc:
+            exc.message = f"annotation {ann_id}: {exc.message}"
+            raise exc.at(key=f"annotations[{i}].keypoints", item=item) from None
 
     def _inside_image(
         self,
@@ -252,6 +279,15 @@ class ObjectBuilder:
         return Shape.MASK, (), mask, box
 
 
+def _points_bounds(
+    points: tuple[Point, ...], width: int, height: int
+) -> tuple[float, float, float, float] | None:
+    """The pixel bounds of an object's labelled keypoints (its box when it has no other)."""
+    xs = [p.x * width for p in points if p.visibility]
+    ys = [p.y * height for p in points if p.visibility]
+    return (min(xs), min(ys), max(xs), max(ys)) if xs else None
+
+
 def _shown(bbox: Any, bounds: Any) -> str:
     """The shape's extent as the file gives it, for the box_clipped warning."""
     if bbox is not None:
@@ -338,3 +374,6 @@ def refuse(i: int, value: Any, index: ImageIndex) -> None:
             key=f"{path}.iscrowd",
             item=index.name(pos),
         )
+    kp = value.get("keypoints")
+    if kp is not None and not keypoints_ok(kp):
+        refuse_keypoints(kp, ann_id, path, index.name(pos))

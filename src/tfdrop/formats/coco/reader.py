@@ -22,9 +22,12 @@ an image id not in ``images``, a category id not in ``categories``, a NaN/infini
 one with negative width or height, an RLE whose size is not the image's. Warnings counted in
 the report (``Notes.warn``): ``box_clipped`` (a box reaching outside its image is clipped, as
 the TFRecord needs [0, 1]), ``missing_image`` (an image file not in the archive: the item is
-kept without image bytes), ``ignored_member`` (other COCO tasks, e.g. ``person_keypoints_*``).
-Counted as lost (``Notes.lose``) until keypoints are supported: an annotation's ``keypoints``,
-a category's ``keypoints``, ``skeleton`` and ``supercategory`` (``category_<key>``).
+kept without image bytes), ``ignored_member`` (other COCO tasks, and a
+``person_keypoints_<subset>.json`` beside its ``instances_<subset>.json``, whose keypoints are
+not merged in). Keypoints (:mod:`.keypoints`): an annotation's ``keypoints`` become the
+object's, named and counted by its category's ``keypoints``; the category's ``skeleton``
+goes to the label map and the report. Counted as lost (``Notes.lose``): a category's
+``supercategory`` (``category_supercategory``).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, Final
 
+from tfdrop.codec.keypoints import Skeleton
 from tfdrop.codec.model import Item, LabelMap
 from tfdrop.errors import FormatError, TfdropError
 from tfdrop.formats.base import Notes, ReadOptions
@@ -43,6 +47,7 @@ from tfdrop.formats.coco.index import (
     find_annotation_files,
     finite,
 )
+from tfdrop.formats.coco.keypoints import KeypointCategories, keypoints_ok
 from tfdrop.formats.coco.objects import ObjectBuilder, Record, refuse
 from tfdrop.formats.coco.scan import Element, walk
 from tfdrop.formats.coco.spill import Spill
@@ -62,10 +67,12 @@ class CocoReader:
     notes: Notes
     files: list[AnnotationFile] = field(default_factory=list)
     categories: Categories = field(init=False)
+    keypoint_categories: KeypointCategories = field(init=False)
     _objects: ObjectBuilder = field(init=False)
 
     def __post_init__(self) -> None:
         self.categories = Categories(self.options.limits)
+        self.keypoint_categories = KeypointCategories(self.options.limits)
         names = self.source.names()
         self.files = find_annotation_files(names)
         if not self.files:
@@ -73,15 +80,18 @@ class CocoReader:
                 "no COCO instances file (annotations/instances_<subset>.json or "
                 "_annotations.coco.json) in the archive"
             )
+        read = {f.member for f in self.files}
         for name in names:
             base = name.rsplit("/", 1)[-1]
-            if name.endswith(".json") and base.startswith(_OTHER_TASKS):
+            if name.endswith(".json") and base.startswith(_OTHER_TASKS) and name not in read:
                 self.notes.warn(
                     "ignored_member", "only COCO instances files are converted", member=name
                 )
         for f in self.files:
             self._read_categories(f.member)
-        self._objects = ObjectBuilder(self.categories, self.options, self.notes)
+        self._objects = ObjectBuilder(
+            self.categories, self.options, self.notes, self.keypoint_categories
+        )
 
     def _read_categories(self, member: str) -> None:
         with self.source.open(member) as stream:
@@ -91,9 +101,9 @@ class CocoReader:
                     if el.idx < 0:
                         raise FormatError("categories must be a list", member=member, key=el.key)
                     self.categories.add(el.value, el.path, member)
-                    for what in ("keypoints", "skeleton", "supercategory"):
-                        if el.value.get(what):  # the label map has no room for them
-                            self.notes.lose(f"category_{what}")
+                    self.keypoint_categories.add(el.value, el.path, member)
+                    if el.value.get("supercategory"):  # the label map has no room for it
+                        self.notes.lose("category_supercategory")
 
     def _walk(
         self, stream: IO[bytes], member: str, wanted: frozenset[str], until: str | None = None
@@ -113,6 +123,9 @@ class CocoReader:
 
     def label_map(self) -> LabelMap | None:
         return self.categories.label_map()
+
+    def skeletons(self) -> dict[str, Skeleton]:
+        return self.keypoint_categories.skeletons(self.categories.by_id)
 
     def items(self) -> Iterator[Item]:
         for f in self.files:
@@ -173,12 +186,14 @@ class CocoReader:
                 get("area"),
             )
             crowd = get("iscrowd", 0)
+            kp = get("keypoints")
             if (
                 type(image_id) is int
                 and type(cat) is int
                 and (bbox is None or (finite(bbox, 4) and bbox[2] >= 0 and bbox[3] >= 0))
                 and (area is None or finite([area], 1))
                 and crowd in (0, 1, None)
+                and (kp is None or keypoints_ok(kp))
             ):
                 pos = index.position(image_id)
                 if pos is not None:
@@ -193,12 +208,15 @@ class CocoReader:
                             item=index.name(pos),
                         )
                     attrs = get("attributes")
-                    if get("keypoints"):
-                        self.notes.lose("keypoints")  # no keypoint support yet: said so
+                    if kp:
+                        self.options.limits.check(
+                            "max_keypoints", len(kp) // 3, key=f"annotations[{i}].keypoints",
+                            item=index.name(pos),
+                        )  # fmt: skip
                     spill.add(
                         pos,
                         (i, get("id"), cat, bbox, bool(crowd), area, get("segmentation"),
-                         attrs if type(attrs) is dict else None),
+                         attrs if type(attrs) is dict else None, kp),
                     )  # fmt: skip
                     return
         refuse(i, value, index)

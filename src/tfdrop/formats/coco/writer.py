@@ -18,7 +18,10 @@ Values, chosen like Datumaro's exporter so Datumaro and pycocotools read the res
 - image ``id``: the item's ``source_id`` when it is a positive integer not used yet in the
   subset (TF's coco script writes the COCO id there), else the next free id;
 - occluded, difficult, truncated and view go into ``attributes`` (Datumaro's place for them),
-  as do the item model's other attributes; the reader maps them back.
+  as do the item model's other attributes; the reader maps them back;
+- keypoints: ``keypoints`` ``[x, y, v] * K`` in pixels (written to read back as the same
+  float32) and ``num_keypoints`` (the labelled ones); a category's ``keypoints`` names and
+  1-based ``skeleton`` from the label map (else the names its objects carried).
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from tfdrop.codec.model import Annotation, Item, LabelMap, Shape
+from tfdrop.codec.keypoints import Skeleton
+from tfdrop.codec.model import Annotation, Item, LabelMap, LabelMapItem, Shape
 from tfdrop.errors import FormatError
 from tfdrop.formats.base import Notes, WriteOptions
 from tfdrop.formats.coco.rle import counts_area, counts_from_bits
@@ -105,6 +109,8 @@ class CocoWriter:
         self.notes = notes
         self._tmp = tempfile.TemporaryDirectory(prefix=".tfdrop-coco-", dir=options.workdir)
         self._subsets: dict[str, _Subset] = {}
+        self._names: dict[int, tuple[str, ...]] = {}
+        """Label id -> the keypoint names its objects carried (the longest seen)."""
 
     def _subset(self, name: str) -> _Subset:
         sub = self._subsets.get(name)
@@ -131,7 +137,9 @@ class CocoWriter:
         return image_id
 
     def write(self, item: Item) -> None:
-        note_item_losses(item, self.notes, keeps_area=True, keeps_source_id=True)
+        note_item_losses(
+            item, self.notes, keeps_area=True, keeps_source_id=True, keeps_keypoints=True
+        )
         subset = item.subset or "default"
         sub = self._subset(subset)
         if item.width <= 0 or item.height <= 0:
@@ -182,8 +190,29 @@ class CocoWriter:
             f'{{"id": {ann_id}, "image_id": {image_id}, "category_id": {obj.label_id}, '
             f'"segmentation": {seg}, "area": {num_str(area)}, '
             f'"bbox": [{x}, {y}, {bw}, {bh}], "iscrowd": {int(obj.is_crowd)}, '
-            f'"attributes": {json.dumps(attrs)}}}'
+            f'"attributes": {json.dumps(attrs)}{self._keypoints(obj, w, h)}}}'
         )
+
+    def _keypoints(self, obj: Annotation, w: int, h: int) -> str:
+        """``, "keypoints": [...], "num_keypoints": n`` for an object with keypoints."""
+        pts = obj.keypoints
+        if not pts:
+            return ""
+        if len(pts) > len(self._names.get(obj.label_id, ())):
+            self._names[obj.label_id] = tuple(p.name for p in pts)
+        values = ", ".join(f"{pixel_str(p.x, w)}, {pixel_str(p.y, h)}, {p.visibility}" for p in pts)
+        labelled = sum(1 for p in pts if p.visibility > 0)
+        return f', "keypoints": [{values}], "num_keypoints": {labelled}'
+
+    def _category(self, label_map: LabelMap, it: LabelMapItem) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": it.id, "name": label_map.label_of(it), "supercategory": ""}
+        sk = Skeleton.of_item(it)
+        names = sk.names if sk is not None else self._names.get(it.id, ())
+        if names:
+            out["keypoints"] = list(names) if any(names) else []
+            edges = sk.edges if sk is not None else ()
+            out["skeleton"] = [[a + 1, b + 1] for a, b in edges]
+        return out
 
     def _segmentation(self, obj: Annotation, item: Item, i: int) -> tuple[str, float | None]:
         """``segmentation`` JSON text and the shape's area (None for a box)."""
@@ -211,7 +240,7 @@ class CocoWriter:
             if not self._subsets:
                 self._subset("default")  # an empty dataset still reads back as one
             categories = [
-                {"id": it.id, "name": label_map.label_of(it), "supercategory": ""}
+                self._category(label_map, it)
                 for it in sorted(label_map.items, key=lambda it: it.id)
             ]
             head = (

@@ -3,8 +3,8 @@
 SPEC.md: never drop an annotation without saying so. A TFRecord keeps every feature; the
 other writers call :func:`note_item_losses` once per item, so ``lossy`` in the report counts
 ``feature:<key>`` (Example features tfdrop does not know, ``Item.extra``), ``source_id`` (an
-``image/source_id`` the target cannot give back) and ``area`` (``image/object/area``) the same
-way whatever the target.
+``image/source_id`` the target cannot give back), ``area`` (``image/object/area``) and
+``keypoints`` (objects whose keypoints the target cannot hold) the same way whatever the target.
 """
 
 from __future__ import annotations
@@ -14,7 +14,12 @@ from tfdrop.formats.base import Notes
 
 
 def note_item_losses(
-    item: Item, notes: Notes, *, keeps_area: bool = False, keeps_source_id: bool = False
+    item: Item,
+    notes: Notes,
+    *,
+    keeps_area: bool = False,
+    keeps_source_id: bool = False,
+    keeps_keypoints: bool = False,
 ) -> None:
     """Count what of ``item`` the target drops (its own per-shape losses stay with it).
 
@@ -29,3 +34,7 @@ def note_item_losses(
         areas = sum(1 for o in item.objects if o.area is not None)
         if areas:
             notes.lose("area", areas)
+    if not keeps_keypoints:
+        with_keypoints = sum(1 for o in item.objects if o.keypoints)
+        if with_keypoints:
+            notes.lose("keypoints", with_keypoints)

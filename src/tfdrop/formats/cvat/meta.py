@@ -3,8 +3,8 @@
 CVAT writes ``meta/task`` for a task export, ``meta/job`` for a job, and ``meta/project`` (with
 ``tasks/task/subset`` and ``subsets``) for a project export (CVAT's
 ``dataset_manager/bindings.py``). A label's ``<parent>`` marks a skeleton's point sub-label,
-which is not a label of its own for detection. A video task carries the frame size in
-``original_size``.
+which is not a label of its own for detection but one of its skeleton's keypoints. A video
+task carries the frame size in ``original_size``.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ class LabelSpec:
     attributes: tuple[AttributeSpec, ...] = ()
     type: str = ""
     parent: str = ""
+    svg: str = ""
+    """A skeleton label's drawing (its nodes and edges, see :mod:`.skeleton`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +82,7 @@ def _label(el: ET.Element) -> LabelSpec:
         attributes=tuple(attrs),
         type=_text(el, "type"),
         parent=_text(el, "parent"),
+        svg=_text(el, "svg"),
     )
 
 

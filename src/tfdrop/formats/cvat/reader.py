@@ -16,6 +16,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Final
 
+from tfdrop.codec.keypoints import Skeleton
 from tfdrop.codec.model import Annotation, Item, LabelMap
 from tfdrop.errors import FormatError, MemberNotFoundError, TfdropError
 from tfdrop.formats.base import Notes, ReadOptions
@@ -25,7 +26,16 @@ from tfdrop.formats.common.masks import check_mask_size
 from tfdrop.formats.cvat.held import Held
 from tfdrop.formats.cvat.meta import LabelSpec, Meta, parse_meta
 from tfdrop.formats.cvat.shapes import LINE_ATTR, SHAPES, Where, parse_shape
-from tfdrop.formats.cvat.video import Frames, frame_images, parse_id, shape_element, track_row
+from tfdrop.formats.cvat.skeleton import skeletons_of
+from tfdrop.formats.cvat.video import (
+    Frames,
+    attach_points,
+    frame_images,
+    nested_rows,
+    parse_id,
+    shape_element,
+    track_row,
+)
 from tfdrop.limits import Limits
 
 if TYPE_CHECKING:
@@ -110,8 +120,9 @@ def _track_shape(
 ) -> list[tuple[int, bytes | None]]:
     """Take one finished shape out of its ``<track>`` into ``rows``, handing full batches of
     rows to ``frames``; the rows still to hand over."""
-    row = track_row(track, el, member)
-    if row is not None:
+    if el.tag == "track":  # a skeleton track's point track
+        rows.extend(nested_rows(track, el, member))
+    elif (row := track_row(track, el, member)) is not None:
         rows.append(row)
     track.remove(el)
     if len(rows) >= 1024:
@@ -138,6 +149,10 @@ class CvatReader:
                 "root <annotations> element"
             )
         self.metas = {n: _read_meta(source, n, limits) for n in self.files}
+        self._skeletons: dict[str, Skeleton] = {}
+        for meta in self.metas.values():
+            for name, sk in skeletons_of(meta.labels).items():
+                self._skeletons.setdefault(name, sk)
         self._seen: set[str] = {spec.name for spec in self.label_specs()}
         self._images = [n for n in names if _under_images(n) and is_image_name(n)]
         self._warned_no_images = False
@@ -153,6 +168,10 @@ class CvatReader:
 
     def labels(self) -> Sequence[str]:
         return [spec.name for spec in self.label_specs()]
+
+    def skeletons(self) -> dict[str, Skeleton]:
+        """Skeleton label -> its keypoint names and edges, from the meta blocks."""
+        return dict(self._skeletons)
 
     def label_map(self) -> LabelMap | None:
         return None
@@ -239,7 +258,9 @@ class CvatReader:
         height = _int_attr(el, "height", where)
         if width <= 0 or height <= 0:
             width, height = self._probe(image_member, member, name)
-        where = Where(width, height, member, name, self.options.masks, line, limits)
+        where = Where(
+            width, height, member, name, self.options.masks, line, limits, self._skeletons
+        )
         try:
             frame = parse_id(el.get("id"), "<image> id", member=member, line=line)
         except FormatError as exc:
@@ -312,10 +333,11 @@ class CvatReader:
             image_member = images.get(frame)
             name = _base(image_member) if image_member else f"frame_{frame:06d}.png"
             width, height = size or self._probe(image_member, member, name)
-            where = Where(width, height, member, name, self.options.masks, None, limits)
+            where = Where(
+                width, height, member, name, self.options.masks, None, limits, self._skeletons
+            )
             objects: list[Annotation] = []
-            for data in shapes:
-                el = shape_element(data)
+            for el in attach_points([shape_element(data) for data in shapes]):
                 ann = parse_shape(
                     el,
                     where,

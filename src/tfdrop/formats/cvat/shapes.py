@@ -3,8 +3,10 @@
 SPEC.md "Conversions": boxes are divided by the image size (no 1-based shift); a polygon
 becomes its bounding box (and keeps its points), with masks on also a full-image 0/1 PNG; a
 CVAT ``<mask>`` (RLE, see :mod:`.rle`) becomes the bounding box of its pixels and, with masks
-on, its PNG. Polylines, points, ellipses, cuboids and skeletons have no box meaning for the OD
-API: they are skipped and counted in the report (Notes.skip), never dropped silently. Attributes
+on, its PNG. ``<skeleton>`` and ``<points>`` become keypoint objects (:mod:`.skeleton`), boxed
+by their labelled points; one whose points all lie outside the image is skipped and counted.
+Polylines, ellipses and cuboids have no box meaning for the OD API: they are skipped and
+counted in the report (Notes.skip), never dropped silently. Attributes
 ``difficult``/``truncated``/``occluded`` set the flags, ``pose`` the view (as CVAT's VOC export
 carries them); other attributes are kept as (name, value).
 """
@@ -13,21 +15,23 @@ from __future__ import annotations
 
 import math
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from PIL import Image
 
-from tfdrop.codec.model import Annotation, Box, Shape
+from tfdrop.codec.keypoints import Skeleton
+from tfdrop.codec.model import Annotation, Box, Point, Shape
 from tfdrop.errors import FormatError, LimitExceededError
 from tfdrop.formats.base import Notes
 from tfdrop.formats.common.masks import bitmap_mask_png, polygons_mask_png
 from tfdrop.formats.common.pixels import clip_box
-from tfdrop.formats.cvat import rle
+from tfdrop.formats.cvat import rle, skeleton
 from tfdrop.limits import DEFAULT_LIMITS, Limits, exceeded
 
-SKIPPED_SHAPES: Final = frozenset({"polyline", "points", "ellipse", "cuboid", "skeleton"})
-SHAPES: Final = frozenset({"box", "polygon", "mask"}) | SKIPPED_SHAPES
+SKIPPED_SHAPES: Final = frozenset({"polyline", "ellipse", "cuboid"})
+KEYPOINT_SHAPES: Final = frozenset({"points", "skeleton"})
+SHAPES: Final = frozenset({"box", "polygon", "mask"}) | KEYPOINT_SHAPES | SKIPPED_SHAPES
 FLAG_ATTRIBUTES: Final = frozenset({"difficult", "truncated", "occluded"})
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 LINE_ATTR: Final = "tfdrop-line"
@@ -45,6 +49,8 @@ class Where:
     masks: bool = False
     line: int | None = None
     limits: Limits = DEFAULT_LIMITS
+    skeletons: dict[str, Skeleton] = field(default_factory=dict)
+    """Skeleton label -> its keypoints, from the meta block."""
 
     def error(self, message: str) -> FormatError:
         # the shape's own line and index are added by parse_shape (FormatError.at)
@@ -287,7 +293,14 @@ def _parse_shape(
         return None
     polygon: tuple[float, ...] = ()
     mask: bytes | None = None
-    if kind == "box":
+    points: tuple[Point, ...] = ()
+    if kind in KEYPOINT_SHAPES:
+        kps = _keypoints(el, label, where, notes)
+        if kps is None:
+            return None
+        box, points = kps
+        shape = Shape.POINTS
+    elif kind == "box":
         box = _box(*_rotated(el, _box_coords(el, where), where, notes), where, notes)
         shape = Shape.BOX
     elif kind == "polygon":
@@ -325,4 +338,36 @@ def _parse_shape(
         track_id=track_id,
         z_order=_int(el, "z_order", where, 0),
         group=_int(el, "group_id", where, 0),
+        keypoints=points,
     )
+
+
+def _keypoints(
+    el: ET.Element, label: str, where: Where, notes: Notes
+) -> tuple[Box, tuple[Point, ...]] | None:
+    """Box and keypoints of a ``<skeleton>`` or ``<points>`` (None: all outside the image)."""
+    if el.tag == "skeleton":
+        sk = where.skeletons.get(label)
+        names = sk.names if sk is not None else ()
+        pts = skeleton.skeleton_points(el, names, lambda child: parse_points(child, where))
+    else:
+        flat = parse_points(el, where)
+        v = skeleton.visibility(el)
+        pts = [(flat[i], flat[i + 1], v, "") for i in range(0, len(flat), 2)]
+    if not pts:
+        raise where.error(f"<{el.tag}> has no points")
+    cap = where.limits.max_keypoints
+    if len(pts) > cap:
+        raise exceeded("max_keypoints", len(pts), cap, member=where.member, item=where.item)
+    x0, y0, x1, y1 = skeleton.bounds(pts)
+    if clip_box(x0, y0, x1, y1, where.width, where.height, 1.0)[1] == "outside":
+        notes.skip(
+            "keypoints_outside_image",
+            f"<{el.tag}> {label!r}: its points ({x0:g}, {y0:g})-({x1:g}, {y1:g}) all lie "
+            f"outside the {where.width}x{where.height} image",
+            member=where.member,
+            item=where.item,
+        )
+        return None
+    box = _box(x0, y0, x1, y1, where, notes)
+    return box, skeleton.normalised(pts, where.width, where.height)

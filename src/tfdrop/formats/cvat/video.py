@@ -90,8 +90,8 @@ class Frames:
 
 
 def track_row(track: ET.Element, shape: ET.Element, member: str) -> Row | None:
-    """The row of one shape of a ``<track>`` (None for what is not a shape: a skeleton's
-    nested tracks go with their skeleton, which is skipped as a whole)."""
+    """The row of one shape of a ``<track>`` (None for what is not a shape; a skeleton's
+    nested tracks give their rows through :func:`nested_rows`)."""
     if shape.tag not in SHAPES:
         return None
     line = int(shape.get(LINE_ATTR) or 0) or None
@@ -111,6 +111,44 @@ def track_row(track: ET.Element, shape: ET.Element, member: str) -> Row | None:
         shape.set("group_id", group)
     attrs = [(a.get("name") or "", a.text or "") for a in shape.findall("attribute")]
     return (frame, marshal.dumps((shape.tag, dict(shape.attrib), attrs)))
+
+
+PARENT_ATTR: Final = "tfdrop-parent"
+"""Set on a skeleton point's row: the id of the skeleton track it belongs to."""
+
+
+def nested_rows(track: ET.Element, nested: ET.Element, member: str) -> list[Row]:
+    """The rows of a skeleton track's nested ``<track label=point>``: one per frame of its
+    ``<points>``, kept when ``outside`` (the keypoint is then not visible), tagged with the
+    skeleton track's id so :func:`attach_points` puts each into its frame's skeleton."""
+    out: list[Row] = []
+    parent = track.get("id") or ""
+    for el in nested.findall("points"):
+        line = int(el.get(LINE_ATTR) or nested.get(LINE_ATTR) or 0) or None
+        frame = parse_id(el.get("frame"), "<points> frame", member=member, line=line)
+        if frame is None:
+            raise FormatError(
+                f"<points> in skeleton track {parent} has no frame attribute",
+                member=member,
+                line=line,
+            )
+        attrib = dict(el.attrib) | {"label": nested.get("label") or "", PARENT_ATTR: parent}
+        out.append((frame, marshal.dumps(("points", attrib, []))))
+    return out
+
+
+def attach_points(elements: list[ET.Element]) -> list[ET.Element]:
+    """A frame's shapes with each skeleton point moved into its skeleton (by track id);
+    a point whose skeleton is outside in this frame goes with it."""
+    skeletons = {el.get("track_id"): el for el in elements if el.tag == "skeleton"}
+    out = []
+    for el in elements:
+        parent = el.get(PARENT_ATTR)
+        if parent is None:
+            out.append(el)
+        elif parent in skeletons:
+            skeletons[parent].append(el)
+    return out
 
 
 def shape_element(data: bytes) -> ET.Element:

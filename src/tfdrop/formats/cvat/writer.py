@@ -5,7 +5,10 @@ Layout as CVAT exports it: ``images/<name>`` (``images/<subset>/<name>`` for a s
 ``<meta>`` block (a task, or a project with ``<subsets>`` when there are several) declaring
 every label and the attributes seen, then one ``<image id name width height [subset]>`` per
 item holding ``<box>``, ``<polygon>`` (objects read from a polygon), ``<mask>`` (objects that
-carry a PNG mask: CVAT RLE of the mask's pixel bounding box) and ``<tag>`` elements.
+carry a PNG mask: CVAT RLE of the mask's pixel bounding box), ``<skeleton>`` (objects with
+named keypoints: one ``<points label=name>`` each, ``outside="1"`` for visibility 0,
+``occluded="1"`` for 1; the label declared as a skeleton with its points as sub-labels and its
+edges in ``<svg>``), ``<points>`` (unnamed keypoints) and ``<tag>`` elements.
 
 CVAT wants ``<meta>`` first, but labels and attributes are only all known at the end: image
 elements are written to a temp file in the work folder while items stream, then meta and that
@@ -16,6 +19,7 @@ same float32 (SPEC.md: boxes exact).
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 import tempfile
@@ -25,7 +29,8 @@ from typing import IO, TYPE_CHECKING, Final
 
 from PIL import Image
 
-from tfdrop.codec.model import Annotation, Item, LabelMap
+from tfdrop.codec.keypoints import Skeleton
+from tfdrop.codec.model import Annotation, Item, LabelMap, Point
 from tfdrop.errors import FormatError
 from tfdrop.formats.base import Notes, WriteOptions
 from tfdrop.formats.common.imageinfo import probe
@@ -113,6 +118,8 @@ class CvatWriter:
         self._subsets: dict[str, int] = {}
         self._labels = _Labels()
         self._cleaned = 0
+        self._skeletons: dict[str, Skeleton] = {}
+        """Label -> the keypoint names its objects carried (when the label map has none)."""
 
     def _text(self, value: str) -> str:
         cleaned = _BAD_XML_CHARS.sub("\ufffd", value)
@@ -160,7 +167,7 @@ class CvatWriter:
 
     def _note_losses(self, item: Item) -> None:
         """What CVAT XML has no room for (SPEC.md: listed in the report, never dropped quietly)."""
-        note_item_losses(item, self.notes)  # features, source_id, area
+        note_item_losses(item, self.notes, keeps_keypoints=True)  # features, source_id, area
         for obj in item.objects:
             if obj.is_crowd:
                 self.notes.lose("is_crowd")
@@ -172,7 +179,9 @@ class CvatWriter:
         tail = f' z_order="{obj.z_order}"' + (f' group_id="{obj.group}"' if obj.group else "")
         if obj.track_id is not None:
             self.notes.lose("track_id")
-        if obj.polygon and len(obj.polygon) >= 6:
+        if obj.keypoints:
+            open_tag, close, inner = self._keypoint_shape(obj, common, tail, width, height)
+        elif obj.polygon and len(obj.polygon) >= 6:
             points = ";".join(
                 f"{_num(obj.polygon[i])},{_num(obj.polygon[i + 1])}"
                 for i in range(0, len(obj.polygon) - 1, 2)
@@ -193,6 +202,8 @@ class CvatWriter:
             )
             open_tag = f"    <box{common}{coords}{tail}>"
             close = "    </box>"
+        if not obj.keypoints:
+            inner = []
         attrs = list(obj.attributes)
         if obj.difficult:
             attrs.append(("difficult", "true"))
@@ -207,8 +218,37 @@ class CvatWriter:
                 f"      <attribute name={self._attr(name)}>{escape(self._text(value))}</attribute>"
             )
         self._labels.attrs.setdefault(obj.label, {})
+        lines += inner
         lines.append(close)
         return lines
+
+    def _keypoint_shape(
+        self, obj: Annotation, common: str, tail: str, width: int, height: int
+    ) -> tuple[str, str, list[str]]:
+        """A ``<skeleton>`` with one ``<points>`` per named keypoint, or one ``<points>``."""
+        pts = obj.keypoints
+
+        def xy(p: Point) -> str:
+            return f"{pixel_str(p.x, width)},{pixel_str(p.y, height)}"
+
+        if any(p.name for p in pts):
+            known = self._skeletons.get(obj.label)
+            if known is None or len(known.names) < len(pts):
+                self._skeletons[obj.label] = Skeleton(tuple(p.name for p in pts))
+            inner = [
+                f'      <points label={self._name(p.name, "keypoint name")} source="file"'
+                f' outside="{int(p.visibility == 0)}" occluded="{int(p.visibility == 1)}"'
+                f' points="{xy(p)}" z_order="0">\n      </points>'
+                for p in pts
+            ]
+            return f"    <skeleton{common}{tail}>", "    </skeleton>", inner
+        if len({p.visibility for p in pts}) > 1:
+            self.notes.lose("keypoint_visibility")  # one <points> has one visibility
+        points = ";".join(xy(p) for p in pts)
+        v = pts[0].visibility
+        occluded = common.replace(f'occluded="{int(obj.occluded)}"', f'occluded="{int(v == 1)}"')
+        outside = ' outside="1"' if v == 0 else ""
+        return f'    <points{occluded}{outside} points="{points}"{tail}>', "    </points>", []
 
     def _mask(self, png: bytes, width: int, height: int) -> str | None:
         """``rle left top width height`` attributes of a full-image mask (None: empty)."""
@@ -227,8 +267,11 @@ class CvatWriter:
 
     # -- close: meta + body ----------------------------------------------------------------
 
-    def _label_xml(self, name: str) -> list[str]:
+    def _label_xml(self, name: str, sk: Skeleton | None = None) -> list[str]:
         out = ["      <label>", f"        <name>{escape(_checked(name, 'label'))}</name>"]
+        if sk is not None:
+            out.append("        <type>skeleton</type>")
+            out.append(f"        <svg>{escape(_svg(sk))}</svg>")
         out.append("        <attributes>")
         for attr, values in self._labels.attrs.get(name, {}).items():
             seen = list(values)
@@ -266,12 +309,35 @@ class CvatWriter:
         elif subsets[0] != "default":
             lines.append(f"      <subset>{escape(self._text(subsets[0]))}</subset>")
         lines.append("      <labels>")
+        skeletons = self._label_skeletons(label_map)
         for name in names:
-            lines += ["  " + line for line in self._label_xml(name)]
+            sk = skeletons.get(name)
+            lines += ["  " + line for line in self._label_xml(name, sk)]
+            for point in sk.names if sk is not None else ():
+                lines += [
+                    "        <label>",
+                    f"          <name>{escape(_checked(point, 'keypoint name'))}</name>",
+                    "          <type>points</type>",
+                    "          <attributes>",
+                    "          </attributes>",
+                    f"          <parent>{escape(name)}</parent>",
+                    "        </label>",
+                ]
         lines += ["      </labels>", f"    </{kind}>"]
         lines.append(f"    <dumped>{datetime.now(UTC).isoformat(sep=' ')}</dumped>")
         lines += ["  </meta>", ""]
         return "\n".join(lines)
+
+    def _label_skeletons(self, label_map: LabelMap) -> dict[str, Skeleton]:
+        """Label -> its skeleton: the label map's keypoints (with edges), else the names its
+        objects carried."""
+        out = dict(self._skeletons)
+        for it in label_map.items:
+            sk = Skeleton.of_item(it)
+            name = label_map.label_of(it)
+            if sk is not None and any(sk.names):
+                out[name] = sk
+        return out
 
     def close(self, label_map: LabelMap) -> None:
         try:
@@ -287,6 +353,30 @@ class CvatWriter:
                 "xml_characters",
                 f"{self._cleaned} texts held characters XML 1.0 cannot carry; written as U+FFFD",
             )
+
+
+def _svg(sk: Skeleton) -> str:
+    """CVAT's drawing of a skeleton: its points on a circle, joined by its edges."""
+    nodes = []
+    at: list[tuple[float, float]] = []
+    n = len(sk.names)
+    for i, name in enumerate(sk.names):
+        angle = 2 * math.pi * i / max(n, 1)
+        x, y = 50 + 40 * math.cos(angle), 50 + 40 * math.sin(angle)
+        at.append((x, y))
+        nodes.append(
+            f'<circle r="1.5" stroke="black" fill="#b3b3b3" cx="{x:.3f}" cy="{y:.3f}" '
+            f'stroke-width="0.1" data-type="element node" data-element-id="{i + 1}" '
+            f'data-node-id="{i + 1}" data-label-name={quoteattr(name)}></circle>'
+        )
+    lines = [
+        f'<line x1="{at[a][0]:.3f}" y1="{at[a][1]:.3f}" x2="{at[b][0]:.3f}" y2="{at[b][1]:.3f}" '
+        f'stroke="black" data-type="edge" data-node-from="{a + 1}" stroke-width="0.5" '
+        f'data-node-to="{b + 1}"></line>'
+        for a, b in sk.edges
+        if a < n and b < n
+    ]
+    return "".join(lines + nodes)
 
 
 def open_writer(sink: ZipSink, options: WriteOptions, notes: Notes) -> CvatWriter:

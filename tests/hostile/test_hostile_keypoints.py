@@ -1,0 +1,143 @@
+"""Hostile keypoints through the real CLI: wrong lengths, non-numbers, bad visibilities,
+huge K (``max_keypoints``) in COCO, CVAT and TFRecord inputs, each refused naming where."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from hostile.harness import refused
+from tfdrop.codec.example import encode_example
+from tfdrop.codec.model import Annotation, Box, Item, Point
+from tfdrop.codec.proto import Example
+from tfdrop.stream import RecordWriter
+
+ANN = "annotations/person_keypoints_default.json"
+
+
+def png(width: int = 8, height: int = 8) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def zip_of(path: Path, members: dict[str, str | bytes]) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data.encode() if isinstance(data, str) else data)
+    return path
+
+
+def coco(tmp: Path, keypoints: Any, names: list[str] | None = None) -> Path:
+    doc = {
+        "categories": [{"id": 1, "name": "person", "keypoints": names or ["a", "b"]}],
+        "images": [{"id": 1, "file_name": "a.png", "width": 8, "height": 8}],
+        "annotations": [
+            {"id": 5, "image_id": 1, "category_id": 1, "bbox": [1, 1, 2, 2],
+             "keypoints": keypoints}
+        ],
+    }  # fmt: skip
+    return zip_of(tmp / "in.zip", {ANN: json.dumps(doc), "images/a.png": png()})
+
+
+def test_coco_keypoints_not_in_threes_are_refused(tmp_path: Path) -> None:
+    src = coco(tmp_path, [1, 1, 2, 3])
+    refused(tmp_path, src, expect=("annotation 5", "not 3 per keypoint", ANN, "a.png"))
+
+
+def test_coco_keypoints_holding_text_are_refused(tmp_path: Path) -> None:
+    src = coco(tmp_path, [1, 1, 2, "x", 3, 2])
+    refused(tmp_path, src, expect=("annotation 5", "'x'", "not a number", "a.png"))
+
+
+def test_coco_keypoints_other_than_the_category_names_are_refused(tmp_path: Path) -> None:
+    src = coco(tmp_path, [1, 1, 2, 3, 3, 2, 4, 4, 2])
+    refused(tmp_path, src, expect=("annotation 5", "3 keypoints but its category names 2"))
+
+
+def test_coco_keypoint_visibility_other_than_0_1_2_is_refused(tmp_path: Path) -> None:
+    src = coco(tmp_path, [1, 1, 7, 3, 3, 2])
+    refused(tmp_path, src, expect=("annotation 5", "visibility 7", "a.png"))
+
+
+def test_coco_huge_k_is_a_max_keypoints_error(tmp_path: Path) -> None:
+    src = coco(tmp_path, [1, 1, 2] * 5000, names=[])
+    refused(tmp_path, src, expect=("max_keypoints", "a.png"))
+
+
+def test_coco_category_of_huge_k_is_a_max_keypoints_error(tmp_path: Path) -> None:
+    src = coco(tmp_path, [1, 1, 2], names=[f"k{i}" for i in range(5000)])
+    refused(tmp_path, src, expect=("max_keypoints", ANN))
+
+
+def test_coco_skeleton_naming_a_missing_keypoint_is_refused(tmp_path: Path) -> None:
+    doc = {"categories": [{"id": 1, "name": "p", "keypoints": ["a", "b"], "skeleton": [[1, 9]]}],
+           "images": [], "annotations": []}  # fmt: skip
+    src = zip_of(tmp_path / "in.zip", {ANN: json.dumps(doc)})
+    refused(tmp_path, src, expect=("skeleton edge [1, 9]", ANN))
+
+
+def cvat(tmp: Path, body: str) -> Path:
+    xml = (
+        "<annotations><version>1.1</version><meta><task><labels>"
+        "<label><name>s</name><type>skeleton</type><attributes/></label>"
+        "<label><name>a</name><type>points</type><parent>s</parent></label>"
+        "<label><name>m</name></label></labels></task></meta>"
+        f'<image id="0" name="a.png" width="8" height="8">{body}</image></annotations>'
+    )
+    return zip_of(tmp / "in.zip", {"annotations.xml": xml, "images/a.png": png()})
+
+
+def test_cvat_skeleton_point_with_two_points_is_refused(tmp_path: Path) -> None:
+    src = cvat(tmp_path, '<skeleton label="s"><points label="a" points="1,1;2,2"/></skeleton>')
+    refused(tmp_path, src, expect=("must hold one point", "annotations.xml", "a.png"))
+
+
+def test_cvat_skeleton_point_of_an_undeclared_name_is_refused(tmp_path: Path) -> None:
+    src = cvat(tmp_path, '<skeleton label="s"><points label="zz" points="1,1"/></skeleton>')
+    refused(tmp_path, src, expect=("'zz'", "does not declare", "a.png"))
+
+
+def test_cvat_points_that_are_not_numbers_are_refused(tmp_path: Path) -> None:
+    src = cvat(tmp_path, '<points label="m" points="1,1;x,2"/>')
+    refused(tmp_path, src, expect=("malformed points", "a.png"))
+
+
+def test_cvat_points_of_huge_k_are_a_max_keypoints_error(tmp_path: Path) -> None:
+    points = ";".join(f"{i % 7},{i % 5}" for i in range(5000))
+    src = cvat(tmp_path, f'<points label="m" points="{points}"/>')
+    refused(tmp_path, src, expect=("max_keypoints", "a.png"))
+
+
+def _tfrecord(tmp: Path, **lists: list[Any]) -> Path:
+    item = Item(
+        name="a.png", width=8, height=8, image=png(), image_format="png",
+        objects=(Annotation(label="p", label_id=1, box=Box(0, 0, 1, 1),
+                            keypoints=(Point(0.5, 0.5, 2, "a"), Point(0.1, 0.1, 2, "b"))),),
+    )  # fmt: skip
+    ex = Example.FromString(encode_example(item))
+    feats = ex.features.feature  # type: ignore[attr-defined]
+    for short, values in lists.items():
+        key = f"image/object/keypoint/{short}"
+        del feats[key]
+        kind = "float_list" if short in ("x", "y") else "int64_list"
+        getattr(feats[key], kind).value.extend(values)
+    buf = io.BytesIO()
+    with RecordWriter(buf) as w:
+        w.write(ex.SerializeToString())
+    return zip_of(tmp / "in.zip", {"train.tfrecord": buf.getvalue()})
+
+
+def test_tfrecord_keypoint_y_shorter_than_x_is_refused_naming_the_key(tmp_path: Path) -> None:
+    src = _tfrecord(tmp_path, y=[0.5])
+    refused(tmp_path, src, expect=("image/object/keypoint/y", "has 1 values", "train.tfrecord"))
+
+
+def test_tfrecord_keypoint_counts_not_one_per_object_are_refused(tmp_path: Path) -> None:
+    src = _tfrecord(tmp_path, num=[1, 1, 1])
+    refused(tmp_path, src, expect=("image/object/keypoint/num", "the record has 1 boxes"))
