@@ -21,12 +21,16 @@ def _published(tmp_path: Path, name: str) -> None:
     assert name in files(tmp_path / "out")
 
 
-def _remove_tree(folder: Path) -> None:
+def _remove_tree(folder: Path) -> int:
     """``rm -rf`` of a folder the daemon writes to (its status file, see daemon/status.py):
-    a file made between rmtree's listing and its rmdir fails it with ENOTEMPTY; again then."""
+    a file made between rmtree's listing and its rmdir fails it with ENOTEMPTY; again then.
+    The number of tries (the daemon may make the folder again between two of them)."""
+    tries = 0
     while folder.exists():
+        tries += 1
         with contextlib.suppress(OSError):
             shutil.rmtree(folder)
+    return tries
 
 
 def test_a_removed_state_folder_is_made_again_and_its_slot_locked_again(tmp_path: Path) -> None:
@@ -36,7 +40,7 @@ def test_a_removed_state_folder_is_made_again_and_its_slot_locked_again(tmp_path
     try:
         first.wait_event("daemon_ready")
         _published(tmp_path, "before.zip")
-        _remove_tree(tmp_path / "in" / ".tfdrop")
+        tries = _remove_tree(tmp_path / "in" / ".tfdrop")
         recreated = first.wait_event("state_folder_recreated")[0]
         assert recreated["missing"] == "work_folder"
         _published(tmp_path, "after.zip")
@@ -50,7 +54,8 @@ def test_a_removed_state_folder_is_made_again_and_its_slot_locked_again(tmp_path
         if second is not None:
             assert second.stop() == 0
         assert first.stop() == 0
-    assert len(first.named("state_folder_recreated")) == 1
+    # once per removal that the daemon saw, never more (no loop of its own making)
+    assert 1 <= len(first.named("state_folder_recreated")) <= tries
 
 
 def test_a_state_folder_replaced_by_a_file_stops_claims_until_it_is_a_folder_again(

@@ -206,10 +206,15 @@ def test_corpus_polygons_with_masks_decode_in_tensorflow_to_pillows_rasterisatio
     records = tf_masks(tf, out, tmp_path)
     assert len(records) == 6
     for rec in records:
-        (mask,) = rec["masks"]
+        mask = rec["masks"][0]
         if rec["size"] == (10, 10):  # img1.jpg
             assert mask == rasterise((1, 2, 3, 4, 6, 5), 10, 10)  # <polygon points="1,2;3,4;6,5">
-        else:  # the box 0,2,4,4 as a filled rectangle
+            # <points points="1,2;3,4;5,6">: a keypoint object, its mask the points' box
+            assert rec["masks"][1] == [
+                [1 if 1 <= c < 5 and 2 <= r < 6 else 0 for c in range(10)] for r in range(10)
+            ]
+        else:  # the box 0,2,4,4 as a filled rectangle (the polyline is skipped)
+            assert len(rec["masks"]) == 1
             assert mask == [
                 [1 if 0 <= c < 4 and 2 <= r < 4 else 0 for c in range(8)] for r in range(8)
             ]
