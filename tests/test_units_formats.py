@@ -1,0 +1,120 @@
+"""Work units of the COCO, CVAT and TFRecord readers: ``convert --jobs N`` writes the same
+bytes, counts and warnings whatever N, and a unit's items are the source's items in order."""
+
+from __future__ import annotations
+
+import json
+import random
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from daemon_support import png
+from tfdrop.archive import open_source
+from tfdrop.convert import ConvertOptions, Report, convert
+from tfdrop.formats import FormatName, Notes, ReadOptions
+from tfdrop.formats.coco.reader import CocoReader
+from tfdrop.formats.coco.spill import Spill, read_groups
+
+LABELS = ("cat", "dog", "bird")
+
+
+def _records(archive: Path) -> dict[str, bytes]:
+    with zipfile.ZipFile(archive) as zf:
+        return {n: zf.read(n) for n in zf.namelist()}
+
+
+def _same(tmp_path: Path, src: Path, target: FormatName, **kw: object) -> Report:
+    """Convert with 1 and 2 jobs; the archives, counts and warnings must be equal."""
+    one = convert(src, tmp_path / "one.zip", ConvertOptions(target_format=target, jobs=1, **kw))  # type: ignore[arg-type]
+    two = convert(src, tmp_path / "two.zip", ConvertOptions(target_format=target, jobs=2, **kw))  # type: ignore[arg-type]
+    assert _records(tmp_path / "one.zip") == _records(tmp_path / "two.zip")
+    for field in ("items", "objects", "labels", "subsets", "lossy", "warnings", "skipped"):
+        assert getattr(one, field) == getattr(two, field), field
+    return one
+
+
+def _coco(path: Path, n: int, *, shuffled: bool = False, missing: int = -1) -> Path:
+    images: list[dict[str, Any]] = [
+        {"id": i + 1, "file_name": f"{i:04d}.png", "width": 16, "height": 16} for i in range(n)
+    ]
+    anns: list[dict[str, Any]] = []
+    for i in range(n):
+        for k in range(i % 4):
+            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": 1 + (i + k) % 3,
+                         "bbox": [1, 2, 4 + k, 20], "iscrowd": 0, "area": 9})  # fmt: skip
+    if shuffled:
+        random.Random(1).shuffle(anns)
+    cats = [{"id": i + 1, "name": name} for i, name in enumerate(LABELS)]
+    doc = {"images": images, "annotations": anns, "categories": cats}
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("annotations/instances_train.json", json.dumps(doc))
+        val = [im | {"file_name": "v" + str(im["file_name"])} for im in images[:70]]
+        zf.writestr("annotations/instances_val.json", json.dumps(doc | {"images": val}
+                    | {"annotations": [a for a in anns if a["image_id"] <= 70]}))  # fmt: skip
+        for i in range(n):
+            if i != missing:
+                zf.writestr(f"images/train/{i:04d}.png", png(i))
+                zf.writestr(f"images/val/v{i:04d}.png", png(i))
+    return path
+
+
+@pytest.mark.parametrize("target", ["tfrecord", "voc"])
+def test_a_coco_source_read_by_two_workers_gives_the_same_archive(
+    tmp_path: Path, target: FormatName
+) -> None:
+    one = _same(tmp_path, _coco(tmp_path / "in.zip", 200, shuffled=True, missing=130), target)
+    assert one.items == 270
+    assert one.warning_counts.get("box_clipped", 0) > 0  # boxes 20 high on 16-pixel images
+    assert one.warning_counts["missing_image"] == 1
+
+
+def test_the_units_of_a_coco_source_are_its_items_in_order(tmp_path: Path) -> None:
+    src = _coco(tmp_path / "in.zip", 150, shuffled=True)
+    with open_source(src) as source:
+        plain = [(it.name, it.subset, it.objects) for it in
+                 CocoReader(source, ReadOptions(images=False), Notes()).items()]  # fmt: skip
+        reader = CocoReader(source, ReadOptions(images=False), Notes())
+        units = reader.units(max_items=64, max_bytes=1 << 30)
+        assert units is not None
+        assert len(units) == 3 + 2  # 150 images, then 70
+        worker = CocoReader(source, ReadOptions(images=False), Notes())  # as a worker opens it
+        by_unit = [(it.name, it.subset, it.objects) for u in units for it in worker.unit_items(u)]
+        assert by_unit == plain
+        assert [(it.name, it.subset, it.objects) for it in reader.items()] == plain
+        reader.close()
+
+
+def test_a_bad_coco_file_is_read_in_one_process_for_the_sequential_error(tmp_path: Path) -> None:
+    src = tmp_path / "in.zip"
+    with zipfile.ZipFile(src, "w") as zf:
+        zf.writestr("annotations/instances_a.json", json.dumps(
+            {"images": [{"id": 1, "file_name": "x.png", "width": 4, "height": 4}],
+             "annotations": [], "categories": [{"id": 1, "name": "cat"}]}))  # fmt: skip
+        zf.writestr("annotations/instances_b.json", '{"images": [{"id": 1}], "categories": []}')
+    with open_source(src) as source:
+        assert CocoReader(source, ReadOptions(), Notes()).units(max_items=1, max_bytes=1) is None
+
+
+def test_a_spill_in_several_runs_is_saved_grouped_in_the_order_groups_gives(
+    tmp_path: Path,
+) -> None:
+    spill = Spill(tmp_path, run_bytes=64, sorted_flush=64)
+    order = [5, 1, 3, 1, 0, 5, 2, 1, 4, 0] * 5
+    for k, pos in enumerate(order):
+        spill.add(pos, (k, "x" * (k % 3)))
+    expected = dict(spill.groups())
+    spill2 = Spill(tmp_path, run_bytes=64, sorted_flush=64)
+    for k, pos in enumerate(order):
+        spill2.add(pos, (k, "x" * (k % 3)))
+    offsets = spill2.save_sorted(tmp_path / "s.spill", 7)
+    assert len(spill2._runs) > 2
+    assert read_groups(tmp_path / "s.spill", offsets[0], offsets[7]) == expected
+    assert read_groups(tmp_path / "s.spill", offsets[2], offsets[4]) == {
+        p: expected[p] for p in (2, 3)
+    }
+    assert offsets[6] == offsets[7]  # position 6 has no records
+    spill.close()
+    spill2.close()
