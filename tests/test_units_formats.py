@@ -14,9 +14,11 @@ import pytest
 from daemon_support import png
 from tfdrop.archive import open_source
 from tfdrop.convert import ConvertOptions, Report, convert
+from tfdrop.errors import FormatError
 from tfdrop.formats import FormatName, Notes, ReadOptions
 from tfdrop.formats.coco.reader import CocoReader
 from tfdrop.formats.coco.spill import Spill, read_groups
+from tfdrop.formats.cvat.reader import CvatReader
 
 LABELS = ("cat", "dog", "bird")
 
@@ -118,3 +120,88 @@ def test_a_spill_in_several_runs_is_saved_grouped_in_the_order_groups_gives(
     assert offsets[6] == offsets[7]  # position 6 has no records
     spill.close()
     spill2.close()
+
+
+def _cvat(path: Path, n: int, *, bad: int | None = None, images: bool = True) -> Path:
+    rows = []
+    for i in range(n):
+        shapes = "".join(
+            f'<box label="{LABELS[(i + k) % 3]}" occluded="0" xtl="1" ytl="2" xbr="{5 + k}" '
+            f'ybr="{18 if k == 1 else 9}"><attribute name="color">red</attribute></box>\n'
+            for k in range(i % 4)
+        )
+        if i == bad:
+            shapes += '<box label="cat" xtl="x" ytl="1" xbr="2" ybr="3"/>'
+        rows.append(
+            f'  <image id="{i}" name="{i:04d}.png" width="16" height="16">\n{shapes}</image>\n'
+        )
+        if i % 50 == 7:
+            rows.append('  <tag label="cat"/>\n  <!-- a comment <image> -->\n')
+    labels = "".join(f"<label><name>{lb}</name></label>" for lb in LABELS)
+    xml = (
+        '<?xml version="1.0" encoding="utf-8"?>\n<annotations>\n  <version>1.1</version>\n'
+        f"  <meta><task><labels>{labels}</labels></task></meta>\n" + "".join(rows)
+        + "</annotations>\n"
+    )  # fmt: skip
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("annotations.xml", xml)
+        for i in range(n if images else 0):
+            zf.writestr(f"images/{i:04d}.png", png(i))
+    return path
+
+
+@pytest.mark.parametrize("target", ["tfrecord", "coco"])
+def test_a_cvat_source_read_by_two_workers_gives_the_same_archive(
+    tmp_path: Path, target: FormatName
+) -> None:
+    one = _same(tmp_path, _cvat(tmp_path / "in.zip", 230), target)
+    assert one.items == 230
+    assert one.skipped["tag"] == 5
+    assert one.lossy.get("attribute:color", 0) > 0 or target == "coco"
+
+
+def test_a_cvat_source_without_images_warns_once_with_two_workers(tmp_path: Path) -> None:
+    one = _same(tmp_path, _cvat(tmp_path / "in.zip", 150, images=False), "tfrecord")
+    assert one.warning_counts["no_images"] == 1
+
+
+def test_a_bad_cvat_image_in_a_later_unit_gives_the_sequential_error(tmp_path: Path) -> None:
+    src = _cvat(tmp_path / "in.zip", 200, bad=170)
+    errors = []
+    for jobs in (1, 2):
+        with pytest.raises(FormatError) as info:
+            convert(src, tmp_path / f"out{jobs}.zip", ConvertOptions(jobs=jobs))
+        errors.append(info.value.to_dict())
+    assert errors[0] == errors[1]
+    assert errors[0]["line"] > 300  # the line in the file, not in the unit's fragment
+
+
+def test_a_cvat_file_cut_short_gives_the_sequential_error(tmp_path: Path) -> None:
+    whole = _cvat(tmp_path / "whole.zip", 150)
+    with zipfile.ZipFile(whole) as zf:
+        xml = zf.read("annotations.xml")
+    src = tmp_path / "in.zip"
+    with zipfile.ZipFile(src, "w") as zf:
+        zf.writestr("annotations.xml", xml[: len(xml) * 3 // 4])
+        for i in range(150):
+            zf.writestr(f"images/{i:04d}.png", png(i))
+    errors = []
+    for jobs in (1, 2):
+        with pytest.raises(FormatError) as info:
+            convert(src, tmp_path / f"out{jobs}.zip", ConvertOptions(jobs=jobs))
+        errors.append(info.value.to_dict())
+    assert errors[0] == errors[1]
+
+
+def test_the_units_of_a_cvat_source_are_its_items_in_order(tmp_path: Path) -> None:
+    src = _cvat(tmp_path / "in.zip", 150)
+    with open_source(src) as source:
+        plain = [(it.name, it.objects) for it in
+                 CvatReader(source, ReadOptions(images=False), Notes()).items()]  # fmt: skip
+        reader = CvatReader(source, ReadOptions(images=False), Notes())
+        units = reader.units(max_items=64, max_bytes=1 << 30)
+        assert units is not None
+        assert len(units) == 3
+        worker = CvatReader(source, ReadOptions(images=False), Notes())
+        assert [(it.name, it.objects) for u in units for it in worker.unit_items(u)] == plain
+        reader.close()
