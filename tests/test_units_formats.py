@@ -3,6 +3,7 @@ bytes, counts and warnings whatever N, and a unit's items are the source's items
 
 from __future__ import annotations
 
+import gzip
 import json
 import random
 import zipfile
@@ -14,11 +15,12 @@ import pytest
 from daemon_support import png
 from tfdrop.archive import open_source
 from tfdrop.convert import ConvertOptions, Report, convert
-from tfdrop.errors import FormatError
+from tfdrop.errors import FormatError, TfdropError
 from tfdrop.formats import FormatName, Notes, ReadOptions
 from tfdrop.formats.coco.reader import CocoReader
 from tfdrop.formats.coco.spill import Spill, read_groups
 from tfdrop.formats.cvat.reader import CvatReader
+from tfdrop.formats.tfrecord import TfrecordReader
 
 LABELS = ("cat", "dog", "bird")
 
@@ -205,3 +207,103 @@ def test_the_units_of_a_cvat_source_are_its_items_in_order(tmp_path: Path) -> No
         worker = CvatReader(source, ReadOptions(images=False), Notes())
         assert [(it.name, it.objects) for u in units for it in worker.unit_items(u)] == plain
         reader.close()
+
+
+def _tfrecord_zip(tmp_path: Path) -> Path:
+    """A stored zip of two record files (train 200 items, val 70), written by tfdrop."""
+    out = tmp_path / "records.zip"
+    convert(_coco(tmp_path / "coco.zip", 200), out, ConvertOptions(jobs=1))
+    return out
+
+
+@pytest.mark.parametrize("target", ["tfrecord", "voc", "coco"])
+def test_a_tfrecord_source_read_by_two_workers_gives_the_same_archive(
+    tmp_path: Path, target: FormatName
+) -> None:
+    src = _tfrecord_zip(tmp_path)
+    one = _same(tmp_path, src, target)
+    assert one.items == 270
+
+
+def test_the_units_of_a_tfrecord_source_are_its_records_in_order(tmp_path: Path) -> None:
+    src = _tfrecord_zip(tmp_path)
+    with open_source(src) as source:
+        reader = TfrecordReader(source, ReadOptions(), Notes())
+        units = reader.units(max_items=64, max_bytes=1 << 30)
+        assert [(u.file, u.first) for u in units] == [
+            (0, 0),
+            (0, 64),
+            (0, 128),
+            (0, 192),
+            (1, 0),
+            (1, 64),
+        ]
+        by_unit = [it for u in units for it in reader.unit_items(u)]
+        assert by_unit == list(reader.items())
+
+
+def _bare(tmp_path: Path, name: str, data: bytes) -> Path:
+    folder = tmp_path / "bare"
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_bytes(data)
+    return folder / name
+
+
+def test_bare_and_gzip_record_files_split_as_far_as_they_can(tmp_path: Path) -> None:
+    with zipfile.ZipFile(_tfrecord_zip(tmp_path)) as zf:
+        train = zf.read("train.tfrecord")
+    plain = _bare(tmp_path, "train.tfrecord", train)
+    one = _same(tmp_path, plain, "voc")
+    assert one.items == 200
+    zipped = _bare(tmp_path, "z.tfrecord.gz", gzip.compress(train))
+    assert _same(tmp_path, zipped, "voc").items == 200
+    with open_source(tmp_path / "bare") as source:
+        reader = TfrecordReader(source, ReadOptions(), Notes())
+        units = reader.units(max_items=64, max_bytes=1 << 30)
+        assert reader.files == ["train.tfrecord", "z.tfrecord.gz"]
+        assert len([u for u in units if u.file == 0]) == 4
+        assert [u.size for u in units if u.file == 1] == [-1]  # gzip: one whole-file unit
+
+
+def test_a_bad_record_in_a_later_unit_gives_the_sequential_error(tmp_path: Path) -> None:
+    with zipfile.ZipFile(_tfrecord_zip(tmp_path)) as zf:
+        train = bytearray(zf.read("train.tfrecord"))
+    with open_source(tmp_path / "records.zip") as source:
+        reader = TfrecordReader(source, ReadOptions(), Notes())
+        unit = reader.units(max_items=64, max_bytes=1 << 30)[2]
+    train[unit.offset + 40] ^= 0xFF  # inside record 128's payload: its data CRC fails
+    src = _bare(tmp_path, "train.tfrecord", bytes(train))
+    errors = []
+    for jobs in (1, 2):
+        with pytest.raises(TfdropError) as info:
+            convert(src, tmp_path / f"out{jobs}.zip", ConvertOptions(jobs=jobs))
+        errors.append(info.value.to_dict())
+    assert errors[0] == errors[1]
+    assert (errors[0]["record"], errors[0]["offset"]) == (128, unit.offset)
+
+
+def test_record_offsets_find_every_record_whatever_the_chunk_size() -> None:
+    import io
+
+    from tfdrop.codec.framing import encode_record
+    from tfdrop.stream import record_offsets
+
+    records = [encode_record(b"x" * n) for n in (0, 1, 30, 7, 100)]
+    data = b"".join(records)
+    starts = [sum(map(len, records[:i])) for i in range(len(records) + 1)]
+    for chunk in (1, 5, 12, 13, 64, 1 << 20):
+        assert list(record_offsets(io.BytesIO(data), chunk_size=chunk) or []) == starts
+    assert record_offsets(io.BytesIO(data[:-1])) is None  # ends inside a record
+    assert record_offsets(io.BytesIO(gzip.compress(data))) is None
+
+
+def test_a_deflated_member_cannot_be_read_at_an_offset(tmp_path: Path) -> None:
+    src = tmp_path / "in.zip"
+    with zipfile.ZipFile(src, "w") as zf:
+        zf.writestr("a.bin", b"0123456789" * 10, compress_type=zipfile.ZIP_DEFLATED)
+        zf.writestr("b.bin", b"0123456789" * 10, compress_type=zipfile.ZIP_STORED)
+    with open_source(src) as source:
+        assert source.read_range("a.bin", 0, 4) is None
+        assert source.read_range("b.bin", 13, 4) == b"3456"
+        with pytest.raises(TfdropError, match="outside the member"):
+            source.read_range("b.bin", 98, 4)
