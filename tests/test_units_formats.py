@@ -307,3 +307,30 @@ def test_a_deflated_member_cannot_be_read_at_an_offset(tmp_path: Path) -> None:
         assert source.read_range("b.bin", 13, 4) == b"3456"
         with pytest.raises(TfdropError, match="outside the member"):
             source.read_range("b.bin", 98, 4)
+
+
+def test_a_voc_reader_without_read_ahead_gives_the_same_items(tmp_path: Path) -> None:
+    from test_units import _voc
+    from tfdrop.formats.voc import VocReader
+
+    src = _voc(tmp_path / "in.zip", 70, listed_only=2)
+    with open_source(src) as source:
+        ahead = list(VocReader(source, ReadOptions(), Notes()).items())
+        inline = list(VocReader(source, ReadOptions(read_ahead=False), Notes()).items())
+    assert inline == ahead
+    assert len(inline) == 72
+
+
+@pytest.mark.parametrize(("depth", "cap", "ok"), [(7, 64, True), (9, 9, True), (10, 9, False),
+                                                  (12, 64, True), (65, 64, False)])  # fmt: skip
+def test_the_fast_xml_path_measures_depth_exactly(depth: int, cap: int, ok: bool) -> None:
+    from tfdrop.errors import LimitExceededError
+    from tfdrop.formats.common.xmlsafe import parse_small
+    from tfdrop.limits import Limits
+
+    xml = ("<a>" * depth + "</a>" * depth).encode()
+    if ok:
+        assert parse_small(xml, limits=Limits(max_depth=cap)).tag == "a"
+    else:
+        with pytest.raises(LimitExceededError):
+            parse_small(xml, limits=Limits(max_depth=cap))
