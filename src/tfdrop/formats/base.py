@@ -94,12 +94,15 @@ class ReadOptions:
     ``images``: load image bytes (else only sizes, from the annotation or the image header).
     ``workdir`` holds temp files a reader may spill to (COCO groups annotations there).
     ``limits`` is the job's budget: every reader checks what it allocates against it.
+    ``read_ahead``: a reader may fetch members on a second thread (off in work-unit workers
+    that already keep every core busy: the thread then only costs CPU).
     """
 
     masks: bool = False
     images: bool = True
     workdir: Path | None = None
     limits: Limits = DEFAULT_LIMITS
+    read_ahead: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -185,7 +185,12 @@ class VocReader:
                 yield from self._listed_only(root, item_id, subsets[item_id])
             return
         members = root.annotations[unit.start : unit.stop]
-        with closing(prefetched(members, partial(self._fetch, root))) as fetches:
+        fetch = partial(self._fetch, root)
+        if self.options.read_ahead:
+            ahead = prefetched(members, fetch)
+        else:
+            ahead = (fetch(m) for m in members)
+        with closing(ahead) as fetches:
             for member in members:
                 item_id = root.item_id(member)
                 try:
