@@ -150,10 +150,15 @@ class Splittable(Reader, Protocol):
     worker process opens its own source and reader and reads units that the parent planned.
     """
 
-    def units(self, *, max_items: int, max_bytes: int) -> Sequence[object] | None:
+    def units(
+        self, *, max_items: int, max_bytes: int, portable: bool = False
+    ) -> Sequence[object] | None:
         """The source's items as units of at most ``max_items`` items and about ``max_bytes``
         declared bytes (one item may exceed it alone), or None when this source cannot be
-        split (then the conversion runs in one process)."""
+        split (then the conversion runs in one process). ``portable``: only units that name
+        nothing but the source itself, valid on another host and after this reader is closed
+        (Beam); a reader whose units point at files it saved for its workers (COCO, CVAT)
+        then returns None."""
         ...
 
     def unit_items(self, unit: object) -> Iterator[Item]:

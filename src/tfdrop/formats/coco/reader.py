@@ -167,10 +167,15 @@ class CocoReader:
 
     # -- work units -------------------------------------------------------------------------
 
-    def units(self, *, max_items: int, max_bytes: int) -> list[CocoUnit] | None:
+    def units(
+        self, *, max_items: int, max_bytes: int, portable: bool = False
+    ) -> list[CocoUnit] | None:
         """Pass 2 of every file here, saved for the workers; ranges of each file's images
         (bounded by count and by the declared bytes of their image files). None when a file
-        is bad: the sequential read then meets the errors in their order."""
+        is bad: the sequential read then meets the errors in their order; None when asked
+        for ``portable`` units (these name the folder saved here)."""
+        if portable:
+            return None
         if self._planned is not None:
             return self._planned
         if self._units_dir is None:

@@ -187,8 +187,13 @@ class CvatReader:
 
     # -- work units -------------------------------------------------------------------------
 
-    def units(self, *, max_items: int, max_bytes: int) -> list[CvatUnit] | None:
-        """Runs of each file's ``<image>`` elements (:func:`.split.plan`)."""
+    def units(
+        self, *, max_items: int, max_bytes: int, portable: bool = False
+    ) -> list[CvatUnit] | None:
+        """Runs of each file's ``<image>`` elements (:func:`.split.plan`); None when asked
+        for ``portable`` units (these name the copies saved here)."""
+        if portable:
+            return None
         if self._units_dir is None:
             self._units_dir = tempfile.TemporaryDirectory(
                 prefix=".tfdrop-cvat-units-", dir=self.options.workdir

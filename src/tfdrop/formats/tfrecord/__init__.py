@@ -173,7 +173,9 @@ class TfrecordReader:
         for k in range(len(self.files)):
             yield from self.unit_items(TfrecordUnit(k, 0, 0, -1))
 
-    def units(self, *, max_items: int, max_bytes: int) -> list[TfrecordUnit]:
+    def units(
+        self, *, max_items: int, max_bytes: int, portable: bool = False
+    ) -> list[TfrecordUnit]:
         """Per file: runs of records (bounded by count and bytes) when the file is
         uncompressed and can be read at an offset, else the whole file."""
         out: list[TfrecordUnit] = []

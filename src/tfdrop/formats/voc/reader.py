@@ -159,7 +159,7 @@ class VocReader:
             n += len(set(subsets).difference(map(root.item_id, root.annotations)))
         return n
 
-    def units(self, *, max_items: int, max_bytes: int) -> list[_Unit]:
+    def units(self, *, max_items: int, max_bytes: int, portable: bool = False) -> list[_Unit]:
         """Per root: runs of annotation members (bounded by count and by the declared bytes
         of the annotation and its likely image), then the ids listed without an annotation."""
         out: list[_Unit] = []
