@@ -12,9 +12,13 @@ page cache:
 - ``tf-script``: TF models' ``create_coco_tf_record.py`` approach (this file's ``tf-script``
   mode): ``json.load`` the instances file, index annotations by image id, read each image whole
   with ``tf.io.gfile``, build a ``tf.train.Example`` and write it with ``tf.io.TFRecordWriter``;
-- ``datumaro``: ``datum convert -if coco_instances -f tf_detection_api -- --save-media``.
+- ``tfdrop-j1``: the tfdrop run with ``--jobs 1`` (scaling);
+- ``datumaro``: ``datum convert -if coco_instances -f tf_detection_api -- --save-media``
+  (once when N is large: minutes per run);
+- ``floor``: every member of the zip inflated once.
 
-Wall time, CPU time and peak RSS come from ``os.wait4`` on each child. The peers live in a
+Runs alternate (run 1 of each, then run 2 of each); medians are reported. Wall time, CPU time
+and the peak RSS of the parent and each worker come from bench/common.py. The peers live in a
 separate venv (``bench/setup_peers.sh``); a missing peer is reported as skipped.
 
     .venv/bin/python bench/bench_coco.py               # N = 20,000
@@ -34,11 +38,12 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_voc import PEERS, VOC20, measure, pool, warm
+from bench_voc import PEERS, VOC20, _tf_python, pool, warm
+from common import alternate, at_most, floor, load, ratio, rss, tfdrop
 
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = {"vs_datumaro": 10.0, "vs_tf_script": 2.0}
-RSS_TARGET_MB = 150.0
+RSS_TARGET_MB = 100.0
 PER_IMAGE = 10
 
 
@@ -169,18 +174,19 @@ def tf_script(image_dir: Path, annotations: Path, output: Path) -> None:
 
 
 def runs(archive: Path, tree: Path, out: Path) -> dict[str, list[str] | None]:
-    py = str(REPO / ".venv" / "bin" / "python")
-    peer_py = PEERS / "bin" / "python"
+    peer_py = _tf_python()  # the peers' venv, else this one when it has TensorFlow
     datum = PEERS / "bin" / "datum"
     ann = tree / "annotations" / "instances_train.json"
+    ours = tfdrop("convert", str(archive), "--to", "tfrecord", "-o", str(out / "tfdrop.zip"))
     return {
-        "tfdrop": [py, "-m", "tfdrop", "convert", str(archive), "--to", "tfrecord",
-                   "-o", str(out / "tfdrop.zip")],
+        "tfdrop": ours,
+        "tfdrop-j1": [*ours, "--jobs", "1"],
         "tf-script": [str(peer_py), __file__, "tf-script", str(tree / "images" / "train"),
-                      str(ann), str(out / "tf-script.tfrecord")] if peer_py.exists() else None,
+                      str(ann), str(out / "tf-script.tfrecord")] if peer_py else None,
         "datumaro": [str(datum), "convert", "-if", "coco_instances", "-i", str(tree),
                      "-f", "tf_detection_api", "-o", str(out / "datumaro"), "--",
                      "--save-media"] if datum.exists() else None,
+        "floor": floor(archive),
     }  # fmt: skip
 
 
@@ -188,49 +194,19 @@ def bench(cache: Path, n: int, repeat: int, only: list[str]) -> dict[str, dict[s
     archive, tree = generate(cache, n)
     warm(archive, tree)
     out = cache / "coco-out"
-    results: dict[str, dict[str, Any]] = {}
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-    for name, cmd in runs(archive, tree, out).items():
-        if only and name not in only:
-            continue
-        if cmd is None:
-            results[name] = {"skipped": "peer not installed (bash bench/setup_peers.sh)"}
-            continue
-        best: dict[str, Any] | None = None
-        for _ in range(repeat):
-            shutil.rmtree(out, ignore_errors=True)
-            out.mkdir(parents=True)
-            r = measure(cmd, env=env)
-            if best is None or r["wall_s"] < best["wall_s"]:
-                best = r
-        assert best is not None
-        results[name] = best
-        status = "ok" if best["ok"] else "FAILED"
-        print(f"  {name:10s} wall {best['wall_s']:7.2f} s  cpu {best['cpu_s']:7.2f} s  "
-              f"peak RSS {best['peak_rss_mb']:7.1f} MB  {status}")  # fmt: skip
-    shutil.rmtree(out, ignore_errors=True)
-    return results
+    cmds = {k: v for k, v in runs(archive, tree, out).items() if not only or k in only}
+    once = frozenset({"datumaro"}) if n > 2000 else frozenset()
+    return alternate(cmds, repeat, out, once=once)
 
 
 def report(n: int, res: dict[str, dict[str, Any]]) -> None:
-    ours = res.get("tfdrop", {})
-    print(f"\nCOCO -> TFRecord, {n} images x {PER_IMAGE} objects")
-    print(f"{'tool':10s} {'wall s':>8s} {'cpu s':>8s} {'peak MB':>8s} {'tfdrop faster':>14s}")
-    for name, r in res.items():
-        if "skipped" in r:
-            print(f"{name:10s} skipped: {r['skipped']}")
-            continue
-        ratio = r["wall_s"] / ours["wall_s"] if ours.get("wall_s") else float("nan")
-        print(f"{name:10s} {r['wall_s']:8.2f} {r['cpu_s']:8.2f} {r['peak_rss_mb']:8.1f} "
-              f"{ratio:13.1f}x")  # fmt: skip
-    if ours.get("wall_s"):
-        for peer, key in (("datumaro", "vs_datumaro"), ("tf-script", "vs_tf_script")):
-            if "wall_s" in res.get(peer, {}):
-                ratio = res[peer]["wall_s"] / ours["wall_s"]
-                verdict = "met" if ratio >= TARGETS[key] else "NOT met"
-                print(f"target {TARGETS[key]:.0f}x faster than {peer}: {ratio:.1f}x ({verdict})")
-        verdict = "met" if ours["peak_rss_mb"] < RSS_TARGET_MB else "NOT met"
-        print(f"target peak RSS < {RSS_TARGET_MB:.0f} MB: {ours['peak_rss_mb']:.1f} MB ({verdict})")
+    print(f"\ntargets, COCO -> TFRecord, {n} images x {PER_IMAGE} objects:")
+    ratio(res, "tf-script", "tfdrop", TARGETS["vs_tf_script"], "faster than the TF script")
+    ratio(res, "datumaro", "tfdrop", TARGETS["vs_datumaro"], "faster than datumaro")
+    ratio(res, "datumaro", "tf-script", TARGETS["vs_datumaro"], "(TF script vs datumaro)")
+    ratio(res, "tfdrop-j1", "tfdrop", 1.7, "default jobs vs --jobs 1")
+    at_most(res, "tfdrop", "floor", 1.5)
+    rss(res, "tfdrop", RSS_TARGET_MB)
 
 
 def main() -> None:
@@ -239,15 +215,18 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=20_000)
-    parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument("--only", nargs="*", default=[], help="tfdrop, tf-script, datumaro")
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument(
+        "--only", nargs="*", default=[], help="tfdrop, tfdrop-j1, tf-script, datumaro, floor"
+    )
     parser.add_argument("--cache", type=Path, default=Path("/tmp/tfdrop-bench"))
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
-    print(f"COCO -> TFRecord: {args.images} images (load average {os.getloadavg()[0]:.1f})")
+    print(f"COCO -> TFRecord: {args.images} images; {load()}")
     res = bench(args.cache, args.images, args.repeat, args.only)
     report(args.images, res)
+    print(load() + " at the end")
     if args.json:
         args.json.write_text(json.dumps(res, indent=1, default=str))
 

@@ -26,7 +26,6 @@ import json
 import os
 import random
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -36,6 +35,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_codec import make_jpegs
+from common import floor, measure, rss
+from common import median as _median
 
 REPO = Path(__file__).resolve().parents[1]
 PEERS = Path(os.environ.get("BENCH_VENV", REPO / ".bench-venv"))
@@ -142,37 +143,6 @@ def warm(archive: Path, tree: Path) -> None:
             path.read_bytes()
 
 
-def measure(cmd: list[str], *, env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Wall seconds and peak RSS (MB) of one child process, from ``os.wait4``."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    assert proc.stdout is not None
-    output = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - t0
-    tail = output.decode("utf-8", "replace").strip().splitlines()[-3:]
-    if proc.returncode != 0:
-        print(f"  FAILED ({proc.returncode}): {' '.join(cmd)}\n    " + "\n    ".join(tail))
-    return {
-        "wall_s": wall,
-        "peak_rss_mb": usage.ru_maxrss / 1024,
-        "cpu_s": usage.ru_utime + usage.ru_stime,
-        "ok": proc.returncode == 0,
-        "tail": tail,
-    }
-
-
-FLOOR = """
-import sys, zipfile
-with zipfile.ZipFile(sys.argv[1]) as zf:
-    for info in zf.infolist():
-        with zf.open(info) as f:
-            while f.read(1 << 20):
-                pass
-"""
-
-
 def _tf_python() -> Path | None:
     """The peer's interpreter: the peers' venv, else this one when it has TensorFlow (the test
     extra installs tensorflow-cpu)."""
@@ -211,18 +181,8 @@ def runs(archive: Path, tree: Path, out: Path) -> dict[str, list[str] | None]:
         "datumaro": [str(datum), "convert", "-if", "voc", "-i", str(tree), "-f",
                      "tf_detection_api", "-o", str(out / "datum"), "--", "--save-media"]
         if datum.exists() else None,
-        "floor": [sys.executable, "-c", FLOOR, str(archive)],
+        "floor": floor(archive),
     }  # fmt: skip
-
-
-def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    ok = [r for r in runs if r["ok"]] or runs
-    pick = sorted(ok, key=lambda r: r["wall_s"])[(len(ok) - 1) // 2]
-    return pick | {
-        "wall_all": [round(r["wall_s"], 2) for r in runs],
-        "cpu_s": statistics.median(r["cpu_s"] for r in ok),
-        "peak_rss_mb": max(r["peak_rss_mb"] for r in ok),
-    }
 
 
 def bench(cache: Path, n: int, repeat: int) -> dict[str, dict[str, Any]]:
@@ -246,7 +206,8 @@ def bench(cache: Path, n: int, repeat: int) -> dict[str, dict[str, Any]]:
     results = {name: _median(rs) for name, rs in measured.items()}
     for name, best in results.items():
         print(f"  {name:<10} {best['wall_s']:7.2f} s wall (median of {best['wall_all']}) "
-              f"{best['cpu_s']:7.2f} s cpu {best['peak_rss_mb']:7.0f} MB peak RSS"
+              f"{best['cpu_s']:7.2f} s cpu; peak RSS parent {best['parent_rss_mb']:5.0f} MB, "
+              f"worker {best['worker_rss_mb']:5.0f} MB ({best['workers']} workers)"
               f"{'' if best['ok'] else '  FAILED'}", flush=True)  # fmt: skip
     shutil.rmtree(out, ignore_errors=True)
     return results
@@ -285,12 +246,8 @@ def report(all_results: dict[int, dict[str, dict[str, Any]]]) -> None:
             if peer in res and res[peer]["ok"]
         )
         print(f"  {n:>6} images: cpu seconds, peer / tfdrop (load-independent): {cpu}")
-        rss = ours["peak_rss_mb"]
-        verdict = "ok" if rss < RSS_TARGET_MB else "MISSED"
-        print(
-            f"  {n:>6} images: tfdrop peak RSS {rss:.0f} MB "
-            f"(target < {RSS_TARGET_MB:g} MB) {verdict}"
-        )
+        print(f"  {n:>6} images:", end="")
+        rss(res, "tfdrop", RSS_TARGET_MB)
 
 
 def main() -> None:

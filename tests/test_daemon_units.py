@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import zipfile
 from pathlib import Path
@@ -22,8 +23,12 @@ from tfdrop.daemon.fsops import (
 )
 from tfdrop.daemon.ledger import BEING_WRITTEN, Ledger
 from tfdrop.daemon.service import retry_delay
-from tfdrop.daemon.watch import DropTracker, matches
+from tfdrop.daemon.watch import DropTracker, Settled, has_end_record_async, matches
 from tfdrop.publish import NAME_MAX, is_temp_name, name_bytes
+
+
+def _settled(tracker: DropTracker, now: float) -> list[Settled]:
+    return asyncio.run(tracker.settled(now))
 
 
 def _zip(path: Path) -> bytes:
@@ -65,22 +70,47 @@ def test_zip_end_record_tells_a_whole_zip_from_a_partial_copy(tmp_path: Path) ->
     assert not has_end_record(tmp_path / "tiny.zip")
 
 
+def test_the_loop_checks_the_end_record_through_aiofiles_as_the_sync_check_does(
+    tmp_path: Path,
+) -> None:
+    data = _zip(tmp_path / "whole.zip")
+    with zipfile.ZipFile(tmp_path / "comment.zip", "w") as zf:
+        zf.writestr("a.txt", "x")
+        zf.comment = b"c" * 300
+    with zipfile.ZipFile(tmp_path / "empty.zip", "w"):
+        pass
+    variants = {
+        "half.zip": data[: len(data) - 10],
+        "prefixed.zip": b"#!/bin/sh\n" + data,  # a self-extractor's stub before the zip
+        "inner.zip": data + b"\0" * 40,  # bytes after the end record
+        "tiny.zip": b"PK",
+        "nothing.zip": b"",
+    }
+    for name, raw in variants.items():
+        (tmp_path / name).write_bytes(raw)
+    names = ["whole.zip", "comment.zip", "empty.zip", *variants]
+    got = {n: asyncio.run(has_end_record_async(tmp_path / n)) for n in names}
+    assert got == {n: has_end_record(tmp_path / n) for n in names}
+    complete = {n for n, ok in got.items() if ok}
+    assert complete == {"whole.zip", "comment.zip", "empty.zip", "prefixed.zip"}
+
+
 def test_a_drop_settles_only_after_no_change_for_the_settle_time(tmp_path: Path) -> None:
     tracker = DropTracker(tmp_path, DEFAULT_PATTERNS, settle=1.0, stale=5.0)
     f = tmp_path / "a.tfrecord"
     f.write_bytes(b"1234")
     tracker.scan(0.0)
-    assert tracker.settled(0.0) == []  # first look records size and mtime
-    assert tracker.settled(0.9) == []
+    assert _settled(tracker, 0.0) == []  # first look records size and mtime
+    assert _settled(tracker, 0.9) == []
     with f.open("ab") as out:
         out.write(b"more")  # still growing: the clock restarts
-    assert tracker.settled(1.5) == []
-    assert tracker.settled(2.4) == []
-    (settled,) = tracker.settled(2.6)
+    assert _settled(tracker, 1.5) == []
+    assert _settled(tracker, 2.4) == []
+    (settled,) = _settled(tracker, 2.6)
     assert settled.path == f
     assert settled.size == 8
     assert settled.complete
-    assert tracker.settled(10.0) == []  # handed out once
+    assert _settled(tracker, 10.0) == []  # handed out once
 
 
 def test_a_zip_without_end_record_waits_until_stale_then_is_taken_as_incomplete(
@@ -89,10 +119,10 @@ def test_a_zip_without_end_record_waits_until_stale_then_is_taken_as_incomplete(
     tracker = DropTracker(tmp_path, DEFAULT_PATTERNS, settle=0.5, stale=3.0)
     (tmp_path / "broken.zip").write_bytes(os.urandom(100))
     tracker.note("broken.zip", 0.0)
-    assert tracker.settled(0.0) == []
-    assert tracker.settled(1.0) == []
-    assert tracker.settled(2.9) == []
-    (settled,) = tracker.settled(3.1)
+    assert _settled(tracker, 0.0) == []
+    assert _settled(tracker, 1.0) == []
+    assert _settled(tracker, 2.9) == []
+    (settled,) = _settled(tracker, 3.1)
     assert not settled.complete
 
 
@@ -103,7 +133,7 @@ def test_ignored_names_are_reported_once_and_own_folders_never(tmp_path: Path) -
     (tmp_path / "sub.zip").mkdir()  # a folder with a matching name: never taken
     tracker.scan(0.0)
     tracker.scan(1.0)
-    assert tracker.settled(0.0) == []
+    assert _settled(tracker, 0.0) == []
     assert sorted(name for name, _ in tracker.newly_ignored) == ["notes.txt", "sub.zip"]
 
 
@@ -114,7 +144,7 @@ def test_an_input_name_with_an_empty_stem_is_reported_as_ignored_once(tmp_path: 
         (tmp_path / name).write_text("x")
     tracker.scan(0.0)
     tracker.scan(1.0)
-    assert tracker.settled(2.0) == []
+    assert _settled(tracker, 2.0) == []
     ((name, why),) = tracker.newly_ignored
     assert name == ".zip"
     assert "rename" in why
@@ -365,8 +395,8 @@ def test_the_settle_check_waits_for_the_outer_end_record(tmp_path: Path) -> None
     (drop / "a.zip").write_bytes(data[:cut])
     tracker = DropTracker(drop, DEFAULT_PATTERNS, settle=0.0, stale=100.0)
     tracker.note("a.zip", 0.0)
-    assert tracker.settled(1.0) == []
+    assert _settled(tracker, 1.0) == []
     with (drop / "a.zip").open("ab") as f:
         f.write(data[cut:])
-    assert tracker.settled(2.0) == []  # the size changed: the settle clock starts again
-    assert [s.complete for s in tracker.settled(3.0)] == [True]
+    assert _settled(tracker, 2.0) == []  # the size changed: the settle clock starts again
+    assert [s.complete for s in _settled(tracker, 3.0)] == [True]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import zlib
+from array import array
 from collections.abc import Iterator
 from types import TracebackType
 from typing import BinaryIO, Final, Self, TypedDict
@@ -33,7 +34,8 @@ from tfdrop.codec.compression import (
     Decompressor,
     detect,
 )
-from tfdrop.codec.framing import END, HEADER_SIZE, NEED_DATA, RecordDecoder, frame
+from tfdrop.codec.framing import END, HEADER_SIZE, NEED_DATA, FrameIndex, RecordDecoder, frame
+from tfdrop.errors import TfdropError
 from tfdrop.limits import DEFAULT_LIMITS, Limits
 from tfdrop.shards import (
     Shard,
@@ -57,6 +59,8 @@ __all__ = [
     "iter_records",
     "iter_records_path",
     "parse_shard_name",
+    "record_offsets",
+    "records_at",
     "shard_gaps",
     "shard_name",
     "shard_set",
@@ -220,6 +224,50 @@ def iter_records(
     while chunk := f.read(chunk_size):
         yield from pump.feed(chunk)
     yield from pump.feed(b"")
+
+
+def record_offsets(
+    f: BinaryIO, *, max_record_size: int = _MAX_RECORD, chunk_size: int = DEFAULT_CHUNK_SIZE
+) -> array[int] | None:
+    """The start of every record of an uncompressed TFRecord stream, and its end (one more
+    value than records), read once in large chunks (:class:`FrameIndex`: headers checked,
+    payloads skipped); None for a compressed stream or broken framing (read it record by
+    record instead, which says where it breaks)."""
+    index = FrameIndex(max_record_size=max_record_size)
+    head: bytes | None = b""  # the first bytes, until the compression is known
+    while chunk := f.read(chunk_size):
+        if head is not None:
+            head += chunk
+            kind = detect(head)
+            if kind is None:
+                continue
+            if kind != "none":
+                return None
+            chunk, head = head, None
+        index.feed(chunk)
+        if not index.ok:
+            return None
+    if head is not None:
+        return None  # shorter than one header, or empty: one whole-file unit is as good
+    return index.offsets if index.finish() else None
+
+
+def records_at(data: bytes, *, first: int, offset: int, max_record_size: int) -> Iterator[bytes]:
+    """The records of ``data``, bytes ``offset..`` of a stream starting with record ``first``
+    (both CRCs checked); errors name the record and offset in the whole stream."""
+    dec = RecordDecoder(max_record_size=max_record_size)
+    dec.feed(data)
+    dec.feed(b"")
+    try:
+        while (rec := dec.next_record()) is not END:
+            assert rec is not NEED_DATA  # all input was fed
+            yield rec
+    except TfdropError as exc:
+        if exc.record is not None:
+            exc.record += first
+        if exc.offset is not None:
+            exc.offset += offset
+        raise
 
 
 def iter_records_path(

@@ -226,6 +226,8 @@ def parallel_items(
     the sequential order). Closing the iterator early cancels what has not started.
     """
     window = 2 * jobs
+    if jobs >= default_jobs():  # every core has a worker: a read-ahead thread only costs CPU
+        spec = replace(spec, read=replace(spec.read, read_ahead=False))
     with ProcessPoolExecutor(
         max_workers=jobs, mp_context=_context(), initializer=_init, initargs=(spec,)
     ) as pool:

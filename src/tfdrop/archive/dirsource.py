@@ -103,6 +103,21 @@ class DirSource(BaseSource):
         return self.root / self._paths[name]
 
     def _open_raw(self, name: str, size: int) -> CheckedReader:
+        return _FileReader(self._open_fd(name), self._label, name, size)
+
+    def _pread(self, name: str, offset: int, size: int) -> bytes | None:
+        fd = self._open_fd(name)
+        try:
+            data = os.pread(fd, size, offset)
+        finally:
+            os.close(fd)
+        if len(data) != size:
+            raise ArchiveError(
+                "file shrank while the folder was read", archive=self._label, member=name
+            )
+        return data
+
+    def _open_fd(self, name: str) -> int:
         path = os.path.join(self.root, self._paths[name])
         real = os.path.realpath(path)
         # Checked again at open time: a link may have been swapped since listing.
@@ -119,7 +134,7 @@ class DirSource(BaseSource):
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
             raise UnsafeArchiveError("not a regular file", archive=self._label, member=name)
-        return _FileReader(fd, self._label, name, size)
+        return fd
 
 
 class _FileReader(CheckedReader):

@@ -39,6 +39,11 @@ class FileSource:
         with self._paths[name].open("rb") as f:
             return f.read(max_size)
 
+    def read_range(self, name: str, offset: int, size: int) -> bytes | None:
+        with self._paths[name].open("rb") as f:
+            f.seek(offset)
+            return f.read(size)
+
     def close(self) -> None:
         """Nothing stays open between reads."""
 

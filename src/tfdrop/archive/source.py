@@ -66,6 +66,13 @@ class Source(Protocol):
         """The whole member, refused up front if it declares more than ``max_size`` bytes."""
         ...
 
+    def read_range(self, name: str, offset: int, size: int) -> bytes | None:
+        """``size`` bytes of the member from ``offset`` (a work unit's records), or None when
+        the member cannot be read at an offset without reading what comes before (a deflated
+        zip member). Not checked against the member's CRC: the caller has read the member
+        whole once, or checks what it reads (TFRecord framing CRCs)."""
+        ...
+
     def close(self) -> None:
         """Release the source; readers already open stay usable."""
         ...
@@ -156,6 +163,21 @@ class BaseSource(ABC):
             )
         with self._open_raw(name, size) as raw:
             return raw.readall()
+
+    def read_range(self, name: str, offset: int, size: int) -> bytes | None:
+        """``size`` bytes from ``offset``, or None (see :meth:`Source.read_range`)."""
+        declared = self.size(name)
+        if offset < 0 or size < 0 or offset + size > declared:
+            raise ArchiveError(
+                f"bytes {offset}..{offset + size} are outside the member ({declared} bytes)",
+                archive=self._label,
+                member=name,
+            )
+        return self._pread(name, offset, size)
+
+    def _pread(self, name: str, offset: int, size: int) -> bytes | None:
+        """The bytes, or None when this member cannot be read at an offset."""
+        return None
 
     def close(self) -> None:  # noqa: B027  (folders hold nothing open)
         """Release the source; readers already open stay usable."""

@@ -13,8 +13,9 @@ import os
 import stat
 import struct
 import zlib
+from collections.abc import Generator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from tfdrop.archive.limits import normalize_name, shown
 from tfdrop.errors import ArchiveError, UnsafeArchiveError
@@ -87,21 +88,40 @@ def _end_positions(tail: bytes) -> list[int]:
     return out
 
 
+T = TypeVar("T")
+Reads = Generator[tuple[int, int], bytes, T]
+"""A sans-IO step function: yields ``(offset, size)`` reads, is sent their bytes, returns."""
+
+
+def drive(f: BinaryIO, steps: Reads[T]) -> T:
+    """Run ``steps`` over a seekable file (the async daemon drives them with aiofiles)."""
+    try:
+        offset, size = next(steps)
+        while True:
+            offset, size = steps.send(_read_at(f, offset, size))
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
 def _end_at(f: BinaryIO, tail: bytes, pos: int, eocd_at: int, archive: str) -> _End:
     """The end record at ``tail[pos:]`` (file offset ``eocd_at``), with its zip64 record."""
+    return drive(f, _end_at_steps(tail, pos, eocd_at, archive))
+
+
+def _end_at_steps(tail: bytes, pos: int, eocd_at: int, archive: str) -> Reads[_End]:
     _, disk, cd_disk, _, entries, cd_size, cd_offset, _ = EOCD.unpack_from(tail, pos)
     cd_end = eocd_at
     loc_at = eocd_at - ZIP64_LOCATOR.size
     if loc_at >= 0:
-        loc = _read_at(f, loc_at, ZIP64_LOCATOR.size)
+        loc = yield loc_at, ZIP64_LOCATOR.size
         if loc[:4] == ZIP64_LOCATOR_SIG:
             _, _, z64_at, _ = ZIP64_LOCATOR.unpack(loc)
-            rec = _read_at(f, z64_at, ZIP64_EOCD.size) if z64_at < loc_at else b""
+            rec = (yield z64_at, ZIP64_EOCD.size) if z64_at < loc_at else b""
             if rec[:4] != ZIP64_EOCD_SIG:
                 # The locator's offset is absolute, so it is off when data was prepended
                 # (self-extractors); the record then sits right before the locator.
                 z64_at = loc_at - ZIP64_EOCD.size
-                rec = _read_at(f, z64_at, ZIP64_EOCD.size) if z64_at >= 0 else b""
+                rec = (yield z64_at, ZIP64_EOCD.size) if z64_at >= 0 else b""
             if len(rec) != ZIP64_EOCD.size or rec[:4] != ZIP64_EOCD_SIG:
                 raise ArchiveError("corrupt zip64 end of central directory", archive=archive)
             (_, _, _, _, disk, cd_disk, _, entries, cd_size, cd_offset) = ZIP64_EOCD.unpack(rec)
@@ -117,7 +137,7 @@ def _end_at(f: BinaryIO, tail: bytes, pos: int, eocd_at: int, archive: str) -> _
     return _End(entries, cd_size, cd_offset, cd_end)
 
 
-def _agrees(f: BinaryIO, end: _End, file_size: int) -> bool:
+def _agrees_steps(end: _End, file_size: int) -> Reads[bool]:
     """Whether an end record describes this file: its central directory inside the file
     where it says, big enough for its entries, starting with a central header whose local
     header is where that says; and no data before the zip when the file itself starts with
@@ -126,17 +146,17 @@ def _agrees(f: BinaryIO, end: _End, file_size: int) -> bool:
     shift = cd_start - end.cd_offset
     if cd_start < 0 or shift < 0 or end.cd_size < end.entries * CENTRAL.size:
         return False
-    if shift and _read_at(f, 0, 4) == LOCAL_SIG:
+    if shift and (yield 0, 4) == LOCAL_SIG:
         return False
     if end.entries == 0:
         return end.cd_size == 0 and shift == 0
-    central = _read_at(f, cd_start, CENTRAL.size)
+    central = yield cd_start, CENTRAL.size
     if len(central) != CENTRAL.size or central[:4] != CENTRAL_SIG:
         return False
     local_at: int = CENTRAL.unpack(central)[-1]
     if local_at == 0xFFFFFFFF:
         return True  # in the zip64 extra field; read_directory checks it
-    return local_at + shift + 4 <= file_size and _read_at(f, local_at + shift, 4) == LOCAL_SIG
+    return local_at + shift + 4 <= file_size and (yield local_at + shift, 4) == LOCAL_SIG
 
 
 def _tail(f: BinaryIO, file_size: int) -> tuple[int, bytes]:
@@ -145,25 +165,33 @@ def _tail(f: BinaryIO, file_size: int) -> tuple[int, bytes]:
 
 
 def complete_end(f: BinaryIO, file_size: int) -> _End | None:
-    """The end record that makes ``f`` a finished zip, or None.
+    """The end record that makes ``f`` a finished zip, or None (:func:`complete_end_steps`)."""
+    return drive(f, complete_end_steps(file_size))
+
+
+def complete_end_steps(file_size: int) -> Reads[_End | None]:
+    """The end record that makes a file of ``file_size`` bytes a finished zip, or None.
 
     Not a byte pattern anywhere in the last 64 KiB: the record must end exactly at the end of
-    the file (its comment length says where) and :func:`_agrees` with the file. A copy cut
-    right after a stored inner zip's end record, or a TFRecord holding the signature, is no
-    finished zip.
+    the file (its comment length says where) and agree with the file (its central directory
+    and first local header where it says). A copy cut right after a stored inner zip's end
+    record, or a TFRecord holding the signature, is no finished zip. Sans-IO: the tail is
+    one large read, then a few small ones.
     """
     if file_size < EOCD.size:
         return None
-    start, tail = _tail(f, file_size)
+    tail_len = min(file_size, EOCD.size + MAX_COMMENT)
+    start = file_size - tail_len
+    tail = yield start, tail_len
     for pos in _end_positions(tail):
         (comment_len,) = struct.unpack_from("<H", tail, pos + EOCD.size - 2)
         if pos + EOCD.size + comment_len != len(tail):
             continue
         try:
-            end = _end_at(f, tail, pos, start + pos, "")
+            end = yield from _end_at_steps(tail, pos, start + pos, "")
         except ArchiveError:
             return None
-        return end if _agrees(f, end, file_size) else None
+        return end if (yield from _agrees_steps(end, file_size)) else None
     return None
 
 

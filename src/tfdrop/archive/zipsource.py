@@ -51,6 +51,7 @@ class ZipSource(BaseSource):
             raise
         self._file = f
         self._entries = {e.name: e for e in entries}
+        self._starts: dict[str, int] = {}  # member -> offset of its data (read_range)
         super().__init__(label, {e.name: e.size for e in entries}, lim)
 
     def entry(self, name: str) -> ZipEntry:
@@ -59,6 +60,24 @@ class ZipSource(BaseSource):
             return self._entries[name]
         except KeyError:
             raise self._missing(name) from None
+
+    def _pread(self, name: str, offset: int, size: int) -> bytes | None:
+        entry = self.entry(name)
+        if entry.method == DEFLATED and entry.size:
+            return None
+        start = self._starts.get(name)
+        if start is None:
+            start = self._starts[name] = data_offset(self._file.fileno(), entry, self._label)
+        data = os.pread(self._file.fileno(), size, start + offset)
+        if len(data) != size:
+            raise ArchiveError(
+                "truncated: member data ends early",
+                archive=self._label,
+                member=name,
+                offset=offset + len(data),
+                hint=_CORRUPT_HINT,
+            )
+        return data
 
     def close(self) -> None:
         """Close the zip; member readers already open keep their own descriptor."""

@@ -78,7 +78,7 @@ class _Readers:
 
 def _plan(reader: Reader) -> list[tuple[object, ...]]:
     if isinstance(reader, Splittable):
-        parts = reader.units(max_items=1, max_bytes=1)
+        parts = reader.units(max_items=1, max_bytes=1, portable=True)
         if parts is not None:
             return [tuple(parts[i : i + UNIT_ITEMS]) for i in range(0, len(parts), UNIT_ITEMS)]
     return [(WHOLE,)]

@@ -17,6 +17,7 @@ before anything is allocated for it; after an error the decoder is dead.
 from __future__ import annotations
 
 import struct
+from array import array
 from collections import deque
 from enum import Enum
 from typing import Final, Literal
@@ -247,6 +248,56 @@ class RecordDecoder:
             record=self._index,
             offset=self.offset,
         )
+
+
+class FrameIndex:
+    """Where each record of an uncompressed TFRecord stream starts, from its headers alone
+    (length and its CRC checked, payloads skipped): ``feed`` chunks, then :meth:`finish`.
+    ``offsets`` holds every record's start and, once finished, the stream's end. ``ok`` turns
+    False for a header that does not check or a stream that ends inside a record (the
+    caller then reads the stream record by record, which says where)."""
+
+    __slots__ = ("_head", "_max", "_pos", "_skip", "offsets", "ok")
+
+    def __init__(self, *, max_record_size: int = DEFAULT_MAX_RECORD_SIZE) -> None:
+        self.offsets: array[int] = array("Q")
+        self.ok = True
+        self._max = max_record_size
+        self._pos = 0  # stream offset of the next byte fed
+        self._skip = 0  # payload and footer bytes still to skip
+        self._head = b""  # a header cut by the end of a chunk
+
+    def feed(self, chunk: bytes) -> None:
+        i, n = 0, len(chunk)
+        while self.ok and i < n:
+            if self._skip:
+                step = min(self._skip, n - i)
+                self._skip -= step
+                i += step
+                continue
+            take = HEADER_SIZE - len(self._head)
+            head = self._head + chunk[i : i + take] if self._head else chunk[i : i + take]
+            i += len(head) - len(self._head)
+            if len(head) < HEADER_SIZE:
+                self._head = head
+                break
+            self._head = b""
+            length, length_crc = _HEADER.unpack(head)
+            if masked_crc32c(head[:8]) != length_crc or length > self._max:
+                self.ok = False
+                break
+            self.offsets.append(self._pos + i - HEADER_SIZE)
+            self._skip = length + FOOTER_SIZE
+        self._pos += n
+
+    def finish(self) -> bool:
+        """End of the stream: whether every record is whole (``offsets`` then ends with the
+        stream's length)."""
+        if self._skip or self._head:
+            self.ok = False
+        if self.ok:
+            self.offsets.append(self._pos)
+        return self.ok
 
 
 def decode_records(data: bytes, *, max_record_size: int = DEFAULT_MAX_RECORD_SIZE) -> list[bytes]:

@@ -112,7 +112,7 @@ class Service:
             check_state(rt)
         return state != "missing"
 
-    def _scan(self, rt: Runtime, now: float) -> None:
+    async def _scan(self, rt: Runtime, now: float) -> None:
         d = self.config.daemon
         if not self._drop_present(rt):
             return
@@ -125,7 +125,7 @@ class Service:
                 log.info("claim_adopted", pipeline=rt.cfg.name, job=name)
                 if claimed is not None:
                     self._queue_job(Job(rt, claimed))
-        for settled in rt.tracker.settled(now):
+        for settled in await rt.tracker.settled(now):
             if not settled.complete:
                 log.warning(
                     "drop_incomplete_taken",
@@ -146,7 +146,7 @@ class Service:
             now = time.monotonic()
             for rt in list(self.runtimes):
                 try:
-                    self._scan(rt, now)
+                    await self._scan(rt, now)
                 except OSError as exc:
                     if rt.cfg.name not in failing:  # log once per outage, not per tick
                         failing.add(rt.cfg.name)
@@ -434,7 +434,7 @@ class Service:
         now = time.monotonic()
         try:
             for rt in self.runtimes:
-                self._scan(rt, now)  # the start-up scan, before READY=1
+                await self._scan(rt, now)  # the start-up scan, before READY=1
         except OSError as exc:
             log.error("daemon_start_failed", message=str(exc))
             return 1

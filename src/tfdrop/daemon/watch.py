@@ -7,8 +7,9 @@ zip, its end-of-central-directory record is present and agrees with the file
 Temp names (:func:`tfdrop.publish.is_temp_name`: ``.x.XXXXXX``, ``*.part``, ``*.tmp`` ...) are
 never taken, and only the pipeline's input patterns are, so sidecars in a chained folder stay
 put. A zip that stays unchanged for the stale time without an end record is taken anyway and
-fails as a broken zip, so nothing waits forever. Everything here is synchronous and cheap (stat
-and one small read).
+fails as a broken zip, so nothing waits forever. The stat calls are synchronous and cheap; the
+end-record check reads the file, so it goes through aiofiles (:func:`has_end_record_async`: one
+64 KiB read of the tail, then a few small ones) and the event loop never blocks on a file.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Final
 
-from tfdrop.archive.zipdir import has_end_record
+import aiofiles
+
+from tfdrop.archive.zipdir import complete_end_steps
 from tfdrop.publish import is_temp_name
 
 OWN_FOLDERS: Final = frozenset({"done", "failed"})
@@ -28,6 +31,24 @@ _HIDDEN: Final = (
     "a name starting with '.' is taken for a temp file and never converted; "
     "rename it (data.zip, say) to have it converted"
 )
+
+
+async def has_end_record_async(path: Path) -> bool:
+    """:func:`tfdrop.archive.zipdir.has_end_record` without blocking the event loop: the
+    sans-IO steps of :func:`~tfdrop.archive.zipdir.complete_end_steps` driven by aiofiles.
+
+    Raises:
+        OSError: The file cannot be read.
+    """
+    async with aiofiles.open(path, "rb") as f:
+        steps = complete_end_steps(await f.seek(0, os.SEEK_END))
+        try:
+            offset, size = next(steps)
+            while True:
+                await f.seek(offset)
+                offset, size = steps.send(await f.read(size))
+        except StopIteration as done:
+            return done.value is not None
 
 
 def matches(name: str, patterns: tuple[str, ...]) -> bool:
@@ -119,7 +140,7 @@ class DropTracker:
     def pending(self) -> int:
         return len(self._seen)
 
-    def settled(self, now: float) -> list[Settled]:
+    async def settled(self, now: float) -> list[Settled]:
         out: list[Settled] = []
         for name, seen in list(self._seen.items()):
             path = self.folder / name
@@ -148,7 +169,7 @@ class DropTracker:
             complete = True
             if name.lower().endswith(".zip"):
                 try:
-                    complete = has_end_record(path)
+                    complete = await has_end_record_async(path)
                 except FileNotFoundError:
                     del self._seen[name]
                     continue

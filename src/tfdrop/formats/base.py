@@ -94,12 +94,15 @@ class ReadOptions:
     ``images``: load image bytes (else only sizes, from the annotation or the image header).
     ``workdir`` holds temp files a reader may spill to (COCO groups annotations there).
     ``limits`` is the job's budget: every reader checks what it allocates against it.
+    ``read_ahead``: a reader may fetch members on a second thread (off in work-unit workers
+    that already keep every core busy: the thread then only costs CPU).
     """
 
     masks: bool = False
     images: bool = True
     workdir: Path | None = None
     limits: Limits = DEFAULT_LIMITS
+    read_ahead: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,10 +150,15 @@ class Splittable(Reader, Protocol):
     worker process opens its own source and reader and reads units that the parent planned.
     """
 
-    def units(self, *, max_items: int, max_bytes: int) -> Sequence[object] | None:
+    def units(
+        self, *, max_items: int, max_bytes: int, portable: bool = False
+    ) -> Sequence[object] | None:
         """The source's items as units of at most ``max_items`` items and about ``max_bytes``
         declared bytes (one item may exceed it alone), or None when this source cannot be
-        split (then the conversion runs in one process)."""
+        split (then the conversion runs in one process). ``portable``: only units that name
+        nothing but the source itself, valid on another host and after this reader is closed
+        (Beam); a reader whose units point at files it saved for its workers (COCO, CVAT)
+        then returns None."""
         ...
 
     def unit_items(self, unit: object) -> Iterator[Item]:

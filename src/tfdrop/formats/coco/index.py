@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import math
 import re
+import struct
 from array import array
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 from tfdrop.codec.model import LabelMap, LabelMapItem
@@ -99,6 +101,9 @@ def _int(value: Any, what: str, path: str, member: str) -> int:
         # ids are kept in int64 arrays: a larger one raised OverflowError (found by fuzzing)
         raise FormatError(f"{what} {value} is out of the 64-bit range", member=member, key=path)
     return value
+
+
+_PARTS: Final = struct.Struct("<4Q")  # the byte lengths of a saved index's four arrays
 
 
 class ImageIndex:
@@ -193,6 +198,29 @@ class ImageIndex:
     def size(self, pos: int) -> tuple[int, int]:
         """``(width, height)``; 0 where the file does not say."""
         return int(self._wh[2 * pos]), int(self._wh[2 * pos + 1])
+
+    def save(self, path: Path) -> None:
+        """What a work unit needs (ids, sizes, names by position) in a file of the work
+        folder, for :meth:`load` in a worker process (the id lookup is not kept)."""
+        parts = (self._ids.tobytes(), self._wh.tobytes(), bytes(self._names), self._ends.tobytes())
+        path.write_bytes(_PARTS.pack(*map(len, parts)) + b"".join(parts))
+
+    @classmethod
+    def load(cls, path: Path, member: str, limits: Limits = DEFAULT_LIMITS) -> ImageIndex:
+        """An index :meth:`save` wrote (positions, ids, names and sizes; no id lookup)."""
+        data = path.read_bytes()
+        at = _PARTS.size
+        parts: list[bytes] = []
+        for n in _PARTS.unpack_from(data):
+            parts.append(data[at : at + n])
+            at += n
+        ids, wh, names, ends = parts
+        index = cls(member, limits)
+        index._ids.frombytes(ids)
+        index._wh.frombytes(wh)
+        index._names += names
+        index._ends.frombytes(ends)
+        return index
 
 
 class Categories:

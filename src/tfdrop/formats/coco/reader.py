@@ -12,6 +12,11 @@ Per instances file (see :mod:`tfdrop.formats.coco.index` for the layouts):
 3. Items are yielded in ``images`` order, each with its annotations in file order; images
    without annotations are empty items.
 
+Work units (:meth:`CocoReader.units`, for :mod:`tfdrop.units`): the parent makes pass 2 for
+every file, saves each file's index and its annotations sorted by image position in a folder
+of the work folder, and cuts the image index into ranges (:class:`CocoUnit`: a range of
+positions and the byte range of their annotations); a worker reads back only its range.
+
 Objects are built by :mod:`.objects`: boxes from ``bbox`` ``[x, y, w, h]`` as TF's
 ``create_coco_tf_record.py`` reads them; polygons and RLE (counts lists and compressed strings)
 become PNG masks with ``ReadOptions.masks``.
@@ -32,14 +37,16 @@ goes to the label map and the report. Counted as lost (``Notes.lose``): a catego
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final
 
 from tfdrop.codec.keypoints import Skeleton
 from tfdrop.codec.model import Item, LabelMap
 from tfdrop.errors import FormatError, TfdropError
-from tfdrop.formats.base import Notes, ReadOptions
+from tfdrop.formats.base import Notes, ReadOptions, plan_ranges
 from tfdrop.formats.coco.index import (
     AnnotationFile,
     Categories,
@@ -50,7 +57,7 @@ from tfdrop.formats.coco.index import (
 from tfdrop.formats.coco.keypoints import KeypointCategories, keypoints_ok
 from tfdrop.formats.coco.objects import ObjectBuilder, Record, refuse
 from tfdrop.formats.coco.scan import Element, walk
-from tfdrop.formats.coco.spill import Spill
+from tfdrop.formats.coco.spill import Spill, read_groups
 from tfdrop.formats.common.imageinfo import format_from_name, probe_member
 from tfdrop.limits import exceeded
 
@@ -58,6 +65,19 @@ if TYPE_CHECKING:
     from tfdrop.archive import Source
 
 _OTHER_TASKS: Final = ("person_keypoints_", "captions_", "panoptic_", "stuff_", "image_info_")
+
+
+@dataclass(frozen=True, slots=True)
+class CocoUnit:
+    """A work unit: image positions ``start:stop`` of instances file ``file``, whose
+    annotations lie at bytes ``lo:hi`` of the sorted spill saved in ``folder``."""
+
+    folder: str
+    file: int
+    start: int
+    stop: int
+    lo: int
+    hi: int
 
 
 @dataclass(slots=True)
@@ -69,6 +89,9 @@ class CocoReader:
     categories: Categories = field(init=False)
     keypoint_categories: KeypointCategories = field(init=False)
     _objects: ObjectBuilder = field(init=False)
+    _units_dir: tempfile.TemporaryDirectory[str] | None = None
+    _loaded: dict[tuple[str, int], ImageIndex] = field(default_factory=dict)
+    _planned: list[CocoUnit] | None = None
 
     def __post_init__(self) -> None:
         self.categories = Categories(self.options.limits)
@@ -128,6 +151,10 @@ class CocoReader:
         return self.keypoint_categories.skeletons(self.categories.by_id)
 
     def items(self) -> Iterator[Item]:
+        if self._planned is not None:  # units() made pass 2 already (and noted what it saw)
+            for unit in self._planned:
+                yield from self.unit_items(unit)
+            return
         for f in self.files:
             spill = Spill(self.options.workdir)
             try:
@@ -137,6 +164,67 @@ class CocoReader:
                 raise exc.at(member=f.member) from None
             finally:
                 spill.close()
+
+    # -- work units -------------------------------------------------------------------------
+
+    def units(
+        self, *, max_items: int, max_bytes: int, portable: bool = False
+    ) -> list[CocoUnit] | None:
+        """Pass 2 of every file here, saved for the workers; ranges of each file's images
+        (bounded by count and by the declared bytes of their image files). None when a file
+        is bad: the sequential read then meets the errors in their order; None when asked
+        for ``portable`` units (these name the folder saved here)."""
+        if portable:
+            return None
+        if self._planned is not None:
+            return self._planned
+        if self._units_dir is None:
+            self._units_dir = tempfile.TemporaryDirectory(
+                prefix=".tfdrop-coco-units-", dir=self.options.workdir
+            )
+        folder = Path(self._units_dir.name)
+        out: list[CocoUnit] = []
+        for k, f in enumerate(self.files):
+            spill = Spill(self.options.workdir)
+            try:
+                index = self._index(f, spill)
+                offsets = spill.save_sorted(folder / f"{k}.spill", len(index))
+            except TfdropError:
+                return None
+            finally:
+                spill.close()
+            index.save(folder / f"{k}.index")
+            costs = (self._image_cost(f, index.name(pos)) for pos in range(len(index)))
+            for start, stop in plan_ranges(costs, max_items=max_items, max_bytes=max_bytes):
+                out.append(CocoUnit(str(folder), k, start, stop, offsets[start], offsets[stop]))
+        self._planned = out
+        return out
+
+    def _image_cost(self, f: AnnotationFile, name: str) -> int:
+        member = self._find_image(f, name) if self.options.images else None
+        return self.source.size(member) if member is not None else 0
+
+    def unit_items(self, unit: object) -> Iterator[Item]:
+        assert isinstance(unit, CocoUnit)
+        f = self.files[unit.file]
+        try:
+            index = self._loaded.get((unit.folder, unit.file))
+            if index is None:
+                path = Path(unit.folder) / f"{unit.file}.index"
+                index = ImageIndex.load(path, f.member, self.options.limits)
+                self._loaded = {(unit.folder, unit.file): index}  # one file's at a time
+            spilled = Path(unit.folder) / f"{unit.file}.spill"
+            groups = read_groups(spilled, unit.lo, unit.hi)
+            for pos in range(unit.start, unit.stop):
+                yield self._item(f, index, pos, groups.get(pos, []))
+        except TfdropError as exc:
+            raise exc.at(member=f.member) from None
+
+    def close(self) -> None:
+        """Remove what :meth:`units` saved (also done when the reader is collected)."""
+        if self._units_dir is not None:
+            self._units_dir.cleanup()
+            self._units_dir = None
 
     # -- pass: images and annotations ------------------------------------------------------
 

@@ -16,6 +16,7 @@ import heapq
 import marshal
 import struct
 import tempfile
+from array import array
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, Final
@@ -86,6 +87,43 @@ class Spill:
             self._file.close()
             self._file = None
 
+    def save_sorted(self, path: Path, positions: int) -> array[int]:
+        """Write every record, grouped by position as :meth:`groups` gives them, to ``path``
+        (raw: nothing decoded); the byte offset where each position's group starts, plus the
+        file's end (``positions + 1`` values: position ``p``'s records lie between offsets
+        ``p`` and ``p + 1``). A work unit reads its positions back with :func:`read_groups`."""
+        self.finish()
+        if self._sorted or len(self._runs) <= 1:
+            stream: Iterator[tuple[int, bytes]] = self._raw_run(0, self._offset)
+        else:
+            stream = heapq.merge(*(self._raw_run(s, e) for s, e in self._runs), key=_first)
+        offsets = array("Q", bytes(8 * (positions + 1)))
+        at = filled = 0
+        with path.open("wb", buffering=1 << 20) as out:
+            for position, raw in stream:
+                while filled <= position:
+                    offsets[filled] = at
+                    filled += 1
+                out.write(raw)
+                at += len(raw)
+        while filled <= positions:
+            offsets[filled] = at
+            filled += 1
+        return offsets
+
+    def _raw_run(self, start: int, end: int) -> Iterator[tuple[int, bytes]]:
+        """``(position, header and payload bytes)`` of the records of one run."""
+        with self._path.open("rb", buffering=256 << 10) as f:
+            f.seek(start)
+            pos = start
+            unpack = _HEAD.unpack
+            read = f.read
+            while pos < end:
+                head = read(8)
+                position, size = unpack(head)
+                yield position, head + read(size)
+                pos += 8 + size
+
     def _read_run(self, start: int, end: int) -> Iterator[tuple[int, Any]]:
         with self._path.open("rb", buffering=256 << 10) as f:
             f.seek(start)
@@ -126,3 +164,21 @@ class Spill:
 
 def _first(r: tuple[int, Any]) -> int:
     return r[0]
+
+
+def read_groups(path: Path, start: int, end: int) -> dict[int, list[Any]]:
+    """The records between two offsets of a file :meth:`Spill.save_sorted` wrote, by
+    position (a work unit's: bounded by its items)."""
+    with path.open("rb") as f:
+        f.seek(start)
+        data = f.read(end - start)
+    out: dict[int, list[Any]] = {}
+    unpack = _HEAD.unpack_from
+    loads = marshal.loads
+    at = 0
+    view = memoryview(data)
+    while at < len(data):
+        position, size = unpack(data, at)
+        out.setdefault(position, []).append(loads(view[at + 8 : at + 8 + size]))
+        at += 8 + size
+    return out

@@ -89,8 +89,10 @@ class SafeXmlParser:
         member: str | None = None,
         limits: Limits = DEFAULT_LIMITS,
         long_attributes: frozenset[str] = frozenset(),
+        first_line: int = 1,
     ) -> None:
         self._member = member
+        self._lines = first_line - 1  # a fragment of a document: its lines are the document's
         self._limits = limits
         self._max_token = limits.max_values_per_feature * limits.max_number_length
         self._long = long_attributes
@@ -100,6 +102,7 @@ class SafeXmlParser:
         self._head: bytes | None = b""  # bytes kept until the declaration is seen
         self._decoder: codecs.IncrementalDecoder | None = None
         self._encoding = "utf-8"
+        self._utf8 = True  # read as UTF-8 (declared or not): byte offsets are the input's
         self._builder = ET.TreeBuilder()
         self._pending: list[XmlEvent] = []
         self._root: ET.Element | None = None
@@ -146,7 +149,7 @@ class SafeXmlParser:
         self._parse(b"", final=True)
         self._closed = True
         if self._root is None:
-            self._fail("no XML element found", self._parser.CurrentLineNumber)
+            self._fail("no XML element found", self._line())
 
     def events(self) -> Iterator[XmlEvent]:
         """Events parsed so far and not yet taken, in document order."""
@@ -173,6 +176,7 @@ class SafeXmlParser:
         if not final and len(head) < _HEAD and maybe_decl and b"?>" not in head:
             return False
         if head.startswith(_UTF16_BOMS) or b"\x00" in head[:4]:
+            self._utf8 = False
             return True  # UTF-16 (expat reads it, and its declaration, itself)
         name = declared_encoding(head)
         if name is None:
@@ -181,6 +185,7 @@ class SafeXmlParser:
             codec = codecs.lookup(name)
         except LookupError:
             self._fail(f"the XML declares encoding {name!r}, which is not one Python knows", 1)
+        self._utf8 = codec.name == "utf-8"
         if codec.name not in _NATIVE:
             self._decoder = codec.incrementaldecoder(errors="strict")
             self._encoding = name
@@ -224,16 +229,16 @@ class SafeXmlParser:
             self._fail(
                 f"bytes that are not valid {self._encoding} (the encoding the XML declares): "
                 f"{exc.reason}",
-                self._parser.CurrentLineNumber,
+                self._line(),
             )
         except expat.ExpatError as exc:
             line = getattr(exc, "lineno", None) or self._parser.ErrorLineNumber
             reason = expat.ErrorString(exc.code) if exc.code else str(exc)
-            self._fail(f"malformed XML: {reason}", line)
+            self._fail(f"malformed XML: {reason}", line + self._lines)
         except (LookupError, ValueError) as exc:
             # expat's own encoding handler: an unknown or multi-byte encoding it met itself
             # (a UTF-16 document declaring another encoding)
-            self._fail(f"unsupported XML encoding: {exc}", self._parser.CurrentLineNumber)
+            self._fail(f"unsupported XML encoding: {exc}", self._line())
 
     def _fail(self, message: str, line: int | None) -> NoReturn:
         self._error = FormatError(message, member=self._member, line=line)
@@ -245,7 +250,7 @@ class SafeXmlParser:
         raise self._error
 
     def _line(self) -> int:
-        return int(self._parser.CurrentLineNumber)
+        return int(self._parser.CurrentLineNumber) + self._lines
 
     def _on_doctype(self, *_: object) -> None:
         self._fail(
@@ -292,14 +297,56 @@ def iterparse(
     limits: Limits = DEFAULT_LIMITS,
     long_attributes: frozenset[str] = frozenset(),
     chunk_size: int = CHUNK,
+    first_line: int = 1,
 ) -> Iterator[XmlEvent]:
-    """Events from a binary stream read in ``chunk_size`` pieces (the shell around the parser)."""
-    parser = SafeXmlParser(member=member, limits=limits, long_attributes=long_attributes)
+    """Events from a binary stream read in ``chunk_size`` pieces (the shell around the parser).
+    ``first_line``: the stream is a fragment of a document starting on that line."""
+    parser = SafeXmlParser(
+        member=member, limits=limits, long_attributes=long_attributes, first_line=first_line
+    )
     while chunk := stream.read(chunk_size):
         parser.feed(chunk)
         yield from parser.events()
     parser.close()
     yield from parser.events()
+
+
+class TopScanner(SafeXmlParser):
+    """Where each child of the document element starts, without building a tree: the
+    ``(byte offset, line, tag, attributes)`` of each in :attr:`tops`, and the offset of the
+    document element's end tag in :attr:`end` (a reader cuts a large file into work units at
+    these offsets). Refuses what :class:`SafeXmlParser` refuses, except the text caps (the
+    fragments' own parse applies them). Offsets are of the bytes fed, so only for a document
+    that expat reads as it is (:attr:`native`)."""
+
+    def __init__(self, *, member: str | None = None, limits: Limits = DEFAULT_LIMITS) -> None:
+        super().__init__(member=member, limits=limits)
+        p = self._parser
+        p.StartElementHandler = self._top_start
+        p.EndElementHandler = self._top_end
+        p.CharacterDataHandler = None
+        self.tops: list[tuple[int, int, str, dict[str, str]]] = []
+        self.end = -1
+
+    @property
+    def native(self) -> bool:
+        """Whether the document is UTF-8 (declared or not): byte offsets are the file's."""
+        return self._utf8
+
+    def _top_start(self, tag: str, attrs: dict[str, str]) -> None:
+        self._depth += 1
+        if self._depth > self._limits.max_depth:
+            self._over("max_depth", self._depth)
+        if self._depth == 2:
+            p = self._parser
+            self.tops.append((p.CurrentByteIndex, p.CurrentLineNumber, tag, attrs))
+        elif self._depth == 1:
+            self._root = ET.Element(tag)
+
+    def _top_end(self, tag: str) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            self.end = self._parser.CurrentByteIndex
 
 
 def check_element_count(data: bytes, limits: Limits, member: str | None) -> None:
@@ -338,12 +385,18 @@ def _too_long(text: str | None, cap: int) -> bool:
     return text is not None and len(text) > cap // 4 and _utf8_len(text) > cap
 
 
+_SHALLOW: Final = 8
+_SHALLOW_PATH: Final = "/".join(["*"] * _SHALLOW)
+
+
 def _within_budget(root: ET.Element, limits: Limits, *, texts: bool) -> bool:
     """Whether a tree the fast path built keeps to ``max_depth`` and, when ``texts``, to
     ``max_text_bytes`` (the safe parser then says where it does not)."""
     # an element max_depth levels below the root is one level too deep; ElementPath's level
     # by level search costs a fraction of a walk that tracks every element's depth
-    if root.find("/".join(["*"] * limits.max_depth)) is not None:
+    # (annotation files are shallow: a search 8 levels deep settles almost all of them)
+    shallow = limits.max_depth > _SHALLOW and root.find(_SHALLOW_PATH) is None
+    if not shallow and root.find("/".join(["*"] * limits.max_depth)) is not None:
         return False
     if texts:
         cap = limits.max_text_bytes

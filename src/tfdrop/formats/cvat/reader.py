@@ -8,12 +8,15 @@ used, so memory stays flat however large the file.
 
 CVAT for video 1.1 tracks are expanded to per-frame items by :mod:`.video` (spilled to disk,
 yielded in frame order at the end of the file); a frame's size is the task's ``original_size``.
+Work units (:meth:`CvatReader.units`): runs of ``<image>`` elements, see :mod:`.split`.
 """
 
 from __future__ import annotations
 
+import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from tfdrop.codec.keypoints import Skeleton
@@ -27,6 +30,7 @@ from tfdrop.formats.cvat.held import Held
 from tfdrop.formats.cvat.meta import LabelSpec, Meta, parse_meta
 from tfdrop.formats.cvat.shapes import LINE_ATTR, SHAPES, Where, parse_shape
 from tfdrop.formats.cvat.skeleton import skeletons_of
+from tfdrop.formats.cvat.split import CvatUnit, plan, unit_events
 from tfdrop.formats.cvat.video import (
     Frames,
     attach_points,
@@ -156,6 +160,7 @@ class CvatReader:
         self._seen: set[str] = {spec.name for spec in self.label_specs()}
         self._images = [n for n in names if _under_images(n) and is_image_name(n)]
         self._warned_no_images = False
+        self._units_dir: tempfile.TemporaryDirectory[str] | None = None
 
     def label_specs(self) -> tuple[LabelSpec, ...]:
         """The labels of every file's meta with their attributes (skeleton parts left out)."""
@@ -180,6 +185,46 @@ class CvatReader:
         for member in self.files:
             yield from self._items_of(member)
 
+    # -- work units -------------------------------------------------------------------------
+
+    def units(
+        self, *, max_items: int, max_bytes: int, portable: bool = False
+    ) -> list[CvatUnit] | None:
+        """Runs of each file's ``<image>`` elements (:func:`.split.plan`); None when asked
+        for ``portable`` units (these name the copies saved here)."""
+        if portable:
+            return None
+        if self._units_dir is None:
+            self._units_dir = tempfile.TemporaryDirectory(
+                prefix=".tfdrop-cvat-units-", dir=self.options.workdir
+            )
+        return plan(
+            self.source,
+            {m: self._default_subset(m) for m in self.files},
+            self._find_image,
+            Path(self._units_dir.name),
+            self.options.limits,
+            max_items=max_items,
+            max_bytes=max_bytes,
+        )
+
+    def unit_items(self, unit: object) -> Iterator[Item]:
+        assert isinstance(unit, CvatUnit)
+        member = self.files[unit.file]
+        self._warned_no_images = not unit.first  # said once, at the source's first image
+        events = unit_events(unit, member, self.options.limits, LONG_ATTRIBUTES)
+        frames = Frames()
+        try:
+            yield from self._stream(member, self._default_subset(member), frames, events)
+        finally:
+            frames.db.close()
+
+    def close(self) -> None:
+        """Remove what :meth:`units` saved (also done when the reader is collected)."""
+        if self._units_dir is not None:
+            self._units_dir.cleanup()
+            self._units_dir = None
+
     # -- one file ---------------------------------------------------------------------------
 
     def _default_subset(self, member: str) -> str:
@@ -199,16 +244,25 @@ class CvatReader:
         finally:
             frames.db.close()
 
-    def _stream(self, member: str, subset: str, frames: Frames) -> Iterator[Item]:
+    def _stream(
+        self,
+        member: str,
+        subset: str,
+        frames: Frames,
+        events: Iterator[xmlsafe.XmlEvent] | None = None,
+    ) -> Iterator[Item]:
         """Items of ``<image>`` elements as they come; ``<track>`` shapes go to ``frames``
-        one by one as they end (a track may list thousands of frames)."""
+        one by one as they end (a track may list thousands of frames). ``events``: a work
+        unit's fragment (else the whole file's)."""
         depth = 0
         seen_images = False
         track: ET.Element | None = None
         rows: list[tuple[int, bytes | None]] = []
         held = Held(self.options.limits, member)
         root: ET.Element | None = None
-        for kind, el, line in _events(self.source, member, self.options.limits):
+        if events is None:
+            events = _events(self.source, member, self.options.limits)
+        for kind, el, line in events:
             if kind == "start":
                 depth += 1
                 root = el if root is None else root

@@ -7,6 +7,11 @@ Read: every ``*.tfrecord`` / ``*.record`` / shard set ``<base>-0000i-of-0000N`` 
 records assigned round-robin as TF models' ``tf_record_creation_util.py`` does) and
 ``label_map.pbtxt`` in CVAT's layout. Members are stored, not deflated: images are already
 compressed.
+
+Work units (:meth:`TfrecordReader.units`): runs of records found from the frame headers of an
+uncompressed file that can be read at an offset (a folder, bare files, a stored zip member),
+read back by a worker with :meth:`~tfdrop.archive.Source.read_range`; a compressed or
+deflated file is one unit.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from tfdrop.codec.labelmap import format_label_map, parse_label_map
 from tfdrop.codec.model import Item, LabelMap
 from tfdrop.codec.schema import check_parsed
 from tfdrop.errors import DataError, FormatError, SchemaError, TfdropError
-from tfdrop.formats.base import FormatSpec, Notes, ReadOptions, WriteOptions
+from tfdrop.formats.base import FormatSpec, Notes, ReadOptions, WriteOptions, plan_ranges
 from tfdrop.limits import Limits
 from tfdrop.shards import role_of
 from tfdrop.stream import (
@@ -42,6 +47,8 @@ from tfdrop.stream import (
     is_tfrecord_name,
     iter_records,
     parse_shard_name,
+    record_offsets,
+    records_at,
     shard_gaps,
     shard_name,
     shard_set,
@@ -98,6 +105,17 @@ def _find_label_maps(names: Sequence[str]) -> list[str]:
     return sorted(n for n in names if n.rsplit("/", 1)[-1].lower().endswith(".pbtxt"))
 
 
+@dataclass(frozen=True, slots=True)
+class TfrecordUnit:
+    """Records ``first..`` of record file ``file``, at bytes ``offset:offset + size``; ``size``
+    -1: the whole file, read as a stream."""
+
+    file: int
+    first: int
+    offset: int
+    size: int
+
+
 @dataclass(slots=True)
 class TfrecordReader:
     source: Source
@@ -152,15 +170,53 @@ class TfrecordReader:
         return self._label_map
 
     def items(self) -> Iterator[Item]:
-        for name in self.files:
-            subset = subset_of(name)
-            with self.source.open(name) as f:
-                try:
+        for k in range(len(self.files)):
+            yield from self.unit_items(TfrecordUnit(k, 0, 0, -1))
+
+    def units(
+        self, *, max_items: int, max_bytes: int, portable: bool = False
+    ) -> list[TfrecordUnit]:
+        """Per file: runs of records (bounded by count and bytes) when the file is
+        uncompressed and can be read at an offset, else the whole file."""
+        out: list[TfrecordUnit] = []
+        for k, name in enumerate(self.files):
+            offsets = None
+            if self.source.read_range(name, 0, 0) is not None:
+                with self.source.open(name) as f:
+                    try:
+                        offsets = record_offsets(
+                            f, max_record_size=self.options.limits.max_record_size
+                        )
+                    except TfdropError:
+                        offsets = None  # the whole-file read says what is wrong, in order
+            if offsets is None:
+                out.append(TfrecordUnit(k, 0, 0, -1))
+                continue
+            sizes = (offsets[i + 1] - offsets[i] for i in range(len(offsets) - 1))
+            for start, stop in plan_ranges(sizes, max_items=max_items, max_bytes=max_bytes):
+                at = offsets[start]
+                out.append(TfrecordUnit(k, start, at, offsets[stop] - at))
+        return out
+
+    def unit_items(self, unit: object) -> Iterator[Item]:
+        assert isinstance(unit, TfrecordUnit)
+        name = self.files[unit.file]
+        subset = subset_of(name)
+        try:
+            if unit.size < 0:
+                with self.source.open(name) as f:
                     records = iter_records(f, **stream_caps(self.options.limits))
                     for index, record in enumerate(records):
                         yield self._item(record, subset, name, index)
-                except TfdropError as exc:
-                    raise exc.at(member=name) from None
+                return
+            data = self.source.read_range(name, unit.offset, unit.size)
+            assert data is not None  # units() checked the file can be read at an offset
+            cap = self.options.limits.max_record_size
+            records = records_at(data, first=unit.first, offset=unit.offset, max_record_size=cap)
+            for index, record in enumerate(records, unit.first):
+                yield self._item(record, subset, name, index)
+        except TfdropError as exc:
+            raise exc.at(member=name) from None
 
     def _item(self, record: bytes, subset: str, member: str, index: int) -> Item:
         try:

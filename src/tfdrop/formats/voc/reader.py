@@ -159,7 +159,7 @@ class VocReader:
             n += len(set(subsets).difference(map(root.item_id, root.annotations)))
         return n
 
-    def units(self, *, max_items: int, max_bytes: int) -> list[_Unit]:
+    def units(self, *, max_items: int, max_bytes: int, portable: bool = False) -> list[_Unit]:
         """Per root: runs of annotation members (bounded by count and by the declared bytes
         of the annotation and its likely image), then the ids listed without an annotation."""
         out: list[_Unit] = []
@@ -185,7 +185,12 @@ class VocReader:
                 yield from self._listed_only(root, item_id, subsets[item_id])
             return
         members = root.annotations[unit.start : unit.stop]
-        with closing(prefetched(members, partial(self._fetch, root))) as fetches:
+        fetch = partial(self._fetch, root)
+        if self.options.read_ahead:
+            ahead = prefetched(members, fetch)
+        else:
+            ahead = (fetch(m) for m in members)
+        with closing(ahead) as fetches:
             for member in members:
                 item_id = root.item_id(member)
                 try:

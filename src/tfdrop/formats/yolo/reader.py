@@ -319,7 +319,9 @@ class YoloReader:
     def total(self) -> int:
         return len(self.entries)
 
-    def units(self, *, max_items: int, max_bytes: int) -> list[tuple[int, int]]:
+    def units(
+        self, *, max_items: int, max_bytes: int, portable: bool = False
+    ) -> list[tuple[int, int]]:
         """Ranges of the item list, bounded by count and by the declared bytes of each item's
         image and label file."""
         size = self.source.size

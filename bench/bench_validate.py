@@ -1,0 +1,64 @@
+"""Benchmark: ``tfdrop validate`` vs TensorFlow's fastest batched read, start-up included.
+
+Uses bench_codec.py's generated ``images-N.tfrecord`` (default 20,000 OD examples embedding
+30-120 KB JPEGs, about 1.2 GB; made once in ``/tmp/tfdrop-bench``). Runs, alternating, each a
+fresh process from page cache, wall time from start to exit:
+
+- ``tfdrop``: ``tfdrop validate images-N.tfrecord`` (framing, both CRCs, the schema check);
+- ``tf``: ``tf.data.TFRecordDataset`` + ``batch(256)`` + ``tf.io.parse_example`` with the OD
+  feature description, parallel map and prefetch (bench_codec.py's ``tf`` worker), with
+  ``import tensorflow``;
+- ``floor``: ``cat`` of the file (the read alone).
+
+Prints medians, the ratio against the issue's target (>= 5x), peak RSS and the load average.
+
+    python bench/bench_validate.py                   # 20,000 examples
+    python bench/bench_validate.py --images 200 --repeat 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_codec import generate
+from common import alternate, load, ratio, rss, tfdrop, warm
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--images", type=int, default=20_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/tfdrop-bench"))
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    print(load())
+    images, _ = generate(args.cache, args.images, 10)
+    warm(images)
+    has_tf = importlib.util.find_spec("tensorflow") is not None
+    cmds = {
+        "tfdrop": tfdrop("validate", str(images)),
+        "tf": [sys.executable, str(HERE / "bench_codec.py"), "--worker", "tf", str(images)]
+        if has_tf else None,
+        "floor": ["cat", str(images)],
+    }  # fmt: skip
+    print(f"\nvalidate {images.name} ({images.stat().st_size / 1e6:.0f} MB):", flush=True)
+    res = alternate(cmds, args.repeat, args.cache / "validate-out")
+    print("\ntargets:")
+    ratio(res, "tf", "tfdrop", 5.0, "faster than TF's batched read, start-up included")
+    rss(res, "tfdrop", 100.0)
+    print(load() + " at the end")
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
