@@ -12,8 +12,10 @@ from daemon_support import png
 from tfdrop.archive import open_source
 from tfdrop.codec.model import LabelMap
 from tfdrop.convert import ConvertOptions, convert
-from tfdrop.errors import FormatError
+from tfdrop.errors import FormatError, TfdropError
 from tfdrop.formats import FormatName, Notes, ReadOptions
+from tfdrop.formats.base import Splittable
+from tfdrop.formats.images import ImagesReader
 from tfdrop.formats.voc import VocReader
 
 LABELS = ("cat", "dog", "bird", "fox")
@@ -183,3 +185,36 @@ def test_an_annotation_declaring_another_size_than_its_image_is_refused(tmp_path
     with pytest.raises(FormatError, match="declares a 32x16 image, but the image is 16x16") as e:
         convert(src, tmp_path / "out.zip", ConvertOptions())
     assert e.value.item == "0000.png"
+
+
+def _camera(path: Path, n: int, *, bad: int | None = None) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for i in range(n):
+            zf.writestr(f"cam/{i:04d}.png", png(i) if i != bad else b"\x89PNG\r\n\x1a\nnot")
+    return path
+
+
+def test_a_camera_images_zip_is_split_into_units_and_written_the_same(tmp_path: Path) -> None:
+    src = _camera(tmp_path / "cam.zip", 150)
+    with open_source(src) as source:
+        reader = ImagesReader(source, ReadOptions(), Notes())
+        assert isinstance(reader, Splittable)
+        units = reader.units(max_items=64, max_bytes=1 << 30)
+        assert units == [(0, 64), (64, 128), (128, 150)]
+        names = [it.name for u in units for it in reader.unit_items(u)]
+        assert names == [it.name for it in reader.items()]
+    one = convert(src, tmp_path / "one.zip", ConvertOptions(jobs=1))
+    two = convert(src, tmp_path / "two.zip", ConvertOptions(jobs=2))
+    assert _records(tmp_path / "one.zip") == _records(tmp_path / "two.zip")
+    assert one.items == two.items == 150
+
+
+def test_a_bad_camera_image_in_a_later_unit_gives_the_sequential_error(tmp_path: Path) -> None:
+    src = _camera(tmp_path / "cam.zip", 150, bad=140)
+    errors = []
+    for jobs in (1, 2):
+        with pytest.raises(TfdropError) as info:
+            convert(src, tmp_path / f"out{jobs}.zip", ConvertOptions(jobs=jobs))
+        errors.append(info.value.to_dict())
+    assert errors[0] == errors[1]
+    assert errors[0]["member"] == "cam/0140.png"

@@ -20,7 +20,7 @@ from typing import Final
 from tfdrop.archive import Source
 from tfdrop.codec.model import Item, LabelMap
 from tfdrop.errors import FormatError, TfdropError
-from tfdrop.formats.base import FormatSpec, Notes, ReadOptions
+from tfdrop.formats.base import FormatSpec, Notes, ReadOptions, plan_ranges
 from tfdrop.formats.common.imageinfo import is_image_name, probe_member
 
 SCORE: Final = 10
@@ -81,7 +81,20 @@ class ImagesReader:
         return len(self.images)
 
     def items(self) -> Iterator[Item]:
-        for name in self.images:
+        yield from self.unit_items((0, len(self.images)))
+
+    def units(
+        self, *, max_items: int, max_bytes: int, portable: bool = False
+    ) -> list[tuple[int, int]]:
+        """Runs ``(start, stop)`` of the image members, bounded by count and declared bytes
+        (they name only the source: portable)."""
+        costs = (self.source.size(name) for name in self.images)
+        return plan_ranges(costs, max_items=max_items, max_bytes=max_bytes)
+
+    def unit_items(self, unit: object) -> Iterator[Item]:
+        assert isinstance(unit, tuple)
+        start, stop = unit
+        for name in self.images[start:stop]:
             try:
                 yield self._item(name)
             except TfdropError as exc:
