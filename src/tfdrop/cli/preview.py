@@ -124,7 +124,9 @@ def _png_done(summary: Summary, folder: Path) -> str:
     c = summary.counts
     bad = f", {summary.with_problems} with problems" if summary.with_problems else ""
     lines = [
-        f"{summary.format}: {c.items} items, {c.objects} objects; {summary.shown} shown, "
+        f"{summary.format}: {c.items} items, {c.objects} objects"
+        + (f", {c.unreadable} unreadable records" if c.unreadable else "")
+        + f"; {summary.shown} shown, "
         f"{summary.drawn} drawn{bad} -> {folder}"
     ]
     lines += [f"  {where}: {first}" for _, where, first in summary.problems[:PRINTED_PROBLEMS]]
