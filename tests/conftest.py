@@ -21,10 +21,12 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from PIL import Image
 
 from tfdrop.codec.compression import Compression
 from tfdrop.codec.example import encode_example
-from tfdrop.codec.model import Item
+from tfdrop.codec.model import Annotation, Box, Item
+from tfdrop.codec.proto import Example
 from tfdrop.stream import RecordWriter
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,6 +74,28 @@ def records_bytes(items: list[Item], compression: Compression = "none") -> bytes
         for it in items:
             w.write(encode_example(it))
     return buf.getvalue()
+
+
+def numerical_mask_records() -> bytes:
+    """One record of an 8 x 6 PNG with one box whose mask is a float list of H * W values
+    (TF's NUMERICAL_MASKS, as create_pet_tf_record.py --mask_type numerical writes it)."""
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 6), (200, 100, 50)).save(buf, "PNG")
+    item = Item(
+        name="num.png",
+        width=8,
+        height=6,
+        image=buf.getvalue(),
+        image_format="png",
+        objects=(Annotation("car", Box(0.0, 0.0, 0.5, 0.5), label_id=1),),
+    )
+    example = Example.FromString(encode_example(item))
+    mask = [1.0 if x < 4 and y < 3 else 0.0 for y in range(6) for x in range(8)]
+    example.features.feature["image/object/mask"].float_list.value.extend(mask)  # type: ignore[attr-defined]
+    out = io.BytesIO()
+    with RecordWriter(out) as w:
+        w.write(example.SerializeToString())
+    return out.getvalue()
 
 
 def require_root(what: str) -> None:

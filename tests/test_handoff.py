@@ -14,13 +14,14 @@ import zipfile
 from collections import Counter
 from fnmatch import fnmatchcase
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
 from google.protobuf import text_format
 from google.protobuf.message import Message
 
-from conftest import records_bytes, tfdrop
+from conftest import numerical_mask_records, records_bytes, tfdrop
 from daemon_support import Daemon, png, wait_until, write_config
 from tfdrop.archive import open_source
 from tfdrop.codec.example import encode_example
@@ -388,3 +389,111 @@ def test_inspect_summary_of_garbage_is_a_clear_error(tmp_path: Path) -> None:
     proc = tfdrop("inspect", "--summary", bad)
     assert proc.returncode == 1
     assert "x.tfrecord" in proc.stderr
+
+
+# --- the attack on the hand-off ------------------------------------------------------------
+
+NUMERICAL_MASKS = 1  # InstanceMaskType.NUMERICAL_MASKS in TF models' input_reader.proto
+CAR_MAP = 'item {\n  name: "car",\n  id: 1,\n  display_name: "car"\n}\n'
+
+
+def _car(name: str = "a.png", label_id: int = 1) -> bytes:
+    obj = Annotation("car", Box(0.1, 0.1, 0.5, 0.5), label_id=label_id)
+    it = Item(name=name, width=16, height=16, image=png(1), image_format="png", objects=(obj,))
+    return records_bytes([it])
+
+
+def _summary(path: Path) -> dict[str, Any]:
+    proc = tfdrop("inspect", path, "--summary", "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc: dict[str, Any] = json.loads(proc.stdout)
+    return doc
+
+
+def test_the_block_names_the_label_map_the_archive_holds(tmp_path: Path) -> None:
+    robo = tmp_path / "robo.zip"  # Roboflow: one map per subset folder
+    with zipfile.ZipFile(robo, "w") as zf:
+        for s in ("test", "train", "valid"):
+            zf.writestr(f"{s}/cars.tfrecord", _car())
+            zf.writestr(f"{s}/cars_label_map.pbtxt", CAR_MAP)
+    config = _parse(_summary(robo)["input_reader"])
+    for reader in (config.train_input_reader, *config.eval_input_reader):
+        assert reader.label_map_path == "train/cars_label_map.pbtxt"
+    nested = tmp_path / "nested.zip"
+    with zipfile.ZipFile(nested, "w") as zf:
+        zf.writestr("data/train.tfrecord", _car())
+        zf.writestr("data/label_map.pbtxt", CAR_MAP)
+    assert _parse(_summary(nested)["input_reader"]).train_input_reader.label_map_path == (
+        "data/label_map.pbtxt"
+    )
+
+
+def test_an_archive_without_a_label_map_is_told_to_write_one(tmp_path: Path) -> None:
+    bare = tmp_path / "train.tfrecord"
+    bare.write_bytes(_car())
+    block = _summary(bare)["input_reader"]
+    assert "# the archive holds no label map: write label_map.pbtxt beside the records" in block
+    assert _parse(block).train_input_reader.label_map_path == "label_map.pbtxt"
+    # the conversion's report names the label map its own archive holds
+    doc = _convert(tmp_path, {"train": 2})
+    assert _parse(doc["input_reader"]).train_input_reader.label_map_path == "label_map.pbtxt"
+    assert "no label map" not in doc["input_reader"]
+
+
+def test_every_compressed_record_file_is_named(tmp_path: Path) -> None:
+    src = tmp_path / "gz.zip"
+    with zipfile.ZipFile(src, "w") as zf:
+        zf.writestr("a_train.tfrecord", _car())  # sorts first, plain
+        zf.writestr("val.tfrecord", records_bytes([_item("val", 0, ["cat"])], "gzip"))
+        zf.writestr("test.tfrecord", records_bytes([_item("test", 0, ["cat"])], "zlib"))
+    block = _summary(src)["input_reader"]
+    assert "compressed record files: test.tfrecord (zlib), val.tfrecord (gzip):" in block
+    assert "a_train.tfrecord (" not in block
+
+
+def test_numerical_masks_ask_for_numerical_masks(tmp_path: Path) -> None:
+    src = tmp_path / "num.tfrecord"
+    src.write_bytes(numerical_mask_records())
+    train = _parse(_summary(src)["input_reader"]).train_input_reader
+    assert train.load_instance_masks is True
+    assert train.mask_type == NUMERICAL_MASKS
+
+
+def test_a_class_id_over_int32_is_an_error_of_summary_and_a_problem_of_validate(
+    tmp_path: Path,
+) -> None:
+    src = tmp_path / "train.tfrecord"
+    src.write_bytes(_car(label_id=2**40))
+    proc = tfdrop("inspect", src, "--summary")
+    assert proc.returncode == 1
+    assert "class id 1099511627776 is over 2147483647" in proc.stderr
+    assert "item a.png" in proc.stderr
+    proc = tfdrop("validate", src)
+    assert proc.returncode == 1
+    assert "object 0, image/object/class/label: class id 1099511627776 is over" in proc.stdout
+    src.write_bytes(_car(label_id=2**31 - 1))
+    assert tfdrop("validate", src).returncode == 0
+    assert _summary(src)["num_classes"] == 2**31 - 1
+
+
+def test_a_backslash_in_a_record_name_is_escaped_for_tf_glob(tmp_path: Path) -> None:
+    assert record_globs(["val\\x.tfrecord"]) == {"val": ["val[\\\\]x.tfrecord"]}
+    assert fnmatchcase("val\\x.tfrecord", "val[\\\\]x.tfrecord")
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    (folder / "train.tfrecord").write_bytes(_car())
+    (folder / "val\\x.tfrecord").write_bytes(_car("b.png"))
+    paths = _summary(folder)["input_paths"]
+    assert paths["val"] == ["val[\\\\]x.tfrecord"]
+
+
+@pytest.mark.interop
+def test_tf_glob_matches_each_odd_name_exactly(tf: ModuleType, tmp_path: Path) -> None:
+    names = ["val\\x.tfrecord", "val[1].tfrecord", "val*.tfrecord", "dev\\[x].tfrecord"]
+    for n in names:
+        (tmp_path / n).write_bytes(_car())
+    (tmp_path / "valx.tfrecord").write_bytes(_car())
+    for subset, patterns in _summary(tmp_path)["input_paths"].items():
+        for p in patterns:
+            got = [Path(m).name for m in tf.io.gfile.glob(str(tmp_path / p))]
+            assert len(got) == 1, (subset, p, got)

@@ -8,20 +8,28 @@ import io
 import json
 import re
 import shutil
+import struct
 import subprocess
+import warnings
 import zipfile
+import zlib
 from html.parser import HTMLParser
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 from PIL import Image
 
-from conftest import records_bytes, require_tool, tfdrop
+from conftest import numerical_mask_records, records_bytes, require_tool, tfdrop
 from tfdrop.codec.model import Annotation, Box, Item, Point
 from tfdrop.config import MAX_PREVIEW, parse_config
-from tfdrop.errors import ConfigError
+from tfdrop.errors import ConfigError, DataError
+from tfdrop.formats.common.imageinfo import ImageInfo, probe
+from tfdrop.inputs import open_input
+from tfdrop.preview import PreviewOptions, _shown
 from tfdrop.preview.draw import render
+from tfdrop.preview.page import TABLE_LABELS, Counts, header
 from tfdrop.preview.palette import label_colour
 
 LABEL_MAP = "item {\n  id: 1\n  name: 'cat'\n}\nitem {\n  id: 2\n  name: 'dog'\n}\n"
@@ -384,3 +392,207 @@ def test_an_image_over_the_pixel_budget_is_marked_not_decoded(tmp_path: Path) ->
     text = page.read_text()
     assert "image not decoded: 200 x 100 pixels is over the job budget" in text
     assert '<figure id="item-0" class="bad">' in text
+
+
+# --- the attack on preview (findings 1-13) ------------------------------------------------
+
+
+def zero_png(width: int, height: int, colour_type: int = 0) -> bytes:
+    """A PNG of zeros at any size, built row by row (a few KB for 8000 x 8000)."""
+    bpp = {0: 1, 2: 3, 6: 4}[colour_type]
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data)
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    z = zlib.compressobj(1)
+    row = b"\0" * (1 + width * bpp)
+    idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def ico_around(png_bytes: bytes) -> bytes:
+    """An ICO whose directory says 16 x 16 and whose one image is ``png_bytes``."""
+    head = struct.pack("<HHH", 0, 1, 1)
+    entry = struct.pack("<BBBBHHII", 16, 16, 0, 0, 1, 32, len(png_bytes), 22)
+    return head + entry + png_bytes
+
+
+def progressive_jpeg_declaring(side: int) -> bytes:
+    """A 64 x 48 progressive JPEG whose SOF2 is patched to declare ``side`` x ``side``."""
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (90, 90, 90)).save(buf, "JPEG", progressive=True, subsampling=0)
+    data = bytearray(buf.getvalue())
+    sof = data.find(b"\xff\xc2")
+    struct.pack_into(">HH", data, sof + 5, side, side)
+    return bytes(data)
+
+
+def _one(image: bytes, fmt: str = "png", size: tuple[int, int] = (200, 100), **kw: Any) -> Item:
+    return Item(name="x." + fmt, width=size[0], height=size[1], image=image, image_format=fmt, **kw)
+
+
+def test_the_label_table_shows_200_labels_by_50_subsets_and_summarises_the_rest() -> None:
+    counts = Counts()
+    for s in range(60):
+        objs = tuple(Annotation(f"L{k:03d}", CAT.box) for k in range(300))
+        counts.add(Item(name=f"{s}.png", subset=f"s{s:02d}", objects=objs))
+    pieces = list(header("t", "tfrecord", counts, ""))
+    page = "".join(pieces)
+    assert len(pieces) > 200  # written a row at a time, not as one string
+    assert page.count("<tr>") == (1 + 60) + (1 + TABLE_LABELS + 1)  # subsets, then labels
+    assert "... 100 more labels" in page
+    assert "... 10 more subsets" in page
+    assert "L299" not in page
+    assert ">s49<" in page
+    assert ">s50<" not in page.split("<table>")[2]  # the label table's columns stop at 50
+    assert "<td>10</td><td>60</td></tr>" in page  # 10 objects past column 50, 60 in all
+
+
+def test_more_labels_or_subsets_than_the_budget_is_refused_before_the_page(
+    tmp_path: Path,
+) -> None:
+    many = [
+        item(f"{i}.png", *(Annotation(f"l{i}_{k}", CAT.box) for k in range(10))) for i in range(3)
+    ]
+    src = tfrecord_zip(tmp_path / "labels.zip", many)
+    page = tmp_path / "labels.html"
+    proc = tfdrop("preview", src, "-o", page, "--limit", "max_labels=25")
+    assert proc.returncode == 1
+    assert "max_labels" in proc.stderr
+    assert "labels.zip" in proc.stderr
+    assert not page.exists()
+    subsets = tmp_path / "subsets.zip"
+    with zipfile.ZipFile(subsets, "w") as zf:
+        for s in ("a", "b", "c"):
+            zf.writestr(f"{s}.tfrecord", records_bytes([item("x.png", CAT)]))
+    proc = tfdrop("preview", subsets, "-o", page, "--limit", "max_subsets=2")
+    assert proc.returncode == 1
+    assert "max_subsets" in proc.stderr
+    assert not page.exists()
+
+
+def test_an_ico_holding_a_huge_png_is_not_opened_and_no_warning_escapes() -> None:
+    ico = ico_around(zero_png(3000, 3000))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        drawn = render(_one(ico, size=(16, 16)), max_pixels=1 << 26)
+    assert caught == []
+    assert not drawn.decoded
+    (problem,) = drawn.problems
+    assert "not a readable image" in problem
+    assert "JPEG, PNG, BMP, GIF, TIFF, WebP" in problem
+
+
+def test_probe_opens_only_the_formats_tfdrop_reads() -> None:
+    with pytest.raises(DataError, match="not a readable image"):
+        probe(ico_around(zero_png(64, 64)), name="a.png")
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 80 60\nshowpage\n"
+    with pytest.raises(DataError, match="not a readable image"):
+        probe(eps, name="a.jpg")
+    for fmt, kind in (("BMP", "bmp"), ("GIF", "gif"), ("TIFF", "tiff"), ("WEBP", "webp")):
+        buf = io.BytesIO()
+        Image.new("RGB", (30, 20)).save(buf, fmt)
+        assert probe(buf.getvalue(), name="a") == ImageInfo(kind, 30, 20)
+
+
+def test_a_progressive_jpeg_is_budgeted_at_its_full_size_not_its_draft() -> None:
+    jpeg = progressive_jpeg_declaring(13000)
+    drawn = render(_one(jpeg, "jpeg", (13000, 13000)), max_pixels=1 << 26)
+    assert not drawn.decoded
+    assert any(
+        "progressive JPEG of 13000 x 13000 pixels x 3 components" in p for p in drawn.problems
+    )
+    small = progressive_jpeg_declaring(64)  # patched to 64 x 64 but otherwise whole
+    assert not any(
+        "progressive" in p
+        for p in render(_one(small, "jpeg", (64, 64)), max_pixels=1 << 26).problems
+    )
+
+
+def test_a_palette_png_with_transparency_draws_without_a_warning() -> None:
+    buf = io.BytesIO()
+    Image.new("RGB", (80, 60), (30, 160, 220)).convert("P").save(buf, "PNG", transparency=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        drawn = render(_one(buf.getvalue(), size=(80, 60)), max_pixels=1 << 26)
+    assert caught == []
+    assert drawn.problems == ()
+
+
+def _mask(size: tuple[int, int]) -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", size, 1).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_masks_of_another_size_are_not_decoded() -> None:
+    huge = zero_png(8000, 8000)
+    objs = (
+        Annotation("cat", CAT.box, mask=_mask((16, 12))),
+        *(Annotation("cat", CAT.box, mask=huge) for _ in range(3)),
+    )
+    drawn = render(_one(png((80, 60)), size=(80, 60), objects=objs), max_pixels=1 << 26)
+    assert drawn.problems == ("4 masks not drawn: not a PNG of the image's size (80 x 60)",)
+
+
+def test_an_items_masks_together_must_fit_the_budget() -> None:
+    objs = tuple(Annotation("cat", CAT.box, mask=_mask((80, 60))) for _ in range(5))
+    one = _one(png((80, 60)), size=(80, 60), objects=objs)
+    drawn = render(one, max_pixels=80 * 60 * 4)
+    (problem,) = drawn.problems
+    assert problem.startswith("masks not drawn: 5 masks of 80 x 60 (24000 pixels) exceed")
+    assert render(one, max_pixels=80 * 60 * 5).problems == ()
+
+
+def test_a_cut_short_image_is_a_problem_and_no_image_bytes_a_note() -> None:
+    whole = png((80, 60))
+    drawn = render(_one(whole[:-12], size=(80, 60)), max_pixels=1 << 26)
+    assert "the PNG has no IEND chunk at its end" in drawn.problems[0]
+    buf = io.BytesIO()
+    Image.new("RGB", (80, 60)).save(buf, "JPEG")
+    drawn = render(_one(buf.getvalue()[:-2], "jpeg", (80, 60)), max_pixels=1 << 26)
+    assert "the JPEG has no end marker (EOI)" in drawn.problems[0]
+    assert render(_one(buf.getvalue(), "jpeg", (80, 60)), max_pixels=1 << 26).problems == ()
+    empty = render(_one(b"", "jpeg", (80, 60)), max_pixels=1 << 26)
+    assert empty.problems == ()
+    assert empty.notes == ("no image bytes (written with --no-images?)",)
+
+
+def test_numerical_masks_are_noted_not_drawn(tmp_path: Path) -> None:
+    src = tmp_path / "num"
+    src.mkdir()
+    (src / "train.tfrecord").write_bytes(numerical_mask_records())
+    page = tmp_path / "num.html"
+    proc = tfdrop("preview", src, "-o", page)
+    assert proc.returncode == 0, proc.stderr
+    text = page.read_text()
+    assert '<ul class="notes"><li>numerical masks (image/object/mask as floats): not drawn' in text
+    assert 'class="bad"' not in text
+
+
+def test_the_second_pass_stops_after_the_last_matching_item(tmp_path: Path) -> None:
+    dog = Annotation("dog", CAT.box, label_id=2)
+    folder = tmp_path / "two"
+    folder.mkdir()
+    (folder / "a.tfrecord").write_bytes(records_bytes([item("dog.png", dog)]))
+    (folder / "b.tfrecord").write_bytes(records_bytes([item("cat.png", CAT)]))
+    options = PreviewOptions(labels=frozenset({"dog"}))
+    with open_input(folder, options.limits) as source:
+        (folder / "b.tfrecord").unlink()  # listed, but reading it now would fail
+        stops: list[str] = []
+        shown = list(_shown(source, "tfrecord", options, 1, stops))
+    assert [e.where for e in shown] == ["dog.png"]
+    assert stops == []
+
+
+def test_from_a_format_the_archive_is_not_is_an_error_naming_it(tmp_path: Path) -> None:
+    src = tfrecord_zip(tmp_path / "records.zip", [item("a.png", CAT)])
+    page = tmp_path / "voc.html"
+    proc = tfdrop("preview", src, "--from", "voc", "-o", page)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("tfdrop: error:")
+    assert "records.zip" in proc.stderr
+    assert "not a Pascal VOC archive" in proc.stderr
+    assert not page.exists()

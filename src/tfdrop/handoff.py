@@ -25,11 +25,14 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any, Final
 
+from tfdrop.codec.example import MASK
 from tfdrop.codec.model import Item, LabelMap
 from tfdrop.formats.tfrecord import LABEL_MAP_NAME, subset_of
 from tfdrop.shards import Role, Shard, role_of, split_shard_name, subset_word
 
-_GLOB_CHARS: Final = re.compile(r"([*?\[])")
+_GLOB_CHARS: Final = re.compile(r"([*?\[\\])")
+MAX_CLASS_ID: Final = 2**31 - 1
+"""The largest class id the OD API can hold: num_classes and label map ids are int32."""
 BOXES_DEFAULT: Final = 100
 """The OD API's ``max_number_of_boxes`` default: boxes past it in one image are dropped."""
 
@@ -56,6 +59,7 @@ class Tally:
     max_id: int = 0
     max_objects: int = 0  # in one item
     labels: set[str] = field(default_factory=set)  # every label seen
+    numerical_masks: int = 0  # objects with a float-list mask (TF's NUMERICAL_MASKS)
 
     def add(
         self,
@@ -79,6 +83,8 @@ class Tally:
 
     def add_item(self, item: Item) -> None:
         objs = item.objects
+        if any(key == MASK for key, _ in item.extra):  # kept unchanged by the reader
+            self.numerical_masks += len(objs)
         self.add(
             item.subset,
             [label_text(o.label, o.label_id) for o in objs],
@@ -99,8 +105,19 @@ class Tally:
 
 
 def _escape(name: str) -> str:
-    """A name as a glob that matches only itself (``[*]``: fnmatch and TF's glob alike)."""
-    return _GLOB_CHARS.sub(r"[\1]", name)
+    """A name as a glob that matches only itself (``[*]``: fnmatch and TF's glob alike; a
+    backslash as ``[\\]``, as TF's glob escapes even inside brackets and fnmatch does not)."""
+    return _GLOB_CHARS.sub(lambda m: "[\\\\]" if m[1] == "\\" else f"[{m[1]}]", name)
+
+
+def class_id_problem(label_id: int) -> str | None:
+    """Why a class id cannot be trained on, if it cannot: over int32 (:data:`MAX_CLASS_ID`)."""
+    if label_id > MAX_CLASS_ID:
+        return (
+            f"class id {label_id} is over {MAX_CLASS_ID}: the OD API's num_classes and label "
+            "map ids are int32"
+        )
+    return None
 
 
 def _set_glob(shard: Shard) -> str:
@@ -164,6 +181,7 @@ class ReaderOptions:
 
     label_map_path: str = LABEL_MAP_NAME
     masks: bool = False
+    numerical_masks: bool = False  # float-list masks (only when there are no PNG masks)
     num_keypoints: int = 0
     max_boxes: int = 0  # set only above the OD API's default (BOXES_DEFAULT)
 
@@ -177,6 +195,8 @@ def _reader(kind: Role, paths: Sequence[str], opts: ReaderOptions, name: str = "
         lines += ["  shuffle: false", "  num_epochs: 1"]
     if opts.masks:
         lines += ["  load_instance_masks: true", "  mask_type: PNG_MASKS"]
+    elif opts.numerical_masks:
+        lines += ["  load_instance_masks: true", "  mask_type: NUMERICAL_MASKS"]
     if opts.num_keypoints:
         lines.append(f"  num_keypoints: {opts.num_keypoints}")
     if opts.max_boxes:
@@ -255,19 +275,43 @@ def _keypoint_notes(tally: Tally) -> list[str]:
     return []
 
 
+def _mask_notes(tally: Tally) -> list[str]:
+    if tally.masks and tally.numerical_masks:
+        return [
+            f"{tally.masks} objects carry PNG masks and {tally.numerical_masks} numerical "
+            "(float) masks: one mask_type reads only one kind (PNG_MASKS here)"
+        ]
+    return []
+
+
 def summarize(
     tally: Tally,
     label_map: LabelMap | None,
     record_names: Sequence[str] | None,
     *,
     notes: Sequence[str] = (),
+    label_map_path: str | None = LABEL_MAP_NAME,
 ) -> TrainingSummary:
-    """The summary of a tallied dataset; ``record_names`` ``None``: not TFRecords (no reader)."""
+    """The summary of a tallied dataset; ``record_names`` ``None``: not TFRecords (no reader).
+    ``label_map_path``: the label map member the readers name; ``None`` when the archive has
+    none (the block then names ``label_map.pbtxt`` and says it is to be written)."""
     kp = max(tally.keypoints, default=0)
     boxes = tally.max_objects if tally.max_objects > BOXES_DEFAULT else 0
-    opts = ReaderOptions(masks=tally.masks > 0, num_keypoints=kp, max_boxes=boxes)
+    opts = ReaderOptions(
+        label_map_path=label_map_path or LABEL_MAP_NAME,
+        masks=tally.masks > 0,
+        numerical_masks=tally.numerical_masks > 0,
+        num_keypoints=kp,
+        max_boxes=boxes,
+    )
     paths = record_globs(record_names) if record_names is not None else {}
     block = None
     if record_names is not None:
-        block = input_reader_block(paths, opts, [*notes, *_keypoint_notes(tally)])
+        missing = (
+            [f"the archive holds no label map: write {LABEL_MAP_NAME} beside the records"]
+            if label_map_path is None
+            else []
+        )
+        more = [*missing, *notes, *_keypoint_notes(tally), *_mask_notes(tally)]
+        block = input_reader_block(paths, opts, more)
     return TrainingSummary(num_classes(label_map, tally), tally.by_subset(), paths, block)

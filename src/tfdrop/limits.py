@@ -70,6 +70,8 @@ class Limits:
             annotation; each costs ~150 bytes of tree): counted from the bytes before parsing.
         max_keypoints: Most keypoints one object or one label's skeleton may have (COCO's
             person has 17; every object of a record is padded to the record's K).
+        max_subsets: Most distinct subsets one archive may hold (each is a reader of the
+            hand-off and a column of the preview's label table).
     """
 
     max_entries: int = 200_000
@@ -94,6 +96,7 @@ class Limits:
     max_yaml_nodes: int = 100_000
     max_xml_elements: int = 500_000
     max_keypoints: int = 1024
+    max_subsets: int = 10_000
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -12,6 +12,7 @@ still written and says where).
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from tfdrop.cli.common import (
@@ -33,6 +34,9 @@ from tfdrop.preview import (
     write_pngs,
     write_preview,
 )
+
+PRINTED_PROBLEMS = 20
+"""Items with problems ``--png`` lists on the terminal (the rest are counted)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -76,9 +80,10 @@ def _options(args: argparse.Namespace) -> PreviewOptions:
     )
 
 
-def _output(args: argparse.Namespace) -> Path | str:
-    """The page's path, or why it cannot be written."""
-    src: Path = args.src
+def _output(args: argparse.Namespace, src: Path) -> Path | str:
+    """The page's path, or why it cannot be written. ``src`` is resolved (``preview .``)."""
+    if args.output is None and not src.name:
+        return f"the input is {src}: there is no folder beside it for the page"
     out: Path = args.output or preview_path_of(src)
     if out.suffix.lower() not in (".html", ".htm"):
         return "-o must name an .html file"
@@ -91,6 +96,18 @@ def _output(args: argparse.Namespace) -> Path | str:
     return out
 
 
+def _png_folder(args: argparse.Namespace, src: Path) -> Path | str:
+    """The ``--png`` folder, or why it cannot be written: not a file, not the input folder
+    nor inside it (the PNGs would land among the items being read)."""
+    folder: Path = args.png
+    if folder.exists() and not folder.is_dir():
+        return f"--png ({folder}) is not a folder"
+    real, top = folder.resolve(), src.resolve()
+    if real == top or (top.is_dir() and real.is_relative_to(top)):
+        return f"--png ({folder}) is inside the input {src}; the PNGs would be written among it"
+    return folder
+
+
 def _finish(summary: Summary, done: str) -> int:
     print(done)
     if summary.stops:
@@ -101,21 +118,37 @@ def _finish(summary: Summary, done: str) -> int:
     return 0
 
 
+def _png_done(summary: Summary, folder: Path) -> str:
+    """The ``--png`` run in lines: the counts, then each item with problems (there is no page
+    to show them), at most :data:`PRINTED_PROBLEMS`."""
+    c = summary.counts
+    bad = f", {summary.with_problems} with problems" if summary.with_problems else ""
+    lines = [
+        f"{summary.format}: {c.items} items, {c.objects} objects"
+        + (f", {c.unreadable} unreadable records" if c.unreadable else "")
+        + f"; {summary.shown} shown, "
+        f"{summary.drawn} drawn{bad} -> {folder}"
+    ]
+    lines += [f"  {where}: {first}" for _, where, first in summary.problems[:PRINTED_PROBLEMS]]
+    if len(summary.problems) > PRINTED_PROBLEMS:
+        lines.append(f"  ... {len(summary.problems) - PRINTED_PROBLEMS} more with problems")
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
-    src: Path = args.src
-    if not src.exists():
-        return fail(f"{src}: no such file or folder")
+    if not args.src.exists():
+        return fail(f"{args.src}: no such file or folder")
+    src = Path(os.path.abspath(args.src))  # "." and ".." named (symlinks kept: beside the link)
     options = _options(args)
-    out = args.png if args.png is not None else _output(args)
+    out = _png_folder(args, src) if args.png is not None else _output(args, src)
     if isinstance(out, str):
-        return usage_error("preview", f"{out}; choose another -o")
-    if args.png is not None and args.png.exists() and not args.png.is_dir():
-        return usage_error("preview", f"--png ({args.png}) is not a folder")
+        choose = "--png" if args.png is not None else "-o"
+        return usage_error("preview", f"{out}; choose another {choose}")
     try:
         if args.png is not None:
-            args.png.mkdir(parents=True, exist_ok=True)
-            summary = write_pngs(src, args.png, options)
-            done = f"{summary.shown} items drawn -> {args.png}"
+            out.mkdir(parents=True, exist_ok=True)
+            summary = write_pngs(src, out, options)
+            done = _png_done(summary, out)
         else:
             summary = write_preview(src, out, options)
             done = summary.line(out)

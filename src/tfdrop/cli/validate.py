@@ -28,8 +28,9 @@ from tfdrop.cli.records import RecordFile, iter_file_records, missing_shards, re
 from tfdrop.codec.example import LABEL, TEXT, parse_example
 from tfdrop.codec.labeltable import LabelTable
 from tfdrop.codec.model import LabelMap
-from tfdrop.codec.schema import check_parsed, fast_check
+from tfdrop.codec.schema import Problem, check_parsed, fast_check
 from tfdrop.errors import DataError, TfdropError
+from tfdrop.handoff import MAX_CLASS_ID, class_id_problem
 from tfdrop.labels import load_label_map
 from tfdrop.limits import Limits
 
@@ -101,7 +102,15 @@ def _check_record(
         problems = check_parsed(parsed, label_map)
     if table is not None:
         problems += table.observe(parsed.lists.get(TEXT), parsed.lists.get(LABEL), where)
+    problems += _id_problems(parsed.lists.get(LABEL))
     return [p.to_dict() for p in problems]
+
+
+def _id_problems(ids: list[int] | None) -> list[Problem]:
+    """Class ids over int32 (a label map's ids are checked against the map instead)."""
+    if not ids or max(ids) <= MAX_CLASS_ID:
+        return []
+    return [Problem(LABEL, why, i) for i, v in enumerate(ids) if (why := class_id_problem(v))]
 
 
 def _check_file(

@@ -24,7 +24,7 @@ from tfdrop.formats import FORMATS, ReadOptions, detect_format
 from tfdrop.formats.base import FormatName, SourceFormat
 from tfdrop.inputs import open_input
 from tfdrop.limits import DEFAULT_LIMITS, Limits
-from tfdrop.preview.draw import THUMB, render
+from tfdrop.preview.draw import THUMB, Drawn, render
 from tfdrop.preview.page import Counts, card, footer, header
 from tfdrop.preview.scan import Entry, Scan
 from tfdrop.publish import TEMP_MARK, atomic_write
@@ -66,6 +66,7 @@ class Summary:
     shown: int
     with_problems: int
     problems: list[tuple[int, str, str]] = field(default_factory=list)
+    drawn: int = 0  # PNGs written (``--png``)
 
     @property
     def stops(self) -> list[str]:
@@ -98,13 +99,18 @@ def _format(source: Source, options: PreviewOptions, src: Path) -> FormatName:
 
 
 def _count(source: Source, fmt: FormatName, options: PreviewOptions) -> Counts:
+    """The first pass. Raises LimitExceededError past ``max_labels`` or ``max_subsets`` (the
+    counts grow with them, as a conversion's label list does)."""
     scan = Scan(source, fmt, ReadOptions(masks=False, images=False, limits=options.limits))
     counts = Counts()
+    limits = options.limits
     for entry in scan.entries():
         if entry.item is None:
             counts.unreadable += 1
         else:
             counts.add(entry.item)
+            limits.check("max_labels", len(counts.labels), item=entry.where)
+            limits.check("max_subsets", len(counts.subsets), item=entry.where)
         if options.selects(entry):
             counts.matching += 1
     counts.stops = scan.stops
@@ -114,23 +120,25 @@ def _count(source: Source, fmt: FormatName, options: PreviewOptions) -> Counts:
 
 
 def _shown(
-    source: Source, fmt: FormatName, options: PreviewOptions, stops: list[str] | None = None
+    source: Source, fmt: FormatName, options: PreviewOptions, wanted: int, stops: list[str]
 ) -> Iterator[Entry]:
-    """The first ``limit`` selected entries, read with images and masks; reading stops there.
+    """The first ``wanted`` selected entries (``min(limit, matching)``: the count pass knows
+    how many match), read with images and masks; reading stops right after the last of them.
     Where reading stopped early goes to ``stops``."""
+    if wanted <= 0:
+        return
     scan = Scan(source, fmt, ReadOptions(masks=True, images=True, limits=options.limits))
     shown = 0
     try:
         with contextlib.closing(scan.entries()) as entries:
             for entry in entries:
-                if shown >= options.limit:
-                    return
                 if options.selects(entry):
                     shown += 1
                     yield entry
+                    if shown >= wanted:
+                        return
     finally:
-        if stops is not None:
-            stops.extend(scan.stops)
+        stops.extend(s for s in scan.stops if s not in stops)
 
 
 def _note(counts: Counts, options: PreviewOptions, shown: int) -> str:
@@ -143,6 +151,19 @@ def _note(counts: Counts, options: PreviewOptions, shown: int) -> str:
     return f"Showing the first {shown} items{of}."
 
 
+def _drawn(entry: Entry, options: PreviewOptions, *, png: bool) -> tuple[Drawn | None, list[str]]:
+    """An entry drawn (a thumbnail for the page, full size for ``png``) and all its problems."""
+    drawn = None
+    if entry.item is not None:
+        drawn = render(
+            entry.item,
+            max_pixels=options.limits.max_mask_pixels,
+            thumb=None if png else options.thumb,
+            png=png,
+        )
+    return drawn, list(entry.problems) + list(drawn.problems if drawn else ())
+
+
 def write_preview(
     src: Path, out: Path, options: PreviewOptions, *, title: str = "", mark: str = TEMP_MARK
 ) -> Summary:
@@ -150,7 +171,8 @@ def write_preview(
 
     Raises:
         DataError: the archive cannot be opened or its format not told (a reader that fails
-            later ends the pass instead: the page says where, :attr:`Summary.stops`).
+            later ends the pass instead: the page says where, :attr:`Summary.stops`), or it
+            holds more labels or subsets than the job's budget.
         OSError: ``out`` cannot be written.
     """
     src = Path(src)
@@ -161,18 +183,10 @@ def write_preview(
             shown = min(options.limit, counts.matching)
             problems: list[tuple[int, str, str]] = []
             with atomic_write(out, mark=mark) as f:
-                f.write(
-                    _utf8(header(title or src.name, fmt, counts, _note(counts, options, shown)))
-                )
-                for entry in _shown(source, fmt, options):
-                    drawn = None
-                    if entry.item is not None:
-                        drawn = render(
-                            entry.item,
-                            max_pixels=options.limits.max_mask_pixels,
-                            thumb=options.thumb,
-                        )
-                    found = list(entry.problems) + list(drawn.problems if drawn else ())
+                for piece in header(title or src.name, fmt, counts, _note(counts, options, shown)):
+                    f.write(_utf8(piece))
+                for entry in _shown(source, fmt, options, shown, []):
+                    drawn, found = _drawn(entry, options, png=False)
                     if found:
                         problems.append((entry.index, entry.where, found[0]))
                     f.write(_utf8(card(entry, drawn, found)))
@@ -193,31 +207,30 @@ def png_name(entry: Entry) -> str:
 
 
 def write_pngs(src: Path, folder: Path, options: PreviewOptions) -> Summary:
-    """Write each shown item, drawn at full size, as ``folder/<index>-<stem>.png``.
+    """Write each shown item, drawn at full size, as ``folder/<index>-<stem>.png`` (a record
+    that is not an item has no picture: it is a problem, counted in ``shown``, not in
+    ``drawn``). The counts come from the same first pass as the page's.
 
     Raises:
         DataError, OSError: as :func:`write_preview`.
     """
     src = Path(src)
     problems: list[tuple[int, str, str]] = []
-    counts = Counts()
-    shown = 0
+    drawn_count = 0
     try:
         with open_input(src, options.limits) as source:
             fmt = _format(source, options, src)
-            for entry in _shown(source, fmt, options, counts.stops):
-                shown += 1
-                if entry.item is None:
-                    problems.append((entry.index, entry.where, entry.problems[0]))
-                    continue
-                drawn = render(
-                    entry.item, max_pixels=options.limits.max_mask_pixels, thumb=None, png=True
-                )
-                found = list(entry.problems) + list(drawn.problems)
+            counts = _count(source, fmt, options)
+            shown = min(options.limit, counts.matching)
+            for entry in _shown(source, fmt, options, shown, []):
+                drawn, found = _drawn(entry, options, png=True)
                 if found:
                     problems.append((entry.index, entry.where, found[0]))
+                if drawn is None:
+                    continue
                 with atomic_write(folder / png_name(entry)) as f:
                     f.write(drawn.data)
+                drawn_count += 1
     except TfdropError as exc:
         raise exc.at(archive=str(src)) from None
-    return Summary(fmt, counts, shown, len(problems), problems)
+    return Summary(fmt, counts, shown, len(problems), problems, drawn=drawn_count)

@@ -19,10 +19,11 @@ from typing import Final
 
 from PIL import Image, ImageDraw, ImageFont
 
-from tfdrop.codec.imagehead import image_kind
+from tfdrop.codec.example import MASK
+from tfdrop.codec.imagehead import image_kind, png_size
 from tfdrop.codec.model import Annotation, Item
 from tfdrop.errors import DataError
-from tfdrop.formats.common.imageinfo import probe
+from tfdrop.formats.common.imageinfo import OPEN_FORMATS, probe
 from tfdrop.formats.common.masks import decode_mask
 from tfdrop.preview.palette import label_colour, text_colour
 
@@ -31,6 +32,8 @@ THUMB: Final = 320
 _CANVAS: Final = (96, 96, 96)
 _MASK_ALPHA: Final = 110
 """Opacity of a mask overlay (of 255)."""
+_TAIL: Final = 64
+"""Bytes at the end of an image searched for its end marker."""
 _PILLOW_ERRORS: Final = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 """What Pillow raises for bytes it cannot decode (a truncated file, a broken header...)."""
 
@@ -39,7 +42,8 @@ Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 
 @dataclass(frozen=True, slots=True)
 class Drawn:
-    """An item drawn: the encoded picture, its size, what went wrong while drawing it."""
+    """An item drawn: the encoded picture, its size, what went wrong while drawing it, and
+    what is worth saying but is not wrong (``notes``: no image bytes, masks not drawn)."""
 
     data: bytes
     mime: str
@@ -47,6 +51,7 @@ class Drawn:
     height: int
     problems: tuple[str, ...]
     decoded: bool
+    notes: tuple[str, ...] = ()
 
 
 def _budget(width: int, height: int, max_pixels: int) -> str | None:
@@ -58,33 +63,90 @@ def _budget(width: int, height: int, max_pixels: int) -> str | None:
     return None
 
 
-def decode(item: Item, *, max_pixels: int, reduce_to: int | None) -> tuple[Image.Image | None, str]:
-    """The item's image as RGB, or None and why. ``reduce_to``: a JPEG may be decoded at a
-    reduced scale while both sides stay at least this long (a thumbnail's size)."""
+def _progressive_budget(img: Image.Image, max_pixels: int) -> str | None:
+    """A progressive JPEG decodes its whole coefficient image whatever the draft scale (the
+    scale only shrinks the output): its full size x components must fit."""
+    if not (img.info.get("progressive") or img.info.get("progression")):
+        return None
+    width, height = img.size
+    components = len(img.getbands())
+    if width * height * components > max_pixels:
+        return (
+            f"image not decoded: a progressive JPEG of {width} x {height} pixels x "
+            f"{components} components is decoded in full at any scale, over the job budget "
+            f"(max_mask_pixels = {max_pixels}; raise it with --limit max_mask_pixels=N)"
+        )
+    return None
+
+
+def trailer_problem(data: bytes) -> str | None:
+    """A JPEG or PNG whose end marker is missing (cut short): TensorFlow's decoders refuse it.
+    Cheap: the last bytes only (a JPEG may carry a few bytes of padding after EOI)."""
+    kind = image_kind(data)
+    tail = data[-_TAIL:]
+    if kind == "png" and b"IEND" not in tail:
+        marker = "IEND chunk"
+    elif kind == "jpeg" and b"\xff\xd9" not in tail:
+        marker = "end marker (EOI)"
+    else:
+        return None
+    return (
+        f"image/encoded: the {kind.upper()} has no {marker} at its end (cut short?): "
+        "TensorFlow's decoder refuses it"
+    )
+
+
+def _rgb(img: Image.Image) -> Image.Image:
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")  # Pillow warns when a palette's transparency goes to RGB
+    return img.convert("RGB")
+
+
+def _open(
+    data: bytes, max_pixels: int, reduce_to: int | None
+) -> tuple[Image.Image | None, str | None]:
+    img = Image.open(io.BytesIO(data), formats=OPEN_FORMATS)
+    if img.format in ("JPEG", "MPO"):
+        over = _progressive_budget(img, max_pixels)
+        if over:
+            return None, over
+        if reduce_to is not None:
+            img.draft("RGB", (reduce_to, reduce_to))
+    over = _budget(*img.size, max_pixels)
+    if over:
+        return None, over
+    img.load()
+    return _rgb(img), None
+
+
+def decode(
+    item: Item, *, max_pixels: int, reduce_to: int | None
+) -> tuple[Image.Image | None, list[str]]:
+    """The item's image as RGB, or None, and the problems met. ``reduce_to``: a JPEG may be
+    decoded at a reduced scale while both sides stay at least this long (a thumbnail's size).
+    Pillow's warnings are problems of the item, never printed."""
     data = item.image
     if not data:
-        return None, ""
+        return None, []
     try:
         info = probe(data, name=item.name)
     except DataError as exc:
-        return None, f"image cannot be decoded: {exc.message}"
+        return None, [f"image cannot be decoded: {exc.message}"]
     if info.format != "jpeg" or reduce_to is None:
         over = _budget(info.width, info.height, max_pixels)
         if over:
-            return None, over
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            if reduce_to is not None and img.format == "JPEG":
-                img.draft("RGB", (reduce_to, reduce_to))
-            over = _budget(*img.size, max_pixels)
-            if over:
-                return None, over
-            img.load()
-            return img.convert("RGB"), ""
-    except _PILLOW_ERRORS as exc:
-        return None, f"image cannot be decoded: {exc}"
+            return None, [over]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            img, over = _open(data, max_pixels, reduce_to)
+        except _PILLOW_ERRORS as exc:
+            img, over = None, f"image cannot be decoded: {exc}"
+    problems = [f"image decoder warning: {w.message}" for w in caught]
+    if over:
+        problems.append(over)
+    return img, problems
 
 
 def _fit(width: int, height: int, side: int) -> tuple[int, int]:
@@ -159,15 +221,49 @@ def _draw_keypoints(
             draw.text((x + r + 1, y - r), point.name, fill=colour, font=font)
 
 
+def _drawable_masks(item: Item, max_pixels: int) -> tuple[list[tuple[int, Annotation]], list[str]]:
+    """The masks worth decoding, and why the others are not drawn. Only a PNG of the image's
+    size is decoded (one of another size is already a problem of the record), and only while
+    the item's masks together fit ``max_pixels``: 100 masks of 8000 x 8000 on one item would
+    decode 6.4 G pixels, one at a time but for minutes."""
+    want = (item.width, item.height)
+    fit: list[tuple[int, Annotation]] = []
+    other = 0
+    for i, obj in enumerate(item.objects):
+        if obj.mask is None:
+            continue
+        size = png_size(obj.mask)
+        if size is None or (want[0] > 0 and want[1] > 0 and size != want):
+            other += 1
+        else:
+            fit.append((i, obj))
+    problems = []
+    if other:
+        problems.append(
+            f"{other} masks not drawn: not a PNG of the image's size ({want[0]} x {want[1]})"
+        )
+    sizes = [png_size(o.mask) or (0, 0) for _, o in fit if o.mask is not None]
+    total = sum(w * h for w, h in sizes)
+    if total > max_pixels:
+        shapes = sorted(set(sizes))
+        shape = f" of {shapes[0][0]} x {shapes[0][1]}" if len(shapes) == 1 else ""
+        problems.append(
+            f"masks not drawn: {len(fit)} masks{shape} ({total} pixels) exceed the budget of "
+            f"one item's masks (max_mask_pixels = {max_pixels}; raise it with "
+            "--limit max_mask_pixels=N)"
+        )
+        fit = []
+    return fit, problems
+
+
 def annotate(canvas: Image.Image, item: Item, max_pixels: int) -> list[str]:
     """Draw every object of ``item`` on ``canvas`` (masks first, then boxes and keypoints);
     the problems met (a mask that cannot be drawn)."""
-    problems = []
-    for i, obj in enumerate(item.objects):
-        if obj.mask is not None:
-            why = _overlay_mask(canvas, obj, max_pixels)
-            if why:
-                problems.append(f"object {i}: {why}")
+    masks, problems = _drawable_masks(item, max_pixels)
+    for i, obj in masks:
+        why = _overlay_mask(canvas, obj, max_pixels)
+        if why:
+            problems.append(f"object {i}: {why}")
     draw = ImageDraw.Draw(canvas)
     font = _font(max(10, round(min(canvas.size) / 28)))
     small = _font(max(8, round(min(canvas.size) / 40)))
@@ -177,12 +273,23 @@ def annotate(canvas: Image.Image, item: Item, max_pixels: int) -> list[str]:
     return problems
 
 
+def _notes(item: Item) -> list[str]:
+    notes = []
+    if not item.image:
+        notes.append("no image bytes (written with --no-images?)")
+    if any(key == MASK for key, _ in item.extra):
+        notes.append("numerical masks (image/object/mask as floats): not drawn")
+    return notes
+
+
 def render(item: Item, *, max_pixels: int, thumb: int | None = THUMB, png: bool = False) -> Drawn:
     """The item drawn: a thumbnail (longer side ``thumb``) or, with ``thumb=None``, at full
     size. A JPEG stays a JPEG (quality 85, no chroma subsampling) unless ``png``; anything
     else is a PNG."""
-    img, why = decode(item, max_pixels=max_pixels, reduce_to=thumb)
-    problems = [why] if why else []
+    end = trailer_problem(item.image) if item.image else None
+    img, problems = decode(item, max_pixels=max_pixels, reduce_to=thumb)
+    if end:
+        problems.insert(0, end)
     canvas = _canvas(item, img, thumb, max_pixels)
     problems += annotate(canvas, item, max_pixels)
     buf = io.BytesIO()
@@ -193,5 +300,11 @@ def render(item: Item, *, max_pixels: int, thumb: int | None = THUMB, png: bool 
         canvas.save(buf, format="PNG")
         mime = "image/png"
     return Drawn(
-        buf.getvalue(), mime, canvas.width, canvas.height, tuple(problems), img is not None
+        buf.getvalue(),
+        mime,
+        canvas.width,
+        canvas.height,
+        tuple(problems),
+        img is not None,
+        tuple(_notes(item)),
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import html
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -14,6 +15,11 @@ from tfdrop.codec.model import Annotation, Item
 from tfdrop.preview.draw import Drawn
 from tfdrop.preview.palette import hex_colour, label_colour
 from tfdrop.preview.scan import Entry
+
+TABLE_LABELS: Final = 200
+"""Labels (rows) of the page's label table; the rest are one "... N more labels" row."""
+TABLE_SUBSETS: Final = 50
+"""Subsets (columns) of the label table; the rest are one "... N more subsets" column."""
 
 _STYLE: Final = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1em;background:#f4f4f4;color:#222}
@@ -30,6 +36,7 @@ figure img{display:block;margin:auto;max-width:320px}
 figcaption{font-size:12px;word-break:break-all}
 ul{margin:.2em 0;padding-left:1.2em}
 .problems li,.stop{color:#b00}
+.notes li{color:#555}
 .flag{font-size:11px;background:#eee;border-radius:3px;padding:0 3px;margin-left:3px}
 """
 
@@ -70,44 +77,71 @@ def _swatch(label: str) -> str:
     return f'<span class="sw" style="background:{hex_colour(label_colour(label))}"></span>'
 
 
-def _label_table(counts: Counts) -> str:
-    subsets = sorted(counts.subsets)
+def _label_table(counts: Counts) -> Iterator[str]:
+    """The label x subset table, a row at a time: at most :data:`TABLE_LABELS` labels (the
+    most used) x :data:`TABLE_SUBSETS` subsets; the rest summarised in one row/column."""
+    every = sorted(counts.subsets)
+    subsets = every[:TABLE_SUBSETS]
+    more = len(every) - len(subsets)
     head = "".join(f"<th>{esc(s)}</th>" for s in subsets)
-    rows = [f"<tr><th>label</th><th>id</th>{head}<th>objects</th></tr>"]
-    for label, n in sorted(counts.labels.items(), key=lambda kv: (-kv[1], kv[0])):
+    more_head = f"<th>... {more} more subsets</th>" if more else ""
+    yield f"<table><tr><th>label</th><th>id</th>{head}{more_head}<th>objects</th></tr>"
+    ranked = sorted(counts.labels.items(), key=lambda kv: (-kv[1], kv[0]))
+    for label, n in ranked[:TABLE_LABELS]:
         cells = "".join(f"<td>{counts.by_subset[label, s]}</td>" for s in subsets)
+        if more:
+            cells += f"<td>{n - sum(counts.by_subset[label, s] for s in subsets)}</td>"
         ident = counts.label_ids.get(label, "")
-        rows.append(
+        yield (
             f'<tr><td class="l">{_swatch(label)}{esc(label)}</td><td>{ident}</td>{cells}'
             f"<td>{n}</td></tr>"
         )
-    return "<table>" + "".join(rows) + "</table>"
+    rest = ranked[TABLE_LABELS:]
+    if rest:
+        objects = sum(n for _, n in rest)
+        span = len(subsets) + (2 if more else 1)
+        yield (
+            f'<tr><td class="l" colspan="{span + 1}">... {len(rest)} more labels</td>'
+            f"<td>{objects}</td></tr>"
+        )
+    yield "</table>"
 
 
-def _subset_table(counts: Counts) -> str:
-    rows = ["<tr><th>subset</th><th>items</th></tr>"]
-    rows += [
-        f'<tr><td class="l">{esc(s)}</td><td>{n}</td></tr>'
-        for s, n in sorted(counts.subsets.items())
-    ]
-    return "<table>" + "".join(rows) + "</table>"
+def _subset_table(counts: Counts) -> Iterator[str]:
+    yield "<table><tr><th>subset</th><th>items</th></tr>"
+    ranked = sorted(counts.subsets.items())
+    for s, n in ranked[:TABLE_LABELS]:
+        yield f'<tr><td class="l">{esc(s)}</td><td>{n}</td></tr>'
+    rest = ranked[TABLE_LABELS:]
+    if rest:
+        yield (
+            f'<tr><td class="l">... {len(rest)} more subsets</td>'
+            f"<td>{sum(n for _, n in rest)}</td></tr>"
+        )
+    yield "</table>"
 
 
-def header(title: str, fmt: str, counts: Counts, shown_note: str) -> str:
-    """The page up to the first card: counts per subset and per label over the archive."""
-    lines = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>tfdrop preview: {esc(title)}</title>",
-        f"<style>{_STYLE}</style></head><body>",
-        f"<h1>{esc(title)}</h1>",
-        f"<p>{esc(fmt)}: {counts.items} items, {counts.objects} objects, "
-        f"{len(counts.labels)} labels"
-        + (f", {counts.unreadable} unreadable records" if counts.unreadable else "")
-        + f". {esc(shown_note)}</p>",
-        _subset_table(counts),
-        _label_table(counts),
-    ]
+def header(title: str, fmt: str, counts: Counts, shown_note: str) -> Iterator[str]:
+    """The page up to the first card, in pieces: counts per subset and per label over the
+    archive (the tables bounded: a page of 100,000 labels x 1,000 subsets stays small)."""
+    yield "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            f"<title>tfdrop preview: {esc(title)}</title>",
+            f"<style>{_STYLE}</style></head><body>",
+            f"<h1>{esc(title)}</h1>",
+            f"<p>{esc(fmt)}: {counts.items} items, {counts.objects} objects, "
+            f"{len(counts.labels)} labels"
+            + (f", {counts.unreadable} unreadable records" if counts.unreadable else "")
+            + f". {esc(shown_note)}</p>\n",
+        ]
+    )
+    yield from _subset_table(counts)
+    yield "\n"
+    yield from _label_table(counts)
+    yield "\n"
+    lines = []
     if counts.warning_counts:
         listed = ", ".join(f"{esc(k)}: {n}" for k, n in sorted(counts.warning_counts.items()))
         lines.append(f"<p>reader warnings: {listed}</p>")
@@ -117,7 +151,7 @@ def header(title: str, fmt: str, counts: Counts, shown_note: str) -> str:
         lines.append(f'<p class="stop">reading stopped: {esc(stop)}</p>')
     lines.append('<p><a href="#problems">problems in the items shown</a></p>')
     lines.append('<div class="grid">')
-    return "\n".join(lines) + "\n"
+    yield "\n".join(lines) + "\n"
 
 
 def _flags(obj: Annotation) -> str:
@@ -165,6 +199,9 @@ def card(entry: Entry, drawn: Drawn | None, problems: list[str]) -> str:
         image = "" if item.image else ", no image"
         out.append(f"<br>{esc(item.subset)}, {item.width} x {item.height}{image}")
         out.append("<ul>" + "".join(_object(o) for o in item.objects) + "</ul>")
+    if drawn is not None and drawn.notes:
+        out.append('<ul class="notes">' + "".join(f"<li>{esc(n)}</li>" for n in drawn.notes))
+        out.append("</ul>")
     if problems:
         out.append('<ul class="problems">')
         out += [f"<li>{esc(p)}</li>" for p in problems]

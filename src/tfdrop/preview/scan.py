@@ -9,7 +9,8 @@ outside the image is a problem marked on its item, an unparseable record an entr
 item, and a broken frame ends that file only (as ``tfdrop validate`` does). Another format's
 reader warnings that name an item become that item's problems, with the checks of its image
 header validate makes (:func:`~tfdrop.codec.schema.image_problems`) and the box checks of the
-schema. A reader that fails ends the pass; what failed is kept in :attr:`Scan.stops`.
+schema. A reader that fails part way ends the pass; what failed is kept in :attr:`Scan.stops` (one
+that cannot start raises).
 """
 
 from __future__ import annotations
@@ -82,15 +83,16 @@ class Scan:
     label_map: LabelMap | None = None
 
     def entries(self) -> Generator[Entry, None, None]:
-        """Every entry in the archive's order (a reader's first error ends it: see stops)."""
+        """Every entry in the archive's order (a reader's first error ends it: see stops).
+
+        Raises:
+            DataError: the reader cannot even start (``--from voc`` on an archive that is not
+                VOC): there is nothing to show, so no page either.
+        """
         spec = FORMATS[self.fmt]
         if spec.open_reader is None:
             raise ValueError(f"cannot read format {self.fmt!r}")
-        try:
-            reader = spec.open_reader(self.source, self.read, self.notes)
-        except DataError as exc:
-            self.stops.append(str(exc))
-            return
+        reader = spec.open_reader(self.source, self.read, self.notes)
         self.label_map = reader.label_map()
         if isinstance(reader, TfrecordReader):
             yield from self._records(reader)

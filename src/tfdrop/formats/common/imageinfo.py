@@ -28,6 +28,11 @@ IMAGE_EXTENSIONS: Final = frozenset(
 _PIL_FORMATS: Final = {"JPEG": "jpeg", "PNG": "png", "BMP": "bmp", "GIF": "gif", "TIFF": "tiff"}
 _PIL_FORMATS_WEBP: Final = {"WEBP": "webp", "MPO": "jpeg"}
 _KNOWN: Final = "JPEG, PNG, BMP, GIF, TIFF, WebP"
+OPEN_FORMATS: Final = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP")
+"""The only Pillow plugins tfdrop lets open an image (``Image.open(..., formats=...)``): what
+the readers accept. Pillow would otherwise try every plugin it has, and some decode in full
+just to open (an ICO holding a 13000 x 13000 PNG, EPS through Ghostscript). An MPO (a
+camera's multi-picture JPEG) opens through JPEG's."""
 _MAGIC: Final = (
     (b"\xff\xd8\xff", "JPEG"),
     (b"\x89PNG", "PNG"),
@@ -91,8 +96,10 @@ def probe(data: bytes | IO[bytes], *, name: str) -> ImageInfo:
     stream = io.BytesIO(data) if isinstance(data, bytes) else data
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(stream) as img:
+            # only the header is read here: what Pillow warns of (a bomb, a bad EXIF) is for
+            # whoever decodes the pixels; nothing of it may reach the terminal
+            warnings.simplefilter("ignore")
+            with Image.open(stream, formats=OPEN_FORMATS) as img:
                 fmt = img.format or ""
                 width, height = img.size
     except UnidentifiedImageError:

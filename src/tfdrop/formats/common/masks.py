@@ -85,7 +85,7 @@ def decode_mask(png: bytes, *, max_pixels: int = MAX_PIXELS) -> tuple[int, int, 
     against ``max_pixels`` before it is decoded)."""
     _check_header(png, max_pixels)
     try:
-        with Image.open(io.BytesIO(png)) as img:
+        with Image.open(io.BytesIO(png), formats=("PNG",)) as img:
             check_mask_size(*img.size, max_pixels)
             gray = img.convert("L")
             width, height = gray.size
@@ -101,7 +101,7 @@ def mask_bbox(png: bytes, *, max_pixels: int = MAX_PIXELS) -> Box | None:
     """The normalised bounding box of a mask's non-zero pixels (``None`` if empty)."""
     _check_header(png, max_pixels)
     try:
-        with Image.open(io.BytesIO(png)) as img:
+        with Image.open(io.BytesIO(png), formats=("PNG",)) as img:
             width, height = img.size
             check_mask_size(width, height, max_pixels)
             bbox = img.convert("L").getbbox()
