@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon_support import LABEL_MAP, Daemon, files, png, tfrecord_zip, write_config
-from tfdrop.daemon.jobs import ETA_MIN_SECONDS, EtaClock, eta_seconds
+from tfdrop.daemon.jobs import ETA_MIN_SECONDS, EtaClock, eta_seconds, os_error_text
 
 CAT_ONLY = "item {\n\tid: 1\n\tname: 'cat'\n}\n"
 
@@ -308,3 +308,11 @@ def test_eta_counts_from_the_conversions_first_progress_and_waits_for_a_rate() -
     assert clock.eta(201, 4000, now=62.0) == 38.0  # 200 items in 2 s: 100 items/s, 3799 left
     assert clock.eta(4000, 4000, now=100.0) == 0.0
     assert EtaClock().eta(5, None, now=1.0) is None
+
+
+def test_an_os_error_without_a_file_name_names_the_drop_it_worked_on() -> None:
+    assert os_error_text(PermissionError(13, "Permission denied"), "cam7.zip") == (
+        "[Errno 13] Permission denied (working on cam7.zip)"
+    )
+    named = FileNotFoundError(2, "No such file or directory", "/srv/out")
+    assert os_error_text(named, "cam7.zip") == str(named)  # its own name already

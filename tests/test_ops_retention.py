@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +30,14 @@ NOBODY = 65534
 AS_NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 
-def _pipeline(tmp_path: Path, **keep: float) -> PipelineConfig:
-    return PipelineConfig(name="p", drop=tmp_path / "in", output=tmp_path / "out", **keep)
+def _pipeline(tmp_path: Path, done_days: float, failed_days: float) -> PipelineConfig:
+    return PipelineConfig(
+        name="p",
+        drop=tmp_path / "in",
+        output=tmp_path / "out",
+        keep_done_days=done_days,
+        keep_failed_days=failed_days,
+    )
 
 
 def _old_mtime(path: Path, days: float) -> None:
@@ -45,7 +51,7 @@ def _write(path: Path, data: bytes = b"x") -> Path:
     return path
 
 
-def _events(logs: list[dict[str, Any]], event: str) -> list[dict[str, Any]]:
+def _events(logs: list[MutableMapping[str, Any]], event: str) -> list[MutableMapping[str, Any]]:
     return [e for e in logs if e["event"] == event]
 
 
@@ -55,7 +61,7 @@ def _events(logs: list[dict[str, Any]], event: str) -> list[dict[str, Any]]:
 def test_a_file_with_an_old_mtime_is_aged_from_its_ctime_and_its_times_are_left_alone(
     tmp_path: Path,
 ) -> None:
-    cfg = _pipeline(tmp_path, keep_done_days=7, keep_failed_days=7)
+    cfg = _pipeline(tmp_path, 7, 7)
     copied = _write(cfg.done / "copied-with-old-times.zip")
     _old_mtime(copied, 30)
     future = _write(cfg.done / "future.zip")
@@ -78,7 +84,7 @@ def test_a_file_with_an_old_mtime_is_aged_from_its_ctime_and_its_times_are_left_
 
 
 def test_the_sweep_keeps_temp_names_folders_and_a_young_orphan_error_file(tmp_path: Path) -> None:
-    cfg = _pipeline(tmp_path, keep_done_days=0, keep_failed_days=0)
+    cfg = _pipeline(tmp_path, 0, 0)
     _write(cfg.done / ".x.zip.vm-0.abc.tmp")  # being written by a daemon
     (cfg.done / "a-folder.zip").mkdir(parents=True)
     _write(cfg.done / "old.zip")
@@ -101,7 +107,7 @@ def test_retention_refuses_a_done_or_failed_folder_that_is_a_link_and_says_so_on
     precious = tmp_path / "precious"
     for name in ("thesis.tex", "data.zip", "data.zip.error.json"):
         _write(precious / name)
-    cfg = _pipeline(tmp_path, keep_done_days=0, keep_failed_days=0)
+    cfg = _pipeline(tmp_path, 0, 0)
     cfg.drop.mkdir()
     cfg.done.symlink_to(precious)
     cfg.failed.symlink_to(precious)
@@ -280,3 +286,33 @@ def test_a_file_retention_cannot_remove_is_logged_once_and_skipped(shared: Path)
     assert len(daemon.named("retention_failed")) == 1  # once, not at every rescan
     assert daemon.named("scan_failed") == []
     assert sorted(n for n in files(out) if n.endswith(".zip")) == ["later.zip", "orphan.zip"]
+
+
+@pytest.mark.root
+def test_drops_owned_by_another_user_are_routed_without_touching_their_times(
+    shared: Path,
+) -> None:
+    drop, out = _nobodys(shared / "in", 0o777), _nobodys(shared / "out")
+    for sub in ("done", "failed"):
+        _nobodys(drop / sub, 0o777)
+    config = write_config(shared / "t.toml", [{"name": "p", "drop": str(drop), "output": str(out)}])
+    daemon = Daemon(config, shared / "daemon.log", prefix=AS_NOBODY)
+    try:
+        daemon.wait_event("daemon_ready")
+        # root's files, 0644: nobody may read and move them, but not change their times
+        for name, data in (("good.zip", tfrecord_zip(2)), ("bad.zip", b"PK\x03\x04 no" * 8)):
+            path = _write(drop / f".{name}.part", data)
+            path.chmod(0o644)
+            _old_mtime(path, 30)
+            path.rename(drop / name)
+        daemon.wait_event("job_done", timeout=30)
+        daemon.wait_event("job_failed", timeout=30)
+    finally:
+        assert daemon.stop() == 0
+    assert daemon.named("job_retry_scheduled") == []
+    assert daemon.named("error_file_not_written") == []
+    assert files(drop / "done") == ["good.zip"]
+    assert files(drop / "failed") == ["bad.zip", "bad.zip.error.json"]
+    for routed in (drop / "done" / "good.zip", drop / "failed" / "bad.zip"):
+        assert routed.stat().st_uid == 0
+        assert routed.stat().st_mtime < time.time() - 29 * DAY  # the user's time, kept
