@@ -1,11 +1,12 @@
 """The open-file budget: a config whose jobs could run out of file descriptors is refused.
 
 The TFRecord writer keeps every shard of every subset open while a job runs, every running
-hook holds a few (its pipes), and all share the process's ``RLIMIT_NOFILE``. Running out (EMFILE) in the middle of a job would look
-like a transient error and be retried forever, so the daemon checks the worst case of the
-config (:func:`tfdrop.config.open_files_needed`) at start and on reload: it raises its soft
-limit up to the hard one when that is enough (what systemd recommends a service do itself),
-and otherwise refuses the config naming ``max_jobs`` and ``shards``.
+hook holds a few (its pipes), and all share the process's ``RLIMIT_NOFILE``. Running out
+(EMFILE) in the middle of a job would look like a transient error and be retried forever, so
+the daemon checks the worst case of the config (:func:`tfdrop.config.open_files_needed`) at
+start and on reload: it raises its soft limit up to the hard one when that is enough (what
+systemd recommends a service do itself), and otherwise refuses the config naming
+``max_jobs``, ``shards`` and ``max_hooks``.
 """
 
 from __future__ import annotations
