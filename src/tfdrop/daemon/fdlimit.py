@@ -46,7 +46,6 @@ def ensure_open_files(config: Config) -> int:
             f"of {hard}",
             file=str(config.source) if config.source else None,
             key="daemon.max_jobs",
-            hint="lower max_jobs, shards or max_hooks, or raise LimitNOFILE= (systemd) / "
-            "ulimit -n",
+            hint="lower max_jobs, shards or max_hooks, or raise LimitNOFILE= (systemd) / ulimit -n",
         )
     return soft
