@@ -116,6 +116,7 @@ class Daemon:
         log: Path,
         env: dict[str, str] | None = None,
         prefix: list[str] | None = None,  # e.g. setpriv ... to run as another user
+        cwd: Path | None = None,  # default: the config's folder
     ) -> None:
         self.log = log
         self._log_file = log.open("ab")
@@ -128,7 +129,7 @@ class Daemon:
             stdout=self._log_file,
             stderr=self._log_file,
             env=full_env,
-            cwd=config.parent,
+            cwd=cwd or config.parent,
         )
 
     def events(self) -> list[dict[str, Any]]:

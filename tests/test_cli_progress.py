@@ -125,3 +125,32 @@ def test_validate_on_a_terminal_counts_records_with_a_rate_and_not_with_json(
     assert piped.returncode == 0
     assert piped.stderr == ""
     assert "record/s" not in piped.stdout
+
+
+def _voc_zip(path: Path, n: int, bad_at: int) -> Path:
+    """A VOC zip whose item ``bad_at`` has a box corner that is no number."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for i in range(n):
+            zf.writestr(f"JPEGImages/img{i:04d}.png", png(i))
+            xmax = "zz" if i == bad_at else "8"
+            zf.writestr(
+                f"Annotations/img{i:04d}.xml",
+                f"<annotation><filename>img{i:04d}.png</filename><size><width>16</width>"
+                "<height>16</height><depth>3</depth></size><object><name>cat</name><bndbox>"
+                f"<xmin>1</xmin><ymin>1</ymin><xmax>{xmax}</xmax><ymax>8</ymax></bndbox>"
+                "</object></annotation>",
+            )
+    path.write_bytes(buf.getvalue())
+    return path
+
+
+def test_convert_failing_part_way_takes_the_bar_off_before_the_error(tmp_path: Path) -> None:
+    src = _voc_zip(tmp_path / "bad.zip", 300, bad_at=250)
+    code, screen = _on_pty(["convert", str(src), "--to", "tfrecord", "-o", "out.zip"], tmp_path)
+    assert code == 1, screen
+    assert "%|" in screen, screen  # the bar was drawn
+    at = screen.index("tfdrop: error:")
+    assert screen[at - 1] in "\r\n", repr(screen[at - 120 : at + 40])  # a line of its own
+    assert "xmax" in screen[at:]
+    assert "%|" not in screen[at:]  # and no bar drawn after it

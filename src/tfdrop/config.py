@@ -12,7 +12,9 @@ With no config file the built-in default runs one pipeline ``./tfdrop/inbox`` ->
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
+import json
 import math
 import os
 import tomllib
@@ -52,6 +54,9 @@ SUBSETS_ASSUMED: Final = 3
 """Subsets (train/val/test) assumed per job when counting the files a job may hold open."""
 FILES_RESERVED: Final = 128
 """Open files kept for everything else (the drop being read, logs, sockets, the ledger)."""
+FILES_PER_HOOK: Final = 4
+"""Open files of one running hook in the daemon (its stderr pipe; its stdin file, the pipe's
+other end and subprocess's own pipe while it starts)."""
 STATE_FOLDER: Final = ".tfdrop"
 """Default state folder inside each drop folder (work folders, ledger); on the drop's own
 file system because claiming is a rename, and shared by every host that mounts the drop."""
@@ -69,6 +74,7 @@ class DaemonConfig:
     """Process-wide settings (``[daemon]``)."""
 
     max_jobs: int = 2
+    max_hooks: int = 4  # hook processes running at once (more wait in a queue)
     job_memory_mb: int = 2048  # address space of one job's conversion process
     settle_seconds: float = 2.0
     rescan_seconds: float = 30.0
@@ -157,6 +163,7 @@ _SECONDS: Final[dict[str, tuple[float, float]]] = {
 # integer keys -> (lowest, highest)
 _INTS: Final[dict[str, tuple[int, int]]] = {
     "max_jobs": (1, MAX_JOBS),
+    "max_hooks": (1, MAX_JOBS),
     "job_memory_mb": (256, 1 << 20),
     "shards": (1, MAX_SHARDS),
     "preview": (1, MAX_PREVIEW),
@@ -165,6 +172,7 @@ _INTS: Final[dict[str, tuple[int, int]]] = {
 # key -> (type, allowed values or None); the order is the documented order
 _DAEMON_KEYS: Final[dict[str, tuple[type, tuple[str, ...] | None]]] = {
     "max_jobs": (int, None),
+    "max_hooks": (int, None),
     "job_memory_mb": (int, None),
     "settle_seconds": (float, None),
     "rescan_seconds": (float, None),
@@ -220,10 +228,42 @@ class _Ctx:
         return ConfigError(message, file=self.source, key=key, hint=hint)
 
 
+_TIME_KINDS: Final = (
+    (datetime.datetime, "a date-time"),
+    (datetime.date, "a date"),
+    (datetime.time, "a time"),
+)
+
+
+def _scalar_text(value: str | float) -> str:
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if math.isnan(value):
+        return "nan"
+    return str(value) if math.isfinite(value) else ("inf" if value > 0 else "-inf")
+
+
+def toml_text(value: Any) -> str:
+    """A value as it reads in TOML (for error messages): ``"x"``, ``true``, ``[1, 2]``,
+    ``nan``, and the TOML types Python has no literal for named: ``a date (2023-01-01)``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | float):
+        return _scalar_text(value)
+    for kind, what in _TIME_KINDS:
+        if isinstance(value, kind):
+            return f"{what} ({value.isoformat()})"
+    if isinstance(value, list):
+        return "[" + ", ".join(map(toml_text, value)) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {toml_text(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
 def _integer(ctx: _Ctx, key: str, value: Any) -> int:
     """A positive integer within the key's range (``max_jobs = 1e8`` is a float: refused)."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ctx.error(key, f"expected an integer, got {value!r}")
+        raise ctx.error(key, f"expected an integer, got {toml_text(value)}")
     if value < 1:
         raise ctx.error(key, f"must be at least 1, got {value}")
     low, high = _INTS.get(key.rsplit(".", 1)[-1], (1, None))
@@ -235,9 +275,9 @@ def _integer(ctx: _Ctx, key: str, value: Any) -> int:
 def _seconds(ctx: _Ctx, key: str, value: Any) -> float:
     """A finite number of seconds within the key's range (NaN and infinities refused)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ctx.error(key, f"expected a number of seconds, got {value!r}")
+        raise ctx.error(key, f"expected a number of seconds, got {toml_text(value)}")
     if not math.isfinite(value):
-        raise ctx.error(key, f"expected a finite number of seconds, got {value!r}")
+        raise ctx.error(key, f"expected a finite number of seconds, got {toml_text(value)}")
     if value < 0:
         raise ctx.error(key, f"must not be negative, got {value}")
     low, high = _SECONDS.get(key.rsplit(".", 1)[-1], (0.0, math.inf))
@@ -249,16 +289,16 @@ def _seconds(ctx: _Ctx, key: str, value: Any) -> float:
 def _typed(ctx: _Ctx, key: str, value: Any, kind: type, allowed: tuple[str, ...] | None) -> Any:
     if kind is bool:
         if not isinstance(value, bool):
-            raise ctx.error(key, f"expected true or false, got {value!r}")
+            raise ctx.error(key, f"expected true or false, got {toml_text(value)}")
         return value
     if kind is int:
         return _integer(ctx, key, value)
     if kind is float:
         return _seconds(ctx, key, value)
     if not isinstance(value, str):
-        raise ctx.error(key, f"expected a string, got {value!r}")
+        raise ctx.error(key, f"expected a string, got {toml_text(value)}")
     if allowed is not None and value not in allowed:
-        raise ctx.error(key, f"{value!r} is not allowed; allowed: {', '.join(allowed)}")
+        raise ctx.error(key, f"{toml_text(value)} is not allowed; allowed: {', '.join(allowed)}")
     return value
 
 
@@ -295,7 +335,9 @@ def _listen_address(ctx: _Ctx, key: str, text: str, base: Path) -> tuple[str, in
     host, sep, port_text = text.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")
     if not sep or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise ctx.error(key, f"expected HOST:PORT (127.0.0.1:9108) or a socket path, got {text!r}")
+        raise ctx.error(
+            key, f"expected HOST:PORT (127.0.0.1:9108) or a socket path, got {toml_text(text)}"
+        )
     try:
         loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -347,13 +389,13 @@ def _daemon(
 
 def _path(ctx: _Ctx, key: str, value: Any, base: Path) -> Path:
     if not isinstance(value, str) or not value:
-        raise ctx.error(key, f"expected a folder path string, got {value!r}")
+        raise ctx.error(key, f"expected a folder path string, got {toml_text(value)}")
     if "\0" in value:
-        raise ctx.error(key, f"a path cannot hold a NUL character, got {value!r}")
+        raise ctx.error(key, f"a path cannot hold a NUL character, got {toml_text(value)}")
     try:
         p = Path(value).expanduser()
     except RuntimeError as exc:  # "~nobody/x": no such user's home folder
-        raise ctx.error(key, f"cannot expand {value!r}: {exc}") from None
+        raise ctx.error(key, f"cannot expand {toml_text(value)}: {exc}") from None
     return p if p.is_absolute() else base / p
 
 
@@ -377,7 +419,7 @@ def parse_limits(table: Any, key: str, where: str, base: Limits = DEFAULT_LIMITS
         if name not in names:
             raise ctx.error(f"{key}.{name}", f"unknown limit; known: {', '.join(names)}")
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ctx.error(f"{key}.{name}", f"expected a positive integer, got {value!r}")
+            raise ctx.error(f"{key}.{name}", f"expected a positive integer, got {toml_text(value)}")
         if value < 1:
             raise ctx.error(f"{key}.{name}", f"must be at least 1, got {value}")
     return base.with_values(dict(table))
@@ -409,7 +451,9 @@ def _pipeline(
             raise ctx.error(f"{prefix}.{required}", "missing (a folder path)")
     name = table.get("name", f"pipeline{index}")
     if not isinstance(name, str) or not name or "/" in name:
-        raise ctx.error(f"{prefix}.name", f"expected a short name without '/', got {name!r}")
+        raise ctx.error(
+            f"{prefix}.name", f"expected a short name without '/', got {toml_text(name)}"
+        )
     prefix = f"pipeline[{index}] ({name})"
     readable, writable = known_formats()
     readable = ("auto", *readable)
@@ -436,7 +480,8 @@ def _pipeline(
         or not all(isinstance(p, str) and p and "/" not in p for p in patterns)
     ):
         raise ctx.error(
-            f"{prefix}.patterns", f"expected a non-empty list of file name globs, got {patterns!r}"
+            f"{prefix}.patterns",
+            f"expected a non-empty list of file name globs, got {toml_text(patterns)}",
         )
     state_dir = None
     if "state_dir" in table:
@@ -463,7 +508,7 @@ def _pipeline(
         create=_typed(ctx, f"{prefix}.create", table.get("create", True), bool, None),
         limits=parse_limits(table.get("limits", {}), f"{prefix}.limits", where, limits),
         preview=_preview(ctx, f"{prefix}.preview", table.get("preview", 0)),
-        **_operations(ctx, prefix, table),
+        **_operations(ctx, prefix, table, base),
     )
 
 
@@ -477,14 +522,16 @@ def _preview(ctx: _Ctx, key: str, value: Any) -> int:
 def _days(ctx: _Ctx, key: str, value: Any) -> float:
     """Days to keep routed files: a finite non-negative number (0: removed at the next rescan)."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ctx.error(key, f"expected a number of days, got {value!r}")
+        raise ctx.error(key, f"expected a number of days, got {toml_text(value)}")
     if not 0 <= value <= MAX_KEEP_DAYS:
         raise ctx.error(key, f"must be between 0 and {MAX_KEEP_DAYS:g} days, got {value}")
     return float(value)
 
 
-def _argv(ctx: _Ctx, key: str, value: Any) -> tuple[str, ...]:
-    """A command as a list of strings (run without a shell)."""
+def _argv(ctx: _Ctx, key: str, value: Any, base: Path) -> tuple[str, ...]:
+    """A command as a list of strings (run without a shell). A program given as a path
+    (``hooks/notify.sh``, ``~/bin/x``) is relative to ``base`` (the config's folder), as every
+    relative path of a config; a bare name is looked up on ``PATH`` when it runs."""
     if (
         not isinstance(value, list)
         or not value
@@ -493,13 +540,16 @@ def _argv(ctx: _Ctx, key: str, value: Any) -> tuple[str, ...]:
     ):
         raise ctx.error(
             key,
-            f"expected a command as a non-empty list of strings, got {value!r}",
+            f"expected a command as a non-empty list of strings, got {toml_text(value)}",
             hint='e.g. ["/usr/local/bin/train", "--quick"]; it runs without a shell',
         )
-    return tuple(value)
+    program = value[0]
+    if "/" in program or program.startswith("~"):
+        program = str(_path(ctx, key, program, base))
+    return (program, *value[1:])
 
 
-def _operations(ctx: _Ctx, prefix: str, table: Mapping[str, Any]) -> dict[str, Any]:
+def _operations(ctx: _Ctx, prefix: str, table: Mapping[str, Any], base: Path) -> dict[str, Any]:
     """Retention and hooks: ``keep_*_days``, ``on_published``/``on_failed``, ``hook_timeout_s``."""
     out: dict[str, Any] = {}
     for key in ("keep_done_days", "keep_failed_days"):
@@ -507,7 +557,7 @@ def _operations(ctx: _Ctx, prefix: str, table: Mapping[str, Any]) -> dict[str, A
             out[key] = _days(ctx, f"{prefix}.{key}", table[key])
     for key in ("on_published", "on_failed"):
         if key in table:
-            out[key] = _argv(ctx, f"{prefix}.{key}", table[key])
+            out[key] = _argv(ctx, f"{prefix}.{key}", table[key], base)
     if "hook_timeout_s" in table:
         seconds = _seconds(ctx, f"{prefix}.hook_timeout_s", table["hook_timeout_s"])
         if not 0 < seconds <= MAX_HOOK_SECONDS:
@@ -587,10 +637,12 @@ def default_config(*, env: Mapping[str, str] | None = None, cwd: Path | None = N
 
 def open_files_needed(config: Config) -> int:
     """Files the daemon may hold open at once with this config: every job writing every
-    shard of :data:`SUBSETS_ASSUMED` subsets, plus what the rest of the process needs."""
+    shard of :data:`SUBSETS_ASSUMED` subsets, every hook running, plus what the rest of the
+    process needs."""
     shards = max(p.shards for p in config.pipelines)
     return (
         config.daemon.max_jobs * shards * SUBSETS_ASSUMED
+        + config.daemon.max_hooks * FILES_PER_HOOK
         + FILES_RESERVED
         + 8 * len(config.pipelines)
     )

@@ -2,7 +2,8 @@
 
 Prints the pipelines it would run and the limits that differ from the defaults, or the error
 naming the file, the key and what is allowed. Exit 0 when valid, 1 when not. The open-file
-check the daemon makes at start (``max_jobs`` x ``shards``) is made here too.
+check the daemon makes at start (``max_jobs`` x ``shards``) is made here too, and every hook's
+program must be there and executable (a bare name: found on this ``PATH``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from tfdrop.cli.common import config_failed
 from tfdrop.config import changed_limits, load_config
 from tfdrop.daemon.fdlimit import ensure_open_files
+from tfdrop.daemon.hooks import check_hooks
 from tfdrop.errors import ConfigError
 from tfdrop.limits import Limits
 
@@ -30,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.file)
         ensure_open_files(config)
+        check_hooks(config)
     except ConfigError as exc:
         return config_failed(exc)
     d = config.daemon

@@ -147,26 +147,25 @@ def run(args: argparse.Namespace) -> int:
     raise_open_files(args.shards * SUBSETS_ASSUMED + FILES_RESERVED)
     progress = ProgressBar(enabled=on_terminal() and not args.quiet)
     try:
-        label_map = load_label_map(args.label_map) if args.label_map else None
-        options = ConvertOptions(
-            source_format=args.source,
-            target_format=args.to,
-            label_map=label_map,
-            masks=args.masks,
-            shards=args.shards,
-            compression=args.compression,
-            images=args.images,
-            limits=limits,
-            # more workers than cores only adds memory (each holds its own reader)
-            jobs=min(args.jobs or default_jobs(), default_jobs()),
-        )
-        report = convert(src, out, options, progress=progress)
+        with progress:  # the bar is off the screen before an error is printed
+            label_map = load_label_map(args.label_map) if args.label_map else None
+            options = ConvertOptions(
+                source_format=args.source,
+                target_format=args.to,
+                label_map=label_map,
+                masks=args.masks,
+                shards=args.shards,
+                compression=args.compression,
+                images=args.images,
+                limits=limits,
+                # more workers than cores only adds memory (each holds its own reader)
+                jobs=min(args.jobs or default_jobs(), default_jobs()),
+            )
+            report = convert(src, out, options, progress=progress)
     except TfdropError as exc:
         return fail(str(exc), hint=exc.hint)
     except OSError as exc:
         return fail(f"{exc.filename or src}: {exc.strerror or exc}")
-    finally:
-        progress.close()
     code = _write_report(report_path_of(out), json.dumps(report.to_dict(), indent=2) + "\n", out)
     if code == 0 and not args.quiet:
         print(report.summary())

@@ -2,7 +2,8 @@
 
 Each input is moved from the pipeline's ``failed/`` into its drop folder without replacing
 anything there (``<stem>-1<suffix>`` when the name is taken: the daemon's no-clobber move), then
-its ``<name>.error.json`` is removed, and ``drop_retried`` is logged as the daemon logs. A
+its ``<name>.error.json`` is removed, and ``drop_retried`` is logged as the daemon logs. Retrying
+an error file whose input is not there (taken away by hand) removes that error file and says so. A
 running daemon takes it as a new drop; a stopped one finds it at its start-up scan. A failed
 input holds no ledger entry (a failure forgets it), so the same bytes are converted again, not
 taken for a duplicate. Fix what made it fail (a label map, a config key) first.
@@ -78,6 +79,18 @@ def retry_input(cfg: PipelineConfig, name: str) -> Path:
     return dst
 
 
+def remove_orphan_error(cfg: PipelineConfig, name: str) -> Path | None:
+    """``failed/<name>.error.json`` removed when its input is not there (taken away by hand);
+    the error file removed, or None when there is none (or its input is there)."""
+    error = cfg.failed / f"{name}{ERROR_SUFFIX}"
+    if os.path.lexists(cfg.failed / name) or not os.path.lexists(error):
+        return None
+    error.unlink(missing_ok=True)
+    fsync_dir(cfg.failed)
+    log.info("error_file_removed", pipeline=cfg.name, source=name, reason="input_missing")
+    return error
+
+
 def _selected(pipelines: tuple[PipelineConfig, ...], wanted: str | None) -> list[PipelineConfig]:
     return [p for p in pipelines if wanted is None or p.name == wanted]
 
@@ -85,13 +98,16 @@ def _selected(pipelines: tuple[PipelineConfig, ...], wanted: str | None) -> list
 _Target = tuple[PipelineConfig, str]
 
 
+def _target_name(args: argparse.Namespace) -> str:
+    name = Path(args.name).name
+    return name[: -len(ERROR_SUFFIX)] if name.endswith(ERROR_SUFFIX) else name
+
+
 def _targets(pipes: list[PipelineConfig], args: argparse.Namespace) -> list[_Target] | str:
     """What to retry, or why nothing can be (a message)."""
     if args.all:
         return [(p, name) for p in pipes for name in failed_inputs(p)]
-    name = Path(args.name).name
-    if name.endswith(ERROR_SUFFIX):
-        name = name[: -len(ERROR_SUFFIX)]
+    name = _target_name(args)
     found = [p for p in pipes if name in failed_inputs(p)]
     if not found:
         where = ", ".join(str(p.failed) for p in pipes)
@@ -100,6 +116,29 @@ def _targets(pipes: list[PipelineConfig], args: argparse.Namespace) -> list[_Tar
         names = ", ".join(p.name for p in found)
         return f"{name!r} failed in several pipelines ({names}); choose one with --pipeline"
     return [(found[0], name)]
+
+
+def _remove_orphans(pipes: list[PipelineConfig], args: argparse.Namespace) -> bool:
+    """``retry x.zip.error.json`` whose input is gone: its error file is removed, and that
+    said; whether there was one."""
+    if args.all or not args.name.endswith(ERROR_SUFFIX):
+        return False
+    name = _target_name(args)
+    found = False
+    for p in pipes:
+        try:
+            error = remove_orphan_error(p, name)
+        except OSError as exc:
+            fail(f"{p.failed / args.name}: cannot remove it: {exc.strerror or exc}")
+            continue
+        if error is not None:
+            found = True
+            print(
+                f"tfdrop: {p.failed / name} is not there (taken away by hand?): nothing to "
+                f"retry; removed its error file {error}",
+                file=sys.stderr,
+            )
+    return found
 
 
 def run(args: argparse.Namespace) -> int:
@@ -111,10 +150,12 @@ def run(args: argparse.Namespace) -> int:
     if not pipes:
         known = ", ".join(p.name for p in config.pipelines)
         return fail(f"no pipeline named {args.pipeline!r}", hint=f"the pipelines: {known}")
+    configure_logging(log_format=config.daemon.log_format, level=config.daemon.log_level)
     targets = _targets(pipes, args)
     if isinstance(targets, str):
+        if _remove_orphans(pipes, args):
+            return 0
         return fail(targets, hint="list them with: ls " + " ".join(str(p.failed) for p in pipes))
-    configure_logging(log_format=config.daemon.log_format, level=config.daemon.log_level)
     if not targets:
         print("tfdrop: nothing to retry: failed/ is empty", file=sys.stderr)
         return 0

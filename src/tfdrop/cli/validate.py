@@ -143,24 +143,23 @@ def run(args: argparse.Namespace) -> int:
     t = _Tally(as_json=args.json, max_problems=args.max_problems, bar=bar)
     limits = limits_from_args(args)
     try:
-        pinned = load_label_map(args.label_map) if args.label_map else None
-        with record_files(args.path, limits) as (files, found_map, source):
-            if not files:
-                return fail(f"{args.path}: no .tfrecord, .record or shard files found")
-            label_map = pinned or found_map
-            for display, name in missing_shards(files):
-                # a shard set with a file missing is an incomplete dataset
-                t.add({"file": display, "message": f"shard set incomplete: {name} is missing"})
-            # no label map: the records' ids and texts must agree with each other
-            table = LabelTable(limits.max_labels) if label_map is None else None
-            for rf in files:
-                _check_file(rf, source, label_map, t, limits, table)
+        with bar:  # the bar is off the screen before an error is printed
+            pinned = load_label_map(args.label_map) if args.label_map else None
+            with record_files(args.path, limits) as (files, found_map, source):
+                if not files:
+                    return fail(f"{args.path}: no .tfrecord, .record or shard files found")
+                label_map = pinned or found_map
+                for display, name in missing_shards(files):
+                    # a shard set with a file missing is an incomplete dataset
+                    t.add({"file": display, "message": f"shard set incomplete: {name} is missing"})
+                # no label map: the records' ids and texts must agree with each other
+                table = LabelTable(limits.max_labels) if label_map is None else None
+                for rf in files:
+                    _check_file(rf, source, label_map, t, limits, table)
     except TfdropError as exc:
         return fail(str(exc), hint=exc.hint)
     except OSError as exc:
         return fail(f"{exc.filename or args.path}: {exc.strerror or exc}")
-    finally:
-        bar.close()
     summary = {
         "valid": t.problems == 0,
         "files": t.files,

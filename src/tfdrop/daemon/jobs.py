@@ -41,7 +41,6 @@ from tfdrop.daemon.fsops import (
 )
 from tfdrop.daemon.isolate import convert_isolated
 from tfdrop.daemon.ledger import BEING_WRITTEN, Entry, Ledger
-from tfdrop.daemon.retention import mark_routed
 from tfdrop.errors import TfdropError, UnsafeArchiveError
 from tfdrop.preview import preview_path_of
 from tfdrop.publish import NAME_MAX, name_bytes, name_fits
@@ -64,11 +63,39 @@ class WaitForOther(Exception):
     """Another live instance is converting the same bytes; try again later."""
 
 
-def eta_seconds(done: int, total: int | None, elapsed: float) -> float | None:
-    """Seconds left at the rate so far; None while the total or the rate is unknown."""
-    if total is None or done <= 0 or elapsed <= 0:
+ETA_MIN_SECONDS = 1.0
+ETA_MIN_ITEMS = 3
+"""No time left is told before this long and this many items of converting: the first items'
+rate (archive index read, the first images decoded) says nothing about the rest."""
+
+
+def eta_seconds(done: int, total: int | None, elapsed: float, since: int = 0) -> float | None:
+    """Seconds left at the rate of the ``done - since`` items of the last ``elapsed`` seconds;
+    None while the total is unknown or the rate not yet told (:data:`ETA_MIN_SECONDS`,
+    :data:`ETA_MIN_ITEMS`)."""
+    if total is None or done - since < ETA_MIN_ITEMS or elapsed < ETA_MIN_SECONDS:
         return None
-    return round(max(total - done, 0) * elapsed / done, 1)
+    return round(max(total - done, 0) * elapsed / (done - since), 1)
+
+
+@dataclass(slots=True)
+class EtaClock:
+    """The rate of a conversion from its own first progress call (not from the job's start:
+    hashing the drop and waiting for a process are no part of it)."""
+
+    first: tuple[float, int] | None = None  # (time, items) of the first call
+
+    def eta(self, items: int, total: int | None, now: float) -> float | None:
+        if self.first is None:
+            self.first = (now, items)
+        start, since = self.first
+        return eta_seconds(items, total, now - start, since)
+
+
+def os_error_text(exc: OSError, name: str) -> str:
+    """An OSError as text that names a file: its own, else the drop the job was working on
+    (``os.utime``, a write or an fsync raise without one)."""
+    return str(exc) if exc.filename is not None else f"{exc} (working on {name})"
 
 
 def _json_bytes(doc: dict[str, Any]) -> bytes:
@@ -114,6 +141,7 @@ class JobRunner:
 
     def _progress(self) -> Progress:
         last = time.monotonic()
+        clock = EtaClock()
 
         def progress(items: int, total: int | None) -> None:
             nonlocal last
@@ -121,6 +149,7 @@ class JobRunner:
             self.items = items
             self.total = total
             now = time.monotonic()
+            eta = clock.eta(items, total, now)
             if now - last >= self.daemon.progress_seconds:
                 last = now
                 elapsed = now - self.started
@@ -129,7 +158,7 @@ class JobRunner:
                     items=items,
                     total=total,
                     elapsed_s=round(elapsed, 1),
-                    eta_s=eta_seconds(items, total, elapsed),
+                    eta_s=eta,
                 )
 
         return progress
@@ -165,7 +194,8 @@ class JobRunner:
         if isinstance(exc, OSError):
             with contextlib.suppress(OSError):
                 clean_job_folder(self.claimed)  # retried anyway before the next attempt
-            return Outcome("retry", {"errno": exc.errno, "error": str(exc), "kind": "os_error"})
+            error = os_error_text(exc, self.claimed.name)
+            return Outcome("retry", {"errno": exc.errno, "error": error, "kind": "os_error"})
         # a bug must not stop the daemon, nor retry forever: the input goes to failed/
         log.error("job_internal_error", exc_info=exc)
         return self._fail(
@@ -403,7 +433,6 @@ class JobRunner:
             finish_job_folder(self.claimed)
             return None
         self.pipeline.done.mkdir(exist_ok=True)
-        mark_routed(self.claimed.input)  # its age in done/ (retention)
         dst = move_unique(self.claimed.input, self.pipeline.done, self.claimed.name)
         finish_job_folder(self.claimed)
         return str(dst)
@@ -426,7 +455,6 @@ class JobRunner:
             if self.entry is not None:
                 self.ledger.forget(self.entry)
             self.pipeline.failed.mkdir(exist_ok=True)
-            mark_routed(self.claimed.input)  # its age in failed/ (retention)
             dst = move_with_error(
                 self.claimed.input,
                 self.pipeline.failed,
@@ -436,8 +464,9 @@ class JobRunner:
                 instance=self.work.instance,
             )
         except OSError as exc:  # the input is still claimed: try again later
-            log.error("error_file_not_written", error=str(exc), **doc)
-            return Outcome("retry", {"errno": exc.errno, "error": str(exc), "kind": "os_error"})
+            text = os_error_text(exc, self.claimed.name)
+            log.error("error_file_not_written", error=text, **doc)
+            return Outcome("retry", {"errno": exc.errno, "error": text, "kind": "os_error"})
         with contextlib.suppress(OSError):  # a leftover folder is removed on restart
             finish_job_folder(self.claimed)
         return Outcome("failed", {**error, "moved_to": str(dst)})

@@ -22,6 +22,7 @@ from tfdrop.config import DaemonConfig, PipelineConfig
 from tfdrop.daemon.claim import Claimed, WorkArea
 from tfdrop.daemon.fsops import remove_own_temps
 from tfdrop.daemon.ledger import Ledger
+from tfdrop.daemon.retention import Reported
 from tfdrop.daemon.watch import DropTracker
 from tfdrop.errors import TfdropError
 
@@ -46,6 +47,7 @@ class Runtime:
     jobs: int = 0
     drop_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the drop folder opened
     drop_missing: bool = False
+    retention: Reported = field(default_factory=Reported)  # what retention logged already
 
 
 @dataclass(frozen=True, slots=True)

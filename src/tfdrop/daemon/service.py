@@ -72,7 +72,7 @@ class Service:
         self._tasks: list[asyncio.Task[None]] = []
         self.clean = True
         self.exit_code = 0
-        self.hooks = Hooks()
+        self.hooks = Hooks(lambda: self.config.daemon.max_hooks)
         self.monitor = Monitor(config.daemon)  # the status file and the metrics
 
     # -- pipelines --------------------------------------------------------------------------
@@ -119,7 +119,7 @@ class Service:
         if now >= rt.next_rescan:
             rt.next_rescan = now + d.rescan_seconds
             rt.tracker.scan(now)
-            apply_retention(rt.cfg)
+            apply_retention(rt.cfg, reported=rt.retention)  # never raises
             for name in rt.work.adopt_orphans():
                 claimed = rt.work.job(name)
                 log.info("claim_adopted", pipeline=rt.cfg.name, job=name)
@@ -368,7 +368,9 @@ class Service:
         log.error("config_reload_refused", kind="internal_error", exc_info=task.exception())
 
     async def _shutdown(self) -> bool:
-        """Stop taking work, let jobs finish for the grace period, then abort them."""
+        """Stop taking work, let jobs (and hooks) finish for the grace period, then abort
+        them: the hooks get what is left of the one grace period once the jobs are done."""
+        deadline = time.monotonic() + self.config.daemon.grace_seconds
         self.notifier.stopping()
         log.info("daemon_stopping", running=len(self.running))
         for rt in self.runtimes:
@@ -388,7 +390,7 @@ class Service:
                     runner.cancel.set()
                 _, pending = await asyncio.wait(pending, timeout=_ABORT_SECONDS)
                 clean = not pending
-        await self.hooks.drain(self.config.daemon.grace_seconds)
+        await self.hooks.drain(max(0.0, deadline - time.monotonic()))
         for rt in self.runtimes:
             if rt.watcher is not None:
                 with contextlib.suppress(asyncio.CancelledError, TimeoutError):
