@@ -263,11 +263,13 @@ def summarize(
     notes: Sequence[str] = (),
 ) -> TrainingSummary:
     """The summary of a tallied dataset; ``record_names`` ``None``: not TFRecords (no reader)."""
-    kp = max(tally.keypoints, default=0)
+    layout = label_map.keypoint_layout if label_map is not None else None
+    kp = layout.total if layout is not None else max(tally.keypoints, default=0)
     boxes = tally.max_objects if tally.max_objects > BOXES_DEFAULT else 0
     opts = ReaderOptions(masks=tally.masks > 0, num_keypoints=kp, max_boxes=boxes)
     paths = record_globs(record_names) if record_names is not None else {}
     block = None
     if record_names is not None:
-        block = input_reader_block(paths, opts, [*notes, *_keypoint_notes(tally)])
+        kp_notes = _keypoint_notes(tally) if layout is None else []
+        block = input_reader_block(paths, opts, [*notes, *kp_notes])
     return TrainingSummary(num_classes(label_map, tally), tally.by_subset(), paths, block)

@@ -150,6 +150,11 @@ class CocoReader:
     def skeletons(self) -> dict[str, Skeleton]:
         return self.keypoint_categories.skeletons(self.categories.by_id)
 
+    def keypoints_declared(self) -> bool:
+        """Every category with a skeleton names its keypoints (Datumaro's ``"keypoints": []``
+        takes K from the annotations)."""
+        return all(sk.names for sk in self.keypoint_categories.by_id.values())
+
     def items(self) -> Iterator[Item]:
         if self._planned is not None:  # units() made pass 2 already (and noted what it saw)
             for unit in self._planned:

@@ -178,6 +178,15 @@ class CvatReader:
         """Skeleton label -> its keypoint names and edges, from the meta blocks."""
         return dict(self._skeletons)
 
+    def keypoints_declared(self) -> bool:
+        """Every file has a meta whose labels all have a type, none ``points`` or ``any``
+        (a ``<points>`` shape's count is its own) and every skeleton names its points."""
+        for meta in self.metas.values():
+            tops = [spec for spec in meta.labels if not spec.parent]
+            if not tops or any(spec.type in ("", "points", "any") for spec in tops):
+                return False
+        return all(sk.names for sk in self._skeletons.values())
+
     def label_map(self) -> LabelMap | None:
         return None
 
