@@ -154,8 +154,12 @@ class CvatReader:
             )
         self.metas = {n: _read_meta(source, n, limits) for n in self.files}
         self._skeletons: dict[str, Skeleton] = {}
-        for meta in self.metas.values():
-            for name, sk in skeletons_of(meta.labels).items():
+        for member, meta in self.metas.items():
+            try:
+                declared = skeletons_of(meta.labels)
+            except FormatError as exc:
+                raise exc.at(member=member) from None
+            for name, sk in declared.items():
                 self._skeletons.setdefault(name, sk)
         self._seen: set[str] = {spec.name for spec in self.label_specs()}
         self._images = [n for n in names if _under_images(n) and is_image_name(n)]
@@ -330,12 +334,14 @@ class CvatReader:
             raise exc.at(item=name) from None
         objects: list[Annotation] = []
         tags: list[str] = []
+        kp_values = 0
         for child in el:
             if child.tag in SHAPES:
                 ann = parse_shape(child, where, self.notes, index=len(objects))
                 if ann is not None:
                     self._see(ann.label, where)
                     objects.append(ann)
+                    kp_values = _keypoint_budget(kp_values, ann, where)
             elif child.tag == "tag":
                 self._tag(child, where, tags)
             else:
@@ -400,7 +406,11 @@ class CvatReader:
                 width, height, member, name, self.options.masks, None, limits, self._skeletons
             )
             objects: list[Annotation] = []
-            for el in attach_points([shape_element(data) for data in shapes]):
+            kp_values = 0
+            elements, lost = attach_points([shape_element(data) for data in shapes])
+            if lost:
+                self.notes.lose("keypoint_without_skeleton", lost)
+            for el in elements:
                 ann = parse_shape(
                     el,
                     where,
@@ -412,6 +422,7 @@ class CvatReader:
                 if ann is not None:
                     self._see(ann.label, where)
                     objects.append(ann)
+                    kp_values = _keypoint_budget(kp_values, ann, where)
             yield self._item(
                 name, subset, width, height, objects, [], image_member, member, frame, video=True
             )
@@ -494,6 +505,18 @@ class CvatReader:
 
 
 _MAX_SIZE = 2**31 - 1  # pixels; anything larger is not an image size
+
+
+def _keypoint_budget(so_far: int, ann: Annotation, where: Where) -> int:
+    """The keypoints an image's objects hold so far: over ``max_values_per_feature`` (the
+    record's keypoint lists) is refused while reading, before more are built."""
+    total = so_far + len(ann.keypoints)
+    if ann.keypoints:
+        where.limits.check(
+            "max_values_per_feature", total, member=where.member, item=where.item,
+            key="image/object/keypoint/x",
+        )  # fmt: skip
+    return total
 
 
 def _int_attr(el: ET.Element, key: str, where: Where) -> int:
