@@ -151,45 +151,44 @@ class LabelResolver:
         """The keypoint layout known before the first item: a pinned map's keypoints (its ids
         are the slots; the source's skeletons must name the same keypoints), else the source
         map's, else the declared skeletons in label-map order."""
-        base = self._base
-        if self.pinned and any(it.keypoints for it in base.items):
-            layout = base.keypoint_layout
-            if layout is None:
-                raise LabelMapError(
-                    "the pinned label map's keypoint ids repeat (every keypoint of every label "
-                    "needs its own id: one num_keypoints axis for the dataset, as the OD API "
-                    "reads it)"
-                )
-            self._fixed_map = True
-            for it in base.items:
-                sk = Skeleton.of_item(it)
-                if sk is not None:
-                    self._pin_skeleton(base.label_of(it), sk, layout.slots[base.label_of(it)])
-            for name, sk in self._skeletons.items():
-                if name not in self._slots and sk.names:
-                    raise LabelMapError(
-                        f"label {name!r} has keypoints ({_names(sk.names)}) but the pinned "
-                        "label map gives it none"
-                    )
+        if self.pinned and any(it.keypoints for it in self._base.items):
+            self._pin_layout()
             return
         layout = source_map.keypoint_layout if source_map is not None else None
-        if layout is not None and source_map is base:
-            for it in base.items:
-                sk = Skeleton.of_item(it)
-                if sk is not None:
-                    name = base.label_of(it)
-                    self._skeletons.setdefault(name, sk)
-                    self._slots[name] = layout.slots[name]
-        elif source_map is not None:
+        if source_map is not None:
             for it in source_map.items:
                 sk = Skeleton.of_item(it)
-                if sk is not None:
-                    self._skeletons.setdefault(source_map.label_of(it), sk)
-        order = [*self.map_names(), *self._skeletons]
-        for name in dict.fromkeys(order):
+                if sk is None:
+                    continue
+                name = source_map.label_of(it)
+                self._skeletons.setdefault(name, sk)
+                if layout is not None and source_map is self._base:
+                    self._slots[name] = layout.slots[name]  # the source's own ids stay
+        for name in dict.fromkeys([*self.map_names(), *self._skeletons]):
             sk = self._skeletons.get(name)
             if sk is not None and sk.names and name not in self._slots:
                 self._give_slots(name)
+
+    def _pin_layout(self) -> None:
+        base = self._base
+        layout = base.keypoint_layout
+        if layout is None:
+            raise LabelMapError(
+                "the pinned label map's keypoint ids repeat (every keypoint of every label "
+                "needs its own id: one num_keypoints axis for the dataset, as the OD API "
+                "reads it)"
+            )
+        self._fixed_map = True
+        for it in base.items:
+            sk = Skeleton.of_item(it)
+            if sk is not None:
+                self._pin_skeleton(base.label_of(it), sk, layout.slots[base.label_of(it)])
+        for name, sk in self._skeletons.items():
+            if name not in self._slots and sk.names:
+                raise LabelMapError(
+                    f"label {name!r} has keypoints ({_names(sk.names)}) but the pinned "
+                    "label map gives it none"
+                )
 
     def map_names(self) -> list[str]:
         return [*self._base.names, *(it.name for it in self._added)]

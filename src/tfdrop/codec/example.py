@@ -309,7 +309,6 @@ def to_item(
 ) -> Item:
     """Build the typed item. Names come from class/text, else from ``label_map`` by id."""
     L = p.lists
-    texts = L.get(TEXT)
     ids = L.get(LABEL)
     views = L.get(VIEW)
     masks = L.get(MASK)
@@ -489,7 +488,7 @@ def encode_example(
         b.int64_list(_k(IS_CROWD), [int(o.is_crowd) for o in objs])
     if objs and all(o.area is not None for o in objs):
         b.float_list(_k(AREA), [o.area for o in objs if o.area is not None])
-    if objs and (layout is not None and layout.total or any(o.keypoints for o in objs)):
+    if objs and ((layout is not None and layout.total) or any(o.keypoints for o in objs)):
         _write_keypoints(b, item, layout, max_values)
     for key, raw in item.extra:
         bkey = key.encode("utf-8", "surrogateescape")

@@ -169,7 +169,8 @@ class KeypointLayout:
     def of_items(cls, items: tuple[LabelMapItem, ...], label_of: Callable[[LabelMapItem], str]
                  ) -> KeypointLayout | None:  # fmt: skip
         """The layout a label map's ``keypoints { id label }`` give, None when none has any or
-        two keypoints share an id (tfdrop before 0.x numbered every label from 0)."""
+        two keypoints share an id (older tfdrop archives numbered every label from 0: their
+        records are read by each record's own K)."""
         slots: dict[str, tuple[int, ...]] = {}
         names: dict[int, str] = {}
         for it in items:

@@ -143,8 +143,8 @@ class ObjectBuilder:
         if out:
             self.notes.warn(
                 "keypoint_outside_image",
-                f"annotation {ann_id}: keypoint {out[0]} (of {len(out)}) lies outside the "
-                f"{width}x{height} image; kept",
+                f"annotation {ann_id}: {len(out)} labelled keypoints (the first: keypoint "
+                f"{out[0]}) lie outside the {width}x{height} image; kept",
                 item=item,
                 key=f"annotations[{i}].keypoints",
             )
