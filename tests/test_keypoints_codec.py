@@ -11,17 +11,35 @@
 
 from __future__ import annotations
 
+import math
 import struct
 from types import ModuleType
 
 import pytest
 
-from tfdrop.codec.example import decode_example, encode_example, parse_example
-from tfdrop.codec.keypoints import KP_NUM, KP_TEXT, KP_VIS, KP_X, KP_Y
-from tfdrop.codec.model import Annotation, Box, Item, Point
+from tfdrop.codec.example import decode_example, encode_example, parse_example, to_item
+from tfdrop.codec.keypoints import (
+    KP_NUM,
+    KP_TEXT,
+    KP_VIS,
+    KP_X,
+    KP_Y,
+    encode_keypoints,
+    keypoint_losses,
+)
+from tfdrop.codec.model import (
+    Annotation,
+    Box,
+    Item,
+    Keypoint,
+    KeypointLayout,
+    LabelMap,
+    LabelMapItem,
+    Point,
+)
 from tfdrop.codec.proto import Example
 from tfdrop.codec.schema import check_parsed, fast_check
-from tfdrop.errors import SchemaError
+from tfdrop.errors import LimitExceededError, SchemaError
 
 
 def f32(v: float) -> float:
@@ -157,3 +175,95 @@ def test_tensorflow_parses_the_keypoint_keys(tf: ModuleType) -> None:
     assert got[KP_NUM] == [2, 0]
     # the OD API's reshape: [objects, num_keypoints]
     assert tf.reshape(got[KP_X], [-1, 3]).shape == (2, 3)
+
+
+# --- the dataset's one num_keypoints axis (outside attack, findings 1-6) ----------------------
+
+FACE_PERSON = LabelMap(
+    (
+        LabelMapItem(1, "face", keypoints=(Keypoint(0, "left_eye"), Keypoint(1, "right_eye"))),
+        LabelMapItem(2, "person", keypoints=(Keypoint(2, "nose"), Keypoint(3, "neck"))),
+        LabelMapItem(3, "car"),
+    )
+)
+FACE = Annotation(
+    label="face",
+    label_id=1,
+    box=Box(0.1, 0.1, 0.2, 0.2),
+    keypoints=(Point(0.11, 0.12, 2, "left_eye"), Point(0.0, 0.0, 0, "right_eye")),
+)
+
+
+def test_the_label_maps_global_ids_are_the_slots_of_one_axis() -> None:
+    layout = FACE_PERSON.keypoint_layout
+    assert layout is not None
+    assert (layout.total, layout.slots) == (4, {"face": (0, 1), "person": (2, 3)})
+    f = _features(encode_example(_item(FACE, CAR), layout))
+    # every object carries all 4 slots, its own label's filled (the OD API's layout)
+    assert f[KP_X] == [f32(0.11), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    assert f[KP_TEXT] == [b"left_eye", b"right_eye", b"nose", b"neck"] * 2
+    assert f[KP_NUM] == [1, 0]
+
+
+def test_a_record_without_keypoint_objects_still_carries_the_slots() -> None:
+    f = _features(encode_example(_item(CAR), FACE_PERSON.keypoint_layout))
+    assert (f[KP_X], f[KP_VIS], f[KP_NUM]) == ([0.0] * 4, [0] * 4, [0])
+
+
+def test_a_dataset_without_keypoints_is_written_as_before() -> None:
+    assert encode_example(_item(CAR), None) == encode_example(_item(CAR))
+    assert KP_X not in _features(encode_example(_item(CAR)))
+
+
+def test_slots_are_read_back_by_label_and_a_trailing_unlabelled_keypoint_is_kept() -> None:
+    data = encode_example(_item(FACE, CAR), FACE_PERSON.keypoint_layout)
+    face, car = decode_example(data, label_map=FACE_PERSON).objects
+    # right_eye is (0, 0, v=0): no longer mistaken for padding
+    assert face.keypoints == (Point(f32(0.11), f32(0.12), 2, "left_eye"),
+                              Point(0.0, 0.0, 0, "right_eye"))  # fmt: skip
+    assert car.keypoints == ()
+
+
+def test_the_padding_is_bounded_before_any_list_is_built() -> None:
+    layout = KeypointLayout({"face": tuple(range(1000))}, ("",) * 1000)
+    with pytest.raises(LimitExceededError, match="max_values_per_feature") as exc:
+        encode_keypoints([CAR] * 200, layout, max_values=100_000)
+    assert exc.value.value == 200_000
+
+
+def test_a_label_map_whose_keypoint_ids_repeat_has_no_layout() -> None:
+    old = LabelMap((LabelMapItem(1, "a", keypoints=(Keypoint(0, "x"),)),
+                    LabelMapItem(2, "b", keypoints=(Keypoint(0, "y"),))))  # fmt: skip
+    assert old.keypoint_layout is None
+
+
+def _record(**lists: list[object]) -> bytes:
+    ex = Example.FromString(encode_example(_item(CAR)))
+    feats = ex.features.feature  # type: ignore[attr-defined]
+    for key, values in lists.items():
+        full = f"image/object/keypoint/{key}"
+        kind = {"x": "float_list", "y": "float_list", "text": "bytes_list"}.get(key, "int64_list")
+        getattr(feats[full], kind).value.extend(values)
+    return ex.SerializeToString()
+
+
+def test_a_nan_keypoint_is_unlabelled_and_counted_when_visibility_said_labelled() -> None:
+    p = parse_example(_record(x=[math.nan, 0.5], y=[0.1, 0.5], visibility=[2, 2]))
+    item = to_item(p)
+    assert item.objects[0].keypoints == (Point(0.0, 0.0, 0, ""), Point(0.5, 0.5, 2, ""))
+    assert keypoint_losses(p.keypoints, p.num_objects) == {"keypoint_nan": 1}
+    assert check_parsed(p, verify_sha256=False) == []
+
+
+def test_a_nan_keypoint_without_visibility_is_simply_unlabelled() -> None:
+    p = parse_example(_record(x=[math.nan], y=[math.nan]))
+    assert to_item(p).objects[0].keypoints == (Point(0.0, 0.0, 0, ""),)
+    assert keypoint_losses(p.keypoints, p.num_objects) == {}
+
+
+def test_an_infinite_keypoint_and_a_name_that_is_not_utf8_are_problems() -> None:
+    p = parse_example(_record(x=[math.inf], y=[0.1], text=[b"\xff\xfe"]))
+    problems = check_parsed(p, verify_sha256=False)
+    assert [(pr.key, pr.obj) for pr in problems] == [(KP_X, 0), (KP_TEXT, 0)]
+    assert "inf" in problems[0].message
+    assert "UTF-8" in problems[1].message

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from tfdrop.errors import TfdropError
 from tfdrop.formats import FORMATS, Notes, Reader, ReadOptions, WriteOptions, detect_format
 from tfdrop.formats.base import (
     Counted,
+    DeclaresKeypoints,
     FormatName,
     HasSkeletons,
     SourceFormat,
@@ -90,6 +91,8 @@ class Report:
     training: TrainingSummary | None = None  # num_classes, counts per label, input_reader
     keypoints: dict[str, Skeleton] = field(default_factory=dict)
     """Label -> its keypoint names and skeleton edges (labels with keypoints only)."""
+    keypoint_slots: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    """Label -> its global keypoint ids on the dataset's one num_keypoints axis."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (``<stem>.report.json``)."""
@@ -125,7 +128,12 @@ class Report:
         and skeleton edges (keypoint indices), for pipeline.config's keypoint settings."""
         if not self.keypoints:
             return {}
-        return {"keypoints": {label: sk.to_dict() for label, sk in self.keypoints.items()}}
+        slots = self.keypoint_slots
+        return {
+            "keypoints": {
+                label: sk.to_dict(slots.get(label, ())) for label, sk in self.keypoints.items()
+            }
+        }
 
     def summary(self) -> str:
         """One line for a terminal."""
@@ -202,17 +210,22 @@ def convert(
                 limits=options.limits,
                 plain_text=options.target_format != "tfrecord",
                 skeletons=reader.skeletons() if isinstance(reader, HasSkeletons) else None,
+                tfrecord_layout=options.target_format == "tfrecord",
             )
             encode = options.target_format == "tfrecord"
-            wopts = _write_options(options, workdir) if encode else None
-            job = JobSpec(src, fmt, read, resolver.map, _box_masks(options), wopts)
+            if encode and _needs_scan(reader, resolver):
+                _scan_keypoints(spec.open_reader(source, replace(read, images=False), Notes()),
+                                resolver)  # fmt: skip
+            layout = resolver.map.keypoint_layout
+            wopts = replace(_write_options(options, workdir), keypoints=layout)
+            job = JobSpec(
+                src, fmt, read, resolver.map, _box_masks(options), wopts if encode else None
+            )
             stream = _items(reader, job, options, notes)
             tally = Tally()
             with atomic_path(out) as tmp:
                 tick = _ticker(progress, reader)
-                counts, members = _write(
-                    stream, resolver, tmp, options, notes, tick, workdir, tally
-                )
+                counts, members = _write(stream, resolver, tmp, wopts, options, notes, tick, tally)
                 validated = validate_archive(
                     tmp,
                     options.target_format,
@@ -243,7 +256,22 @@ def convert(
         seconds=time.monotonic() - started,
         training=_training(tally, resolver.map, members, options),
         keypoints=resolver.skeletons(),
+        keypoint_slots=resolver.keypoint_slots(),
     )
+
+
+def _needs_scan(reader: Reader, resolver: LabelResolver) -> bool:
+    """A TFRecord target needs the keypoint layout before its first record: scan a source
+    that may hold keypoints it did not declare (unless a pinned map fixes the layout)."""
+    if resolver.layout_fixed:
+        return False
+    return isinstance(reader, DeclaresKeypoints) and not reader.keypoints_declared()
+
+
+def _scan_keypoints(reader: Reader, resolver: LabelResolver) -> None:
+    """Learn every label's keypoints from the annotations (images not read)."""
+    for item in reader.items():
+        resolver.learn(item)
 
 
 def _training(
@@ -287,10 +315,10 @@ def _write(
     stream: Iterator[Item | Encoded],
     resolver: LabelResolver,
     out: Path,
+    wopts: WriteOptions,
     options: ConvertOptions,
     notes: Notes,
     progress: Callable[[int], None] | None,
-    workdir: Path | None,
     tally: Tally,
 ) -> tuple[_Counts, list[str]]:
     """Write every item; the counts, and the names of the members written."""
@@ -301,7 +329,7 @@ def _write(
     labels: Counter[str] = Counter()
     names_files = options.target_format != "tfrecord"  # the item's name becomes a member's
     with ZipSink(out) as sink:
-        writer = spec.open_writer(sink, _write_options(options, workdir), notes)
+        writer = spec.open_writer(sink, wopts, notes)
         for entry in stream:
             if isinstance(entry, Encoded):  # a worker encoded it: its label ids are final
                 assert isinstance(writer, TfrecordWriter)

@@ -295,7 +295,8 @@ def summarize(
     """The summary of a tallied dataset; ``record_names`` ``None``: not TFRecords (no reader).
     ``label_map_path``: the label map member the readers name; ``None`` when the archive has
     none (the block then names ``label_map.pbtxt`` and says it is to be written)."""
-    kp = max(tally.keypoints, default=0)
+    layout = label_map.keypoint_layout if label_map is not None else None
+    kp = layout.total if layout is not None else max(tally.keypoints, default=0)
     boxes = tally.max_objects if tally.max_objects > BOXES_DEFAULT else 0
     opts = ReaderOptions(
         label_map_path=label_map_path or LABEL_MAP_NAME,
@@ -312,6 +313,7 @@ def summarize(
             if label_map_path is None
             else []
         )
-        more = [*missing, *notes, *_keypoint_notes(tally), *_mask_notes(tally)]
+        kp_notes = _keypoint_notes(tally) if layout is None else []
+        more = [*missing, *notes, *kp_notes, *_mask_notes(tally)]
         block = input_reader_block(paths, opts, more)
     return TrainingSummary(num_classes(label_map, tally), tally.by_subset(), paths, block)

@@ -19,9 +19,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final
 
-from tfdrop.codec.keypoints import Skeleton
+from tfdrop.codec.keypoints import KP_X, Skeleton
 from tfdrop.codec.labelmap import parse_label_map
-from tfdrop.codec.model import Annotation, Item, LabelMap, LabelMapItem
+from tfdrop.codec.model import Annotation, Item, Keypoint, LabelMap, LabelMapItem, Point
 from tfdrop.errors import FormatError, LabelMapError, UnknownLabelError
 from tfdrop.limits import DEFAULT_LIMITS, Limits
 
@@ -87,10 +87,16 @@ class LabelResolver:
         limits: Limits = DEFAULT_LIMITS,
         plain_text: bool = False,
         skeletons: Mapping[str, Skeleton] | None = None,
+        tfrecord_layout: bool = False,
     ) -> None:
         self.pinned = pinned is not None
         self._skeletons: dict[str, Skeleton] = dict(skeletons or {})
         """Label -> its keypoints: declared by the source, else seen on its objects."""
+        self._slots: dict[str, tuple[int, ...]] = {}
+        """Label -> its global keypoint ids (the dataset's keypoint layout)."""
+        self._written = False  # an item with objects was assigned: the layout is fixed
+        self._strict = tfrecord_layout  # records carry the layout: it cannot grow once written
+        self._fixed_map = False  # the pinned map's keypoints are the layout
         self._limits = limits
         self._plain = plain_text
         self.renumbered = 0
@@ -103,7 +109,7 @@ class LabelResolver:
         self._added: list[LabelMapItem] = []
         self._next_id = max((it.id for it in self._base.items), default=0) + 1
         self._ids: dict[str, int] = {}
-        self._map: LabelMap | None = None if self._skeletons else self._base
+        self._map: LabelMap | None = None
         limits.check("max_labels", len(self._base))
         if plain_text:
             for it in self._base.items:
@@ -112,6 +118,7 @@ class LabelResolver:
         if base is None:
             for name in source_labels:
                 self._add(name)
+        self._init_layout(source_map)
 
     @property
     def map(self) -> LabelMap:
@@ -120,37 +127,150 @@ class LabelResolver:
         if self._map is None:
             items = (*self._base.items, *self._added)
             if self._skeletons:
-                items = tuple(self._with_keypoints(it) for it in items)
+                base = self._base
+                items = (
+                    *(self._with_keypoints(it, base.label_of(it)) for it in base.items),
+                    *(self._with_keypoints(it, it.name) for it in self._added),
+                )
             self._map = LabelMap(items)
         return self._map
 
-    def _with_keypoints(self, it: LabelMapItem) -> LabelMapItem:
-        if it.keypoints:
-            return it  # a pinned or source map's own keypoints win
-        sk = self._skeletons.get(it.name) or self._skeletons.get(it.display_name)
-        if sk is None or not sk.names:
-            return it
-        return replace(it, **sk.label_map_fields())
+    def _with_keypoints(self, it: LabelMapItem, name: str) -> LabelMapItem:
+        if self._fixed_map and it.keypoints:
+            return it  # a pinned map's own keypoints are the layout
+        sk, slots = self._skeletons.get(name), self._slots.get(name)
+        if sk is None or slots is None:
+            return replace(it, keypoints=(), keypoint_edges=()) if it.keypoints else it
+        return replace(
+            it,
+            keypoints=tuple(Keypoint(s, n) for s, n in zip(slots, sk.names, strict=True)),
+            keypoint_edges=tuple((slots[a], slots[b]) for a, b in sk.edges),
+        )
+
+    def _init_layout(self, source_map: LabelMap | None) -> None:
+        """The keypoint layout known before the first item: a pinned map's keypoints (its ids
+        are the slots; the source's skeletons must name the same keypoints), else the source
+        map's, else the declared skeletons in label-map order."""
+        if self.pinned and any(it.keypoints for it in self._base.items):
+            self._pin_layout()
+            return
+        layout = source_map.keypoint_layout if source_map is not None else None
+        if source_map is not None:
+            for it in source_map.items:
+                sk = Skeleton.of_item(it)
+                if sk is None:
+                    continue
+                name = source_map.label_of(it)
+                self._skeletons.setdefault(name, sk)
+                if layout is not None and source_map is self._base:
+                    self._slots[name] = layout.slots[name]  # the source's own ids stay
+        for name in dict.fromkeys([*self.map_names(), *self._skeletons]):
+            sk = self._skeletons.get(name)
+            if sk is not None and sk.names and name not in self._slots:
+                self._give_slots(name)
+
+    def _pin_layout(self) -> None:
+        base = self._base
+        layout = base.keypoint_layout
+        if layout is None:
+            raise LabelMapError(
+                "the pinned label map's keypoint ids repeat (every keypoint of every label "
+                "needs its own id: one num_keypoints axis for the dataset, as the OD API "
+                "reads it)"
+            )
+        self._fixed_map = True
+        for it in base.items:
+            sk = Skeleton.of_item(it)
+            if sk is not None:
+                self._pin_skeleton(base.label_of(it), sk, layout.slots[base.label_of(it)])
+        for name, sk in self._skeletons.items():
+            if name not in self._slots and sk.names:
+                raise LabelMapError(
+                    f"label {name!r} has keypoints ({_names(sk.names)}) but the pinned "
+                    "label map gives it none"
+                )
+
+    def map_names(self) -> list[str]:
+        return [*self._base.names, *(it.name for it in self._added)]
+
+    def _pin_skeleton(self, name: str, pinned: Skeleton, slots: tuple[int, ...]) -> None:
+        own = self._skeletons.get(name)
+        if own is not None and own.names and sorted(own.names) != sorted(pinned.names):
+            raise LabelMapError(
+                f"label {name!r}: the source's keypoints ({_names(own.names)}) are not the "
+                f"pinned label map's ({_names(pinned.names)})"
+            )
+        edges = pinned.edges or (_edges_by_name(own, pinned.names) if own else ())
+        self._skeletons[name] = Skeleton(pinned.names, edges)
+        self._slots[name] = slots
+
+    def _give_slots(self, name: str) -> None:
+        first = max((max(s) + 1 for s in self._slots.values() if s), default=0)
+        self._slots[name] = tuple(range(first, first + len(self._skeletons[name].names)))
+        self._map = None
+
+    @property
+    def layout_fixed(self) -> bool:
+        """A pinned map's keypoints are the layout (nothing to learn from the source)."""
+        return self._fixed_map
+
+    @property
+    def keypoint_total(self) -> int:
+        """num_keypoints: the slots of the dataset's keypoint layout (0 without keypoints)."""
+        return max((max(s) + 1 for s in self._slots.values() if s), default=0)
+
+    def keypoint_slots(self) -> dict[str, tuple[int, ...]]:
+        """Label -> its global keypoint ids (the report's ``keypoints`` offsets)."""
+        return dict(self._slots)
 
     def skeletons(self) -> dict[str, Skeleton]:
         """Label -> its keypoints (the report's ``keypoints`` section), in label map order."""
         out: dict[str, Skeleton] = {}
-        lm = self.map
-        for it in lm.items:
-            name = lm.label_of(it)
-            sk = Skeleton.of_item(it) or self._skeletons.get(name)
-            if sk is not None:
+        for name in self.map_names():
+            sk = self._skeletons.get(name)
+            if sk is not None and name in self._slots:
                 out[name] = sk
         return out
 
-    def _see_keypoints(self, obj: Annotation) -> None:
-        """Learn a label's keypoints from its objects when the source declared none."""
-        known = self._skeletons.get(obj.label)
-        if known is None or len(known.names) < len(obj.keypoints):
-            names = tuple(p.name for p in obj.keypoints)
-            edges = known.edges if known is not None else ()
-            self._skeletons[obj.label] = Skeleton(names, edges)
-            self._map = None
+    def learn(self, item: Item) -> None:
+        """See an item's keypoints before any is assigned (a scan of a source that declares
+        none, so the layout is fixed before the first record)."""
+        for i, obj in enumerate(item.objects):
+            if obj.keypoints and obj.label:
+                self._fit(obj, item, i)
+
+    def _fit(self, obj: Annotation, item: Item, index: int) -> Annotation:
+        """``obj`` with its keypoints in its label's order (learned from it when the label
+        has none yet): reordered by name, missing ones unlabelled (0, 0, visibility 0)."""
+        sk = self._skeletons.get(obj.label)
+        if sk is None or obj.label not in self._slots:
+            self._learn(obj, sk, item, index)
+            return obj
+        names = tuple(p.name for p in obj.keypoints)
+        if names == sk.names:
+            return obj
+        where: dict[str, Any] = {"item": item.name, "obj": index}
+        return replace(obj, keypoints=fit_points(obj.label, obj.keypoints, sk.names, where))
+
+    def _learn(self, obj: Annotation, sk: Skeleton | None, item: Item, index: int) -> None:
+        where: dict[str, Any] = {"item": item.name, "obj": index}
+        if self._fixed_map:
+            raise LabelMapError(
+                f"label {obj.label!r} has keypoints but the pinned label map gives it none",
+                **where,
+            )
+        if self._written and self._strict:
+            raise FormatError(
+                f"label {obj.label!r}'s keypoints first appear here, after records were "
+                f"written with num_keypoints {self.keypoint_total}: the dataset's keypoint "
+                "layout must be known before the first record",
+                hint="pin a label map with this label's keypoints (--label-map)",
+                **where,
+            )
+        names = tuple(p.name for p in obj.keypoints)
+        self._limits.check("max_keypoints", len(names), **where)
+        self._skeletons[obj.label] = Skeleton(names, sk.edges if sk is not None else ())
+        self._give_slots(obj.label)
 
     def _add(self, name: str, **where: Any) -> int:
         label_id = self._base.id_of(name)
@@ -215,10 +335,57 @@ class LabelResolver:
                 changed = True
             label_id = self._resolve(obj.label, item, i)
             if obj.keypoints:
-                self._see_keypoints(obj)
+                fitted = self._fit(obj, item, i)
+                if fitted is not obj:
+                    obj = objects[i] = fitted
+                    changed = True
             if obj.label_id and not self.pinned:
                 self._note_source_id(obj.label, obj.label_id)
             if label_id != obj.label_id:
                 objects[i] = replace(obj, label_id=label_id)
                 changed = True
+        if objects and self._strict:
+            self._check_budget(item)
+            self._written = True
         return replace(item, objects=tuple(objects)) if changed else item
+
+    def _check_budget(self, item: Item) -> None:
+        total = self.keypoint_total
+        if total:
+            self._limits.check(
+                "max_values_per_feature", total * len(item.objects), item=item.name, key=KP_X
+            )
+
+
+def _names(names: tuple[str, ...]) -> str:
+    shown = ", ".join(repr(n[:40]) for n in names[:20])
+    return shown + (", ..." if len(names) > 20 else "")
+
+
+def _edges_by_name(own: Skeleton, names: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
+    index = {n: i for i, n in enumerate(names)}
+    return tuple((index[own.names[a]], index[own.names[b]]) for a, b in own.edges)
+
+
+def fit_points(
+    label: str, points: tuple[Point, ...], names: tuple[str, ...], where: dict[str, Any]
+) -> tuple[Point, ...]:
+    """``points`` in the order of ``names`` (by name; unnamed ones by position, padded),
+    the missing ones unlabelled; a FormatError for a name the label does not have."""
+    if not any(names) and not any(p.name for p in points):
+        if len(points) > len(names):
+            raise FormatError(
+                f"object of label {label!r} has {len(points)} keypoints, but its label has "
+                f"{len(names)} (from the first object seen)",
+                **where,
+            )
+        return points + tuple(Point(0.0, 0.0, 0, "") for _ in names[len(points) :])
+    by_name = {p.name: p for p in points}
+    bad = next((p.name for p in points if p.name not in names), None)
+    if bad is not None or len(by_name) != len(points) or len(set(names)) != len(names):
+        what = f"keypoint {bad!r}" if bad is not None else "keypoint names that repeat"
+        raise FormatError(
+            f"object of label {label!r} has {what}; its label's keypoints are {_names(names)}",
+            **where,
+        )
+    return tuple(by_name.get(n) or Point(0.0, 0.0, 0, n) for n in names)

@@ -28,7 +28,8 @@ from typing import Final
 
 from tfdrop.archive import Source
 from tfdrop.codec.imagehead import image_size
-from tfdrop.codec.model import Annotation, Item, LabelMap, Shape
+from tfdrop.codec.keypoints import KP_X
+from tfdrop.codec.model import Annotation, Item, KeypointLayout, LabelMap, Shape
 from tfdrop.errors import FormatError, TfdropError, WorkerDiedError
 from tfdrop.formats import FORMATS, Notes, ReadOptions, WriteOptions
 from tfdrop.formats.base import FormatName, Splittable
@@ -90,6 +91,12 @@ def prepare(item: Item, spec: JobSpec, notes: Notes) -> Item:
     (the OD API needs one mask per object): counted as ``lossy.box_as_mask``.
     """
     _check_image_size(item)
+    layout = spec.known.keypoint_layout
+    if layout is not None and item.objects:
+        # every object carries the dataset's num_keypoints slots: bounded before encoding
+        spec.read.limits.check(
+            "max_values_per_feature", layout.total * len(item.objects), item=item.name, key=KP_X
+        )
     for obj in item.objects:
         if obj.shape is Shape.MASK and obj.mask is None:
             notes.lose("mask_as_box")
@@ -145,14 +152,24 @@ def _preassign(item: Item, known: LabelMap) -> tuple[Item, bool]:
     objects = list(item.objects)
     changed = False
     final = True
+    layout = known.keypoint_layout
     for i, obj in enumerate(objects):
         label_id = known.id_of(obj.label) if obj.label else None
-        if label_id is None:
-            final = False
+        if label_id is None or (obj.keypoints and not _fits(obj, layout)):
+            final = False  # the parent's resolver puts its keypoints in the layout's order
         elif label_id != obj.label_id:
             objects[i] = replace(obj, label_id=label_id)
             changed = True
     return (replace(item, objects=tuple(objects)) if changed else item), final
+
+
+def _fits(obj: Annotation, layout: KeypointLayout | None) -> bool:
+    """The object's keypoints are its label's slots of ``layout``, in order, by name."""
+    slots = layout.slots.get(obj.label) if layout is not None else None
+    if slots is None or len(slots) != len(obj.keypoints):
+        return False
+    names = layout.names if layout is not None else ()
+    return all(p.name == names[s] for p, s in zip(obj.keypoints, slots, strict=True))
 
 
 class _Worker:

@@ -10,6 +10,7 @@ the error's fields; every other element passes through. Notes are handed on once
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,10 @@ class _Encode(beam.DoFn):  # type: ignore[misc]
                     f"item {item.name!r} has a label the label scan did not see",
                     item=item.name,
                 )
-            record = encode_record(item, self.spec.encode or WriteOptions(), self._notes)
+            wopts = replace(
+                self.spec.encode or WriteOptions(), keypoints=resolver.map.keypoint_layout
+            )
+            record = encode_record(item, wopts, self._notes)
         except ValidationError:
             raise
         except TfdropError as exc:

@@ -28,10 +28,10 @@ from tfdrop.codec.keypoints import (
     object_keypoints,
 )
 from tfdrop.codec.layout import layout_problem
-from tfdrop.codec.model import Annotation, Box, Item, LabelMap, Shape
+from tfdrop.codec.model import Annotation, Box, Item, KeypointLayout, LabelMap, Shape
 from tfdrop.codec.proto import Example
 from tfdrop.codec.wirescan import Malformed, feature_value_counts
-from tfdrop.errors import ExampleError, SchemaError
+from tfdrop.errors import ExampleError, SchemaError, TfdropError
 
 # --- feature keys (TF models object_detection/core/standard_fields.py TfExampleFields) --------
 FILENAME: Final = "image/filename"
@@ -309,7 +309,6 @@ def to_item(
 ) -> Item:
     """Build the typed item. Names come from class/text, else from ``label_map`` by id."""
     L = p.lists
-    texts = L.get(TEXT)
     ids = L.get(LABEL)
     views = L.get(VIEW)
     masks = L.get(MASK)
@@ -323,17 +322,15 @@ def to_item(
             if key not in L:
                 raise SchemaError("missing while other box coordinates are present", key=key)
     xmin, ymin, xmax, ymax = (L.get(k, ()) for k in BOX_KEYS)
-    points = object_keypoints(p.keypoints, p.num_objects) if p.keypoints else None
+    labels = object_labels(p, label_map)
+    points = None
+    if p.keypoints:
+        layout = label_map.keypoint_layout if label_map is not None else None
+        points = object_keypoints(p.keypoints, p.num_objects, labels, layout)
     objects = []
     for i in range(p.num_objects):
         label_id = ids[i] if ids else 0
-        if texts:
-            try:
-                label = texts[i].decode("utf-8")
-            except UnicodeDecodeError:
-                raise ExampleError("value is not UTF-8 text", key=TEXT, obj=i) from None
-        else:
-            label = (label_map.name_of(label_id) if label_map else None) or ""
+        label = labels[i]
         objects.append(
             Annotation(
                 label=label,
@@ -362,6 +359,23 @@ def to_item(
         objects=tuple(objects),
         extra=tuple(p.extra),
     )
+
+
+def object_labels(p: ParsedExample, label_map: LabelMap | None) -> list[str]:
+    """Each object's label: its class/text, else its id's name in ``label_map`` (else "")."""
+    texts = p.lists.get(TEXT)
+    if texts:
+        out = []
+        for i in range(p.num_objects):
+            try:
+                out.append(texts[i].decode("utf-8"))
+            except UnicodeDecodeError:
+                raise ExampleError("value is not UTF-8 text", key=TEXT, obj=i) from None
+        return out
+    ids = p.lists.get(LABEL)
+    if not ids or label_map is None:
+        return [""] * p.num_objects
+    return [label_map.name_of(ids[i]) or "" for i in range(p.num_objects)]
 
 
 def decode_example(
@@ -415,7 +429,12 @@ def _k(key: str) -> bytes:
 _KEY_BYTES: Final = {k: k.encode() for k in (*SCALAR_KEYS, *OBJECT_KEYS, *KEYPOINT_KEYS)}
 
 
-def encode_example(item: Item) -> bytes:
+def encode_example(
+    item: Item,
+    layout: KeypointLayout | None = None,
+    *,
+    max_values: int = wire.DEFAULT_MAX_VALUES,
+) -> bytes:
     """:class:`Item` -> serialized Example with the OD API's keys.
 
     Label ids must already be assigned (``label_id >= 1``; the convert path does that from the
@@ -423,6 +442,9 @@ def encode_example(item: Item) -> bytes:
     and view lists are always written (empty for an image with no objects); occluded, mask,
     is_crowd and area only when the item has them. The bytes equal protobuf's deterministic
     serialization (map entries sorted by key), built without copying the image twice.
+    With a keypoint ``layout`` (the dataset has keypoints), every object carries its slots,
+    even in a record without keypoint objects (:func:`~tfdrop.codec.keypoints.encode_keypoints`);
+    without one, a record's K is its objects' own.
     """
     b = wire.ExampleBuilder()
     image = item.image if item.image is not None else b""
@@ -466,8 +488,8 @@ def encode_example(item: Item) -> bytes:
         b.int64_list(_k(IS_CROWD), [int(o.is_crowd) for o in objs])
     if objs and all(o.area is not None for o in objs):
         b.float_list(_k(AREA), [o.area for o in objs if o.area is not None])
-    if any(o.keypoints for o in objs):
-        _write_keypoints(b, item)
+    if objs and ((layout is not None and layout.total) or any(o.keypoints for o in objs)):
+        _write_keypoints(b, item, layout, max_values)
     for key, raw in item.extra:
         bkey = key.encode("utf-8", "surrogateescape")
         if bkey not in b:
@@ -475,10 +497,15 @@ def encode_example(item: Item) -> bytes:
     return b.serialize()
 
 
-def _write_keypoints(b: wire.ExampleBuilder, item: Item) -> None:
+def _write_keypoints(
+    b: wire.ExampleBuilder, item: Item, layout: KeypointLayout | None, max_values: int
+) -> None:
     """The keypoint keys, flattened over objects (the same K for each: see
     :func:`tfdrop.codec.keypoints.encode_keypoints`)."""
-    xs, ys, vis, names, num = encode_keypoints(item.objects)
+    try:
+        xs, ys, vis, names, num = encode_keypoints(item.objects, layout, max_values=max_values)
+    except TfdropError as exc:
+        raise exc.at(item=item.name) from None
     b.float_list(_k(KP_X), xs)
     b.float_list(_k(KP_Y), ys)
     try:

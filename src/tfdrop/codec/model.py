@@ -8,6 +8,7 @@ TFRecord, the hub format, round-trips without any conversion at all.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -147,6 +148,46 @@ class LabelMapItem:
     as a ``# keypoint_edges:`` comment in the item, which TF's parser skips)."""
 
 
+@dataclass(frozen=True, slots=True)
+class KeypointLayout:
+    """The keypoint slots of a dataset, as the OD API reads them: ONE ``num_keypoints`` axis
+    (``total``) for every object of every record, each label's keypoints at its GLOBAL ids
+    (TF models' ``face_person_with_keypoints_label_map.pbtxt``: face 0-5, person 6-22).
+
+    ``slots``: label -> the slot ids of its keypoints, in its skeleton's order; ``names``: the
+    name of every slot (``""`` for a slot no label uses).
+    """
+
+    slots: dict[str, tuple[int, ...]]
+    names: tuple[str, ...]
+
+    @property
+    def total(self) -> int:
+        return len(self.names)
+
+    @classmethod
+    def of_items(cls, items: tuple[LabelMapItem, ...], label_of: Callable[[LabelMapItem], str]
+                 ) -> KeypointLayout | None:  # fmt: skip
+        """The layout a label map's ``keypoints { id label }`` give, None when none has any or
+        two keypoints share an id (older tfdrop archives numbered every label from 0: their
+        records are read by each record's own K)."""
+        slots: dict[str, tuple[int, ...]] = {}
+        names: dict[int, str] = {}
+        for it in items:
+            if not it.keypoints:
+                continue
+            kps = sorted(it.keypoints, key=lambda k: k.id)
+            for k in kps:
+                if k.id < 0 or k.id in names:
+                    return None
+                names[k.id] = k.label
+            slots[label_of(it)] = tuple(k.id for k in kps)
+        if not slots:
+            return None
+        total = max(names) + 1
+        return cls(slots, tuple(names.get(i, "") for i in range(total)))
+
+
 def _utf8(name: str) -> bytes:
     try:
         return name.encode()
@@ -167,6 +208,7 @@ class LabelMap:
     _by_name: dict[str, LabelMapItem] = field(init=False, repr=False, compare=False)
     _pairs: frozenset[tuple[bytes, int]] = field(init=False, repr=False, compare=False)
     _text_ids: dict[bytes, int] = field(init=False, repr=False, compare=False)
+    _layout: KeypointLayout | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         by_id = {it.id: it for it in self.items}
@@ -187,6 +229,15 @@ class LabelMap:
         text_ids = {_utf8(name): it.id for name, it in by_name.items()}
         object.__setattr__(self, "_text_ids", text_ids)
         object.__setattr__(self, "_pairs", frozenset(text_ids.items()))
+        layout = None
+        if any(it.keypoints for it in self.items):
+            layout = KeypointLayout.of_items(self.items, self.label_of)
+        object.__setattr__(self, "_layout", layout)
+
+    @property
+    def keypoint_layout(self) -> KeypointLayout | None:
+        """The dataset's keypoint slots (:class:`KeypointLayout`), None without keypoints."""
+        return self._layout
 
     @property
     def text_ids(self) -> dict[bytes, int]:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from tfdrop.codec.compression import Compression
 from tfdrop.codec.keypoints import Skeleton
-from tfdrop.codec.model import Item, LabelMap
+from tfdrop.codec.model import Item, KeypointLayout, LabelMap
 from tfdrop.limits import DEFAULT_LIMITS, Limits
 
 if TYPE_CHECKING:
@@ -114,6 +114,8 @@ class WriteOptions:
     compression: Compression = "none"
     images: bool = True
     workdir: Path | None = None
+    keypoints: KeypointLayout | None = None
+    """The dataset's keypoint layout (from the label map, fixed before the first record)."""
 
 
 class Reader(Protocol):
@@ -138,6 +140,16 @@ class HasSkeletons(Protocol):
 
     def skeletons(self) -> dict[str, Skeleton]:
         """Label -> its keypoint names (in order) and edges, as the source declares them."""
+        ...
+
+
+@runtime_checkable
+class DeclaresKeypoints(Protocol):
+    """A reader that can tell whether its source declares every label's keypoints up front
+    (else a conversion to TFRecord scans the annotations first to fix the keypoint layout)."""
+
+    def keypoints_declared(self) -> bool:
+        """True when no object can carry keypoints its source did not declare."""
         ...
 
 

@@ -58,6 +58,10 @@ def _corners(
     )
 
 
+def _unit(x: float, y: float) -> bool:
+    return 0.0 <= x <= 1.0 and 0.0 <= y <= 1.0
+
+
 class ObjectBuilder:
     """Builds objects from spilled records with the merged categories."""
 
@@ -131,10 +135,20 @@ class ObjectBuilder:
     ) -> tuple[Point, ...]:
         sk = self.keypoints.by_id.get(cat)
         try:
-            return parse_keypoints(kp, sk.names if sk else (), width, height)
+            points = parse_keypoints(kp, sk.names if sk else (), width, height)
         except FormatError as exc:
             exc.message = f"annotation {ann_id}: {exc.message}"
             raise exc.at(key=f"annotations[{i}].keypoints", item=item) from None
+        out = [j for j, p in enumerate(points) if p.visibility and not _unit(p.x, p.y)]
+        if out:
+            self.notes.warn(
+                "keypoint_outside_image",
+                f"annotation {ann_id}: {len(out)} labelled keypoints (the first: keypoint "
+                f"{out[0]}) lie outside the {width}x{height} image; kept",
+                item=item,
+                key=f"annotations[{i}].keypoints",
+            )
+        return points
 
     def _inside_image(
         self,

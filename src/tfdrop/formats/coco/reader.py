@@ -147,8 +147,26 @@ class CocoReader:
     def label_map(self) -> LabelMap | None:
         return self.categories.label_map()
 
+    def _check_count(self, kp: list[Any], count: Any, i: int, item: str) -> None:
+        """COCO's ``num_keypoints`` is the labelled count: a disagreeing one is warned about
+        (tfdrop counts the visibilities itself)."""
+        labelled = sum(1 for v in kp[2::3] if v)
+        if count is not None and count != labelled:
+            self.notes.warn(
+                "num_keypoints_mismatch",
+                f"num_keypoints is {count!r} but {labelled} keypoints are labelled; "
+                f"{labelled} kept",
+                key=f"annotations[{i}].num_keypoints",
+                item=item,
+            )
+
     def skeletons(self) -> dict[str, Skeleton]:
         return self.keypoint_categories.skeletons(self.categories.by_id)
+
+    def keypoints_declared(self) -> bool:
+        """Every category with a skeleton names its keypoints (Datumaro's ``"keypoints": []``
+        takes K from the annotations)."""
+        return all(sk.names for sk in self.keypoint_categories.by_id.values())
 
     def items(self) -> Iterator[Item]:
         if self._planned is not None:  # units() made pass 2 already (and noted what it saw)
@@ -301,6 +319,7 @@ class CocoReader:
                             "max_keypoints", len(kp) // 3, key=f"annotations[{i}].keypoints",
                             item=index.name(pos),
                         )  # fmt: skip
+                        self._check_count(kp, get("num_keypoints"), i, index.name(pos))
                     spill.add(
                         pos,
                         (i, get("id"), cat, bbox, bool(crowd), area, get("segmentation"),

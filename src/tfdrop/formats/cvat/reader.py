@@ -154,8 +154,12 @@ class CvatReader:
             )
         self.metas = {n: _read_meta(source, n, limits) for n in self.files}
         self._skeletons: dict[str, Skeleton] = {}
-        for meta in self.metas.values():
-            for name, sk in skeletons_of(meta.labels).items():
+        for member, meta in self.metas.items():
+            try:
+                declared = skeletons_of(meta.labels)
+            except FormatError as exc:
+                raise exc.at(member=member) from None
+            for name, sk in declared.items():
                 self._skeletons.setdefault(name, sk)
         self._seen: set[str] = {spec.name for spec in self.label_specs()}
         self._images = [n for n in names if _under_images(n) and is_image_name(n)]
@@ -177,6 +181,15 @@ class CvatReader:
     def skeletons(self) -> dict[str, Skeleton]:
         """Skeleton label -> its keypoint names and edges, from the meta blocks."""
         return dict(self._skeletons)
+
+    def keypoints_declared(self) -> bool:
+        """Every file has a meta whose labels all have a type, none ``points`` or ``any``
+        (a ``<points>`` shape's count is its own) and every skeleton names its points."""
+        for meta in self.metas.values():
+            tops = [spec for spec in meta.labels if not spec.parent]
+            if not tops or any(spec.type in ("", "points", "any") for spec in tops):
+                return False
+        return all(sk.names for sk in self._skeletons.values())
 
     def label_map(self) -> LabelMap | None:
         return None
@@ -321,12 +334,14 @@ class CvatReader:
             raise exc.at(item=name) from None
         objects: list[Annotation] = []
         tags: list[str] = []
+        kp_values = 0
         for child in el:
             if child.tag in SHAPES:
                 ann = parse_shape(child, where, self.notes, index=len(objects))
                 if ann is not None:
                     self._see(ann.label, where)
                     objects.append(ann)
+                    kp_values = _keypoint_budget(kp_values, ann, where)
             elif child.tag == "tag":
                 self._tag(child, where, tags)
             else:
@@ -391,7 +406,11 @@ class CvatReader:
                 width, height, member, name, self.options.masks, None, limits, self._skeletons
             )
             objects: list[Annotation] = []
-            for el in attach_points([shape_element(data) for data in shapes]):
+            kp_values = 0
+            elements, lost = attach_points([shape_element(data) for data in shapes])
+            if lost:
+                self.notes.lose("keypoint_without_skeleton", lost)
+            for el in elements:
                 ann = parse_shape(
                     el,
                     where,
@@ -403,6 +422,7 @@ class CvatReader:
                 if ann is not None:
                     self._see(ann.label, where)
                     objects.append(ann)
+                    kp_values = _keypoint_budget(kp_values, ann, where)
             yield self._item(
                 name, subset, width, height, objects, [], image_member, member, frame, video=True
             )
@@ -485,6 +505,18 @@ class CvatReader:
 
 
 _MAX_SIZE = 2**31 - 1  # pixels; anything larger is not an image size
+
+
+def _keypoint_budget(so_far: int, ann: Annotation, where: Where) -> int:
+    """The keypoints an image's objects hold so far: over ``max_values_per_feature`` (the
+    record's keypoint lists) is refused while reading, before more are built."""
+    total = so_far + len(ann.keypoints)
+    if ann.keypoints:
+        where.limits.check(
+            "max_values_per_feature", total, member=where.member, item=where.item,
+            key="image/object/keypoint/x",
+        )  # fmt: skip
+    return total
 
 
 def _int_attr(el: ET.Element, key: str, where: Where) -> int:

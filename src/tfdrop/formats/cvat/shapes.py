@@ -350,6 +350,9 @@ def _keypoints(
         sk = where.skeletons.get(label)
         names = sk.names if sk is not None else ()
         pts = skeleton.skeleton_points(el, names, lambda child: parse_points(child, where))
+        for child in el.iter("points"):
+            for attr in child.findall("attribute"):
+                notes.lose(f"attribute:{attr.get('name') or ''}")  # a point holds no attribute
     else:
         flat = parse_points(el, where)
         v = skeleton.visibility(el)

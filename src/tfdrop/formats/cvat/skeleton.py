@@ -12,6 +12,7 @@ box of its labelled points (of all of them when none is labelled).
 
 from __future__ import annotations
 
+import html
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
@@ -24,13 +25,14 @@ from tfdrop.formats.cvat.meta import LabelSpec
 
 _LINE: Final = re.compile(r"<line\b[^>]*>")
 _CIRCLE: Final = re.compile(r"<circle\b[^>]*>")
-_ATTR: Final = re.compile(r'([\w-]+)="([^"]*)"')
+_ATTR: Final = re.compile(r"""([\w-]+)\s*=\s*(?:"([^"]*)"|'([^']*)')""")
 ParsePoints = Callable[[ET.Element], tuple[float, ...]]
 """Element -> its ``points`` as flat pixel coordinates (:func:`.shapes.parse_points`)."""
 
 
 def _attrs(tag: str) -> dict[str, str]:
-    return dict(_ATTR.findall(tag))
+    """A tag's attributes, either quote, entities decoded (``&quot;``, ``&amp;``, ...)."""
+    return {k: html.unescape(a or b) for k, a, b in _ATTR.findall(tag)}
 
 
 def skeletons_of(specs: Sequence[LabelSpec]) -> dict[str, Skeleton]:
@@ -40,6 +42,11 @@ def skeletons_of(specs: Sequence[LabelSpec]) -> dict[str, Skeleton]:
         if spec.type != "skeleton":
             continue
         names = tuple(s.name for s in specs if s.parent == spec.name)
+        twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+        if twice is not None:
+            raise FormatError(
+                f"skeleton label {spec.name!r} declares its point {twice!r} twice in <meta>"
+            )
         out[spec.name] = Skeleton(names, _svg_edges(spec.svg, names))
     return out
 

@@ -133,22 +133,27 @@ def nested_rows(track: ET.Element, nested: ET.Element, member: str) -> list[Row]
                 line=line,
             )
         attrib = dict(el.attrib) | {"label": nested.get("label") or "", PARENT_ATTR: parent}
-        out.append((frame, marshal.dumps(("points", attrib, []))))
+        attrs = [(a.get("name") or "", a.text or "") for a in el.findall("attribute")]
+        out.append((frame, marshal.dumps(("points", attrib, attrs))))
     return out
 
 
-def attach_points(elements: list[ET.Element]) -> list[ET.Element]:
-    """A frame's shapes with each skeleton point moved into its skeleton (by track id);
-    a point whose skeleton is outside in this frame goes with it."""
+def attach_points(elements: list[ET.Element]) -> tuple[list[ET.Element], int]:
+    """A frame's shapes with each skeleton point moved into its skeleton (by track id), and
+    the number of visible points whose skeleton has no element in this frame (the report's
+    ``lossy.keypoint_without_skeleton``); a point whose skeleton is outside goes with it."""
     skeletons = {el.get("track_id"): el for el in elements if el.tag == "skeleton"}
     out = []
+    lost = 0
     for el in elements:
         parent = el.get(PARENT_ATTR)
         if parent is None:
             out.append(el)
         elif parent in skeletons:
             skeletons[parent].append(el)
-    return out
+        elif el.get("outside") != "1":
+            lost += 1
+    return out, lost
 
 
 def shape_element(data: bytes) -> ET.Element:

@@ -232,6 +232,14 @@ class CvatWriter:
             return f"{pixel_str(p.x, width)},{pixel_str(p.y, height)}"
 
         if any(p.name for p in pts):
+            names = [p.name for p in pts]
+            twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+            if twice is not None:
+                raise FormatError(
+                    f"label {obj.label!r} names its keypoint {twice!r} twice: a CVAT skeleton's "
+                    "points are sub-labels with distinct names",
+                    hint="rename the keypoints in the source (or convert to coco or tfrecord)",
+                )
             known = self._skeletons.get(obj.label)
             if known is None or len(known.names) < len(pts):
                 self._skeletons[obj.label] = Skeleton(tuple(p.name for p in pts))
@@ -355,6 +363,11 @@ class CvatWriter:
             )
 
 
+def _attr(name: str) -> str:
+    """A double-quoted svg attribute value (the svg reader html-unescapes it)."""
+    return escape(name).replace('"', "&quot;")
+
+
 def _svg(sk: Skeleton) -> str:
     """CVAT's drawing of a skeleton: its points on a circle, joined by its edges."""
     nodes = []
@@ -367,7 +380,7 @@ def _svg(sk: Skeleton) -> str:
         nodes.append(
             f'<circle r="1.5" stroke="black" fill="#b3b3b3" cx="{x:.3f}" cy="{y:.3f}" '
             f'stroke-width="0.1" data-type="element node" data-element-id="{i + 1}" '
-            f'data-node-id="{i + 1}" data-label-name={quoteattr(name)}></circle>'
+            f'data-node-id="{i + 1}" data-label-name="{_attr(name)}"></circle>'
         )
     lines = [
         f'<line x1="{at[a][0]:.3f}" y1="{at[a][1]:.3f}" x2="{at[b][0]:.3f}" y2="{at[b][1]:.3f}" '

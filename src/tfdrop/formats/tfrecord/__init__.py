@@ -35,6 +35,7 @@ from tfdrop.codec.example import (
     parse_example,
     to_item,
 )
+from tfdrop.codec.keypoints import keypoint_losses
 from tfdrop.codec.labelmap import format_label_map, parse_label_map
 from tfdrop.codec.model import Item, LabelMap
 from tfdrop.codec.schema import check_parsed
@@ -169,6 +170,10 @@ class TfrecordReader:
     def label_map(self) -> LabelMap | None:
         return self._label_map
 
+    def keypoints_declared(self) -> bool:
+        """The archive's label map gives the keypoint layout (else the records are scanned)."""
+        return self._label_map is not None and self._label_map.keypoint_layout is not None
+
     def items(self) -> Iterator[Item]:
         for k in range(len(self.files)):
             yield from self.unit_items(TfrecordUnit(k, 0, 0, -1))
@@ -251,6 +256,12 @@ class TfrecordReader:
                 obj=problem.obj,
             )
         item = to_item(parsed, subset=subset, label_map=lm)
+        if parsed.keypoints:
+            layout = lm.keypoint_layout if lm is not None else None
+            labels = [o.label for o in item.objects]
+            for what, n in keypoint_losses(parsed.keypoints, parsed.num_objects, labels,
+                                           layout).items():  # fmt: skip
+                self.notes.lose(what, n)
         if unlabeled:
             for i in sorted(unlabeled):
                 self.notes.skip(
@@ -293,7 +304,7 @@ def encode_record(item: Item, options: WriteOptions, notes: Notes) -> bytes:
     if not options.images and item.image is not None:
         item = replace(item, image=None)
     _count_losses(item, notes)
-    return encode_example(item)
+    return encode_example(item, options.keypoints)
 
 
 def _count_losses(item: Item, notes: Notes) -> None:
