@@ -102,10 +102,10 @@ def convert_dataset(
     check_output(output)
     options = pipeline_options(pipeline_args)
     before = set(listing(output))
+    pipeline = beam.Pipeline(options=options)
+    write = build(pipeline, sources, output, opts)  # the sources are matched here
     if is_local(output):
         _make_folder(local_path(output))
-    pipeline = beam.Pipeline(options=options)
-    write = build(pipeline, sources, output, opts)
     try:
         with worker_watch():
             result = pipeline.run()
@@ -151,13 +151,9 @@ def _clean(write: WriteDataset, before: set[str]) -> bool:
 
 def _cleaned(error: TfdropError, write: WriteDataset, before: set[str]) -> TfdropError:
     """``error``, once the output is cleaned, saying what was kept."""
-    kept = _clean(write, before)
-    dead = FileSystems.join(write.output, DEAD_LETTER_NAME)
-    error.message += (
-        f" (nothing else was kept: the bad items are in {dead})"
-        if kept
-        else " (nothing was written to the output)"
-    )
+    if _clean(write, before):  # else nothing was kept: the error reads as convert's
+        dead = FileSystems.join(write.output, DEAD_LETTER_NAME)
+        error.message += f" (the output keeps only the bad items: {dead})"
     return error
 
 

@@ -30,7 +30,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from tfdrop.beam.elements import ExampleAt, Position
 from tfdrop.beam.failure import carried
 from tfdrop.beam.read import NAMESPACE
-from tfdrop.beam.sources import escape
+from tfdrop.beam.sources import size_of
 from tfdrop.codec.compression import Compression
 from tfdrop.codec.example import parse_example
 from tfdrop.codec.model import LabelMap
@@ -206,7 +206,7 @@ class WriteShard(beam.DoFn):  # type: ignore[misc]
                         for record in iter_records(f, **stream_caps(self.limits)):
                             writer.write(record)
                 writer.close()
-        size = FileSystems.match([escape(job.name)])[0].metadata_list[0].size_in_bytes
+        size = size_of(job.name)
         return ShardDone(job.subset, job.name, job.name, job.records, job.objects, size)
 
 

@@ -115,6 +115,14 @@ def exists(path: str) -> bool:
     return bool(FileSystems.match([escape(path)])[0].metadata_list)
 
 
+def size_of(path: str) -> int:
+    """The size of the file ``path`` in bytes (glob characters are plain)."""
+    if is_local(path):
+        return os.path.getsize(local_path(path))
+    size: int = FileSystems.match([escape(path)])[0].metadata_list[0].size_in_bytes
+    return size
+
+
 def remove(path: str) -> None:
     """Delete the file or folder ``path`` if it exists (glob characters are plain)."""
     if is_local(path):

@@ -10,12 +10,15 @@ the extra when it is missing, so ``tfdrop`` itself never needs Beam.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
+import os
 import re
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
 
 INSTALL_HINT: Final = "install the extra: pip install 'tfdrop[beam]' (or pip install apache-beam)"
 MAX_BEAM_SHARDS: Final = 99_999
+_HARNESS_LOG: Final = "--default_sdk_harness_log_level"
 _TFDROP_ERROR = re.compile(r"^tfdrop\.[\w.]+(?:Error|Exceeded): (.+?)(?: \[while running .*\])?$")
 
 
@@ -107,6 +111,26 @@ def _quiet_logs(verbose: bool) -> None:
     logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
 
 
+@contextlib.contextmanager
+def _worker_stderr(verbose: bool) -> Iterator[None]:
+    """Unless ``-v``: Beam's worker processes (``multi_processing``) log to the stderr they
+    inherit, bypassing this process's logging; they get a discarded file instead while the
+    pipeline runs (this process prints its error after)."""
+    if verbose:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.to != "tfrecord":
         return usage_error(
@@ -166,7 +190,12 @@ def _convert(beam: ModuleType, args: argparse.Namespace, limits: Limits) -> tupl
             max_bad_items=args.max_bad_items,
             limits=limits,
         )
-        return 0, beam.convert_dataset(args.src, args.output, opts, args.passthrough)
+        passthrough = list(args.passthrough)
+        if not args.verbose and not any(a.startswith(_HARNESS_LOG) for a in passthrough):
+            passthrough.append(f"{_HARNESS_LOG}=CRITICAL")  # worker processes log too
+        with _worker_stderr(args.verbose):
+            result = beam.convert_dataset(args.src, args.output, opts, passthrough)
+        return 0, result
     except TfdropError as exc:
         if exc.kind == "pipeline_option":
             code = usage_error("beam", f"{exc} (after '--')")
