@@ -34,7 +34,7 @@ from tfdrop.formats.base import (
 from tfdrop.formats.tfrecord import TfrecordWriter
 from tfdrop.handoff import Tally, TrainingSummary, summarize
 from tfdrop.inputs import open_input
-from tfdrop.labels import LabelResolver
+from tfdrop.labels import LabelResolver, warn_renumbered
 from tfdrop.limits import DEFAULT_LIMITS, Limits
 from tfdrop.publish import atomic_path
 from tfdrop.readback import Written, validate_archive
@@ -254,7 +254,7 @@ def convert(
         validated_items=validated,
         output_bytes=out.stat().st_size,
         seconds=time.monotonic() - started,
-        training=_training(tally, resolver.map, members, options),
+        training=training_summary(tally, resolver.map, members, options),
         keypoints=resolver.skeletons(),
         keypoint_slots=resolver.keypoint_slots(),
     )
@@ -274,7 +274,7 @@ def _scan_keypoints(reader: Reader, resolver: LabelResolver) -> None:
         resolver.learn(item)
 
 
-def _training(
+def training_summary(
     tally: Tally, label_map: LabelMap, members: list[str], options: ConvertOptions
 ) -> TrainingSummary:
     """The report's hand-off to training (:mod:`tfdrop.handoff`); input paths only for a
@@ -355,10 +355,5 @@ def _write(
         writer.close(resolver.map)
         members = sink.names
     if resolver.renumbered:
-        notes.warn(
-            "label_ids_renumbered",
-            f"{resolver.renumbered} objects carried class ids that contradict other objects' "
-            "(one id for two class texts, or two ids for one); ids were given by text (pin a "
-            "label map to choose them)",
-        )
+        warn_renumbered(notes, resolver.renumbered)
     return (n_items, n_objects, subsets, labels), members

@@ -114,6 +114,29 @@ def _restore(cls: type[TfdropError], message: str, state: dict[str, Any]) -> Tfd
     return exc
 
 
+def _subclasses(cls: type[TfdropError]) -> list[type[TfdropError]]:
+    out = [cls]
+    for sub in cls.__subclasses__():
+        out.extend(_subclasses(sub))
+    return out
+
+
+def error_from_dict(data: dict[str, Any]) -> TfdropError:
+    """The error :meth:`TfdropError.to_dict` describes, rebuilt (the first class of its
+    ``kind``, its message, location fields, hint and any other fields), e.g. from a worker
+    that could only send text (tfdrop.beam)."""
+    kind = data.get("kind")
+    cls = next((c for c in _subclasses(TfdropError) if c.kind == kind), TfdropError)
+    fields: dict[str, Any] = dict.fromkeys(_LOCATION_FIELDS)
+    names = {_JSON_NAMES.get(n, n): n for n in _LOCATION_FIELDS}
+    for key, value in data.items():
+        if key not in ("kind", "message"):
+            fields[names.get(key, key)] = value
+    fields.setdefault("hint", cls.default_hint)
+    message = str(data.get("message", ""))
+    return _restore(cls, message, {"message": message, **fields})
+
+
 class DataError(TfdropError, ValueError):
     """The input is malformed. Retrying will not help; the input goes to ``failed/``."""
 

@@ -93,6 +93,19 @@ class Tally:
             ids=[o.label_id for o in objs],
         )
 
+    def merge(self, other: Tally) -> None:
+        """Add ``other``'s counts (a worker's share of one dataset)."""
+        self.items.update(other.items)
+        for subset, counts in other.objects.items():
+            self.objects.setdefault(subset, Counter()).update(counts)
+        for subset, counts in other.images.items():
+            self.images.setdefault(subset, Counter()).update(counts)
+        self.masks += other.masks
+        self.keypoints.update(other.keypoints)
+        self.max_id = max(self.max_id, other.max_id)
+        self.max_objects = max(self.max_objects, other.max_objects)
+        self.labels.update(other.labels)
+
     def by_subset(self) -> dict[str, dict[str, dict[str, int]]]:
         """``{subset: {label: {"objects": n, "images": m}}}``, labels sorted."""
         return {

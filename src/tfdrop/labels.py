@@ -17,7 +17,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from tfdrop.codec.keypoints import KP_X, Skeleton
 from tfdrop.codec.labelmap import parse_label_map
@@ -73,6 +73,20 @@ def check_label_text(label: str, limits: Limits, **where: Any) -> None:
             **where,
         ) from None
     limits.check("max_text_bytes", size, **where)
+
+
+class _Warns(Protocol):
+    def warn(self, code: str, message: str, **where: Any) -> None: ...
+
+
+def warn_renumbered(notes: _Warns, renumbered: int) -> None:
+    """The report's ``label_ids_renumbered`` warning for :attr:`LabelResolver.renumbered`."""
+    notes.warn(
+        "label_ids_renumbered",
+        f"{renumbered} objects carried class ids that contradict other objects' "
+        "(one id for two class texts, or two ids for one); ids were given by text (pin a "
+        "label map to choose them)",
+    )
 
 
 class LabelResolver:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from tfdrop.beam.elements import BadItem, ExampleAt, ItemAt, Noted, SourceInfo
 from tfdrop.beam.encode import ToExamples
+from tfdrop.beam.options import PipelineOptionError
 from tfdrop.beam.pipeline import (
     BeamOptions,
     convert_dataset,
@@ -24,6 +25,7 @@ from tfdrop.beam.pipeline import (
     read_report,
 )
 from tfdrop.beam.read import ReadDataset
+from tfdrop.beam.sources import OutputPathError, check_output
 from tfdrop.beam.write import DEAD_LETTER_NAME, REPORT_NAME, TooManyBadItemsError, WriteDataset
 
 __all__ = [
@@ -34,11 +36,14 @@ __all__ = [
     "ExampleAt",
     "ItemAt",
     "Noted",
+    "OutputPathError",
+    "PipelineOptionError",
     "ReadDataset",
     "SourceInfo",
     "ToExamples",
     "TooManyBadItemsError",
     "WriteDataset",
+    "check_output",
     "convert_dataset",
     "metric_totals",
     "output_in_use",

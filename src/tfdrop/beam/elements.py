@@ -26,12 +26,14 @@ WHOLE: Final = None
 @dataclass(frozen=True, slots=True)
 class SourceRef:
     """One input: a zip or a folder (``path``), or bare TFRecord files (``files``, with their
-    folder as ``path`` and the ``label_map.pbtxt`` beside them, if any, in ``label_map``)."""
+    folder as ``path`` and the ``.pbtxt`` label maps beside them in ``label_maps``);
+    ``duplicates``: other spellings of inputs already named, read once (noted by source 0)."""
 
     index: int
     path: str
     files: tuple[str, ...] = ()
-    label_map: str | None = None
+    label_maps: tuple[str, ...] = ()
+    duplicates: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +62,11 @@ class SourceInfo:
 
 @dataclass(frozen=True, slots=True)
 class ItemAt:
-    """One item read from a source, at its position."""
+    """One item read from a source (``archive``, its path), at its position."""
 
     pos: Position
     item: Item
+    archive: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +77,9 @@ class ExampleAt:
     subset: str
     record: bytes
     labels: tuple[str, ...]  # one per object, for the report's counts
+    ids: tuple[int, ...] = ()  # one per object, for the training hand-off
+    masks: int = 0  # objects with a mask
+    keypoints: tuple[int, ...] = ()  # keypoints per object
 
 
 @dataclass(frozen=True, slots=True)

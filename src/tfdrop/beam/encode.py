@@ -10,7 +10,6 @@ the error's fields; every other element passes through. Notes are handed on once
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +19,14 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
 from tfdrop.beam.elements import BadItem, ExampleAt, ItemAt, Noted, Position
+from tfdrop.beam.failure import carried
+from tfdrop.beam.labelscan import encode_item
 from tfdrop.beam.read import NAMESPACE
 from tfdrop.codec.model import LabelMap
 from tfdrop.errors import TfdropError, ValidationError
 from tfdrop.formats import Notes, ReadOptions, WriteOptions
-from tfdrop.formats.tfrecord import encode_record
 from tfdrop.labels import LabelResolver
-from tfdrop.units import JobSpec, prepare
+from tfdrop.units import JobSpec
 
 
 class _Encode(beam.DoFn):  # type: ignore[misc]
@@ -60,30 +60,40 @@ class _Encode(beam.DoFn):  # type: ignore[misc]
         if not isinstance(element, ItemAt):
             yield element
             return
+        with carried():
+            yield self._encode(element, label_map)
+
+    def _encode(self, element: ItemAt, label_map: LabelMap) -> ExampleAt | BadItem:
         if self._first is None:
             self._first = element.pos
         resolver = self._resolver_for(label_map)
         try:
-            item = resolver.assign(prepare(element.item, self.spec, self._notes))
-            if len(resolver.map) != len(label_map):
-                raise ValidationError(
-                    f"item {item.name!r} has a label the label scan did not see",
-                    item=item.name,
-                )
-            wopts = replace(
-                self.spec.encode or WriteOptions(), keypoints=resolver.map.keypoint_layout
-            )
-            record = encode_record(item, wopts, self._notes)
-        except ValidationError:
-            raise
+            item, record = encode_item(element.item, self.spec, resolver, self._notes)
         except TfdropError as exc:
             self.bad.inc()
-            yield BadItem(element.pos, exc.at(item=element.item.name).to_dict(), cut_short=False)
-            return
-        labels = tuple(o.label for o in item.objects)
+            if len(resolver.map) != len(label_map):
+                self._resolver = None  # it took a label of this bad item: start afresh
+            where = exc.at(archive=element.archive or None, item=element.item.name)
+            return BadItem(element.pos, where.to_dict(), cut_short=False)
+        if len(resolver.map) != len(label_map):
+            raise ValidationError(
+                f"item {item.name!r} has a label the label scan did not see",
+                archive=element.archive or None,
+                item=item.name,
+            )
+        objs = item.objects
+        labels = tuple(o.label for o in objs)
         self.items.inc()
         self.objects.inc(len(labels))
-        yield ExampleAt(element.pos, item.subset or "default", record, labels)
+        return ExampleAt(
+            element.pos,
+            item.subset or "default",
+            record,
+            labels,
+            tuple(o.label_id for o in objs),
+            sum(o.mask is not None for o in objs),
+            tuple(len(o.keypoints) for o in objs),
+        )
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
         if self._first is not None:

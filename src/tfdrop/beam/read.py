@@ -16,7 +16,7 @@ in source order, whatever order the workers finish in.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
@@ -24,12 +24,13 @@ from apache_beam.metrics import Metrics
 
 from tfdrop.archive import Source
 from tfdrop.beam.elements import WHOLE, BadItem, ItemAt, Noted, SourceInfo, SourceRef, WorkUnit
+from tfdrop.beam.failure import carried
+from tfdrop.beam.labelscan import Resolved, Scanner, UnitScan, resolve_labels
 from tfdrop.beam.sources import Stage, expand_sources, open_ref
-from tfdrop.codec.model import Annotation, Box, Item, LabelMap
 from tfdrop.errors import FormatError, TfdropError
-from tfdrop.formats import FORMATS, Notes, Reader, ReadOptions, detect_format
+from tfdrop.formats import FORMATS, Notes, Reader, ReadOptions, WriteOptions, detect_format
 from tfdrop.formats.base import FormatName, SourceFormat, Splittable
-from tfdrop.labels import LabelResolver
+from tfdrop.labels import warn_renumbered
 from tfdrop.units import UNIT_ITEMS
 
 NAMESPACE = "tfdrop"
@@ -92,10 +93,20 @@ class _PlanUnits(beam.DoFn):  # type: ignore[misc]
         self.read = read
 
     def process(self, ref: SourceRef) -> Iterator[Any]:
+        with carried():
+            yield from self._plan(ref)
+
+    def _plan(self, ref: SourceRef) -> Iterator[Any]:
         readers = _Readers(self.read)
         try:
             opened, fmt = readers.get(ref, self.fmt)
             runs = _plan(opened.reader)
+            for dup in ref.duplicates:
+                opened.notes.warn(
+                    "duplicate_source",
+                    f"{dup} names an input already given; it is read once",
+                    archive=dup,
+                )
             yield beam.pvalue.TaggedOutput(
                 INFO,
                 SourceInfo(
@@ -132,8 +143,15 @@ class _ReadUnits(beam.DoFn):  # type: ignore[misc]
             self._readers.close()
 
     def process(self, unit: WorkUnit) -> Iterator[ItemAt | BadItem | Noted]:
+        with carried():
+            yield from self._read(unit)
+
+    def _read(self, unit: WorkUnit) -> Iterator[ItemAt | BadItem | Noted]:
         assert self._readers is not None
-        opened, _ = self._readers.get(unit.source, unit.fmt)
+        try:
+            opened, _ = self._readers.get(unit.source, unit.fmt)
+        except TfdropError as exc:
+            raise exc.at(archive=unit.source.path) from None
         opened.notes.clear()
         src, n = unit.source.index, 0
         for part in unit.parts:
@@ -142,7 +160,7 @@ class _ReadUnits(beam.DoFn):  # type: ignore[misc]
             read = 0
             try:
                 for item in items:
-                    yield ItemAt((src, unit.index, n), item)
+                    yield ItemAt((src, unit.index, n), item, unit.source.path)
                     n += 1
                     read += 1
             except TfdropError as exc:
@@ -155,11 +173,13 @@ class _ReadUnits(beam.DoFn):  # type: ignore[misc]
 
 
 class _ScanLabels(beam.DoFn):  # type: ignore[misc]
-    """A work unit -> ``(unit key, ((label, item name), ...))``: its labels in order of first
-    appearance (images not loaded; errors are the main read's to report)."""
+    """A work unit -> ``(unit key, UnitScan)``: the labels of the items that will be written,
+    in order of first appearance (errors are the main read's to report)."""
 
-    def __init__(self, read: ReadOptions) -> None:
-        self.read = replace(read, images=False, masks=False)
+    def __init__(self, read: ReadOptions, write: WriteOptions, box_masks: bool) -> None:
+        self.read = read
+        self.write = write
+        self.box_masks = box_masks
         self._readers: _Readers | None = None
 
     def setup(self) -> None:
@@ -169,65 +189,41 @@ class _ScanLabels(beam.DoFn):  # type: ignore[misc]
         if self._readers is not None:
             self._readers.close()
 
-    def process(self, unit: WorkUnit) -> Iterator[tuple[tuple[int, int], tuple[Any, ...]]]:
+    def process(self, unit: WorkUnit) -> Iterator[tuple[tuple[int, int], UnitScan]]:
         assert self._readers is not None
-        opened, _ = self._readers.get(unit.source, unit.fmt)
-        seen: dict[str, str] = {}
-        for part in unit.parts:
-            reader = opened.reader
-            items = reader.items() if part is WHOLE else reader.unit_items(part)  # type: ignore[attr-defined]
-            try:
-                for item in items:
-                    for obj in item.objects:
-                        if obj.label and obj.label not in seen:
-                            seen[obj.label] = item.name
-            except TfdropError:
-                continue
-        opened.notes.clear()
-        yield (unit.source.index, unit.index), tuple(seen.items())
+        with carried():
+            opened, _ = self._readers.get(unit.source, unit.fmt)
+            scanner = Scanner(self.read, self.write, self.box_masks)
+            src, n = unit.source.index, 0
+            for part in unit.parts:
+                reader = opened.reader
+                items = reader.items() if part is WHOLE else reader.unit_items(part)  # type: ignore[attr-defined]
+                try:
+                    for item in items:
+                        scanner.see(item, (src, unit.index, n))
+                        n += 1
+                except TfdropError:
+                    n += 1
+            opened.notes.clear()
+            yield (src, unit.index), scanner.result()
 
 
-def merge_maps(infos: Sequence[SourceInfo]) -> LabelMap | None:
-    """The sources' own label maps as one (the first source's ids win where both name an id the
-    same; an id two sources name differently is a FormatError)."""
-    merged: LabelMap | None = None
-    for info in infos:
-        lm = info.label_map
-        if lm is None:
-            continue
-        if merged is None:
-            merged = lm
-            continue
-        for it in lm.items:
-            other = merged.get(it.id)
-            if other is not None and other.name != it.name:
-                raise FormatError(
-                    f"label maps disagree: id {it.id} is {other.name!r} in one source and "
-                    f"{it.name!r} here",
-                    archive=info.path,
-                )
-        merged = LabelMap(merged.items + tuple(i for i in lm.items if merged.get(i.id) is None))
-    return merged
-
-
-def resolve_labels(
-    infos: Sequence[SourceInfo],
-    scans: Sequence[tuple[tuple[int, int], tuple[tuple[str, str], ...]]],
+def _resolve(
+    found: list[tuple[tuple[int, int], UnitScan]],
+    infos: list[SourceInfo],
     read: ReadOptions,
-    *,
-    plain_text: bool,
-) -> LabelMap:
-    """The label map ``tfdrop convert`` builds (:class:`~tfdrop.labels.LabelResolver`), fed the
-    labels in source order: the sources' maps or label lists, then first appearances."""
-    ordered = sorted(infos, key=lambda i: i.index)
-    labels = dict.fromkeys(name for info in ordered for name in info.labels)
-    resolver = LabelResolver(
-        None, list(labels), merge_maps(ordered), limits=read.limits, plain_text=plain_text
-    )
-    for _key, found in sorted(scans):
-        for label, item_name in found:
-            resolver.assign(Item(item_name, objects=(Annotation(label, Box(0, 0, 0, 0)),)))
-    return resolver.map
+    plain: bool,
+) -> Resolved:
+    with carried():
+        return resolve_labels(infos, found, read, plain_text=plain)
+
+
+def _renumbered_notes(resolved: Resolved, after: int) -> Iterator[Noted]:
+    """The ``label_ids_renumbered`` warning, after every source's notes (as convert warns)."""
+    if resolved.renumbered:
+        notes = Notes()
+        warn_renumbered(notes, resolved.renumbered)
+        yield Noted((after, 0, 0), notes)
 
 
 class ReadDataset(beam.PTransform):  # type: ignore[misc]
@@ -241,6 +237,8 @@ class ReadDataset(beam.PTransform):  # type: ignore[misc]
         read: how to read (masks, images, the job budget).
         scan_labels: also compute :attr:`label_map` (skip it when a map is pinned).
         plain_text: the target keeps labels as text lines (VOC, YOLO, CVAT): check them.
+        write: how the examples will be encoded (the scan checks each item as the encode
+            step will, so a dead-lettered item's labels take no id).
     """
 
     def __init__(
@@ -251,6 +249,7 @@ class ReadDataset(beam.PTransform):  # type: ignore[misc]
         read: ReadOptions | None = None,
         scan_labels: bool = True,
         plain_text: bool = False,
+        write: WriteOptions | None = None,
     ) -> None:
         super().__init__()
         self.patterns = [patterns] if isinstance(patterns, str) else list(patterns)
@@ -258,6 +257,8 @@ class ReadDataset(beam.PTransform):  # type: ignore[misc]
         self.read = read or ReadOptions()
         self.scan_labels = scan_labels
         self.plain_text = plain_text
+        self.write = write or WriteOptions(masks=self.read.masks, images=self.read.images)
+        self.box_masks = self.write.masks
         self.sources: list[SourceRef] = []
         self.label_map: beam.PCollection | None = None
 
@@ -271,19 +272,18 @@ class ReadDataset(beam.PTransform):  # type: ignore[misc]
         units = planned.u | "Spread" >> beam.Reshuffle()
         items = units | "Read" >> beam.ParDo(_ReadUnits(self.read))
         infos = planned[INFO]
-        if self.scan_labels:
-            scans = units | "Scan" >> beam.ParDo(_ScanLabels(self.read))
-            self.label_map = (
-                scans
-                | "AllScans" >> beam.combiners.ToList()
-                | "Resolve"
-                >> beam.Map(
-                    lambda found, infos, read, plain: resolve_labels(
-                        infos, found, read, plain_text=plain
-                    ),
-                    infos=beam.pvalue.AsList(infos),
-                    read=self.read,
-                    plain=self.plain_text,
-                )
-            )
-        return (items, infos) | "WithInfos" >> beam.Flatten()
+        if not self.scan_labels:
+            return (items, infos) | "WithInfos" >> beam.Flatten()
+        scan = _ScanLabels(self.read, self.write, self.box_masks)
+        resolved = (
+            units
+            | "Scan" >> beam.ParDo(scan)
+            | "AllScans" >> beam.combiners.ToList()
+            | "Resolve"
+            >> beam.Map(_resolve, beam.pvalue.AsList(infos), read=self.read, plain=self.plain_text)
+        )
+        self.label_map = resolved | "LabelMap" >> beam.Map(lambda r: r.label_map)
+        renumbered = resolved | "Renumbered" >> beam.FlatMap(
+            _renumbered_notes, after=len(self.sources)
+        )
+        return (items, infos, renumbered) | "WithInfos" >> beam.Flatten()

@@ -28,12 +28,15 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
 from tfdrop.beam.elements import ExampleAt, Position
+from tfdrop.beam.failure import carried
 from tfdrop.beam.read import NAMESPACE
+from tfdrop.beam.sources import size_of
 from tfdrop.codec.compression import Compression
 from tfdrop.codec.example import parse_example
 from tfdrop.codec.model import LabelMap
 from tfdrop.codec.schema import check_parsed, fast_check
 from tfdrop.errors import ValidationError
+from tfdrop.handoff import Tally, label_text
 from tfdrop.limits import Limits
 from tfdrop.shards import shard_name
 from tfdrop.stream import RecordWriter, iter_records, stream_caps
@@ -51,6 +54,7 @@ class UnitFile:
     records: int
     objects: int
     labels: Counter[str]
+    tally: Tally  # for the report's hand-off to training
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +89,7 @@ class _Open:
     writer: RecordWriter
     objects: int = 0
     labels: Counter[str] = field(default_factory=Counter)
+    tally: Tally = field(default_factory=Tally)
 
 
 class WriteUnitFiles(beam.DoFn):  # type: ignore[misc]
@@ -101,6 +106,10 @@ class WriteUnitFiles(beam.DoFn):  # type: ignore[misc]
         self._unit = None
 
     def process(self, example: ExampleAt) -> Iterator[UnitFile]:
+        with carried():
+            yield from self._write(example)
+
+    def _write(self, example: ExampleAt) -> Iterator[UnitFile]:
         unit = example.pos[:2]
         if unit != self._unit:
             yield from self._close_all()
@@ -114,6 +123,13 @@ class WriteUnitFiles(beam.DoFn):  # type: ignore[misc]
         out.writer.write(example.record)
         out.objects += len(example.labels)
         out.labels.update(example.labels)
+        out.tally.add(
+            example.subset,
+            [label_text(lb, i) for lb, i in zip(example.labels, example.ids, strict=False)],
+            masks=example.masks,
+            keypoints=example.keypoints,
+            ids=example.ids,
+        )
         self.bytes.inc(len(example.record))
 
     def _close_all(self) -> Iterator[UnitFile]:
@@ -121,13 +137,20 @@ class WriteUnitFiles(beam.DoFn):  # type: ignore[misc]
             out.writer.close()
             out.handle.close()
             yield UnitFile(
-                out.subset, out.first, out.path, out.writer.records, out.objects, out.labels
+                out.subset,
+                out.first,
+                out.path,
+                out.writer.records,
+                out.objects,
+                out.labels,
+                out.tally,
             )
         self._open = {}
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
-        for done in self._close_all():
-            yield WindowedValue(done, -1, [GlobalWindow()])
+        with carried():
+            for done in self._close_all():
+                yield WindowedValue(done, -1, [GlobalWindow()])
 
 
 def plan_shards(files: Sequence[UnitFile], shards: int, output: str) -> list[ShardJob]:
@@ -167,6 +190,10 @@ class WriteShard(beam.DoFn):  # type: ignore[misc]
         self.limits = limits
 
     def process(self, job: ShardJob) -> Iterator[ShardDone]:
+        with carried():
+            yield self._write(job)
+
+    def _write(self, job: ShardJob) -> ShardDone:
         with FileSystems.create(job.name, compression_type=_RAW) as out:
             if self.compression == "none":
                 for path in job.files:
@@ -179,8 +206,8 @@ class WriteShard(beam.DoFn):  # type: ignore[misc]
                         for record in iter_records(f, **stream_caps(self.limits)):
                             writer.write(record)
                 writer.close()
-        size = FileSystems.match([job.name])[0].metadata_list[0].size_in_bytes
-        yield ShardDone(job.subset, job.name, job.name, job.records, job.objects, size)
+        size = size_of(job.name)
+        return ShardDone(job.subset, job.name, job.name, job.records, job.objects, size)
 
 
 class ValidateShard(beam.DoFn):  # type: ignore[misc]
@@ -190,6 +217,10 @@ class ValidateShard(beam.DoFn):  # type: ignore[misc]
         self.limits = limits
 
     def process(self, shard: ShardDone, label_map: LabelMap) -> Iterator[ShardDone]:
+        with carried():
+            yield self._check(shard, label_map)
+
+    def _check(self, shard: ShardDone, label_map: LabelMap) -> ShardDone:
         cap = self.limits.max_values_per_feature
         records = objects = 0
         with FileSystems.open(shard.path, compression_type=_RAW) as f:
@@ -199,7 +230,7 @@ class ValidateShard(beam.DoFn):  # type: ignore[misc]
                     n = _full_check(record, label_map, cap, shard.name, index)
                 records += 1
                 objects += n
-        yield ShardDone(shard.subset, shard.name, shard.path, records, objects, shard.size)
+        return ShardDone(shard.subset, shard.name, shard.path, records, objects, shard.size)
 
 
 def _full_check(record: bytes, label_map: LabelMap, cap: int, member: str, index: int) -> int:

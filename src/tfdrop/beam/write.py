@@ -22,6 +22,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from tfdrop.beam.elements import BadItem, ExampleAt, Noted, SourceInfo
+from tfdrop.beam.failure import carried
 from tfdrop.beam.shardio import (
     ShardDone,
     UnitFile,
@@ -31,12 +32,15 @@ from tfdrop.beam.shardio import (
     compare,
     plan_shards,
 )
+from tfdrop.beam.sources import remove
 from tfdrop.codec.compression import Compression
 from tfdrop.codec.labelmap import format_label_map, parse_label_map
 from tfdrop.codec.model import LabelMap
+from tfdrop.convert import ConvertOptions, training_summary
 from tfdrop.errors import DataError, ValidationError
 from tfdrop.formats import Notes
 from tfdrop.formats.tfrecord import LABEL_MAP_NAME
+from tfdrop.handoff import Tally
 from tfdrop.limits import DEFAULT_LIMITS, Limits
 
 REPORT_NAME = "report.json"
@@ -82,6 +86,7 @@ def build_report(
     validated: int,
     bad: int,
     label_map: LabelMap,
+    compression: Compression = "none",
 ) -> dict[str, Any]:
     """``report.json``: the fields of ``tfdrop convert``'s report, from every worker's counts."""
     notes = combined_notes(infos, noted)
@@ -91,6 +96,12 @@ def build_report(
         subsets[f.subset] += f.records
         labels.update(f.labels)
     formats = sorted({i.fmt for i in infos})
+    names = sorted(s.name.rsplit("/", 1)[-1] for s in shards)
+    tally = Tally()
+    for f in sorted(files, key=lambda f: f.first):
+        tally.merge(f.tally)
+    options = ConvertOptions(compression=compression)
+    training = training_summary(tally, label_map, names, options)
     return {
         "source": " ".join(i.path for i in sorted(infos, key=lambda i: i.index)),
         "output": output,
@@ -111,9 +122,9 @@ def build_report(
         "warning_counts": dict(notes.warning_counts),
         "validated_items": validated,
         "output_bytes": sum(s.size for s in shards),
-        "shards": sorted(s.name.rsplit("/", 1)[-1] for s in shards),
+        "shards": names,
         "bad_items": bad,
-    }
+    } | training.to_dict()
 
 
 def _write_bytes(path: str, data: bytes) -> None:
@@ -131,6 +142,25 @@ def _finish(
     label_map: LabelMap,
     output: str,
     tmpdir: str,
+    compression: Compression,
+) -> dict[str, Any]:
+    with carried():
+        return _report(
+            read, written, infos, noted, files, bad, label_map, output, tmpdir, compression
+        )
+
+
+def _report(
+    read: list[ShardDone],
+    written: list[ShardDone],
+    infos: list[SourceInfo],
+    noted: list[Noted],
+    files: list[UnitFile],
+    bad: int,
+    label_map: LabelMap,
+    output: str,
+    tmpdir: str,
+    compression: Compression,
 ) -> dict[str, Any]:
     validated = compare(written, read)
     path = FileSystems.join(output, LABEL_MAP_NAME)
@@ -139,10 +169,11 @@ def _finish(
         back = parse_label_map(f.read(), member=LABEL_MAP_NAME)
     if [(i.id, i.name) for i in back.items] != [(i.id, i.name) for i in label_map.items]:
         raise ValidationError("the written label_map.pbtxt reads back differently")
-    report = build_report(output, infos, noted, files, written, validated, bad, label_map)
+    report = build_report(
+        output, infos, noted, files, written, validated, bad, label_map, compression
+    )
     _write_bytes(FileSystems.join(output, REPORT_NAME), json.dumps(report, indent=2).encode())
-    if FileSystems.exists(tmpdir):
-        FileSystems.delete([tmpdir])
+    remove(tmpdir)
     return report
 
 
@@ -156,8 +187,22 @@ def _plan(
     output: str,
     max_bad_items: int,
 ) -> list[Any]:
-    check_bad(bad, cut, max_bad_items, FileSystems.join(output, DEAD_LETTER_NAME))
-    return plan_shards(files, shards, output)
+    with carried():
+        check_bad(bad, cut, max_bad_items, FileSystems.join(output, DEAD_LETTER_NAME))
+        return plan_shards(files, shards, output)
+
+
+def write_dead_letter(bad: list[BadItem], output: str) -> list[str]:
+    """``bad_items.jsonl``, one JSON line per bad item in source order (none: no file)."""
+    if not bad:
+        return []
+    with carried():
+        lines = (
+            json.dumps(b.to_json(), sort_keys=True) + "\n" for b in sorted(bad, key=lambda b: b.pos)
+        )
+        path = FileSystems.join(output, DEAD_LETTER_NAME)
+        _write_bytes(path, "".join(lines).encode())
+        return [path]
 
 
 class WriteDataset(beam.PTransform):  # type: ignore[misc]
@@ -215,11 +260,8 @@ class WriteDataset(beam.PTransform):  # type: ignore[misc]
         label_map = beam.pvalue.AsSingleton(self._side_map(pcoll))
         dead = (
             bad
-            | "DeadLetterJson" >> beam.Map(lambda b: json.dumps(b.to_json(), sort_keys=True))
-            | "DeadLetter"
-            >> beam.io.WriteToText(
-                FileSystems.join(self.output, DEAD_LETTER_NAME), shard_name_template=""
-            )
+            | "AllBad" >> beam.combiners.ToList()
+            | "DeadLetter" >> beam.FlatMap(write_dead_letter, output=self.output)
         )
         n_bad = bad | "CountBad" >> beam.combiners.Count.Globally()
         n_cut = (
@@ -262,5 +304,6 @@ class WriteDataset(beam.PTransform):  # type: ignore[misc]
                 label_map,
                 output=self.output,
                 tmpdir=tmpdir,
+                compression=self.compression,
             )
         )

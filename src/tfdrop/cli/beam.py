@@ -10,14 +10,17 @@ the extra when it is missing, so ``tfdrop`` itself never needs Beam.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
+import os
 import re
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from tfdrop.cli.common import add_limit_argument, bounded_int, fail, limits_from_args, usage_error
 from tfdrop.codec.compression import COMPRESSIONS
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
 
 INSTALL_HINT: Final = "install the extra: pip install 'tfdrop[beam]' (or pip install apache-beam)"
 MAX_BEAM_SHARDS: Final = 99_999
+_HARNESS_LOG: Final = "--default_sdk_harness_log_level"
 _TFDROP_ERROR = re.compile(r"^tfdrop\.[\w.]+(?:Error|Exceeded): (.+?)(?: \[while running .*\])?$")
 
 
@@ -107,6 +111,26 @@ def _quiet_logs(verbose: bool) -> None:
     logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
 
 
+@contextlib.contextmanager
+def _worker_stderr(verbose: bool) -> Iterator[None]:
+    """Unless ``-v``: Beam's worker processes (``multi_processing``) log to the stderr they
+    inherit, bypassing this process's logging; they get a discarded file instead while the
+    pipeline runs (this process prints its error after)."""
+    if verbose:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.to != "tfrecord":
         return usage_error(
@@ -115,34 +139,46 @@ def run(args: argparse.Namespace) -> int:
             f"convert its output with 'tfdrop convert OUTPUT/<subset>.tfrecord-00000-of-N "
             f"--to {args.to}'",
         )
+    if not args.output.strip():
+        return usage_error("beam", "--output is empty: name an output folder")
     limits = limits_from_args(args)
     _quiet_logs(args.verbose)
     beam = _load_beam()
     if beam is None:
         return fail("tfdrop beam needs Apache Beam, which is not installed", hint=INSTALL_HINT)
-    if beam.output_in_use(args.output):
-        return usage_error("beam", f"--output {args.output} holds files; choose an empty folder")
     started = time.monotonic()
     code, result = _convert(beam, args, limits)
     if code:
         return code
     if not args.quiet:
-        report = beam.read_report(args.output)
-        totals = beam.metric_totals(result)
-        print(
-            f"{report['source_format']} -> tfrecord: {report['items']} items, "
-            f"{report['objects']} objects, {len(report['label_map'])} labels, "
-            f"{report['bad_items']} bad items, {len(report['shards'])} shards -> "
-            f"{args.output} ({time.monotonic() - started:.2f} s; metrics "
-            f"{json.dumps(totals, sort_keys=True)})"
-        )
+        print(_summary(beam.read_report(args.output), beam.metric_totals(result), args, started))
     sys.stdout.flush()
     return 0
+
+
+def _summary(report: dict[str, Any], totals: dict[str, int], args: Any, started: float) -> str:
+    """One line, as ``tfdrop convert`` says it (skipped annotations and warnings counted)."""
+    skipped = sum(report["skipped"].values())
+    extra = f", {skipped} annotations skipped" if skipped else ""
+    warns = sum(report["warning_counts"].values())
+    extra += f", {warns} warnings" if warns else ""
+    return (
+        f"{report['source_format']} -> tfrecord: {report['items']} items, "
+        f"{report['objects']} objects, {len(report['label_map'])} labels{extra}, "
+        f"{report['bad_items']} bad items, {len(report['shards'])} shards -> "
+        f"{args.output} ({time.monotonic() - started:.2f} s; metrics "
+        f"{json.dumps(totals, sort_keys=True)})"
+    )
 
 
 def _convert(beam: ModuleType, args: argparse.Namespace, limits: Limits) -> tuple[int, object]:
     """Run the pipeline: (0, its result), or (the exit code, None) with the error printed."""
     try:
+        beam.check_output(args.output)
+        if beam.output_in_use(args.output):
+            return usage_error(
+                "beam", f"--output {args.output} holds files; choose an empty folder"
+            ), None
         label_map = load_label_map(args.label_map) if args.label_map else None
         opts = beam.BeamOptions(
             source_format=args.source,
@@ -154,10 +190,18 @@ def _convert(beam: ModuleType, args: argparse.Namespace, limits: Limits) -> tupl
             max_bad_items=args.max_bad_items,
             limits=limits,
         )
-        return 0, beam.convert_dataset(args.src, args.output, opts, args.passthrough)
+        passthrough = list(args.passthrough)
+        if not args.verbose and not any(a.startswith(_HARNESS_LOG) for a in passthrough):
+            passthrough.append(f"{_HARNESS_LOG}=CRITICAL")  # worker processes log too
+        with _worker_stderr(args.verbose):
+            result = beam.convert_dataset(args.src, args.output, opts, passthrough)
+        return 0, result
     except TfdropError as exc:
-        message = str(exc).split(" [while running ")[0]
-        return fail(message, hint=exc.hint), None
+        if exc.kind == "pipeline_option":
+            code = usage_error("beam", f"{exc} (after '--')")
+            print(f"tfdrop: hint: {exc.hint}", file=sys.stderr)
+            return code, None
+        return fail(str(exc), hint=exc.hint), None
     except RuntimeError as exc:  # a portable runner's failure: the worker's traceback as text
         return fail(_runner_error(str(exc))), None
     except OSError as exc:
