@@ -30,6 +30,7 @@ from beam_support import (
 )
 from conftest import tfdrop
 from daemon_support import png
+from test_keypoints_formats import _cvat_no_meta, coco_keypoints_export, cvat_skeletons
 from tfdrop.beam import BeamOptions, convert_dataset, metric_totals
 from tfdrop.cli import main
 from tfdrop.convert import ConvertOptions, convert
@@ -319,3 +320,21 @@ def _wait_for_worker(parent: psutil.Process) -> int:
                     return child.pid
         time.sleep(0.05)
     raise AssertionError("no Beam worker process started")
+
+
+def test_keypoint_datasets_get_convert_s_keypoint_layout(tmp_path: Path) -> None:
+    """Declared skeletons (COCO categories, CVAT meta) and undeclared ones (CVAT without meta,
+    learned from the objects) give the label map's keypoints and the records' slots exactly
+    as ``tfdrop convert`` does."""
+    for sub in ("coco", "cvat", "nometa"):
+        (tmp_path / sub).mkdir()
+    made = {
+        "coco": coco_keypoints_export(tmp_path / "coco"),
+        "cvat": cvat_skeletons(tmp_path / "cvat"),
+        "cvat-no-meta": _cvat_no_meta(tmp_path / "nometa"),
+    }
+    for name, src in made.items():
+        want = converted(src, tmp_path / f"{name}-want.zip")
+        assert b"keypoints {" in want[1], name
+        assert beam("-o", tmp_path / f"{name}-out", src) == 0, name
+        assert folder_records(tmp_path / f"{name}-out") == want, name

@@ -248,8 +248,12 @@ class LabelResolver:
 
     def learn(self, item: Item) -> None:
         """See an item's keypoints before any is assigned (a scan of a source that declares
-        none, so the layout is fixed before the first record)."""
+        none, so the layout is fixed before the first record). Its labels are added as
+        :meth:`assign` would add them (in order of first appearance), so the label map, and
+        with it the keypoint layout the records are written in, holds them from the start."""
         for i, obj in enumerate(item.objects):
+            if obj.label and not self.pinned:
+                self._resolve(obj.label, item, i)
             if obj.keypoints and obj.label:
                 self._fit(obj, item, i)
 

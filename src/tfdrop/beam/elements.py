@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
+from tfdrop.codec.keypoints import Skeleton
 from tfdrop.codec.model import Item, LabelMap
 from tfdrop.formats import Notes
 from tfdrop.formats.base import FormatName
@@ -49,7 +50,8 @@ class WorkUnit:
 
 @dataclass(frozen=True, slots=True)
 class SourceInfo:
-    """What opening a source said: its format, label list, label map and notes."""
+    """What opening a source said: its format, label list, label map, notes and the
+    skeletons it declares (label -> keypoint names and edges)."""
 
     index: int
     path: str
@@ -58,6 +60,7 @@ class SourceInfo:
     label_map: LabelMap | None
     notes: Notes
     units: int
+    skeletons: tuple[tuple[str, Skeleton], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tfdrop.beam.elements import Position, SourceInfo
-from tfdrop.codec.model import Annotation, Box, Item, LabelMap, LabelMapItem
+from tfdrop.codec.keypoints import Skeleton
+from tfdrop.codec.model import Annotation, Box, Item, LabelMap, LabelMapItem, Point
 from tfdrop.errors import TfdropError
 from tfdrop.formats import Notes, ReadOptions, WriteOptions
 from tfdrop.formats.tfrecord import encode_record
@@ -38,6 +39,9 @@ class UnitScan:
 
     first: tuple[tuple[str, str], ...]  # (label, item name), in order of first appearance
     pairs: tuple[Pair, ...]
+    keypoints: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
+    """(label, item name, keypoint names) of each label's first object with keypoints: what
+    convert's keypoint scan learns from a source that declares no skeletons."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +69,7 @@ class Scanner:
         self._first: dict[str, str] = {}
         self._at: dict[tuple[str, int], Position] = {}
         self._count: Counter[tuple[str, int]] = Counter()
+        self._kp: dict[str, tuple[str, tuple[str, ...]]] = {}
 
     def see(self, item: Item, pos: Position) -> None:
         """Count ``item``'s labels, if the encode step will write it."""
@@ -77,10 +82,13 @@ class Scanner:
             self._first.setdefault(obj.label, item.name)
             self._at.setdefault((obj.label, obj.label_id), pos)
             self._count[obj.label, obj.label_id] += 1
+            if obj.keypoints and obj.label not in self._kp:
+                self._kp[obj.label] = (item.name, tuple(p.name for p in obj.keypoints))
 
     def result(self) -> UnitScan:
         pairs = tuple((lb, i, at, self._count[lb, i]) for (lb, i), at in self._at.items())
-        return UnitScan(tuple(self._first.items()), pairs)
+        kp = tuple((lb, name, names) for lb, (name, names) in self._kp.items())
+        return UnitScan(tuple(self._first.items()), pairs, kp)
 
 
 def count_renumbered(pairs: Iterable[Pair]) -> int:
@@ -148,10 +156,31 @@ def resolve_labels(
 ) -> Resolved:
     """The label map ``tfdrop convert`` builds (:class:`~tfdrop.labels.LabelResolver`), fed the
     labels in source order: the sources' maps or label lists, then first appearances."""
+    skeletons: dict[str, Skeleton] = {}
+    for info in sorted(infos, key=lambda i: i.index):
+        for label, sk in info.skeletons:
+            skeletons.setdefault(label, sk)
     resolver = LabelResolver(
-        None, (), merge_maps(infos, read), limits=read.limits, plain_text=plain_text
+        None,
+        (),
+        merge_maps(infos, read),
+        limits=read.limits,
+        plain_text=plain_text,
+        skeletons=skeletons,
+        tfrecord_layout=not plain_text,
     )
     ordered = sorted(scans, key=lambda s: s[0])
+    # convert's keypoint scan meets the labels in order of first appearance, then their
+    # keypoints: the ids first, the slots after, as it gives them
+    for _key, scan in ordered:
+        for label, item_name in scan.first:
+            resolver.learn(Item(item_name, objects=(Annotation(label, Box(0, 0, 0, 0)),)))
+    for _key, scan in ordered:
+        for label, item_name, names in scan.keypoints:
+            points = tuple(Point(0.0, 0.0, 0, n) for n in names)
+            resolver.learn(
+                Item(item_name, objects=(Annotation(label, Box(0, 0, 0, 0), keypoints=points),))
+            )
     for _key, scan in ordered:
         for label, item_name in scan.first:
             resolver.assign(Item(item_name, objects=(Annotation(label, Box(0, 0, 0, 0)),)))

@@ -27,9 +27,10 @@ from tfdrop.beam.elements import WHOLE, BadItem, ItemAt, Noted, SourceInfo, Sour
 from tfdrop.beam.failure import carried
 from tfdrop.beam.labelscan import Resolved, Scanner, UnitScan, resolve_labels
 from tfdrop.beam.sources import Stage, expand_sources, open_ref
+from tfdrop.codec.keypoints import Skeleton
 from tfdrop.errors import FormatError, TfdropError
 from tfdrop.formats import FORMATS, Notes, Reader, ReadOptions, WriteOptions, detect_format
-from tfdrop.formats.base import FormatName, SourceFormat, Splittable
+from tfdrop.formats.base import FormatName, HasSkeletons, SourceFormat, Splittable
 from tfdrop.labels import warn_renumbered
 from tfdrop.units import UNIT_ITEMS
 
@@ -77,6 +78,10 @@ class _Readers:
         self.stage.close()
 
 
+def _skeletons(reader: Reader) -> tuple[tuple[str, Skeleton], ...]:
+    return tuple(reader.skeletons().items()) if isinstance(reader, HasSkeletons) else ()
+
+
 def _plan(reader: Reader) -> list[tuple[object, ...]]:
     if isinstance(reader, Splittable):
         parts = reader.units(max_items=1, max_bytes=1, portable=True)
@@ -117,6 +122,7 @@ class _PlanUnits(beam.DoFn):  # type: ignore[misc]
                     opened.reader.label_map(),
                     opened.notes.copy(),
                     len(runs),
+                    _skeletons(opened.reader),
                 ),
             )
             for i, parts in enumerate(runs):
