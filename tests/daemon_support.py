@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 from PIL import Image
 
 from tfdrop.codec.example import encode_example
@@ -195,3 +196,16 @@ def files(folder: Path) -> list[str]:
 
 def all_files(root: Path) -> Iterator[Path]:
     return (p for p in root.rglob("*") if p.is_file())
+
+
+def conversion_process(daemon: Daemon) -> psutil.Process | None:
+    """The daemon's running conversion process (a child of its fork server), if any."""
+    for child in psutil.Process(daemon.proc.pid).children():
+        try:
+            if "forkserver" in " ".join(child.cmdline()):
+                kids = child.children()
+                if kids:
+                    return kids[0]
+        except psutil.Error:
+            continue
+    return None

@@ -24,7 +24,15 @@ import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from daemon_support import Daemon, files, tfrecord_bytes, tfrecord_zip, wait_until, write_config
+from daemon_support import (
+    Daemon,
+    conversion_process,
+    files,
+    tfrecord_bytes,
+    tfrecord_zip,
+    wait_until,
+    write_config,
+)
 from tfdrop.config import load_config, parse_config
 from tfdrop.daemon.survey import survey
 from tfdrop.errors import ConfigError
@@ -42,19 +50,6 @@ def _corrupt() -> bytes:
     data = bytearray(tfrecord_bytes(2, tag="x"))
     data[40] ^= 0xFF  # inside the first record's payload: a data CRC mismatch
     return bytes(data)
-
-
-def _converting(daemon: Daemon) -> psutil.Process | None:
-    """The conversion process: a child of the daemon's fork server."""
-    for child in psutil.Process(daemon.proc.pid).children():
-        try:
-            if "forkserver" in " ".join(child.cmdline()):
-                kids = child.children()
-                if kids:
-                    return kids[0]
-        except psutil.Error:
-            continue
-    return None
 
 
 def _cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -115,7 +110,7 @@ def setup(tmp_path: Path) -> Iterator[tuple[Path, Daemon]]:
 def _held_with_progress(daemon: Daemon, cfg: Any) -> tuple[psutil.Process, dict[str, Any]]:
     """Step the conversion in slices until the status file shows its first items; it is left
     stopped (SIGSTOP), so nothing it says changes while the test reads it."""
-    proc = wait_until(lambda: _converting(daemon), timeout=60, step=0.005)
+    proc = wait_until(lambda: conversion_process(daemon), timeout=60, step=0.005)
     proc.suspend()
 
     def progressed() -> dict[str, Any] | None:
@@ -249,7 +244,7 @@ def test_status_of_a_killed_daemon_says_its_pid_is_gone_and_its_claim_waits_for_
 ) -> None:
     config, daemon = setup
     _drop(tmp_path / "in", "big.zip", tfrecord_zip(3000, tag="big", image_size=8))
-    proc = wait_until(lambda: _converting(daemon), timeout=60, step=0.005)
+    proc = wait_until(lambda: conversion_process(daemon), timeout=60, step=0.005)
     proc.suspend()
     wait_until(lambda: _status_json(config)["claimed"][0]["state"] == "running")
     pid = daemon.proc.pid

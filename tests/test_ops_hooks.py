@@ -19,7 +19,7 @@ from typing import Any
 
 from structlog.testing import capture_logs
 
-from daemon_support import Daemon, files, tfrecord_zip, wait_until, write_config
+from daemon_support import Daemon, conversion_process, files, tfrecord_zip, wait_until, write_config
 from tfdrop.config import FILES_PER_HOOK, PipelineConfig, open_files_needed, parse_config
 from tfdrop.daemon.hooks import MAX_QUEUED_HOOKS, Hooks
 
@@ -235,9 +235,10 @@ def test_a_hook_still_running_at_stop_is_killed_within_the_one_grace_period_and_
         (tmp_path / "in" / "bad.zip").write_bytes(BAD_ZIP)
         daemon.wait_event("job_failed", timeout=30)
         wait_until(lambda: pidfile.exists() and pidfile.read_text().strip())
-        # a conversion of several seconds: it takes the whole grace period and is aborted
+        # a conversion held stopped (SIGSTOP): it takes the whole grace period and is aborted
         (tmp_path / "in" / "big.zip").write_bytes(tfrecord_zip(10000, tag="big"))
-        daemon.wait_event("job_progress", timeout=30)
+        converting = wait_until(lambda: conversion_process(daemon), timeout=60, step=0.005)
+        converting.suspend()
     finally:
         assert daemon.stop() == 0
     assert daemon.named("jobs_aborting")

@@ -117,7 +117,9 @@ def test_a_cvat_coco_keypoints_export_converts_with_its_keypoints(tmp_path: Path
     run = accepted(tmp_path, src)
     assert "1 items, 1 objects" in run.stdout
     report = json.loads((tmp_path / "out" / "out.report.json").read_text())
-    assert report["keypoints"] == {"person": {"num_keypoints": 1, "names": ["nose"], "edges": []}}
+    assert report["keypoints"] == {
+        "person": {"num_keypoints": 1, "names": ["nose"], "edges": [], "offset": 0}
+    }
 
 
 def test_images_beside_an_unknown_json_are_refused_not_published_empty(tmp_path: Path) -> None:
