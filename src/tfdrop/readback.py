@@ -133,11 +133,19 @@ def _check_tfrecord(src: Source, written: Written, label_map: LabelMap, limits: 
         objects += found
         subsets[subset_of(name)] += records
     _compare(written, items, objects, subsets)
-    text = src.read_bytes(LABEL_MAP_NAME, max_size=limits.max_file_bytes)
+    check_label_map(src.read_bytes(LABEL_MAP_NAME, max_size=limits.max_file_bytes), label_map)
+    return items
+
+
+def check_label_map(text: bytes, label_map: LabelMap) -> None:
+    """The written ``label_map.pbtxt`` (``text``) holds ``label_map``'s ids and names in order.
+
+    Raises:
+        ValidationError: It reads back differently.
+    """
     read_map = parse_label_map(text, member=LABEL_MAP_NAME)
     if [(it.id, it.name) for it in read_map.items] != [(it.id, it.name) for it in label_map.items]:
         raise ValidationError("the written label_map.pbtxt reads back differently")
-    return items
 
 
 def check_records(f: BinaryIO, label_map: LabelMap, limits: Limits, member: str) -> tuple[int, int]:
