@@ -27,9 +27,7 @@ separate venv (``bench/setup_peers.sh``); a missing peer is reported as skipped.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import random
 import shutil
 import sys
@@ -38,8 +36,21 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_voc import PEERS, VOC20, _tf_python, pool, warm
-from common import alternate, at_most, floor, load, ratio, rss, tfdrop
+from bench_voc import VOC20, _tf_python, pool
+from common import (
+    PEERS,
+    alternate,
+    arguments,
+    at_most,
+    finish,
+    floor,
+    link_or_copy,
+    load,
+    ratio,
+    rss,
+    tfdrop,
+    warm,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = {"vs_datumaro": 10.0, "vs_tf_script": 2.0}
@@ -70,10 +81,7 @@ def generate(cache: Path, n: int) -> tuple[Path, Path]:
         _, w, h = jpegs[k]
         name = f"frame_{i:06d}.jpg"
         dst = tree / "images" / "train" / name
-        try:
-            os.link(pool_files[k], dst)
-        except OSError:
-            shutil.copyfile(pool_files[k], dst)
+        link_or_copy(pool_files[k], dst)
         images.append(
             f'{{"id": {i + 1}, "width": {w}, "height": {h}, "file_name": "{name}", '
             f'"license": 0, "flickr_url": "", "coco_url": "", "date_captured": 0}}'
@@ -213,22 +221,16 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "tf-script":
         tf_script(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]))
         return
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--images", type=int, default=20_000)
-    parser.add_argument("--repeat", type=int, default=2)
+    parser = arguments(__doc__.split("\n")[0], repeat=2)
     parser.add_argument(
         "--only", nargs="*", default=[], help="tfdrop, tfdrop-j1, tf-script, datumaro, floor"
     )
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/tfdrop-bench"))
-    parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     print(f"COCO -> TFRecord: {args.images} images; {load()}")
     res = bench(args.cache, args.images, args.repeat, args.only)
     report(args.images, res)
-    print(load() + " at the end")
-    if args.json:
-        args.json.write_text(json.dumps(res, indent=1, default=str))
+    finish(res, args.json)
 
 
 if __name__ == "__main__":

@@ -22,9 +22,6 @@ worker, and the load average before and after.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import random
 import shutil
 import sys
@@ -34,7 +31,20 @@ from xml.sax.saxutils import quoteattr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_voc import VOC20, pool
-from common import alternate, at_most, floor, load, peer, ratio, rss, tfdrop, warm
+from common import (
+    alternate,
+    arguments,
+    at_most,
+    finish,
+    floor,
+    link_or_copy,
+    load,
+    peer,
+    ratio,
+    rss,
+    tfdrop,
+    warm,
+)
 
 
 def generate(cache: Path, n: int) -> tuple[Path, Path]:
@@ -57,10 +67,7 @@ def generate(cache: Path, n: int) -> tuple[Path, Path]:
         k = rng.randrange(len(jpegs))
         _, w, h = jpegs[k]
         name = f"frame_{i:06d}.jpg"
-        try:
-            os.link(files[k], tree / "images" / name)
-        except OSError:
-            shutil.copyfile(files[k], tree / "images" / name)
+        link_or_copy(files[k], tree / "images" / name)
         boxes = []
         for _ in range(rng.randint(1, 8)):
             x, y = rng.uniform(0, w - 10), rng.uniform(0, h - 10)
@@ -92,14 +99,7 @@ def generate(cache: Path, n: int) -> tuple[Path, Path]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
-    parser.add_argument("--images", type=int, default=20_000)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/tfdrop-bench"))
-    parser.add_argument("--json", type=Path, help="also write the results here")
-    args = parser.parse_args()
+    args = arguments(__doc__).parse_args()
     print(load())
     archive, tree = generate(args.cache, args.images)
     warm(archive, tree)
@@ -122,9 +122,7 @@ def main() -> None:
     ratio(res, "tfdrop-j1", "tfdrop", 1.7, "default jobs vs --jobs 1")
     at_most(res, "tfdrop", "floor", 1.5)
     rss(res, "tfdrop", 100.0)
-    print(load() + " at the end")
-    if args.json:
-        args.json.write_text(json.dumps(res, indent=1, default=str))
+    finish(res, args.json)
 
 
 if __name__ == "__main__":

@@ -20,8 +20,6 @@ parent and each worker, and the load average.
 
 from __future__ import annotations
 
-import argparse
-import json
 import subprocess
 import sys
 import zipfile
@@ -29,7 +27,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_voc import generate as generate_voc
-from common import ENV, alternate, at_most, floor, load, peer, ratio, rss, tfdrop, warm
+from common import (
+    ENV,
+    alternate,
+    arguments,
+    at_most,
+    finish,
+    floor,
+    load,
+    peer,
+    ratio,
+    rss,
+    tfdrop,
+    warm,
+)
 
 
 def generate(cache: Path, n: int) -> tuple[Path, Path]:
@@ -50,14 +61,7 @@ def generate(cache: Path, n: int) -> tuple[Path, Path]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
-    parser.add_argument("--images", type=int, default=20_000)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/tfdrop-bench"))
-    parser.add_argument("--json", type=Path, help="also write the results here")
-    args = parser.parse_args()
+    args = arguments(__doc__).parse_args()
     print(load())
     archive, tree = generate(args.cache, args.images)
     warm(archive, tree)
@@ -91,9 +95,7 @@ def main() -> None:
     at_most(res, "tfdrop-voc", "floor", 1.5)
     rss(res, "tfdrop-voc", 100.0)
     rss(res, "tfdrop-coco", 100.0)
-    print(load() + " at the end")
-    if args.json:
-        args.json.write_text(json.dumps(res, indent=1, default=str))
+    finish(res, args.json)
 
 
 if __name__ == "__main__":

@@ -18,28 +18,19 @@ Prints medians, the ratio against the issue's target (>= 5x), peak RSS and the l
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_codec import generate
-from common import alternate, load, ratio, rss, tfdrop, warm
+from common import alternate, arguments, finish, load, ratio, rss, tfdrop, warm
 
 HERE = Path(__file__).resolve().parent
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
-    parser.add_argument("--images", type=int, default=20_000)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/tfdrop-bench"))
-    parser.add_argument("--json", type=Path, help="also write the results here")
-    args = parser.parse_args()
+    args = arguments(__doc__).parse_args()
     print(load())
     images, _ = generate(args.cache, args.images, 10)
     warm(images)
@@ -55,9 +46,7 @@ def main() -> None:
     print("\ntargets:")
     ratio(res, "tf", "tfdrop", 5.0, "faster than TF's batched read, start-up included")
     rss(res, "tfdrop", 100.0)
-    print(load() + " at the end")
-    if args.json:
-        args.json.write_text(json.dumps(res, indent=1, default=str))
+    finish(res, args.json)
 
 
 if __name__ == "__main__":

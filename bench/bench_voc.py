@@ -35,11 +35,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_codec import make_jpegs
-from common import floor, measure, rss
-from common import median as _median
+from common import PEERS, REPO, alternate, floor, rss, warm
 
-REPO = Path(__file__).resolve().parents[1]
-PEERS = Path(os.environ.get("BENCH_VENV", REPO / ".bench-venv"))
 VOC20 = [
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
@@ -133,16 +130,6 @@ def generate(cache: Path, n: int) -> tuple[Path, Path]:
 # --- measuring --------------------------------------------------------------------------------
 
 
-def warm(archive: Path, tree: Path) -> None:
-    """Read the inputs once so every run starts from page cache."""
-    with archive.open("rb") as f:
-        while f.read(1 << 24):
-            pass
-    for path in tree.rglob("*"):
-        if path.is_file():
-            path.read_bytes()
-
-
 def _tf_python() -> Path | None:
     """The peer's interpreter: the peers' venv, else this one when it has TensorFlow (the test
     extra installs tensorflow-cpu)."""
@@ -191,26 +178,8 @@ def bench(cache: Path, n: int, repeat: int) -> dict[str, dict[str, Any]]:
     archive, tree = generate(cache, n)
     warm(archive, tree)
     out = cache / f"out-{n}"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-    cmds = {name: cmd for name, cmd in runs(archive, tree, out).items() if cmd is not None}
-    for name in runs(archive, tree, out).keys() - cmds.keys():
-        print(f"  {name:<10} skipped (run bench/setup_peers.sh)")
-    measured: dict[str, list[dict[str, Any]]] = {name: [] for name in cmds}
-    for rep in range(repeat):
-        for name, cmd in cmds.items():
-            if name == "datumaro" and n > 2000 and rep > 0:
-                continue  # minutes per run at 20,000 images
-            shutil.rmtree(out, ignore_errors=True)
-            out.mkdir(parents=True)
-            measured[name].append(measure(cmd, env=env))
-    results = {name: _median(rs) for name, rs in measured.items()}
-    for name, best in results.items():
-        print(f"  {name:<10} {best['wall_s']:7.2f} s wall (median of {best['wall_all']}) "
-              f"{best['cpu_s']:7.2f} s cpu; peak RSS parent {best['parent_rss_mb']:5.0f} MB, "
-              f"worker {best['worker_rss_mb']:5.0f} MB ({best['workers']} workers)"
-              f"{'' if best['ok'] else '  FAILED'}", flush=True)  # fmt: skip
-    shutil.rmtree(out, ignore_errors=True)
-    return results
+    once = frozenset({"datumaro"}) if n > 2000 else frozenset()  # minutes per run at 20,000
+    return alternate(runs(archive, tree, out), repeat, out, once=once)
 
 
 def report(all_results: dict[int, dict[str, dict[str, Any]]]) -> None:

@@ -9,6 +9,8 @@ reading before a process ends is kept, and ``os.wait4`` gives the largest of the
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import shutil
 import statistics
@@ -214,3 +216,31 @@ def warm(*paths: Path) -> None:
                 with path.open("rb") as f:
                     while f.read(1 << 24):
                         pass
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """``dst`` as a hard link to ``src`` (a copy where the file system has no links)."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def arguments(description: str, *, repeat: int = 3) -> argparse.ArgumentParser:
+    """The flags of a side-by-side benchmark: ``--images``, ``--repeat``, ``--cache``,
+    ``--json``."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--images", type=int, default=20_000)
+    parser.add_argument("--repeat", type=int, default=repeat)
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/tfdrop-bench"))
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    return parser
+
+
+def finish(results: dict[str, dict[str, Any]], path: Path | None) -> None:
+    """The load average at the end; the results as JSON to ``path`` when one is given."""
+    print(load() + " at the end")
+    if path:
+        path.write_text(json.dumps(results, indent=1, default=str))

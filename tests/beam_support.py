@@ -9,25 +9,13 @@ import json
 import zipfile
 from pathlib import Path
 
-from daemon_support import png
+from daemon_support import png, voc_xml
 from tfdrop.convert import ConvertOptions, convert
 from tfdrop.formats import FormatName
 from tfdrop.formats.tfrecord import subset_of
 from tfdrop.stream import iter_records, iter_records_path
 
 LABELS = ("cat", "dog", "bird", "fox", "owl")
-
-
-def voc_xml(i: int, labels: list[str]) -> str:
-    objs = "".join(
-        f"<object><name>{lb}</name><bndbox><xmin>1</xmin><ymin>2</ymin>"
-        f"<xmax>{10 + k}</xmax><ymax>12</ymax></bndbox></object>"
-        for k, lb in enumerate(labels)
-    )
-    return (
-        f"<annotation><filename>{i:04d}.png</filename><size><width>16</width>"
-        f"<height>16</height></size>{objs}</annotation>"
-    )
 
 
 def labels_of(i: int) -> list[str]:

@@ -35,6 +35,34 @@ def png(seed: int, size: int = 16) -> bytes:
     return buf.getvalue()
 
 
+def voc_xml(i: int, labels: list[str]) -> str:
+    """A VOC annotation of ``{i:04d}.png`` (16x16) with one box per label."""
+    objs = "".join(
+        f"<object><name>{lb}</name><bndbox><xmin>1</xmin><ymin>2</ymin>"
+        f"<xmax>{10 + k}</xmax><ymax>12</ymax></bndbox></object>"
+        for k, lb in enumerate(labels)
+    )
+    return (
+        f"<annotation><filename>{i:04d}.png</filename><size><width>16</width>"
+        f"<height>16</height></size>{objs}</annotation>"
+    )
+
+
+def run_tfdrop(*args: str | Path, cwd: Path, **kw: Any) -> subprocess.CompletedProcess[str]:
+    """``python -m tfdrop ARGS`` in ``cwd`` with this test run's import path (60 s at most)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    return subprocess.run(
+        [sys.executable, "-m", "tfdrop", *map(str, args)],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=60,
+        **kw,
+    )
+
+
 def tfrecord_bytes(items: int, *, tag: str = "a", image_size: int = 16) -> bytes:
     """A TFRecord stream of ``items`` Examples, each with one PNG and two boxes."""
     out = []

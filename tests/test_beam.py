@@ -24,12 +24,11 @@ from beam_support import (
     converted,
     dataset,
     folder_records,
-    voc_xml,
     voc_zip,
     zip_records,
 )
 from conftest import tfdrop
-from daemon_support import png
+from daemon_support import png, voc_xml
 from test_keypoints_formats import _cvat_no_meta, coco_keypoints_export, cvat_skeletons
 from tfdrop.beam import BeamOptions, convert_dataset, metric_totals
 from tfdrop.cli import main

@@ -8,31 +8,16 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import signal
-import subprocess
 import sys
 import zipfile
 from pathlib import Path
 from typing import Any
 
-from daemon_support import LABEL_MAP, Daemon, files, png, tfrecord_zip, write_config
+from daemon_support import LABEL_MAP, Daemon, files, png, run_tfdrop, tfrecord_zip, write_config
 from tfdrop.daemon.jobs import ETA_MIN_SECONDS, EtaClock, eta_seconds, os_error_text
 
 CAT_ONLY = "item {\n\tid: 1\n\tname: 'cat'\n}\n"
-
-
-def _tfdrop(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    return subprocess.run(
-        [sys.executable, "-m", "tfdrop", *map(str, args)],
-        check=False,
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=60,
-    )
 
 
 def _config(tmp_path: Path, **pipeline: Any) -> Path:
@@ -66,7 +51,7 @@ def test_retry_reruns_a_failed_input_once_the_label_map_is_fixed_while_the_daemo
         label_map.write_text(LABEL_MAP)
         daemon.signal(signal.SIGHUP)
         daemon.wait_event("config_reloaded")
-        result = _tfdrop("retry", "--config", config, "task.zip", cwd=tmp_path)
+        result = run_tfdrop("retry", "--config", config, "task.zip", cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         retried = [json.loads(line) for line in result.stderr.splitlines() if "{" in line]
         assert [e["event"] for e in retried] == ["drop_retried"]
@@ -103,7 +88,7 @@ def test_retry_all_with_the_daemon_stopped_is_taken_up_at_start_without_clobberi
     (drop / "a.zip").write_bytes(tfrecord_zip(4, tag="c"))
     label_map.write_text(LABEL_MAP)
 
-    result = _tfdrop("retry", "--config", config, "--pipeline", "main", "--all", cwd=tmp_path)
+    result = run_tfdrop("retry", "--config", config, "--pipeline", "main", "--all", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert files(failed) == []
     assert sorted(_inputs(drop)) == ["a-1.zip", "a.zip", "b.zip"]
@@ -122,19 +107,19 @@ def test_retry_names_an_unknown_input_or_pipeline_clearly(tmp_path: Path) -> Non
     (tmp_path / "in" / "failed").mkdir(parents=True)
     (tmp_path / "in" / "failed" / "x.zip").write_bytes(b"not a zip")
 
-    missing = _tfdrop("retry", "--config", config, "nope.zip", cwd=tmp_path)
+    missing = run_tfdrop("retry", "--config", config, "nope.zip", cwd=tmp_path)
     assert missing.returncode == 1
     assert "no failed input named 'nope.zip'" in missing.stderr
     assert "Traceback" not in missing.stderr
 
-    bad_pipeline = _tfdrop(
+    bad_pipeline = run_tfdrop(
         "retry", "--config", config, "--pipeline", "other", "x.zip", cwd=tmp_path
     )
     assert bad_pipeline.returncode == 1
     assert "no pipeline named 'other'" in bad_pipeline.stderr
     assert "the pipelines: main" in bad_pipeline.stderr
 
-    neither = _tfdrop("retry", "--config", config, cwd=tmp_path)
+    neither = run_tfdrop("retry", "--config", config, cwd=tmp_path)
     assert neither.returncode == 2  # NAME or --all is required
     assert (tmp_path / "in" / "failed" / "x.zip").exists()
 
@@ -147,7 +132,7 @@ def test_retry_of_an_error_file_whose_input_was_taken_away_removes_it_and_says_s
     failed.mkdir(parents=True)
     (failed / "gone.zip.error.json").write_text('{"kind": "bad_archive"}')
 
-    result = _tfdrop("retry", "--config", config, "gone.zip.error.json", cwd=tmp_path)
+    result = run_tfdrop("retry", "--config", config, "gone.zip.error.json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert f"{failed / 'gone.zip'} is not there" in result.stderr
     assert f"removed its error file {failed / 'gone.zip.error.json'}" in result.stderr

@@ -12,14 +12,20 @@ import contextlib
 import os
 import resource
 import signal
-import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 from structlog.testing import capture_logs
 
-from daemon_support import Daemon, conversion_process, files, tfrecord_zip, wait_until, write_config
+from daemon_support import (
+    Daemon,
+    conversion_process,
+    files,
+    run_tfdrop,
+    tfrecord_zip,
+    wait_until,
+    write_config,
+)
 from tfdrop.config import FILES_PER_HOOK, PipelineConfig, open_files_needed, parse_config
 from tfdrop.daemon.hooks import MAX_QUEUED_HOOKS, Hooks
 
@@ -47,20 +53,6 @@ def _script(path: Path, text: str) -> Path:
     path.write_text(text)
     path.chmod(0o755)
     return path
-
-
-def _tfdrop(*args: str | Path, cwd: Path, **kw: Any) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    return subprocess.run(
-        [sys.executable, "-m", "tfdrop", *map(str, args)],
-        check=False,
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=60,
-        **kw,
-    )
 
 
 def test_at_most_max_hooks_run_at_once_and_the_rest_wait_their_turn(tmp_path: Path) -> None:
@@ -135,10 +127,10 @@ def test_the_open_file_budget_counts_the_hooks(tmp_path: Path) -> None:
 
     ok = tmp_path / "ok.toml"
     ok.write_text(text)
-    assert _tfdrop("check-config", ok, cwd=tmp_path, preexec_fn=limited).returncode == 0
+    assert run_tfdrop("check-config", ok, cwd=tmp_path, preexec_fn=limited).returncode == 0
     many = tmp_path / "many.toml"
     many.write_text("[daemon]\nmax_hooks = 10\n" + text)
-    refused = _tfdrop("check-config", many, cwd=tmp_path, preexec_fn=limited)
+    refused = run_tfdrop("check-config", many, cwd=tmp_path, preexec_fn=limited)
     assert refused.returncode == 1
     assert "max_hooks = 10" in refused.stderr
     assert f"over the open-file limit of {need}" in refused.stderr
@@ -199,7 +191,7 @@ def test_a_hook_program_given_as_a_relative_path_is_found_beside_the_config(
         etc / "tfdrop.toml",
         [{"name": "main", "drop": "in", "output": "out", "on_published": ["hooks/notify.sh"]}],
     )
-    assert _tfdrop("check-config", config, cwd=Path("/")).returncode == 0
+    assert run_tfdrop("check-config", config, cwd=Path("/")).returncode == 0
     daemon = Daemon(config, tmp_path / "daemon.log", cwd=Path("/"))  # systemd starts it in /
     try:
         daemon.wait_event("daemon_ready")

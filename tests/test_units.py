@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon_support import png
+from daemon_support import png, voc_xml
 from tfdrop.archive import open_source
 from tfdrop.codec.model import LabelMap
 from tfdrop.convert import ConvertOptions, convert
@@ -21,18 +21,6 @@ from tfdrop.formats.voc import VocReader
 LABELS = ("cat", "dog", "bird", "fox")
 
 
-def _xml(i: int, labels: list[str]) -> str:
-    objs = "".join(
-        f"<object><name>{lb}</name><bndbox><xmin>1</xmin><ymin>2</ymin>"
-        f"<xmax>{10 + k}</xmax><ymax>12</ymax></bndbox></object>"
-        for k, lb in enumerate(labels)
-    )
-    return (
-        f"<annotation><filename>{i:04d}.png</filename><size><width>16</width>"
-        f"<height>16</height></size>{objs}</annotation>"
-    )
-
-
 def _voc(path: Path, n: int, *, bad: int | None = None, listed_only: int = 0) -> Path:
     """A VOC zip of ``n`` annotated items whose labels first appear late and out of order
     (ids by first appearance depend on every item before), ``listed_only`` ids with an image
@@ -41,7 +29,7 @@ def _voc(path: Path, n: int, *, bad: int | None = None, listed_only: int = 0) ->
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
         for i in range(n):
             labels = [LABELS[(i * 7 + k) % (1 + min(3, i // 50))] for k in range(i % 4)]
-            xml = _xml(i, labels) if i != bad else "<annotation><filename>x"
+            xml = voc_xml(i, labels) if i != bad else "<annotation><filename>x"
             zf.writestr(f"Annotations/{ids[i]}.xml", xml)
         for i, item_id in enumerate(ids):
             zf.writestr(f"JPEGImages/{item_id}.png", png(i))
@@ -177,7 +165,7 @@ def test_a_worker_that_dies_is_a_clear_error_not_a_broken_pool(tmp_path: Path) -
 def test_an_annotation_declaring_another_size_than_its_image_is_refused(tmp_path: Path) -> None:
     # found by the outside attack: a 100x80 declaration over a 200x160 JPEG was written with
     # the declared size (boxes normalised by it), and validate called it valid
-    xml = _xml(0, ["cat"]).replace("<width>16</width>", "<width>32</width>")
+    xml = voc_xml(0, ["cat"]).replace("<width>16</width>", "<width>32</width>")
     src = tmp_path / "in.zip"
     with zipfile.ZipFile(src, "w") as zf:
         zf.writestr("Annotations/0000.xml", xml)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import BinaryIO
 
 from tfdrop.archive import Source, open_source
 from tfdrop.codec.example import parse_example
@@ -123,26 +124,47 @@ def _check_by_reader(
 def _check_tfrecord(src: Source, written: Written, label_map: LabelMap, limits: Limits) -> int:
     items = objects = 0
     subsets: Counter[str] = Counter()
-    caps = stream_caps(limits)
-    cap = limits.max_values_per_feature
     for name in src.names():
         if not is_tfrecord_name(name):
             continue
-        subset = subset_of(name)
         with src.open(name) as f:
-            for index, record in enumerate(iter_records(f, **caps)):
-                n = fast_check(record, label_map, max_values_per_feature=cap, verify_sha256=False)
-                if n is None:
-                    n = _full_check(record, label_map, cap, name, index)
-                items += 1
-                objects += n
-                subsets[subset] += 1
+            records, found = check_records(f, label_map, limits, name)
+        items += records
+        objects += found
+        subsets[subset_of(name)] += records
     _compare(written, items, objects, subsets)
-    text = src.read_bytes(LABEL_MAP_NAME, max_size=limits.max_file_bytes)
+    check_label_map(src.read_bytes(LABEL_MAP_NAME, max_size=limits.max_file_bytes), label_map)
+    return items
+
+
+def check_label_map(text: bytes, label_map: LabelMap) -> None:
+    """The written ``label_map.pbtxt`` (``text``) holds ``label_map``'s ids and names in order.
+
+    Raises:
+        ValidationError: It reads back differently.
+    """
     read_map = parse_label_map(text, member=LABEL_MAP_NAME)
     if [(it.id, it.name) for it in read_map.items] != [(it.id, it.name) for it in label_map.items]:
         raise ValidationError("the written label_map.pbtxt reads back differently")
-    return items
+
+
+def check_records(f: BinaryIO, label_map: LabelMap, limits: Limits, member: str) -> tuple[int, int]:
+    """Stream one TFRecord file ``member`` and check it: both CRCs of every frame and every
+    record's schema (the codec's all-clear check, the full one only to name a problem); the
+    (records, objects) it holds. Beam's read-back of a shard is this same check.
+
+    Raises:
+        ValidationError: A record is not a valid detection example.
+    """
+    cap = limits.max_values_per_feature
+    records = objects = 0
+    for index, record in enumerate(iter_records(f, **stream_caps(limits))):
+        n = fast_check(record, label_map, max_values_per_feature=cap, verify_sha256=False)
+        if n is None:
+            n = _full_check(record, label_map, cap, member, index)
+        records += 1
+        objects += n
+    return records, objects
 
 
 def _full_check(record: bytes, label_map: LabelMap, cap: int, member: str, index: int) -> int:

@@ -11,15 +11,19 @@ temp folder, and, for a refusal, exit 1 with a message that names the input.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import resource
 import signal
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from PIL import Image
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -177,3 +181,18 @@ def accepted(
     assert (out_dir / "out.zip").is_file(), f"{what}: no output archive"
     assert digest(src) == before, f"{what}: the input was changed"
     return run
+
+
+def png(width: int = 8, height: int = 8) -> bytes:
+    """A black PNG of ``width`` x ``height``."""
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def zip_of(path: Path, members: dict[str, str | bytes]) -> Path:
+    """A deflated zip of ``members`` (name -> text or bytes) at ``path``."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data.encode() if isinstance(data, str) else data)
+    return path

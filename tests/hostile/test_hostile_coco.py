@@ -2,30 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import json
-import zipfile
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
-from hostile.harness import accepted, refused
+from hostile.harness import accepted, png, refused, zip_of
 
 ANN = "annotations/instances_default.json"
-
-
-def png(width: int = 8, height: int = 8) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (width, height)).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def zip_of(path: Path, members: dict[str, str | bytes]) -> Path:
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in members.items():
-            zf.writestr(name, data.encode() if isinstance(data, str) else data)
-    return path
 
 
 def coco(tmp: Path, text: str | None = None, **doc: Any) -> Path:

@@ -5,32 +5,16 @@ from __future__ import annotations
 
 import io
 import json
-import zipfile
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
-from hostile.harness import refused
+from hostile.harness import png, refused, zip_of
 from tfdrop.codec.example import encode_example
 from tfdrop.codec.model import Annotation, Box, Item, Point
 from tfdrop.codec.proto import Example
 from tfdrop.stream import RecordWriter
 
 ANN = "annotations/person_keypoints_default.json"
-
-
-def png(width: int = 8, height: int = 8) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (width, height)).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def zip_of(path: Path, members: dict[str, str | bytes]) -> Path:
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in members.items():
-            zf.writestr(name, data.encode() if isinstance(data, str) else data)
-    return path
 
 
 def coco(tmp: Path, keypoints: Any, names: list[str] | None = None) -> Path:

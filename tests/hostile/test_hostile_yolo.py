@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import random
 import zipfile
 from pathlib import Path
 
-from PIL import Image
-
-from hostile.harness import accepted, refused
-
-
-def png(width: int = 8, height: int = 8) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (width, height)).save(buf, format="PNG")
-    return buf.getvalue()
+from hostile.harness import accepted, png, refused
 
 
 def ultralytics(tmp: Path, yaml_text: str, label: str = "0 0.5 0.5 0.2 0.2\n") -> Path:

@@ -13,14 +13,18 @@ with its location fields and hint.
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Final
+from typing import Final, ParamSpec, TypeVar
 
 from tfdrop.errors import TfdropError, error_from_dict
 
 MARK: Final = "tfdrop-error:"
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 class CarriedError(Exception):
@@ -34,6 +38,19 @@ def carried() -> Iterator[None]:
         yield
     except TfdropError as exc:
         raise CarriedError(MARK + json.dumps(exc.to_dict(), sort_keys=True)) from None
+
+
+def carrying(step: Callable[_P, _R]) -> Callable[_P, _R]:
+    """A plain-function step (``beam.Map``, ``FlatMap``) whose body runs inside
+    :func:`carried`; use it as the decorator, so the module's name is the carrying one (a
+    worker unpickles the step by that name)."""
+
+    @functools.wraps(step)
+    def run(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with carried():
+            return step(*args, **kwargs)
+
+    return run
 
 
 def recover(text: str) -> TfdropError | None:

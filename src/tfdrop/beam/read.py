@@ -24,10 +24,11 @@ from apache_beam.metrics import Metrics
 
 from tfdrop.archive import Source
 from tfdrop.beam.elements import WHOLE, BadItem, ItemAt, Noted, SourceInfo, SourceRef, WorkUnit
-from tfdrop.beam.failure import carried
+from tfdrop.beam.failure import carried, carrying
 from tfdrop.beam.labelscan import Resolved, Scanner, UnitScan, resolve_labels
 from tfdrop.beam.sources import Stage, expand_sources, open_ref
 from tfdrop.codec.keypoints import Skeleton
+from tfdrop.codec.model import Item
 from tfdrop.errors import FormatError, TfdropError
 from tfdrop.formats import FORMATS, Notes, Reader, ReadOptions, WriteOptions, detect_format
 from tfdrop.formats.base import FormatName, HasSkeletons, SourceFormat, Splittable
@@ -133,12 +134,16 @@ class _PlanUnits(beam.DoFn):  # type: ignore[misc]
             readers.close()
 
 
-class _ReadUnits(beam.DoFn):  # type: ignore[misc]
-    """A work unit -> its items (``ItemAt``), bad items (``BadItem``) and notes (``Noted``)."""
+def _part_items(reader: Reader, part: object) -> Iterator[Item]:
+    """The items of one part of a work unit (``WHOLE``: the reader's every item)."""
+    return reader.items() if part is WHOLE else reader.unit_items(part)  # type: ignore[attr-defined]
+
+
+class _UnitDoFn(beam.DoFn):  # type: ignore[misc]
+    """A step that reads work units: one cache of open sources per worker (``setup``)."""
 
     def __init__(self, read: ReadOptions) -> None:
         self.read = read
-        self.bad = Metrics.counter(NAMESPACE, "bad_items")
         self._readers: _Readers | None = None
 
     def setup(self) -> None:
@@ -147,6 +152,14 @@ class _ReadUnits(beam.DoFn):  # type: ignore[misc]
     def teardown(self) -> None:
         if self._readers is not None:
             self._readers.close()
+
+
+class _ReadUnits(_UnitDoFn):
+    """A work unit -> its items (``ItemAt``), bad items (``BadItem``) and notes (``Noted``)."""
+
+    def __init__(self, read: ReadOptions) -> None:
+        super().__init__(read)
+        self.bad = Metrics.counter(NAMESPACE, "bad_items")
 
     def process(self, unit: WorkUnit) -> Iterator[ItemAt | BadItem | Noted]:
         with carried():
@@ -161,8 +174,7 @@ class _ReadUnits(beam.DoFn):  # type: ignore[misc]
         opened.notes.clear()
         src, n = unit.source.index, 0
         for part in unit.parts:
-            reader = opened.reader
-            items = reader.items() if part is WHOLE else reader.unit_items(part)  # type: ignore[attr-defined]
+            items = _part_items(opened.reader, part)
             read = 0
             try:
                 for item in items:
@@ -178,22 +190,14 @@ class _ReadUnits(beam.DoFn):  # type: ignore[misc]
         opened.notes.clear()
 
 
-class _ScanLabels(beam.DoFn):  # type: ignore[misc]
+class _ScanLabels(_UnitDoFn):
     """A work unit -> ``(unit key, UnitScan)``: the labels of the items that will be written,
     in order of first appearance (errors are the main read's to report)."""
 
     def __init__(self, read: ReadOptions, write: WriteOptions, box_masks: bool) -> None:
-        self.read = read
+        super().__init__(read)
         self.write = write
         self.box_masks = box_masks
-        self._readers: _Readers | None = None
-
-    def setup(self) -> None:
-        self._readers = _Readers(self.read)
-
-    def teardown(self) -> None:
-        if self._readers is not None:
-            self._readers.close()
 
     def process(self, unit: WorkUnit) -> Iterator[tuple[tuple[int, int], UnitScan]]:
         assert self._readers is not None
@@ -202,8 +206,7 @@ class _ScanLabels(beam.DoFn):  # type: ignore[misc]
             scanner = Scanner(self.read, self.write, self.box_masks)
             src, n = unit.source.index, 0
             for part in unit.parts:
-                reader = opened.reader
-                items = reader.items() if part is WHOLE else reader.unit_items(part)  # type: ignore[attr-defined]
+                items = _part_items(opened.reader, part)
                 try:
                     for item in items:
                         scanner.see(item, (src, unit.index, n))
@@ -214,14 +217,14 @@ class _ScanLabels(beam.DoFn):  # type: ignore[misc]
             yield (src, unit.index), scanner.result()
 
 
+@carrying
 def _resolve(
     found: list[tuple[tuple[int, int], UnitScan]],
     infos: list[SourceInfo],
     read: ReadOptions,
     plain: bool,
 ) -> Resolved:
-    with carried():
-        return resolve_labels(infos, found, read, plain_text=plain)
+    return resolve_labels(infos, found, read, plain_text=plain)
 
 
 def _renumbered_notes(resolved: Resolved, after: int) -> Iterator[Noted]:

@@ -32,12 +32,11 @@ from tfdrop.beam.failure import carried
 from tfdrop.beam.read import NAMESPACE
 from tfdrop.beam.sources import size_of
 from tfdrop.codec.compression import Compression
-from tfdrop.codec.example import parse_example
 from tfdrop.codec.model import LabelMap
-from tfdrop.codec.schema import check_parsed, fast_check
 from tfdrop.errors import ValidationError
 from tfdrop.handoff import Tally, label_text
 from tfdrop.limits import Limits
+from tfdrop.readback import check_records
 from tfdrop.shards import shard_name
 from tfdrop.stream import RecordWriter, iter_records, stream_caps
 
@@ -221,29 +220,9 @@ class ValidateShard(beam.DoFn):  # type: ignore[misc]
             yield self._check(shard, label_map)
 
     def _check(self, shard: ShardDone, label_map: LabelMap) -> ShardDone:
-        cap = self.limits.max_values_per_feature
-        records = objects = 0
         with FileSystems.open(shard.path, compression_type=_RAW) as f:
-            for index, record in enumerate(iter_records(f, **stream_caps(self.limits))):
-                n = fast_check(record, label_map, max_values_per_feature=cap, verify_sha256=False)
-                if n is None:
-                    n = _full_check(record, label_map, cap, shard.name, index)
-                records += 1
-                objects += n
+            records, objects = check_records(f, label_map, self.limits, shard.name)
         return ShardDone(shard.subset, shard.name, shard.path, records, objects, shard.size)
-
-
-def _full_check(record: bytes, label_map: LabelMap, cap: int, member: str, index: int) -> int:
-    parsed = parse_example(record, max_values_per_feature=cap)
-    problems = check_parsed(parsed, label_map, verify_sha256=False)
-    if problems:
-        raise ValidationError(
-            f"record {index} of {member} was written invalid: {problems[0].message}",
-            member=member,
-            record=index,
-            key=problems[0].key,
-        )
-    return parsed.num_objects
 
 
 def compare(written: Sequence[ShardDone], read: Sequence[ShardDone]) -> int:

@@ -81,26 +81,31 @@ def is_local(path: str) -> bool:
         return False
 
 
-def check_input(path: str) -> None:
-    """Raise ArchiveError (naming ``path``) when no installed Beam file system serves it."""
+def _unserved(path: str) -> str | None:
+    """Why no installed Beam file system serves ``path``; None when one does (or it is local)."""
     if is_local(path):
-        return
+        return None
     try:
         _filesystem_scheme(path)
     except ValueError as exc:
-        raise ArchiveError(f"cannot read: {exc}", archive=path, hint=_extra_hint(path)) from None
+        return str(exc)
+    return None
+
+
+def check_input(path: str) -> None:
+    """Raise ArchiveError (naming ``path``) when no installed Beam file system serves it."""
+    problem = _unserved(path)
+    if problem is not None:
+        raise ArchiveError(f"cannot read: {problem}", archive=path, hint=_extra_hint(path))
 
 
 def check_output(path: str) -> None:
     """Raise OutputPathError (naming ``path``) when it cannot be an output prefix."""
     if not path.strip():
         raise OutputPathError("--output is empty: name an output folder")
-    if is_local(path):
-        return
-    try:
-        _filesystem_scheme(path)
-    except ValueError as exc:
-        raise OutputPathError(f"cannot write: {exc}", file=path, hint=_extra_hint(path)) from None
+    problem = _unserved(path)
+    if problem is not None:
+        raise OutputPathError(f"cannot write: {problem}", file=path, hint=_extra_hint(path))
 
 
 def escape(path: str) -> str:

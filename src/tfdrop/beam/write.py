@@ -22,7 +22,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from tfdrop.beam.elements import BadItem, ExampleAt, Noted, SourceInfo
-from tfdrop.beam.failure import carried
+from tfdrop.beam.failure import carried, carrying
 from tfdrop.beam.shardio import (
     ShardDone,
     UnitFile,
@@ -34,14 +34,15 @@ from tfdrop.beam.shardio import (
 )
 from tfdrop.beam.sources import remove
 from tfdrop.codec.compression import Compression
-from tfdrop.codec.labelmap import format_label_map, parse_label_map
+from tfdrop.codec.labelmap import format_label_map
 from tfdrop.codec.model import LabelMap
 from tfdrop.convert import ConvertOptions, training_summary
-from tfdrop.errors import DataError, ValidationError
+from tfdrop.errors import DataError
 from tfdrop.formats import Notes
 from tfdrop.formats.tfrecord import LABEL_MAP_NAME
 from tfdrop.handoff import Tally
 from tfdrop.limits import DEFAULT_LIMITS, Limits
+from tfdrop.readback import check_label_map
 
 REPORT_NAME = "report.json"
 DEAD_LETTER_NAME = "bad_items.jsonl"
@@ -132,24 +133,7 @@ def _write_bytes(path: str, data: bytes) -> None:
         f.write(data)
 
 
-def _finish(
-    read: list[ShardDone],
-    written: list[ShardDone],
-    infos: list[SourceInfo],
-    noted: list[Noted],
-    files: list[UnitFile],
-    bad: int,
-    label_map: LabelMap,
-    output: str,
-    tmpdir: str,
-    compression: Compression,
-) -> dict[str, Any]:
-    with carried():
-        return _report(
-            read, written, infos, noted, files, bad, label_map, output, tmpdir, compression
-        )
-
-
+@carrying
 def _report(
     read: list[ShardDone],
     written: list[ShardDone],
@@ -166,9 +150,7 @@ def _report(
     path = FileSystems.join(output, LABEL_MAP_NAME)
     _write_bytes(path, format_label_map(label_map).encode())
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-        back = parse_label_map(f.read(), member=LABEL_MAP_NAME)
-    if [(i.id, i.name) for i in back.items] != [(i.id, i.name) for i in label_map.items]:
-        raise ValidationError("the written label_map.pbtxt reads back differently")
+        check_label_map(f.read(), label_map)
     report = build_report(
         output, infos, noted, files, written, validated, bad, label_map, compression
     )
@@ -177,6 +159,7 @@ def _report(
     return report
 
 
+@carrying
 def _plan(
     files: list[UnitFile],
     bad: int,
@@ -187,9 +170,8 @@ def _plan(
     output: str,
     max_bad_items: int,
 ) -> list[Any]:
-    with carried():
-        check_bad(bad, cut, max_bad_items, FileSystems.join(output, DEAD_LETTER_NAME))
-        return plan_shards(files, shards, output)
+    check_bad(bad, cut, max_bad_items, FileSystems.join(output, DEAD_LETTER_NAME))
+    return plan_shards(files, shards, output)
 
 
 def write_dead_letter(bad: list[BadItem], output: str) -> list[str]:
@@ -295,7 +277,7 @@ class WriteDataset(beam.PTransform):  # type: ignore[misc]
             | "AllRead" >> beam.combiners.ToList()
             | "Finish"
             >> beam.Map(
-                _finish,
+                _report,
                 beam.pvalue.AsList(written),
                 beam.pvalue.AsList(infos),
                 beam.pvalue.AsList(noted),

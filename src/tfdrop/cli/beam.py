@@ -19,13 +19,18 @@ import re
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from tfdrop.cli.common import add_limit_argument, bounded_int, fail, limits_from_args, usage_error
-from tfdrop.codec.compression import COMPRESSIONS
+from tfdrop.cli.common import (
+    add_format_arguments,
+    add_limit_argument,
+    add_write_arguments,
+    bounded_int,
+    fail,
+    limits_from_args,
+    usage_error,
+)
 from tfdrop.errors import TfdropError
-from tfdrop.formats import FORMATS
 from tfdrop.labels import load_label_map
 from tfdrop.limits import Limits
 
@@ -39,35 +44,17 @@ _TFDROP_ERROR = re.compile(r"^tfdrop\.[\w.]+(?:Error|Exceeded): (.+?)(?: \[while
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    writable = [n for n, s in FORMATS.items() if s.open_writer is not None]
-    readable = [n for n, s in FORMATS.items() if s.open_reader is not None]
     parser.add_argument(
         "src",
         nargs="+",
         help="zips, folders, globs of zips (quote them), TFRecord files or globs of shards; "
         "local or any file system Beam has (gs://, s3://, hdfs://)",
     )
-    parser.add_argument("--to", dest="to", required=True, choices=writable, help="target format")
-    parser.add_argument(
-        "--from", dest="source", default="auto", choices=["auto", *readable], help="source format"
-    )
+    add_format_arguments(parser)
     parser.add_argument(
         "-o", "--output", required=True, help="output folder (shards, label map, report)"
     )
-    parser.add_argument("--label-map", type=Path, help="pin label ids to this label_map.pbtxt")
-    parser.add_argument(
-        "--masks", action="store_true", help="polygons and masks -> PNG instance masks"
-    )
-    parser.add_argument(
-        "--shards",
-        type=bounded_int(1, MAX_BEAM_SHARDS),
-        default=1,
-        help=f"TFRecord shards per subset (1..{MAX_BEAM_SHARDS})",
-    )
-    parser.add_argument("--compression", choices=COMPRESSIONS, default="none")
-    parser.add_argument(
-        "--no-images", dest="images", action="store_false", help="do not embed images"
-    )
+    add_write_arguments(parser, max_shards=MAX_BEAM_SHARDS, images_help="do not embed images")
     parser.add_argument(
         "--max-bad-items",
         type=bounded_int(0, 1 << 62),

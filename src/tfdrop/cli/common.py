@@ -1,13 +1,16 @@
-"""Small helpers the CLI commands share: error output, the job budget flag (``--limit NAME=N``)
-and bounded numeric flags."""
+"""Small helpers the CLI commands share: error output, the job budget flag (``--limit NAME=N``),
+bounded numeric flags and the conversion flags ``convert`` and ``beam`` both take."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
+from tfdrop.codec.compression import COMPRESSIONS
 from tfdrop.errors import ConfigError
+from tfdrop.formats import FORMATS
 from tfdrop.limits import DEFAULT_LIMITS, Limits
 
 LIMIT_DEST = "limit_values"
@@ -45,6 +48,35 @@ def bounded_int(low: int, high: int) -> Callable[[str], int]:
 
     parse.__name__ = "integer"  # argparse names the type in its messages
     return parse
+
+
+def add_format_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--to`` (a format tfdrop writes; required) and ``--from`` (one it reads, or auto)."""
+    writable = [n for n, s in FORMATS.items() if s.open_writer is not None]
+    readable = [n for n, s in FORMATS.items() if s.open_reader is not None]
+    parser.add_argument("--to", dest="to", required=True, choices=writable, help="target format")
+    parser.add_argument(
+        "--from", dest="source", default="auto", choices=["auto", *readable], help="source format"
+    )
+
+
+def add_write_arguments(
+    parser: argparse.ArgumentParser, *, max_shards: int, images_help: str
+) -> None:
+    """What a conversion writes: ``--label-map``, ``--masks``, ``--shards`` (1..max_shards),
+    ``--compression`` and ``--no-images`` (``args.images``)."""
+    parser.add_argument("--label-map", type=Path, help="pin label ids to this label_map.pbtxt")
+    parser.add_argument(
+        "--masks", action="store_true", help="polygons and masks -> PNG instance masks"
+    )
+    parser.add_argument(
+        "--shards",
+        type=bounded_int(1, max_shards),
+        default=1,
+        help=f"TFRecord shards per subset (1..{max_shards})",
+    )
+    parser.add_argument("--compression", choices=COMPRESSIONS, default="none")
+    parser.add_argument("--no-images", dest="images", action="store_false", help=images_help)
 
 
 def parse_limit(text: str) -> tuple[str, int]:

@@ -8,49 +8,31 @@ import os
 from pathlib import Path
 
 from tfdrop.cli.common import (
+    add_format_arguments,
     add_limit_argument,
+    add_write_arguments,
     bounded_int,
     fail,
     limits_from_args,
     usage_error,
 )
 from tfdrop.cli.progress import ProgressBar, on_terminal
-from tfdrop.codec.compression import COMPRESSIONS
 from tfdrop.config import FILES_RESERVED, MAX_JOBS, MAX_SHARDS, SUBSETS_ASSUMED
 from tfdrop.convert import ConvertOptions, convert
 from tfdrop.daemon.fdlimit import raise_open_files
 from tfdrop.errors import TfdropError
-from tfdrop.formats import FORMATS
 from tfdrop.labels import load_label_map
 from tfdrop.publish import NAME_MAX, name_fits
 from tfdrop.units import default_jobs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    writable = [n for n, s in FORMATS.items() if s.open_writer is not None]
-    readable = [n for n, s in FORMATS.items() if s.open_reader is not None]
     parser.add_argument("src", type=Path, help="a zip, a folder, or a bare .tfrecord file")
-    parser.add_argument("--to", dest="to", required=True, choices=writable, help="target format")
-    parser.add_argument(
-        "--from", dest="source", default="auto", choices=["auto", *readable], help="source format"
-    )
+    add_format_arguments(parser)
     parser.add_argument(
         "-o", "--output", type=Path, help="output archive (.zip); default: beside SRC"
     )
-    parser.add_argument("--label-map", type=Path, help="pin label ids to this label_map.pbtxt")
-    parser.add_argument(
-        "--masks", action="store_true", help="polygons and masks -> PNG instance masks"
-    )
-    parser.add_argument(
-        "--shards",
-        type=bounded_int(1, MAX_SHARDS),
-        default=1,
-        help=f"TFRecord shards per subset (1..{MAX_SHARDS})",
-    )
-    parser.add_argument("--compression", choices=COMPRESSIONS, default="none")
-    parser.add_argument(
-        "--no-images", dest="images", action="store_false", help="do not embed/copy images"
-    )
+    add_write_arguments(parser, max_shards=MAX_SHARDS, images_help="do not embed/copy images")
     parser.add_argument(
         "-j",
         "--jobs",
