@@ -10,12 +10,14 @@ prometheus_client's own parser.
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import os
 import socket
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,7 +36,9 @@ from daemon_support import (
     write_config,
 )
 from tfdrop.config import load_config, parse_config
-from tfdrop.daemon.survey import survey
+from tfdrop.daemon.metrics import MAX_CONNECTIONS
+from tfdrop.daemon.status import LISTED
+from tfdrop.daemon.survey import HEARTBEAT_SECONDS, survey
 from tfdrop.errors import ConfigError
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -368,3 +372,169 @@ def test_metrics_keys_paths_are_relative_to_the_config_file(tmp_path: Path) -> N
     assert d.status_seconds == 0.5
     env = load_config(path, env={"TFDROP_METRICS_LISTEN": "[::1]:9108"}).daemon
     assert env.metrics_listen == ("::1", 9108)
+
+
+# -- found by the outside attack on status and metrics (tests/test_status_hostile.py has the
+# -- file-shape cases) ----------------------------------------------------------------------
+
+
+def _get(port: int) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        answer = conn.getresponse()
+        assert b"tfdrop_drops_seen_total" in answer.read()
+        return answer.status
+    finally:
+        conn.close()
+
+
+def test_idle_tcp_clients_take_no_thread_each_are_capped_and_closed_after_the_request_timeout(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "in").mkdir()
+    port = _free_port()
+    config = write_config(
+        tmp_path / "t.toml",
+        [{"name": "p", "drop": "in", "output": "out"}],
+        metrics_listen=f"127.0.0.1:{port}",
+    )
+    daemon = Daemon(config, tmp_path / "daemon.log")
+    idle: list[socket.socket] = []
+    try:
+        daemon.wait_event("daemon_ready")
+        assert _get(port) == 200
+        threads = psutil.Process(daemon.proc.pid).num_threads()
+        for _ in range(MAX_CONNECTIONS):  # connect and say nothing
+            idle.append(socket.create_connection(("127.0.0.1", port), timeout=30))
+        # prometheus_client's server spent a thread on each and waited on it for ever
+        assert psutil.Process(daemon.proc.pid).num_threads() <= threads + 1
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as over:
+            over.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            try:
+                reply = over.recv(1024)
+            except ConnectionResetError:
+                reply = b""
+            assert reply == b""  # one over the cap: closed at once, not answered
+        # the daemon is not held up by them
+        _drop(tmp_path / "in", "a.zip", tfrecord_zip(2, tag="a"))
+        daemon.wait_event("job_done")
+        for s in idle:  # each is closed by the daemon once its request time is up
+            assert s.recv(1024) == b""
+        assert _get(port) == 200
+    finally:
+        for s in idle:
+            s.close()
+        assert daemon.stop() == 0
+
+
+def test_the_unix_socket_answers_a_request_ended_by_bare_line_feeds(tmp_path: Path) -> None:
+    sock_path = tmp_path / "m.sock"
+    config = write_config(
+        tmp_path / "t.toml",
+        [{"name": "p", "drop": "in", "output": "out"}],
+        metrics_listen=str(sock_path),
+    )
+    daemon = Daemon(config, tmp_path / "daemon.log")
+    try:
+        daemon.wait_event("daemon_ready")
+        for request in (b"GET /metrics HTTP/1.0\n\n", b"GET / HTTP/1.0\nHost: x\n\n"):
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(10)
+                s.connect(str(sock_path))
+                s.sendall(request)  # what `printf ... | nc -U` sends
+                reply = b"".join(iter(lambda: s.recv(65536), b""))
+            assert reply.startswith(b"HTTP/1.0 200 OK\r\n")
+            assert b"tfdrop_drops_seen_total" in reply
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_the_status_file_keeps_its_heartbeat_when_status_seconds_is_long(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "t.toml",
+        [{"name": "p", "drop": "in", "output": "out"}],
+        status_seconds=3600.0,
+    )
+    daemon = Daemon(config, tmp_path / "daemon.log")
+    try:
+        daemon.wait_event("daemon_ready")
+        cfg = load_config(config).pipelines[0]
+        (path,) = wait_until(lambda: list((cfg.state / "status").glob("*.json")))
+
+        def updated() -> float:
+            value: float = json.loads(path.read_text())["updated_at"]
+            return value
+
+        first = wait_until(updated)
+        # rewritten after HEARTBEAT_SECONDS, not after status_seconds (an hour): the reader
+        # called a healthy idle daemon "stale" after 50 s
+        wait_until(lambda: updated() > first, timeout=HEARTBEAT_SECONDS + 20, step=0.5)
+        assert survey(cfg)["daemon"] == "running"
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_a_long_queue_keeps_the_status_file_small_and_every_drop_counted(
+    setup: tuple[Path, Daemon], tmp_path: Path
+) -> None:
+    config, daemon = setup
+    cfg = load_config(config).pipelines[0]
+    _drop(cfg.drop, "big.zip", tfrecord_zip(3000, tag="big", image_size=8))
+    proc = wait_until(lambda: _converting(daemon), timeout=60, step=0.005)
+    proc.suspend()
+    try:
+        small = tfrecord_zip(1, tag="q")
+        waiting = LISTED + 30
+        for i in range(waiting):
+            _drop(cfg.drop, f"{i:04d}-{'x' * 200}.zip", small)
+        (path,) = (cfg.state / "status").glob("*.json")
+
+        def listed() -> dict[str, Any] | None:
+            doc: dict[str, Any] = json.loads(path.read_text())["waiting"]
+            return doc if len(doc["queued"]) + doc["queued_more"] == waiting else None
+
+        doc = wait_until(listed, timeout=30)
+        assert (len(doc["queued"]), doc["queued_more"]) == (LISTED, 30)
+        assert path.stat().st_size < 100_000
+        status = _status_json(config)
+        assert status["daemon"] == "running"
+        assert status["waiting"]["count"] == waiting  # from the folder: every one
+        samples = wait_until(
+            lambda: (
+                (s := _samples((tmp_path / "tfdrop.prom").read_text()))
+                and _value(s, "tfdrop_queue_depth", pipeline="main") == waiting
+                and s
+            )
+        )
+        assert _value(samples, "tfdrop_jobs_running", pipeline="main") == 1
+    finally:
+        proc.resume()
+
+
+def test_hostile_drop_and_member_names_reach_the_status_table_escaped(
+    setup: tuple[Path, Daemon],
+) -> None:
+    config, daemon = setup
+    drop = load_config(config).pipelines[0].drop
+    evil = "\x1b]0;TITLE\x07\x1b[2J\x1b[H\n  daemon:   running (fake)\r"
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr(f"{evil}notes.txt", b"hello")
+    _drop(drop, "member.zip", buf.getvalue())
+    _drop(drop, f"{evil}.tfrecord", _corrupt())
+    daemon.wait_event("job_failed", 2)
+    table = subprocess.run(
+        [sys.executable, "-m", "tfdrop", "status", "--config", str(config)],
+        capture_output=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    for raw in (b"\x1b", b"\x07", b"\r"):
+        assert raw not in table
+    lines = table.decode().splitlines()
+    assert sum(line.startswith("  daemon:") for line in lines) == 1
+    assert "no known annotation format found (members: \\x1b]0;TITLE\\x07" in table.decode()
+    assert "\\x1b]0;TITLE\\x07\\x1b[2J\\x1b[H\\n  daemon:   running (fake)\\r.tfrecord" in (
+        table.decode()
+    )

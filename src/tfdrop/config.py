@@ -17,6 +17,8 @@ import ipaddress
 import json
 import math
 import os
+import re
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -334,9 +336,16 @@ def _listen_address(ctx: _Ctx, key: str, text: str, base: Path) -> tuple[str, in
         return path
     host, sep, port_text = text.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")
-    if not sep or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+    # ASCII digits only: str.isdigit() takes "²" (and int() then fails), isdecimal() "٩١٠٨"
+    if not sep or not _PORT.fullmatch(port_text) or not 1 <= int(port_text) <= 65535:
         raise ctx.error(
             key, f"expected HOST:PORT (127.0.0.1:9108) or a socket path, got {toml_text(text)}"
+        )
+    if "%" in host:
+        raise ctx.error(
+            key,
+            f"a scoped IPv6 address ({toml_text(host)}) is not supported",
+            hint="loopback needs no zone: use [::1]:PORT",
         )
     try:
         loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
@@ -352,11 +361,43 @@ def _listen_address(ctx: _Ctx, key: str, text: str, base: Path) -> tuple[str, in
     return host, int(port_text)
 
 
+_PORT: Final = re.compile(r"[0-9]{1,5}")
+METRICS_SUFFIX: Final = ".prom"
+"""node_exporter's textfile collector reads only ``*.prom``."""
+
+
+def _metrics_file(ctx: _Ctx, key: str, text: str, base: Path) -> Path:
+    """``metrics_file``: a ``*.prom`` path that is nothing yet or a regular file (it is
+    replaced on every write: a folder, a link or a device there is never taken)."""
+    path = _path(ctx, key, text, base)
+    if path.suffix != METRICS_SUFFIX:
+        raise ctx.error(
+            key,
+            f"must end in {METRICS_SUFFIX} (node_exporter's textfile collector reads only "
+            f"*{METRICS_SUFFIX}), got {toml_text(text)}",
+        )
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return path
+    except OSError as exc:
+        raise ctx.error(key, f"cannot look at {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ctx.error(
+            key,
+            f"{path} exists and is not a regular file; the metrics file is replaced on every "
+            "write, so it must name a regular file or nothing",
+        )
+    return path
+
+
 def _metrics_keys(values: dict[str, Any], where: str, base: Path) -> dict[str, Any]:
     """``metrics_file`` and ``metrics_listen`` from their strings (relative to ``base``)."""
     ctx = _Ctx(where)
     if "metrics_file" in values:
-        values["metrics_file"] = _path(ctx, "daemon.metrics_file", values["metrics_file"], base)
+        values["metrics_file"] = _metrics_file(
+            ctx, "daemon.metrics_file", values["metrics_file"], base
+        )
     if "metrics_listen" in values:
         values["metrics_listen"] = _listen_address(
             ctx, "daemon.metrics_listen", values["metrics_listen"], base
@@ -605,6 +646,11 @@ def parse_config(
     if not isinstance(daemon_table, dict):
         raise _Ctx(where).error("daemon", "expected a table ([daemon])")
     daemon = _daemon(daemon_table, where, env, base)
+    metrics = daemon.metrics_file
+    if source is not None and metrics is not None and _same_file(metrics, source):
+        raise _Ctx(where).error(
+            "daemon.metrics_file", "names the config file itself; it would be replaced"
+        )
     tables = data.get("pipeline", [])
     if not isinstance(tables, list) or not tables:
         raise _Ctx(where).error(
@@ -614,6 +660,13 @@ def parse_config(
     pipelines = tuple(_pipeline(t, i, where, base, limits) for i, t in enumerate(tables))
     _check_pipelines(pipelines, where)
     return Config(daemon=daemon, pipelines=pipelines, source=source)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one is not there (yet): the same name is the same file
+        return os.path.abspath(a) == os.path.abspath(b)
 
 
 def load_config(path: Path, *, env: Mapping[str, str] | None = None) -> Config:

@@ -71,10 +71,18 @@ def normalize_name(raw: str, *, archive: str, limits: Limits) -> tuple[str, bool
 
 
 def shown(name: str) -> str:
-    """A name safe to print and log: control characters (NUL, newline ...) escaped."""
+    """A name safe to print and log: every character that is not printable escaped as Python
+    writes it (``\\x1b``, ``\\n``, ``\\r``, ``\\x07``, C1 ``\\x9b``, DEL ``\\x7f``, ``\\u202e``),
+    and a byte of a non-UTF-8 file name (``os.fsdecode``'s surrogate escape) as ``\\xNN``."""
     if name.isprintable():
         return name
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
+    return "".join(c if c.isprintable() else _escaped(c) for c in name)
+
+
+def _escaped(c: str) -> str:
+    if "\udc80" <= c <= "\udcff":  # os.fsdecode's stand-in for an undecodable byte
+        return f"\\x{ord(c) - 0xDC00:02x}"
+    return repr(c)[1:-1]
 
 
 def check_write_name(name: str, *, archive: str) -> None:

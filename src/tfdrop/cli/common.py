@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from tfdrop.archive.limits import shown
 from tfdrop.codec.compression import COMPRESSIONS
 from tfdrop.errors import ConfigError
 from tfdrop.formats import FORMATS
@@ -18,10 +19,11 @@ LIMIT_DEST = "limit_values"
 
 
 def fail(message: str, *, hint: str = "") -> int:
-    """Print ``tfdrop: error: ...`` (and a hint) to stderr; exit code 1 (bad input)."""
-    print(f"tfdrop: error: {message}", file=sys.stderr)
+    """Print ``tfdrop: error: ...`` (and a hint) to stderr; exit code 1 (bad input). Both
+    escaped (:func:`~tfdrop.archive.limits.shown`): they quote names from the input."""
+    print(f"tfdrop: error: {shown(message)}", file=sys.stderr)
     if hint:
-        print(f"tfdrop: hint: {hint}", file=sys.stderr)
+        print(f"tfdrop: hint: {shown(hint)}", file=sys.stderr)
     return 1
 
 

@@ -29,7 +29,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import structlog
+
 from tfdrop.publish import fsync_dir
+
+log = structlog.get_logger("tfdrop.daemon")
 
 _MAX_SLOTS = 64
 _HELD: set[tuple[int, int]] = set()
@@ -166,7 +170,20 @@ class WorkArea:
         except BaseException:
             folder.rmdir()
             raise
-        fsync_dir(src.parent)
+        try:
+            fsync_dir(src.parent)
+        except OSError as exc:
+            # the rename is done: the claim stands (raising here left the drop in a job
+            # folder no job ran until a restart). Only its durability over a power cut is
+            # in doubt, and a claim lost that way is a drop back in the drop folder.
+            log.warning(
+                "claim_fsync_failed",
+                source=dst.name,
+                job=job_id,
+                folder=str(src.parent),
+                error=exc.strerror or str(exc),
+                errno=exc.errno,
+            )
         return Claimed(job_id, folder, dst)
 
     def job(self, job_id: str) -> Claimed | None:

@@ -2,9 +2,14 @@
 
 Everything is written by prometheus_client in its text exposition format (never by hand): the
 file with ``write_to_textfile`` (a temp name in the same folder, then a rename: node_exporter's
-textfile collector reads ``*.prom`` and never sees half a file), the TCP listener with
-prometheus_client's own server, a Unix socket with a minimal HTTP/1.0 responder of ours
-(prometheus_client has none). The registry is our own, not the process-global one, so nothing
+textfile collector reads ``*.prom`` and never sees half a file; never over anything but a
+regular file), the body of an HTTP answer with ``generate_latest``. Both listeners, a loopback
+TCP port and a Unix socket, are answered by one minimal HTTP/1.0 responder of ours in the event
+loop (:meth:`MetricsServer._answer`): prometheus_client's own server spends a thread per
+connection and waits on an idle client forever, so a few idle connections took the daemon's
+threads and files (the status attacker found it). Each connection gets
+:data:`_REQUEST_SECONDS` to send its request head; past :data:`MAX_CONNECTIONS` at once a new
+one is closed at once. The registry is our own, not the process-global one, so nothing
 another library registers leaks in and two services in one test process stay apart. Process
 figures carry the ``tfdrop_`` prefix: in node_exporter's output an unprefixed ``process_*``
 would collide with node_exporter's own.
@@ -17,10 +22,8 @@ import contextlib
 import errno
 import socket
 import stat
-import threading
 from pathlib import Path
 from typing import Any, Final
-from wsgiref.simple_server import WSGIServer
 
 import structlog
 from prometheus_client import (
@@ -31,10 +34,9 @@ from prometheus_client import (
     Histogram,
     ProcessCollector,
     disable_created_metrics,
-    generate_latest,
-    start_http_server,
     write_to_textfile,
 )
+from prometheus_client.exposition import generate_latest
 
 log = structlog.get_logger("tfdrop.daemon")
 
@@ -42,6 +44,8 @@ DURATION_BUCKETS: Final = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300
 """Job durations: a small drop takes well under a second, a large COCO export many minutes."""
 _REQUEST_MAX: Final = 8192  # the request head a scraper sends is a few hundred bytes
 _REQUEST_SECONDS: Final = 5.0
+MAX_CONNECTIONS: Final = 16
+"""Scrapes answered at once (a scraper opens one at a time); past it a connection is closed."""
 
 
 class DaemonMetrics:
@@ -142,43 +146,50 @@ class DaemonMetrics:
                 counter.labels(pipeline=name).inc(value)
 
     def write(self, path: Path) -> None:
-        """Replace the metrics file (OSError: the caller logs it and tries again later)."""
+        """Replace the metrics file (OSError: the caller logs it and tries again later).
+
+        Only a regular file (or nothing) is replaced: the config refuses anything else, and a
+        folder, link or device put there since is left alone (an earlier build replaced a
+        device node named as the metrics file)."""
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            pass
+        else:
+            if not stat.S_ISREG(st.st_mode):
+                raise OSError(errno.EEXIST, "not a regular file; it is never replaced", str(path))
         write_to_textfile(str(path), self.registry)
 
 
 class MetricsServer:
-    """``metrics_listen``: prometheus_client's HTTP server on a loopback port, or a Unix socket
-    answered by :meth:`_answer`."""
+    """``metrics_listen``: a loopback TCP port or a Unix socket, answered by :meth:`_answer`."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        self._http: WSGIServer | None = None
-        self._thread: threading.Thread | None = None
-        self._unix: asyncio.Server | None = None
+        self._server: asyncio.Server | None = None
         self._path: Path | None = None
+        self._open = 0  # connections being answered
 
     async def start(self, listen: tuple[str, int] | Path) -> None:
         """Listen; OSError when the address is taken (the caller refuses to start)."""
         if isinstance(listen, Path):
             _clear_stale_socket(listen)
-            self._unix = await asyncio.start_unix_server(
+            self._server = await asyncio.start_unix_server(
                 self._answer, path=str(listen), limit=_REQUEST_MAX
             )
             self._path = listen
         else:
             host, port = listen
-            self._http, self._thread = start_http_server(port, addr=host, registry=self.registry)
+            self._server = await asyncio.start_server(
+                self._answer, host, port, limit=_REQUEST_MAX, reuse_address=True
+            )
         log.info("metrics_listening", address=str(listen) if isinstance(listen, Path) else listen)
 
     async def close(self) -> None:
-        if self._http is not None:
-            await asyncio.to_thread(self._http.shutdown)
-            self._http.server_close()
-            self._http = None
-        if self._unix is not None:
-            self._unix.close()
-            await self._unix.wait_closed()
-            self._unix = None
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
         if self._path is not None:
             with contextlib.suppress(OSError):
                 self._path.unlink()
@@ -186,21 +197,47 @@ class MetricsServer:
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One request, one answer, then the connection is closed (HTTP/1.0)."""
+        if self._open >= MAX_CONNECTIONS:
+            writer.transport.abort()  # over the cap: closed at once, nothing read
+            return
+        self._open += 1
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _REQUEST_SECONDS)
-            method = head.split(b" ", 1)[0]
-            if method in (b"GET", b"HEAD"):
-                body = generate_latest(self.registry)
-                writer.write(_response("200 OK", CONTENT_TYPE_LATEST, body, method == b"HEAD"))
-            else:
-                writer.write(_response("405 Method Not Allowed", "text/plain", b"GET only\n"))
-            await writer.drain()
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, OSError):
-            pass  # a client that went away or sent no request: nothing to answer
+            head = await asyncio.wait_for(_request_head(reader), _REQUEST_SECONDS)
+            if head is not None:
+                writer.write(self._reply(head))
+                await writer.drain()
+        except (TimeoutError, OSError):
+            pass  # a client that went away or sent no request in time: nothing to answer
         finally:
+            self._open -= 1
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
+
+    def _reply(self, head: bytes) -> bytes:
+        method = head.split(b" ", 1)[0]
+        if method not in (b"GET", b"HEAD"):
+            return _response("405 Method Not Allowed", "text/plain", b"GET only\n")
+        body = generate_latest(self.registry)
+        return _response("200 OK", CONTENT_TYPE_LATEST, body, method == b"HEAD")
+
+
+async def _request_head(reader: asyncio.StreamReader) -> bytes | None:
+    """The request line and headers up to the empty line (CRLF or a bare LF, as curl and
+    netcat users send); None when the client stops first or sends more than
+    :data:`_REQUEST_MAX` bytes."""
+    head = b""
+    while len(head) <= _REQUEST_MAX:
+        try:
+            line = await reader.readline()
+        except ValueError:  # a line over the reader's limit
+            return None
+        if not line.endswith(b"\n"):
+            return None  # the end of the stream before the empty line
+        if line in (b"\r\n", b"\n") and head:
+            return head
+        head += line
+    return None
 
 
 def _response(status: str, content_type: str, body: bytes, head_only: bool = False) -> bytes:

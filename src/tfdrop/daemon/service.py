@@ -139,6 +139,16 @@ class Service:
         for name, why in rt.tracker.newly_ignored:
             log.info("drop_ignored", pipeline=p.name, source=name, reason=why, patterns=p.patterns)
         rt.tracker.newly_ignored.clear()
+        for name, exc in rt.tracker.check_failed:
+            log.warning(
+                "drop_check_failed",
+                pipeline=p.name,
+                source=name,
+                error=exc.strerror or str(exc),
+                errno=exc.errno,
+                reason="zip end record not checked; tried again",
+            )
+        rt.tracker.check_failed.clear()
 
     async def _ticker(self) -> None:
         failing: set[str] = set()

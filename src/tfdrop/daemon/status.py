@@ -8,20 +8,26 @@ waiting drops, running jobs with their progress, retries with their error and ne
 the last :data:`RECENT` done and failed, and the counts since start. The service reports
 events (:class:`Monitor` methods, called in the event loop); :meth:`Monitor.run` builds the
 documents there and writes them in a thread, at most every ``status_seconds`` and only when
-something changed, or every :data:`HEARTBEAT_SECONDS` at least, so a reader can tell a live
-daemon from a hung one by the file's age.
+something changed, or every :data:`HEARTBEAT_SECONDS` at least (it wakes every
+``min(status_seconds, HEARTBEAT_SECONDS)``: a ``status_seconds`` over the heartbeat once made
+a healthy daemon look hung), so a reader can tell a live daemon from a hung one by the file's
+age. The file is bounded whatever the backlog: each list holds at most :data:`LISTED` entries
+and a count of the rest (``*_more``), each message at most :data:`TEXT_MAX` characters (20000
+waiting drops once made a 5 MB file the reader refused, rewritten five times a second).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import socket
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any, Final
 
@@ -39,6 +45,11 @@ log = structlog.get_logger("tfdrop.daemon")
 STATUS_VERSION: Final = 1
 RECENT: Final = 20
 """Done and failed drops kept in the status file (the folders themselves hold all of them)."""
+LISTED: Final = 100
+"""Entries of a list in the status file (queued drops, queued claims, retries); the rest are
+counted."""
+TEXT_MAX: Final = 2000
+"""Characters of an error message or hint kept in the status file."""
 
 
 @dataclass(slots=True)
@@ -54,12 +65,26 @@ class _Board:
     last_success: float | None = None
 
 
+def _clip(text: str) -> str:
+    if len(text) <= TEXT_MAX:
+        return text
+    return f"{text[:TEXT_MAX]}... ({len(text) - TEXT_MAX} more characters)"
+
+
 def _message(detail: Mapping[str, Any]) -> str:
-    return str(detail.get("message") or detail.get("error") or "")
+    return _clip(str(detail.get("message") or detail.get("error") or ""))
 
 
 def _pick(detail: Mapping[str, Any], *keys: str) -> dict[str, Any]:
-    return {k: detail[k] for k in keys if detail.get(k) is not None}
+    return {
+        k: _clip(v) if isinstance(v, str) else v for k in keys if (v := detail.get(k)) is not None
+    }
+
+
+def _listed(entries: Iterable[dict[str, Any]], total: int) -> tuple[list[dict[str, Any]], int]:
+    """The first :data:`LISTED` entries and how many more there are."""
+    shown = list(islice(entries, LISTED))
+    return shown, total - len(shown)
 
 
 class Monitor:
@@ -175,8 +200,15 @@ class Monitor:
             }
             for r in runners
         ]
-        queued = [{"name": n, "since": t} for n, t in sorted(b.queued.items(), key=lambda x: x[1])]
-        claims = [{"job": j, "name": n} for j, n in b.claims.items()]
+        # in the order seen (oldest first): no sort of a backlog of thousands on each write
+        queued, queued_more = _listed(
+            ({"name": n, "since": t} for n, t in b.queued.items()), len(b.queued)
+        )
+        claims, claims_more = _listed(
+            ({"job": j, "name": n} for j, n in b.claims.items()), len(b.claims)
+        )
+        retrying = sorted(b.retrying.values(), key=lambda r: r["next_attempt_at"])
+        retrying, retrying_more = _listed(iter(retrying), len(retrying))
         return {
             "version": STATUS_VERSION,
             "state": state,
@@ -186,24 +218,35 @@ class Monitor:
             "pid": os.getpid(),
             "started_at": self.since,
             "heartbeat_s": HEARTBEAT_SECONDS,
-            "waiting": {"settling": rt.tracker.pending(), "queued": queued},
+            "waiting": {
+                "settling": rt.tracker.pending(),
+                "queued": queued,
+                "queued_more": queued_more,
+            },
             "running": running,
             "queued_claims": claims,
-            "retrying": sorted(b.retrying.values(), key=lambda r: r["next_attempt_at"]),
+            "queued_claims_more": claims_more,
+            "retrying": retrying,
+            "retrying_more": retrying_more,
             "recent_done": list(b.done),
             "recent_failed": list(b.failed),
             "counts": {k: b.counts[k] for k in COUNTS},
             "last_success_at": b.last_success,
         }
 
-    def _gauges(self, rt: Runtime, docs: dict[str, Any]) -> None:
-        waiting = docs["waiting"]
-        depth = waiting["settling"] + len(waiting["queued"])
-        depth += len(docs["queued_claims"]) + len(docs["retrying"])
+    def _gauges(self, rt: Runtime, running: int) -> None:
+        b = self.board(rt.cfg.name)
+        depth = rt.tracker.pending() + len(b.queued) + len(b.claims) + len(b.retrying)
         self.metrics.queue.labels(pipeline=rt.cfg.name).set(depth)
-        self.metrics.running.labels(pipeline=rt.cfg.name).set(len(docs["running"]))
+        self.metrics.running.labels(pipeline=rt.cfg.name).set(running)
 
-    def _due(self, runtimes: list[Runtime], running: Mapping[str, JobRunner], state: str) -> Any:
+    def _due(
+        self,
+        runtimes: list[Runtime],
+        running: Mapping[str, JobRunner],
+        state: str,
+        beat: float = HEARTBEAT_SECONDS,
+    ) -> Any:
         """The documents that changed (or are due for the heartbeat): path -> (text, doc)."""
         due: dict[Path, tuple[str, dict[str, Any]]] = {}
         now = time.monotonic()
@@ -212,11 +255,11 @@ class Monitor:
                 continue  # never make a removed drop folder again through its state folder
             mine = [r for r in running.values() if r.work is rt.work]
             doc = self.document(rt, mine, state)
-            self._gauges(rt, doc)
+            self._gauges(rt, len(mine))
             text = json.dumps(doc, sort_keys=True)
             path = status_path(rt.cfg.state, rt.work.instance)
             last = self._written.get(path)
-            if last is None or last[0] != text or now - last[1] >= HEARTBEAT_SECONDS:
+            if last is None or last[0] != text or now - last[1] >= beat:
                 due[path] = (text, doc)
         return due
 
@@ -254,16 +297,22 @@ class Monitor:
         self._failing = exc is not None
 
     async def run(self, view: Callable[[], tuple[list[Runtime], Mapping[str, JobRunner]]]) -> None:
-        """Write the files whenever something changed, at most every ``status_seconds``."""
-        last_metrics = 0.0
+        """Write the files whenever something changed, at most every ``status_seconds``, and
+        every :data:`HEARTBEAT_SECONDS` at least."""
+        last = -math.inf  # when the files were last written (monotonic)
         while True:
-            runtimes, running = view()
-            due = self._due(runtimes, running, "running")
-            if due or time.monotonic() - last_metrics >= HEARTBEAT_SECONDS:
-                last_metrics = time.monotonic()
-                self._writing = asyncio.get_running_loop().run_in_executor(None, self._write, due)
-                self._wrote(await asyncio.shield(self._writing))  # a stop waits for it
-            await asyncio.sleep(self.daemon.status_seconds)
+            tick = min(self.daemon.status_seconds, HEARTBEAT_SECONDS)  # a reload may change it
+            since = time.monotonic() - last
+            beat = HEARTBEAT_SECONDS - tick / 2  # the tick that is due, not the one after it
+            if since >= min(self.daemon.status_seconds - tick / 2, beat):
+                runtimes, running = view()
+                due = self._due(runtimes, running, "running", beat)
+                if due or since >= beat:
+                    last = time.monotonic()
+                    loop = asyncio.get_running_loop()
+                    self._writing = loop.run_in_executor(None, self._write, due)
+                    self._wrote(await asyncio.shield(self._writing))  # a stop waits for it
+            await asyncio.sleep(tick)
 
     async def stopped(self, runtimes: list[Runtime], running: Mapping[str, JobRunner]) -> None:
         """The last word at shutdown (after :meth:`run` was cancelled): every status file

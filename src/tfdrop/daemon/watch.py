@@ -92,6 +92,8 @@ class DropTracker:
         self._handed: set[str] = set()
         self._ignored: set[str] = set()
         self.newly_ignored: list[tuple[str, str]] = []  # (name, why), each name once
+        self.check_failed: list[tuple[str, OSError]] = []  # end-record checks that failed,
+        self._failing: set[str] = set()  # each name once until a check of it succeeds
 
     def _ignore(self, name: str, why: str) -> None:
         if name not in self._ignored:
@@ -135,6 +137,7 @@ class DropTracker:
 
     def forget(self, name: str) -> None:
         self._handed.discard(name)
+        self._failing.discard(name)
         self._seen.pop(name, None)
 
     def pending(self) -> int:
@@ -166,21 +169,40 @@ class DropTracker:
             quiet = now - seen.since
             if quiet < self.settle:
                 continue
-            complete = True
-            if name.lower().endswith(".zip"):
-                try:
-                    complete = await has_end_record_async(path)
-                except FileNotFoundError:
-                    del self._seen[name]
-                    continue
-                except OSError:
-                    # unreadable (EACCES): one such file must not stop the whole folder's
-                    # scan (the permission test found it did); once stale it is taken, and
-                    # the job retries with a clear error until it can be read
-                    complete = False
-                if not complete and quiet < self.stale:
-                    continue
+            complete = await self._zip_complete(name, path, quiet)
+            if complete is None:
+                continue
             del self._seen[name]
             self._handed.add(name)
             out.append(Settled(path, st.st_size, complete))
         return out
+
+    async def _zip_complete(self, name: str, path: Path, quiet: float) -> bool | None:
+        """Whether a settled drop is whole (a zip with its end record; any other file is);
+        None when it is not to be taken now: gone, not yet stale without an end record, or
+        not checked at all."""
+        if not name.lower().endswith(".zip"):
+            return True
+        try:
+            complete = await has_end_record_async(path)
+        except FileNotFoundError:
+            del self._seen[name]
+            self._failing.discard(name)
+            return None
+        except PermissionError:
+            # unreadable (EACCES): one such file must not stop the whole folder's scan (the
+            # permission test found it did); once stale it is taken, and the job retries
+            # with a clear error until it can be read
+            return True if quiet >= self.stale else None
+        except OSError as exc:
+            # EMFILE, ENFILE, EIO ...: the check did not happen, which says nothing about
+            # the drop; asked again on the next tick, never taken as a zip without an end
+            # record (it was, when the daemon ran out of files)
+            if name not in self._failing:
+                self._failing.add(name)
+                self.check_failed.append((name, exc))
+            return None
+        self._failing.discard(name)
+        if not complete and quiet < self.stale:
+            return None
+        return complete

@@ -13,6 +13,7 @@ import importlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Final
 
+from tfdrop.archive.limits import shown
 from tfdrop.errors import DetectError
 from tfdrop.formats.base import (
     FormatName,
@@ -84,10 +85,12 @@ def detect_format(names: Sequence[str], *, archive: str | None = None) -> Format
     }
     best = max(scores, key=lambda n: scores[n], default=None)
     if best is None or scores[best] <= 0:
-        shown = ", ".join(sorted(names)[:8]) or "nothing"
+        # escaped here: the names are the drop's, and this message reaches terminals
+        # (convert's error, tfdrop status's failed/ list)
+        listed = ", ".join(shown(n) for n in sorted(names)[:8]) or "nothing"
         more = f" and {len(names) - 8} more" if len(names) > 8 else ""
         raise DetectError(
-            f"no known annotation format found (members: {shown}{more}); known formats: "
+            f"no known annotation format found (members: {listed}{more}); known formats: "
             + ", ".join(FORMATS),
             archive=archive,
         )

@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from typing import Final
 
 from tfdrop.archive import Source
+from tfdrop.archive.limits import shown
 from tfdrop.codec.model import Item, LabelMap
 from tfdrop.errors import FormatError, TfdropError
 from tfdrop.formats.base import FormatSpec, Notes, ReadOptions, plan_ranges
@@ -65,8 +66,8 @@ class ImagesReader:
         names = source.names()
         self.images = [n for n in names if is_camera_image(n)]
         if not self.images:
-            shown = ", ".join(names[:5]) or "nothing"
-            raise FormatError(f"no image files found (members: {shown})")
+            listed = ", ".join(shown(n) for n in names[:5]) or "nothing"
+            raise FormatError(f"no image files found (members: {listed})")
         for name in names:
             if not is_camera_image(name):
                 notes.warn("not_an_image", "member is not an image; ignored", member=name)
