@@ -481,7 +481,7 @@ def test_a_long_queue_keeps_the_status_file_small_and_every_drop_counted(
     config, daemon = setup
     cfg = load_config(config).pipelines[0]
     _drop(cfg.drop, "big.zip", tfrecord_zip(3000, tag="big", image_size=8))
-    proc = wait_until(lambda: _converting(daemon), timeout=60, step=0.005)
+    proc = wait_until(lambda: conversion_process(daemon), timeout=60, step=0.005)
     proc.suspend()
     try:
         small = tfrecord_zip(1, tag="q")
