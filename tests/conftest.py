@@ -1,8 +1,9 @@
 """Shared test fixtures.
 
 - ``corpus_dir()`` / the ``corpus`` fixture: the real datasets in ``../shared/corpus`` (beside the
-  repo). Tests that use them skip when the folder is absent (a user's fresh clone) but FAIL when it
-  is absent and ``CI=true``, so CI can never pass by skipping them.
+  repo, or beside the local repository a clone was made from; ``$TFDROP_CORPUS`` overrides).
+  Tests that use them skip when the folder is absent (a user's fresh clone) but FAIL when it is
+  absent and ``CI=true``, so CI can never pass by skipping them.
 - ``tf``: TensorFlow, imported lazily once per session (about 4 s and 600 MB) with its C++ logs
   silenced; only interop tests ask for it.
 """
@@ -33,8 +34,24 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def corpus_dir() -> Path:
-    """Where the real datasets live: ``<repo>/../shared/corpus``."""
-    return Path(__file__).resolve().parents[2] / "shared" / "corpus"
+    """Where the real datasets live: ``$TFDROP_CORPUS``, else ``<repo>/../shared/corpus``, else
+    (a clone made elsewhere, e.g. a CI check in /tmp) beside the local repository it was cloned
+    from: ``<origin>/../shared/corpus``."""
+    if os.environ.get("TFDROP_CORPUS"):
+        return Path(os.environ["TFDROP_CORPUS"])
+    repo = Path(__file__).resolve().parents[1]
+    beside = repo.parent / "shared" / "corpus"
+    if beside.is_dir():
+        return beside
+    origin = subprocess.run(
+        ["git", "-C", str(repo), "config", "--get", "remote.origin.url"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    if origin and Path(origin).is_dir():
+        return Path(origin).resolve().parent / "shared" / "corpus"
+    return beside
 
 
 def require_corpus(*parts: str) -> Path:
