@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from tfdrop.codec.model import Annotation, Item
+from tfdrop.handoff import Tally
 from tfdrop.preview.draw import Drawn
 from tfdrop.preview.palette import hex_colour, label_colour
 from tfdrop.preview.scan import Entry
@@ -54,21 +55,29 @@ class Counts:
     unreadable: int = 0
     objects: int = 0
     matching: int = 0
-    subsets: Counter[str] = field(default_factory=Counter)
+    tally: Tally = field(default_factory=Tally)  # per subset and label: the report's counts
     labels: Counter[str] = field(default_factory=Counter)
-    by_subset: Counter[tuple[str, str]] = field(default_factory=Counter)
     label_ids: dict[str, int] = field(default_factory=dict)
     warning_counts: dict[str, int] = field(default_factory=dict)
     stops: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
+    @property
+    def subsets(self) -> Counter[str]:
+        """Items per subset."""
+        return self.tally.items
+
+    def in_subset(self, label: str, subset: str) -> int:
+        """Objects of ``label`` in ``subset``."""
+        return self.tally.objects.get(subset, Counter())[label]
+
     def add(self, item: Item) -> None:
         self.items += 1
-        self.subsets[item.subset] += 1
         self.objects += len(item.objects)
+        labels = [obj.label for obj in item.objects]
+        self.tally.add(item.subset, labels)
+        self.labels.update(labels)
         for obj in item.objects:
-            self.labels[obj.label] += 1
-            self.by_subset[obj.label, item.subset] += 1
             if obj.label_id:
                 self.label_ids.setdefault(obj.label, obj.label_id)
 
@@ -88,9 +97,9 @@ def _label_table(counts: Counts) -> Iterator[str]:
     yield f"<table><tr><th>label</th><th>id</th>{head}{more_head}<th>objects</th></tr>"
     ranked = sorted(counts.labels.items(), key=lambda kv: (-kv[1], kv[0]))
     for label, n in ranked[:TABLE_LABELS]:
-        cells = "".join(f"<td>{counts.by_subset[label, s]}</td>" for s in subsets)
+        cells = "".join(f"<td>{counts.in_subset(label, s)}</td>" for s in subsets)
         if more:
-            cells += f"<td>{n - sum(counts.by_subset[label, s] for s in subsets)}</td>"
+            cells += f"<td>{n - sum(counts.in_subset(label, s) for s in subsets)}</td>"
         ident = counts.label_ids.get(label, "")
         yield (
             f'<tr><td class="l">{_swatch(label)}{esc(label)}</td><td>{ident}</td>{cells}'
