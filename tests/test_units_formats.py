@@ -91,6 +91,23 @@ def test_the_units_of_a_coco_source_are_its_items_in_order(tmp_path: Path) -> No
         reader.close()
 
 
+def test_coco_units_are_bounded_by_their_annotations_bytes_without_images(
+    tmp_path: Path,
+) -> None:
+    src = _coco(tmp_path / "in.zip", 150, shuffled=True)
+    with open_source(src) as source:
+        reader = CocoReader(source, ReadOptions(images=False), Notes())
+        whole = reader.units(max_items=1000, max_bytes=1 << 30)
+        assert whole is not None
+        assert len(whole) == 2  # one per file: nothing to cut by count
+        reader.close()
+        reader = CocoReader(source, ReadOptions(images=False), Notes())
+        small = reader.units(max_items=1000, max_bytes=1)
+        assert small is not None
+        assert len(small) == 150 + 70  # each image's annotations alone exceed one byte
+        reader.close()
+
+
 def test_a_bad_coco_file_is_read_in_one_process_for_the_sequential_error(tmp_path: Path) -> None:
     src = tmp_path / "in.zip"
     with zipfile.ZipFile(src, "w") as zf:

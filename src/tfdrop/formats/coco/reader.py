@@ -212,7 +212,12 @@ class CocoReader:
             finally:
                 spill.close()
             index.save(folder / f"{k}.index")
-            costs = (self._image_cost(f, index.name(pos)) for pos in range(len(index)))
+            # an image's cost: its file and its annotations' spilled bytes (a unit's decoded
+            # annotations are bounded too, with or without images)
+            costs = (
+                self._image_cost(f, index.name(pos)) + offsets[pos + 1] - offsets[pos]
+                for pos in range(len(index))
+            )
             for start, stop in plan_ranges(costs, max_items=max_items, max_bytes=max_bytes):
                 out.append(CocoUnit(str(folder), k, start, stop, offsets[start], offsets[stop]))
         self._planned = out
