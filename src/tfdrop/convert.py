@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from tfdrop.archive import ZipSink
+from tfdrop.archive import Source, ZipSink
 from tfdrop.archive.limits import check_item_name
 from tfdrop.codec.compression import Compression
 from tfdrop.codec.keypoints import Skeleton
@@ -32,6 +32,7 @@ from tfdrop.formats.base import (
     Splittable,
 )
 from tfdrop.formats.tfrecord import TfrecordWriter
+from tfdrop.formats.tfrecord.spool import Span
 from tfdrop.handoff import Tally, TrainingSummary, summarize
 from tfdrop.inputs import open_input
 from tfdrop.labels import LabelResolver, warn_renumbered
@@ -153,15 +154,16 @@ def _box_masks(options: ConvertOptions) -> bool:
 
 
 def _items(
-    reader: Reader, spec: JobSpec, options: ConvertOptions, notes: Notes
-) -> Iterator[Item | Encoded]:
+    reader: Reader, spec: JobSpec, options: ConvertOptions, notes: Notes, source: Source
+) -> Iterator[Item | Encoded | Span]:
     """The reader's items, prepared (:func:`tfdrop.units.prepare`): by a pool of worker
     processes when the source splits into work units and more than one job is asked for, else
     here (the same items either way)."""
     if options.jobs > 1 and isinstance(reader, Splittable):
         units = reader.units(max_items=UNIT_ITEMS, max_bytes=UNIT_BYTES)
         if units is not None and len(units) > 1:
-            return parallel_items(spec, units, min(options.jobs, len(units)), notes)
+            jobs = min(options.jobs, len(units))
+            return parallel_items(spec, units, jobs, notes, source=source)
     return (prepare(item, spec, notes) for item in reader.items())
 
 
@@ -221,7 +223,7 @@ def convert(
             job = JobSpec(
                 src, fmt, read, resolver.map, _box_masks(options), wopts if encode else None
             )
-            stream = _items(reader, job, options, notes)
+            stream = _items(reader, job, options, notes, source)
             tally = Tally()
             with atomic_path(out) as tmp:
                 tick = _ticker(progress, reader)
@@ -312,7 +314,7 @@ def _write_options(options: ConvertOptions, workdir: Path | None) -> WriteOption
 
 
 def _write(
-    stream: Iterator[Item | Encoded],
+    stream: Iterator[Item | Encoded | Span],
     resolver: LabelResolver,
     out: Path,
     wopts: WriteOptions,
@@ -331,9 +333,14 @@ def _write(
     with ZipSink(out) as sink:
         writer = spec.open_writer(sink, wopts, notes)
         for entry in stream:
+            if isinstance(entry, Span):  # records a worker spooled: counted by their items
+                assert isinstance(writer, TfrecordWriter)
+                writer.write_span(entry)
+                continue
             if isinstance(entry, Encoded):  # a worker encoded it: its label ids are final
                 assert isinstance(writer, TfrecordWriter)
-                writer.write_record(entry.subset, entry.record)
+                if entry.record is not None:
+                    writer.write_record(entry.subset, entry.record)
                 subset, names = entry.subset, entry.labels
                 tally.add(subset, names, masks=entry.masks, keypoints=entry.keypoints)
             else:

@@ -386,6 +386,11 @@ class RecordWriter:
         if self._enc.pending >= self._batch:
             self._out(self._enc.take())
 
+    def flush(self) -> None:
+        """Write the records queued so far (an uncompressed stream is then complete to here)."""
+        if not self.closed:
+            self._out(self._enc.take())
+
     def _out(self, data: bytes) -> None:
         if data:
             self._f.write(data)

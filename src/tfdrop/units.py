@@ -12,12 +12,20 @@ output is the same bytes whatever the number of workers.
 Memory stays bounded: at most ``2 * jobs`` units are in flight, each of at most
 :data:`UNIT_BYTES` declared bytes. A worker's error is raised when the parent reaches its unit,
 so the first error is the one a sequential run meets.
+
+For an uncompressed, unsharded TFRecord target the workers also frame their records and write
+them to a spool file per unit (:mod:`tfdrop.formats.tfrecord.spool`), one run per subset; the
+parent gets :class:`~tfdrop.formats.tfrecord.spool.Span` descriptors and appends the runs to
+the output through one reused buffer, then removes the unit's spool file. The spool folder (in
+the job's work folder) holds at most the units in flight and is removed when the pool ends.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
+import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -35,6 +43,7 @@ from tfdrop.formats import FORMATS, Notes, ReadOptions, WriteOptions
 from tfdrop.formats.base import FormatName, Splittable
 from tfdrop.formats.common.masks import box_mask_png, check_mask_size
 from tfdrop.formats.tfrecord import encode_record
+from tfdrop.formats.tfrecord.spool import Span, UnitSpool, takes_spans
 from tfdrop.inputs import open_input
 from tfdrop.limits import Limits
 
@@ -62,6 +71,7 @@ class JobSpec:
     known: LabelMap  # the ids fixed before the first item (pinned, source map or source list)
     box_masks: bool  # with masks on and a TFRecord target, boxes get a filled-rectangle mask
     encode: WriteOptions | None = None  # a TFRecord target: workers encode the Examples too
+    spool: str | None = None  # the folder of the units' spool files (set by parallel_items)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +79,7 @@ class Encoded:
     """An item a worker already encoded as its Example (every label was in the known map)."""
 
     subset: str
-    record: bytes
+    record: bytes | None  # None: spooled, written by the unit's Span of its subset
     labels: tuple[str, ...]  # one per object, for the report's counts
     masks: int = 0  # objects with a mask, for the report's input_reader block
     keypoints: tuple[int, ...] = ()  # keypoints per object, for the same
@@ -79,8 +89,9 @@ class Encoded:
 class UnitResult:
     """One unit's items (or their encoded records), in order, and what reading them noted."""
 
-    items: list[Item | Encoded]
+    items: list[Item | Encoded | Span]
     notes: Notes
+    spool: str | None = None  # the unit's spool file, removed once its spans are written
 
 
 def prepare(item: Item, spec: JobSpec, notes: Notes) -> Item:
@@ -175,9 +186,11 @@ def _fits(obj: Annotation, layout: KeypointLayout | None) -> bool:
 class _Worker:
     """A worker process's state: the source and reader, opened once by the pool initializer."""
 
-    def __init__(self, spec: JobSpec) -> None:
+    def __init__(self, spec: JobSpec, source: Source | None = None) -> None:
         self.spec = spec
-        self.source: Source = open_input(spec.src, spec.read.limits)
+        # a forked worker reads through the parent's open source (its index already parsed:
+        # a zip's central directory of 40,000 entries costs 0.3 s to read again)
+        self.source = source if source is not None else open_input(spec.src, spec.read.limits)
         self.notes = Notes()
         fmt = FORMATS[spec.source_format]
         assert fmt.open_reader is not None
@@ -185,10 +198,13 @@ class _Worker:
         assert isinstance(reader, Splittable)
         self.reader = reader
         self.notes.clear()  # the parent's reader already noted what opening says
+        self.count = 0  # units run: names the spool files
 
     def run(self, unit: object) -> UnitResult:
         self.notes.clear()
-        out: list[Item | Encoded] = []
+        if self.spec.spool is not None and self.spec.encode is not None:
+            return self._run_spooled(unit, self.spec.encode, self.spec.spool)
+        out: list[Item | Encoded | Span] = []
         encode = self.spec.encode
         for item in self.reader.unit_items(unit):
             item, final = _preassign(prepare(item, self.spec, self.notes), self.spec.known)
@@ -199,8 +215,35 @@ class _Worker:
                 out.append(item)
         return UnitResult(out, self.notes.copy())
 
+    def _run_spooled(self, unit: object, encode: WriteOptions, folder: str) -> UnitResult:
+        """The unit's records framed into its spool file, a run per subset; an item whose
+        labels the parent must still resolve ends its subset's run, so each subset's records
+        keep the source's order."""
+        self.count += 1
+        spool = UnitSpool(os.path.join(folder, f"{os.getpid()}-{self.count}"))
+        out: list[Item | Encoded | Span] = []
+        try:
+            for item in self.reader.unit_items(unit):
+                item, final = _preassign(prepare(item, self.spec, self.notes), self.spec.known)
+                if final:
+                    spool.add(item.subset, encode_record(item, encode, self.notes))
+                    out.append(_encoded(item, None))
+                else:
+                    span = spool.flush(item.subset)
+                    if span is not None:
+                        out.append(span)
+                    out.append(item)
+            out.extend(spool.flush_all())
+        except BaseException:
+            spool.close()
+            if spool.used:
+                os.unlink(spool.path)
+            raise
+        spool.close()
+        return UnitResult(out, self.notes.copy(), spool.path if spool.used else None)
 
-def _encoded(item: Item, record: bytes) -> Encoded:
+
+def _encoded(item: Item, record: bytes | None) -> Encoded:
     objs = item.objects
     return Encoded(
         item.subset,
@@ -213,10 +256,13 @@ def _encoded(item: Item, record: bytes) -> Encoded:
 
 _STATE: list[_Worker] = []
 """The worker process's own state (one entry, set by the initializer; never used in the parent)."""
+_FORKED_SOURCE: list[Source] = []
+"""The parent's open source while its pool starts: a forked worker inherits it (every source
+reads with ``pread`` or by path, so sharing the descriptor is safe); a spawned one opens its own."""
 
 
 def _init(spec: JobSpec) -> None:
-    _STATE.append(_Worker(spec))
+    _STATE.append(_Worker(spec, _FORKED_SOURCE[0] if _FORKED_SOURCE else None))
 
 
 def _run(unit: object) -> UnitResult:
@@ -236,8 +282,12 @@ def parallel_items(
     jobs: int,
     notes: Notes,
     on_unit: Callable[[], None] | None = None,
-) -> Iterator[Item | Encoded]:
-    """Every item of ``units``, read by ``jobs`` worker processes, yielded in unit order.
+    *,
+    source: Source | None = None,
+) -> Iterator[Item | Encoded | Span]:
+    """Every item of ``units``, read by ``jobs`` worker processes, yielded in unit order
+    (with a TFRecord target that takes spooled runs, :class:`Span` entries carry the records).
+    ``source``: the parent's open source of ``spec.src``, which forked workers read through.
 
     Each unit's notes are merged into ``notes`` when its items are yielded (so warnings keep
     the sequential order). Closing the iterator early cancels what has not started.
@@ -245,13 +295,41 @@ def parallel_items(
     window = 2 * jobs
     if jobs >= default_jobs():  # every core has a worker: a read-ahead thread only costs CPU
         spec = replace(spec, read=replace(spec.read, read_ahead=False))
+    folder = None
+    if spec.encode is not None and takes_spans(spec.encode):
+        folder = tempfile.mkdtemp(prefix=".tfdrop-spool-", dir=spec.read.workdir)
+        spec = replace(spec, spool=folder)
+    try:
+        yield from _pooled(spec, units, jobs, window, notes, on_unit, source)
+    finally:
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _pooled(
+    spec: JobSpec,
+    units: Sequence[object],
+    jobs: int,
+    window: int,
+    notes: Notes,
+    on_unit: Callable[[], None] | None,
+    source: Source | None,
+) -> Iterator[Item | Encoded | Span]:
+    context = _context()
     with ProcessPoolExecutor(
-        max_workers=jobs, mp_context=_context(), initializer=_init, initargs=(spec,)
+        max_workers=jobs, mp_context=context, initializer=_init, initargs=(spec,)
     ) as pool:
         pending: deque[Future[UnitResult]] = deque()
         queue = iter(units)
         try:
             for unit in queue:
+                if not pending and source is not None and context.get_start_method() == "fork":
+                    _FORKED_SOURCE.append(source)  # the first submit forks every worker
+                    try:
+                        pending.append(pool.submit(_run, unit))
+                    finally:
+                        _FORKED_SOURCE.clear()
+                    continue
                 pending.append(pool.submit(_run, unit))
                 if len(pending) >= window:
                     yield from _take(pending.popleft(), notes, on_unit)
@@ -264,7 +342,7 @@ def parallel_items(
 
 def _take(
     fut: Future[UnitResult], notes: Notes, on_unit: Callable[[], None] | None
-) -> Iterator[Item | Encoded]:
+) -> Iterator[Item | Encoded | Span]:
     try:
         result = fut.result()
     except BrokenProcessPool:
@@ -272,6 +350,10 @@ def _take(
             "a worker process reading the source died (out of memory, or killed)"
         ) from None
     notes.merge(result.notes)
-    yield from result.items
+    try:
+        yield from result.items
+    finally:
+        if result.spool is not None:
+            os.unlink(result.spool)
     if on_unit is not None:
         on_unit()

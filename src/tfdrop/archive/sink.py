@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import IO, BinaryIO, Self
 
 from tfdrop.archive.limits import check_write_name
+from tfdrop.archive.rawcopy import RangeCopier, crc32_combine
 from tfdrop.archive.source import CHUNK
 from tfdrop.errors import FormatError
 
@@ -57,6 +58,7 @@ class ZipSink:
         self._zf = zipfile.ZipFile(target, "w", allowZip64=True)
         self._names: list[str] = []
         self._taken: set[str] = set()  # membership in O(1): a writer may add 100,000s of members
+        self.copier = RangeCopier()  # appends spooled byte ranges (append_range)
 
     @property
     def names(self) -> list[str]:
@@ -106,6 +108,43 @@ class ZipSink:
         ):
             shutil.copyfileobj(src, w, CHUNK)
 
+    def add_file_known(
+        self, name: str, path: str | os.PathLike[str], *, crc: int, size: int
+    ) -> None:
+        """Store a finished file whose CRC-32 and size are known (a spilled TFRecord shard),
+        copied by :meth:`append_range` (not hashed again)."""
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            with self.open_member(name, compress=False, size=size) as w:
+                self.append_range(w, fd, 0, size, crc)
+        finally:
+            os.close(fd)
+
+    def append_range(self, member: IO[bytes], fd: int, offset: int, length: int, crc: int) -> None:
+        """Append bytes ``offset:offset+length`` of the open file ``fd``, whose CRC-32 is
+        ``crc``, to the stored member being written by ``member`` (from :meth:`open_member`).
+
+        The bytes move through one reused buffer (:class:`~tfdrop.archive.rawcopy.RangeCopier`)
+        and the member's CRC is combined from ``crc``: a worker process's spooled records reach
+        the zip without a Python object per record and without being hashed again. Where
+        zipfile's member writer lacks the fields this relies on (another Python), the bytes
+        are read and written through it instead.
+        """
+        if length <= 0:
+            return
+        fields = ("_crc", "_file_size", "_compress_size", "_fileobj", "_compressor")
+        if not all(hasattr(member, f) for f in fields) or member._compressor is not None:  # type: ignore[attr-defined]
+            _copy_through(member, fd, offset, length)
+            return
+        out: IO[bytes] = member._fileobj  # type: ignore[attr-defined]
+        out.flush()
+        pos = out.tell()
+        self.copier.copy(fd, offset, out.fileno(), pos, length)
+        out.seek(pos + length)
+        member._crc = crc32_combine(member._crc, crc, length)  # type: ignore[attr-defined]
+        member._file_size += length  # type: ignore[attr-defined]
+        member._compress_size += length  # type: ignore[attr-defined]
+
     def close(self) -> None:
         """Write the central directory and close the zip."""
         try:
@@ -138,3 +177,13 @@ class ZipSink:
             self.close()
         else:
             self.abort()
+
+
+def _copy_through(member: IO[bytes], fd: int, offset: int, length: int) -> None:
+    done = 0
+    while done < length:
+        data = os.pread(fd, min(CHUNK, length - done), offset + done)
+        if not data:
+            raise OSError(f"a spool file ended {length - done} bytes early")
+        member.write(data)
+        done += len(data)

@@ -19,11 +19,13 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, BinaryIO, cast
 
+from tfdrop.archive.rawcopy import RangeCopier, crc32_combine
 from tfdrop.codec.example import (
     ENCODED,
     FILENAME,
@@ -41,6 +43,7 @@ from tfdrop.codec.model import Item, LabelMap
 from tfdrop.codec.schema import check_parsed
 from tfdrop.errors import DataError, FormatError, SchemaError, TfdropError
 from tfdrop.formats.base import FormatSpec, Notes, ReadOptions, WriteOptions, plan_ranges
+from tfdrop.formats.tfrecord.spool import Span, takes_spans
 from tfdrop.limits import Limits
 from tfdrop.shards import role_of
 from tfdrop.stream import (
@@ -318,6 +321,34 @@ def _count_losses(item: Item, notes: Notes) -> None:
             notes.lose(f"attribute:{name}")
 
 
+class _CrcFile:
+    """A spill file that keeps the CRC-32 and size of what it holds, so it is stored in the
+    zip at :meth:`TfrecordWriter.close` by a plain copy, without hashing its bytes again."""
+
+    def __init__(self, path: Path) -> None:
+        self._f = path.open("wb")
+        self.crc = 0
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.crc = zlib.crc32(data, self.crc)
+        self.size += len(data)
+        return self._f.write(data)
+
+    def append(self, fd: int, span: Span, copier: RangeCopier) -> None:
+        self._f.flush()
+        copier.copy(fd, span.offset, self._f.fileno(), self.size, span.length)
+        self._f.seek(self.size + span.length)
+        self.crc = crc32_combine(self.crc, span.crc, span.length)
+        self.size += span.length
+
+    def flush(self) -> None:
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+
 @dataclass(slots=True)
 class _Out:
     """One output record file: a zip member streamed directly, or a spilled temp file."""
@@ -326,6 +357,7 @@ class _Out:
     writer: RecordWriter
     handle: IO[bytes]
     spill: Path | None = None
+    crc_file: _CrcFile | None = None
 
 
 class TfrecordWriter:
@@ -356,10 +388,9 @@ class TfrecordWriter:
                 prefix=".tfdrop-spill-", dir=self.options.workdir
             )
         path = Path(self._tmpdir.name) / name.replace("/", "_")
-        handle = path.open("wb")
-        return _Out(
-            name, RecordWriter(cast(BinaryIO, handle), compression=compression), handle, path
-        )
+        spill = _CrcFile(path)
+        writer = RecordWriter(cast(BinaryIO, spill), compression=compression)
+        return _Out(name, writer, cast(IO[bytes], spill), path, spill)
 
     def _outputs(self, subset: str) -> list[_Out]:
         outs = self._subsets.get(subset)
@@ -382,6 +413,29 @@ class TfrecordWriter:
         self._rr[subset or "default"] = i + 1
         outs[i % len(outs)].writer.write(record)
 
+    @property
+    def takes_spans(self) -> bool:
+        """Whether :meth:`write_span` may be used (an uncompressed, unsharded output)."""
+        return takes_spans(self.options)
+
+    def write_span(self, span: Span) -> None:
+        """Append a run of framed records a worker process spooled (:mod:`.spool`), after
+        every record written so far to its subset (copied without a Python object per record)."""
+        if not self.takes_spans:
+            raise ValueError("spooled runs need an uncompressed, unsharded output")
+        subset = span.subset or "default"
+        out = self._outputs(subset)[0]
+        self._rr[subset] += span.records
+        out.writer.flush()
+        fd = os.open(span.path, os.O_RDONLY)
+        try:
+            if out.crc_file is not None:
+                out.crc_file.append(fd, span, self.sink.copier)
+            else:
+                self.sink.append_range(out.handle, fd, span.offset, span.length, span.crc)
+        finally:
+            os.close(fd)
+
     def close(self, label_map: LabelMap) -> None:
         try:
             spilled: list[_Out] = []
@@ -393,7 +447,9 @@ class TfrecordWriter:
                         spilled.append(out)
             for out in spilled:
                 assert out.spill is not None
-                self.sink.add_file(out.name, out.spill, compress=False)
+                assert out.crc_file is not None
+                crc, size = out.crc_file.crc, out.crc_file.size
+                self.sink.add_file_known(out.name, out.spill, crc=crc, size=size)
             self.sink.write_member(
                 LABEL_MAP_NAME, format_label_map(label_map).encode(), compress=True
             )
