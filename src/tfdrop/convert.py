@@ -22,7 +22,14 @@ from tfdrop.codec.compression import Compression
 from tfdrop.codec.keypoints import Skeleton
 from tfdrop.codec.model import Item, LabelMap
 from tfdrop.errors import TfdropError
-from tfdrop.formats import FORMATS, Notes, Reader, ReadOptions, WriteOptions, detect_format
+from tfdrop.formats import (
+    FORMATS,
+    Notes,
+    Reader,
+    ReadOptions,
+    WriteOptions,
+    detect_format,
+)
 from tfdrop.formats.base import (
     Counted,
     DeclaresKeypoints,
@@ -30,6 +37,7 @@ from tfdrop.formats.base import (
     HasSkeletons,
     SourceFormat,
     Splittable,
+    Writer,
 )
 from tfdrop.formats.tfrecord import TfrecordWriter
 from tfdrop.formats.tfrecord.spool import Span
@@ -332,35 +340,54 @@ def _write(
     names_files = options.target_format != "tfrecord"  # the item's name becomes a member's
     with ZipSink(out) as sink:
         writer = spec.open_writer(sink, wopts, notes)
-        for entry in stream:
-            if isinstance(entry, Span):  # records a worker spooled: counted by their items
-                assert isinstance(writer, TfrecordWriter)
-                writer.write_span(entry)
-                continue
-            if isinstance(entry, Encoded):  # a worker encoded it: its label ids are final
-                assert isinstance(writer, TfrecordWriter)
-                if entry.record is not None:
-                    writer.write_record(entry.subset, entry.record)
-                subset, names = entry.subset, entry.labels
-                tally.add(subset, names, masks=entry.masks, keypoints=entry.keypoints)
-            else:
-                if names_files:
-                    check_item_name(entry.name)
-                item = resolver.assign(entry)
-                try:
-                    writer.write(item)
-                except TfdropError as exc:
-                    raise exc.at(item=item.name) from None
-                subset, names = item.subset, tuple(o.label for o in item.objects)
-                tally.add_item(item)
-            n_items += 1
-            n_objects += len(names)
-            subsets[subset] += 1
-            labels.update(names)
-            if progress is not None:
-                progress(n_items)
-        writer.close(resolver.map)
+        try:
+            for entry in stream:
+                written = _write_entry(entry, writer, resolver, tally, names_files=names_files)
+                if written is None:
+                    continue
+                subset, names = written
+                n_items += 1
+                n_objects += len(names)
+                subsets[subset] += 1
+                labels.update(names)
+                if progress is not None:
+                    progress(n_items)
+            writer.close(resolver.map)
+        except BaseException:
+            writer.abort()
+            raise
         members = sink.names
     if resolver.renumbered:
         warn_renumbered(notes, resolver.renumbered)
     return (n_items, n_objects, subsets, labels), members
+
+
+def _write_entry(
+    entry: Item | Encoded | Span,
+    writer: Writer,
+    resolver: LabelResolver,
+    tally: Tally,
+    *,
+    names_files: bool,
+) -> tuple[str, tuple[str, ...]] | None:
+    """Write one entry of the stream; the item's subset and labels (None for a run of
+    records a worker spooled: its items came before it, as ``Encoded`` without a record)."""
+    if isinstance(entry, Span):
+        assert isinstance(writer, TfrecordWriter)
+        writer.write_span(entry)
+        return None
+    if isinstance(entry, Encoded):  # a worker encoded it: its label ids are final
+        assert isinstance(writer, TfrecordWriter)
+        if entry.record is not None:
+            writer.write_record(entry.subset, entry.record)
+        tally.add(entry.subset, entry.labels, masks=entry.masks, keypoints=entry.keypoints)
+        return entry.subset, entry.labels
+    if names_files:
+        check_item_name(entry.name)
+    item = resolver.assign(entry)
+    try:
+        writer.write(item)
+    except TfdropError as exc:
+        raise exc.at(item=item.name) from None
+    tally.add_item(item)
+    return item.subset, tuple(o.label for o in item.objects)

@@ -215,6 +215,11 @@ class Writer(Protocol):
         """Finish the archive: the label list, index files, anything kept until the end."""
         ...
 
+    def abort(self) -> None:
+        """Give up after an error: close and remove the writer's temp files (never raises
+        for them; the caller discards the archive)."""
+        ...
+
 
 OpenReader = Callable[["Source", ReadOptions, Notes], Reader]
 OpenWriter = Callable[["ZipSink", WriteOptions, Notes], Writer]

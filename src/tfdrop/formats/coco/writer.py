@@ -260,10 +260,13 @@ class CocoWriter:
                         shutil.copyfileobj(f, out, 1 << 20)
                     out.write(b"]}")
         finally:
-            for sub in self._subsets.values():
-                sub.images.close()
-                sub.annotations.close()
-            self._tmp.cleanup()
+            self.abort()
+
+    def abort(self) -> None:
+        for sub in self._subsets.values():
+            sub.images.close()
+            sub.annotations.close()
+        self._tmp.cleanup()
 
 
 def open_writer(sink: ZipSink, options: WriteOptions, notes: Notes) -> CocoWriter:

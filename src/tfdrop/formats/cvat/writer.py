@@ -347,6 +347,9 @@ class CvatWriter:
                 out[name] = sk
         return out
 
+    def abort(self) -> None:
+        self._body.close()
+
     def close(self, label_map: LabelMap) -> None:
         try:
             with self.sink.open_member(ANNOTATIONS, compress=True) as out:
@@ -355,7 +358,7 @@ class CvatWriter:
                 shutil.copyfileobj(self._body, out, 1 << 20)
                 out.write(b"</annotations>\n")
         finally:
-            self._body.close()
+            self.abort()
         if self._cleaned:
             self.notes.warn(
                 "xml_characters",

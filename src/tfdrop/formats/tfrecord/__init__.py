@@ -454,8 +454,15 @@ class TfrecordWriter:
                 LABEL_MAP_NAME, format_label_map(label_map).encode(), compress=True
             )
         finally:
-            if self._tmpdir is not None:
-                self._tmpdir.cleanup()
+            self.abort()
+
+    def abort(self) -> None:
+        for outs in self._subsets.values():
+            for out in outs:
+                if out.crc_file is not None:
+                    out.crc_file.close()
+        if self._tmpdir is not None:
+            self._tmpdir.cleanup()
 
 
 def open_writer(sink: ZipSink, options: WriteOptions, notes: Notes) -> TfrecordWriter:

@@ -164,6 +164,9 @@ class VocWriter:
         names = [self._text_of(label_map, it) for it in items]
         self.sink.write_member(LABELMAP, format_labelmap(names).encode("utf-8"), compress=True)
 
+    def abort(self) -> None:
+        """Nothing to remove: every member goes straight into the zip."""
+
     def _text_of(self, label_map: LabelMap, it: LabelMapItem) -> str:
         """The text the objects of ``it`` carry in their ``<name>``: its display name when the
         records named it so (``n01440764`` shown as ``tench``), else the map's own text."""

@@ -156,10 +156,13 @@ class YoloWriter:
         try:
             self._finish(label_map)
         finally:
-            for f in (self._rows, self._meta, *self._lists.values()):
-                if f is not None:
-                    f.close()
-            self._tmp.cleanup()
+            self.abort()
+
+    def abort(self) -> None:
+        for f in (self._rows, self._meta, *self._lists.values()):
+            if f is not None:
+                f.close()
+        self._tmp.cleanup()
 
     def _finish(self, label_map: LabelMap) -> None:
         names = label_map.names

@@ -1,0 +1,200 @@
+"""Spooled records (tfdrop.formats.tfrecord.spool, tfdrop.archive.rawcopy): worker processes
+frame their records into spool files, the parent appends the runs to the output zip with a
+combined CRC-32. The archive must be the one a single process writes, the zip must check
+(Python's zipfile and Info-ZIP), and no spool file may outlive the conversion."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import zipfile
+import zlib
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conftest import mounted_tmpfs
+from daemon_support import png, voc_xml
+from tfdrop.archive import ZipSink
+from tfdrop.archive.rawcopy import RangeCopier, crc32_combine
+from tfdrop.codec.model import LabelMap
+from tfdrop.convert import ConvertOptions, convert
+from tfdrop.errors import FormatError
+from tfdrop.formats import Notes, WriteOptions
+from tfdrop.formats.tfrecord import TfrecordWriter
+from tfdrop.formats.tfrecord.spool import UnitSpool, takes_spans
+from tfdrop.stream import iter_records
+
+LABELS = ("cat", "dog", "bird")
+
+
+@given(st.binary(max_size=3000), st.binary(max_size=3000))
+def test_crc32_combine_is_the_crc_of_the_concatenation(a: bytes, b: bytes) -> None:
+    assert crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(a + b)
+
+
+def test_crc32_combine_over_large_lengths() -> None:
+    a, b = os.urandom(1000), bytes(5_000_000) + b"x"
+    assert crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(a + b)
+
+
+def test_the_copier_copies_ranges_at_offsets_and_refuses_a_short_source(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    data = os.urandom(3_000_001)
+    src.write_bytes(data)
+    dst.write_bytes(b"head")
+    copier = RangeCopier(chunk=64 * 1024)  # many chunks per range
+    with open(src, "rb") as s, open(dst, "r+b") as d:
+        copier.copy(s.fileno(), 10, d.fileno(), 4, 2_000_000)
+        copier.copy(s.fileno(), 0, d.fileno(), 2_000_004, 7)
+        with pytest.raises(OSError, match="ended"):
+            copier.copy(s.fileno(), 2_999_990, d.fileno(), 2_000_011, 100)
+    got = dst.read_bytes()
+    assert got[:4] == b"head"
+    assert got[4:2_000_004] == data[10:2_000_010]
+    assert got[2_000_004:2_000_011] == data[:7]
+    assert got[2_000_011:] == data[2_999_990:]  # what the source had before it ended
+
+
+def _unzip_checks(path: Path) -> None:
+    with zipfile.ZipFile(path) as zf:
+        assert zf.testzip() is None
+    if shutil.which("unzip"):
+        subprocess.run(["unzip", "-tq", str(path)], check=True, capture_output=True)
+
+
+def test_a_member_of_writes_and_appended_ranges_checks(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    parts = [os.urandom(n) for n in (5, 70_000, 1, 300_000)]
+    spool.write_bytes(b"".join(parts))
+    out = tmp_path / "out.zip"
+    with ZipSink(out) as sink, open(spool, "rb") as f:
+        with sink.open_member("a.bin", compress=False) as w:
+            w.write(b"written first;")
+            offset = 0
+            for part in parts:
+                sink.append_range(w, f.fileno(), offset, len(part), zlib.crc32(part))
+                offset += len(part)
+            w.write(b";written last")
+        with sink.open_member("b.txt", compress=True) as w:  # deflated: copied through
+            sink.append_range(w, f.fileno(), 0, 5, zlib.crc32(parts[0]))
+        sink.add_file_known("c.bin", spool, crc=zlib.crc32(spool.read_bytes()), size=offset)
+    _unzip_checks(out)
+    with zipfile.ZipFile(out) as zf:
+        assert zf.read("a.bin") == b"written first;" + b"".join(parts) + b";written last"
+        assert zf.read("b.txt") == parts[0]
+        assert zf.read("c.bin") == spool.read_bytes()
+
+
+def test_runs_and_records_keep_each_subsets_order_in_direct_and_spilled_members(
+    tmp_path: Path,
+) -> None:
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    out = tmp_path / "out.zip"
+    options = WriteOptions(workdir=tmp_path)
+    assert takes_spans(options)
+    assert not takes_spans(WriteOptions(shards=2))
+    assert not takes_spans(WriteOptions(compression="gzip"))
+    unit = UnitSpool(str(spool_dir / "u1"))
+    with ZipSink(out) as sink:
+        writer = TfrecordWriter(sink, options, Notes())
+        writer.write_record("train", b"t0")  # the direct member
+        writer.write_record("val", b"v0")  # spilled
+        unit.add("train", b"t1")
+        unit.add("val", b"v1")
+        unit.add("train", b"t2")
+        first = unit.flush("train")
+        assert first is not None
+        writer.write_span(first)
+        writer.write_record("train", b"t3")
+        for span in unit.flush_all():
+            writer.write_span(span)
+        unit.close()
+        writer.write_record("val", b"v2")
+        writer.close(LabelMap.from_names(["cat"]))
+    _unzip_checks(out)
+    with zipfile.ZipFile(out) as zf:
+        train = list(iter_records(io.BytesIO(zf.read("train.tfrecord"))))
+        val = list(iter_records(io.BytesIO(zf.read("val.tfrecord"))))
+    assert train == [b"t0", b"t1", b"t2", b"t3"]
+    assert val == [b"v0", b"v1", b"v2"]
+
+
+def _voc(path: Path, n: int, *, bad: int | None = None) -> Path:
+    """A VOC zip whose items alternate between train and val, with labels first met late
+    (items the parent must resolve interleave with items a worker encodes)."""
+    ids = [f"{i:04d}" for i in range(n)]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for i in range(n):
+            labels = [LABELS[(i + k) % (1 + min(2, i // 40))] for k in range(1 + i % 3)]
+            xml = voc_xml(i, labels) if i != bad else "<annotation><filename>x"
+            zf.writestr(f"Annotations/{ids[i]}.xml", xml)
+            zf.writestr(f"JPEGImages/{ids[i]}.png", png(i))
+        zf.writestr("ImageSets/Main/train.txt", "".join(f"{i}\n" for i in ids[::2]))
+        zf.writestr("ImageSets/Main/val.txt", "".join(f"{i}\n" for i in ids[1::2]))
+        zf.writestr("labelmap.txt", "cat:::\n")  # dog and bird come from the objects
+    return path
+
+
+def _members(archive: Path) -> dict[str, bytes]:
+    with zipfile.ZipFile(archive) as zf:
+        return {n: zf.read(n) for n in zf.namelist()}
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{}, {"shards": 2}, {"compression": "gzip"}, {"masks": True}],
+    ids=["spooled", "shards", "gzip", "masks"],
+)
+def test_two_subsets_read_by_two_workers_give_the_single_process_archive(
+    tmp_path: Path, extra: dict[str, object]
+) -> None:
+    src = _voc(tmp_path / "in.zip", 300)
+    work = tmp_path / "work"
+    work.mkdir()
+    one = convert(src, tmp_path / "one.zip", ConvertOptions(jobs=1, **extra))  # type: ignore[arg-type]
+    two = convert(
+        src,
+        tmp_path / "two.zip",
+        ConvertOptions(jobs=2, **extra),  # type: ignore[arg-type]
+        workdir=work,
+    )
+    assert _members(tmp_path / "one.zip") == _members(tmp_path / "two.zip")
+    assert (one.items, one.objects, one.subsets, one.labels) == (
+        two.items,
+        two.objects,
+        two.subsets,
+        two.labels,
+    )
+    assert one.subsets == {"train": 150, "val": 150}
+    _unzip_checks(tmp_path / "two.zip")
+    assert list(work.iterdir()) == []  # no spool folder left
+
+
+def test_a_failing_unit_leaves_no_spool_file(tmp_path: Path) -> None:
+    src = _voc(tmp_path / "in.zip", 300, bad=250)
+    work = tmp_path / "work"
+    work.mkdir()
+    with pytest.raises(FormatError) as info:
+        convert(src, tmp_path / "out.zip", ConvertOptions(jobs=2), workdir=work)
+    assert info.value.member == "Annotations/0250.xml"
+    assert list(work.iterdir()) == []
+    assert not (tmp_path / "out.zip").exists()
+
+
+def test_a_full_work_folder_is_an_os_error_and_leaves_nothing(tmp_path: Path) -> None:
+    src = _voc(tmp_path / "in.zip", 400)
+    with mounted_tmpfs(tmp_path / "fs", "256k") as work:
+        filler = work / "filler"
+        filler.write_bytes(b"x" * (256 * 1024 - 8192))  # room for less than one unit's records
+        with pytest.raises(OSError) as info:
+            convert(src, tmp_path / "out.zip", ConvertOptions(jobs=2), workdir=work)
+        assert info.value.errno == 28  # ENOSPC, from a worker's spool write
+        assert list(work.iterdir()) == [filler]
+    assert not (tmp_path / "out.zip").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
