@@ -133,8 +133,9 @@ def alternate(
     before: Callable[[], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Each command ``repeat`` times, alternating (run 1 of each, then run 2 of each, ...),
-    ``out`` emptied before each run; those in ``once`` (minutes per run) run once. The
-    median of each; a command that is None is reported as skipped."""
+    ``out`` emptied and every file system synced before each run (so no run pays for the
+    write-back of the one before); those in ``once`` (minutes per run) run once. The median of
+    each; a command that is None is reported as skipped."""
     runs: dict[str, list[dict[str, Any]]] = {n: [] for n, c in cmds.items() if c is not None}
     for name in (n for n, c in cmds.items() if c is None):
         print(f"  {name:<14} skipped (peer missing: bash bench/setup_peers.sh)")
@@ -146,6 +147,8 @@ def alternate(
             out.mkdir(parents=True)
             if before is not None:
                 before()
+            # the previous run's output (about 1 GB) is flushed now, not during the next run
+            os.sync()
             runs[name].append(measure(cmd))
     shutil.rmtree(out, ignore_errors=True)
     results = {name: median(rs) for name, rs in runs.items()}
@@ -206,6 +209,20 @@ with zipfile.ZipFile(sys.argv[1]) as zf:
 
 def floor(archive: Path) -> list[str]:
     return [sys.executable, "-c", FLOOR, str(archive)]
+
+
+READ = """
+import sys
+buf = memoryview(bytearray(1 << 22))
+with open(sys.argv[1], "rb", buffering=0) as f:
+    while f.readinto(buf):
+        pass
+"""
+"""A file read once into one buffer, nothing else (the floor of reading a TFRecord)."""
+
+
+def read_floor(path: Path) -> list[str]:
+    return [sys.executable, "-c", READ, str(path)]
 
 
 def warm(*paths: Path) -> None:
