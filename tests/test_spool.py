@@ -23,7 +23,7 @@ from tfdrop.archive import ZipSink
 from tfdrop.archive.rawcopy import RangeCopier, crc32_combine
 from tfdrop.codec.model import LabelMap
 from tfdrop.convert import ConvertOptions, convert
-from tfdrop.errors import FormatError
+from tfdrop.errors import FormatError, TfdropError
 from tfdrop.formats import Notes, WriteOptions
 from tfdrop.formats.tfrecord import TfrecordWriter
 from tfdrop.formats.tfrecord.spool import UnitSpool, takes_spans
@@ -198,3 +198,91 @@ def test_a_full_work_folder_is_an_os_error_and_leaves_nothing(tmp_path: Path) ->
         assert list(work.iterdir()) == [filler]
     assert not (tmp_path / "out.zip").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+# --- found by the outside attack on the spooled path ------------------------------------------
+
+
+def _tfrecord_pair(tmp_path: Path) -> tuple[Path, Path]:
+    """Two TFRecord archives of the same layout and record sizes, labels cat vs dog."""
+    out = []
+    for label in ("cat", "dog"):
+        voc = tmp_path / f"voc-{label}.zip"
+        with zipfile.ZipFile(voc, "w") as zf:
+            for i in range(600):
+                zf.writestr(f"Annotations/{i:04d}.xml", voc_xml(i, [label]))
+                zf.writestr(f"JPEGImages/{i:04d}.png", png(1))
+        archive = tmp_path / f"{label}.zip"
+        convert(voc, archive, ConvertOptions(jobs=1))
+        out.append(archive)
+    assert out[0].stat().st_size == out[1].stat().st_size
+    return out[0], out[1]
+
+
+@pytest.mark.parametrize("how", ["copied-over", "rewritten", "bare-replaced"])
+def test_an_input_rewritten_while_workers_read_it_is_refused_not_mixed(
+    tmp_path: Path, how: str
+) -> None:
+    """A drop rewritten in place mid-run (``cp B.zip in.zip``) gave an archive of old and new
+    records that validated; work units read ranges, which have no CRC of their own."""
+    a, b = _tfrecord_pair(tmp_path)
+    if how == "bare-replaced":
+        folder = tmp_path / "bare"
+        folder.mkdir()
+        with zipfile.ZipFile(a) as zf:
+            zf.extractall(folder)
+        with zipfile.ZipFile(b) as zf:
+            new = zf.read("default.tfrecord")
+        src = folder / "default.tfrecord"
+
+        def act() -> None:
+            (folder / "new").write_bytes(new)
+            os.replace(folder / "new", src)
+    else:
+        src = tmp_path / "in.zip"
+        shutil.copyfile(a, src)
+
+        def act() -> None:
+            if how == "copied-over":
+                shutil.copyfile(b, src)
+            else:
+                with open(src, "r+b") as f:
+                    f.write(b.read_bytes())
+
+    done: list[int] = []
+
+    def progress(n: int, total: int | None) -> None:
+        if n == 100 and not done:
+            done.append(n)
+            act()
+
+    error: str | None = None
+    try:
+        report = convert(src, tmp_path / "out.zip", ConvertOptions(jobs=2), progress=progress)
+    except TfdropError as exc:
+        error = str(exc)
+    if error is not None:
+        assert "changed while it was read" in error
+        assert not (tmp_path / "out.zip").exists()
+    else:  # finishing is fine only with the old data throughout
+        assert report.labels == {"cat": 600}
+
+
+def test_member_order_is_the_same_whoever_encodes_the_records(tmp_path: Path) -> None:
+    """Item 0 in val (encoded by a worker), item 1 in train with a label the parent resolves:
+    the members came out train-first with two jobs, val-first with one."""
+    src = tmp_path / "in.zip"
+    with zipfile.ZipFile(src, "w") as zf:
+        for i in range(200):
+            label = "bird" if i == 1 else "cat"
+            zf.writestr(f"Annotations/{i:04d}.xml", voc_xml(i, [label]))
+            zf.writestr(f"JPEGImages/{i:04d}.png", png(i))
+        zf.writestr("ImageSets/Main/val.txt", "0000\n")
+        zf.writestr("ImageSets/Main/train.txt", "".join(f"{i:04d}\n" for i in range(1, 200)))
+        zf.writestr("labelmap.txt", "cat:::\n")
+    names = []
+    for jobs in (1, 2):
+        convert(src, tmp_path / f"out{jobs}.zip", ConvertOptions(jobs=jobs))
+        with zipfile.ZipFile(tmp_path / f"out{jobs}.zip") as zf:
+            names.append(zf.namelist())
+    assert names[0] == names[1] == ["val.tfrecord", "train.tfrecord", "label_map.pbtxt"]

@@ -380,6 +380,8 @@ def _write_entry(
         assert isinstance(writer, TfrecordWriter)
         if entry.record is not None:
             writer.write_record(entry.subset, entry.record)
+        else:  # its record comes in a later Span: the member still opens in item order
+            writer.open_subset(entry.subset)
         tally.add(entry.subset, entry.labels, masks=entry.masks, keypoints=entry.keypoints)
         return entry.subset, entry.labels
     if names_files:

@@ -25,7 +25,10 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shutil
+import signal
 import tempfile
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -51,6 +54,8 @@ UNIT_ITEMS: Final = 64
 """Most items in one unit: small enough to keep both cores busy to the end of a run."""
 UNIT_BYTES: Final = 16 << 20
 """Most declared bytes (annotations and images) in one unit: bounds the parent's memory."""
+ORPHAN_POLL_S: Final = 0.5
+"""How often a worker looks whether its parent still lives."""
 
 
 def default_jobs() -> int:
@@ -261,8 +266,26 @@ _FORKED_SOURCE: list[Source] = []
 reads with ``pread`` or by path, so sharing the descriptor is safe); a spawned one opens its own."""
 
 
+_STOPS: Final = frozenset({signal.SIGINT, signal.SIGTERM})
+
+
 def _init(spec: JobSpec) -> None:
+    # Ctrl-C reaches the whole process group: the parent stops the pool and says so once.
+    # Both signals were blocked across the fork (a Ctrl-C landing before this line would
+    # break the pool instead of interrupting it).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPS)
+    threading.Thread(target=_orphaned, args=(os.getppid(),), daemon=True).start()
     _STATE.append(_Worker(spec, _FORKED_SOURCE[0] if _FORKED_SOURCE else None))
+
+
+def _orphaned(parent: int) -> None:
+    """End this worker once its parent is gone (killed: nobody reads its results any more;
+    its pipes stay open between the workers, so it would otherwise wait forever)."""
+    while os.getppid() == parent:
+        time.sleep(ORPHAN_POLL_S)
+    os._exit(1)
 
 
 def _run(unit: object) -> UnitResult:
@@ -323,12 +346,8 @@ def _pooled(
         queue = iter(units)
         try:
             for unit in queue:
-                if not pending and source is not None and context.get_start_method() == "fork":
-                    _FORKED_SOURCE.append(source)  # the first submit forks every worker
-                    try:
-                        pending.append(pool.submit(_run, unit))
-                    finally:
-                        _FORKED_SOURCE.clear()
+                if not pending:  # the first submit starts the workers (fork: all of them)
+                    pending.append(_first_submit(pool, unit, source, context))
                     continue
                 pending.append(pool.submit(_run, unit))
                 if len(pending) >= window:
@@ -338,6 +357,25 @@ def _pooled(
         finally:
             for fut in pending:
                 fut.cancel()
+
+
+def _first_submit(
+    pool: ProcessPoolExecutor,
+    unit: object,
+    source: Source | None,
+    context: multiprocessing.context.BaseContext,
+) -> Future[UnitResult]:
+    """Submit the first unit, which starts the workers: with the parent's open source for
+    forked ones, and with SIGINT and SIGTERM blocked until each worker has set its own
+    handling (:func:`_init`); a signal that came meanwhile reaches the parent after."""
+    if source is not None and context.get_start_method() == "fork":
+        _FORKED_SOURCE.append(source)
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
+    try:
+        return pool.submit(_run, unit)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        _FORKED_SOURCE.clear()
 
 
 def _take(

@@ -2,15 +2,20 @@
 
 For inputs that are neither a zip nor a folder tree: bare TFRecord files beside each other (one
 file or its shard set, and the label map beside them; :func:`tfdrop.formats.tfrecord.bare_files`
-picks them). Members are the given names; each is read straight from its file.
+picks them). Members are the given names; each is read straight from its file, which must
+still be the file found when the source was made (work units reopen it in worker processes: a
+file replaced or rewritten meanwhile is refused, never mixed in).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, Self
+
+from tfdrop.archive.source import Stamp, check_stamp, stamp
 
 
 class FileSource:
@@ -19,6 +24,7 @@ class FileSource:
     def __init__(self, paths: Mapping[str, Path], *, label: str) -> None:
         self.label = label
         self._paths = dict(paths)
+        self._stamps: dict[str, Stamp] = {n: stamp(p.stat()) for n, p in self._paths.items()}
 
     def names(self) -> list[str]:
         return list(self._paths)
@@ -33,16 +39,24 @@ class FileSource:
         return next((n for n in self._paths if n.casefold() == name.casefold()), None)
 
     def open(self, name: str) -> BinaryIO:
-        return self._paths[name].open("rb")
+        f = self._paths[name].open("rb")
+        try:
+            self._check(f, name)
+        except BaseException:
+            f.close()
+            raise
+        return f
 
     def read_bytes(self, name: str, *, max_size: int) -> bytes:
-        with self._paths[name].open("rb") as f:
+        with self.open(name) as f:
             return f.read(max_size)
 
     def read_range(self, name: str, offset: int, size: int) -> bytes | None:
-        with self._paths[name].open("rb") as f:
-            f.seek(offset)
-            return f.read(size)
+        with self.open(name) as f:
+            return os.pread(f.fileno(), size, offset)
+
+    def _check(self, f: BinaryIO, name: str) -> None:
+        check_stamp(f.fileno(), self._stamps[name], archive=self.label, member=name)
 
     def close(self) -> None:
         """Nothing stays open between reads."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import unicodedata
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -309,6 +310,30 @@ class CheckedReader(io.RawIOBase, ABC):
 
     def _check_end(self) -> None:
         """Extra checks once all data is read."""
+
+
+Stamp = tuple[int, int, int, int]
+"""What identifies a file's contents between two reads: device, inode, size, mtime (ns)."""
+
+
+def stamp(st: os.stat_result) -> Stamp:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def check_stamp(fd: int, expected: Stamp, *, archive: str, member: str | None = None) -> None:
+    """Refuse a file that changed since ``expected`` was taken (rewritten in place, replaced
+    by another, grown or cut) while a conversion reads it.
+
+    Raises:
+        ArchiveError: It changed.
+    """
+    if stamp(os.fstat(fd)) != expected:
+        raise ArchiveError(
+            "the input changed while it was read (rewritten or replaced in place)",
+            archive=archive,
+            member=member,
+            hint="copy a finished file into the drop folder under a temp name, then rename it",
+        )
 
 
 def sorted_names(source: Source, *, suffixes: Sequence[str] = ()) -> list[str]:

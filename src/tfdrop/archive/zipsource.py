@@ -12,7 +12,7 @@ import stat
 import zlib
 from pathlib import Path
 
-from tfdrop.archive.source import CHUNK, BaseSource, CheckedReader
+from tfdrop.archive.source import CHUNK, BaseSource, CheckedReader, check_stamp, stamp
 from tfdrop.archive.zipdir import DEFLATED, ZipEntry, data_offset, read_directory
 from tfdrop.errors import ArchiveError, TfdropError, UnsafeArchiveError
 from tfdrop.limits import Limits
@@ -50,6 +50,7 @@ class ZipSource(BaseSource):
             f.close()
             raise
         self._file = f
+        self._stamp = stamp(os.fstat(fd))
         self._entries = {e.name: e for e in entries}
         self._starts: dict[str, int] = {}  # member -> offset of its data (read_range)
         super().__init__(label, {e.name: e.size for e in entries}, lim)
@@ -65,6 +66,9 @@ class ZipSource(BaseSource):
         entry = self.entry(name)
         if entry.method == DEFLATED and entry.size:
             return None
+        # a range has no CRC of its own: a zip rewritten in place (cp over it) would mix old
+        # and new records unseen, so the file must still be the one whose directory was read
+        check_stamp(self._file.fileno(), self._stamp, archive=self._label, member=name)
         start = self._starts.get(name)
         if start is None:
             start = self._starts[name] = data_offset(self._file.fileno(), entry, self._label)

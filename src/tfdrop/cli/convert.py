@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 
 from tfdrop.cli.common import (
     add_format_arguments,
@@ -18,7 +25,7 @@ from tfdrop.cli.common import (
 )
 from tfdrop.cli.progress import ProgressBar, on_terminal
 from tfdrop.config import FILES_RESERVED, MAX_JOBS, MAX_SHARDS, SUBSETS_ASSUMED
-from tfdrop.convert import ConvertOptions, convert
+from tfdrop.convert import ConvertOptions, Report, convert
 from tfdrop.daemon.fdlimit import raise_open_files
 from tfdrop.errors import TfdropError
 from tfdrop.labels import load_label_map
@@ -114,6 +121,32 @@ def _write_report(report_path: Path, text: str, out: Path) -> int:
     return 0
 
 
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+class Terminated(BaseException):
+    """SIGTERM while converting: unwinds like Ctrl-C, so the temp archive, the spool folder
+    and the worker pool are all cleaned up (``kill PID`` left them behind, found by an
+    outside attack)."""
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated
+
+
+@contextmanager
+def _terminable() -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated` here (the main thread only; restored after)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run(args: argparse.Namespace) -> int:
     src: Path = args.src
     if not src.exists():
@@ -124,12 +157,23 @@ def run(args: argparse.Namespace) -> int:
     conflict = output_conflict(src, out, args.label_map)
     if conflict is not None:
         return usage_error("convert", f"{conflict}; choose another -o")
+    report = _convert(args, src, out)
+    if isinstance(report, int):
+        return report
+    code = _write_report(report_path_of(out), json.dumps(report.to_dict(), indent=2) + "\n", out)
+    if code == 0 and not args.quiet:
+        print(report.summary())
+    return code
+
+
+def _convert(args: argparse.Namespace, src: Path, out: Path) -> Report | int:
+    """The conversion, or the exit code of its failure (the error printed)."""
     limits = limits_from_args(args)
     # every shard of every subset is open while writing (formats/tfrecord.py)
     raise_open_files(args.shards * SUBSETS_ASSUMED + FILES_RESERVED)
     progress = ProgressBar(enabled=on_terminal() and not args.quiet)
     try:
-        with progress:  # the bar is off the screen before an error is printed
+        with _terminable(), progress:  # the bar is off the screen before an error is printed
             label_map = load_label_map(args.label_map) if args.label_map else None
             options = ConvertOptions(
                 source_format=args.source,
@@ -143,12 +187,17 @@ def run(args: argparse.Namespace) -> int:
                 # more workers than cores only adds memory (each holds its own reader)
                 jobs=min(args.jobs or default_jobs(), default_jobs()),
             )
-            report = convert(src, out, options, progress=progress)
+            return convert(src, out, options, progress=progress)
+    except Terminated:
+        print("tfdrop: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except TfdropError as exc:
         return fail(str(exc), hint=exc.hint)
     except OSError as exc:
-        return fail(f"{exc.filename or src}: {exc.strerror or exc}")
-    code = _write_report(report_path_of(out), json.dumps(report.to_dict(), indent=2) + "\n", out)
-    if code == 0 and not args.quiet:
-        print(report.summary())
-    return code
+        if exc.filename is not None:
+            return fail(f"{exc.filename}: {exc.strerror or exc}")
+        return fail(
+            f"{exc.strerror or exc} while converting {src} into {out}",
+            hint=f"check the space and permissions of {out.parent} and of the temp folder "
+            f"{tempfile.gettempdir()} (TMPDIR)",
+        )

@@ -413,6 +413,11 @@ class TfrecordWriter:
         self._rr[subset or "default"] = i + 1
         outs[i % len(outs)].writer.write(record)
 
+    def open_subset(self, subset: str) -> None:
+        """Open the subset's output now, if it is not open yet (members are opened in the
+        order their subsets first come, whoever writes the records)."""
+        self._outputs(subset or "default")
+
     @property
     def takes_spans(self) -> bool:
         """Whether :meth:`write_span` may be used (an uncompressed, unsharded output)."""
