@@ -167,12 +167,19 @@ def _items(
     """The reader's items, prepared (:func:`tfdrop.units.prepare`): by a pool of worker
     processes when the source splits into work units and more than one job is asked for, else
     here (the same items either way)."""
-    if options.jobs > 1 and isinstance(reader, Splittable):
+    if options.jobs > 1 and isinstance(reader, Splittable) and _pool_pays(spec, options):
         units = reader.units(max_items=UNIT_ITEMS, max_bytes=UNIT_BYTES)
         if units is not None and len(units) > 1:
             jobs = min(options.jobs, len(units))
             return parallel_items(spec, units, jobs, notes, source=source)
     return (prepare(item, spec, notes) for item in reader.items())
+
+
+def _pool_pays(spec: JobSpec, options: ConvertOptions) -> bool:
+    """Whether workers save more than shipping their items to this process costs. Not for
+    TFRecord records written as another format: parsing a record is cheap next to pickling
+    its image back here (20,000 records to VOC: 12.6 s with two workers, 9.4 s with one)."""
+    return not (spec.source_format == "tfrecord" and options.target_format != "tfrecord")
 
 
 def convert(
