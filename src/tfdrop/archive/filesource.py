@@ -41,7 +41,7 @@ class FileSource:
     def open(self, name: str) -> BinaryIO:
         f = self._paths[name].open("rb")
         try:
-            self._check(f, name)
+            check_stamp(f.fileno(), self._stamps[name], archive=self.label, member=name)
         except BaseException:
             f.close()
             raise
@@ -54,9 +54,6 @@ class FileSource:
     def read_range(self, name: str, offset: int, size: int) -> bytes | None:
         with self.open(name) as f:
             return os.pread(f.fileno(), size, offset)
-
-    def _check(self, f: BinaryIO, name: str) -> None:
-        check_stamp(f.fileno(), self._stamps[name], archive=self.label, member=name)
 
     def close(self) -> None:
         """Nothing stays open between reads."""

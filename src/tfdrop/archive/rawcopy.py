@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Final
+from typing import IO, Final
 
 _POLY: Final = 0xEDB88320  # CRC-32 (zip, gzip), bit-reflected
 _TOP: Final = 1 << 31  # the polynomial 1 (x^0) in the reflected order
@@ -74,6 +74,13 @@ class RangeCopier:
     def __init__(self, chunk: int = _CHUNK) -> None:
         self._buf: bytearray | None = None
         self._chunk = chunk
+
+    def append(self, f: IO[bytes], pos: int, src_fd: int, src_offset: int, length: int) -> None:
+        """Copy ``length`` bytes of ``src_fd`` at ``src_offset`` to the buffered file ``f`` at
+        ``pos`` (its end), then leave ``f`` positioned after them."""
+        f.flush()
+        self.copy(src_fd, src_offset, f.fileno(), pos, length)
+        f.seek(pos + length)
 
     def copy(self, src_fd: int, src_offset: int, dst_fd: int, dst_offset: int, length: int) -> None:
         """Copy ``length`` bytes of ``src_fd`` at ``src_offset`` to ``dst_fd`` at

@@ -137,10 +137,7 @@ class ZipSink:
             _copy_through(member, fd, offset, length)
             return
         out: IO[bytes] = member._fileobj  # type: ignore[attr-defined]
-        out.flush()
-        pos = out.tell()
-        self.copier.copy(fd, offset, out.fileno(), pos, length)
-        out.seek(pos + length)
+        self.copier.append(out, out.tell(), fd, offset, length)
         member._crc = crc32_combine(member._crc, crc, length)  # type: ignore[attr-defined]
         member._file_size += length  # type: ignore[attr-defined]
         member._compress_size += length  # type: ignore[attr-defined]

@@ -336,9 +336,7 @@ class _CrcFile:
         return self._f.write(data)
 
     def append(self, fd: int, span: Span, copier: RangeCopier) -> None:
-        self._f.flush()
-        copier.copy(fd, span.offset, self._f.fileno(), self.size, span.length)
-        self._f.seek(self.size + span.length)
+        copier.append(self._f, self.size, fd, span.offset, span.length)
         self.crc = crc32_combine(self.crc, span.crc, span.length)
         self.size += span.length
 
@@ -418,15 +416,10 @@ class TfrecordWriter:
         order their subsets first come, whoever writes the records)."""
         self._outputs(subset or "default")
 
-    @property
-    def takes_spans(self) -> bool:
-        """Whether :meth:`write_span` may be used (an uncompressed, unsharded output)."""
-        return takes_spans(self.options)
-
     def write_span(self, span: Span) -> None:
         """Append a run of framed records a worker process spooled (:mod:`.spool`), after
         every record written so far to its subset (copied without a Python object per record)."""
-        if not self.takes_spans:
+        if not takes_spans(self.options):
             raise ValueError("spooled runs need an uncompressed, unsharded output")
         subset = span.subset or "default"
         out = self._outputs(subset)[0]
