@@ -143,9 +143,9 @@ def test_file_that_grows_or_shrinks_while_read_is_an_archive_error(tmp_path: Pat
         src.read_bytes("labelmap.txt", max_size=MiB)
     assert info.value.member == "labelmap.txt"
     target.write_bytes(b"x")
-    with pytest.raises(ArchiveError, match="ends after 1 bytes"):
+    with pytest.raises(ArchiveError, match="changed while it was read"):
         src.read_bytes("labelmap.txt", max_size=MiB)
-    with src.open("labelmap.txt") as f, pytest.raises(ArchiveError, match="ends after 1 bytes"):
+    with src.open("labelmap.txt") as f, pytest.raises(ArchiveError, match="changed while"):
         f.read(MiB)  # a large read goes straight into the caller's buffer
 
 

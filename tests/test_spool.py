@@ -219,14 +219,31 @@ def _tfrecord_pair(tmp_path: Path) -> tuple[Path, Path]:
     return out[0], out[1]
 
 
-@pytest.mark.parametrize("how", ["copied-over", "rewritten", "bare-replaced"])
+@pytest.mark.parametrize("jobs", [1, 2])
+@pytest.mark.parametrize(
+    "how", ["copied-over", "rewritten", "rewritten-mtime-kept", "bare-replaced", "bare-rewritten"]
+)
 def test_an_input_rewritten_while_workers_read_it_is_refused_not_mixed(
-    tmp_path: Path, how: str
+    tmp_path: Path, how: str, jobs: int
 ) -> None:
     """A drop rewritten in place mid-run (``cp B.zip in.zip``) gave an archive of old and new
-    records that validated; work units read ranges, which have no CRC of their own."""
+    records that validated; work units read ranges, which have no CRC of their own. The
+    second attack found the same for a bare ``.tfrecord`` rewritten in place (checked only
+    when opened) and for a same-size rewrite whose mtime was put back."""
     a, b = _tfrecord_pair(tmp_path)
-    if how == "bare-replaced":
+    if how == "bare-rewritten":
+        folder = tmp_path / "bare"
+        folder.mkdir()
+        with zipfile.ZipFile(a) as zf:
+            zf.extractall(folder)
+        with zipfile.ZipFile(b) as zf:
+            new = zf.read("default.tfrecord")
+        src = folder / "default.tfrecord"
+
+        def act() -> None:
+            with open(src, "r+b") as f:
+                f.write(new)
+    elif how == "bare-replaced":
         folder = tmp_path / "bare"
         folder.mkdir()
         with zipfile.ZipFile(a) as zf:
@@ -243,11 +260,14 @@ def test_an_input_rewritten_while_workers_read_it_is_refused_not_mixed(
         shutil.copyfile(a, src)
 
         def act() -> None:
+            before = src.stat()
             if how == "copied-over":
                 shutil.copyfile(b, src)
             else:
                 with open(src, "r+b") as f:
                     f.write(b.read_bytes())
+            if how == "rewritten-mtime-kept":
+                os.utime(src, ns=(before.st_atime_ns, before.st_mtime_ns))
 
     done: list[int] = []
 
@@ -258,7 +278,7 @@ def test_an_input_rewritten_while_workers_read_it_is_refused_not_mixed(
 
     error: str | None = None
     try:
-        report = convert(src, tmp_path / "out.zip", ConvertOptions(jobs=2), progress=progress)
+        report = convert(src, tmp_path / "out.zip", ConvertOptions(jobs=jobs), progress=progress)
     except TfdropError as exc:
         error = str(exc)
     if error is not None:

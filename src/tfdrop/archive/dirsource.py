@@ -14,8 +14,9 @@ import stat
 from pathlib import Path
 
 from tfdrop.archive.limits import normalize_name
-from tfdrop.archive.source import CHUNK, BaseSource, CheckedReader
-from tfdrop.errors import ArchiveError, TfdropError, UnsafeArchiveError
+from tfdrop.archive.plainfile import FileReader, pread_exact
+from tfdrop.archive.source import BaseSource, CheckedReader, Stamp, stamp
+from tfdrop.errors import ArchiveError, UnsafeArchiveError
 from tfdrop.limits import Limits
 
 
@@ -39,9 +40,11 @@ class DirSource(BaseSource):
             raise ArchiveError("not a folder", archive=label)
         self._real_root = os.path.realpath(self.root)
         self._paths: dict[str, str] = {}
+        self._stamps: dict[str, Stamp] = {}
         sizes: dict[str, int] = {}
         total = 0
-        for rel, size in self._walk(label, lim):
+        for rel, st in self._walk(label, lim):
+            size = st.st_size
             name, _ = normalize_name(rel, archive=label, limits=lim)
             if name in sizes:
                 raise UnsafeArchiveError("duplicate member name", archive=label, member=name)
@@ -51,13 +54,14 @@ class DirSource(BaseSource):
             lim.check_total(total, label, name)
             sizes[name] = size
             self._paths[name] = rel
+            self._stamps[name] = stamp(st)
         super().__init__(label, sizes, lim)
 
     def _inside(self, real: str) -> bool:
         return real == self._real_root or real.startswith(self._real_root + os.sep)
 
-    def _walk(self, label: str, lim: Limits) -> list[tuple[str, int]]:
-        out: list[tuple[str, int]] = []
+    def _walk(self, label: str, lim: Limits) -> list[tuple[str, os.stat_result]]:
+        out: list[tuple[str, os.stat_result]] = []
         stack = [""]
         seen = 0  # files and folders, as a zip's entry count includes folder entries
         while stack:
@@ -88,13 +92,13 @@ class DirSource(BaseSource):
                 if stat.S_ISDIR(st.st_mode):
                     subdirs.append(rel)
                 elif stat.S_ISREG(st.st_mode):
-                    out.append((rel, st.st_size))
+                    out.append((rel, st))
                 else:
                     raise UnsafeArchiveError(
                         "not a regular file (pipe, device or socket)", archive=label, member=rel
                     )
             stack.extend(reversed(subdirs))
-        out.sort()
+        out.sort(key=lambda pair: pair[0])
         return out
 
     def path_of(self, name: str) -> Path:
@@ -103,19 +107,16 @@ class DirSource(BaseSource):
         return self.root / self._paths[name]
 
     def _open_raw(self, name: str, size: int) -> CheckedReader:
-        return _FileReader(self._open_fd(name), self._label, name, size)
+        return FileReader(self._open_fd(name), self._label, name, size, self._stamps[name])
 
     def _pread(self, name: str, offset: int, size: int) -> bytes | None:
         fd = self._open_fd(name)
         try:
-            data = os.pread(fd, size, offset)
+            return pread_exact(
+                fd, offset, size, self._stamps[name], archive=self._label, member=name
+            )
         finally:
             os.close(fd)
-        if len(data) != size:
-            raise ArchiveError(
-                "file shrank while the folder was read", archive=self._label, member=name
-            )
-        return data
 
     def _open_fd(self, name: str) -> int:
         path = os.path.join(self.root, self._paths[name])
@@ -135,39 +136,3 @@ class DirSource(BaseSource):
             os.close(fd)
             raise UnsafeArchiveError("not a regular file", archive=self._label, member=name)
         return fd
-
-
-class _FileReader(CheckedReader):
-    def __init__(self, fd: int, archive: str, member: str, size: int) -> None:
-        super().__init__(archive, member, size)
-        self._fd = fd
-        self._eof = False
-
-    def close(self) -> None:
-        if not self.closed:
-            os.close(self._fd)
-        super().close()
-
-    def _read_into(self, view: memoryview) -> int | None:
-        left = self.declared - self.produced
-        if left <= 0:
-            return None  # the end probe goes through _produce
-        n = os.readv(self._fd, [view[:left]])
-        self._eof = n == 0
-        return n
-
-    def _produce(self, want: int) -> bytes:
-        left = self.declared - self.produced
-        # Once the listed size is read, probe one more byte so a growing file is noticed.
-        data = os.read(self._fd, min(want, CHUNK, left) if left > 0 else 1)
-        self._eof = not data
-        return data
-
-    def _at_end(self) -> bool:
-        return self._eof
-
-    def _too_long(self) -> TfdropError:
-        return ArchiveError(
-            f"file grew past its listed size of {self.declared} bytes while being read",
-            hint="the drop was still being written; it will be retried once settled",
-        )

@@ -3,19 +3,23 @@
 For inputs that are neither a zip nor a folder tree: bare TFRecord files beside each other (one
 file or its shard set, and the label map beside them; :func:`tfdrop.formats.tfrecord.bare_files`
 picks them). Members are the given names; each is read straight from its file, which must
-still be the file found when the source was made (work units reopen it in worker processes: a
-file replaced or rewritten meanwhile is refused, never mixed in).
+still be the file found when the source was made, until its last byte is read (work units
+reopen it in worker processes: a file replaced or rewritten meanwhile, even mid-read, is
+refused, never mixed in).
 """
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, Self
 
-from tfdrop.archive.source import Stamp, check_stamp, stamp
+from tfdrop.archive.plainfile import FileReader, pread_exact
+from tfdrop.archive.source import BUFFER, Stamp, check_stamp, stamp
+from tfdrop.errors import ArchiveError
 
 
 class FileSource:
@@ -30,7 +34,7 @@ class FileSource:
         return list(self._paths)
 
     def size(self, name: str) -> int:
-        return self._paths[name].stat().st_size
+        return self._stamps[name][2]
 
     def exists(self, name: str) -> bool:
         return name in self._paths
@@ -39,21 +43,41 @@ class FileSource:
         return next((n for n in self._paths if n.casefold() == name.casefold()), None)
 
     def open(self, name: str) -> BinaryIO:
-        f = self._paths[name].open("rb")
-        try:
-            check_stamp(f.fileno(), self._stamps[name], archive=self.label, member=name)
-        except BaseException:
-            f.close()
-            raise
-        return f
+        return io.BufferedReader(self._reader(name), buffer_size=BUFFER)
 
     def read_bytes(self, name: str, *, max_size: int) -> bytes:
-        with self.open(name) as f:
-            return f.read(max_size)
+        size = self.size(name)
+        if size > max_size:
+            raise ArchiveError(
+                f"file is {size} bytes, over the {max_size}-byte cap for reading it whole",
+                archive=self.label,
+                member=name,
+                hint="the file is unexpectedly large; check the export",
+            )
+        with self._reader(name) as raw:
+            return raw.readall()
 
     def read_range(self, name: str, offset: int, size: int) -> bytes | None:
-        with self.open(name) as f:
-            return os.pread(f.fileno(), size, offset)
+        fd = self._open_fd(name)
+        try:
+            return pread_exact(
+                fd, offset, size, self._stamps[name], archive=self.label, member=name
+            )
+        finally:
+            os.close(fd)
+
+    def _reader(self, name: str) -> FileReader:
+        st = self._stamps[name]
+        return FileReader(self._open_fd(name), self.label, name, st[2], st)
+
+    def _open_fd(self, name: str) -> int:
+        fd = os.open(self._paths[name], os.O_RDONLY)
+        try:
+            check_stamp(fd, self._stamps[name], archive=self.label, member=name)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def close(self) -> None:
         """Nothing stays open between reads."""

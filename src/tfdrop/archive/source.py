@@ -312,12 +312,14 @@ class CheckedReader(io.RawIOBase, ABC):
         """Extra checks once all data is read."""
 
 
-Stamp = tuple[int, int, int, int]
-"""What identifies a file's contents between two reads: device, inode, size, mtime (ns)."""
+Stamp = tuple[int, int, int, int, int]
+"""What identifies a file's contents between two reads: device, inode, size, mtime and ctime
+(ns). The ctime is the one a writer cannot set back: a same-size rewrite whose mtime was
+restored (``os.utime``, ``touch -r``, ``rsync --times``) still moves it."""
 
 
 def stamp(st: os.stat_result) -> Stamp:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def check_stamp(fd: int, expected: Stamp, *, archive: str, member: str | None = None) -> None:

@@ -12,7 +12,7 @@ import stat
 import zlib
 from pathlib import Path
 
-from tfdrop.archive.source import CHUNK, BaseSource, CheckedReader, check_stamp, stamp
+from tfdrop.archive.source import CHUNK, BaseSource, CheckedReader, Stamp, check_stamp, stamp
 from tfdrop.archive.zipdir import DEFLATED, ZipEntry, data_offset, read_directory
 from tfdrop.errors import ArchiveError, TfdropError, UnsafeArchiveError
 from tfdrop.limits import Limits
@@ -73,6 +73,8 @@ class ZipSource(BaseSource):
         if start is None:
             start = self._starts[name] = data_offset(self._file.fileno(), entry, self._label)
         data = os.pread(self._file.fileno(), size, start + offset)
+        # and checked again after it: a rewrite during the read is refused too
+        check_stamp(self._file.fileno(), self._stamp, archive=self._label, member=name)
         if len(data) != size:
             raise ArchiveError(
                 "truncated: member data ends early",
@@ -93,13 +95,18 @@ class ZipSource(BaseSource):
             raise ValueError(f"{self._label} is closed")
         start = data_offset(self._file.fileno(), entry, self._label)
         # A duplicated descriptor per member: readers stay valid, and safe, after close().
-        return _ZipMemberReader(os.dup(self._file.fileno()), entry, start, self._label)
+        fd = os.dup(self._file.fileno())
+        return _ZipMemberReader(fd, entry, start, self._label, self._stamp)
 
 
 class _ZipMemberReader(CheckedReader):
-    def __init__(self, fd: int, entry: ZipEntry, start: int, archive: str) -> None:
+    """A member's bytes, inflated and CRC-checked; any fault in them is first checked against
+    the zip's stamp, so a zip rewritten while it is read says so instead of "corrupt"."""
+
+    def __init__(self, fd: int, entry: ZipEntry, start: int, archive: str, stamp: Stamp) -> None:
         super().__init__(archive, entry.name, entry.size)
         self._fd = fd
+        self._stamp = stamp
         self._entry = entry
         self._pos = start
         self._left = entry.compressed_size
@@ -118,6 +125,7 @@ class _ZipMemberReader(CheckedReader):
         n = min(n, self._left)
         data = os.pread(self._fd, n, self._pos)
         if len(data) != n:
+            self._changed()
             raise ArchiveError(
                 "truncated: member data ends early", offset=self._pos, hint=_CORRUPT_HINT
             )
@@ -131,6 +139,7 @@ class _ZipMemberReader(CheckedReader):
             return None
         got = os.preadv(self._fd, [view[:n]], self._pos)
         if got != n:
+            self._changed()
             raise ArchiveError(
                 "truncated: member data ends early", offset=self._pos, hint=_CORRUPT_HINT
             )
@@ -150,6 +159,7 @@ class _ZipMemberReader(CheckedReader):
             elif self._left > 0:
                 src = self._read_input(CHUNK)
             else:
+                self._changed()
                 raise ArchiveError(
                     "truncated: deflate data ends before the end of the member",
                     hint=_CORRUPT_HINT,
@@ -158,6 +168,7 @@ class _ZipMemberReader(CheckedReader):
                 # max_length bounds each step: a bomb inflates one chunk at a time.
                 out = self._inflate.decompress(src, min(want, CHUNK))
             except zlib.error as exc:
+                self._changed()
                 raise ArchiveError(f"corrupt deflate data ({exc})", hint=_CORRUPT_HINT) from exc
         self._crc = zlib.crc32(out, self._crc)
         return out
@@ -168,13 +179,18 @@ class _ZipMemberReader(CheckedReader):
         return self._inflate.eof
 
     def _too_long(self) -> TfdropError:
+        self._changed()
         return UnsafeArchiveError(
             f"member inflates past its declared size of {self.declared} bytes "
             "(lying header or zip bomb)"
         )
 
+    def _changed(self) -> None:
+        check_stamp(self._fd, self._stamp, archive=self.archive, member=self.member)
+
     def _check_end(self) -> None:
         if self._crc != self._entry.crc:
+            self._changed()
             raise ArchiveError(
                 f"bad CRC-32 (stored {self._entry.crc:08x}, data {self._crc:08x})",
                 hint=_CORRUPT_HINT,
