@@ -97,3 +97,77 @@ def test_workers_end_when_their_parent_is_killed(big_voc: Path, tmp_path: Path) 
     proc.kill()
     proc.communicate(timeout=60)
     assert _gone(workers), "a worker outlived its killed parent"
+
+
+# --- found by the second outside attack -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("first", "then", "code", "said"),
+    [
+        (signal.SIGTERM, signal.SIGINT, 143, "tfdrop: terminated"),
+        (signal.SIGTERM, signal.SIGTERM, 143, "tfdrop: terminated"),
+        (signal.SIGINT, signal.SIGTERM, 130, "tfdrop: interrupted"),
+    ],
+    ids=["term-then-int", "term-twice", "int-then-term"],
+)
+def test_a_second_signal_during_cleanup_lets_it_finish(
+    big_voc: Path, tmp_path: Path, first: int, then: int, code: int, said: str
+) -> None:
+    """SIGTERM then Ctrl-C 10 ms later hung until killed, workers waiting; a second SIGTERM
+    killed the process (-15) before the spool folder was removed."""
+    proc, work = _start(big_voc, tmp_path)
+    workers = _workers_running(proc, work)
+    proc.send_signal(first)
+    for _ in range(20):  # the second signal lands wherever the cleanup is by then
+        time.sleep(0.01)
+        if proc.poll() is not None:
+            break
+        proc.send_signal(then)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert err.decode().strip() == said
+    assert _gone(workers)
+    assert list((tmp_path / "out").iterdir()) == []
+    assert list(work.iterdir()) == []
+
+
+_INTERRUPT_ON_IMPORT = """
+import os, signal, sys
+
+class _CtrlC:
+    # a Ctrl-C that lands exactly while tfdrop imports {module}
+    def find_spec(self, name, path=None, target=None):
+        if name == {module!r}:
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, _CtrlC())
+"""
+
+
+@pytest.mark.parametrize(
+    ("argv", "module"),
+    [
+        (["--version"], "tfdrop.cli"),
+        (["validate", "x.zip"], "tfdrop.cli.validate"),
+        (["convert", "x.zip", "--to", "voc"], "tfdrop.convert"),
+        (["convert", "x.zip", "--to", "voc"], "tfdrop.formats"),
+    ],
+)
+def test_ctrl_c_while_the_cli_imports_is_one_line(
+    tmp_path: Path, argv: list[str], module: str
+) -> None:
+    """A Ctrl-C during the start-up imports printed a KeyboardInterrupt traceback. The
+    interrupt is raised by an import hook (``sitecustomize``) as the named module is
+    imported, through the real console script, so it lands there every time."""
+    (tmp_path / "sitecustomize.py").write_text(_INTERRUPT_ON_IMPORT.format(module=module))
+    script = Path(sys.executable).with_name("tfdrop")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    for cmd in ([str(script), *argv], [sys.executable, "-m", "tfdrop", *argv]):
+        proc = subprocess.run(
+            cmd, env=env, capture_output=True, timeout=60, cwd=tmp_path, check=False
+        )
+        assert proc.returncode == 130, proc.stderr
+        assert proc.stderr.decode() == "tfdrop: interrupted\n"

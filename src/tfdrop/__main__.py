@@ -4,6 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from tfdrop.cli import main
+from tfdrop._console import main
 
 sys.exit(main())

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -163,7 +164,7 @@ def _box_masks(options: ConvertOptions) -> bool:
 
 def _items(
     reader: Reader, spec: JobSpec, options: ConvertOptions, notes: Notes, source: Source
-) -> Iterator[Item | Encoded | Span]:
+) -> Generator[Item | Encoded | Span, None, None]:
     """The reader's items, prepared (:func:`tfdrop.units.prepare`): by a pool of worker
     processes when the source splits into work units and more than one job is asked for, else
     here (the same items either way)."""
@@ -240,7 +241,9 @@ def convert(
             )
             stream = _items(reader, job, options, notes, source)
             tally = Tally()
-            with atomic_path(out) as tmp:
+            # closed here, not when collected: an error or a signal stops the pool and removes
+            # the spool folder before it leaves this function
+            with closing(stream), atomic_path(out) as tmp:
                 tick = _ticker(progress, reader)
                 counts, members = _write(stream, resolver, tmp, wopts, options, notes, tick, tally)
                 validated = validate_archive(

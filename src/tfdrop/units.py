@@ -30,7 +30,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
@@ -307,7 +307,7 @@ def parallel_items(
     on_unit: Callable[[], None] | None = None,
     *,
     source: Source | None = None,
-) -> Iterator[Item | Encoded | Span]:
+) -> Generator[Item | Encoded | Span, None, None]:
     """Every item of ``units``, read by ``jobs`` worker processes, yielded in unit order
     (with a TFRecord target that takes spooled runs, :class:`Span` entries carry the records).
     ``source``: the parent's open source of ``spec.src``, which forked workers read through.

@@ -122,29 +122,48 @@ def _write_report(report_path: Path, text: str, out: Path) -> int:
 
 
 EXIT_TERMINATED = 128 + signal.SIGTERM
+EXIT_INTERRUPTED = 128 + signal.SIGINT
+_STOPS = (signal.SIGINT, signal.SIGTERM)
 
 
 class Terminated(BaseException):
-    """SIGTERM while converting: unwinds like Ctrl-C, so the temp archive, the spool folder
-    and the worker pool are all cleaned up (``kill PID`` left them behind, found by an
-    outside attack)."""
+    """Ctrl-C or SIGTERM while converting: unwinds the conversion, so the temp archive, the
+    spool folder and the worker pool are all cleaned up (``kill PID`` left them behind, found
+    by an outside attack)."""
 
-
-def _raise_terminated(signum: int, frame: FrameType | None) -> None:
-    raise Terminated
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 @contextmanager
 def _terminable() -> Iterator[None]:
-    """SIGTERM raises :class:`Terminated` here (the main thread only; restored after)."""
+    """The first SIGINT or SIGTERM raises :class:`Terminated` here; any later one is ignored,
+    so cleanup runs to its end (the main thread only; the previous handlers are restored after
+    a block that no signal stopped).
+
+    A second signal used to break the cleanup it landed in: SIGTERM then Ctrl-C hung in the
+    pool's shutdown, and a second SIGTERM killed the process before the spool folder was
+    removed (the second outside attack). Cleanup is bounded (a unit in flight, a folder to
+    remove), and SIGKILL still ends it at once.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    stopped: list[int] = []
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        if not stopped:
+            stopped.append(signum)
+            raise Terminated(signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in _STOPS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            # once stopped, the process only says so and exits: later signals change nothing
+            signal.signal(sig, signal.SIG_IGN if stopped else handler)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -188,7 +207,10 @@ def _convert(args: argparse.Namespace, src: Path, out: Path) -> Report | int:
                 jobs=min(args.jobs or default_jobs(), default_jobs()),
             )
             return convert(src, out, options, progress=progress)
-    except Terminated:
+    except Terminated as stop:
+        if stop.signum == signal.SIGINT:
+            print("tfdrop: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
         print("tfdrop: terminated", file=sys.stderr)
         return EXIT_TERMINATED
     except TfdropError as exc:
