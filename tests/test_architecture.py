@@ -25,6 +25,7 @@ ROOMS: dict[str, str] = {
     "tfdrop.codec": "codec",
     "tfdrop.stream": "shell",
     "tfdrop.publish": "shell",
+    "tfdrop.leftovers": "shell",
     "tfdrop.shards": "shell",
     "tfdrop.archive": "archive",
     "tfdrop.formats": "formats",

@@ -262,6 +262,37 @@ def test_a_killed_writer_leaves_only_a_temp_that_cleanup_removes(tmp_path: Path)
     assert list(tmp_path.iterdir()) == []
 
 
+def test_cleanup_never_takes_a_temp_a_live_writer_holds_however_old(tmp_path: Path) -> None:
+    """The CLI sweeps its output folder when it starts: another run's temp archive in the
+    same folder is held (flock) while written, so it is spared whatever its mtime."""
+    script = (
+        "import sys, time\n"
+        "from tfdrop.publish import atomic_write\n"
+        "with atomic_write(sys.argv[1]) as f:\n"
+        "    print('writing', flush=True)\n"
+        "    sys.stdin.readline()\n"
+        "    f.write(b'done')\n"
+    )
+    final = tmp_path / "out.zip"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(final)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdin is not None
+    assert proc.stdout.readline() == "writing\n"
+    (tmp,) = tmp_path.iterdir()
+    an_hour_ago = time.time() - 3600
+    os.utime(tmp, (an_hour_ago, an_hour_ago))
+    assert cleanup_temps(tmp_path, min_age=600) == []
+    proc.stdin.write("\n")
+    proc.stdin.close()
+    assert proc.wait(timeout=60) == 0
+    assert final.read_bytes() == b"done"
+
+
 def test_fsync_dir_accepts_a_folder_and_rejects_a_missing_one(tmp_path: Path) -> None:
     fsync_dir(tmp_path)
     with pytest.raises(FileNotFoundError):

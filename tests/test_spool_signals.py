@@ -48,7 +48,7 @@ def _workers_running(proc: subprocess.Popen[bytes], work: Path) -> list[psutil.P
     """Wait until the spool folder is made and both workers forked; the workers."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        spools = list(work.glob(".tfdrop-spool-*"))
+        spools = list(work.glob(".tfdrop-run-*/.tfdrop-spool-*"))
         if spools:
             kids = psutil.Process(proc.pid).children()
             if len(kids) >= 2:
@@ -171,3 +171,57 @@ def test_ctrl_c_while_the_cli_imports_is_one_line(
         )
         assert proc.returncode == 130, proc.stderr
         assert proc.stderr.decode() == "tfdrop: interrupted\n"
+
+
+def _age(paths: list[Path], seconds: float = 3600) -> None:
+    """Set back the mtimes (leftovers are taken only once a few seconds old)."""
+    for p in paths:
+        t = time.time() - seconds
+        os.utime(p, (t, t), follow_symlinks=False)
+
+
+def _leftovers(tmp: Path, work: Path) -> list[Path]:
+    return sorted([*(tmp / "out").iterdir(), *work.iterdir()])
+
+
+def _another_run(tmp: Path, work: Path, name: str) -> Path:
+    """A small conversion into the same output and temp folders; its output."""
+    src = tmp / f"{name}.zip"
+    with zipfile.ZipFile(src, "w") as zf:
+        zf.writestr("Annotations/a.xml", voc_xml(0, ["cat"]))
+        zf.writestr("JPEGImages/0000.png", png(0))
+    out = tmp / "out" / f"{name}.zip"
+    cmd = [sys.executable, "-m", "tfdrop", "convert", str(src), "--to", "tfrecord", "-o", str(out)]
+    env = dict(os.environ, TMPDIR=str(work))
+    subprocess.run([*cmd, "--quiet"], env=env, check=True, timeout=120)
+    return out
+
+
+def test_what_a_killed_run_leaves_the_next_run_removes(big_voc: Path, tmp_path: Path) -> None:
+    """SIGKILL left the temp archive and the spool folder for good (second outside attack)."""
+    proc, work = _start(big_voc, tmp_path)
+    workers = _workers_running(proc, work)
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert _gone(workers)
+    left = _leftovers(tmp_path, work)
+    assert any(p.name.endswith(".tmp") for p in left)  # the temp archive
+    assert any(p.name.startswith(".tfdrop-run-") for p in left)  # the spool lives in here
+    _age(left)
+    out = _another_run(tmp_path, work, "small")
+    assert _leftovers(tmp_path, work) == sorted([out, out.with_name("small.report.json")])
+
+
+def test_a_live_run_keeps_its_temps_whatever_their_age(big_voc: Path, tmp_path: Path) -> None:
+    """The next run removes only what no live process holds, however old it looks."""
+    proc, work = _start(big_voc, tmp_path)
+    _workers_running(proc, work)
+    live = _leftovers(tmp_path, work)
+    _age(live)
+    _another_run(tmp_path, work, "other")
+    assert all(p.exists() for p in live)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == ["other.report.json", "other.zip", "out.report.json", "out.zip"]
+    assert list(work.iterdir()) == []

@@ -45,6 +45,7 @@ from tfdrop.formats.tfrecord.spool import Span
 from tfdrop.handoff import Tally, TrainingSummary, summarize
 from tfdrop.inputs import open_input
 from tfdrop.labels import LabelResolver, warn_renumbered
+from tfdrop.leftovers import run_folder
 from tfdrop.limits import DEFAULT_LIMITS, Limits
 from tfdrop.publish import atomic_path
 from tfdrop.readback import Written, validate_archive
@@ -195,7 +196,9 @@ def convert(
 
     ``out`` appears only complete and validated (temp name, fsync, rename). ``progress`` gets
     the number of items done and the total (None when the source's index does not tell); an
-    exception it raises aborts the conversion (no output).
+    exception it raises aborts the conversion (no output). Temp files go in a working folder
+    of the run's own in ``workdir`` (the temp folder when None), removed after it; those of
+    killed runs are removed when the next run starts (:mod:`tfdrop.leftovers`).
 
     Raises:
         DataError: the input is malformed (its fields say where); nothing is written.
@@ -206,7 +209,7 @@ def convert(
     if options.target_format not in FORMATS or FORMATS[options.target_format].open_writer is None:
         raise ValueError(f"cannot write format {options.target_format!r}")
     notes = Notes()
-    with open_input(src, options.limits) as source:
+    with open_input(src, options.limits) as source, run_folder(workdir) as work:
         fmt = options.source_format
         if fmt == "auto":
             fmt = detect_format(source.names(), archive=str(src))
@@ -217,7 +220,7 @@ def convert(
             read = ReadOptions(
                 masks=options.masks,
                 images=options.images,
-                workdir=workdir,
+                workdir=work,
                 limits=options.limits,
             )
             reader = spec.open_reader(source, read, notes)
@@ -235,7 +238,7 @@ def convert(
                 _scan_keypoints(spec.open_reader(source, replace(read, images=False), Notes()),
                                 resolver)  # fmt: skip
             layout = resolver.map.keypoint_layout
-            wopts = replace(_write_options(options, workdir), keypoints=layout)
+            wopts = replace(_write_options(options, work), keypoints=layout)
             job = JobSpec(
                 src, fmt, read, resolver.map, _box_masks(options), wopts if encode else None
             )

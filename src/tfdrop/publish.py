@@ -26,6 +26,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from tfdrop.leftovers import claim, hold
+
 _COPY_CHUNK = 1 << 20
 TEMP_MARK = ".tfdrop-"
 """The mark in the temp names of a publisher that gives none (the CLI)."""
@@ -98,15 +100,17 @@ def temp_path(final: Path, mark: str = TEMP_MARK) -> Path:
     return final.with_name(f".{temp_base(final.name, 1 + len(tail))}{tail}")
 
 
-def _make_temp(final: Path, mark: str) -> Path:
-    """Create (exclusively) and return a fresh temp file beside ``final``."""
+def _make_temp(final: Path, mark: str) -> tuple[Path, int]:
+    """Create (exclusively) a fresh temp file beside ``final``: its path, and a descriptor
+    that holds it (:func:`tfdrop.leftovers.hold`) until closed."""
     for _ in range(100):
         tmp = temp_path(final, mark)
         try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             continue
-        return tmp
+        hold(fd)
+        return tmp, fd
     raise FileExistsError(errno.EEXIST, "no free temp name", str(final))
 
 
@@ -160,7 +164,7 @@ def atomic_path(
         ...     write_zip(tmp)
     """
     final = Path(final_path)
-    tmp = _make_temp(final, mark)
+    tmp, held = _make_temp(final, mark)
     try:
         yield tmp
         _fsync_file(tmp)
@@ -173,6 +177,8 @@ def atomic_path(
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    finally:
+        os.close(held)
 
 
 @contextlib.contextmanager
@@ -245,6 +251,9 @@ def cleanup_temps(
 ) -> list[Path]:
     """Remove temp files left in ``folder`` by a killed run; returns what was removed.
 
+    A temp still held by a live writer (:func:`atomic_path` holds each while it is written)
+    is never removed.
+
     Args:
         folder: The output folder.
         min_age: Only remove temps whose mtime is at least this many seconds old, so a
@@ -260,9 +269,17 @@ def cleanup_temps(
             try:
                 if now - entry.stat(follow_symlinks=False).st_mtime < min_age:
                     continue
+            except FileNotFoundError:
+                continue
+            fd = claim(entry.path)
+            if fd is None:
+                continue  # held by a live writer (or gone)
+            try:
                 os.unlink(entry.path)
             except FileNotFoundError:
                 continue
+            finally:
+                os.close(fd)
             removed.append(Path(entry.path))
     if removed:
         fsync_dir(folder)

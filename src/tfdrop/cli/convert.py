@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -29,7 +30,8 @@ from tfdrop.convert import ConvertOptions, Report, convert
 from tfdrop.daemon.fdlimit import raise_open_files
 from tfdrop.errors import TfdropError
 from tfdrop.labels import load_label_map
-from tfdrop.publish import NAME_MAX, name_fits
+from tfdrop.leftovers import UNHELD_AGE_S
+from tfdrop.publish import NAME_MAX, cleanup_temps, name_fits
 from tfdrop.units import default_jobs
 
 
@@ -176,6 +178,8 @@ def run(args: argparse.Namespace) -> int:
     conflict = output_conflict(src, out, args.label_map)
     if conflict is not None:
         return usage_error("convert", f"{conflict}; choose another -o")
+    with contextlib.suppress(OSError):  # temp archives of killed runs (never a live one's)
+        cleanup_temps(out.parent, min_age=UNHELD_AGE_S)
     report = _convert(args, src, out)
     if isinstance(report, int):
         return report

@@ -1,0 +1,100 @@
+"""What a killed run leaves behind, and how the next run knows it is dead.
+
+A conversion makes temp files (the archive being written, beside its final name) and temp
+folders (spool, spill, unit indexes). A run that ends normally, fails or is stopped by a
+signal removes them; one killed outright (SIGKILL, the OOM killer, a power cut) cannot. So
+each is *held* while in use: its maker keeps a shared ``flock`` on it, which the kernel drops
+when the process dies, however it dies. Whoever finds an unheld one later (older than a few
+seconds, so one being made this instant is never taken) may remove it: :func:`claim` takes
+the lock exclusively, which only succeeds once no live process holds it.
+
+Forked workers inherit the holder's descriptor, so a run's folder stays held until its last
+worker is gone too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+RUN_PREFIX = ".tfdrop-run-"
+"""The name prefix of a conversion's working folder (:func:`run_folder`)."""
+UNHELD_AGE_S = 10.0
+"""A leftover must be at least this old (mtime) to be taken: never one made a moment ago,
+between its creation and its maker's lock."""
+
+
+def hold(fd: int) -> None:
+    """Mark the open file or folder ``fd`` as in use for as long as it stays open."""
+    fcntl.flock(fd, fcntl.LOCK_SH)
+
+
+def claim(path: str | os.PathLike[str]) -> int | None:
+    """A descriptor of ``path`` locked exclusively, or None while a live process holds it
+    (or it cannot be opened: gone, a link, not ours to open). Close it after removing."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def old_enough(st: os.stat_result, now: float | None = None) -> bool:
+    return (time.time() if now is None else now) - st.st_mtime >= UNHELD_AGE_S
+
+
+def sweep_run_folders(parent: str | os.PathLike[str]) -> list[Path]:
+    """Remove the working folders of killed conversions in ``parent``; what was removed.
+
+    Never raises: a folder that cannot be listed or removed is left as it is.
+    """
+    removed: list[Path] = []
+    now = time.time()
+    try:
+        entries = [e for e in os.scandir(parent) if e.name.startswith(RUN_PREFIX)]
+    except OSError:
+        return removed
+    for entry in entries:
+        try:
+            if not entry.is_dir(follow_symlinks=False) or not old_enough(entry.stat(), now):
+                continue
+        except OSError:
+            continue
+        fd = claim(entry.path)
+        if fd is None:
+            continue
+        try:
+            shutil.rmtree(entry.path, ignore_errors=True)
+        finally:
+            os.close(fd)
+        if not os.path.lexists(entry.path):
+            removed.append(Path(entry.path))
+    return removed
+
+
+@contextlib.contextmanager
+def run_folder(parent: str | os.PathLike[str] | None) -> Iterator[Path]:
+    """A fresh working folder for one conversion in ``parent`` (the temp folder, ``TMPDIR``,
+    when None), held while the block runs and removed after it. Folders that killed runs
+    left in ``parent`` are removed first."""
+    base = Path(parent) if parent is not None else Path(tempfile.gettempdir())
+    sweep_run_folders(base)
+    path = Path(tempfile.mkdtemp(prefix=RUN_PREFIX, dir=base))
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        hold(fd)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+        os.close(fd)
