@@ -20,6 +20,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 ROOMS: dict[str, str] = {
     "tfdrop": "package",
     "tfdrop.__main__": "cli",
+    "tfdrop._console": "cli",
     "tfdrop.errors": "errors",
     "tfdrop.limits": "limits",
     "tfdrop.codec": "codec",
