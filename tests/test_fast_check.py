@@ -27,10 +27,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tfdrop.codec import wire
-from tfdrop.codec.example import OBJECT_KEYS, SCALAR_KEYS, encode_example, parse_example
+from tfdrop.codec.example import (
+    LABEL,
+    OBJECT_KEYS,
+    SCALAR_KEYS,
+    TEXT,
+    encode_example,
+    parse_example,
+)
 from tfdrop.codec.model import Annotation, Box, Item, LabelMap
 from tfdrop.codec.proto import Example
-from tfdrop.codec.schema import check_parsed, fast_check
+from tfdrop.codec.schema import check_parsed, fast_check, fast_scan
 from tfdrop.errors import TfdropError
 
 
@@ -308,3 +315,115 @@ def test_corruption_keeps_some_records_valid_so_the_property_is_not_vacuous() ->
         _check_verdicts(bad, None)
         passed += _full_path(bad, None)[1] == []
     assert 0 < passed < 400
+
+
+# --- the embedded image's header, checked in C since session 5 -----------------------------
+
+
+def _png_head(w: int, h: int) -> bytes:
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + b"\x00\x00\x00\x0dIHDR"
+        + w.to_bytes(4, "big")
+        + h.to_bytes(4, "big")
+        + b"\x08\x02\x00\x00\x00"
+    )
+
+
+def _jpeg_head(w: int, h: int, sof: int, pre: list[tuple[int, bytes]]) -> bytes:
+    """SOI, the segments ``pre`` (marker, payload), fill bytes, then a frame header."""
+    out = b"\xff\xd8"
+    for marker, payload in pre:
+        out += bytes([0xFF, marker]) + (len(payload) + 2).to_bytes(2, "big") + payload
+    out += b"\xff\xff"  # fill
+    return (
+        out + bytes([0xFF, sof, 0, 17, 8]) + h.to_bytes(2, "big") + w.to_bytes(2, "big") + b"\x03"
+    )
+
+
+_SIZES = st.sampled_from([0, 1, 640, 65535])
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    kind=st.sampled_from(["png", "jpeg", "other", "none"]),
+    fmt=st.sampled_from(["jpeg", "png", "", "gif", "JPEG"]),
+    real=st.tuples(_SIZES, _SIZES),
+    declared=st.tuples(st.sampled_from([1, 640, 65535]), st.sampled_from([1, 640, 65535])),
+    sof=st.sampled_from([0xC0, 0xC2, 0xC4, 0xC8, 0xCC, 0xCF, 0xDA, 0xD0, 0x01]),
+    pre=st.lists(
+        st.tuples(st.sampled_from([0xE0, 0xE1, 0xFE, 0xDB]), st.binary(max_size=6)), max_size=2
+    ),
+    cut=st.none() | st.integers(0, 40),
+)
+def test_the_c_image_check_agrees_with_image_problems_both_ways(
+    kind: str,
+    fmt: str,
+    real: tuple[int, int],
+    declared: tuple[int, int],
+    sof: int,
+    pre: list[tuple[int, bytes]],
+    cut: int | None,
+) -> None:
+    """The all-clear check reads the image header itself (JPEG frame, PNG IHDR): it passes a
+    record exactly when the full check finds nothing wrong with the image or its keys."""
+    image = {
+        "png": _png_head(*real),
+        "jpeg": _jpeg_head(*real, sof, pre),
+        "other": b"GIF89a" + bytes(20),
+        "none": b"",
+    }[kind]
+    if cut is not None:
+        image = image[:cut]
+    obj = Annotation(label="cat", label_id=1, box=Box(0.1, 0.2, 0.5, 0.9))
+    item = Item(
+        name="x", width=declared[0], height=declared[1], image=image or None,
+        image_format=fmt, objects=(obj,),
+    )  # fmt: skip
+    data = encode_example(item)
+    n, problems = _full_path(data, None)
+    fast = fast_check(data)
+    if not wire.HAVE_C:
+        assert fast is None
+        return
+    assert (fast is not None) == (problems == []), problems
+    if fast is not None:
+        assert fast == n
+
+
+@settings(max_examples=300, deadline=None)
+@given(item=_items())
+def test_labels_from_the_c_check_are_the_parsed_ones(item: Item) -> None:
+    """``validate`` takes the class texts and ids for its label table from the all-clear check
+    instead of a full parse."""
+    try:
+        data = encode_example(item)
+    except TfdropError:
+        return
+    fast = fast_scan(data, None, labels=True)
+    if fast is None:
+        return
+    parsed = parse_example(data)
+    assert list(fast.texts) == parsed.lists.get(TEXT, [])
+    assert list(fast.ids) == parsed.lists.get(LABEL, [])
+    assert fast_scan(data, None) == fast._replace(texts=(), ids=())
+
+
+@pytest.mark.parametrize(
+    ("image", "fmt", "passes"),
+    [
+        (_jpeg_head(640, 480, 0xC0, [(0xE0, b"JFIF\x00")]), "jpeg", True),
+        (_jpeg_head(640, 481, 0xC0, []), "jpeg", False),  # the frame says another height
+        (_jpeg_head(640, 480, 0xC2, []), "png", False),  # a JPEG called png
+        (_png_head(640, 480), "png", True),
+        (_png_head(641, 480), "png", False),
+        (_png_head(640, 480), "gif", False),
+        (b"GIF89a" + bytes(20), "", False),
+    ],
+)
+def test_the_c_image_check_on_plain_cases(image: bytes, fmt: str, passes: bool) -> None:
+    obj = Annotation(label="cat", label_id=1, box=Box(0.1, 0.2, 0.5, 0.9))
+    item = Item(name="x", width=640, height=480, image=image, image_format=fmt, objects=(obj,))
+    data = encode_example(item)
+    assert (fast_check(data) is not None) == (passes and wire.HAVE_C)
+    assert (_full_path(data, None)[1] == []) == passes

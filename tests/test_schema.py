@@ -12,6 +12,8 @@ import math
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tfdrop.codec import wire
 from tfdrop.codec.example import (
@@ -32,10 +34,11 @@ from tfdrop.codec.example import (
     YMIN,
     parse_example,
 )
+from tfdrop.codec.labeltable import LabelTable
 from tfdrop.codec.model import LabelMap, LabelMapItem
 from tfdrop.codec.proto import Example
 from tfdrop.codec.schema import Problem, check_parsed, fast_check
-from tfdrop.errors import SchemaError
+from tfdrop.errors import LimitExceededError, SchemaError
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
 JPEG = b"\xff\xd8\xff\xe0 a small jpeg"
@@ -391,9 +394,6 @@ def test_image_checks_are_skipped_when_the_image_is_not_verified() -> None:
 
 
 def test_the_label_table_names_contradictions_and_respects_max_labels() -> None:
-    from tfdrop.codec.labeltable import LabelTable
-    from tfdrop.errors import LimitExceededError
-
     table = LabelTable(max_labels=2)
     assert table.observe([b"cat", b"dog"], [1, 2], "record 0") == []
     assert table.observe([b"", b"cat"], [0, 1], "record 1") == []  # unlabeled: left out
@@ -404,3 +404,38 @@ def test_the_label_table_names_contradictions_and_respects_max_labels() -> None:
     assert (p.key, p.obj) == (LABEL, 0)
     with pytest.raises(LimitExceededError, match="max_labels is 2"):
         table.observe([b"bird"], [3], "record 4")
+
+
+class _NothingKnown:
+    """Stands in for LabelTable.known: no record takes the one-set-operation path."""
+
+    def __ge__(self, other: object) -> bool:
+        return False
+
+    def add(self, pair: object) -> None:
+        pass
+
+
+_LABEL_RECORDS = st.lists(
+    st.lists(st.tuples(st.sampled_from([b"", b"cat", b"dog", b"fox"]), st.integers(0, 3))),
+    max_size=12,
+)
+
+
+@given(records=_LABEL_RECORDS)
+def test_the_label_tables_shortcut_says_what_the_loop_says(
+    records: list[list[tuple[bytes, int]]],
+) -> None:
+    fast, slow = LabelTable(max_labels=3), LabelTable(max_labels=3)
+    slow.known = _NothingKnown()  # type: ignore[assignment]
+    for n, objs in enumerate(records):
+        texts, ids = [t for t, _ in objs], [i for _, i in objs]
+        got = []
+        for table in (fast, slow):
+            try:
+                got.append(table.observe(texts, ids, f"record {n}"))
+            except LimitExceededError as exc:
+                got.append([exc.message])  # type: ignore[list-item]
+        assert got[0] == got[1]
+        assert fast.ids == slow.ids
+        assert fast.texts == slow.texts

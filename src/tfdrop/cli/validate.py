@@ -18,17 +18,19 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tfdrop.cli.common import add_limit_argument, fail, limits_from_args
+from tfdrop.cli.hashing import hashed_in_order
 from tfdrop.cli.progress import ProgressBar, on_terminal
 from tfdrop.cli.records import RecordFile, iter_file_records, missing_shards, record_files
 from tfdrop.codec.example import LABEL, TEXT, parse_example
 from tfdrop.codec.labeltable import LabelTable
 from tfdrop.codec.model import LabelMap
-from tfdrop.codec.schema import Problem, check_parsed, fast_check
+from tfdrop.codec.schema import Fast, Problem, check_parsed, fast_scan
 from tfdrop.errors import DataError, TfdropError
 from tfdrop.handoff import MAX_CLASS_ID, class_id_problem
 from tfdrop.labels import load_label_map
@@ -84,29 +86,42 @@ class _Tally:
             print(json.dumps(problem) if self.as_json else text)
 
 
-def _check_record(
+def _slow_problems(
     rec: bytes, label_map: LabelMap | None, cap: int, table: LabelTable | None, where: str
-) -> list[dict[str, Any]]:
-    """The problems of one record (none when valid); the C all-clear first when built.
-    Without a label map, ``table`` checks its class ids and texts against the records before."""
-    if fast_check(rec, label_map, max_values_per_feature=cap) is not None:
-        if table is None:
-            return []
-        parsed = parse_example(rec, max_values_per_feature=cap)
-        problems = []
-    else:
-        try:
-            parsed = parse_example(rec, max_values_per_feature=cap, strict=True)
-        except DataError as exc:
-            return [{"key": exc.key or "", "message": exc.message}]
-        problems = check_parsed(parsed, label_map)
+) -> list[Problem]:
+    """The problems of a record the all-clear check did not pass, named by the full parse."""
+    try:
+        parsed = parse_example(rec, max_values_per_feature=cap, strict=True)
+    except DataError as exc:
+        return [Problem(exc.key or "", exc.message)]
+    problems = check_parsed(parsed, label_map)
     if table is not None:
         problems += table.observe(parsed.lists.get(TEXT), parsed.lists.get(LABEL), where)
-    problems += _id_problems(parsed.lists.get(LABEL))
+    return problems + _id_problems(parsed.lists.get(LABEL))
+
+
+def _problems(
+    rec: bytes,
+    fast: Fast | None,
+    label_map: LabelMap | None,
+    cap: int,
+    table: LabelTable | None,
+    where: str,
+) -> list[dict[str, Any]]:
+    """The problems of one record (none when valid): ``fast`` is what the all-clear check
+    found when it passed it and its image's SHA-256 matched, else None. Without a label map,
+    ``table`` checks its class ids and texts against the records before."""
+    if fast is None:
+        problems = _slow_problems(rec, label_map, cap, table, where)
+    elif table is None:
+        return []
+    else:
+        problems = table.observe(fast.texts, fast.ids, where)
+        problems += _id_problems(fast.ids)
     return [p.to_dict() for p in problems]
 
 
-def _id_problems(ids: list[int] | None) -> list[Problem]:
+def _id_problems(ids: Sequence[int] | None) -> list[Problem]:
     """Class ids over int32 (a label map's ids are checked against the map instead)."""
     if not ids or max(ids) <= MAX_CLASS_ID:
         return []
@@ -122,12 +137,19 @@ def _check_file(
     table: LabelTable | None,
 ) -> None:
     t.files += 1
+    cap = limits.max_values_per_feature
     try:
-        for index, offset, rec in iter_file_records(rf, source, limits):
+        records = iter_file_records(rf, source, limits)
+        scanned = (
+            (index, offset, rec, fast_scan(rec, label_map, max_values_per_feature=cap,
+                                           labels=table is not None))
+            for index, offset, rec in records
+        )  # fmt: skip
+        for index, offset, rec, fast in hashed_in_order(scanned):
             t.records += 1
             t.bar(t.records)
             where = f"record {index} of {rf.display}"
-            for p in _check_record(rec, label_map, limits.max_values_per_feature, table, where):
+            for p in _problems(rec, fast, label_map, cap, table, where):
                 t.add({"file": rf.display, "record": index, "offset": offset} | p)
     except TfdropError as exc:
         # a broken frame, stream or limit ends this file (no way to resynchronise)

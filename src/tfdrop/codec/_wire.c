@@ -301,12 +301,12 @@ boxes_ok(PyObject *self, PyObject *args)
 
 /* ---- od_check: an all-clear schema check without building Python objects ------------------
  *
- * od_check(data, text_ids, max_values) -> (n_objects, enc_start, enc_end, sha_start, sha_end,
- * fmt_start, fmt_end, height, width) when the record is in the canonical layout AND passes every
- * rule of parse_example and tfdrop.codec.schema.check_parsed (except the SHA-256 comparison and
- * the embedded image's header checks, which the caller does over the returned spans; the
- * masks' PNG sizes are checked here); None otherwise, and the caller runs the Python path, which names each
- * problem. Every list is walked to its end (a value past the first one of a single-value key
+ * od_check(data, text_ids, max_values[, labels]) -> (n_objects, enc_start, enc_end, sha_start,
+ * sha_end, fmt_start, fmt_end, height, width[, class texts, class ids]) when the record is in
+ * the canonical layout AND passes every rule of parse_example and
+ * tfdrop.codec.schema.check_parsed (except the SHA-256 comparison, which the caller does over
+ * the returned spans; the embedded image's header and the masks' PNG sizes are checked here);
+ * None otherwise, and the caller runs the Python path, which names each problem. Every list is walked to its end (a value past the first one of a single-value key
  * can be malformed too), a single-value key present must hold exactly one value, no key may
  * appear twice, no list may hold more than max_values values. It may say None for a valid
  * record (it is conservative: ids < 1, empty texts, many unknown keys), never the other way
@@ -464,12 +464,80 @@ float_at(const unsigned char *buf, const span_t *sp, Py_ssize_t i)
     return PyFloat_Unpack4((const char *)buf + sp->start + 4 * i, 1);
 }
 
+/* The embedded image's header as tfdrop.codec.schema.image_problems reads it: 1 when it has
+ * nothing to say (a JPEG or PNG of the declared kind and, when its header tells, size), else 0. */
+static int
+image_ok(const unsigned char *data, Py_ssize_t enc_s, Py_ssize_t enc_e, Py_ssize_t fmt_s,
+         Py_ssize_t fmt_e, int64_t height, int64_t width)
+{
+    static const unsigned char png[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+    const unsigned char *f = data + fmt_s;
+    Py_ssize_t flen = fmt_e - fmt_s;
+    int fmt = 0; /* 0 none, 1 jpeg, 2 png */
+    if (flen > 0) {
+        if (flen == 4 && memcmp(f, "jpeg", 4) == 0)
+            fmt = 1;
+        else if (flen == 3 && memcmp(f, "png", 3) == 0)
+            fmt = 2;
+        else
+            return 0;
+    }
+    if (enc_e <= enc_s)
+        return 1;
+    const unsigned char *e = data + enc_s;
+    Py_ssize_t len = enc_e - enc_s;
+    int64_t w = 0, h = 0;
+    if (len >= 8 && memcmp(e, png, 8) == 0) {
+        if (fmt == 1)
+            return 0;
+        if (len >= 24 && memcmp(e + 12, "IHDR", 4) == 0) {
+            w = (int64_t)be32(e + 16);
+            h = (int64_t)be32(e + 20);
+        }
+    } else if (len >= 2 && e[0] == 0xFF && e[1] == 0xD8) {
+        if (fmt == 2)
+            return 0;
+        Py_ssize_t pos = 2;
+        while (pos + 4 <= len) {
+            if (e[pos] != 0xFF)
+                break;
+            unsigned char m = e[pos + 1];
+            if (m == 0xFF) {
+                pos += 1;
+                continue;
+            }
+            if (m == 0x01 || (m >= 0xD0 && m <= 0xD7)) {
+                pos += 2;
+                continue;
+            }
+            Py_ssize_t seg = ((Py_ssize_t)e[pos + 2] << 8) | e[pos + 3];
+            if (m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC) {
+                if (pos + 9 <= len) {
+                    h = ((int64_t)e[pos + 5] << 8) | e[pos + 6];
+                    w = ((int64_t)e[pos + 7] << 8) | e[pos + 8];
+                }
+                break;
+            }
+            if (m == 0xDA || seg < 2)
+                break;
+            pos += 2 + seg;
+        }
+    } else {
+        return 0; /* neither a JPEG nor a PNG */
+    }
+    if (w == 0 || h == 0)
+        return 1; /* the header does not tell the size */
+    return w == width && h == height;
+}
+
 static PyObject *
 od_check(PyObject *self, PyObject *args)
 {
     PyObject *bytes_obj, *text_ids;
     Py_ssize_t cap;
-    if (!PyArg_ParseTuple(args, "O!On", &PyBytes_Type, &bytes_obj, &text_ids, &cap))
+    int want_labels = 0;
+    if (!PyArg_ParseTuple(args, "O!On|p", &PyBytes_Type, &bytes_obj, &text_ids, &cap,
+                          &want_labels))
         return NULL;
     if (text_ids != Py_None && !PyDict_Check(text_ids)) {
         PyErr_SetString(PyExc_TypeError, "text_ids must be a dict or None");
@@ -587,6 +655,8 @@ od_check(PyObject *self, PyObject *args)
     int64_t width = first_int(data, &sp[K_WIDTH], &ok);
     if (width <= 0 || !ok)
         Py_RETURN_NONE;
+    if (!image_ok(data, enc_s, enc_e, fmt_s, fmt_e, height, width))
+        Py_RETURN_NONE; /* the Python path names what is wrong with the image */
     /* per-object lists: equal lengths, n = the box count */
     static const int objs[] = {K_XMIN, K_XMAX, K_YMIN, K_YMAX, K_LABEL, K_TEXT, K_DIFFICULT,
                                K_TRUNCATED, K_OCCLUDED, K_VIEW, K_MASK, K_CROWD, K_AREA};
@@ -677,14 +747,41 @@ od_check(PyObject *self, PyObject *args)
             mp += len;
         }
     }
-    return Py_BuildValue("(nnnnnnnLL)", n, enc_s, enc_e, sha_s, sha_e, fmt_s, fmt_e,
-                         (long long)height, (long long)width);
+    if (!want_labels)
+        return Py_BuildValue("(nnnnnnnLL)", n, enc_s, enc_e, sha_s, sha_e, fmt_s, fmt_e,
+                             (long long)height, (long long)width);
+    /* the objects' class texts and ids (validate's label table), checked above: n of each */
+    PyObject *texts_t = PyTuple_New(n), *ids_t = PyTuple_New(n);
+    if (texts_t == NULL || ids_t == NULL)
+        goto fail;
+    Py_ssize_t tp = sp[K_TEXT].start, q = sp[K_LABEL].start, tlen;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint64_t v;
+        tp++;
+        read_len(data, sp[K_TEXT].end, &tp, &tlen);
+        PyObject *t = PyBytes_FromStringAndSize((const char *)data + tp, tlen);
+        if (t == NULL)
+            goto fail;
+        PyTuple_SET_ITEM(texts_t, i, t);
+        tp += tlen;
+        read_varint(data, sp[K_LABEL].end, &q, &v);
+        PyObject *d = PyLong_FromLongLong((long long)v);
+        if (d == NULL)
+            goto fail;
+        PyTuple_SET_ITEM(ids_t, i, d);
+    }
+    return Py_BuildValue("(nnnnnnnLLNN)", n, enc_s, enc_e, sha_s, sha_e, fmt_s, fmt_e,
+                         (long long)height, (long long)width, texts_t, ids_t);
+fail:
+    Py_XDECREF(texts_t);
+    Py_XDECREF(ids_t);
+    return NULL;
 }
 
 static PyMethodDef methods[] = {
     {"od_check", od_check, METH_VARARGS,
-     "od_check(data, text_ids, max_values): all-clear schema check of one Example: "
-     "(n, enc span, sha span, format span, height, width) or None."},
+     "od_check(data, text_ids, max_values[, labels]): all-clear schema check of one Example: "
+     "(n, enc span, sha span, format span, height, width[, texts, ids]) or None."},
     {"boxes_ok", boxes_ok, METH_VARARGS,
      "All boxes (xmin, ymin, xmax, ymax lists) inside [0, 1] and ordered."},
     {"parse_features", parse_features, METH_VARARGS,

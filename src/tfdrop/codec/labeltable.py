@@ -8,6 +8,7 @@ the contradiction; it holds at most ``max_labels`` texts (the job budget's cap).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from tfdrop.codec.example import LABEL, TEXT
@@ -22,15 +23,19 @@ class LabelTable:
     max_labels: int
     ids: dict[bytes, tuple[int, str]] = field(default_factory=dict)
     texts: dict[int, tuple[bytes, str]] = field(default_factory=dict)
+    known: set[tuple[bytes, int]] = field(default_factory=set)
+    """The (text, id) pairs both dicts hold: a record of only these has nothing to say."""
 
     def observe(
-        self, texts: list[bytes] | None, ids: list[int] | None, where: str
+        self, texts: Sequence[bytes] | None, ids: Sequence[int] | None, where: str
     ) -> list[Problem]:
         """The contradictions of one record's objects with the records before it (``where``
         names this record in later messages). Objects without both a text and an id >= 1
         are left out."""
         if not texts or not ids:
             return []
+        if set(zip(texts, ids, strict=False)) <= self.known:
+            return []  # most records: one set operation instead of a loop over the objects
         out: list[Problem] = []
         for i, (text, label_id) in enumerate(zip(texts, ids, strict=False)):
             if not text or label_id < 1:
@@ -68,4 +73,5 @@ class LabelTable:
                 f"{name} is {cap}, and this input needs at least {n}", limit=name, value=n, cap=cap
             )
         self.ids[text] = (label_id, where)
-        self.texts.setdefault(label_id, (text, where))
+        self.texts.setdefault(label_id, (text, where))  # absent, or already this text
+        self.known.add((text, label_id))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from tfdrop.codec.example import (
     BOX_KEYS,
@@ -250,6 +251,52 @@ def check_parsed(
     return out
 
 
+class Fast(NamedTuple):
+    """What the C all-clear check found in a record it passed (spans are ``[start, end)``)."""
+
+    objects: int
+    enc_start: int
+    enc_end: int
+    sha_start: int
+    sha_end: int
+    fmt_start: int
+    fmt_end: int
+    height: int
+    width: int
+    texts: tuple[bytes, ...] = ()
+    """The objects' class texts (with ``labels=True``)."""
+    ids: tuple[int, ...] = ()
+    """The objects' class ids (with ``labels=True``)."""
+
+
+def fast_scan(
+    data: bytes,
+    label_map: LabelMap | None = None,
+    *,
+    max_values_per_feature: int = DEFAULT_MAX_VALUES,
+    labels: bool = False,
+) -> Fast | None:
+    """The C all-clear check of a serialized record, all but the SHA-256 comparison
+    (:func:`sha_matches`): what it found, or ``None`` ("run :func:`parse_example`
+    (``strict=True``) and :func:`check_parsed`", which name the problems, if any; always
+    ``None`` without the accelerator). ``labels`` also returns the class texts and ids."""
+    if _od_check is None:
+        return None
+    text_ids = label_map.text_ids if label_map is not None else None
+    res = _od_check(data, text_ids, max_values_per_feature, labels)
+    return None if res is None else Fast(*res)
+
+
+def sha_matches(data: bytes, fast: Fast) -> bool:
+    """Whether ``image/key/sha256`` is the SHA-256 of ``image/encoded`` (true when either is
+    absent). Safe in another thread: hashlib lets go of the GIL while it hashes."""
+    if fast.enc_end <= fast.enc_start or fast.sha_end <= fast.sha_start:
+        return True
+    with memoryview(data) as mv:
+        digest = hashlib.sha256(mv[fast.enc_start : fast.enc_end]).hexdigest()
+    return digest == data[fast.sha_start : fast.sha_end].decode().lower()
+
+
 def fast_check(
     data: bytes,
     label_map: LabelMap | None = None,
@@ -264,22 +311,7 @@ def fast_check(
     (which name the problems, if any). It never says valid for a record that those fault.
     ``verify_sha256=False`` skips hashing the embedded image, as :func:`check_parsed` does.
     """
-    if _od_check is None:
+    fast = fast_scan(data, label_map, max_values_per_feature=max_values_per_feature)
+    if fast is None or (verify_sha256 and not sha_matches(data, fast)):
         return None
-    text_ids = label_map.text_ids if label_map is not None else None
-    res = _od_check(data, text_ids, max_values_per_feature)
-    if res is None:
-        return None
-    n, enc_s, enc_e, sha_s, sha_e, fmt_s, fmt_e, height, width = res
-    if not verify_sha256:
-        return int(n)
-    if enc_e > enc_s and sha_e > sha_s:
-        with memoryview(data) as mv:
-            digest = hashlib.sha256(mv[enc_s:enc_e]).hexdigest()
-        if digest != data[sha_s:sha_e].decode().lower():
-            return None
-    fmt = data[fmt_s:fmt_e].decode() if fmt_e > fmt_s else ""
-    encoded = data[enc_s:enc_e] if enc_e > enc_s else None
-    if image_problems(fmt, encoded, height, width):
-        return None
-    return int(n)
+    return fast.objects

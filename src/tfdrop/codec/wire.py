@@ -203,9 +203,7 @@ HAVE_C: Final = _wire_c is not None
 boxes_ok: Callable[[list[float], list[float], list[float], list[float]], bool]
 boxes_ok = _wire_c.boxes_ok if _wire_c is not None else _boxes_ok_py
 """Whether every box is inside [0, 1] (finite) and ordered; the fast all-clear check."""
-OdCheck = Callable[
-    [bytes, dict[bytes, int] | None, int], tuple[int, int, int, int, int, int, int, int, int] | None
-]
+OdCheck = Callable[[bytes, dict[bytes, int] | None, int, bool], tuple[Any, ...] | None]
 od_check: OdCheck | None = _wire_c.od_check if _wire_c is not None else None
 """The C all-clear schema check (see ``_wire.c``), or ``None`` without the accelerator."""
 parse_features = _parse_features_c if _wire_c is not None else parse_features_py
