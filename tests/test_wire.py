@@ -403,3 +403,72 @@ def test_tfdrop_no_c_makes_the_pure_python_path_be_used() -> None:
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     assert out.stdout.split()[1] == "False"
+
+
+# --- the C Example builder (session 5) ----------------------------------------------------
+
+_FEATURE = st.one_of(
+    st.tuples(st.just("bytes"), st.lists(st.binary(max_size=300), max_size=5)),
+    st.tuples(
+        st.just("float"),
+        st.lists(
+            st.floats(width=64, allow_nan=True) | st.sampled_from([1e39, -1e39, 5e-46]),
+            max_size=6,
+        ),
+    ),
+    st.tuples(
+        st.just("int64"),
+        st.lists(st.integers(-(1 << 63), (1 << 63) - 1) | st.integers(0, 200), max_size=6),
+    ),
+    st.tuples(st.just("raw"), st.binary(max_size=40)),
+)
+
+
+def _build(builder: wire.ExampleBuilder, feats: dict[bytes, tuple[str, Any]]) -> bytes:
+    for key, (kind, values) in feats.items():
+        if kind == "bytes":
+            builder.bytes_list(key, values)
+        elif kind == "float":
+            builder.float_list(key, values)
+        elif kind == "int64":
+            builder.int64_list(key, values)
+        else:
+            builder.raw_feature(key, values)
+    return builder.serialize()
+
+
+@pytest.mark.skipif(not wire.HAVE_C, reason="compares the C builder with the Python one")
+@settings(max_examples=400, deadline=None)
+@given(feats=st.dictionaries(st.binary(min_size=0, max_size=30), _FEATURE, max_size=8))
+def test_the_c_builder_writes_the_python_builders_bytes(
+    feats: dict[bytes, tuple[str, Any]],
+) -> None:
+    c = _build(wire.new_builder(), feats)
+    assert type(wire.new_builder()) is not wire.ExampleBuilder
+    assert c == _build(wire.ExampleBuilder(), feats)
+
+
+@pytest.mark.skipif(not wire.HAVE_C, reason="the C builder")
+def test_the_c_builder_refuses_an_int64_overflow_when_the_list_is_added() -> None:
+    b = wire.new_builder()
+    with pytest.raises(OverflowError, match="outside the int64 range"):
+        b.int64_list(b"k", [1, 1 << 63])
+    b.int64_list(b"k", [-(1 << 63), (1 << 63) - 1])
+    assert b.serialize() == _build(
+        wire.ExampleBuilder(), {b"k": ("int64", [-(1 << 63), (1 << 63) - 1])}
+    )
+
+
+def test_the_builder_in_use_matches_protobuf() -> None:
+    """Whichever builder runs, protobuf reads back what went in."""
+    b = wire.new_builder()
+    b.bytes_list(b"image/encoded", [b"\xff\xd8" * 100])
+    b.float_list(b"image/object/bbox/xmin", [0.25, 0.5])
+    b.int64_list(b"image/height", [480])
+    b.int64_list(b"neg", [-5])
+    ex = Example.FromString(b.serialize())
+    f = ex.features.feature  # type: ignore[attr-defined]
+    assert f["image/encoded"].bytes_list.value == [b"\xff\xd8" * 100]
+    assert list(f["image/object/bbox/xmin"].float_list.value) == [0.25, 0.5]
+    assert list(f["image/height"].int64_list.value) == [480]
+    assert list(f["neg"].int64_list.value) == [-5]

@@ -778,6 +778,222 @@ fail:
     return NULL;
 }
 
+/* ---- encode_example: a tf.train.Example from its features, in one allocation ----------------
+ *
+ * encode_example(entries) -> bytes. entries: {key (bytes): (kind, values)} with kind BYTES_KIND
+ * (a list of bytes), FLOAT_KIND (a list of floats, stored as float32), INT64_KIND (a list of
+ * ints within int64) or 0 (values: a serialized Feature, kept as it is). The bytes equal
+ * protobuf's deterministic serialization (map entries sorted by key) and
+ * tfdrop.codec.wire.ExampleBuilder's pure-Python ones; each value is copied once.
+ */
+static Py_ssize_t
+varint_size(uint64_t v)
+{
+    Py_ssize_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static unsigned char *
+put_varint(unsigned char *out, uint64_t v)
+{
+    while (v >= 0x80) {
+        *out++ = (unsigned char)((v & 0x7F) | 0x80);
+        v >>= 7;
+    }
+    *out++ = (unsigned char)v;
+    return out;
+}
+
+typedef struct {
+    PyObject *key;    /* borrowed */
+    int kind;
+    PyObject *values; /* borrowed: a list, or the raw Feature bytes */
+    Py_ssize_t body;  /* packed floats or varints: their bytes */
+    Py_ssize_t inner; /* the list's payload (BytesList values, or the packed field) */
+    Py_ssize_t flen;  /* the Feature's size */
+} entry_t;
+
+/* Sizes of one entry; -1 with an exception set on a bad value. */
+static int
+entry_sizes(entry_t *e)
+{
+    if (e->kind == 0) {
+        if (!PyBytes_Check(e->values)) {
+            PyErr_SetString(PyExc_TypeError, "a raw feature must be bytes");
+            return -1;
+        }
+        e->flen = PyBytes_GET_SIZE(e->values);
+        return 0;
+    }
+    if (!PyList_Check(e->values)) {
+        PyErr_SetString(PyExc_TypeError, "feature values must be a list");
+        return -1;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(e->values), inner = 0;
+    if (e->kind == BYTES_KIND) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *v = PyList_GET_ITEM(e->values, i);
+            if (!PyBytes_Check(v)) {
+                PyErr_SetString(PyExc_TypeError, "bytes_list values must be bytes");
+                return -1;
+            }
+            Py_ssize_t len = PyBytes_GET_SIZE(v);
+            inner += 1 + varint_size((uint64_t)len) + len;
+        }
+        e->inner = inner;
+        e->flen = 1 + varint_size((uint64_t)inner) + inner;
+        return 0;
+    }
+    Py_ssize_t body = 0;
+    if (e->kind == FLOAT_KIND) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            double d = PyFloat_AsDouble(PyList_GET_ITEM(e->values, i));
+            if (d == -1.0 && PyErr_Occurred())
+                return -1;
+        }
+        body = 4 * n;
+    } else if (e->kind == INT64_KIND) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            int overflow;
+            long long v = PyLong_AsLongLongAndOverflow(PyList_GET_ITEM(e->values, i), &overflow);
+            if (v == -1 && PyErr_Occurred())
+                return -1;
+            if (overflow) {
+                PyErr_Format(PyExc_OverflowError, "%R is outside the int64 range",
+                             PyList_GET_ITEM(e->values, i));
+                return -1;
+            }
+            body += varint_size((uint64_t)v);
+        }
+    } else {
+        PyErr_SetString(PyExc_ValueError, "unknown feature kind");
+        return -1;
+    }
+    e->body = body;
+    e->inner = inner = n ? 1 + varint_size((uint64_t)body) + body : 0;
+    e->flen = 1 + varint_size((uint64_t)inner) + inner;
+    return 0;
+}
+
+static unsigned char *
+put_entry(unsigned char *out, const entry_t *e)
+{
+    Py_ssize_t klen = PyBytes_GET_SIZE(e->key);
+    Py_ssize_t khead = 1 + varint_size((uint64_t)klen) + klen;
+    Py_ssize_t elen = khead + 1 + varint_size((uint64_t)e->flen) + e->flen;
+    *out++ = 0x0A;
+    out = put_varint(out, (uint64_t)elen);
+    *out++ = 0x0A;
+    out = put_varint(out, (uint64_t)klen);
+    memcpy(out, PyBytes_AS_STRING(e->key), (size_t)klen);
+    out += klen;
+    *out++ = 0x12;
+    out = put_varint(out, (uint64_t)e->flen);
+    if (e->kind == 0) {
+        memcpy(out, PyBytes_AS_STRING(e->values), (size_t)e->flen);
+        return out + e->flen;
+    }
+    static const unsigned char tags[4] = {0, 0x0A, 0x12, 0x1A};
+    *out++ = tags[e->kind];
+    out = put_varint(out, (uint64_t)e->inner);
+    Py_ssize_t n = PyList_GET_SIZE(e->values);
+    if (e->kind == BYTES_KIND) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *v = PyList_GET_ITEM(e->values, i);
+            Py_ssize_t len = PyBytes_GET_SIZE(v);
+            *out++ = 0x0A;
+            out = put_varint(out, (uint64_t)len);
+            memcpy(out, PyBytes_AS_STRING(v), (size_t)len);
+            out += len;
+        }
+        return out;
+    }
+    if (n == 0)
+        return out;
+    *out++ = 0x0A; /* the packed field */
+    out = put_varint(out, (uint64_t)e->body);
+    if (e->kind == FLOAT_KIND) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            /* a C cast, as array('f') converts: out-of-range values become inf */
+            float f = (float)PyFloat_AsDouble(PyList_GET_ITEM(e->values, i));
+            uint32_t bits;
+            memcpy(&bits, &f, 4);
+            out[0] = (unsigned char)bits;
+            out[1] = (unsigned char)(bits >> 8);
+            out[2] = (unsigned char)(bits >> 16);
+            out[3] = (unsigned char)(bits >> 24);
+            out += 4;
+        }
+        return out;
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        out = put_varint(out, (uint64_t)PyLong_AsLongLong(PyList_GET_ITEM(e->values, i)));
+    return out;
+}
+
+static PyObject *
+encode_example(PyObject *self, PyObject *args)
+{
+    PyObject *entries;
+    if (!PyArg_ParseTuple(args, "O!", &PyDict_Type, &entries))
+        return NULL;
+    Py_ssize_t count = PyDict_GET_SIZE(entries);
+    if (count == 0)
+        return PyBytes_FromStringAndSize(NULL, 0); /* protobuf writes nothing */
+    PyObject *keys = PyDict_Keys(entries);
+    if (keys == NULL)
+        return NULL;
+    PyObject *result = NULL;
+    entry_t *es = PyMem_Calloc((size_t)count, sizeof(entry_t));
+    if (es == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (PyList_Sort(keys) < 0)
+        goto done;
+    Py_ssize_t total = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        entry_t *e = &es[i];
+        e->key = PyList_GET_ITEM(keys, i);
+        if (!PyBytes_Check(e->key)) {
+            PyErr_SetString(PyExc_TypeError, "feature keys must be bytes");
+            goto done;
+        }
+        PyObject *pair = PyDict_GetItemWithError(entries, e->key);
+        if (pair == NULL || !PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "each entry must be (kind, values)");
+            goto done;
+        }
+        e->kind = (int)PyLong_AsLong(PyTuple_GET_ITEM(pair, 0));
+        if (e->kind == -1 && PyErr_Occurred())
+            goto done;
+        e->values = PyTuple_GET_ITEM(pair, 1);
+        if (entry_sizes(e) < 0)
+            goto done;
+        Py_ssize_t klen = PyBytes_GET_SIZE(e->key);
+        Py_ssize_t elen = 1 + varint_size((uint64_t)klen) + klen + 1 +
+                          varint_size((uint64_t)e->flen) + e->flen;
+        total += 1 + varint_size((uint64_t)elen) + elen;
+    }
+    result = PyBytes_FromStringAndSize(NULL, 1 + varint_size((uint64_t)total) + total);
+    if (result == NULL)
+        goto done;
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
+    *out++ = 0x0A;
+    out = put_varint(out, (uint64_t)total);
+    for (Py_ssize_t i = 0; i < count; i++)
+        out = put_entry(out, &es[i]); /* every value was converted once above: no errors */
+done:
+    PyMem_Free(es);
+    Py_DECREF(keys);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"od_check", od_check, METH_VARARGS,
      "od_check(data, text_ids, max_values[, labels]): all-clear schema check of one Example: "
@@ -787,6 +1003,8 @@ static PyMethodDef methods[] = {
     {"parse_features", parse_features, METH_VARARGS,
      "parse_features(data, max_values) -> {key: (kind, values, feature bytes)}, None if not "
      "canonical, or (key, count) for a list of more than max_values values."},
+    {"encode_example", encode_example, METH_VARARGS,
+     "encode_example({key: (kind, values)}) -> the serialized tf.train.Example (keys sorted)."},
     {NULL, NULL, 0, NULL},
 };
 

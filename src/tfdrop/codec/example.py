@@ -446,7 +446,7 @@ def encode_example(
     even in a record without keypoint objects (:func:`~tfdrop.codec.keypoints.encode_keypoints`);
     without one, a record's K is its objects' own.
     """
-    b = wire.ExampleBuilder()
+    b = wire.new_builder()
     image = item.image if item.image is not None else b""
     sha = image_sha256(image) if image else item.sha256
     try:

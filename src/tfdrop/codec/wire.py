@@ -388,3 +388,45 @@ class ExampleBuilder:
             return b""  # protobuf writes nothing for an Example whose Features are empty
         pieces[1] = varint(total)
         return b"".join(pieces)
+
+
+_INT64_MIN: Final = -(1 << 63)
+_INT64_END: Final = 1 << 63
+
+
+class _CExampleBuilder(ExampleBuilder):
+    """The same bytes, written by the C accelerator in one pass and one allocation: the
+    features are only collected here (the per-list Python was a sixth of a VOC item's cost)."""
+
+    __slots__ = ("_lists",)
+
+    def __init__(self) -> None:
+        self._lists: dict[bytes, tuple[int, object]] = {}
+
+    def bytes_list(self, key: bytes, values: list[bytes]) -> None:
+        self._lists[key] = (BYTES_KIND, values)
+
+    def float_list(self, key: bytes, values: list[float]) -> None:
+        self._lists[key] = (FLOAT_KIND, values)
+
+    def int64_list(self, key: bytes, values: list[int]) -> None:
+        if values and (min(values) < _INT64_MIN or max(values) >= _INT64_END):
+            bad = next(v for v in values if not _INT64_MIN <= v < _INT64_END)
+            raise OverflowError(f"{bad} is outside the int64 range")  # here, as the caller expects
+        self._lists[key] = (INT64_KIND, values)
+
+    def raw_feature(self, key: bytes, feature: bytes) -> None:
+        self._lists[key] = (0, feature)
+
+    def __contains__(self, key: bytes) -> bool:
+        return key in self._lists
+
+    def serialize(self) -> bytes:
+        assert _wire_c is not None
+        data: bytes = _wire_c.encode_example(self._lists)
+        return data
+
+
+def new_builder() -> ExampleBuilder:
+    """An :class:`ExampleBuilder`: the C one when the accelerator is in use."""
+    return _CExampleBuilder() if _wire_c is not None else ExampleBuilder()
