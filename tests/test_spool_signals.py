@@ -132,6 +132,11 @@ def test_a_second_signal_during_cleanup_lets_it_finish(
     assert list(work.iterdir()) == []
 
 
+def _with_hooks(folder: Path) -> str:
+    """PYTHONPATH with ``folder`` (its sitecustomize) first, the rest kept."""
+    return os.pathsep.join([str(folder), *filter(None, [os.environ.get("PYTHONPATH")])])
+
+
 _INTERRUPT_ON_IMPORT = """
 import os, signal, sys
 
@@ -164,7 +169,7 @@ def test_ctrl_c_while_the_cli_imports_is_one_line(
     imported, through the real console script, so it lands there every time."""
     (tmp_path / "sitecustomize.py").write_text(_INTERRUPT_ON_IMPORT.format(module=module))
     script = Path(sys.executable).with_name("tfdrop")
-    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    env = dict(os.environ, PYTHONPATH=_with_hooks(tmp_path))
     for cmd in ([str(script), *argv], [sys.executable, "-m", "tfdrop", *argv]):
         proc = subprocess.run(
             cmd, env=env, capture_output=True, timeout=60, cwd=tmp_path, check=False
@@ -224,4 +229,92 @@ def test_a_live_run_keeps_its_temps_whatever_their_age(big_voc: Path, tmp_path: 
     assert proc.returncode == 0, err
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert names == ["other.report.json", "other.zip", "out.report.json", "out.zip"]
+    assert list(work.iterdir()) == []
+
+
+# --- found by the third outside attack ---------------------------------------------------------
+
+_SIGNAL_AT_PUBLISH = """
+import os, signal
+_replace = os.replace
+
+def replace(src, dst, *args, **kwargs):
+    if str(dst).endswith("out.zip") and {before}:
+        os.kill(os.getpid(), signal.{sig})
+    _replace(src, dst, *args, **kwargs)
+    if str(dst).endswith("out.zip") and not {before}:
+        os.kill(os.getpid(), signal.{sig})
+
+os.replace = replace
+"""
+
+
+def _small_voc(path: Path) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for i in range(30):
+            zf.writestr(f"Annotations/{i:04d}.xml", voc_xml(i, ["cat"]))
+            zf.writestr(f"JPEGImages/{i:04d}.png", png(i))
+    return path
+
+
+def _run_hooked(tmp: Path, hook: str, *args: str) -> subprocess.CompletedProcess[bytes]:
+    hooks = tmp / "hooks"
+    hooks.mkdir(exist_ok=True)
+    (hooks / "sitecustomize.py").write_text(hook)
+    (tmp / "work").mkdir(exist_ok=True)
+    env = dict(os.environ, PYTHONPATH=_with_hooks(hooks), TMPDIR=str(tmp / "work"))
+    src = _small_voc(tmp / "in.zip")
+    cmd = [sys.executable, "-m", "tfdrop", "convert", str(src), "--to", "tfrecord", "-o",
+           str(tmp / "out" / "out.zip"), "--quiet", *args]  # fmt: skip
+    (tmp / "out").mkdir(exist_ok=True)
+    return subprocess.run(cmd, env=env, capture_output=True, timeout=120, check=False)
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT", "SIGHUP"])
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_signal_once_the_archive_is_published_lets_the_run_finish(
+    tmp_path: Path, sig: str, jobs: str
+) -> None:
+    """It said "terminated" and exited 143 with the new archive in place and no report."""
+    proc = _run_hooked(tmp_path, _SIGNAL_AT_PUBLISH.format(before=False, sig=sig), "-j", jobs)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == b""
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == ["out.report.json", "out.zip"]
+    assert list((tmp_path / "work").iterdir()) == []
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP"])
+def test_a_signal_just_before_publishing_keeps_the_old_archive(tmp_path: Path, sig: str) -> None:
+    (tmp_path / "out").mkdir()
+    old = tmp_path / "out" / "out.zip"
+    old.write_bytes(b"the archive of an earlier run")
+    proc = _run_hooked(tmp_path, _SIGNAL_AT_PUBLISH.format(before=True, sig=sig))
+    assert proc.returncode == 128 + getattr(signal, sig), proc.stderr
+    said = {"SIGTERM": "terminated", "SIGHUP": "hung up"}[sig]
+    assert proc.stderr.decode() == f"tfdrop: {said}\n"
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["out.zip"]
+    assert old.read_bytes() == b"the archive of an earlier run"
+    assert list((tmp_path / "work").iterdir()) == []
+
+
+def test_a_signal_while_the_interpreter_exits_keeps_the_exit_code(tmp_path: Path) -> None:
+    """After a finished run, a SIGTERM during shutdown gave 143 and no word."""
+    hook = "import atexit, os, signal\natexit.register(os.kill, os.getpid(), signal.SIGTERM)\n"
+    proc = _run_hooked(tmp_path, hook)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out" / "out.report.json").exists()
+
+
+def test_a_killed_worker_is_one_line_not_a_traceback(big_voc: Path, tmp_path: Path) -> None:
+    proc, work = _start(big_voc, tmp_path)
+    workers = _workers_running(proc, work)
+    workers[0].kill()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    lines = err.decode().strip().splitlines()
+    assert "Traceback" not in err.decode()
+    assert "a worker process reading the source died" in lines[0]
+    assert _gone(workers)
+    assert list((tmp_path / "out").iterdir()) == []
     assert list(work.iterdir()) == []

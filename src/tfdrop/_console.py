@@ -21,4 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tfdrop: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    # the command is done and has said so: a signal while the interpreter shuts down (tenths
+    # of a second) must not turn its exit code into 130 or 143 without a word
+    stops = __import__("tfdrop.cli.stops", fromlist=["ignore"])
+    stops.ignore()
     return code

@@ -209,7 +209,7 @@ def convert(
     if options.target_format not in FORMATS or FORMATS[options.target_format].open_writer is None:
         raise ValueError(f"cannot write format {options.target_format!r}")
     notes = Notes()
-    with open_input(src, options.limits) as source, run_folder(workdir) as work:
+    with open_input(src, options.limits) as source, run_folder(workdir, keep=[src]) as work:
         fmt = options.source_format
         if fmt == "auto":
             fmt = detect_format(source.names(), archive=str(src))

@@ -22,9 +22,9 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Final
 
 from tfdrop.leftovers import claim, hold
 
@@ -90,8 +90,20 @@ def is_temp_name(name: str) -> bool:
 
 
 def is_own_temp(name: str, mark: str = TEMP_MARK) -> bool:
-    """Whether ``name`` is a temp name this module made with ``mark`` (see :func:`temp_path`)."""
-    return name.startswith(".") and mark in name and name.endswith(_TEMP_SUFFIX)
+    """Whether ``name`` has exactly the shape of a temp name this module makes with ``mark``
+    (:func:`temp_path`: ``.<name><mark>`` and six hex digits, ``.tmp``). Cleanup removes such
+    files: a user's ``.notes.tfdrop-old.tmp`` is not one (found by an outside attack)."""
+    tail = len(mark) + 6 + len(_TEMP_SUFFIX)
+    return (
+        len(name) > tail + 1
+        and name.startswith(".")
+        and name.endswith(_TEMP_SUFFIX)
+        and name[-tail:].startswith(mark)
+        and all(c in _HEX for c in name[-tail + len(mark) : -len(_TEMP_SUFFIX)])
+    )
+
+
+_HEX: Final = frozenset("0123456789abcdef")
 
 
 def temp_path(final: Path, mark: str = TEMP_MARK) -> Path:
@@ -247,29 +259,39 @@ def move_atomic(
 
 
 def cleanup_temps(
-    folder: str | os.PathLike[str], *, min_age: float = 0.0, mark: str = TEMP_MARK
+    folder: str | os.PathLike[str],
+    *,
+    min_age: float = 0.0,
+    mark: str = TEMP_MARK,
+    keep: Iterable[str | os.PathLike[str]] = (),
 ) -> list[Path]:
     """Remove temp files left in ``folder`` by a killed run; returns what was removed.
 
-    A temp still held by a live writer (:func:`atomic_path` holds each while it is written)
-    is never removed.
+    Only files of exactly the temp-name shape (:func:`is_own_temp`), owned by this user and
+    not held by a live writer (:func:`atomic_path` holds each while it is written) are
+    removed, and never one of ``keep`` (the input being converted, its label map).
 
     Args:
         folder: The output folder.
         min_age: Only remove temps whose mtime is at least this many seconds old, so a
             second instance writing to the same folder keeps its live temp files.
         mark: Only temps made with this mark (:func:`temp_path`) are removed.
+        keep: Files never removed, whatever their names.
     """
     removed = []
     now = time.time()
+    kept = {(st.st_dev, st.st_ino) for st in _stats(keep)}
     with os.scandir(folder) as it:
         for entry in it:
             if not is_own_temp(entry.name, mark) or not entry.is_file(follow_symlinks=False):
                 continue
             try:
-                if now - entry.stat(follow_symlinks=False).st_mtime < min_age:
-                    continue
+                st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
+                continue
+            if now - st.st_mtime < min_age or st.st_uid != os.getuid():
+                continue
+            if (st.st_dev, st.st_ino) in kept:
                 continue
             fd = claim(entry.path)
             if fd is None:
@@ -284,3 +306,9 @@ def cleanup_temps(
     if removed:
         fsync_dir(folder)
     return removed
+
+
+def _stats(paths: Iterable[str | os.PathLike[str]]) -> Iterator[os.stat_result]:
+    for path in paths:
+        with contextlib.suppress(OSError):
+            yield os.stat(path)

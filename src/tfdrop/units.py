@@ -339,6 +339,26 @@ def _pooled(
     source: Source | None,
 ) -> Iterator[Item | Encoded | Span]:
     context = _context()
+    try:
+        yield from _pool_run(spec, units, jobs, window, notes, on_unit, source, context)
+    except BrokenProcessPool:  # found when submitting, not only when taking a result
+        raise _died() from None
+
+
+def _died() -> WorkerDiedError:
+    return WorkerDiedError("a worker process reading the source died (out of memory, or killed)")
+
+
+def _pool_run(
+    spec: JobSpec,
+    units: Sequence[object],
+    jobs: int,
+    window: int,
+    notes: Notes,
+    on_unit: Callable[[], None] | None,
+    source: Source | None,
+    context: multiprocessing.context.BaseContext,
+) -> Iterator[Item | Encoded | Span]:
     with ProcessPoolExecutor(
         max_workers=jobs, mp_context=context, initializer=_init, initargs=(spec,)
     ) as pool:
@@ -384,9 +404,7 @@ def _take(
     try:
         result = fut.result()
     except BrokenProcessPool:
-        raise WorkerDiedError(
-            "a worker process reading the source died (out of memory, or killed)"
-        ) from None
+        raise _died() from None
     notes.merge(result.notes)
     try:
         yield from result.items

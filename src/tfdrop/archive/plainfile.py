@@ -5,6 +5,10 @@ A file may change while a conversion reads it (a drop still being copied, ``cp``
 rewrite in place). Sizes alone miss a same-size rewrite, so each read is checked against the
 file's :data:`~tfdrop.archive.source.Stamp` once its data ends: a reader that reached the end
 and a range read both prove the bytes they returned came from the file that was listed.
+
+What a stamp cannot see, and a plain file has no checksum to catch: a same-size rewrite whose
+mtime was put back (only its ctime moves, as it does for a chmod or a hard link, which must not
+fail a run), and writes through a shared ``mmap`` of the file, which move neither time.
 """
 
 from __future__ import annotations

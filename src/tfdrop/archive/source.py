@@ -314,28 +314,39 @@ class CheckedReader(io.RawIOBase, ABC):
 
 Stamp = tuple[int, int, int, int, int]
 """What identifies a file's contents between two reads: device, inode, size, mtime and ctime
-(ns). The ctime is the one a writer cannot set back: a same-size rewrite whose mtime was
-restored (``os.utime``, ``touch -r``, ``rsync --times``) still moves it."""
+(ns). The first four must not change. The ctime moves on a rewrite whose mtime was put back
+(``os.utime``, ``touch -r``), but also on a chmod, a rename or a hard link made or removed,
+none of which touch the data: a moved ctime alone is :data:`TOUCHED`, and the caller decides
+(a zip checks the member's CRC-32; a plain file, which has none, is taken as it is)."""
+
+TOUCHED = "touched"
 
 
 def stamp(st: os.stat_result) -> Stamp:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def check_stamp(fd: int, expected: Stamp, *, archive: str, member: str | None = None) -> None:
+def changed_error(archive: str, member: str | None) -> ArchiveError:
+    return ArchiveError(
+        "the input changed while it was read (rewritten or replaced in place)",
+        archive=archive,
+        member=member,
+        hint="copy a finished file into the drop folder under a temp name, then rename it",
+    )
+
+
+def check_stamp(fd: int, expected: Stamp, *, archive: str, member: str | None = None) -> str | None:
     """Refuse a file that changed since ``expected`` was taken (rewritten in place, replaced
-    by another, grown or cut) while a conversion reads it.
+    by another, grown or cut) while a conversion reads it; :data:`TOUCHED` when only its ctime
+    moved, else None.
 
     Raises:
-        ArchiveError: It changed.
+        ArchiveError: Its device, inode, size or mtime changed.
     """
-    if stamp(os.fstat(fd)) != expected:
-        raise ArchiveError(
-            "the input changed while it was read (rewritten or replaced in place)",
-            archive=archive,
-            member=member,
-            hint="copy a finished file into the drop folder under a temp name, then rename it",
-        )
+    now = stamp(os.fstat(fd))
+    if now[:4] != expected[:4]:
+        raise changed_error(archive, member)
+    return TOUCHED if now[4] != expected[4] else None
 
 
 def sorted_names(source: Source, *, suffixes: Sequence[str] = ()) -> list[str]:

@@ -12,7 +12,15 @@ import stat
 import zlib
 from pathlib import Path
 
-from tfdrop.archive.source import CHUNK, BaseSource, CheckedReader, Stamp, check_stamp, stamp
+from tfdrop.archive.source import (
+    CHUNK,
+    BaseSource,
+    CheckedReader,
+    Stamp,
+    changed_error,
+    check_stamp,
+    stamp,
+)
 from tfdrop.archive.zipdir import DEFLATED, ZipEntry, data_offset, read_directory
 from tfdrop.errors import ArchiveError, TfdropError, UnsafeArchiveError
 from tfdrop.limits import Limits
@@ -67,14 +75,17 @@ class ZipSource(BaseSource):
         if entry.method == DEFLATED and entry.size:
             return None
         # a range has no CRC of its own: a zip rewritten in place (cp over it) would mix old
-        # and new records unseen, so the file must still be the one whose directory was read
-        check_stamp(self._file.fileno(), self._stamp, archive=self._label, member=name)
+        # and new records unseen, so the file must still be the one whose directory was read,
+        # before the read and after it
+        fd = self._file.fileno()
+        before = check_stamp(fd, self._stamp, archive=self._label, member=name)
         start = self._starts.get(name)
         if start is None:
-            start = self._starts[name] = data_offset(self._file.fileno(), entry, self._label)
-        data = os.pread(self._file.fileno(), size, start + offset)
-        # and checked again after it: a rewrite during the read is refused too
-        check_stamp(self._file.fileno(), self._stamp, archive=self._label, member=name)
+            start = self._starts[name] = data_offset(fd, entry, self._label)
+        data = os.pread(fd, size, start + offset)
+        after = check_stamp(fd, self._stamp, archive=self._label, member=name)
+        if before or after:  # only the ctime moved: a chmod, a link, or a disguised rewrite
+            self._prove_unchanged(entry, start)
         if len(data) != size:
             raise ArchiveError(
                 "truncated: member data ends early",
@@ -84,6 +95,22 @@ class ZipSource(BaseSource):
                 hint=_CORRUPT_HINT,
             )
         return data
+
+    def _prove_unchanged(self, entry: ZipEntry, start: int) -> None:
+        """The stored member's CRC-32, read whole, against its directory entry: the same, and
+        the file's new ctime is taken as its own; else it was rewritten under us."""
+        fd = self._file.fileno()
+        new = stamp(os.fstat(fd))
+        crc, pos, end = 0, start, start + entry.compressed_size
+        while pos < end:
+            chunk = os.pread(fd, min(CHUNK, end - pos), pos)
+            if not chunk:
+                break
+            crc = zlib.crc32(chunk, crc)
+            pos += len(chunk)
+        if pos != end or crc != entry.crc or stamp(os.fstat(fd)) != new:
+            raise changed_error(self._label, entry.name)
+        self._stamp = new
 
     def close(self) -> None:
         """Close the zip; member readers already open keep their own descriptor."""
@@ -186,7 +213,10 @@ class _ZipMemberReader(CheckedReader):
         )
 
     def _changed(self) -> None:
-        check_stamp(self._fd, self._stamp, archive=self.archive, member=self.member)
+        """Raise "changed" rather than the fault found when the zip was rewritten meanwhile
+        (a moved ctime counts here: the data is known to be wrong)."""
+        if check_stamp(self._fd, self._stamp, archive=self.archive, member=self.member):
+            raise changed_error(self.archive, self.member)
 
     def _check_end(self) -> None:
         if self._crc != self._entry.crc:

@@ -6,14 +6,9 @@ import argparse
 import contextlib
 import json
 import os
-import signal
 import sys
 import tempfile
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from types import FrameType
 
 from tfdrop.cli.common import (
     add_format_arguments,
@@ -25,6 +20,7 @@ from tfdrop.cli.common import (
     usage_error,
 )
 from tfdrop.cli.progress import ProgressBar, on_terminal
+from tfdrop.cli.stops import Stops, Terminated
 from tfdrop.config import FILES_RESERVED, MAX_JOBS, MAX_SHARDS, SUBSETS_ASSUMED
 from tfdrop.convert import ConvertOptions, Report, convert
 from tfdrop.daemon.fdlimit import raise_open_files
@@ -123,51 +119,6 @@ def _write_report(report_path: Path, text: str, out: Path) -> int:
     return 0
 
 
-EXIT_TERMINATED = 128 + signal.SIGTERM
-EXIT_INTERRUPTED = 128 + signal.SIGINT
-_STOPS = (signal.SIGINT, signal.SIGTERM)
-
-
-class Terminated(BaseException):
-    """Ctrl-C or SIGTERM while converting: unwinds the conversion, so the temp archive, the
-    spool folder and the worker pool are all cleaned up (``kill PID`` left them behind, found
-    by an outside attack)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-@contextmanager
-def _terminable() -> Iterator[None]:
-    """The first SIGINT or SIGTERM raises :class:`Terminated` here; any later one is ignored,
-    so cleanup runs to its end (the main thread only; the previous handlers are restored after
-    a block that no signal stopped).
-
-    A second signal used to break the cleanup it landed in: SIGTERM then Ctrl-C hung in the
-    pool's shutdown, and a second SIGTERM killed the process before the spool folder was
-    removed (the second outside attack). Cleanup is bounded (a unit in flight, a folder to
-    remove), and SIGKILL still ends it at once.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    stopped: list[int] = []
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        if not stopped:
-            stopped.append(signum)
-            raise Terminated(signum)
-
-    previous = {sig: signal.signal(sig, stop) for sig in _STOPS}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            # once stopped, the process only says so and exits: later signals change nothing
-            signal.signal(sig, signal.SIG_IGN if stopped else handler)
-
-
 def run(args: argparse.Namespace) -> int:
     src: Path = args.src
     if not src.exists():
@@ -178,15 +129,22 @@ def run(args: argparse.Namespace) -> int:
     conflict = output_conflict(src, out, args.label_map)
     if conflict is not None:
         return usage_error("convert", f"{conflict}; choose another -o")
+    keep = [src, *([args.label_map] if args.label_map else [])]
     with contextlib.suppress(OSError):  # temp archives of killed runs (never a live one's)
-        cleanup_temps(out.parent, min_age=UNHELD_AGE_S)
-    report = _convert(args, src, out)
-    if isinstance(report, int):
-        return report
-    code = _write_report(report_path_of(out), json.dumps(report.to_dict(), indent=2) + "\n", out)
-    if code == 0 and not args.quiet:
-        print(report.summary())
-    return code
+        cleanup_temps(out.parent, min_age=UNHELD_AGE_S, keep=keep)
+    try:
+        with Stops(out):  # until the report is written: a signal after publishing is no stop
+            report = _convert(args, src, out)
+            if isinstance(report, int):
+                return report
+            text = json.dumps(report.to_dict(), indent=2) + "\n"
+            code = _write_report(report_path_of(out), text, out)
+            if code == 0 and not args.quiet:
+                print(report.summary())
+            return code
+    except Terminated as stop:  # after the cleanup, which ran as it unwound
+        print(f"tfdrop: {stop.message}", file=sys.stderr)
+        return stop.exit_code
 
 
 def _convert(args: argparse.Namespace, src: Path, out: Path) -> Report | int:
@@ -196,7 +154,7 @@ def _convert(args: argparse.Namespace, src: Path, out: Path) -> Report | int:
     raise_open_files(args.shards * SUBSETS_ASSUMED + FILES_RESERVED)
     progress = ProgressBar(enabled=on_terminal() and not args.quiet)
     try:
-        with _terminable(), progress:  # the bar is off the screen before an error is printed
+        with progress:  # the bar is off the screen before an error is printed
             label_map = load_label_map(args.label_map) if args.label_map else None
             options = ConvertOptions(
                 source_format=args.source,
@@ -211,12 +169,6 @@ def _convert(args: argparse.Namespace, src: Path, out: Path) -> Report | int:
                 jobs=min(args.jobs or default_jobs(), default_jobs()),
             )
             return convert(src, out, options, progress=progress)
-    except Terminated as stop:
-        if stop.signum == signal.SIGINT:
-            print("tfdrop: interrupted", file=sys.stderr)
-            return EXIT_INTERRUPTED
-        print("tfdrop: terminated", file=sys.stderr)
-        return EXIT_TERMINATED
     except TfdropError as exc:
         return fail(str(exc), hint=exc.hint)
     except OSError as exc:
