@@ -28,8 +28,8 @@ from tfdrop.codec.keypoints import (
     object_keypoints,
 )
 from tfdrop.codec.layout import layout_problem
+from tfdrop.codec.lazy import proto
 from tfdrop.codec.model import Annotation, Box, Item, KeypointLayout, LabelMap, Shape
-from tfdrop.codec.proto import Example
 from tfdrop.codec.wirescan import Malformed, feature_value_counts
 from tfdrop.errors import ExampleError, SchemaError, TfdropError
 
@@ -132,11 +132,11 @@ def _features_slow(data: bytes, max_values: int = wire.DEFAULT_MAX_VALUES) -> wi
             if n > max_values:
                 raise wire.too_many_values(key, n, max_values)
     try:
-        ex = Example.FromString(data)
+        ex = proto().Example.FromString(data)
     except DecodeError as exc:
         raise ExampleError(f"not a tf.train.Example protobuf: {exc}") from None
     out: wire.Features = {}
-    for key, feat in ex.features.feature.items():  # type: ignore[attr-defined]
+    for key, feat in ex.features.feature.items():
         kind_name = feat.WhichOneof("kind")
         kind = _KINDS[kind_name] if kind_name else 0
         values = list(getattr(feat, kind_name).value) if kind_name else []

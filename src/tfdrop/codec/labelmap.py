@@ -20,10 +20,8 @@ import re
 from collections.abc import Callable
 from typing import Any, Final
 
-from google.protobuf import text_format
-
+from tfdrop.codec.lazy import proto, text_format
 from tfdrop.codec.model import Keypoint, LabelMap, LabelMapItem
-from tfdrop.codec.proto import StringIntLabelMap
 from tfdrop.errors import LabelMapError, LimitExceededError
 
 BACKGROUND = "background"
@@ -132,10 +130,11 @@ def parse_label_map(
     count = sum(1 for _ in itertools.islice(_ITEM_START.finditer(text), max_labels + 1))
     if count > max_labels:
         raise too_many("max_labels", count, max_labels)
-    msg: Any = StringIntLabelMap()
+    msg: Any = proto().StringIntLabelMap()
+    parser = text_format()
     try:
-        text_format.Parse(text, msg)
-    except text_format.ParseError as exc:
+        parser.Parse(text, msg)
+    except parser.ParseError as exc:
         line = exc.GetLine() if hasattr(exc, "GetLine") else None
         raise error(f"not a StringIntLabelMap: {exc}", line) from None
     lines = _item_lines(text)
