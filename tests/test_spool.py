@@ -9,6 +9,7 @@ import io
 import os
 import shutil
 import subprocess
+import time
 import zipfile
 import zlib
 from pathlib import Path
@@ -306,3 +307,29 @@ def test_member_order_is_the_same_whoever_encodes_the_records(tmp_path: Path) ->
         with zipfile.ZipFile(tmp_path / f"out{jobs}.zip") as zf:
             names.append(zf.namelist())
     assert names[0] == names[1] == ["val.tfrecord", "train.tfrecord", "label_map.pbtxt"]
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_the_same_input_converts_to_the_same_bytes_whenever(tmp_path: Path, jobs: int) -> None:
+    """Members were dated by the clock, so two runs' archives differed (an outside attack
+    compared them): they carry the input's mtime, or SOURCE_DATE_EPOCH."""
+    src = _voc(tmp_path / "in.zip", 300)
+    os.utime(src, (1_600_000_000, 1_600_000_000))
+    outs = []
+    for n in range(2):
+        out = tmp_path / f"out{n}.zip"
+        convert(src, out, ConvertOptions(jobs=jobs))
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1]
+    with zipfile.ZipFile(tmp_path / "out0.zip") as zf:
+        assert {i.date_time for i in zf.infolist()} == {time.localtime(1_600_000_000)[:6]}
+
+
+def test_source_date_epoch_dates_the_members(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    src = _voc(tmp_path / "in.zip", 10)
+    convert(src, tmp_path / "out.zip", ConvertOptions(jobs=1))
+    with zipfile.ZipFile(tmp_path / "out.zip") as zf:
+        assert {i.date_time for i in zf.infolist()} == {time.localtime(1_700_000_000)[:6]}

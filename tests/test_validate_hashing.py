@@ -5,7 +5,11 @@ read before it."""
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +17,7 @@ from tfdrop.cli import hashing
 from tfdrop.cli.hashing import Scanned, hashed_in_order
 from tfdrop.codec import wire
 from tfdrop.codec.example import encode_example
+from tfdrop.codec.framing import encode_record
 from tfdrop.codec.model import Annotation, Box, Item
 from tfdrop.codec.schema import fast_scan
 from tfdrop.errors import TruncatedRecordError
@@ -74,3 +79,43 @@ def test_no_more_than_the_bound_waits(monkeypatch: pytest.MonkeyPatch) -> None:
 
     for index, _, _, _ in hashed_in_order(counted()):
         assert read - index <= 4 + 1
+
+
+_PEAK = (
+    "import resource, sys\n"
+    "from tfdrop._console import main\n"
+    "code = main(['validate', sys.argv[1]])\n"
+    "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+    "sys.exit(code)\n"
+)
+
+
+def test_large_records_cost_no_more_memory_than_on_the_pure_python_path(tmp_path: Path) -> None:
+    """The hashing thread kept a hashed record alive through the next one's read: 60 MB
+    records peaked 60 MB above the pure-Python path (found by an outside attack)."""
+    big = 40 << 20
+    path = tmp_path / "big.tfrecord"
+    png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR" + (8).to_bytes(4, "big") + (6).to_bytes(4, "big")
+    image = png + os.urandom(big)
+    obj = Annotation(label="cat", label_id=1, box=Box(0.1, 0.2, 0.5, 0.9))
+    good = encode_example(Item(name="a", width=8, height=6, image=image, objects=(obj,)))
+    wrong_key = good.replace(hashlib.sha256(image).hexdigest().encode(), b"0" * 64)
+    wrong_width = encode_example(Item(name="c", width=9, height=6, image=image, objects=(obj,)))
+    del image
+    with path.open("wb") as f:  # the attack's file: good, a wrong key, a wrong width
+        for data in (good, wrong_key, wrong_width):
+            f.write(encode_record(data))
+    del good, wrong_key, wrong_width
+    peaks = {}
+    for mode, extra in (("c", {}), ("python", {"TFDROP_NO_C": "1"})):
+        proc = subprocess.run(
+            [sys.executable, "-c", _PEAK, str(path)],
+            env={**os.environ, **extra},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert proc.returncode == 1, proc.stderr  # two records are invalid
+        peaks[mode] = int(proc.stderr.strip().splitlines()[-1]) * 1024
+    assert peaks["c"] <= peaks["python"] + big // 4, peaks

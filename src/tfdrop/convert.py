@@ -9,6 +9,7 @@ before the archive is renamed into place (SPEC.md "validated").
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Generator, Iterator
@@ -19,6 +20,7 @@ from typing import Any
 
 from tfdrop.archive import Source, ZipSink
 from tfdrop.archive.limits import check_item_name
+from tfdrop.archive.sink import DosTime, dos_time
 from tfdrop.codec.compression import Compression
 from tfdrop.codec.keypoints import Skeleton
 from tfdrop.codec.model import Item, LabelMap
@@ -248,7 +250,9 @@ def convert(
             # the spool folder before it leaves this function
             with closing(stream), atomic_path(out) as tmp:
                 tick = _ticker(progress, reader)
-                counts, members = _write(stream, resolver, tmp, wopts, options, notes, tick, tally)
+                counts, members = _write(
+                    stream, resolver, tmp, wopts, options, notes, tick, tally, _member_time(src)
+                )
                 validated = validate_archive(
                     tmp,
                     options.target_format,
@@ -281,6 +285,14 @@ def convert(
         keypoints=resolver.skeletons(),
         keypoint_slots=resolver.keypoint_slots(),
     )
+
+
+def _member_time(src: Path) -> DosTime:
+    """The members' timestamp: ``SOURCE_DATE_EPOCH`` when set, else the input's mtime, so
+    converting the same input again gives the same bytes (the clock's time made every run's
+    archive differ)."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "")
+    return dos_time(int(epoch) if epoch.isdigit() else src.stat().st_mtime)
 
 
 def _needs_scan(reader: Reader, resolver: LabelResolver) -> bool:
@@ -343,6 +355,7 @@ def _write(
     notes: Notes,
     progress: Callable[[int], None] | None,
     tally: Tally,
+    date_time: DosTime,
 ) -> tuple[_Counts, list[str]]:
     """Write every item; the counts, and the names of the members written."""
     spec = FORMATS[options.target_format]
@@ -351,7 +364,7 @@ def _write(
     subsets: Counter[str] = Counter()
     labels: Counter[str] = Counter()
     names_files = options.target_format != "tfrecord"  # the item's name becomes a member's
-    with ZipSink(out) as sink:
+    with ZipSink(out, date_time=date_time) as sink:
         writer = spec.open_writer(sink, wopts, notes)
         try:
             for entry in stream:

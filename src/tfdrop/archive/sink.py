@@ -26,6 +26,16 @@ from tfdrop.errors import FormatError
 _ZIP64_LIMIT = (1 << 31) - 1
 
 
+DosTime = tuple[int, int, int, int, int, int]
+
+
+def dos_time(seconds: float) -> DosTime:
+    """A zip member's timestamp for ``seconds`` since the epoch (local time, as zip tools
+    write it), within what the format holds (1980 to 2107)."""
+    t = time.localtime(seconds)[:6]
+    return max((1980, 1, 1, 0, 0, 0), min(t, (2107, 12, 31, 23, 59, 58)))
+
+
 class ZipSink:
     """Writes a zip member by member.
 
@@ -45,7 +55,7 @@ class ZipSink:
         self,
         target: str | os.PathLike[str] | BinaryIO,
         *,
-        date_time: tuple[int, int, int, int, int, int] | None = None,
+        date_time: DosTime | None = None,
     ) -> None:
         self._date_time = date_time if date_time is not None else time.localtime()[:6]
         self._own: BinaryIO | None = None

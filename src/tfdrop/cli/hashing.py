@@ -33,11 +33,17 @@ class _Hasher:
         self._thread.start()
 
     def _run(self) -> None:
-        while (job := self._jobs.get()) is not None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
             try:
                 ok = sha_matches(*job)
             except Exception:  # never a verdict of valid: the full check names the problem
                 ok = False
+            # let go of the record before waiting for the next: a 60 MB record was kept alive
+            # through the next one's read (an outside attack measured 60 MB more than without)
+            job = None
             self._done.put(ok)
 
     def put(self, record: bytes, fast: Fast) -> None:
