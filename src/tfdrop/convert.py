@@ -49,7 +49,7 @@ from tfdrop.inputs import open_input
 from tfdrop.labels import LabelResolver, warn_renumbered
 from tfdrop.leftovers import run_folder
 from tfdrop.limits import DEFAULT_LIMITS, Limits
-from tfdrop.publish import atomic_path
+from tfdrop.publish import atomic_path, flushing
 from tfdrop.readback import Written, validate_archive
 from tfdrop.stream import is_tfrecord_name
 from tfdrop.units import (
@@ -253,14 +253,15 @@ def convert(
                 counts, members = _write(
                     stream, resolver, tmp, wopts, options, notes, tick, tally, _member_time(src)
                 )
-                validated = validate_archive(
-                    tmp,
-                    options.target_format,
-                    Written(*counts),
-                    resolver.map,
-                    masks=options.masks,
-                    limits=options.limits,
-                )
+                with flushing(tmp):  # the disk write and the read-back at once
+                    validated = validate_archive(
+                        tmp,
+                        options.target_format,
+                        Written(*counts),
+                        resolver.map,
+                        masks=options.masks,
+                        limits=options.limits,
+                    )
         except TfdropError as exc:
             raise exc.at(archive=str(src)) from None
     items, objects, subsets, labels = counts

@@ -21,6 +21,7 @@ import hashlib
 import os
 import secrets
 import shutil
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -124,6 +125,33 @@ def _make_temp(final: Path, mark: str) -> tuple[Path, int]:
         hold(fd)
         return tmp, fd
     raise FileExistsError(errno.EEXIST, "no free temp name", str(final))
+
+
+@contextlib.contextmanager
+def flushing(path: str | os.PathLike[str]) -> Iterator[None]:
+    """fsync ``path`` in a thread while the block runs (the conversion reads its archive back
+    meanwhile: writing 1.1 GB out and reading it back each take half a second, and each core
+    can do one). The fsync's own error is raised after the block, unless the block raised.
+
+    Raises:
+        OSError: The fsync failed (EIO, ENOSPC on a filesystem that allocates late).
+    """
+    failed: list[OSError] = []
+
+    def run() -> None:
+        try:
+            _fsync_file(Path(path))
+        except OSError as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, name="tfdrop-fsync", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()
+    if failed:
+        raise failed[0]
 
 
 def _fsync_file(path: Path) -> None:

@@ -36,6 +36,21 @@ def dos_time(seconds: float) -> DosTime:
     return max((1980, 1, 1, 0, 0, 0), min(t, (2107, 12, 31, 23, 59, 58)))
 
 
+def _open_empty(path: str | os.PathLike[str]) -> BinaryIO:
+    """``path`` for writing from its start, emptied, without O_TRUNC on a file that already
+    is empty (the temp file :func:`tfdrop.publish.atomic_path` made): ext4 takes a truncate
+    to nothing as "replacing a file" and writes it all out when it is closed, which kept a
+    1.1 GB archive's close waiting 0.3-0.5 s; the fsync that publishing runs anyway does it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        if os.fstat(fd).st_size:
+            os.ftruncate(fd, 0)
+        return os.fdopen(fd, "wb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 class ZipSink:
     """Writes a zip member by member.
 
@@ -62,7 +77,7 @@ class ZipSink:
         if isinstance(target, (str, os.PathLike)):
             self._label = os.fspath(target)
             # Opened here, not by zipfile, so abort() can drop a half-written zip cleanly.
-            self._own = target = open(target, "wb")  # noqa: SIM115
+            self._own = target = _open_empty(target)
         else:
             self._label = getattr(target, "name", "<zip>")
         self._zf = zipfile.ZipFile(target, "w", allowZip64=True)
