@@ -19,6 +19,7 @@ from tfdrop.cli.common import (
     limits_from_args,
     usage_error,
 )
+from tfdrop.cli.malloc import fix_thresholds
 from tfdrop.cli.progress import ProgressBar, on_terminal
 from tfdrop.cli.stops import Stops, Terminated
 from tfdrop.config import FILES_RESERVED, MAX_JOBS, MAX_SHARDS, SUBSETS_ASSUMED
@@ -149,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _convert(args: argparse.Namespace, src: Path, out: Path) -> Report | int:
     """The conversion, or the exit code of its failure (the error printed)."""
+    fix_thresholds()  # before the workers fork: they stream the gigabytes
     limits = limits_from_args(args)
     # every shard of every subset is open while writing (formats/tfrecord.py)
     raise_open_files(args.shards * SUBSETS_ASSUMED + FILES_RESERVED)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from tfdrop.cli.common import add_limit_argument, fail, limits_from_args
 from tfdrop.cli.hashing import hashed_in_order
+from tfdrop.cli.malloc import fix_thresholds
 from tfdrop.cli.progress import ProgressBar, on_terminal
 from tfdrop.cli.records import RecordFile, iter_file_records, missing_shards, record_files
 from tfdrop.codec.example import LABEL, TEXT, parse_example
@@ -158,9 +159,21 @@ def _check_file(
         t.add(bad, always=True)
 
 
+BIG_INPUT = 64 << 20
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
 def run(args: argparse.Namespace) -> int:
     if not args.path.exists():
         return fail(f"{args.path}: no such file or folder")
+    if _size(args.path) > BIG_INPUT:  # a small file's start-up is left as it is
+        fix_thresholds()
     bar = ProgressBar(unit="record", enabled=on_terminal() and not args.json)
     t = _Tally(as_json=args.json, max_problems=args.max_problems, bar=bar)
     limits = limits_from_args(args)
