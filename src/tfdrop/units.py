@@ -339,44 +339,30 @@ def _pooled(
     source: Source | None,
 ) -> Iterator[Item | Encoded | Span]:
     context = _context()
+    pending: deque[Future[UnitResult]] = deque()
     try:
-        yield from _pool_run(spec, units, jobs, window, notes, on_unit, source, context)
+        with ProcessPoolExecutor(
+            max_workers=jobs, mp_context=context, initializer=_init, initargs=(spec,)
+        ) as pool:
+            try:
+                for unit in units:
+                    if not pending:  # the first submit starts the workers (fork: all of them)
+                        pending.append(_first_submit(pool, unit, source, context))
+                        continue
+                    pending.append(pool.submit(_run, unit))
+                    if len(pending) >= window:
+                        yield from _take(pending.popleft(), notes, on_unit)
+                while pending:
+                    yield from _take(pending.popleft(), notes, on_unit)
+            finally:  # before the pool's exit waits for them
+                for fut in pending:
+                    fut.cancel()
     except BrokenProcessPool:  # found when submitting, not only when taking a result
         raise _died() from None
 
 
 def _died() -> WorkerDiedError:
     return WorkerDiedError("a worker process reading the source died (out of memory, or killed)")
-
-
-def _pool_run(
-    spec: JobSpec,
-    units: Sequence[object],
-    jobs: int,
-    window: int,
-    notes: Notes,
-    on_unit: Callable[[], None] | None,
-    source: Source | None,
-    context: multiprocessing.context.BaseContext,
-) -> Iterator[Item | Encoded | Span]:
-    with ProcessPoolExecutor(
-        max_workers=jobs, mp_context=context, initializer=_init, initargs=(spec,)
-    ) as pool:
-        pending: deque[Future[UnitResult]] = deque()
-        queue = iter(units)
-        try:
-            for unit in queue:
-                if not pending:  # the first submit starts the workers (fork: all of them)
-                    pending.append(_first_submit(pool, unit, source, context))
-                    continue
-                pending.append(pool.submit(_run, unit))
-                if len(pending) >= window:
-                    yield from _take(pending.popleft(), notes, on_unit)
-            while pending:
-                yield from _take(pending.popleft(), notes, on_unit)
-        finally:
-            for fut in pending:
-                fut.cancel()
 
 
 def _first_submit(

@@ -18,8 +18,7 @@ from types import TracebackType
 from typing import BinaryIO, Self
 
 from tfdrop.archive.plainfile import FileReader, pread_exact
-from tfdrop.archive.source import BUFFER, Stamp, check_stamp, stamp
-from tfdrop.errors import ArchiveError
+from tfdrop.archive.source import BUFFER, Stamp, check_stamp, check_whole, stamp
 
 
 class FileSource:
@@ -46,14 +45,7 @@ class FileSource:
         return io.BufferedReader(self._reader(name), buffer_size=BUFFER)
 
     def read_bytes(self, name: str, *, max_size: int) -> bytes:
-        size = self.size(name)
-        if size > max_size:
-            raise ArchiveError(
-                f"file is {size} bytes, over the {max_size}-byte cap for reading it whole",
-                archive=self.label,
-                member=name,
-                hint="the file is unexpectedly large; check the export",
-            )
+        check_whole(self.size(name), max_size, archive=self.label, member=name)
         with self._reader(name) as raw:
             return raw.readall()
 

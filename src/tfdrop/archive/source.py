@@ -155,13 +155,7 @@ class BaseSource(ABC):
             ArchiveError: The member declares more than ``max_size`` bytes, or is corrupt.
         """
         size = self.size(name)
-        if size > max_size:
-            raise ArchiveError(
-                f"member is {size} bytes, over the {max_size}-byte cap for reading it whole",
-                archive=self._label,
-                member=name,
-                hint="the member is unexpectedly large; check the export",
-            )
+        check_whole(size, max_size, archive=self._label, member=name)
         with self._open_raw(name, size) as raw:
             return raw.readall()
 
@@ -347,6 +341,21 @@ def check_stamp(fd: int, expected: Stamp, *, archive: str, member: str | None = 
     if now[:4] != expected[:4]:
         raise changed_error(archive, member)
     return TOUCHED if now[4] != expected[4] else None
+
+
+def check_whole(size: int, max_size: int, *, archive: str, member: str) -> None:
+    """Refuse to read a member of ``size`` bytes whole when that is over ``max_size``.
+
+    Raises:
+        ArchiveError: It is.
+    """
+    if size > max_size:
+        raise ArchiveError(
+            f"member is {size} bytes, over the {max_size}-byte cap for reading it whole",
+            archive=archive,
+            member=member,
+            hint="the member is unexpectedly large; check the export",
+        )
 
 
 def sorted_names(source: Source, *, suffixes: Sequence[str] = ()) -> list[str]:
