@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import mounted_tmpfs
 from daemon_support import png, voc_xml
+from tfdrop.cli.convert import _write_report
 from tfdrop.leftovers import RUN_MARK, run_folder, sweep_run_folders
 from tfdrop.publish import cleanup_temps, is_own_temp
 
@@ -117,3 +119,67 @@ def test_converting_an_input_named_like_a_leftover_keeps_it(tmp_path: Path) -> N
     )
     assert src.exists()
     assert out.exists()
+
+
+def _marked_old_run_folder(parent: Path, suffix: str) -> Path:
+    folder = parent / f".tfdrop-run-{suffix}"
+    folder.mkdir(parents=True)
+    (folder / RUN_MARK).write_bytes(b"")
+    return folder
+
+
+def _voc_zip(path: Path) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("Annotations/a.xml", voc_xml(0, ["cat"]))
+        zf.writestr("JPEGImages/0000.png", png(0))
+    return path
+
+
+@pytest.mark.parametrize("held", ["label-map", "output"])
+def test_the_sweep_spares_a_folder_holding_the_label_map_or_the_output(
+    tmp_path: Path, held: str
+) -> None:
+    """A marked old folder in TMPDIR that held the --label-map, or the -o folder, was removed
+    (the fifth outside attack)."""
+    work = tmp_path / "tmp"
+    folder = _marked_old_run_folder(work, "inuse123")
+    (folder / "lm.pbtxt").write_text("item { id: 1 name: 'cat' }\n")
+    _old(folder)
+    src = _voc_zip(tmp_path / "in.zip")
+    out, extra = tmp_path / "o.zip", ["--label-map", str(folder / "lm.pbtxt")]
+    if held == "output":
+        out, extra = folder / "o.zip", []
+    cmd = [sys.executable, "-m", "tfdrop", "convert", str(src), "--to", "tfrecord", "-o", str(out)]
+    proc = subprocess.run(
+        [*cmd, *extra], env={**os.environ, "TMPDIR": str(work)}, capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert out.exists()
+    assert (folder / "lm.pbtxt").exists()
+
+
+def test_a_report_that_does_not_fit_leaves_no_empty_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A full disk left a 0-byte report beside the published archive; the report is written
+    under a temp name and renamed, so the old one stays until the new one is whole."""
+    with mounted_tmpfs(tmp_path / "fs", "64k") as fs:
+        report = fs / "a.report.json"
+        report.write_text('{"old": true}')
+        filler = fs / "filler"
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+        try:
+            while os.write(fd, b"x" * 4096):
+                pass
+        except OSError:
+            pass  # full
+        finally:
+            os.close(fd)
+        code = _write_report(report, '{"new": true}' * 2000, fs / "a.zip")
+        assert code == 1
+        err = capsys.readouterr().err
+        assert "cannot write the report" in err
+        assert f"published as {fs / 'a.zip'}" in err
+        assert report.read_text() == '{"old": true}'
+        assert sorted(p.name for p in fs.iterdir()) == ["a.report.json", "filler"]

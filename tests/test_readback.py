@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 
 from conftest import records_bytes
-from tfdrop.archive import ZipSource
 from tfdrop.codec.labelmap import format_label_map
 from tfdrop.codec.model import Annotation, Box, Item, LabelMap
-from tfdrop.errors import ArchiveError, ValidationError
+from tfdrop.errors import ValidationError
 from tfdrop.formats.base import FormatName
 from tfdrop.limits import DEFAULT_LIMITS
 from tfdrop.readback import Written, validate_archive
@@ -108,8 +107,8 @@ def test_a_label_map_out_of_id_order_with_background_converts_to_every_target(
 
 
 def test_every_byte_of_a_stored_member_is_under_a_record_crc(tmp_path: Path) -> None:
-    """The read-back no longer computes the zip CRC-32 of stored TFRecord members: a change
-    anywhere in one (written here with a zip CRC that matches the change) still fails."""
+    """A change anywhere in a stored member fails the read-back on the records' own CRCs,
+    even with a zip CRC-32 that matches the change."""
     clean = records_bytes([_item("a.jpg"), _item("b.jpg")])
     for pos in range(0, len(clean), max(1, len(clean) // 97)):
         data = bytearray(clean)
@@ -122,21 +121,18 @@ def test_every_byte_of_a_stored_member_is_under_a_record_crc(tmp_path: Path) -> 
             _check(path, _written(2, 2))
 
 
-def test_open_framed_skips_only_the_zip_crc(tmp_path: Path) -> None:
-    data = records_bytes([_item("a.jpg")])
+def test_records_swapped_in_place_fail_on_the_zip_crc(tmp_path: Path) -> None:
+    """Two records of one length swapped pass their own CRC32Cs: the read-back skipped the
+    zip CRC-32 for a while, and an archive that unzip -t refuses was published (an outside
+    attack swapped two records in the temp archive before the read-back)."""
+    one, two = records_bytes([_item("a.jpg")]), records_bytes([_item("b.jpg")])
+    assert len(one) == len(two)
     path = tmp_path / "a.zip"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
-        zf.writestr("train.tfrecord", data)
-        packed = records_bytes([_item("b.jpg")])
-        zf.writestr("packed.tfrecord", packed, compress_type=zipfile.ZIP_DEFLATED)
-    raw = bytearray(path.read_bytes())
-    crc = zipfile.ZipFile(path).getinfo("train.tfrecord").CRC.to_bytes(4, "little")
-    raw = raw.replace(crc, bytes(b ^ 0xFF for b in crc))  # local header and directory
-    path.write_bytes(bytes(raw))
-    with ZipSource(path) as src:
-        with src.open_framed("train.tfrecord") as f:
-            assert f.read() == data
-        with pytest.raises(ArchiveError, match="bad CRC-32"), src.open("train.tfrecord") as f:
-            f.read()
-        with src.open_framed("packed.tfrecord") as f:  # deflated: read as open() reads it
-            assert f.read() == packed
+        zf.writestr("train.tfrecord", one + two)
+        zf.writestr("label_map.pbtxt", format_label_map(MAP))
+    raw = path.read_bytes()
+    start = raw.index(one + two)
+    path.write_bytes(raw[:start] + two + one + raw[start + len(one) + len(two) :])
+    with pytest.raises(ValidationError, match="CRC"):
+        _check(path, _written(2, 2))

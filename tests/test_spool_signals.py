@@ -318,3 +318,32 @@ def test_a_killed_worker_is_one_line_not_a_traceback(big_voc: Path, tmp_path: Pa
     assert _gone(workers)
     assert list((tmp_path / "out").iterdir()) == []
     assert list(work.iterdir()) == []
+
+
+_ANOTHER_RUN_PUBLISHES = """
+import os, signal
+import tfdrop.readback as readback
+_validate = readback.validate_archive
+
+def validate_archive(tmp, *args, **kwargs):
+    out = tmp.parent / "out.zip"
+    (tmp.parent / "other").write_bytes(b"another run's archive")
+    os.replace(tmp.parent / "other", out)  # another run published the same name first
+    os.kill(os.getpid(), signal.SIGTERM)
+    return _validate(tmp, *args, **kwargs)
+
+readback.validate_archive = validate_archive
+"""
+
+
+def test_another_runs_archive_of_the_same_name_is_not_taken_for_this_ones(
+    tmp_path: Path,
+) -> None:
+    """A run took another run's archive of its name for its own publication, ignored every
+    signal from then on and overwrote it (the fifth outside attack)."""
+    proc = _run_hooked(tmp_path, _ANOTHER_RUN_PUBLISHES)
+    assert proc.returncode == 143, proc.stderr
+    assert proc.stderr.decode() == "tfdrop: terminated\n"
+    out = tmp_path / "out"
+    assert [p.name for p in out.iterdir()] == ["out.zip"]
+    assert (out / "out.zip").read_bytes() == b"another run's archive"

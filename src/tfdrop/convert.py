@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -193,6 +193,7 @@ def convert(
     *,
     progress: Progress | None = None,
     workdir: Path | None = None,
+    keep: Sequence[Path] = (),
 ) -> Report:
     """Convert ``src`` (zip, folder or bare TFRecord) into the archive ``out`` (a zip).
 
@@ -200,7 +201,8 @@ def convert(
     the number of items done and the total (None when the source's index does not tell); an
     exception it raises aborts the conversion (no output). Temp files go in a working folder
     of the run's own in ``workdir`` (the temp folder when None), removed after it; those of
-    killed runs are removed when the next run starts (:mod:`tfdrop.leftovers`).
+    killed runs are removed when the next run starts (:mod:`tfdrop.leftovers`), never one
+    holding ``src``, ``out`` or any of ``keep`` (the label map read).
 
     Raises:
         DataError: the input is malformed (its fields say where); nothing is written.
@@ -211,7 +213,8 @@ def convert(
     if options.target_format not in FORMATS or FORMATS[options.target_format].open_writer is None:
         raise ValueError(f"cannot write format {options.target_format!r}")
     notes = Notes()
-    with open_input(src, options.limits) as source, run_folder(workdir, keep=[src]) as work:
+    keep = [src, out, *keep]  # never swept as a killed run's leftovers (an attack's finding)
+    with open_input(src, options.limits) as source, run_folder(workdir, keep=keep) as work:
         fmt = options.source_format
         if fmt == "auto":
             fmt = detect_format(source.names(), archive=str(src))

@@ -208,17 +208,38 @@ def atomic_path(
     try:
         yield tmp
         _fsync_file(tmp)
-        if overwrite:
-            os.replace(tmp, final)
-            fsync_dir(final.parent)
-        else:
-            publish_no_clobber(tmp, final)
+        st = os.fstat(held)
+        # known before the rename: a signal handled the moment it returns must find it
+        _RENAMED.add(mine := (st.st_dev, st.st_ino))
+        try:
+            if overwrite:
+                os.replace(tmp, final)
+                fsync_dir(final.parent)
+            else:
+                publish_no_clobber(tmp, final)
+        except BaseException:
+            if not published_here(final):
+                _RENAMED.discard(mine)
+            raise
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
     finally:
         os.close(held)
+
+
+_RENAMED: set[tuple[int, int]] = set()  # (device, inode) of every file atomic_path published
+
+
+def published_here(path: str | os.PathLike[str]) -> bool:
+    """Whether the file now at ``path`` is one this process published there (by its inode:
+    another run publishing the same name meanwhile is not this run's archive)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) in _RENAMED
 
 
 @contextlib.contextmanager

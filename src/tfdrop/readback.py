@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
-from tfdrop.archive import Source, ZipSource, open_source
+from tfdrop.archive import Source, open_source
 from tfdrop.codec.example import parse_example
 from tfdrop.codec.labelmap import parse_label_map
 from tfdrop.codec.model import LabelMap
@@ -127,9 +127,8 @@ def _check_tfrecord(src: Source, written: Written, label_map: LabelMap, limits: 
     for name in src.names():
         if not is_tfrecord_name(name):
             continue
-        # framed records carry their own CRCs over every byte: the zip CRC-32 adds nothing
-        framed = src.open_framed(name) if isinstance(src, ZipSource) else src.open(name)
-        with framed as f:
+        # with the zip CRC-32: records in the wrong order or place pass their own CRC32Cs
+        with src.open(name) as f:
             records, found = check_records(f, label_map, limits, name)
         items += records
         objects += found

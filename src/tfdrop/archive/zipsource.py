@@ -7,15 +7,12 @@ declared size and CRC-checked at its end. Nothing is extracted to disk.
 
 from __future__ import annotations
 
-import io
 import os
 import stat
 import zlib
 from pathlib import Path
-from typing import BinaryIO
 
 from tfdrop.archive.source import (
-    BUFFER,
     CHUNK,
     BaseSource,
     CheckedReader,
@@ -99,18 +96,6 @@ class ZipSource(BaseSource):
             )
         return data
 
-    def open_framed(self, name: str) -> BinaryIO:
-        """A stored TFRecord member, read without its zip CRC-32: every byte of it is under a
-        record's CRC32C (the length and its CRC, the data and its CRC), which the reader checks
-        anyway. The read-back of tfdrop's own archive uses it (the CRC-32 of 1.1 GB was a
-        third of its time). Any other member is read as :meth:`open` reads it."""
-        entry = self.entry(name)
-        if entry.method == DEFLATED:
-            return self.open(name)
-        raw = self._open_raw(name, entry.size)
-        raw.check_crc = False
-        return io.BufferedReader(raw, buffer_size=BUFFER)
-
     def _prove_unchanged(self, entry: ZipEntry, start: int) -> None:
         """The stored member's CRC-32, read whole, against its directory entry: the same, and
         the file's new ctime is taken as its own; else it was rewritten under us."""
@@ -131,7 +116,7 @@ class ZipSource(BaseSource):
         """Close the zip; member readers already open keep their own descriptor."""
         self._file.close()
 
-    def _open_raw(self, name: str, size: int) -> _ZipMemberReader:
+    def _open_raw(self, name: str, size: int) -> CheckedReader:
         entry = self.entry(name)
         if self._file.closed:
             raise ValueError(f"{self._label} is closed")
@@ -153,7 +138,6 @@ class _ZipMemberReader(CheckedReader):
         self._pos = start
         self._left = entry.compressed_size
         self._crc = 0
-        self.check_crc = True
         self._inflate = zlib.decompressobj(-15) if entry.method == DEFLATED else None
         if entry.compressed_size == 0 and entry.size == 0:
             # An empty member may be stored as no bytes at all, even under deflate.
@@ -188,8 +172,7 @@ class _ZipMemberReader(CheckedReader):
             )
         self._pos += n
         self._left -= n
-        if self.check_crc:
-            self._crc = zlib.crc32(view[:n], self._crc)
+        self._crc = zlib.crc32(view[:n], self._crc)
         return n
 
     def _produce(self, want: int) -> bytes:
@@ -214,8 +197,7 @@ class _ZipMemberReader(CheckedReader):
             except zlib.error as exc:
                 self._changed()
                 raise ArchiveError(f"corrupt deflate data ({exc})", hint=_CORRUPT_HINT) from exc
-        if self.check_crc:
-            self._crc = zlib.crc32(out, self._crc)
+        self._crc = zlib.crc32(out, self._crc)
         return out
 
     def _at_end(self) -> bool:
@@ -237,7 +219,7 @@ class _ZipMemberReader(CheckedReader):
             raise changed_error(self.archive, self.member)
 
     def _check_end(self) -> None:
-        if self.check_crc and self._crc != self._entry.crc:
+        if self._crc != self._entry.crc:
             self._changed()
             raise ArchiveError(
                 f"bad CRC-32 (stored {self._entry.crc:08x}, data {self._crc:08x})",

@@ -28,7 +28,7 @@ from tfdrop.daemon.fdlimit import raise_open_files
 from tfdrop.errors import TfdropError
 from tfdrop.labels import load_label_map
 from tfdrop.leftovers import UNHELD_AGE_S
-from tfdrop.publish import NAME_MAX, cleanup_temps, name_fits
+from tfdrop.publish import NAME_MAX, atomic_write, cleanup_temps, name_fits
 from tfdrop.units import default_jobs
 
 
@@ -111,7 +111,9 @@ def output_conflict(src: Path, out: Path, label_map: Path | None) -> str | None:
 
 def _write_report(report_path: Path, text: str, out: Path) -> int:
     try:
-        report_path.write_text(text)
+        # a temp name, then a rename: a full disk left a 0-byte report (an attack's finding)
+        with atomic_write(report_path) as f:
+            f.write(text.encode())
     except OSError as exc:
         return fail(
             f"{report_path}: cannot write the report: {exc.strerror or exc}",
@@ -170,7 +172,8 @@ def _convert(args: argparse.Namespace, src: Path, out: Path) -> Report | int:
                 # more workers than cores only adds memory (each holds its own reader)
                 jobs=min(args.jobs or default_jobs(), default_jobs()),
             )
-            return convert(src, out, options, progress=progress)
+            keep = [args.label_map] if args.label_map else []
+            return convert(src, out, options, progress=progress, keep=keep)
     except TfdropError as exc:
         return fail(str(exc), hint=exc.hint)
     except OSError as exc:

@@ -14,12 +14,13 @@ but not raised, so the report is written and the command exits 0, instead of say
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Final, Self
+
+from tfdrop.publish import published_here
 
 STOPS: Final = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 SAID: Final = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", signal.SIGHUP: "hung up"}
@@ -41,27 +42,19 @@ class Terminated(BaseException):
         return 128 + self.signum
 
 
-def _identity(path: Path) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino)
-
-
 class Stops:
-    """While the block runs, the first stop signal raises :class:`Terminated`, unless
-    ``out`` has been published meanwhile (it is another file than when the block began)."""
+    """While the block runs, the first stop signal raises :class:`Terminated`, unless this
+    run has published ``out`` meanwhile (:func:`tfdrop.publish.published_here`: its own
+    rename, not another run's archive of the same name, which an attack had this run take
+    for its own and overwrite, deaf to every signal)."""
 
     def __init__(self, out: Path) -> None:
         self._out = out
-        self._before = _identity(out)
         self.signum: int | None = None
         self._previous: dict[int, object] = {}
 
     def published(self) -> bool:
-        now = _identity(self._out)
-        return now is not None and now != self._before
+        return published_here(self._out)
 
     def _stop(self, signum: int, frame: FrameType | None) -> None:
         if self.signum is not None:
