@@ -56,8 +56,8 @@ def claim(path: str | os.PathLike[str]) -> int | None:
     return fd
 
 
-def old_enough(st: os.stat_result, now: float | None = None) -> bool:
-    return (time.time() if now is None else now) - st.st_mtime >= UNHELD_AGE_S
+def _old_enough(st: os.stat_result, now: float) -> bool:
+    return now - st.st_mtime >= UNHELD_AGE_S
 
 
 def _is_run_name(name: str) -> bool:
@@ -75,7 +75,7 @@ def _ours(entry: os.DirEntry[str], now: float, kept: list[str]) -> bool:
     if not (S_ISDIR(st.st_mode) and S_ISREG(mark.st_mode)) or st.st_uid != os.getuid():
         return False
     inside = os.path.realpath(entry.path) + os.sep
-    return old_enough(st, now) and not any((k + os.sep).startswith(inside) for k in kept)
+    return _old_enough(st, now) and not any((k + os.sep).startswith(inside) for k in kept)
 
 
 def sweep_run_folders(

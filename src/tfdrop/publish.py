@@ -210,7 +210,7 @@ def atomic_path(
         _fsync_file(tmp)
         st = os.fstat(held)
         # known before the rename: a signal handled the moment it returns must find it
-        _RENAMED.add(mine := (st.st_dev, st.st_ino))
+        _renamed(final, (st.st_dev, st.st_ino))
         try:
             if overwrite:
                 os.replace(tmp, final)
@@ -219,7 +219,7 @@ def atomic_path(
                 publish_no_clobber(tmp, final)
         except BaseException:
             if not published_here(final):
-                _RENAMED.discard(mine)
+                _RENAMED.pop(os.fspath(final), None)
             raise
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -229,17 +229,25 @@ def atomic_path(
         os.close(held)
 
 
-_RENAMED: set[tuple[int, int]] = set()  # (device, inode) of every file atomic_path published
+_RENAMED: dict[str, tuple[int, int]] = {}  # final path -> (device, inode) atomic_path put there
+_RENAMED_KEPT: Final = 256  # the daemon publishes for months: only the latest are remembered
+
+
+def _renamed(final: Path, identity: tuple[int, int]) -> None:
+    _RENAMED.pop(os.fspath(final), None)
+    _RENAMED[os.fspath(final)] = identity
+    if len(_RENAMED) > _RENAMED_KEPT:
+        del _RENAMED[next(iter(_RENAMED))]
 
 
 def published_here(path: str | os.PathLike[str]) -> bool:
-    """Whether the file now at ``path`` is one this process published there (by its inode:
-    another run publishing the same name meanwhile is not this run's archive)."""
+    """Whether the file now at ``path`` is the one this process last published there (by its
+    inode: another run publishing the same name meanwhile is not this run's archive)."""
     try:
         st = os.stat(path)
     except OSError:
         return False
-    return (st.st_dev, st.st_ino) in _RENAMED
+    return _RENAMED.get(os.fspath(path)) == (st.st_dev, st.st_ino)
 
 
 @contextlib.contextmanager

@@ -132,12 +132,12 @@ def run(args: argparse.Namespace) -> int:
     conflict = output_conflict(src, out, args.label_map)
     if conflict is not None:
         return usage_error("convert", f"{conflict}; choose another -o")
-    keep = [src, *([args.label_map] if args.label_map else [])]
+    maps = [args.label_map] if args.label_map else []
     with contextlib.suppress(OSError):  # temp archives of killed runs (never a live one's)
-        cleanup_temps(out.parent, min_age=UNHELD_AGE_S, keep=keep)
+        cleanup_temps(out.parent, min_age=UNHELD_AGE_S, keep=[src, *maps])
     try:
         with Stops(out):  # until the report is written: a signal after publishing is no stop
-            report = _convert(args, src, out)
+            report = _convert(args, src, out, maps)
             if isinstance(report, int):
                 return report
             text = json.dumps(report.to_dict(), indent=2) + "\n"
@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
         return stop.exit_code
 
 
-def _convert(args: argparse.Namespace, src: Path, out: Path) -> Report | int:
+def _convert(args: argparse.Namespace, src: Path, out: Path, keep: list[Path]) -> Report | int:
     """The conversion, or the exit code of its failure (the error printed)."""
     fix_thresholds()  # before the workers fork: they stream the gigabytes
     limits = limits_from_args(args)
@@ -172,7 +172,6 @@ def _convert(args: argparse.Namespace, src: Path, out: Path) -> Report | int:
                 # more workers than cores only adds memory (each holds its own reader)
                 jobs=min(args.jobs or default_jobs(), default_jobs()),
             )
-            keep = [args.label_map] if args.label_map else []
             return convert(src, out, options, progress=progress, keep=keep)
     except TfdropError as exc:
         return fail(str(exc), hint=exc.hint)

@@ -1,4 +1,4 @@
-"""``validate``'s second core: the SHA-256 of each embedded image, hashed in a thread while the
+"""``validate``'s second core: the SHA-256 of each embedded image, hashed in threads while the
 main thread frames and checks the next records (hashlib lets go of the GIL while it hashes;
 hashing was two fifths of validating a 1.2 GB file). Results come back in record order, a
 bounded number of records ahead, and an error of the record stream is raised only after the
