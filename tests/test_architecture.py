@@ -28,6 +28,7 @@ ROOMS: dict[str, str] = {
     "tfdrop.publish": "shell",
     "tfdrop.leftovers": "shell",
     "tfdrop.shards": "shell",
+    "tfdrop.pool": "shell",
     "tfdrop.archive": "archive",
     "tfdrop.formats": "formats",
     "tfdrop.labels": "labels",

@@ -22,17 +22,10 @@ the job's work folder) holds at most the units in flight and is removed when the
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import shutil
-import signal
 import tempfile
-import threading
-import time
-from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
@@ -41,7 +34,7 @@ from tfdrop.archive import Source
 from tfdrop.codec.imagehead import image_size
 from tfdrop.codec.keypoints import KP_X
 from tfdrop.codec.model import Annotation, Item, KeypointLayout, LabelMap, Shape
-from tfdrop.errors import FormatError, TfdropError, WorkerDiedError
+from tfdrop.errors import FormatError, TfdropError
 from tfdrop.formats import FORMATS, Notes, ReadOptions, WriteOptions
 from tfdrop.formats.base import FormatName, Splittable
 from tfdrop.formats.common.masks import box_mask_png, check_mask_size
@@ -49,13 +42,12 @@ from tfdrop.formats.tfrecord import encode_record
 from tfdrop.formats.tfrecord.spool import Span, UnitSpool, takes_spans
 from tfdrop.inputs import open_input
 from tfdrop.limits import Limits
+from tfdrop.pool import inherited, ordered
 
 UNIT_ITEMS: Final = 64
 """Most items in one unit: small enough to keep both cores busy to the end of a run."""
 UNIT_BYTES: Final = 16 << 20
 """Most declared bytes (annotations and images) in one unit: bounds the parent's memory."""
-ORPHAN_POLL_S: Final = 0.5
-"""How often a worker looks whether its parent still lives."""
 
 
 def default_jobs() -> int:
@@ -261,42 +253,16 @@ def _encoded(item: Item, record: bytes | None) -> Encoded:
 
 _STATE: list[_Worker] = []
 """The worker process's own state (one entry, set by the initializer; never used in the parent)."""
-_FORKED_SOURCE: list[Source] = []
-"""The parent's open source while its pool starts: a forked worker inherits it (every source
-reads with ``pread`` or by path, so sharing the descriptor is safe); a spawned one opens its own."""
-
-
-_STOPS: Final = frozenset({signal.SIGINT, signal.SIGTERM})
 
 
 def _init(spec: JobSpec) -> None:
-    # Ctrl-C reaches the whole process group: the parent stops the pool and says so once.
-    # Both signals were blocked across the fork (a Ctrl-C landing before this line would
-    # break the pool instead of interrupting it).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPS)
-    threading.Thread(target=_orphaned, args=(os.getppid(),), daemon=True).start()
-    _STATE.append(_Worker(spec, _FORKED_SOURCE[0] if _FORKED_SOURCE else None))
-
-
-def _orphaned(parent: int) -> None:
-    """End this worker once its parent is gone (killed: nobody reads its results any more;
-    its pipes stay open between the workers, so it would otherwise wait forever)."""
-    while os.getppid() == parent:
-        time.sleep(ORPHAN_POLL_S)
-    os._exit(1)
+    # a forked worker reads through the parent's open source (every source reads with
+    # ``pread`` or by path, so sharing the descriptor is safe); a spawned one opens its own
+    _STATE.append(_Worker(spec, inherited()))
 
 
 def _run(unit: object) -> UnitResult:
     return _STATE[0].run(unit)
-
-
-def _context() -> multiprocessing.context.BaseContext:
-    # fork: the worker starts with tfdrop already imported (spawn costs ~0.3 s of imports per
-    # worker); the CLI's process has no other threads when the pool starts
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
 
 
 def parallel_items(
@@ -338,64 +304,15 @@ def _pooled(
     on_unit: Callable[[], None] | None,
     source: Source | None,
 ) -> Iterator[Item | Encoded | Span]:
-    context = _context()
-    pending: deque[Future[UnitResult]] = deque()
-    try:
-        with ProcessPoolExecutor(
-            max_workers=jobs, mp_context=context, initializer=_init, initargs=(spec,)
-        ) as pool:
-            try:
-                for unit in units:
-                    if not pending:  # the first submit starts the workers (fork: all of them)
-                        pending.append(_first_submit(pool, unit, source, context))
-                        continue
-                    pending.append(pool.submit(_run, unit))
-                    if len(pending) >= window:
-                        yield from _take(pending.popleft(), notes, on_unit)
-                while pending:
-                    yield from _take(pending.popleft(), notes, on_unit)
-            finally:  # before the pool's exit waits for them
-                for fut in pending:
-                    fut.cancel()
-    except BrokenProcessPool:  # found when submitting, not only when taking a result
-        raise _died() from None
-
-
-def _died() -> WorkerDiedError:
-    return WorkerDiedError("a worker process reading the source died (out of memory, or killed)")
-
-
-def _first_submit(
-    pool: ProcessPoolExecutor,
-    unit: object,
-    source: Source | None,
-    context: multiprocessing.context.BaseContext,
-) -> Future[UnitResult]:
-    """Submit the first unit, which starts the workers: with the parent's open source for
-    forked ones, and with SIGINT and SIGTERM blocked until each worker has set its own
-    handling (:func:`_init`); a signal that came meanwhile reaches the parent after."""
-    if source is not None and context.get_start_method() == "fork":
-        _FORKED_SOURCE.append(source)
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
-    try:
-        return pool.submit(_run, unit)
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-        _FORKED_SOURCE.clear()
-
-
-def _take(
-    fut: Future[UnitResult], notes: Notes, on_unit: Callable[[], None] | None
-) -> Iterator[Item | Encoded | Span]:
-    try:
-        result = fut.result()
-    except BrokenProcessPool:
-        raise _died() from None
-    notes.merge(result.notes)
-    try:
-        yield from result.items
-    finally:
-        if result.spool is not None:
-            os.unlink(result.spool)
-    if on_unit is not None:
-        on_unit()
+    results = ordered(
+        _run, units, jobs, window=window, initializer=_init, initargs=(spec,), inherit=source
+    )
+    for result in results:
+        notes.merge(result.notes)
+        try:
+            yield from result.items
+        finally:
+            if result.spool is not None:
+                os.unlink(result.spool)
+        if on_unit is not None:
+            on_unit()

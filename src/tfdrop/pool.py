@@ -1,0 +1,135 @@
+"""An ordered pool of worker processes: units in, results back in unit order.
+
+Both parallel paths use it: a conversion's work units (:mod:`tfdrop.units`) and ``validate``'s
+ranges of records (:mod:`tfdrop.cli.checkunits`). Workers are forked where the platform can
+(they start with tfdrop already imported: spawning costs ~0.3 s of imports per worker; the
+CLI's process has no other threads when the pool starts), and a forked worker inherits one
+object of the parent's (an open source, a file descriptor) through :func:`inherited`.
+
+At most ``window`` units are in flight. A worker's exception is raised when the parent reaches
+its unit, so the first error is the one a sequential run meets; a worker that dies (killed,
+out of memory) is one :class:`~tfdrop.errors.WorkerDiedError`. Ctrl-C reaches the whole
+process group: workers ignore it and the parent stops the pool and says so once; SIGTERM ends
+a worker at once; a worker whose parent is gone ends itself. Closing the iterator early
+cancels what has not started.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Final, TypeVar
+
+from tfdrop.errors import WorkerDiedError
+
+U = TypeVar("U")
+R = TypeVar("R")
+
+ORPHAN_POLL_S: Final = 0.5
+"""How often a worker looks whether its parent still lives."""
+
+_STOPS: Final = frozenset({signal.SIGINT, signal.SIGTERM})
+
+_INHERITED: list[Any] = []
+"""What a forked worker inherits from its parent (set only across the first submit)."""
+
+
+def inherited() -> Any:
+    """In a worker's initializer: the object the parent passed as ``inherit``, or None (not
+    given, or the worker was spawned and must open its own)."""
+    return _INHERITED[0] if _INHERITED else None
+
+
+def can_fork() -> bool:
+    """Whether workers are forked here (what :func:`inherited` needs)."""
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    return multiprocessing.get_context("fork" if can_fork() else "spawn")
+
+
+def _init(initializer: Callable[..., None], initargs: tuple[Any, ...]) -> None:
+    # Both signals were blocked across the fork (a Ctrl-C landing before this line would
+    # break the pool instead of interrupting it).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPS)
+    threading.Thread(target=_orphaned, args=(os.getppid(),), daemon=True).start()
+    initializer(*initargs)
+
+
+def _orphaned(parent: int) -> None:
+    """End this worker once its parent is gone (killed: nobody reads its results any more;
+    its pipes stay open between the workers, so it would otherwise wait forever)."""
+    while os.getppid() == parent:
+        time.sleep(ORPHAN_POLL_S)
+    os._exit(1)
+
+
+def ordered(
+    run: Callable[[U], R],
+    units: Iterable[U],
+    jobs: int,
+    *,
+    window: int,
+    initializer: Callable[..., None],
+    initargs: tuple[Any, ...] = (),
+    inherit: Any = None,
+) -> Iterator[R]:
+    """``run(unit)`` of every unit in ``jobs`` worker processes (each set up once with
+    ``initializer(*initargs)``), yielded in unit order. ``run`` and ``initializer`` are
+    module-level functions (a spawned worker imports them)."""
+    context = _context()
+    pending: deque[Future[R]] = deque()
+    try:
+        with ProcessPoolExecutor(
+            max_workers=jobs,
+            mp_context=context,
+            initializer=_init,
+            initargs=(initializer, initargs),
+        ) as pool:
+            try:
+                for unit in units:
+                    if not pending:  # the first submit starts the workers (fork: all of them)
+                        pending.append(_first_submit(pool, run, unit, inherit, context))
+                        continue
+                    pending.append(pool.submit(run, unit))
+                    if len(pending) >= window:
+                        yield pending.popleft().result()
+                while pending:
+                    yield pending.popleft().result()
+            finally:  # before the pool's exit waits for them
+                for fut in pending:
+                    fut.cancel()
+    except BrokenProcessPool:  # found when submitting, not only when taking a result
+        raise WorkerDiedError(
+            "a worker process reading the source died (out of memory, or killed)"
+        ) from None
+
+
+def _first_submit(
+    pool: ProcessPoolExecutor,
+    run: Callable[[U], R],
+    unit: U,
+    inherit: Any,
+    context: multiprocessing.context.BaseContext,
+) -> Future[R]:
+    """Submit the first unit, which starts the workers: with ``inherit`` for forked ones, and
+    with SIGINT and SIGTERM blocked until each worker has set its own handling (:func:`_init`);
+    a signal that came meanwhile reaches the parent after."""
+    if inherit is not None and context.get_start_method() == "fork":
+        _INHERITED.append(inherit)
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
+    try:
+        return pool.submit(run, unit)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        _INHERITED.clear()
