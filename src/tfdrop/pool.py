@@ -47,6 +47,14 @@ def inherited() -> Any:
     return _INHERITED[0] if _INHERITED else None
 
 
+def default_jobs() -> int:
+    """The cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def can_fork() -> bool:
     """Whether workers are forked here (what :func:`inherited` needs)."""
     return "fork" in multiprocessing.get_all_start_methods()

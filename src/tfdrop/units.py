@@ -42,20 +42,12 @@ from tfdrop.formats.tfrecord import encode_record
 from tfdrop.formats.tfrecord.spool import Span, UnitSpool, takes_spans
 from tfdrop.inputs import open_input
 from tfdrop.limits import Limits
-from tfdrop.pool import inherited, ordered
+from tfdrop.pool import default_jobs, inherited, ordered
 
 UNIT_ITEMS: Final = 64
 """Most items in one unit: small enough to keep both cores busy to the end of a run."""
 UNIT_BYTES: Final = 16 << 20
 """Most declared bytes (annotations and images) in one unit: bounds the parent's memory."""
-
-
-def default_jobs() -> int:
-    """The cores this process may run on (its CPU affinity), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True, slots=True)

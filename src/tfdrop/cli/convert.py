@@ -28,8 +28,8 @@ from tfdrop.daemon.fdlimit import raise_open_files
 from tfdrop.errors import TfdropError
 from tfdrop.labels import load_label_map
 from tfdrop.leftovers import UNHELD_AGE_S
+from tfdrop.pool import default_jobs
 from tfdrop.publish import NAME_MAX, atomic_write, cleanup_temps, name_fits
-from tfdrop.units import default_jobs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -18,24 +18,27 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tfdrop.cli.checks import own_problems, record_problems
+from tfdrop.cli.checkunits import SPLIT_BYTES, checked_units, range_records
 from tfdrop.cli.common import add_limit_argument, fail, limits_from_args
 from tfdrop.cli.hashing import hashed_in_order
 from tfdrop.cli.malloc import fix_thresholds
 from tfdrop.cli.progress import ProgressBar, on_terminal
 from tfdrop.cli.records import RecordFile, iter_file_records, missing_shards, record_files
-from tfdrop.codec.example import LABEL, TEXT, parse_example
+from tfdrop.codec.framing import HEADER_SIZE, header_length
 from tfdrop.codec.labeltable import LabelTable
 from tfdrop.codec.model import LabelMap
-from tfdrop.codec.schema import Fast, Problem, check_parsed, fast_scan
-from tfdrop.errors import DataError, TfdropError
-from tfdrop.handoff import MAX_CLASS_ID, class_id_problem
+from tfdrop.codec.schema import fast_scan
+from tfdrop.errors import TfdropError
 from tfdrop.labels import load_label_map
 from tfdrop.limits import Limits
+from tfdrop.pool import can_fork, default_jobs
 
 if TYPE_CHECKING:
     from tfdrop.archive import Source
@@ -47,6 +50,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="JSON lines instead of text")
     parser.add_argument(
         "--max-problems", type=int, default=100, help="stop listing after this many (default 100)"
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        help="worker processes for a big uncompressed file (default: the cores this may use)",
     )
     add_limit_argument(parser)
 
@@ -87,48 +95,6 @@ class _Tally:
             print(json.dumps(problem) if self.as_json else text)
 
 
-def _slow_problems(
-    rec: bytes, label_map: LabelMap | None, cap: int, table: LabelTable | None, where: str
-) -> list[Problem]:
-    """The problems of a record the all-clear check did not pass, named by the full parse."""
-    try:
-        parsed = parse_example(rec, max_values_per_feature=cap, strict=True)
-    except DataError as exc:
-        return [Problem(exc.key or "", exc.message)]
-    problems = check_parsed(parsed, label_map)
-    if table is not None:
-        problems += table.observe(parsed.lists.get(TEXT), parsed.lists.get(LABEL), where)
-    return problems + _id_problems(parsed.lists.get(LABEL))
-
-
-def _problems(
-    rec: bytes,
-    fast: Fast | None,
-    label_map: LabelMap | None,
-    cap: int,
-    table: LabelTable | None,
-    where: str,
-) -> list[dict[str, Any]]:
-    """The problems of one record (none when valid): ``fast`` is what the all-clear check
-    found when it passed it and its image's SHA-256 matched, else None. Without a label map,
-    ``table`` checks its class ids and texts against the records before."""
-    if fast is None:
-        problems = _slow_problems(rec, label_map, cap, table, where)
-    elif table is None:
-        return []
-    else:
-        problems = table.observe(fast.texts, fast.ids, where)
-        problems += _id_problems(fast.ids)
-    return [p.to_dict() for p in problems]
-
-
-def _id_problems(ids: Sequence[int] | None) -> list[Problem]:
-    """Class ids over int32 (a label map's ids are checked against the map instead)."""
-    if not ids or max(ids) <= MAX_CLASS_ID:
-        return []
-    return [Problem(LABEL, why, i) for i, v in enumerate(ids) if (why := class_id_problem(v))]
-
-
 def _check_file(
     rf: RecordFile,
     source: Source | None,
@@ -136,27 +102,103 @@ def _check_file(
     t: _Tally,
     limits: Limits,
     table: LabelTable | None,
+    jobs: int,
 ) -> None:
     t.files += 1
-    cap = limits.max_values_per_feature
     try:
-        records = iter_file_records(rf, source, limits)
-        scanned = (
-            (index, offset, rec, fast_scan(rec, label_map, max_values_per_feature=cap,
-                                           labels=table is not None))
-            for index, offset, rec in records
-        )  # fmt: skip
-        for index, offset, rec, fast in hashed_in_order(scanned):
-            t.records += 1
-            t.bar(t.records)
-            where = f"record {index} of {rf.display}"
-            for p in _problems(rec, fast, label_map, cap, table, where):
-                t.add({"file": rf.display, "record": index, "offset": offset} | p)
+        fd = _splittable(rf, source, limits, jobs)
+        if fd is None:
+            _check_records(iter_file_records(rf, source, limits), rf, label_map, t, limits, table)
+            return
+        try:
+            _check_split(fd, rf, label_map, t, limits, table, jobs)
+        finally:
+            os.close(fd)
     except TfdropError as exc:
         # a broken frame, stream or limit ends this file (no way to resynchronise)
         bad: dict[str, Any] = {"file": rf.display, "message": exc.message, "kind": exc.kind}
         bad |= {k: v for k, v in (("record", exc.record), ("offset", exc.offset)) if v is not None}
         t.add(bad, always=True)
+
+
+def _check_records(
+    records: Iterator[tuple[int, int, bytes]],
+    rf: RecordFile,
+    label_map: LabelMap | None,
+    t: _Tally,
+    limits: Limits,
+    table: LabelTable | None,
+) -> None:
+    """One pass over records: framing and the all-clear check here, the SHA-256s in threads."""
+    cap = limits.max_values_per_feature
+    scanned = (
+        (index, offset, rec, fast_scan(rec, label_map, max_values_per_feature=cap,
+                                       labels=table is not None))
+        for index, offset, rec in records
+    )  # fmt: skip
+    for index, offset, rec, fast in hashed_in_order(scanned):
+        t.records += 1
+        t.bar(t.records)
+        own = own_problems(rec, fast, label_map, cap)
+        for p in record_problems(own, table, f"record {index} of {rf.display}"):
+            t.add({"file": rf.display, "record": index, "offset": offset} | p.to_dict())
+
+
+def _splittable(rf: RecordFile, source: Source | None, limits: Limits, jobs: int) -> int | None:
+    """An open descriptor of a bare record file to check in ranges on ``jobs`` cores (big,
+    uncompressed: its first header checks), else None."""
+    if source is not None or jobs < 2 or not can_fork():
+        return None
+    fd = os.open(rf.path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        size = os.fstat(fd).st_size
+        if SPLIT_BYTES <= size <= limits.max_stream_bytes:
+            head = os.pread(fd, HEADER_SIZE, 0)
+            if len(head) == HEADER_SIZE and header_length(head) is not None:
+                return fd
+    except BaseException:
+        os.close(fd)
+        raise
+    os.close(fd)
+    return None
+
+
+def _check_split(
+    fd: int,
+    rf: RecordFile,
+    label_map: LabelMap | None,
+    t: _Tally,
+    limits: Limits,
+    table: LabelTable | None,
+    jobs: int,
+) -> None:
+    """Ranges checked by worker processes; their verdicts replayed here in record order
+    against the label table (:mod:`tfdrop.cli.checkunits`)."""
+    base = t.records
+    size = os.fstat(fd).st_size
+    labels = table is not None
+    for v in checked_units(fd, size, label_map, limits, labels=labels, jobs=jobs):
+        t.records = base + v.unit.index
+        if v.redo:  # too much to send back: checked here instead
+            _check_records(range_records(fd, v.unit, limits), rf, label_map, t, limits, table)
+            continue
+        known = [p in table.known for p in v.pairs] if table is not None else []
+        for e in v.entries:
+            t.records = base + e.index + 1
+            problems = e.before
+            if table is not None and e.pairs and not all(known[i] for i in e.pairs):
+                texts = [v.pairs[i][0] for i in e.pairs]
+                ids = [v.pairs[i][1] for i in e.pairs]
+                where = f"record {e.index} of {rf.display}"
+                problems = problems + [p.to_dict() for p in table.observe(texts, ids, where)]
+                for i in e.pairs:
+                    known[i] = v.pairs[i] in table.known
+            for p in problems + e.after:
+                t.add({"file": rf.display, "record": e.index, "offset": e.offset} | p)
+        t.records = base + v.unit.index + v.records
+        t.bar(t.records)
+        if v.error is not None:
+            raise v.error.at(archive=rf.display)
 
 
 BIG_INPUT = 64 << 20
@@ -189,8 +231,9 @@ def run(args: argparse.Namespace) -> int:
                     t.add({"file": display, "message": f"shard set incomplete: {name} is missing"})
                 # no label map: the records' ids and texts must agree with each other
                 table = LabelTable(limits.max_labels) if label_map is None else None
+                jobs = min(args.jobs or default_jobs(), default_jobs())
                 for rf in files:
-                    _check_file(rf, source, label_map, t, limits, table)
+                    _check_file(rf, source, label_map, t, limits, table, jobs)
     except TfdropError as exc:
         return fail(str(exc), hint=exc.hint)
     except OSError as exc:

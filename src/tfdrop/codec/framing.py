@@ -250,6 +250,15 @@ class RecordDecoder:
         )
 
 
+def header_length(head: bytes, *, max_record_size: int = DEFAULT_MAX_RECORD_SIZE) -> int | None:
+    """The data length a record's 12 header bytes declare; None when the length's CRC does not
+    check or the length is over ``max_record_size``."""
+    length, length_crc = _HEADER.unpack(head)
+    if masked_crc32c(head[:8]) != length_crc or length > max_record_size:
+        return None
+    return int(length)
+
+
 class FrameIndex:
     """Where each record of an uncompressed TFRecord stream starts, from its headers alone
     (length and its CRC checked, payloads skipped): ``feed`` chunks, then :meth:`finish`.
@@ -282,8 +291,8 @@ class FrameIndex:
                 self._head = head
                 break
             self._head = b""
-            length, length_crc = _HEADER.unpack(head)
-            if masked_crc32c(head[:8]) != length_crc or length > self._max:
+            length = header_length(head, max_record_size=self._max)
+            if length is None:
                 self.ok = False
                 break
             self.offsets.append(self._pos + i - HEADER_SIZE)

@@ -1,0 +1,248 @@
+"""``validate`` of a big bare file in ranges on worker processes says exactly what one pass says.
+
+Every case runs ``tfdrop validate`` twice in this process, ``--jobs 1`` (one pass) and
+``--jobs 2`` with the split forced on small files (tiny ranges, so problems, label
+contradictions, errors and the workers' send caps fall across range boundaries), and compares
+the exit code, stdout and stderr byte for byte, in text and in ``--json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tfdrop.cli import checkunits, main
+from tfdrop.cli import validate as validate_cmd
+from tfdrop.codec.example import encode_example
+from tfdrop.codec.framing import encode_record
+from tfdrop.codec.model import Annotation, Box, Item
+from tfdrop.limits import DEFAULT_LIMITS
+from tfdrop.pool import can_fork
+
+pytestmark = pytest.mark.skipif(not can_fork(), reason="ranges are checked by forked workers")
+
+
+IN_IMAGE = Box(0.1, 0.2, 0.5, 0.9)
+
+
+def _example(
+    i: int,
+    labels: list[tuple[str, int]],
+    *,
+    image: bytes | None = None,
+    box: Box = IN_IMAGE,
+) -> bytes:
+    image = image if image is not None else b"\xff\xd8" + i.to_bytes(4, "big") * 50
+    objs = tuple(Annotation(label=text, label_id=lid, box=box) for text, lid in labels)
+    return encode_example(Item(name=f"{i}.jpg", width=4, height=4, image=image, objects=objs))
+
+
+def _bad_sha(rec: bytes) -> bytes:
+    start = rec.index(b"image/key/sha256")
+    digest = rec[start:].split(b"\x0a\x40", 1)[1][:64]
+    return rec.replace(digest, b"0" * 64)
+
+
+def _file(path: Path, records: list[bytes], tail: bytes = b"") -> Path:
+    with path.open("wb") as f:
+        for rec in records:
+            f.write(encode_record(rec))
+        f.write(tail)
+    return path
+
+
+def _flip_data_crc(path: Path, record: int) -> None:
+    data = bytearray(path.read_bytes())
+    pos = 0
+    for _ in range(record):
+        (length,) = struct.unpack_from("<Q", data, pos)
+        pos += 16 + length
+    (length,) = struct.unpack_from("<Q", data, pos)
+    data[pos + 12 + length] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _break_header(path: Path, record: int) -> None:
+    data = bytearray(path.read_bytes())
+    pos = 0
+    for _ in range(record):
+        (length,) = struct.unpack_from("<Q", data, pos)
+        pos += 16 + length
+    data[pos + 9] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _valid(n: int) -> list[bytes]:
+    return [_example(i, [("cat", 1), ("dog", 2)][: 1 + i % 2]) for i in range(n)]
+
+
+def _contradictions(n: int) -> list[bytes]:
+    # "dog" is 2 early and 3 late; id 5 is "fox" then "owl": every later record says so again
+    out = []
+    for i in range(n):
+        labels = [("cat", 1), ("dog", 2 if i < n // 2 else 3)]
+        labels.append(("fox" if i % 7 else "owl", 5))
+        out.append(_example(i, labels))
+    return out
+
+
+def _schema_problems(n: int) -> list[bytes]:
+    out = []
+    for i in range(n):
+        rec = _example(i, [("cat", 1)])
+        if i % 5 == 2:
+            rec = _bad_sha(rec)
+        if i % 11 == 3:
+            rec = b"\x0a\x03junk"  # not an Example
+        if i % 13 == 4:
+            rec = _example(i, [("cat", 3_000_000_000)])  # over int32
+        if i == 41:  # more problems in one record than a worker sends back
+            rec = _example(i, [("cat", 1)] * 9, box=Box(0.5, 0.2, 0.1, 1.5))
+        out.append(rec)
+    return out
+
+
+def _many_pairs(n: int) -> list[bytes]:
+    return [_example(i, [(f"c{i}-{k}", 1 + i * 8 + k) for k in range(8)]) for i in range(n)]
+
+
+CASES: dict[str, Callable[[Path], Path]] = {
+    "valid": lambda d: _file(d / "a.tfrecord", _valid(60)),
+    "contradictions": lambda d: _file(d / "a.tfrecord", _contradictions(60)),
+    "schema problems": lambda d: _file(d / "a.tfrecord", _schema_problems(60)),
+    "many distinct pairs": lambda d: _file(d / "a.tfrecord", _many_pairs(40)),
+    "truncated last record": lambda d: _file(
+        d / "a.tfrecord", _valid(30), encode_record(_example(99, [("cat", 1)]))[:-7]
+    ),
+    "a few stray bytes at the end": lambda d: _file(d / "a.tfrecord", _valid(30), b"\x01\x02"),
+}
+
+
+def _data_crc(d: Path) -> Path:
+    path = _file(d / "a.tfrecord", _contradictions(50))
+    _flip_data_crc(path, 23)
+    return path
+
+
+def _header(d: Path) -> Path:
+    path = _file(d / "a.tfrecord", _schema_problems(50))
+    _break_header(path, 31)
+    return path
+
+
+CASES["a data CRC flipped mid-file"] = _data_crc
+CASES["a header broken mid-file"] = _header
+
+
+def _validate(path: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(["validate", str(path), *extra])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+VALID = {"valid", "many distinct pairs"}
+REDONE = {"schema problems", "many distinct pairs"}
+"""Cases with a range whose verdict is over a send cap: the parent checks it itself."""
+
+
+@pytest.fixture
+def small_ranges(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Tiny ranges and send caps; counts the split runs and the ranges checked again."""
+    monkeypatch.setattr(validate_cmd, "SPLIT_BYTES", 1)
+    monkeypatch.setattr(checkunits, "UNIT_RECORDS", 4)
+    monkeypatch.setattr(checkunits, "MAX_SENT", 6)
+    monkeypatch.setattr(checkunits, "MAX_PAIRS", 12)
+    seen = {"split": 0, "redo": 0}
+
+    def split(*args: Any, **kwargs: Any) -> Any:
+        seen["split"] += 1
+        return checkunits.checked_units(*args, **kwargs)
+
+    def redo(*args: Any, **kwargs: Any) -> Any:
+        seen["redo"] += 1
+        return checkunits.range_records(*args, **kwargs)
+
+    monkeypatch.setattr(validate_cmd, "checked_units", split)
+    monkeypatch.setattr(validate_cmd, "range_records", redo)
+    return seen
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("flags", [(), ("--json",), ("--max-problems", "3")])
+def test_ranges_say_what_one_pass_says(
+    case: str,
+    flags: tuple[str, ...],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    small_ranges: dict[str, int],
+) -> None:
+    path = CASES[case](tmp_path)
+    one = _validate(path, capsys, "--jobs", "1", *flags)
+    assert small_ranges == {"split": 0, "redo": 0}
+    split = _validate(path, capsys, "--jobs", "2", *flags)
+    assert split == one
+    assert small_ranges["split"] == 1
+    assert (small_ranges["redo"] > 0) == (case in REDONE)
+    assert one[0] == (0 if case in VALID else 1)
+
+
+@pytest.mark.usefixtures("small_ranges")
+def test_with_a_label_map_and_over_the_label_cap(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _file(tmp_path / "a.tfrecord", _contradictions(40) + _many_pairs(20))
+    capped = ("--limit", "max_labels=30")
+    assert _validate(path, capsys, "--jobs", "2", *capped) == _validate(
+        path, capsys, "--jobs", "1", *capped
+    )
+    assert "max_labels" in _validate(path, capsys, "--jobs", "2", *capped)[1]
+    (tmp_path / "map.pbtxt").write_text(
+        'item { id: 1 name: "cat" }\nitem { id: 2 name: "dog" }\nitem { id: 5 name: "fox" }\n'
+    )
+    mapped = ("--label-map", str(tmp_path / "map.pbtxt"))
+    one = _validate(path, capsys, "--jobs", "1", *mapped)
+    assert _validate(path, capsys, "--jobs", "2", *mapped) == one
+    assert one[0] == 1
+
+
+@pytest.mark.parametrize("unit_records", [1, 3, 4096])
+def test_the_ranges_cover_every_record_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unit_records: int
+) -> None:
+    monkeypatch.setattr(checkunits, "UNIT_RECORDS", unit_records)
+    records = [_example(i, [("cat", 1)], image=b"\xff\xd8" + bytes(i * 37)) for i in range(50)]
+    path = _file(tmp_path / "a.tfrecord", records)
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        units = list(checkunits.plan(f.fileno(), size, 1 << 20))
+        got = [
+            rec
+            for u in units
+            for _, _, rec in checkunits.range_records(f.fileno(), u, DEFAULT_LIMITS)
+        ]
+    assert units[0].start == 0
+    assert units[0].index == 0
+    assert units[-1].stop == size
+    assert all(a.stop == b.start for a, b in itertools.pairwise(units))
+    assert len(units) == -(-50 // unit_records)
+    assert got == records
+
+
+def test_a_sha_mismatch_is_found_by_the_worker(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], small_ranges: None
+) -> None:
+    records = _valid(20)
+    records[13] = _bad_sha(records[13])
+    path = _file(tmp_path / "a.tfrecord", records)
+    code, out, _ = _validate(path, capsys, "--jobs", "2")
+    assert code == 1
+    assert "record 13" in out
+    assert "sha256" in out
+    assert hashlib.sha256(b"").hexdigest() not in out
