@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
+import signal
 import struct
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -246,3 +251,57 @@ def test_a_sha_mismatch_is_found_by_the_worker(
     assert "record 13" in out
     assert "sha256" in out
     assert hashlib.sha256(b"").hexdigest() not in out
+
+
+_HOOKED = """
+import os, signal, sys, time
+from tfdrop.cli import checkunits, validate
+validate.SPLIT_BYTES = 1
+checkunits.UNIT_RECORDS = 2
+real = checkunits.check_unit
+
+def check_unit(unit):
+    if unit.index >= 6:
+        {action}
+    return real(unit)
+
+checkunits.check_unit = check_unit
+sys.argv = ["tfdrop", "validate", sys.argv[1], "--jobs", "2"]
+from tfdrop._console import main
+sys.exit(main())
+"""
+
+
+def _hooked(tmp_path: Path, action: str) -> subprocess.Popen[bytes]:
+    path = _file(tmp_path / "a.tfrecord", _valid(40))
+    script = _HOOKED.format(action=action)
+    return subprocess.Popen(
+        [sys.executable, "-c", script, str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+
+
+def test_a_worker_killed_fails_the_command_in_one_line(tmp_path: Path) -> None:
+    proc = _hooked(tmp_path, "os.kill(os.getpid(), signal.SIGKILL)")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    error, hint = err.decode().splitlines()
+    assert error.startswith("tfdrop: error: a worker process")
+    assert hint == "tfdrop: hint: --jobs 1 checks the file in this process alone"
+    assert b"Traceback" not in out + err
+
+
+def test_ctrl_c_to_the_group_while_workers_check_is_one_line(tmp_path: Path) -> None:
+    flag = tmp_path / "started"
+    proc = _hooked(tmp_path, f"open({str(flag)!r}, 'w').close(); time.sleep(30)")
+    deadline = time.monotonic() + 30
+    while not flag.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert flag.exists()
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.decode() == "tfdrop: interrupted\n"
+    assert b"Traceback" not in out

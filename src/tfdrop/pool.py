@@ -10,8 +10,8 @@ At most ``window`` units are in flight. A worker's exception is raised when the 
 its unit, so the first error is the one a sequential run meets; a worker that dies (killed,
 out of memory) is one :class:`~tfdrop.errors.WorkerDiedError`. Ctrl-C reaches the whole
 process group: workers ignore it and the parent stops the pool and says so once; SIGTERM ends
-a worker at once; a worker whose parent is gone ends itself. Closing the iterator early
-cancels what has not started.
+a worker at once; a worker whose parent is gone ends itself. An error, an interrupt or
+closing the iterator early ends the workers at once instead of waiting for their units.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ from tfdrop.errors import WorkerDiedError
 U = TypeVar("U")
 R = TypeVar("R")
 
+MAX_WORKERS: Final = 256
+"""The most ``--jobs`` accepts (the pools take at most the cores this process may use)."""
 ORPHAN_POLL_S: Final = 0.5
 """How often a worker looks whether its parent still lives."""
 
@@ -114,13 +116,23 @@ def ordered(
                         yield pending.popleft().result()
                 while pending:
                     yield pending.popleft().result()
-            finally:  # before the pool's exit waits for them
-                for fut in pending:
-                    fut.cancel()
+            except BaseException:  # an error, Ctrl-C, or the consumer closed us early
+                _stop_now(pool)  # before the pool's exit waits for them
+                raise
     except BrokenProcessPool:  # found when submitting, not only when taking a result
         raise WorkerDiedError(
             "a worker process reading the source died (out of memory, or killed)"
         ) from None
+
+
+def _stop_now(pool: ProcessPoolExecutor) -> None:
+    """End the workers now rather than wait for the units they have taken (nobody reads
+    their results; a worker holds nothing its parent does not clean up). The pool then fails
+    the futures still pending itself: cancelling them too would race it (Python 3.11 raises
+    in its manager thread for a future cancelled under it)."""
+    # no public way before Python 3.14 (terminate_workers)
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.terminate()
 
 
 def _first_submit(

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from tfdrop.cli.checks import own_problems, record_problems
 from tfdrop.cli.checkunits import SPLIT_BYTES, checked_units, range_records
-from tfdrop.cli.common import add_limit_argument, fail, limits_from_args
+from tfdrop.cli.common import add_limit_argument, bounded_int, fail, limits_from_args
 from tfdrop.cli.hashing import hashed_in_order
 from tfdrop.cli.malloc import fix_thresholds
 from tfdrop.cli.progress import ProgressBar, on_terminal
@@ -35,10 +35,10 @@ from tfdrop.codec.framing import HEADER_SIZE, header_length
 from tfdrop.codec.labeltable import LabelTable
 from tfdrop.codec.model import LabelMap
 from tfdrop.codec.schema import fast_scan
-from tfdrop.errors import TfdropError
+from tfdrop.errors import TfdropError, WorkerDiedError
 from tfdrop.labels import load_label_map
 from tfdrop.limits import Limits
-from tfdrop.pool import can_fork, default_jobs
+from tfdrop.pool import MAX_WORKERS, can_fork, default_jobs
 
 if TYPE_CHECKING:
     from tfdrop.archive import Source
@@ -53,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--jobs",
-        type=int,
+        type=bounded_int(1, MAX_WORKERS),
         help="worker processes for a big uncompressed file (default: the cores this may use)",
     )
     add_limit_argument(parser)
@@ -114,6 +114,9 @@ def _check_file(
             _check_split(fd, rf, label_map, t, limits, table, jobs)
         finally:
             os.close(fd)
+    except WorkerDiedError as exc:  # not the file's fault: the command fails
+        hint = "--jobs 1 checks the file in this process alone"
+        raise WorkerDiedError(exc.message, hint=hint) from None
     except TfdropError as exc:
         # a broken frame, stream or limit ends this file (no way to resynchronise)
         bad: dict[str, Any] = {"file": rf.display, "message": exc.message, "kind": exc.kind}
