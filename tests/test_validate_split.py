@@ -62,24 +62,20 @@ def _file(path: Path, records: list[bytes], tail: bytes = b"") -> Path:
     return path
 
 
-def _flip_data_crc(path: Path, record: int) -> None:
-    data = bytearray(path.read_bytes())
+def _record_start(data: bytes, record: int) -> tuple[int, int]:
+    """The offset and data length of record ``record`` of a TFRecord file's bytes."""
     pos = 0
     for _ in range(record):
         (length,) = struct.unpack_from("<Q", data, pos)
         pos += 16 + length
-    (length,) = struct.unpack_from("<Q", data, pos)
-    data[pos + 12 + length] ^= 0xFF
-    path.write_bytes(bytes(data))
+    return pos, struct.unpack_from("<Q", data, pos)[0]
 
 
-def _break_header(path: Path, record: int) -> None:
+def _flip(path: Path, record: int, *, header: bool) -> None:
+    """Flip a byte of a record's length CRC (``header``) or of its data CRC."""
     data = bytearray(path.read_bytes())
-    pos = 0
-    for _ in range(record):
-        (length,) = struct.unpack_from("<Q", data, pos)
-        pos += 16 + length
-    data[pos + 9] ^= 0xFF
+    pos, length = _record_start(data, record)
+    data[pos + 9 if header else pos + 12 + length] ^= 0xFF
     path.write_bytes(bytes(data))
 
 
@@ -131,13 +127,13 @@ CASES: dict[str, Callable[[Path], Path]] = {
 
 def _data_crc(d: Path) -> Path:
     path = _file(d / "a.tfrecord", _contradictions(50))
-    _flip_data_crc(path, 23)
+    _flip(path, 23, header=False)
     return path
 
 
 def _header(d: Path) -> Path:
     path = _file(d / "a.tfrecord", _schema_problems(50))
-    _break_header(path, 31)
+    _flip(path, 31, header=True)
     return path
 
 

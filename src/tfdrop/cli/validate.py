@@ -95,23 +95,27 @@ class _Tally:
             print(json.dumps(problem) if self.as_json else text)
 
 
-def _check_file(
-    rf: RecordFile,
-    source: Source | None,
-    label_map: LabelMap | None,
-    t: _Tally,
-    limits: Limits,
-    table: LabelTable | None,
-    jobs: int,
-) -> None:
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """What every file of one run is checked with."""
+
+    label_map: LabelMap | None
+    t: _Tally
+    limits: Limits
+    table: LabelTable | None  # no label map: the records' ids and texts must agree
+    jobs: int
+
+
+def _check_file(rf: RecordFile, source: Source | None, run: _Run) -> None:
+    t = run.t
     t.files += 1
     try:
-        fd = _splittable(rf, source, limits, jobs)
+        fd = _splittable(rf, source, run.limits, run.jobs)
         if fd is None:
-            _check_records(iter_file_records(rf, source, limits), rf, label_map, t, limits, table)
+            _check_records(iter_file_records(rf, source, run.limits), rf, run)
             return
         try:
-            _check_split(fd, rf, label_map, t, limits, table, jobs)
+            _check_split(fd, rf, run)
         finally:
             os.close(fd)
     except WorkerDiedError as exc:  # not the file's fault: the command fails
@@ -124,16 +128,10 @@ def _check_file(
         t.add(bad, always=True)
 
 
-def _check_records(
-    records: Iterator[tuple[int, int, bytes]],
-    rf: RecordFile,
-    label_map: LabelMap | None,
-    t: _Tally,
-    limits: Limits,
-    table: LabelTable | None,
-) -> None:
+def _check_records(records: Iterator[tuple[int, int, bytes]], rf: RecordFile, run: _Run) -> None:
     """One pass over records: framing and the all-clear check here, the SHA-256s in threads."""
-    cap = limits.max_values_per_feature
+    t, label_map, table = run.t, run.label_map, run.table
+    cap = run.limits.max_values_per_feature
     scanned = (
         (index, offset, rec, fast_scan(rec, label_map, max_values_per_feature=cap,
                                        labels=table is not None))
@@ -166,24 +164,19 @@ def _splittable(rf: RecordFile, source: Source | None, limits: Limits, jobs: int
     return None
 
 
-def _check_split(
-    fd: int,
-    rf: RecordFile,
-    label_map: LabelMap | None,
-    t: _Tally,
-    limits: Limits,
-    table: LabelTable | None,
-    jobs: int,
-) -> None:
+def _check_split(fd: int, rf: RecordFile, run: _Run) -> None:
     """Ranges checked by worker processes; their verdicts replayed here in record order
     against the label table (:mod:`tfdrop.cli.checkunits`)."""
+    t, table = run.t, run.table
     base = t.records
     size = os.fstat(fd).st_size
-    labels = table is not None
-    for v in checked_units(fd, size, label_map, limits, labels=labels, jobs=jobs):
+    verdicts = checked_units(
+        fd, size, run.label_map, run.limits, labels=table is not None, jobs=run.jobs
+    )
+    for v in verdicts:
         t.records = base + v.unit.index
         if v.redo:  # too much to send back: checked here instead
-            _check_records(range_records(fd, v.unit, limits), rf, label_map, t, limits, table)
+            _check_records(range_records(fd, v.unit, run.limits), rf, run)
             continue
         known = [p in table.known for p in v.pairs] if table is not None else []
         for e in v.entries:
@@ -235,8 +228,9 @@ def run(args: argparse.Namespace) -> int:
                 # no label map: the records' ids and texts must agree with each other
                 table = LabelTable(limits.max_labels) if label_map is None else None
                 jobs = min(args.jobs or default_jobs(), default_jobs())
+                checking = _Run(label_map, t, limits, table, jobs)
                 for rf in files:
-                    _check_file(rf, source, label_map, t, limits, table, jobs)
+                    _check_file(rf, source, checking)
     except TfdropError as exc:
         return fail(str(exc), hint=exc.hint)
     except OSError as exc:
