@@ -16,9 +16,11 @@ closing the iterator early ends the workers at once instead of waiting for their
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -38,6 +40,7 @@ ORPHAN_POLL_S: Final = 0.5
 """How often a worker looks whether its parent still lives."""
 
 _STOPS: Final = frozenset({signal.SIGINT, signal.SIGTERM})
+_PR_SET_PDEATHSIG: Final = 1
 
 _INHERITED: list[Any] = []
 """What a forked worker inherits from its parent (set only across the first submit)."""
@@ -72,8 +75,22 @@ def _init(initializer: Callable[..., None], initargs: tuple[Any, ...]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPS)
-    threading.Thread(target=_orphaned, args=(os.getppid(),), daemon=True).start()
+    parent = os.getppid()
+    _die_with_parent()
+    threading.Thread(target=_orphaned, args=(parent,), daemon=True).start()
     initializer(*initargs)
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this worker when its parent dies, even a stopped worker, whose
+    own watch (:func:`_orphaned`) cannot run (an outside attack left one behind so)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes  # only here: a worker's first use
+
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def _orphaned(parent: int) -> None:
@@ -130,9 +147,10 @@ def _stop_now(pool: ProcessPoolExecutor) -> None:
     their results; a worker holds nothing its parent does not clean up). The pool then fails
     the futures still pending itself: cancelling them too would race it (Python 3.11 raises
     in its manager thread for a future cancelled under it)."""
-    # no public way before Python 3.14 (terminate_workers)
+    # no public way before Python 3.14 (kill_workers); SIGKILL, as SIGTERM waits forever on a
+    # stopped worker (SIGSTOP: an outside attack hung Ctrl-C of validate and convert so)
     for process in list((getattr(pool, "_processes", None) or {}).values()):
-        process.terminate()
+        process.kill()
 
 
 def _first_submit(

@@ -1,6 +1,7 @@
-"""Stop signals during ``tfdrop convert``: Ctrl-C, SIGTERM and a terminal's SIGHUP.
+"""Stop signals during ``tfdrop convert`` and ``validate``: Ctrl-C, SIGTERM and a terminal's
+SIGHUP.
 
-The first one unwinds the conversion (:class:`Terminated`), so the temp archive, the spool
+The first one unwinds the command (:class:`Terminated`), so the temp archive, the spool
 folder and the worker pool are all cleaned up, then the command says so in one line and exits
 128 + the signal's number. Any later one is ignored: a second signal used to break the
 cleanup it landed in (SIGTERM then Ctrl-C hung in the pool's shutdown; a second SIGTERM
@@ -48,13 +49,13 @@ class Stops:
     rename, not another run's archive of the same name, which an attack had this run take
     for its own and overwrite, deaf to every signal)."""
 
-    def __init__(self, out: Path) -> None:
-        self._out = out
+    def __init__(self, out: Path | None = None) -> None:
+        self._out = out  # None: the command publishes nothing
         self.signum: int | None = None
         self._previous: dict[int, object] = {}
 
     def published(self) -> bool:
-        return published_here(self._out)
+        return self._out is not None and published_here(self._out)
 
     def _stop(self, signum: int, frame: FrameType | None) -> None:
         if self.signum is not None:

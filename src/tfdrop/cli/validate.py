@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from tfdrop.cli.hashing import hashed_in_order
 from tfdrop.cli.malloc import fix_thresholds
 from tfdrop.cli.progress import ProgressBar, on_terminal
 from tfdrop.cli.records import RecordFile, iter_file_records, missing_shards, record_files
+from tfdrop.cli.stops import Stops, Terminated
 from tfdrop.codec.framing import HEADER_SIZE, header_length
 from tfdrop.codec.labeltable import LabelTable
 from tfdrop.codec.model import LabelMap
@@ -214,27 +216,41 @@ def run(args: argparse.Namespace) -> int:
         fix_thresholds()
     bar = ProgressBar(unit="record", enabled=on_terminal() and not args.json)
     t = _Tally(as_json=args.json, max_problems=args.max_problems, bar=bar)
-    limits = limits_from_args(args)
     try:
-        with bar:  # the bar is off the screen before an error is printed
-            pinned = load_label_map(args.label_map) if args.label_map else None
-            with record_files(args.path, limits) as (files, found_map, source):
-                if not files:
-                    return fail(f"{args.path}: no .tfrecord, .record or shard files found")
-                label_map = pinned or found_map
-                for display, name in missing_shards(files):
-                    # a shard set with a file missing is an incomplete dataset
-                    t.add({"file": display, "message": f"shard set incomplete: {name} is missing"})
-                # no label map: the records' ids and texts must agree with each other
-                table = LabelTable(limits.max_labels) if label_map is None else None
-                jobs = min(args.jobs or default_jobs(), default_jobs())
-                checking = _Run(label_map, t, limits, table, jobs)
-                for rf in files:
-                    _check_file(rf, source, checking)
+        # Stops: a signal unwinds the workers too; the bar is off the screen before a message
+        with Stops(), bar:
+            code = _check_path(args, t)
+    except Terminated as stop:
+        print(f"tfdrop: {stop.message}", file=sys.stderr)
+        return stop.exit_code
     except TfdropError as exc:
         return fail(str(exc), hint=exc.hint)
     except OSError as exc:
         return fail(f"{exc.filename or args.path}: {exc.strerror or exc}")
+    return code if code is not None else _summary(args, t)
+
+
+def _check_path(args: argparse.Namespace, t: _Tally) -> int | None:
+    """Every record file behind the path checked into ``t``; an exit code when there is none."""
+    limits = limits_from_args(args)
+    pinned = load_label_map(args.label_map) if args.label_map else None
+    with record_files(args.path, limits) as (files, found_map, source):
+        if not files:
+            return fail(f"{args.path}: no .tfrecord, .record or shard files found")
+        label_map = pinned or found_map
+        for display, name in missing_shards(files):
+            # a shard set with a file missing is an incomplete dataset
+            t.add({"file": display, "message": f"shard set incomplete: {name} is missing"})
+        # no label map: the records' ids and texts must agree with each other
+        table = LabelTable(limits.max_labels) if label_map is None else None
+        jobs = min(args.jobs or default_jobs(), default_jobs())
+        checking = _Run(label_map, t, limits, table, jobs)
+        for rf in files:
+            _check_file(rf, source, checking)
+    return None
+
+
+def _summary(args: argparse.Namespace, t: _Tally) -> int:
     summary = {
         "valid": t.problems == 0,
         "files": t.files,

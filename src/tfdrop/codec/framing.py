@@ -191,7 +191,8 @@ class RecordDecoder:
         if not isinstance(buf, bytearray) or pos:
             # a record straddles two chunks: assemble it (and only it) in an owned buffer
             self._start += pos
-            buf = self._buf = bytearray(buf[pos:])
+            with memoryview(buf) as view:  # a slice of it first would be one more copy
+                buf = self._buf = bytearray(view[pos:])
             self._pos = 0
         need = HEADER_SIZE
         if avail >= HEADER_SIZE:  # header already checked by _next(): length is under the cap
@@ -201,7 +202,7 @@ class RecordDecoder:
         if len(head) <= take:
             buf += self._queue.popleft()
         else:
-            buf += head[:take]
+            buf += head[:take]  # a view: no copy before the one into buf
             self._queue[0] = head[take:]
         return True
 
@@ -229,8 +230,13 @@ class RecordDecoder:
         end = pos + HEADER_SIZE + length
         if end + FOOTER_SIZE > len(buf):
             return self._short(avail, HEADER_SIZE + length + FOOTER_SIZE)
-        # one copy out of a view of fed bytes (two from an assembled straddling record)
-        data = bytes(buf[pos + HEADER_SIZE : end])
+        # one copy out of a view of the fed bytes or of the assembled record (a bytearray's
+        # own slice would be one more: three records' worth at once, found with a 120 MB one)
+        if isinstance(buf, bytearray):
+            with memoryview(buf) as view:
+                data = bytes(view[pos + HEADER_SIZE : end])
+        else:
+            data = bytes(buf[pos + HEADER_SIZE : end])
         crc = _crc32c(data)
         if ((((crc >> 15) | (crc << 17)) + _MASK_DELTA) & _U32) != _CRC.unpack_from(buf, end)[0]:
             raise DataCrcMismatchError("data CRC mismatch", record=self._index, offset=self.offset)
