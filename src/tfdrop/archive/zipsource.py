@@ -221,7 +221,9 @@ class _ZipMemberReader(CheckedReader):
     def _check_end(self) -> None:
         if self._crc != self._entry.crc:
             self._changed()
-            raise ArchiveError(
-                f"bad CRC-32 (stored {self._entry.crc:08x}, data {self._crc:08x})",
-                hint=_CORRUPT_HINT,
-            )
+            raise crc_mismatch(self._entry.crc, self._crc)
+
+
+def crc_mismatch(stored: int, data: int) -> ArchiveError:
+    """A member whose data does not match its directory entry's CRC-32."""
+    return ArchiveError(f"bad CRC-32 (stored {stored:08x}, data {data:08x})", hint=_CORRUPT_HINT)

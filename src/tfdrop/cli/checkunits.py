@@ -1,5 +1,8 @@
 """``validate`` of one big uncompressed TFRecord file on every core: ranges of its records
-checked by worker processes (:mod:`tfdrop.pool`), the verdicts taken back in file order.
+checked by worker processes (:mod:`tfdrop.pool`), the verdicts taken back in file order. The
+file is a bare one (read to its end, whatever that is by then) or a stored member of a zip
+(read through the source, which proves every read came from the zip whose directory it read;
+the member's CRC-32 is combined from the ranges' and checked at its end).
 
 The parent cuts the file into :class:`CheckUnit` ranges from the record headers alone (each
 length and its CRC checked; payloads skipped with ``pread``), lazily, a few units ahead of the
@@ -20,9 +23,10 @@ parent checks that range itself: a verdict never holds more than a bounded amoun
 from __future__ import annotations
 
 import os
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from tfdrop.cli.checks import own_problems
 from tfdrop.codec.framing import FOOTER_SIZE, HEADER_SIZE, header_length
@@ -32,6 +36,9 @@ from tfdrop.errors import TfdropError
 from tfdrop.limits import Limits
 from tfdrop.pool import inherited, ordered
 from tfdrop.stream import DEFAULT_CHUNK_SIZE, iter_records
+
+if TYPE_CHECKING:
+    from tfdrop.archive import Source
 
 SPLIT_BYTES: Final = 256 << 20
 """Files from this size on are checked in ranges (a smaller one is done before a pool pays)."""
@@ -58,13 +65,51 @@ class CheckUnit:
     stop: int | None
 
 
-def plan(fd: int, size: int, max_record_size: int) -> Iterator[CheckUnit]:
-    """The ranges of the file open at ``fd`` (``size`` bytes), from its record headers."""
+class Ranges(Protocol):
+    """What a record file's ranges are read through, by offset (a forked worker shares the
+    parent's descriptor, so never a file position)."""
+
+    def read(self, offset: int, n: int) -> bytes:
+        """Up to ``n`` bytes from ``offset``; ``b""`` at the end."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class FileRanges:
+    """A bare record file: read to its end, whatever it is by then."""
+
+    fd: int
+
+    def read(self, offset: int, n: int) -> bytes:
+        return os.pread(self.fd, n, offset)
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRanges:
+    """A stored zip member, through :meth:`Source.read_range` (which proves each read came
+    from the zip whose directory was read); its end is its declared size."""
+
+    source: Source
+    member: str
+    size: int
+
+    def read(self, offset: int, n: int) -> bytes:
+        n = min(n, self.size - offset)
+        if n <= 0:
+            return b""
+        data = self.source.read_range(self.member, offset, n)
+        if data is None:  # pragma: no cover - only stored members are split
+            raise ValueError(f"{self.member} cannot be read by range")
+        return data
+
+
+def plan(ranges: Ranges, size: int, max_record_size: int) -> Iterator[CheckUnit]:
+    """The ranges of a record file of ``size`` bytes, from its record headers."""
     pos = start = index = first = 0
-    block, at = b"", 0  # the bytes read at file offset ``at``
+    block, at = b"", 0  # the bytes read at offset ``at``
     while pos < size:
         if pos + HEADER_SIZE > at + len(block):
-            at, block = pos, os.pread(fd, _WALK_BLOCK, pos)
+            at, block = pos, ranges.read(pos, _WALK_BLOCK)
         rel = pos - at
         head = block[rel : rel + HEADER_SIZE]
         length = header_length(head, max_record_size=max_record_size) if len(head) == 12 else None
@@ -80,30 +125,37 @@ def plan(fd: int, size: int, max_record_size: int) -> Iterator[CheckUnit]:
     yield CheckUnit(start, first, None)
 
 
-class _Range:
-    """A file-like ``read`` of one range of an open descriptor, by ``pread`` (a forked worker
-    shares the parent's descriptor, so never its file position)."""
+class RangeReader:
+    """A file-like ``read`` of one range, with the CRC-32 of what it read when asked
+    (``crc``: a zip member's CRC-32 is the combination of its ranges')."""
 
-    def __init__(self, fd: int, start: int, stop: int | None) -> None:
-        self._fd, self._pos, self._stop = fd, start, stop
+    def __init__(self, ranges: Ranges, unit: CheckUnit, *, crc: bool = False) -> None:
+        self._ranges, self._pos, self._stop = ranges, unit.start, unit.stop
+        self.unit = unit
+        self.crc: int | None = 0 if crc else None
+        self.nbytes = 0
 
     def read(self, n: int) -> bytes:
         if self._stop is not None:
             n = min(n, self._stop - self._pos)
             if n <= 0:
                 return b""
-        data = os.pread(self._fd, n, self._pos)
+        data = self._ranges.read(self._pos, n)
         self._pos += len(data)
+        self.nbytes += len(data)
+        if self.crc is not None:
+            self.crc = zlib.crc32(data, self.crc)
         return data
 
 
-def range_records(fd: int, unit: CheckUnit, limits: Limits) -> Iterator[tuple[int, int, bytes]]:
+def range_records(reader: RangeReader, limits: Limits) -> Iterator[tuple[int, int, bytes]]:
     """``(index, offset, record)`` of one range, both CRCs checked; an error's record index
     and offset are the file's."""
+    unit = reader.unit
     offset = unit.start
     index = unit.index
     records = iter_records(
-        _Range(fd, unit.start, unit.stop),  # type: ignore[arg-type]  # read(n) is all it uses
+        reader,  # type: ignore[arg-type]  # read(n) is all it uses
         compression="none",
         max_record_size=limits.max_record_size,
         max_stream_bytes=limits.max_stream_bytes,  # never met: a split file is within it
@@ -145,6 +197,9 @@ class Verdict:
     pairs: list[tuple[bytes, int]] = field(default_factory=list)
     error: TfdropError | None = None
     redo: bool = False
+    crc: int | None = None
+    """The CRC-32 of the range's bytes, when asked for (a zip member's)."""
+    nbytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,9 +207,10 @@ class _Setup:
     label_map: LabelMap | None
     limits: Limits
     labels: bool  # no label map: the parent needs the class pairs
+    crc: bool  # a zip member: the parent checks its CRC-32 from the ranges'
 
 
-_STATE: list[tuple[int, _Setup]] = []
+_STATE: list[tuple[Ranges, _Setup]] = []
 
 
 def _init(setup: _Setup) -> None:
@@ -163,13 +219,14 @@ def _init(setup: _Setup) -> None:
 
 def check_unit(unit: CheckUnit) -> Verdict:
     """A worker's check of one range (module-level: the pool calls it)."""
-    fd, setup = _STATE[0]
+    ranges, setup = _STATE[0]
     verdict = Verdict(unit)
+    reader = RangeReader(ranges, unit, crc=setup.crc)
     interned: dict[tuple[bytes, int], int] = {}
     sent = 0
     cap = setup.limits.max_values_per_feature
     try:
-        for index, offset, rec in range_records(fd, unit, setup.limits):
+        for index, offset, rec in range_records(reader, setup.limits):
             verdict.records += 1
             fast = fast_scan(rec, setup.label_map, max_values_per_feature=cap, labels=setup.labels)
             if fast is not None and not sha_matches(rec, fast):
@@ -190,25 +247,27 @@ def check_unit(unit: CheckUnit) -> Verdict:
     except TfdropError as exc:
         verdict.error = exc
     verdict.pairs = list(interned)
+    verdict.crc, verdict.nbytes = reader.crc, reader.nbytes
     return verdict
 
 
 def checked_units(
-    fd: int,
+    ranges: Ranges,
     size: int,
     label_map: LabelMap | None,
     limits: Limits,
     *,
     labels: bool,
+    crc: bool,
     jobs: int,
 ) -> Iterator[Verdict]:
-    """The verdict of every range of the file open at ``fd``, in file order."""
+    """The verdict of every range of a record file of ``size`` bytes, in file order."""
     return ordered(
         check_unit,
-        plan(fd, size, limits.max_record_size),
+        plan(ranges, size, limits.max_record_size),
         jobs,
         window=2 * jobs,
         initializer=_init,
-        initargs=(_Setup(label_map, limits, labels),),
-        inherit=fd,
+        initargs=(_Setup(label_map, limits, labels, crc),),
+        inherit=ranges,
     )

@@ -25,8 +25,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tfdrop.archive.rawcopy import crc32_combine
+from tfdrop.archive.zipdir import STORED
+from tfdrop.archive.zipsource import ZipSource, crc_mismatch
 from tfdrop.cli.checks import own_problems, record_problems
-from tfdrop.cli.checkunits import SPLIT_BYTES, checked_units, range_records
+from tfdrop.cli.checkunits import (
+    SPLIT_BYTES,
+    FileRanges,
+    MemberRanges,
+    RangeReader,
+    Ranges,
+    Verdict,
+    checked_units,
+    range_records,
+)
 from tfdrop.cli.common import add_limit_argument, bounded_int, fail, limits_from_args
 from tfdrop.cli.hashing import hashed_in_order
 from tfdrop.cli.malloc import fix_thresholds
@@ -111,15 +123,16 @@ class _Run:
 def _check_file(rf: RecordFile, source: Source | None, run: _Run) -> None:
     t = run.t
     t.files += 1
+    fd = None
     try:
-        fd = _splittable(rf, source, run.limits, run.jobs)
-        if fd is None:
-            _check_records(iter_file_records(rf, source, run.limits), rf, run)
-            return
-        try:
-            _check_split(fd, rf, run)
-        finally:
-            os.close(fd)
+        if run.jobs >= 2 and can_fork():
+            if source is None:
+                fd = os.open(rf.path, os.O_RDONLY | os.O_CLOEXEC)
+            split = _split_of(rf, source, run.limits, fd)
+            if split is not None:
+                _check_split(split, rf, run)
+                return
+        _check_records(iter_file_records(rf, source, run.limits), rf, run)
     except WorkerDiedError as exc:  # not the file's fault: the command fails
         hint = "--jobs 1 checks the file in this process alone"
         raise WorkerDiedError(exc.message, hint=hint) from None
@@ -128,6 +141,9 @@ def _check_file(rf: RecordFile, source: Source | None, run: _Run) -> None:
         bad: dict[str, Any] = {"file": rf.display, "message": exc.message, "kind": exc.kind}
         bad |= {k: v for k, v in (("record", exc.record), ("offset", exc.offset)) if v is not None}
         t.add(bad, always=True)
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def _check_records(records: Iterator[tuple[int, int, bytes]], rf: RecordFile, run: _Run) -> None:
@@ -147,56 +163,89 @@ def _check_records(records: Iterator[tuple[int, int, bytes]], rf: RecordFile, ru
             t.add({"file": rf.display, "record": index, "offset": offset} | p.to_dict())
 
 
-def _splittable(rf: RecordFile, source: Source | None, limits: Limits, jobs: int) -> int | None:
-    """An open descriptor of a bare record file to check in ranges on ``jobs`` cores (big,
-    uncompressed: its first header checks), else None."""
-    if source is not None or jobs < 2 or not can_fork():
-        return None
-    fd = os.open(rf.path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
+@dataclass(frozen=True, slots=True)
+class _Split:
+    """A record file big enough to check in ranges, and how its ranges are read."""
+
+    ranges: Ranges
+    size: int
+    crc: int | None  # a zip member's CRC-32, checked from its ranges'
+
+
+def _split_of(
+    rf: RecordFile, source: Source | None, limits: Limits, fd: int | None
+) -> _Split | None:
+    """Big and uncompressed (its first header checks): a bare file open at ``fd``, or a
+    stored member of a zip."""
+    if fd is not None:
         size = os.fstat(fd).st_size
-        if SPLIT_BYTES <= size <= limits.max_stream_bytes:
-            head = os.pread(fd, HEADER_SIZE, 0)
-            if len(head) == HEADER_SIZE and header_length(head) is not None:
-                return fd
-    except BaseException:
-        os.close(fd)
-        raise
-    os.close(fd)
-    return None
+        ranges: Ranges = FileRanges(fd)
+        crc = None
+    elif isinstance(source, ZipSource) and rf.member is not None:
+        entry = source.entry(rf.member)
+        if entry.method != STORED:
+            return None
+        size, crc = entry.size, entry.crc
+        ranges = MemberRanges(source, rf.member, size)
+    else:
+        return None
+    if not SPLIT_BYTES <= size <= limits.max_stream_bytes:
+        return None
+    head = ranges.read(0, HEADER_SIZE)
+    if len(head) < HEADER_SIZE or header_length(head) is None:
+        return None
+    return _Split(ranges, size, crc)
 
 
-def _check_split(fd: int, rf: RecordFile, run: _Run) -> None:
+def _check_split(split: _Split, rf: RecordFile, run: _Run) -> None:
     """Ranges checked by worker processes; their verdicts replayed here in record order
     against the label table (:mod:`tfdrop.cli.checkunits`)."""
     t, table = run.t, run.table
     base = t.records
-    size = os.fstat(fd).st_size
+    crc = 0
     verdicts = checked_units(
-        fd, size, run.label_map, run.limits, labels=table is not None, jobs=run.jobs
+        split.ranges,
+        split.size,
+        run.label_map,
+        run.limits,
+        labels=table is not None,
+        crc=split.crc is not None,
+        jobs=run.jobs,
     )
     for v in verdicts:
         t.records = base + v.unit.index
         if v.redo:  # too much to send back: checked here instead
-            _check_records(range_records(fd, v.unit, run.limits), rf, run)
-            continue
-        known = [p in table.known for p in v.pairs] if table is not None else []
-        for e in v.entries:
-            t.records = base + e.index + 1
-            problems = e.before
-            if table is not None and e.pairs and not all(known[i] for i in e.pairs):
-                texts = [v.pairs[i][0] for i in e.pairs]
-                ids = [v.pairs[i][1] for i in e.pairs]
-                where = f"record {e.index} of {rf.display}"
-                problems = problems + [p.to_dict() for p in table.observe(texts, ids, where)]
-                for i in e.pairs:
-                    known[i] = v.pairs[i] in table.known
-            for p in problems + e.after:
-                t.add({"file": rf.display, "record": e.index, "offset": e.offset} | p)
+            reader = RangeReader(split.ranges, v.unit, crc=split.crc is not None)
+            _check_records(range_records(reader, run.limits), rf, run)
+            v.crc, v.nbytes = reader.crc, reader.nbytes
+        else:
+            _replay(v, rf, run, base)
+        if v.crc is not None:
+            crc = crc32_combine(crc, v.crc, v.nbytes)
         t.records = base + v.unit.index + v.records
         t.bar(t.records)
         if v.error is not None:
             raise v.error.at(archive=rf.display)
+    if split.crc is not None and crc != split.crc:
+        raise crc_mismatch(split.crc, crc)
+
+
+def _replay(v: Verdict, rf: RecordFile, run: _Run, base: int) -> None:
+    """A worker's verdict on one range, its label pairs observed in record order."""
+    t, table = run.t, run.table
+    known = [p in table.known for p in v.pairs] if table is not None else []
+    for e in v.entries:
+        t.records = base + e.index + 1
+        problems = e.before
+        if table is not None and e.pairs and not all(known[i] for i in e.pairs):
+            texts = [v.pairs[i][0] for i in e.pairs]
+            ids = [v.pairs[i][1] for i in e.pairs]
+            where = f"record {e.index} of {rf.display}"
+            problems = problems + [p.to_dict() for p in table.observe(texts, ids, where)]
+            for i in e.pairs:
+                known[i] = v.pairs[i] in table.known
+        for p in problems + e.after:
+            t.add({"file": rf.display, "record": e.index, "offset": e.offset} | p)
 
 
 BIG_INPUT = 64 << 20
