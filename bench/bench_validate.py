@@ -4,7 +4,11 @@ Uses bench_codec.py's generated ``images-N.tfrecord`` (default 20,000 OD example
 30-120 KB JPEGs, about 1.2 GB; made once in ``/tmp/tfdrop-bench``). Runs, alternating, each a
 fresh process from page cache, wall time from start to exit:
 
-- ``tfdrop``: ``tfdrop validate images-N.tfrecord`` (framing, both CRCs, the schema check);
+- ``tfdrop``: ``tfdrop validate images-N.tfrecord`` (framing, both CRCs, the schema check, on
+  every core: ranges of records on worker processes);
+- ``tfdrop-1``: the same with ``--jobs 1`` (one process: the scaling);
+- ``tfdrop-zip``: the same bytes as the stored member of a zip (``images-N.zip``, made once),
+  as tfdrop's archives hold them (the member's CRC-32 too);
 - ``tf``: ``tf.data.TFRecordDataset`` + ``batch(256)`` + ``tf.io.parse_example`` with the OD
   feature description, parallel map and prefetch (bench_codec.py's ``tf`` worker), with
   ``import tensorflow``;
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -36,8 +41,14 @@ def main() -> None:
     images, _ = generate(args.cache, args.images, 10)
     warm(images)
     has_tf = importlib.util.find_spec("tensorflow") is not None
+    zipped = images.with_suffix(".zip")
+    if not zipped.exists():
+        with zipfile.ZipFile(zipped, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+            zf.write(images, "train.tfrecord")
     cmds = {
         "tfdrop": tfdrop("validate", str(images)),
+        "tfdrop-1": tfdrop("validate", str(images), "--jobs", "1"),
+        "tfdrop-zip": tfdrop("validate", str(zipped)),
         "tf": [sys.executable, str(HERE / "bench_codec.py"), "--worker", "tf", str(images)]
         if has_tf else None,
         "floor": read_floor(images),
@@ -46,6 +57,8 @@ def main() -> None:
     res = alternate(cmds, args.repeat, args.cache / "validate-out")
     print("\ntargets:")
     ratio(res, "tf", "tfdrop", 5.0, "faster than TF's batched read, start-up included")
+    ratio(res, "tf", "tfdrop-zip", 5.0, "the same, from a zip")
+    ratio(res, "tfdrop-1", "tfdrop", 1.0, "every core against one (the issue sets no target)")
     rss(res, "tfdrop", 100.0)
     finish(res, args.json)
 
