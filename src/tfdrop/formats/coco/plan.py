@@ -41,6 +41,10 @@ EARLY_SHARE: Final = 2
 20,000 images x 10 annotations with two workers (alone, a worker takes about 4.7 times as
 long per image as pass 2; all three slow down together): with a third of the images both
 workers stood idle 0.3-0.6 s before pass 2 ended, with half they were busy to its end."""
+IN_ORDER: Final = 64
+"""Annotations in order before a unit goes out early: one annotation far into a shuffled file
+(COCO's own are ordered by id, not by image) would pass for order and cost a second pass 2;
+64 in a row come in order by chance once in 64! shuffles."""
 DECAY: Final = 0.7
 """After the early units, each unit holds this share of the one before, down to the usual
 size: the parent copies a large unit's records while the workers run the units queued
@@ -110,8 +114,9 @@ class _FilePass:
 
     def reach(self, target: int) -> bool:
         """Spill until every image before ``target`` has all its annotations, if the rest
-        stays in order; False when that cannot be told (out of order, keypoints, the end)."""
-        while self.pos < target:
+        stays in order, and :data:`IN_ORDER` of them came in order; False when that cannot
+        be told (out of order, keypoints, the end)."""
+        while self.pos < target or self.spill.count < IN_ORDER:
             if not self._step() or not self.spill.sorted or self.reader._kp_seen:
                 return False
         return True
