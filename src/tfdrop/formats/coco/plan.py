@@ -311,3 +311,43 @@ class UnitPlan:
                 return
             self.early_given += 1
             yield first.early_unit(stop, self.early_bytes)
+
+
+def plan_units(
+    reader: CocoReader, folder: Path, max_items: int, max_bytes: int
+) -> list[CocoUnit] | None:
+    """Every unit, pass 2 ended (:meth:`CocoReader.units`); None for a bad file."""
+    plan = UnitPlan(reader, folder, max_items=max_items, max_bytes=max_bytes)
+    try:
+        return list(plan)
+    except TfdropError:
+        return None
+
+
+def plan_early(
+    reader: CocoReader,
+    folder: Path,
+    *,
+    max_items: int,
+    max_bytes: int,
+    early: int,
+    early_bytes: int,
+) -> UnitPlan | None:
+    """A plan with the first file's images indexed (:meth:`CocoReader.overlapped_units`);
+    None for one small file or bad images (:meth:`CocoReader.units` meets them again)."""
+    plan = UnitPlan(
+        reader,
+        folder,
+        max_items=max_items,
+        max_bytes=max_bytes,
+        early=early,
+        early_bytes=early_bytes,
+    )
+    try:
+        images = plan.start()
+    except TfdropError:
+        images = -1
+    if images < 0 or (len(reader.files) == 1 and images <= max_items):
+        plan.close()
+        return None
+    return plan

@@ -59,9 +59,9 @@ from tfdrop.formats.coco.index import (
 )
 from tfdrop.formats.coco.keypoints import KeypointCategories, keypoints_ok
 from tfdrop.formats.coco.objects import ObjectBuilder, Record, refuse
-from tfdrop.formats.coco.plan import CocoUnit, UnitPlan
+from tfdrop.formats.coco.plan import CocoUnit, UnitPlan, plan_early, plan_units
 from tfdrop.formats.coco.scan import Element, walk
-from tfdrop.formats.coco.spill import Spill, iter_groups
+from tfdrop.formats.coco.spill import Spill, by_position, iter_groups
 from tfdrop.formats.common.imageinfo import format_from_name, probe_member
 from tfdrop.limits import exceeded
 
@@ -191,41 +191,25 @@ class CocoReader:
         for ``portable`` units (these name the folder saved here)."""
         if portable:
             return None
-        if self._planned is not None:
-            return self._planned
-        plan = UnitPlan(self, self._folder(), max_items=max_items, max_bytes=max_bytes)
-        try:
-            out = list(plan)
-        except TfdropError:
-            return None
-        self._planned = out
-        return out
+        if self._planned is None:
+            self._planned = plan_units(self, self._folder(), max_items, max_bytes)
+        return self._planned
 
     def overlapped_units(
         self, *, max_items: int, max_bytes: int, early: int, early_bytes: int
     ) -> UnitPlan | None:
-        """Units like :meth:`units`, the first ``early`` (of up to ``early_bytes`` declared
-        bytes each) given out while pass 2 still runs (:mod:`.plan`; the caller takes no
-        item before :meth:`~.plan.UnitPlan.settle`). None when it would not pay or could
-        not be sure of its items (then :meth:`units`): one small file, keypoints, a
-        Roboflow root category (an item whose label the known map may lack comes back
-        whole from a worker, images and all)."""
+        """Units like :meth:`units`, the first ``early`` (up to ``early_bytes`` each) while
+        pass 2 still runs (:mod:`.plan`). None (use :meth:`units`) for one small file, for
+        keypoints or a Roboflow root category (a worker would send back an item whose label
+        the parent resolves whole, images and all)."""
         if self._planned is not None or self.keypoint_categories.by_id:
             return None
         if len(self.categories.names()) != len(self.categories.by_id):
             return None
-        plan = UnitPlan(
+        return plan_early(
             self, self._folder(), max_items=max_items, max_bytes=max_bytes, early=early,
             early_bytes=early_bytes,
         )  # fmt: skip
-        try:
-            images = plan.start()
-        except TfdropError:
-            images = -1  # units() meets the error again and says None
-        if images < 0 or (len(self.files) == 1 and images <= max_items):
-            plan.close()
-            return None
-        return plan
 
     def _folder(self) -> Path:
         if self._units_dir is None:
@@ -257,12 +241,7 @@ class CocoReader:
                 index = ImageIndex.load(path, f.member, self.options.limits)
                 self._loaded = {(unit.folder, unit.file): index}  # one file's at a time
             groups = iter_groups(Path(unit.folder) / unit.spill, unit.lo, unit.hi)
-            nxt = next(groups, None)
-            for pos in range(unit.start, unit.stop):
-                records: list[Record] = []
-                if nxt is not None and nxt[0] == pos:
-                    records = nxt[1]
-                    nxt = next(groups, None)
+            for pos, records in by_position(groups, unit.start, unit.stop):
                 yield self._item(f, index, pos, records)
         except TfdropError as exc:
             raise exc.at(member=f.member) from None
@@ -378,13 +357,7 @@ class CocoReader:
     # -- pass: items ------------------------------------------------------------------------
 
     def _join(self, f: AnnotationFile, index: ImageIndex, spill: Spill) -> Iterator[Item]:
-        groups = spill.groups()
-        nxt = next(groups, None)
-        for pos in range(len(index)):
-            records: list[Record] = []
-            if nxt is not None and nxt[0] == pos:
-                records = nxt[1]
-                nxt = next(groups, None)
+        for pos, records in by_position(spill.groups(), 0, len(index)):
             yield self._item(f, index, pos, records)
 
     def _find_image(self, f: AnnotationFile, name: str) -> str | None:

@@ -273,3 +273,16 @@ def read_groups(path: Path, start: int, end: int) -> dict[int, list[Any]]:
         out.setdefault(position, []).append(loads(view[at + 8 : at + 8 + size]))
         at += 8 + size
     return out
+
+
+def by_position(
+    groups: Iterator[tuple[int, list[Any]]], start: int, stop: int
+) -> Iterator[tuple[int, list[Any]]]:
+    """Every position ``start:stop`` with its records (none for those ``groups`` skips)."""
+    nxt = next(groups, None)
+    for pos in range(start, stop):
+        records: list[Any] = []
+        if nxt is not None and nxt[0] == pos:
+            records = nxt[1]
+            nxt = next(groups, None)
+        yield pos, records
