@@ -298,3 +298,34 @@ def test_pass_2_warnings_go_to_the_plan_and_keypoints_stop_the_early_units(
         assert plan.notes.warning_counts["num_keypoints_mismatch"] > 0
         assert not notes.warning_counts  # put before the units' notes by settled_items
         reader.close()
+
+
+def test_annotations_before_images_give_no_early_unit_and_the_same_archive(
+    tmp_path: Path, settled: list[tuple[int, bool]]
+) -> None:
+    anns = _annotations(N)
+    src = _zip(tmp_path / "in.zip", anns, val=True)
+    with zipfile.ZipFile(src) as zf:
+        files = {n: zf.read(n) for n in zf.namelist()}
+    doc = json.loads(files["annotations/instances_train.json"])
+    files["annotations/instances_train.json"] = json.dumps(
+        {"annotations": doc["annotations"], "categories": doc["categories"],
+         "images": doc["images"]}).encode()  # fmt: skip
+    moved = tmp_path / "moved.zip"
+    with zipfile.ZipFile(moved, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    assert _same(tmp_path, moved, (1, 2)).items == N + 40
+    assert settled == [(0, True)]
+
+
+def test_one_small_file_is_not_planned_early(tmp_path: Path) -> None:
+    src = _zip(tmp_path / "in.zip", _annotations(60), n=60)
+    with open_source(src) as source:
+        reader = CocoReader(source, ReadOptions(images=False), Notes())
+        early = reader.overlapped_units(
+            max_items=64, max_bytes=1 << 30, early=3, early_bytes=1 << 40
+        )
+        assert early is None
+        assert reader.units(max_items=64, max_bytes=1 << 30) is not None
+        reader.close()
