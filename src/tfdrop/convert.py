@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from tfdrop.formats.base import (
     DeclaresKeypoints,
     FormatName,
     HasSkeletons,
+    Overlapping,
     SourceFormat,
     Splittable,
     Writer,
@@ -57,8 +59,11 @@ from tfdrop.units import (
     UNIT_ITEMS,
     Encoded,
     JobSpec,
+    early_bytes,
     parallel_items,
     prepare,
+    settled_items,
+    window,
 )
 
 Progress = Callable[[int, int | None], None]
@@ -171,6 +176,23 @@ def _items(
     """The reader's items, prepared (:func:`tfdrop.units.prepare`): by a pool of worker
     processes when the source splits into work units and more than one job is asked for, else
     here (the same items either way)."""
+    if options.jobs > 1 and isinstance(reader, Overlapping) and _pool_pays(spec, options):
+        big = early_bytes(spec, reader.labels())
+        plan = None
+        if big > UNIT_BYTES:  # else the early units would be too small to help
+            plan = reader.overlapped_units(
+                max_items=UNIT_ITEMS, max_bytes=UNIT_BYTES, early=window(options.jobs) - 1,
+                early_bytes=big,
+            )  # fmt: skip
+        if plan is not None:
+            again = partial(_planned_items, reader, spec, options, notes, source)
+            return settled_items(spec, plan, options.jobs, notes, again, source=source)
+    return _planned_items(reader, spec, options, notes, source)
+
+
+def _planned_items(
+    reader: Reader, spec: JobSpec, options: ConvertOptions, notes: Notes, source: Source
+) -> Generator[Item | Encoded | Span, None, None]:
     if options.jobs > 1 and isinstance(reader, Splittable) and _pool_pays(spec, options):
         units = reader.units(max_items=UNIT_ITEMS, max_bytes=UNIT_BYTES)
         if units is not None and len(units) > 1:

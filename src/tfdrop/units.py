@@ -13,6 +13,11 @@ Memory stays bounded: at most ``2 * jobs`` units are in flight, each of at most
 :data:`UNIT_BYTES` declared bytes. A worker's error is raised when the parent reaches its unit,
 so the first error is the one a sequential run meets.
 
+A reader that checks its source while its first units are already out (COCO's pass 2:
+:class:`~tfdrop.formats.base.Overlapping`) goes through :func:`settled_items`: the workers
+start at once, and nothing reaches the caller before the check has ended, so its errors and
+notes come as a sequential run has them.
+
 For an uncompressed, unsharded TFRecord target the workers also frame their records and write
 them to a spool file per unit (:mod:`tfdrop.formats.tfrecord.spool`), one run per subset; the
 parent gets :class:`~tfdrop.formats.tfrecord.spool.Span` descriptors and appends the runs to
@@ -25,10 +30,10 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Final
+from typing import Final, cast
 
 from tfdrop.archive import Source
 from tfdrop.codec.imagehead import image_size
@@ -36,7 +41,7 @@ from tfdrop.codec.keypoints import KP_X
 from tfdrop.codec.model import Annotation, Item, KeypointLayout, LabelMap, Shape
 from tfdrop.errors import FormatError, TfdropError
 from tfdrop.formats import FORMATS, Notes, ReadOptions, WriteOptions
-from tfdrop.formats.base import FormatName, Splittable
+from tfdrop.formats.base import FormatName, Splittable, UnitPlan
 from tfdrop.formats.common.masks import box_mask_png, check_mask_size
 from tfdrop.formats.tfrecord import encode_record
 from tfdrop.formats.tfrecord.spool import Span, UnitSpool, takes_spans
@@ -48,6 +53,10 @@ UNIT_ITEMS: Final = 64
 """Most items in one unit: small enough to keep both cores busy to the end of a run."""
 UNIT_BYTES: Final = 16 << 20
 """Most declared bytes (annotations and images) in one unit: bounds the parent's memory."""
+EARLY_BYTES: Final = 1 << 40
+"""Most declared bytes of a unit given out before the reader has checked its source, when
+the workers' results hold no images (:func:`early_bytes`): their records are spooled, in
+runs of at most :data:`UNIT_BYTES` (:meth:`_Worker._run_spooled`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +216,8 @@ class _Worker:
     def _run_spooled(self, unit: object, encode: WriteOptions, folder: str) -> UnitResult:
         """The unit's records framed into its spool file, a run per subset; an item whose
         labels the parent must still resolve ends its subset's run, so each subset's records
-        keep the source's order."""
+        keep the source's order. A run also ends at :data:`UNIT_BYTES`: the records wait in
+        memory until written, and a unit given out early may be far larger."""
         self.count += 1
         spool = UnitSpool(os.path.join(folder, f"{os.getpid()}-{self.count}"))
         out: list[Item | Encoded | Span] = []
@@ -217,6 +227,8 @@ class _Worker:
                 if final:
                     spool.add(item.subset, encode_record(item, encode, self.notes))
                     out.append(_encoded(item, None))
+                    if spool.pending(item.subset) >= UNIT_BYTES:  # a large unit's (early)
+                        out.append(cast(Span, spool.flush(item.subset)))
                 else:
                     span = spool.flush(item.subset)
                     if span is not None:
@@ -257,9 +269,75 @@ def _run(unit: object) -> UnitResult:
     return _STATE[0].run(unit)
 
 
+def window(jobs: int) -> int:
+    """Units in flight with ``jobs`` workers; the first result is taken once they are."""
+    return 2 * jobs
+
+
+def early_bytes(spec: JobSpec, labels: Sequence[str]) -> int:
+    """How large a unit given out early (:func:`settled_items`) may be: about the results
+    the parent may hold. Unbounded by images when the workers spool every record: a TFRecord
+    target that takes spans, no keypoints (they may need the parent's layout), every label
+    of the source in the known map (an item the parent must resolve comes back whole)."""
+    encode = spec.encode
+    if encode is None or not takes_spans(encode) or spec.known.keypoint_layout is not None:
+        return UNIT_BYTES
+    if not labels or any(spec.known.id_of(name) is None for name in labels):
+        return UNIT_BYTES
+    return EARLY_BYTES
+
+
+def settled_items(
+    spec: JobSpec,
+    plan: UnitPlan,
+    jobs: int,
+    notes: Notes,
+    fallback: Callable[[], Iterator[Item | Encoded | Span]],
+    *,
+    source: Source | None = None,
+) -> Generator[Item | Encoded | Span, None, None]:
+    """:func:`parallel_items` over a plan whose first units come before the reader has
+    checked its source. The first entry waits for :meth:`UnitPlan.settle`; when it says the
+    source is bad or a unit was not exact, nothing was yielded, and ``fallback()`` gives the
+    entries instead. A worker's error found before is raised only once the check passed (a
+    bad annotation anywhere in the file is what a sequential run reports first). What the
+    check noted goes before what the units noted."""
+    unit_notes = Notes()
+    stream = parallel_items(spec, plan, jobs, unit_notes, source=source)
+    try:
+        error: TfdropError | None = None
+        try:
+            first = next(stream, None)
+        except TfdropError as exc:
+            first, error = None, exc
+        if not plan.settle():
+            stream.close()
+            yield from fallback()
+            return
+        notes.merge(plan.notes)
+        if error is not None:
+            raise error
+        if first is None:
+            return
+        _pass_on(unit_notes, notes)
+        yield first
+        for entry in stream:
+            _pass_on(unit_notes, notes)
+            yield entry
+        _pass_on(unit_notes, notes)
+    finally:
+        stream.close()
+
+
+def _pass_on(src: Notes, dst: Notes) -> None:
+    if src.warning_counts or src.skipped or src.lossy:
+        dst.merge(src)
+        src.clear()
+
+
 def parallel_items(
     spec: JobSpec,
-    units: Sequence[object],
+    units: Iterable[object],
     jobs: int,
     notes: Notes,
     on_unit: Callable[[], None] | None = None,
@@ -273,7 +351,6 @@ def parallel_items(
     Each unit's notes are merged into ``notes`` when its items are yielded (so warnings keep
     the sequential order). Closing the iterator early cancels what has not started.
     """
-    window = 2 * jobs
     if jobs >= default_jobs():  # every core has a worker: a read-ahead thread only costs CPU
         spec = replace(spec, read=replace(spec.read, read_ahead=False))
     folder = None
@@ -281,7 +358,8 @@ def parallel_items(
         folder = tempfile.mkdtemp(prefix=".tfdrop-spool-", dir=spec.read.workdir)
         spec = replace(spec, spool=folder)
     try:
-        yield from _pooled(spec, units, jobs, window, notes, on_unit, source)
+        # the units are iterated once (a plan's come while the pool runs)
+        yield from _pooled(spec, units, jobs, window(jobs), notes, on_unit, source)
     finally:
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
@@ -289,7 +367,7 @@ def parallel_items(
 
 def _pooled(
     spec: JobSpec,
-    units: Sequence[object],
+    units: Iterable[object],
     jobs: int,
     window: int,
     notes: Notes,

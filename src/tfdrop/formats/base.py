@@ -178,6 +178,37 @@ class Splittable(Reader, Protocol):
         ...
 
 
+class UnitPlan(Protocol):
+    """Work units that start coming while the reader still checks its source
+    (:class:`Overlapping`): iterating gives them; nothing a unit gives may be used before
+    :meth:`settle` is True."""
+
+    notes: Notes
+    """What checking the source noted (to put before what the units note)."""
+
+    def __iter__(self) -> Iterator[object]: ...
+
+    def __next__(self) -> object: ...
+
+    def settle(self) -> bool:
+        """Check the rest of the source (every unit is then planned); False when the source
+        is bad or a unit given out so far was not exact: plan with ``units()`` instead."""
+        ...
+
+
+@runtime_checkable
+class Overlapping(Splittable, Protocol):
+    """A splittable reader that can give out its first units while it checks its source
+    (COCO's pass 2 over the annotations: :mod:`tfdrop.formats.coco.plan`)."""
+
+    def overlapped_units(
+        self, *, max_items: int, max_bytes: int, early: int, early_bytes: int
+    ) -> UnitPlan | None:
+        """At most ``early`` units (of about ``early_bytes`` declared bytes each) before the
+        source is checked, then units like ``units()``; None when this cannot help."""
+        ...
+
+
 @runtime_checkable
 class Counted(Reader, Protocol):
     """A reader that knows from the source's index how many items it will yield (progress

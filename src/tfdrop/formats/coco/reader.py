@@ -14,8 +14,10 @@ Per instances file (see :mod:`tfdrop.formats.coco.index` for the layouts):
 
 Work units (:meth:`CocoReader.units`, for :mod:`tfdrop.units`): the parent makes pass 2 for
 every file, saves each file's index and its annotations sorted by image position in a folder
-of the work folder, and cuts the image index into ranges (:class:`CocoUnit`: a range of
+of the work folder, and cuts the image index into ranges (:class:`~.plan.CocoUnit`: a range of
 positions and the byte range of their annotations); a worker reads back only its range.
+:meth:`CocoReader.overlapped_units` gives the first units out while pass 2 runs
+(:mod:`.plan`).
 
 Objects are built by :mod:`.objects`: boxes from ``bbox`` ``[x, y, w, h]`` as TF's
 ``create_coco_tf_record.py`` reads them; polygons and RLE (counts lists and compressed strings)
@@ -38,7 +40,8 @@ goes to the label map and the report. Counted as lost (``Notes.lose``): a catego
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final
@@ -46,7 +49,7 @@ from typing import IO, TYPE_CHECKING, Any, Final
 from tfdrop.codec.keypoints import Skeleton
 from tfdrop.codec.model import Item, LabelMap
 from tfdrop.errors import FormatError, TfdropError
-from tfdrop.formats.base import Notes, ReadOptions, plan_ranges
+from tfdrop.formats.base import Notes, ReadOptions
 from tfdrop.formats.coco.index import (
     AnnotationFile,
     Categories,
@@ -56,8 +59,9 @@ from tfdrop.formats.coco.index import (
 )
 from tfdrop.formats.coco.keypoints import KeypointCategories, keypoints_ok
 from tfdrop.formats.coco.objects import ObjectBuilder, Record, refuse
+from tfdrop.formats.coco.plan import CocoUnit, UnitPlan, plan_early, plan_units
 from tfdrop.formats.coco.scan import Element, walk
-from tfdrop.formats.coco.spill import Spill, read_groups
+from tfdrop.formats.coco.spill import Spill, by_position, iter_groups
 from tfdrop.formats.common.imageinfo import format_from_name, probe_member
 from tfdrop.limits import exceeded
 
@@ -67,17 +71,7 @@ if TYPE_CHECKING:
 _OTHER_TASKS: Final = ("person_keypoints_", "captions_", "panoptic_", "stuff_", "image_info_")
 
 
-@dataclass(frozen=True, slots=True)
-class CocoUnit:
-    """A work unit: image positions ``start:stop`` of instances file ``file``, whose
-    annotations lie at bytes ``lo:hi`` of the sorted spill saved in ``folder``."""
-
-    folder: str
-    file: int
-    start: int
-    stop: int
-    lo: int
-    hi: int
+__all__ = ["CocoReader", "CocoUnit", "open_reader"]
 
 
 @dataclass(slots=True)
@@ -92,6 +86,8 @@ class CocoReader:
     _units_dir: tempfile.TemporaryDirectory[str] | None = None
     _loaded: dict[tuple[str, int], ImageIndex] = field(default_factory=dict)
     _planned: list[CocoUnit] | None = None
+    _pass_notes: Notes | None = None  # where pass 2 notes go (a UnitPlan's, while it runs)
+    _kp_seen: bool = False  # an annotation with keypoints was spilled
 
     def __post_init__(self) -> None:
         self.categories = Categories(self.options.limits)
@@ -152,7 +148,8 @@ class CocoReader:
         (tfdrop counts the visibilities itself)."""
         labelled = sum(1 for v in kp[2::3] if v)
         if count is not None and count != labelled:
-            self.notes.warn(
+            notes = self.notes if self._pass_notes is None else self._pass_notes
+            notes.warn(
                 "num_keypoints_mismatch",
                 f"num_keypoints is {count!r} but {labelled} keypoints are labelled; "
                 f"{labelled} kept",
@@ -194,34 +191,41 @@ class CocoReader:
         for ``portable`` units (these name the folder saved here)."""
         if portable:
             return None
-        if self._planned is not None:
-            return self._planned
+        if self._planned is None:
+            self._planned = plan_units(self, self._folder(), max_items, max_bytes)
+        return self._planned
+
+    def overlapped_units(
+        self, *, max_items: int, max_bytes: int, early: int, early_bytes: int
+    ) -> UnitPlan | None:
+        """Units like :meth:`units`, the first ``early`` (up to ``early_bytes`` each) while
+        pass 2 still runs (:mod:`.plan`). None (use :meth:`units`) for one small file, for
+        keypoints or a Roboflow root category (a worker would send back an item whose label
+        the parent resolves whole, images and all)."""
+        if self._planned is not None or self.keypoint_categories.by_id:
+            return None
+        if len(self.categories.names()) != len(self.categories.by_id):
+            return None
+        return plan_early(
+            self, self._folder(), max_items=max_items, max_bytes=max_bytes, early=early,
+            early_bytes=early_bytes,
+        )  # fmt: skip
+
+    def _folder(self) -> Path:
         if self._units_dir is None:
             self._units_dir = tempfile.TemporaryDirectory(
                 prefix=".tfdrop-coco-units-", dir=self.options.workdir
             )
-        folder = Path(self._units_dir.name)
-        out: list[CocoUnit] = []
-        for k, f in enumerate(self.files):
-            spill = Spill(self.options.workdir)
-            try:
-                index = self._index(f, spill)
-                offsets = spill.save_sorted(folder / f"{k}.spill", len(index))
-            except TfdropError:
-                return None
-            finally:
-                spill.close()
-            index.save(folder / f"{k}.index")
-            # an image's cost: its file and its annotations' spilled bytes (a unit's decoded
-            # annotations are bounded too, with or without images)
-            costs = (
-                self._image_cost(f, index.name(pos)) + offsets[pos + 1] - offsets[pos]
-                for pos in range(len(index))
-            )
-            for start, stop in plan_ranges(costs, max_items=max_items, max_bytes=max_bytes):
-                out.append(CocoUnit(str(folder), k, start, stop, offsets[start], offsets[stop]))
-        self._planned = out
-        return out
+        return Path(self._units_dir.name)
+
+    @contextmanager
+    def noting(self, notes: Notes) -> Iterator[None]:
+        """Pass 2 notes into ``notes`` meanwhile."""
+        old, self._pass_notes = self._pass_notes, notes
+        try:
+            yield
+        finally:
+            self._pass_notes = old
 
     def _image_cost(self, f: AnnotationFile, name: str) -> int:
         member = self._find_image(f, name) if self.options.images else None
@@ -236,10 +240,9 @@ class CocoReader:
                 path = Path(unit.folder) / f"{unit.file}.index"
                 index = ImageIndex.load(path, f.member, self.options.limits)
                 self._loaded = {(unit.folder, unit.file): index}  # one file's at a time
-            spilled = Path(unit.folder) / f"{unit.file}.spill"
-            groups = read_groups(spilled, unit.lo, unit.hi)
-            for pos in range(unit.start, unit.stop):
-                yield self._item(f, index, pos, groups.get(pos, []))
+            groups = iter_groups(Path(unit.folder) / unit.spill, unit.lo, unit.hi)
+            for pos, records in by_position(groups, unit.start, unit.stop):
+                yield self._item(f, index, pos, records)
         except TfdropError as exc:
             raise exc.at(member=f.member) from None
 
@@ -253,7 +256,19 @@ class CocoReader:
 
     def _index(self, f: AnnotationFile, spill: Spill) -> ImageIndex:
         index = ImageIndex(f.member, self.options.limits)
+        for _ in self._pass(f, index, spill):
+            pass
+        return index
+
+    def _pass(
+        self, f: AnnotationFile, index: ImageIndex, spill: Spill
+    ) -> Generator[int, None, None]:
+        """Index ``images`` and spill the annotations, step by step: at the first annotation
+        -1 (the images are indexed) or -2 (no images yet: the annotations are spilled in a
+        second walk), then each annotation's image position when it differs from the one
+        before (so a caller can give out finished images early)."""
         finished = deferred = False
+        last = -1
         with self.source.open(f.member) as stream:
             for el in self._walk(stream, f.member, frozenset({"images", "annotations"})):
                 if el.key not in ("images", "annotations"):
@@ -270,13 +285,16 @@ class CocoReader:
                     finished = not deferred
                     if finished:
                         index.finish()
+                    yield -1 if finished else -2
                 if finished:
-                    self._spill(el.idx, el.value, index, spill)
+                    pos = self._spill(el.idx, el.value, index, spill)
+                    if pos != last:
+                        last = pos
+                        yield pos
         if not finished:
             index.finish()
             if deferred:
                 self._spill_second_pass(f, index, spill)
-        return index
 
     def _spill_second_pass(self, f: AnnotationFile, index: ImageIndex, spill: Spill) -> None:
         """Annotations came before images: walk the file again for them."""
@@ -285,9 +303,10 @@ class CocoReader:
                 if el.key == "annotations" and el.idx >= 0:
                     self._spill(el.idx, el.value, index, spill)
 
-    def _spill(self, i: int, value: Any, index: ImageIndex, spill: Spill) -> None:
-        """Check one annotation and spill it; the checks run as one fast expression, and only
-        a failing annotation goes through :meth:`_refuse` to say precisely what is wrong."""
+    def _spill(self, i: int, value: Any, index: ImageIndex, spill: Spill) -> int:
+        """Check one annotation and spill it (its image's position); the checks run as one
+        fast expression, and only a failing one goes through :func:`~.objects.refuse` to say
+        precisely what is wrong."""
         if type(value) is dict:
             get = value.get
             image_id, cat, bbox, area = (
@@ -320,6 +339,7 @@ class CocoReader:
                         )
                     attrs = get("attributes")
                     if kp:
+                        self._kp_seen = True
                         self.options.limits.check(
                             "max_keypoints", len(kp) // 3, key=f"annotations[{i}].keypoints",
                             item=index.name(pos),
@@ -330,20 +350,14 @@ class CocoReader:
                         (i, get("id"), cat, bbox, bool(crowd), area, get("segmentation"),
                          attrs if type(attrs) is dict else None, kp),
                     )  # fmt: skip
-                    return
+                    return pos
         refuse(i, value, index)
         raise FormatError("invalid annotation", key=f"annotations[{i}]")  # not reached
 
     # -- pass: items ------------------------------------------------------------------------
 
     def _join(self, f: AnnotationFile, index: ImageIndex, spill: Spill) -> Iterator[Item]:
-        groups = spill.groups()
-        nxt = next(groups, None)
-        for pos in range(len(index)):
-            records: list[Record] = []
-            if nxt is not None and nxt[0] == pos:
-                records = nxt[1]
-                nxt = next(groups, None)
+        for pos, records in by_position(spill.groups(), 0, len(index)):
             yield self._item(f, index, pos, records)
 
     def _find_image(self, f: AnnotationFile, name: str) -> str | None:

@@ -57,6 +57,10 @@ class UnitSpool:
         run += (header, record, footer)
         self._sizes[subset] = self._sizes.get(subset, 0) + len(header) + len(record) + len(footer)
 
+    def pending(self, subset: str) -> int:
+        """Bytes of the subset's records not written yet."""
+        return self._sizes.get(subset, 0)
+
     def flush(self, subset: str) -> Span | None:
         """Write the subset's records so far as one run; its span (None when it has none)."""
         run = self._runs.pop(subset, None)
