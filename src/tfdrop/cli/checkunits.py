@@ -40,8 +40,6 @@ from tfdrop.stream import DEFAULT_CHUNK_SIZE, iter_records
 if TYPE_CHECKING:
     from tfdrop.archive import Source
 
-SPLIT_BYTES: Final = 256 << 20
-"""Files from this size on are checked in ranges (a smaller one is done before a pool pays)."""
 UNIT_BYTES: Final = 16 << 20
 UNIT_RECORDS: Final = 4096
 """A range ends after this many bytes or records, whichever comes first."""

@@ -28,17 +28,9 @@ from typing import TYPE_CHECKING, Any
 from tfdrop.archive.rawcopy import crc32_combine
 from tfdrop.archive.zipdir import STORED
 from tfdrop.archive.zipsource import ZipSource, crc_mismatch
+from tfdrop.cli import checkunits
 from tfdrop.cli.checks import own_problems, record_problems
-from tfdrop.cli.checkunits import (
-    SPLIT_BYTES,
-    FileRanges,
-    MemberRanges,
-    RangeReader,
-    Ranges,
-    Verdict,
-    checked_units,
-    range_records,
-)
+from tfdrop.cli.checkunits import FileRanges, MemberRanges, RangeReader, Ranges, Verdict
 from tfdrop.cli.common import add_limit_argument, bounded_int, fail, limits_from_args
 from tfdrop.cli.hashing import hashed_in_order
 from tfdrop.cli.malloc import fix_thresholds
@@ -56,6 +48,10 @@ from tfdrop.pool import MAX_WORKERS, can_fork, default_jobs
 
 if TYPE_CHECKING:
     from tfdrop.archive import Source
+
+SPLIT_BYTES = 256 << 20
+"""Record files from this size on are checked in ranges on worker processes
+(:mod:`tfdrop.cli.checkunits`); a smaller one is done before a pool pays."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -177,20 +173,23 @@ def _split_of(
 ) -> _Split | None:
     """Big and uncompressed (its first header checks): a bare file open at ``fd``, or a
     stored member of a zip."""
+    member = rf.member
     if fd is not None:
-        size = os.fstat(fd).st_size
-        ranges: Ranges = FileRanges(fd)
-        crc = None
-    elif isinstance(source, ZipSource) and rf.member is not None:
-        entry = source.entry(rf.member)
+        size, crc = os.fstat(fd).st_size, None
+    elif isinstance(source, ZipSource) and member is not None:
+        entry = source.entry(member)
         if entry.method != STORED:
             return None
         size, crc = entry.size, entry.crc
-        ranges = MemberRanges(source, rf.member, size)
     else:
         return None
     if not SPLIT_BYTES <= size <= limits.max_stream_bytes:
         return None
+    ranges: Ranges
+    if fd is not None:
+        ranges = FileRanges(fd)
+    elif isinstance(source, ZipSource) and member is not None:
+        ranges = MemberRanges(source, member, size)
     head = ranges.read(0, HEADER_SIZE)
     if len(head) < HEADER_SIZE or header_length(head) is None:
         return None
@@ -203,7 +202,7 @@ def _check_split(split: _Split, rf: RecordFile, run: _Run) -> None:
     t, table = run.t, run.table
     base = t.records
     crc = 0
-    verdicts = checked_units(
+    verdicts = checkunits.checked_units(
         split.ranges,
         split.size,
         run.label_map,
@@ -216,7 +215,7 @@ def _check_split(split: _Split, rf: RecordFile, run: _Run) -> None:
         t.records = base + v.unit.index
         if v.redo:  # too much to send back: checked here instead
             reader = RangeReader(split.ranges, v.unit, crc=split.crc is not None)
-            _check_records(range_records(reader, run.limits), rf, run)
+            _check_records(checkunits.range_records(reader, run.limits), rf, run)
             v.crc, v.nbytes = reader.crc, reader.nbytes
         else:
             _replay(v, rf, run, base)
