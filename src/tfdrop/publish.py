@@ -162,6 +162,16 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
+def _place(src: str | os.PathLike[str], final: Path, *, overwrite: bool) -> None:
+    """Rename ``src`` to ``final`` (same filesystem): replacing it and syncing the folder, or
+    never over an existing file (:func:`publish_no_clobber`)."""
+    if overwrite:
+        os.replace(src, final)
+        fsync_dir(final.parent)
+    else:
+        publish_no_clobber(src, final)
+
+
 def publish_no_clobber(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
     """Rename ``src`` to ``dst`` on the same filesystem, failing if ``dst`` exists.
 
@@ -212,11 +222,7 @@ def atomic_path(
         # known before the rename: a signal handled the moment it returns must find it
         _renamed(final, (st.st_dev, st.st_ino))
         try:
-            if overwrite:
-                os.replace(tmp, final)
-                fsync_dir(final.parent)
-            else:
-                publish_no_clobber(tmp, final)
+            _place(tmp, final, overwrite=overwrite)
         except BaseException:
             if not published_here(final):
                 _RENAMED.pop(os.fspath(final), None)
@@ -301,11 +307,7 @@ def move_atomic(
     """
     final = Path(dst_dir) / (name if name is not None else Path(src).name)
     try:
-        if overwrite:
-            os.replace(src, final)
-            fsync_dir(final.parent)
-        else:
-            publish_no_clobber(src, final)
+        _place(src, final, overwrite=overwrite)
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
