@@ -8,7 +8,7 @@ fresh process from page cache, wall time from start to exit:
   every core: ranges of records on worker processes);
 - ``tfdrop-1``: the same with ``--jobs 1`` (one process: the scaling);
 - ``tfdrop-zip``: the same bytes as the stored member of a zip (``images-N.zip``, made once),
-  as tfdrop's archives hold them (the member's CRC-32 too);
+  as tfdrop's archives hold them (read in one pass, the member's CRC-32 too);
 - ``tf``: ``tf.data.TFRecordDataset`` + ``batch(256)`` + ``tf.io.parse_example`` with the OD
   feature description, parallel map and prefetch (bench_codec.py's ``tf`` worker), with
   ``import tensorflow``;

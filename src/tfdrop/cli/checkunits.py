@@ -1,8 +1,6 @@
 """``validate`` of one big uncompressed TFRecord file on every core: ranges of its records
 checked by worker processes (:mod:`tfdrop.pool`), the verdicts taken back in file order. The
-file is a bare one (read to its end, whatever that is by then) or a stored member of a zip
-(read through the source, which proves every read came from the zip whose directory it read;
-the member's CRC-32 is combined from the ranges' and checked at its end).
+file is a bare one, read to its end, whatever that is by then.
 
 The parent cuts the file into :class:`CheckUnit` ranges from the record headers alone (each
 length and its CRC checked; payloads skipped with ``pread``), lazily, a few units ahead of the
@@ -23,10 +21,9 @@ parent checks that range itself: a verdict never holds more than a bounded amoun
 from __future__ import annotations
 
 import os
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import Any, Final, Protocol
 
 from tfdrop.cli.checks import own_problems
 from tfdrop.codec.framing import FOOTER_SIZE, HEADER_SIZE, header_length
@@ -36,9 +33,6 @@ from tfdrop.errors import TfdropError
 from tfdrop.limits import Limits
 from tfdrop.pool import inherited, ordered
 from tfdrop.stream import DEFAULT_CHUNK_SIZE, iter_records
-
-if TYPE_CHECKING:
-    from tfdrop.archive import Source
 
 UNIT_BYTES: Final = 16 << 20
 UNIT_RECORDS: Final = 4096
@@ -82,25 +76,6 @@ class FileRanges:
         return os.pread(self.fd, n, offset)
 
 
-@dataclass(frozen=True, slots=True)
-class MemberRanges:
-    """A stored zip member, through :meth:`Source.read_range` (which proves each read came
-    from the zip whose directory was read); its end is its declared size."""
-
-    source: Source
-    member: str
-    size: int
-
-    def read(self, offset: int, n: int) -> bytes:
-        n = min(n, self.size - offset)
-        if n <= 0:
-            return b""
-        data = self.source.read_range(self.member, offset, n)
-        if data is None:  # pragma: no cover - only stored members are split
-            raise ValueError(f"{self.member} cannot be read by range")
-        return data
-
-
 def plan(ranges: Ranges, size: int, max_record_size: int) -> Iterator[CheckUnit]:
     """The ranges of a record file of ``size`` bytes, from its record headers."""
     pos = start = index = first = 0
@@ -124,14 +99,11 @@ def plan(ranges: Ranges, size: int, max_record_size: int) -> Iterator[CheckUnit]
 
 
 class RangeReader:
-    """A file-like ``read`` of one range, with the CRC-32 of what it read when asked
-    (``crc``: a zip member's CRC-32 is the combination of its ranges')."""
+    """A file-like ``read`` of one range."""
 
-    def __init__(self, ranges: Ranges, unit: CheckUnit, *, crc: bool = False) -> None:
+    def __init__(self, ranges: Ranges, unit: CheckUnit) -> None:
         self._ranges, self._pos, self._stop = ranges, unit.start, unit.stop
         self.unit = unit
-        self.crc: int | None = 0 if crc else None
-        self.nbytes = 0
 
     def read(self, n: int) -> bytes:
         if self._stop is not None:
@@ -140,9 +112,6 @@ class RangeReader:
                 return b""
         data = self._ranges.read(self._pos, n)
         self._pos += len(data)
-        self.nbytes += len(data)
-        if self.crc is not None:
-            self.crc = zlib.crc32(data, self.crc)
         return data
 
 
@@ -195,9 +164,6 @@ class Verdict:
     pairs: list[tuple[bytes, int]] = field(default_factory=list)
     error: TfdropError | None = None
     redo: bool = False
-    crc: int | None = None
-    """The CRC-32 of the range's bytes, when asked for (a zip member's)."""
-    nbytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +171,6 @@ class _Setup:
     label_map: LabelMap | None
     limits: Limits
     labels: bool  # no label map: the parent needs the class pairs
-    crc: bool  # a zip member: the parent checks its CRC-32 from the ranges'
 
 
 _STATE: list[tuple[Ranges, _Setup]] = []
@@ -219,7 +184,7 @@ def check_unit(unit: CheckUnit) -> Verdict:
     """A worker's check of one range (module-level: the pool calls it)."""
     ranges, setup = _STATE[0]
     verdict = Verdict(unit)
-    reader = RangeReader(ranges, unit, crc=setup.crc)
+    reader = RangeReader(ranges, unit)
     interned: dict[tuple[bytes, int], int] = {}
     sent = 0
     cap = setup.limits.max_values_per_feature
@@ -245,7 +210,6 @@ def check_unit(unit: CheckUnit) -> Verdict:
     except TfdropError as exc:
         verdict.error = exc
     verdict.pairs = list(interned)
-    verdict.crc, verdict.nbytes = reader.crc, reader.nbytes
     return verdict
 
 
@@ -256,7 +220,6 @@ def checked_units(
     limits: Limits,
     *,
     labels: bool,
-    crc: bool,
     jobs: int,
 ) -> Iterator[Verdict]:
     """The verdict of every range of a record file of ``size`` bytes, in file order."""
@@ -266,6 +229,6 @@ def checked_units(
         jobs,
         window=2 * jobs,
         initializer=_init,
-        initargs=(_Setup(label_map, limits, labels, crc),),
+        initargs=(_Setup(label_map, limits, labels),),
         inherit=ranges,
     )
