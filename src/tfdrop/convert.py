@@ -275,14 +275,14 @@ def convert(
             # the spool folder before it leaves this function
             with closing(stream), atomic_path(out) as tmp:
                 tick = _ticker(progress, reader)
-                counts, members = _write(
+                counts, members, wrote_direct = _write(
                     stream, resolver, tmp, wopts, options, notes, tick, tally, _member_time(src)
                 )
                 with flushing(tmp):  # the disk write and the read-back at once
                     validated = validate_archive(
                         tmp,
                         options.target_format,
-                        Written(*counts),
+                        Written(*counts, direct=wrote_direct),
                         resolver.map,
                         masks=options.masks,
                         limits=options.limits,
@@ -382,8 +382,9 @@ def _write(
     progress: Callable[[int], None] | None,
     tally: Tally,
     date_time: DosTime,
-) -> tuple[_Counts, list[str]]:
-    """Write every item; the counts, and the names of the members written."""
+) -> tuple[_Counts, list[str], bool]:
+    """Write every item; the counts, the names of the members written, and whether their
+    bulk went to the disk past the page cache (``ZipSink.wrote_direct``)."""
     spec = FORMATS[options.target_format]
     assert spec.open_writer is not None
     n_items = n_objects = 0
@@ -409,9 +410,10 @@ def _write(
             writer.abort()
             raise
         members = sink.names
+        wrote_direct = sink.wrote_direct
     if resolver.renumbered:
         warn_renumbered(notes, resolver.renumbered)
-    return (n_items, n_objects, subsets, labels), members
+    return (n_items, n_objects, subsets, labels), members, wrote_direct
 
 
 def _write_entry(

@@ -37,6 +37,9 @@ class Written:
     objects: int
     subsets: Counter[str]
     labels: Counter[str]
+    direct: bool = False
+    """The bulk of it went to the disk past the page cache (:mod:`tfdrop.archive.direct`):
+    read it back from there the same way, not through new page-cache pages."""
 
 
 def validate_archive(
@@ -53,7 +56,7 @@ def validate_archive(
     # shapes need not be rasterised again to be counted
     limits = replace(limits, max_ratio=max(limits.max_ratio, 1 << 20))
     try:
-        with open_source(out, limits=limits) as src:
+        with open_source(out, limits=limits, direct=written.direct) as src:
             if target == "tfrecord":
                 return _check_tfrecord(src, written, label_map, limits)
             if written.items == 0:

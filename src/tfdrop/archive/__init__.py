@@ -36,12 +36,17 @@ __all__ = [
 ]
 
 
-def open_source(path: str | os.PathLike[str], *, limits: Limits | None = None) -> Source:
+def open_source(
+    path: str | os.PathLike[str], *, limits: Limits | None = None, direct: bool = False
+) -> Source:
     """Open a drop as a :class:`Source`: a folder tree, or a zip (whatever its suffix).
 
     Args:
         path: A folder or a zip file.
         limits: Safety caps; the defaults of :class:`Limits` when omitted.
+        direct: Read a zip's stored members past the page cache where the file system is
+            one that direct writes go to (:mod:`tfdrop.archive.direct`): the read-back of
+            an archive just written that way.
 
     Raises:
         ArchiveError: The path is neither a folder nor a readable zip.
@@ -53,4 +58,4 @@ def open_source(path: str | os.PathLike[str], *, limits: Limits | None = None) -
     lim = limits if limits is not None else Limits()
     if Path(path).is_dir():
         return DirSource(path, limits=lim)
-    return ZipSource(path, limits=lim)
+    return ZipSource(path, limits=lim, direct=direct)

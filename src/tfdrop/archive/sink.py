@@ -16,6 +16,7 @@ import zipfile
 from types import TracebackType
 from typing import IO, BinaryIO, Self
 
+from tfdrop.archive import direct
 from tfdrop.archive.limits import check_write_name
 from tfdrop.archive.rawcopy import RangeCopier, crc32_combine
 from tfdrop.archive.source import CHUNK
@@ -84,6 +85,14 @@ class ZipSink:
         self._names: list[str] = []
         self._taken: set[str] = set()  # membership in O(1): a writer may add 100,000s of members
         self.copier = RangeCopier()  # appends spooled byte ranges (append_range)
+        self._direct: int | None = None  # the zip's file with O_DIRECT, for append_range
+        self._direct_tried = False
+        self._direct_used = False
+
+    @property
+    def wrote_direct(self) -> bool:
+        """Whether ranges were appended past the page cache (:mod:`tfdrop.archive.direct`)."""
+        return self._direct_used
 
     @property
     def names(self) -> list[str]:
@@ -162,7 +171,11 @@ class ZipSink:
             _copy_through(member, fd, offset, length)
             return
         out: IO[bytes] = member._fileobj  # type: ignore[attr-defined]
-        self.copier.append(out, out.tell(), fd, offset, length)
+        if not self._direct_tried:
+            self._direct_tried = True
+            self._direct = direct.open_for(out.fileno())
+            self._direct_used = self._direct is not None
+        self.copier.append(out, out.tell(), fd, offset, length, self._direct)
         member._crc = crc32_combine(member._crc, crc, length)  # type: ignore[attr-defined]
         member._file_size += length  # type: ignore[attr-defined]
         member._compress_size += length  # type: ignore[attr-defined]
@@ -172,6 +185,7 @@ class ZipSink:
         try:
             self._zf.close()
         finally:
+            self._close_direct()
             if self._own is not None:
                 self._own.close()
 
@@ -183,8 +197,14 @@ class ZipSink:
         """
         # zipfile's __del__ calls close(), which would write a directory into a dead file.
         self._zf.fp = None
+        self._close_direct()
         if self._own is not None:
             self._own.close()
+
+    def _close_direct(self) -> None:
+        if self._direct is not None:
+            fd, self._direct = self._direct, None
+            os.close(fd)
 
     def __enter__(self) -> Self:
         return self

@@ -12,6 +12,7 @@ import stat
 import zlib
 from pathlib import Path
 
+from tfdrop.archive.direct import AlignedReads, open_read
 from tfdrop.archive.source import (
     CHUNK,
     BaseSource,
@@ -42,7 +43,9 @@ class ZipSource(BaseSource):
         OSError: The file cannot be opened (missing, permissions): the caller decides.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, limits: Limits | None = None):
+    def __init__(
+        self, path: str | os.PathLike[str], *, limits: Limits | None = None, direct: bool = False
+    ):
         self.path = Path(path)
         lim = limits if limits is not None else Limits()
         label = str(path)
@@ -58,6 +61,8 @@ class ZipSource(BaseSource):
             f.close()
             raise
         self._file = f
+        # stored members read past the page cache (a read-back of what was written so)
+        self._direct = open_read(os.fspath(path), fd) if direct else None
         self._stamp = stamp(os.fstat(fd))
         self._entries = {e.name: e for e in entries}
         self._starts: dict[str, int] = {}  # member -> offset of its data (read_range)
@@ -115,6 +120,9 @@ class ZipSource(BaseSource):
     def close(self) -> None:
         """Close the zip; member readers already open keep their own descriptor."""
         self._file.close()
+        if self._direct is not None:
+            fd, self._direct = self._direct, None
+            os.close(fd)
 
     def _open_raw(self, name: str, size: int) -> CheckedReader:
         entry = self.entry(name)
@@ -123,16 +131,28 @@ class ZipSource(BaseSource):
         start = data_offset(self._file.fileno(), entry, self._label)
         # A duplicated descriptor per member: readers stay valid, and safe, after close().
         fd = os.dup(self._file.fileno())
-        return _ZipMemberReader(fd, entry, start, self._label, self._stamp)
+        reads = None
+        if self._direct is not None and entry.method != DEFLATED:
+            reads = AlignedReads(os.dup(self._direct))
+        return _ZipMemberReader(fd, entry, start, self._label, self._stamp, reads)
 
 
 class _ZipMemberReader(CheckedReader):
     """A member's bytes, inflated and CRC-checked; any fault in them is first checked against
     the zip's stamp, so a zip rewritten while it is read says so instead of "corrupt"."""
 
-    def __init__(self, fd: int, entry: ZipEntry, start: int, archive: str, stamp: Stamp) -> None:
+    def __init__(
+        self,
+        fd: int,
+        entry: ZipEntry,
+        start: int,
+        archive: str,
+        stamp: Stamp,
+        reads: AlignedReads | None = None,
+    ) -> None:
         super().__init__(archive, entry.name, entry.size)
         self._fd = fd
+        self._reads = reads
         self._stamp = stamp
         self._entry = entry
         self._pos = start
@@ -146,6 +166,8 @@ class _ZipMemberReader(CheckedReader):
     def close(self) -> None:
         if not self.closed:
             os.close(self._fd)
+            if self._reads is not None:
+                self._reads.close()
         super().close()
 
     def _read_input(self, n: int) -> bytes:
@@ -164,7 +186,15 @@ class _ZipMemberReader(CheckedReader):
         n = min(len(view), self._left)
         if self._inflate is not None or n == 0:
             return None
-        got = os.preadv(self._fd, [view[:n]], self._pos)
+        got = None
+        if self._reads is not None:
+            n = min(n, self._reads.size)
+            got = self._reads.pread_into(view[:n], self._pos)
+            if got is None:  # the file system refused the alignment: buffered from now on
+                self._reads.close()
+                self._reads = None
+        if got is None:
+            got = os.preadv(self._fd, [view[:n]], self._pos)
         if got != n:
             self._changed()
             raise ArchiveError(
