@@ -24,6 +24,14 @@ if ! command -v zip >/dev/null 2>&1 || ! command -v unzip >/dev/null 2>&1; then
     echo "note: Info-ZIP (zip, unzip) is missing and cannot be installed here (needs root and apt)" >&2
   fi
 fi
+if ! command -v mkfs.ext4 >/dev/null 2>&1 || ! command -v findmnt >/dev/null 2>&1; then
+  # tests/test_direct_io.py fills a real loop-mounted ext4 and reads the kernel's mount table
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq e2fsprogs util-linux) >/dev/null
+  else
+    echo "note: mkfs.ext4 or findmnt is missing and cannot be installed here (needs root and apt)" >&2
+  fi
+fi
 if ! command -v chromium >/dev/null 2>&1; then
   # tests/test_preview.py opens tfdrop's preview page in a real headless browser
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -1,0 +1,325 @@
+"""Direct I/O for the output archive (tfdrop.archive.direct, RangeCopier's ``direct``): the
+bulk of a spooled TFRecord member goes to the disk past the page cache, and the read-back
+reads it back the same way. Not a byte may differ from buffered writing; file systems where
+it does not pay keep buffered writes; a refused or short direct write finishes buffered; and
+no descriptor outlives the sink."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import random
+import shutil
+import subprocess
+import zipfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from conftest import mounted_tmpfs, require_root
+from test_readback import _archive, _check, _item, _written
+from test_spool import _members, _unzip_checks, _voc
+from tfdrop.archive import ZipSink, direct, open_source
+from tfdrop.archive.direct import ALIGN, AlignedReads, fs_type, open_for, open_read
+from tfdrop.archive.rawcopy import RangeCopier
+from tfdrop.convert import ConvertOptions, convert
+from tfdrop.errors import TfdropError
+
+
+def _local(path: Path) -> bool:
+    return fs_type(str(path)) in direct.LOCAL
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@contextlib.contextmanager
+def mounted_ext4(mountpoint: Path, size_mb: int) -> Iterator[Path]:
+    """A real ext4 of ``size_mb`` on a loop device at ``mountpoint`` (ENOSPC is real, and
+    direct writes are used on it)."""
+    require_root("mounting an ext4 image")
+    image = mountpoint.with_suffix(".img")
+    with open(image, "wb") as f:
+        f.truncate(size_mb << 20)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
+    mountpoint.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-o", "loop", str(image), str(mountpoint)], check=True)
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+        image.unlink()
+
+
+# --- where it is used -------------------------------------------------------------------------
+
+
+def test_the_file_system_type_is_the_kernels_own(tmp_path: Path) -> None:
+    want = subprocess.run(
+        ["findmnt", "-n", "-o", "FSTYPE", "--target", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()[0]
+    assert fs_type(str(tmp_path)) == want
+
+
+def test_mountinfo_paths_with_escapes_and_nested_mounts(tmp_path: Path) -> None:
+    info = tmp_path / "mountinfo"
+    info.write_text(
+        "1 0 8:1 / / rw - ext4 /dev/sda1 rw\n"
+        "2 1 0:5 / /mnt/my\\040share rw - nfs4 srv:/x rw\n"
+        "3 1 0:6 / /mnt/my rw - tmpfs tmpfs rw\n"
+        "4 3 8:2 / /mnt/my/disk rw - xfs /dev/sdb rw\n"
+        "garbage line\n"
+    )
+    # fs_type resolves the path first: these paths do not exist, so realpath keeps them
+    assert fs_type("/mnt/my share/a.zip", str(info)) == "nfs4"
+    assert fs_type("/mnt/my/a.zip", str(info)) == "tmpfs"
+    assert fs_type("/mnt/my/disk/a/b.zip", str(info)) == "xfs"
+    assert fs_type("/mnt/mystery/a.zip", str(info)) == "ext4"  # not under /mnt/my
+    assert fs_type("/x", str(tmp_path / "missing")) is None
+
+
+def test_a_tmpfs_output_keeps_buffered_writes(tmp_path: Path) -> None:
+    with mounted_tmpfs(tmp_path / "fs", "4m") as fs, open(fs / "out.zip", "wb") as f:
+        assert open_for(f.fileno()) is None
+        assert open_read(str(fs / "out.zip"), f.fileno()) is None
+
+
+@pytest.mark.parametrize("value", ["0", "false", "No", "off"])
+def test_the_environment_turns_it_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    with open(tmp_path / "out.bin", "wb") as f:
+        found = open_for(f.fileno())
+        assert (found is not None) == _local(tmp_path)  # on by default where it pays
+        if found is not None:
+            os.close(found)
+        monkeypatch.setenv("TFDROP_DIRECT_IO", value)
+        assert open_for(f.fileno()) is None
+
+
+def test_a_direct_descriptor_is_the_same_file(tmp_path: Path) -> None:
+    with open(tmp_path / "out.bin", "wb") as f:
+        fd = open_for(f.fileno())
+        if fd is None:
+            assert not _local(tmp_path)
+            return
+        try:
+            assert os.path.samestat(os.fstat(fd), os.fstat(f.fileno()))
+            assert fd != f.fileno()
+        finally:
+            os.close(fd)
+        # a path that is now another file than the one open: no descriptor
+        other = tmp_path / "other.bin"
+        other.write_bytes(b"x")
+        assert open_read(str(other), f.fileno()) is None
+
+
+# --- the bytes --------------------------------------------------------------------------------
+
+
+def _copy_all(tmp_path: Path, ranges: list[tuple[int, int]], chunk: int, use: bool) -> bytes:
+    """Append ``ranges`` of a random source, after a 37-byte head, through the copier."""
+    rng = random.Random(7)
+    src = tmp_path / "src.bin"
+    if not src.exists():
+        src.write_bytes(rng.randbytes(3 << 20))
+    dst = tmp_path / ("direct.bin" if use else "plain.bin")
+    dst.write_bytes(b"h" * 37)
+    copier = RangeCopier(chunk=chunk)
+    with open(src, "rb") as s, open(dst, "r+b") as d:
+        d.seek(0, os.SEEK_END)
+        fd = open_for(d.fileno()) if use else None
+        assert (fd is not None) == (use and _local(tmp_path))
+        try:
+            for offset, length in ranges:
+                copier.append(d, d.tell(), s.fileno(), offset, length, fd)
+        finally:
+            if fd is not None:
+                os.close(fd)
+    assert not copier.refused
+    return dst.read_bytes()
+
+
+@pytest.mark.parametrize("chunk", [ALIGN, 3 * ALIGN + 5, 1 << 20])
+def test_direct_and_buffered_copies_are_the_same_bytes(tmp_path: Path, chunk: int) -> None:
+    ranges = [(0, 1), (5, ALIGN - 38), (100, 2 * ALIGN), (7, 2 * ALIGN - 1), (0, ALIGN),
+              (1, 3 * ALIGN + 1), (999, 1_000_003), (3, 0), (123_456, 2_000_000)]  # fmt: skip
+    got = _copy_all(tmp_path, ranges, chunk, use=True)
+    src = (tmp_path / "src.bin").read_bytes()
+    want = b"h" * 37 + b"".join(src[o : o + n] for o, n in ranges)
+    assert got == want == _copy_all(tmp_path, ranges, chunk, use=False)
+
+
+def test_a_refused_alignment_finishes_buffered_and_stays_buffered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not _local(tmp_path):
+        pytest.fail("the test folder must be on a local block file system (ext4 here)")
+    src = tmp_path / "src.bin"
+    data = os.urandom(300_000)
+    src.write_bytes(data)
+    dst = tmp_path / "dst.bin"
+    real = os.pwrite
+    refused: list[int] = []
+
+    def pwrite(fd: int, buf: object, offset: int) -> int:
+        if fd == direct_fd:  # a file system that wants another alignment (fault injected)
+            refused.append(offset)
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real(fd, buf, offset)  # type: ignore[arg-type]
+
+    copier = RangeCopier(chunk=64 * 1024)
+    with open(src, "rb") as s, open(dst, "wb") as d:
+        direct_fd = open_for(d.fileno())
+        assert direct_fd is not None
+        monkeypatch.setattr(os, "pwrite", pwrite)
+        copier.append(d, 0, s.fileno(), 0, 200_000, direct_fd)
+        copier.append(d, 200_000, s.fileno(), 200_000, 100_000, direct_fd)
+        monkeypatch.undo()
+        os.close(direct_fd)
+    assert copier.refused
+    assert len(refused) == 1  # asked once, then never again
+    assert dst.read_bytes() == data
+
+
+def test_a_short_direct_write_finishes_buffered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not _local(tmp_path):
+        pytest.fail("the test folder must be on a local block file system (ext4 here)")
+    src = tmp_path / "src.bin"
+    data = os.urandom(500_000)
+    src.write_bytes(data)
+    dst = tmp_path / "dst.bin"
+    real = os.pwrite
+
+    def pwrite(fd: int, buf: memoryview, offset: int) -> int:
+        if fd == direct_fd and len(buf) > ALIGN:  # a disk nearly full: one block goes in
+            return real(fd, buf[:ALIGN], offset)
+        return real(fd, buf, offset)
+
+    copier = RangeCopier(chunk=64 * 1024)
+    with open(src, "rb") as s, open(dst, "wb") as d:
+        d.write(b"0123456789")
+        direct_fd = open_for(d.fileno())
+        assert direct_fd is not None
+        monkeypatch.setattr(os, "pwrite", pwrite)
+        copier.append(d, 10, s.fileno(), 0, len(data), direct_fd)
+        monkeypatch.undo()
+        os.close(direct_fd)
+    assert not copier.refused
+    assert dst.read_bytes() == b"0123456789" + data
+
+
+def test_aligned_reads_give_any_range(tmp_path: Path) -> None:
+    path = tmp_path / "f.bin"
+    data = os.urandom(5 * ALIGN + 123)
+    path.write_bytes(data)
+    with open(path, "rb") as f:
+        fd = open_read(str(path), f.fileno())
+        if fd is None:
+            assert not _local(tmp_path)
+            return
+        reads = AlignedReads(fd, size=2 * ALIGN)
+        try:
+            rng = random.Random(3)
+            cases = [(0, 1), (ALIGN - 1, 2), (ALIGN, ALIGN), (len(data) - 5, 100), (len(data), 9)]
+            cases += [(rng.randrange(len(data)), rng.randrange(1, 4 * ALIGN)) for _ in range(200)]
+            for offset, n in cases:
+                view = memoryview(bytearray(n))
+                got = reads.pread_into(view, offset)
+                want = data[offset : offset + min(n, reads.size)]
+                assert got == len(want), (offset, n)
+                assert bytes(view[:got]) == want, (offset, n)
+        finally:
+            reads.close()
+
+
+# --- the archive ------------------------------------------------------------------------------
+
+
+def test_a_sink_appending_direct_writes_a_checking_zip_and_closes_its_descriptor(
+    tmp_path: Path,
+) -> None:
+    spool = tmp_path / "spool"
+    parts = [os.urandom(n) for n in (5, 70_000, 1, 3 * ALIGN, 300_000)]
+    spool.write_bytes(b"".join(parts))
+    before = _fds()
+    for name, fail in (("ok.zip", False), ("aborted.zip", True)):
+        with (
+            contextlib.suppress(RuntimeError),
+            ZipSink(tmp_path / name) as sink,
+            open(spool, "rb") as f,
+        ):
+            with sink.open_member("a.tfrecord", compress=False) as w:
+                w.write(b"head")
+                offset = 0
+                for part in parts:
+                    sink.append_range(w, f.fileno(), offset, len(part), zlib.crc32(part))
+                    offset += len(part)
+                w.write(b"tail")
+            assert sink.wrote_direct == _local(tmp_path)
+            if fail:
+                raise RuntimeError("stop")
+        assert _fds() == before
+    _unzip_checks(tmp_path / "ok.zip")
+    with zipfile.ZipFile(tmp_path / "ok.zip") as zf:
+        assert zf.read("a.tfrecord") == b"head" + b"".join(parts) + b"tail"
+    with open_source(tmp_path / "ok.zip", direct=True) as src, src.open("a.tfrecord") as m:
+        assert m.read() == b"head" + b"".join(parts) + b"tail"
+    assert _fds() == before
+
+
+def test_a_conversion_is_the_same_bytes_direct_or_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = _voc(tmp_path / "in.zip", 300)
+    before = _fds()
+    convert(src, tmp_path / "direct.zip", ConvertOptions(jobs=2))
+    assert _fds() == before
+    monkeypatch.setenv("TFDROP_DIRECT_IO", "0")
+    convert(src, tmp_path / "buffered.zip", ConvertOptions(jobs=2))
+    assert _members(tmp_path / "direct.zip") == _members(tmp_path / "buffered.zip")
+
+
+def test_the_direct_read_back_finds_a_byte_changed_on_the_disk(tmp_path: Path) -> None:
+    out = _archive(tmp_path / "a.zip", [_item(f"{i}.jpg") for i in range(400)])
+    with zipfile.ZipFile(out) as zf:
+        info = zf.getinfo("train.tfrecord")
+    raw = bytearray(out.read_bytes())
+    head = raw[info.header_offset : info.header_offset + 30]
+    start = info.header_offset + 30 + int.from_bytes(head[26:28], "little")
+    start += int.from_bytes(head[28:30], "little")
+    assert _check(out, replace(_written(400, 400), direct=True)) == 400
+    raw[start + info.file_size // 2 + ALIGN] ^= 0x01  # past the first aligned block
+    out.write_bytes(bytes(raw))
+    with open_source(out, direct=True) as src:
+        assert (getattr(src, "_direct", None) is not None) == _local(tmp_path)
+    with pytest.raises(TfdropError):
+        _check(out, replace(_written(400, 400), direct=True))
+
+
+def test_a_full_ext4_output_folder_is_one_os_error_and_leaves_nothing(tmp_path: Path) -> None:
+    if shutil.which("mkfs.ext4") is None:
+        pytest.fail("mkfs.ext4 (e2fsprogs) is needed: .ci/run installs it")
+    src = _voc(tmp_path / "in.zip", 600)
+    convert(src, tmp_path / "whole.zip", ConvertOptions(jobs=2))
+    size = (tmp_path / "whole.zip").stat().st_size
+    with mounted_ext4(tmp_path / "disk", 8) as disk:
+        filler = disk / "filler"
+        vfs = os.statvfs(disk)
+        free = vfs.f_bfree * vfs.f_frsize  # root may use the reserved blocks too
+        filler.write_bytes(b"x" * (free - size // 2))  # room for half the output
+        before = sorted(disk.iterdir())
+        with pytest.raises(OSError) as info:
+            convert(src, disk / "out.zip", ConvertOptions(jobs=2), workdir=tmp_path)
+        assert info.value.errno == errno.ENOSPC
+        assert sorted(disk.iterdir()) == before  # no temp archive, nothing published
