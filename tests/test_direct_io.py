@@ -84,6 +84,9 @@ def test_mountinfo_paths_with_escapes_and_nested_mounts(tmp_path: Path) -> None:
     assert fs_type("/mnt/my/disk/a/b.zip", str(info)) == "xfs"
     assert fs_type("/mnt/mystery/a.zip", str(info)) == "ext4"  # not under /mnt/my
     assert fs_type("/x", str(tmp_path / "missing")) is None
+    # a mount point whose name is not UTF-8 matches the path as os.readlink decodes it
+    info.write_bytes(b"1 0 8:1 / / rw - ext4 /dev/sda1 rw\n5 1 0:7 / /mnt/\xff rw - nfs x rw\n")
+    assert fs_type(os.fsdecode(b"/mnt/\xff/a.zip"), str(info)) == "nfs"
 
 
 def test_a_tmpfs_output_keeps_buffered_writes(tmp_path: Path) -> None:

@@ -157,6 +157,21 @@ def _stop_now(pool: ProcessPoolExecutor) -> None:
     # stopped worker (SIGSTOP: an outside attack hung Ctrl-C of validate and convert so)
     for process in list((getattr(pool, "_processes", None) or {}).values()):
         process.kill()
+    # A worker killed in the middle of sending a result (one larger than a pipe's atomic
+    # write) leaves the pool's manager thread in recv() for the rest of that message, and the
+    # parent's own copy of the results pipe's write end means it never sees the end of the
+    # file: the pool's exit then waited on that thread forever (an outside attack: disk full
+    # with --jobs 2 hung 2 runs in 3 after printing the error). With the parent's copy closed
+    # the recv() ends once the workers are gone, and the pool takes itself for broken. The
+    # units' queue's feeder is not waited for either: nobody will read what it still holds.
+    result_queue = getattr(pool, "_result_queue", None)
+    writer = getattr(result_queue, "_writer", None)
+    if writer is not None:
+        with contextlib.suppress(OSError):
+            writer.close()
+    call_queue = getattr(pool, "_call_queue", None)
+    if call_queue is not None and hasattr(call_queue, "cancel_join_thread"):
+        call_queue.cancel_join_thread()
 
 
 def _first_submit(

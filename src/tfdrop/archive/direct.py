@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import sys
 from typing import Final
 
 ALIGN: Final = 4096
@@ -44,7 +45,9 @@ def fs_type(path: str, mountinfo: str = "/proc/self/mountinfo") -> str | None:
     table: the mount with the longest mount point that holds it; None when unknown."""
     try:
         real = os.path.realpath(path)
-        with open(mountinfo, encoding="utf-8", errors="replace") as f:
+        # the kernel's bytes, decoded as os.readlink decodes a path (a mount point whose
+        # name is not UTF-8 still matches)
+        with open(mountinfo, encoding=sys.getfilesystemencoding(), errors="surrogateescape") as f:
             lines = f.read().splitlines()
     except OSError:
         return None
@@ -105,10 +108,14 @@ class AlignedReads:
     buffered, its 1.2 GB landed in new page-cache pages, 1.4-1.8 s here)."""
 
     def __init__(self, fd: int, size: int = 4 << 20) -> None:
-        self.fd = fd
         self.size = size - size % ALIGN or ALIGN
         """The most bytes one :meth:`pread_into` reads."""
-        self._buf = mmap.mmap(-1, self.size + 2 * ALIGN)
+        try:
+            self._buf = mmap.mmap(-1, self.size + 2 * ALIGN)
+        except BaseException:  # out of address space: the descriptor is not left open
+            os.close(fd)
+            raise
+        self.fd = fd
 
     def pread_into(self, view: memoryview, offset: int) -> int | None:
         """Up to ``min(len(view), size)`` bytes at ``offset`` into ``view``; how many (fewer

@@ -61,12 +61,13 @@ class ZipSource(BaseSource):
             f.close()
             raise
         self._file = f
-        # stored members read past the page cache (a read-back of what was written so)
-        self._direct = open_read(os.fspath(path), fd) if direct else None
         self._stamp = stamp(os.fstat(fd))
         self._entries = {e.name: e for e in entries}
         self._starts: dict[str, int] = {}  # member -> offset of its data (read_range)
         super().__init__(label, {e.name: e.size for e in entries}, lim)
+        # stored members read past the page cache (a read-back of what was written so); last,
+        # so nothing after it can fail and leave it open
+        self._direct = open_read(os.fspath(path), fd) if direct else None
 
     def entry(self, name: str) -> ZipEntry:
         """The central-directory entry of a member (method, CRC, sizes)."""
@@ -132,8 +133,12 @@ class ZipSource(BaseSource):
         # A duplicated descriptor per member: readers stay valid, and safe, after close().
         fd = os.dup(self._file.fileno())
         reads = None
-        if self._direct is not None and entry.method != DEFLATED:
-            reads = AlignedReads(os.dup(self._direct))
+        try:
+            if self._direct is not None and entry.method != DEFLATED:
+                reads = AlignedReads(os.dup(self._direct))
+        except BaseException:
+            os.close(fd)
+            raise
         return _ZipMemberReader(fd, entry, start, self._label, self._stamp, reads)
 
 
