@@ -246,6 +246,44 @@ def test_aligned_reads_give_any_range(tmp_path: Path) -> None:
             reads.close()
 
 
+def test_aligned_reads_read_ahead_in_order_and_stop_cleanly(tmp_path: Path) -> None:
+    path = tmp_path / "f.bin"
+    data = os.urandom(40 * ALIGN + 17)
+    path.write_bytes(data)
+    with open(path, "rb") as f:
+        fd = open_read(str(path), f.fileno())
+        if fd is None:
+            assert not _local(tmp_path)
+            return
+        for step in (3 * ALIGN, 3 * ALIGN - 1, 7 * ALIGN + 5, 1):
+            reads = AlignedReads(os.dup(fd), size=4 * ALIGN)
+            out, offset = bytearray(), 0
+            while True:
+                view = memoryview(bytearray(step))
+                got = reads.pread_into(view, offset)
+                assert got is not None
+                if got == 0:
+                    break
+                out += view[:got]
+                offset += got
+                if step == 1 and offset == 3 * ALIGN:  # closed mid-way, a read ahead running
+                    break
+            reads.close()
+            assert bytes(out) == data[: len(out)]
+            assert len(out) == (3 * ALIGN if step == 1 else len(data))
+        os.close(fd)
+    assert _fds_after_close(path)
+
+
+def _fds_after_close(path: Path) -> bool:
+    """No descriptor of ``path`` is still open in this process."""
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/self/fd/{fd}") == str(path):
+                return False
+    return True
+
+
 # --- the archive ------------------------------------------------------------------------------
 
 

@@ -22,6 +22,7 @@ import errno
 import mmap
 import os
 import sys
+import threading
 from typing import Final
 
 ALIGN: Final = 4096
@@ -103,9 +104,11 @@ def open_for(fd: int) -> int | None:
 
 
 class AlignedReads:
-    """Reads of any offset and length through an ``O_DIRECT`` descriptor, by way of one
-    aligned buffer of its own (the read-back of an archive just written past the page cache:
-    buffered, its 1.2 GB landed in new page-cache pages, 1.4-1.8 s here)."""
+    """Sequential reads of any offset and length through an ``O_DIRECT`` descriptor, by way of
+    one aligned buffer of its own, each read starting the next in a thread so the disk works
+    while the caller checks what it got (the read-back of an archive just written past the
+    page cache: buffered, its 1.2 GB landed in new page-cache pages, 1.4-1.8 s here; direct
+    and one read at a time, 0.94 s of disk waits plus the checks after each)."""
 
     def __init__(self, fd: int, size: int = 4 << 20) -> None:
         self.size = size - size % ALIGN or ALIGN
@@ -116,25 +119,51 @@ class AlignedReads:
             os.close(fd)
             raise
         self.fd = fd
+        self._ahead: threading.Thread | None = None
+        self._start = 0  # the file offset the buffer holds, and how many bytes (or an error)
+        self._got: int | OSError = 0
+        self._end = False  # the last read ended at the file's end
 
     def pread_into(self, view: memoryview, offset: int) -> int | None:
         """Up to ``min(len(view), size)`` bytes at ``offset`` into ``view``; how many (fewer
         only at the file's end), or None when the file system refuses the alignment."""
         n = min(len(view), self.size)
-        start = offset - offset % ALIGN
-        stop = -(-(offset + n) // ALIGN) * ALIGN
-        buf = memoryview(self._buf)
-        try:
-            got = os.preadv(self.fd, [buf[: stop - start]], start)
-        except OSError as e:
-            if e.errno == errno.EINVAL:
+        self._wait()
+        got = self._got
+        if not (isinstance(got, int) and self._start <= offset and offset + n <= self._start + got):
+            start = offset - offset % ALIGN
+            self._read(start, -(-(offset + n) // ALIGN) * ALIGN - start)
+            got = self._got
+        if isinstance(got, OSError):
+            if got.errno == errno.EINVAL:
                 return None
-            raise
-        have = max(0, min(n, got - (offset - start)))
-        view[:have] = buf[offset - start : offset - start + have]
+            raise got
+        skip = offset - self._start
+        have = max(0, min(n, got - skip))
+        view[:have] = memoryview(self._buf)[skip : skip + have]
+        if not self._end and have:  # not at the file's end: read the next one now
+            nxt = offset + have - (offset + have) % ALIGN
+            self._ahead = threading.Thread(
+                target=self._read, args=(nxt, self.size + ALIGN), daemon=True
+            )
+            self._ahead.start()
         return have
 
+    def _read(self, start: int, length: int) -> None:
+        self._start = start
+        try:
+            self._got = os.preadv(self.fd, [memoryview(self._buf)[:length]], start)
+            self._end = self._got < length
+        except OSError as e:
+            self._got, self._end = e, True
+
+    def _wait(self) -> None:
+        if self._ahead is not None:
+            self._ahead.join()
+            self._ahead = None
+
     def close(self) -> None:
+        self._wait()  # the thread reads this descriptor
         os.close(self.fd)
 
 
