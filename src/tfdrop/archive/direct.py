@@ -23,6 +23,7 @@ import mmap
 import os
 import sys
 import threading
+from collections import deque
 from typing import Final
 
 ALIGN: Final = 4096
@@ -103,67 +104,97 @@ def open_for(fd: int) -> int | None:
     return direct
 
 
+class _Region:
+    """One aligned read of ``AlignedReads``, running in a thread of its own."""
+
+    __slots__ = ("buf", "got", "start", "thread")
+
+    def __init__(self, fd: int, buf: mmap.mmap, start: int) -> None:
+        self.buf = buf
+        self.start = start
+        self.got: int | OSError = 0
+        self.thread = threading.Thread(target=self._read, args=(fd,), daemon=True)
+        self.thread.start()
+
+    def _read(self, fd: int) -> None:
+        try:
+            self.got = os.preadv(fd, [memoryview(self.buf)], self.start)
+        except OSError as e:
+            self.got = e
+
+    def wait(self) -> int | OSError:
+        self.thread.join()
+        return self.got
+
+
 class AlignedReads:
     """Sequential reads of any offset and length through an ``O_DIRECT`` descriptor, by way of
-    one aligned buffer of its own, each read starting the next in a thread so the disk works
-    while the caller checks what it got (the read-back of an archive just written past the
-    page cache: buffered, its 1.2 GB landed in new page-cache pages, 1.4-1.8 s here; direct
-    and one read at a time, 0.94 s of disk waits plus the checks after each)."""
+    aligned buffers of its own: the next ``ahead`` aligned blocks of ``size`` are read in
+    threads while the caller checks what it got, so the disk always has two reads to work on
+    (the read-back of an archive just written past the page cache: buffered, its 1.2 GB landed
+    in new page-cache pages, 1.4-1.8 s here; direct, one read at a time, 0.94 s of disk
+    reads, two at a time 0.66 s)."""
 
-    def __init__(self, fd: int, size: int = 4 << 20) -> None:
-        self.size = size - size % ALIGN or ALIGN
-        """The most bytes one :meth:`pread_into` reads."""
+    def __init__(self, fd: int, size: int = 4 << 20, ahead: int = 2) -> None:
+        self.size = max(ALIGN, size - size % ALIGN)
+        """The most bytes one :meth:`pread_into` gives."""
         try:
-            self._buf = mmap.mmap(-1, self.size + 2 * ALIGN)
+            self._free = [mmap.mmap(-1, self.size) for _ in range(ahead + 1)]
+            self._file_size = os.fstat(fd).st_size
         except BaseException:  # out of address space: the descriptor is not left open
             os.close(fd)
             raise
         self.fd = fd
-        self._ahead: threading.Thread | None = None
-        self._start = 0  # the file offset the buffer holds, and how many bytes (or an error)
-        self._got: int | OSError = 0
-        self._end = False  # the last read ended at the file's end
+        self._queue: deque[_Region] = deque()
+        self._next = 0  # where the next region to read starts
 
     def pread_into(self, view: memoryview, offset: int) -> int | None:
         """Up to ``min(len(view), size)`` bytes at ``offset`` into ``view``; how many (fewer
         only at the file's end), or None when the file system refuses the alignment."""
         n = min(len(view), self.size)
-        self._wait()
-        got = self._got
-        if not (isinstance(got, int) and self._start <= offset and offset + n <= self._start + got):
-            start = offset - offset % ALIGN
-            self._read(start, -(-(offset + n) // ALIGN) * ALIGN - start)
-            got = self._got
-        if isinstance(got, OSError):
-            if got.errno == errno.EINVAL:
-                return None
-            raise got
-        skip = offset - self._start
-        have = max(0, min(n, got - skip))
-        view[:have] = memoryview(self._buf)[skip : skip + have]
-        if not self._end and have:  # not at the file's end: read the next one now
-            nxt = offset + have - (offset + have) % ALIGN
-            self._ahead = threading.Thread(
-                target=self._read, args=(nxt, self.size + ALIGN), daemon=True
-            )
-            self._ahead.start()
-        return have
+        if not self._queue or not self._queue[0].start <= offset < self._next:
+            self._restart(offset)
+        done = 0
+        while done < n and self._queue:
+            region = self._queue[0]
+            got = region.wait()
+            if isinstance(got, OSError):
+                self._restart(self._file_size)  # nothing more is read ahead
+                if got.errno == errno.EINVAL:
+                    return done or None
+                raise got
+            pos = offset + done
+            skip = pos - region.start
+            take = min(n - done, got - skip)
+            if take > 0:
+                view[done : done + take] = memoryview(region.buf)[skip : skip + take]
+                done += take
+            if skip + max(take, 0) >= got:  # this region is used up
+                self._free.append(self._queue.popleft().buf)
+                if got < self.size:  # the file's end (it shrank)
+                    break
+                self._fill()
+        return done
 
-    def _read(self, start: int, length: int) -> None:
-        self._start = start
-        try:
-            self._got = os.preadv(self.fd, [memoryview(self._buf)[:length]], start)
-            self._end = self._got < length
-        except OSError as e:
-            self._got, self._end = e, True
+    def _restart(self, offset: int) -> None:
+        """Drop the reads ahead; read on from ``offset``'s block."""
+        self._drain()
+        self._next = offset - offset % ALIGN
+        self._fill()
 
-    def _wait(self) -> None:
-        if self._ahead is not None:
-            self._ahead.join()
-            self._ahead = None
+    def _fill(self) -> None:
+        while self._free and self._next < self._file_size:
+            self._queue.append(_Region(self.fd, self._free.pop(), self._next))
+            self._next += self.size
+
+    def _drain(self) -> None:
+        while self._queue:
+            region = self._queue.popleft()
+            region.wait()
+            self._free.append(region.buf)
 
     def close(self) -> None:
-        self._wait()  # the thread reads this descriptor
+        self._drain()  # the threads read this descriptor
         os.close(self.fd)
 
 
