@@ -70,16 +70,7 @@ def fs_type(path: str, mountinfo: str = "/proc/self/mountinfo") -> str | None:
 def open_read(path: str, like: int) -> int | None:
     """``path`` opened for reading with ``O_DIRECT`` where direct writes would be used, if it
     is the file already open as ``like``; else None."""
-    if not enabled() or fs_type(path) not in LOCAL:
-        return None
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_DIRECT)
-    except OSError:
-        return None
-    if not _same(fd, like):
-        os.close(fd)
-        return None
-    return fd
+    return _open(path, path, os.O_RDONLY, like)
 
 
 def open_for(fd: int) -> int | None:
@@ -92,16 +83,22 @@ def open_for(fd: int) -> int | None:
         path = os.readlink(link)
     except OSError:
         return None
-    if fs_type(path) not in LOCAL:
+    return _open(path, link, os.O_WRONLY, fd)
+
+
+def _open(path: str, name: str, flags: int, like: int) -> int | None:
+    """``name`` opened with ``flags`` and ``O_DIRECT`` when direct I/O is on, ``path`` is on
+    a :data:`LOCAL` file system and what opened is the file open as ``like``; else None."""
+    if not enabled() or fs_type(path) not in LOCAL:
         return None
     try:
-        direct = os.open(link, os.O_WRONLY | os.O_CLOEXEC | os.O_DIRECT)
+        fd = os.open(name, flags | os.O_CLOEXEC | os.O_DIRECT)
     except OSError:
         return None
-    if not _same(direct, fd):
-        os.close(direct)
+    if not _same(fd, like):
+        os.close(fd)
         return None
-    return direct
+    return fd
 
 
 class _Region:
