@@ -17,6 +17,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
@@ -27,7 +28,7 @@ from tfdrop.archive import ZipSink, direct, open_source
 from tfdrop.archive.direct import ALIGN, AlignedReads, fs_type, open_for, open_read
 from tfdrop.archive.rawcopy import RangeCopier
 from tfdrop.convert import ConvertOptions, convert
-from tfdrop.errors import TfdropError
+from tfdrop.errors import ArchiveError, TfdropError
 
 
 def _local(path: Path) -> bool:
@@ -346,6 +347,35 @@ def test_the_direct_read_back_finds_a_byte_changed_on_the_disk(tmp_path: Path) -
         assert (getattr(src, "_direct", None) is not None) == _local(tmp_path)
     with pytest.raises(TfdropError):
         _check(out, replace(_written(400, 400), direct=True))
+
+
+@pytest.mark.parametrize("change", ["cut", "rewrite"])
+def test_a_zip_changed_under_a_direct_read_says_so(tmp_path: Path, change: str) -> None:
+    path = tmp_path / "m.zip"
+    data = os.urandom(6 << 20)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("a", os.urandom(1 << 20))
+        zf.writestr("b", data)
+    for direct_read in (False, True):
+        work = tmp_path / f"{direct_read}.zip"
+        shutil.copyfile(path, work)
+        with open_source(work, direct=direct_read) as src, src.open("b") as f:
+            got = f.read(1 << 20)
+            at = (2 << 20) + (1 << 20)  # within what the reads ahead already hold
+            if change == "cut":
+                os.truncate(work, at)
+            else:
+                with open(work, "r+b") as w:
+                    w.seek(at)
+                    w.write(b"\x00" if data[(1 << 20) + 4096] else b"\x01")
+            with pytest.raises(ArchiveError, match="changed while it was read"):
+                _read_rest(f)
+        assert got == data[: 1 << 20]
+
+
+def _read_rest(f: BinaryIO) -> None:
+    while f.read(1 << 20):
+        pass
 
 
 def test_a_full_ext4_output_folder_is_one_os_error_and_leaves_nothing(tmp_path: Path) -> None:

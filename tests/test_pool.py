@@ -54,3 +54,47 @@ def test_an_error_while_a_worker_sends_a_large_result_ends_the_pool(tmp_path: Pa
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout == "stopped\n"
         assert "Traceback" not in proc.stderr
+
+
+DIES_MID_MESSAGE = textwrap.dedent(
+    """
+    import gc, os, signal, struct, time
+    from multiprocessing.queues import SimpleQueue
+    from tfdrop.errors import WorkerDiedError
+    from tfdrop.pool import ordered
+
+    def nothing():
+        pass
+
+    def run(unit):
+        if unit == 0:
+            # the first 10 bytes of a 100,000-byte result on the pool's own results pipe, then
+            # death: what a kill -9 in the middle of sending a large result leaves
+            results = next(o for o in gc.get_objects() if isinstance(o, SimpleQueue))
+            os.write(results._writer.fileno(), struct.pack("!i", 100_000) + b"x" * 10)
+            os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(120)  # the other worker lives on, holding the pipe open
+
+    if __name__ == "__main__":
+        try:
+            for _ in ordered(run, range(2), 2, window=4, initializer=nothing):
+                pass
+        except WorkerDiedError as e:
+            print("died:", e, flush=True)
+    """
+)
+
+
+def test_a_worker_killed_in_the_middle_of_a_result_is_a_dead_worker(tmp_path: Path) -> None:
+    script = tmp_path / "child.py"
+    script.write_text(DIES_MID_MESSAGE)
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,  # the attacked code waited for the rest of that result for ever
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("died: a worker process reading the source died")
+    assert "Traceback" not in proc.stderr

@@ -40,6 +40,9 @@ MAX_WORKERS: Final = 256
 ORPHAN_POLL_S: Final = 0.5
 """How often a worker looks whether its parent still lives."""
 
+RESULT_POLL_S: Final = 0.25
+"""How often the parent, waiting for a result, looks whether a worker died."""
+_DIED: Final = "a worker process reading the source died (out of memory, or killed)"
 _STOPS: Final = frozenset({signal.SIGINT, signal.SIGTERM})
 _PR_SET_PDEATHSIG: Final = 1
 
@@ -136,16 +139,28 @@ def ordered(
                         continue
                     pending.append(pool.submit(run, unit))
                     if len(pending) >= window:
-                        yield pending.popleft().result()
+                        yield _result(pool, pending.popleft())
                 while pending:
-                    yield pending.popleft().result()
+                    yield _result(pool, pending.popleft())
             except BaseException:  # an error, Ctrl-C, or the consumer closed us early
                 _stop_now(pool)  # before the pool's exit waits for them
                 raise
     except BrokenProcessPool:  # found when submitting, not only when taking a result
-        raise WorkerDiedError(
-            "a worker process reading the source died (out of memory, or killed)"
-        ) from None
+        raise WorkerDiedError(_DIED) from None
+
+
+def _result(pool: ProcessPoolExecutor, future: Future[R]) -> R:
+    """The unit's result, watching the workers meanwhile: a worker killed in the middle of
+    sending a result leaves the pool's manager thread in recv() for the rest of it while
+    another worker holds the pipe open, so the pool never learns of the death itself (an
+    outside attack: kill -9 of a worker hung --jobs 2 in 3 runs of 37)."""
+    while True:
+        try:
+            return future.result(timeout=RESULT_POLL_S)
+        except TimeoutError:
+            processes = list((getattr(pool, "_processes", None) or {}).values())
+            if any(p.exitcode is not None for p in processes):
+                raise WorkerDiedError(_DIED) from None
 
 
 def _stop_now(pool: ProcessPoolExecutor) -> None:

@@ -158,6 +158,7 @@ class _ZipMemberReader(CheckedReader):
         super().__init__(archive, entry.name, entry.size)
         self._fd = fd
         self._reads = reads
+        self._read_ahead = reads is not None  # some bytes may come from reads ahead
         self._stamp = stamp
         self._entry = entry
         self._pos = start
@@ -254,6 +255,10 @@ class _ZipMemberReader(CheckedReader):
             raise changed_error(self.archive, self.member)
 
     def _check_end(self) -> None:
+        if self._read_ahead:
+            # bytes read ahead may predate a rewrite or a cut that a read at the time would
+            # have met (an outside attack: a zip cut under a direct read-back passed)
+            check_stamp(self._fd, self._stamp, archive=self.archive, member=self.member)
         if self._crc != self._entry.crc:
             self._changed()
             raise crc_mismatch(self._entry.crc, self._crc)
