@@ -18,6 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import tfdrop.convert
 from conftest import mounted_tmpfs
 from daemon_support import png, voc_xml
 from tfdrop.archive import ZipSink
@@ -27,8 +28,10 @@ from tfdrop.convert import ConvertOptions, convert
 from tfdrop.errors import FormatError, TfdropError
 from tfdrop.formats import Notes, WriteOptions
 from tfdrop.formats.tfrecord import TfrecordWriter
+from tfdrop.formats.tfrecord import spool as spool_mod
 from tfdrop.formats.tfrecord.spool import UnitSpool, takes_spans
 from tfdrop.stream import iter_records
+from tfdrop.units import window
 
 LABELS = ("cat", "dog", "bird")
 
@@ -325,3 +328,31 @@ def test_source_date_epoch_dates_the_members(
     convert(src, tmp_path / "out.zip", ConvertOptions(jobs=1))
     with zipfile.ZipFile(tmp_path / "out.zip") as zf:
         assert {i.date_time for i in zf.infolist()} == {time.localtime(1_700_000_000)[:6]}
+
+
+def test_many_units_reuse_a_slot_file_each_and_give_the_single_process_archive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = _voc(tmp_path / "in.zip", 300)
+    one = convert(src, tmp_path / "one.zip", ConvertOptions(jobs=1))
+    log = tmp_path / "spools.log"
+    real = spool_mod.UnitSpool.__init__
+
+    def logged(self: UnitSpool, path: str, *, reuse: bool = False) -> None:
+        with open(log, "a") as f:  # the forked workers write here too
+            f.write(f"{path} {reuse}\n")
+        real(self, path, reuse=reuse)
+
+    monkeypatch.setattr(spool_mod.UnitSpool, "__init__", logged)
+    monkeypatch.setattr(tfdrop.convert, "UNIT_ITEMS", 4)  # 75 units on 2 workers
+    work = tmp_path / "work"
+    work.mkdir()
+    two = convert(src, tmp_path / "two.zip", ConvertOptions(jobs=2), workdir=work)
+    assert _members(tmp_path / "one.zip") == _members(tmp_path / "two.zip")
+    assert (one.items, one.subsets, one.labels) == (two.items, two.subsets, two.labels)
+    lines = log.read_text().splitlines()
+    assert len(lines) >= 70  # one spool per unit
+    names = {line.split()[0] for line in lines}
+    assert all(line.endswith(" True") for line in lines)
+    assert len(names) == window(2) + 1  # every unit in one of the slots, each slot reused
+    assert list(work.iterdir()) == []  # the slots' folder goes with the pool

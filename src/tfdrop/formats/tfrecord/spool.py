@@ -44,8 +44,11 @@ class Span:
 class UnitSpool:
     """One work unit's spool file: framed records collected per subset, written as runs."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, reuse: bool = False) -> None:
+        """``reuse``: ``path`` may exist (a slot's file from an earlier unit); it is written
+        over from its start, and bytes past the new runs are never read (spans say where)."""
         self.path = path
+        self._reuse = reuse
         self._fd: int | None = None
         self._offset = 0
         self._runs: dict[str, list[bytes]] = {}
@@ -71,7 +74,8 @@ class UnitSpool:
         for part in run:
             crc = zlib.crc32(part, crc)
         if self._fd is None:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            excl = 0 if self._reuse else os.O_EXCL
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | excl, 0o600)
         _write_all(self._fd, run, self._offset)
         span = Span(subset, self.path, self._offset, length, crc, len(run) // 3)
         self._offset += length
