@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
@@ -162,76 +162,80 @@ def test_direct_and_buffered_copies_are_the_same_bytes(tmp_path: Path, chunk: in
     assert got == want == _copy_all(tmp_path, ranges, chunk, use=False)
 
 
-def test_a_refused_alignment_finishes_buffered_and_stays_buffered(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+Faulty = Callable[[Callable[..., int], int, memoryview, int], int]
+
+
+def _copy_faulty(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: Faulty, head: bytes, n: int
+) -> tuple[RangeCopier, bytes, bytes]:
+    """Copy ``n`` random bytes after ``head`` in two ranges, the direct descriptor's writes
+    going through ``fault(real_pwrite, fd, buf, offset)`` (a fault injected: this machine's
+    disks take every direct write); the copier, the bytes wanted and the file's bytes."""
     if not _local(tmp_path):
         pytest.fail("the test folder must be on a local block file system (ext4 here)")
-    src = tmp_path / "src.bin"
-    data = os.urandom(300_000)
+    src, dst = tmp_path / "src.bin", tmp_path / "dst.bin"
+    data = os.urandom(n)
     src.write_bytes(data)
-    dst = tmp_path / "dst.bin"
     real = os.pwrite
-    refused: list[int] = []
 
-    def pwrite(fd: int, buf: object, offset: int) -> int:
-        if fd == direct_fd:  # a file system that wants another alignment (fault injected)
-            refused.append(offset)
-            raise OSError(errno.EINVAL, "Invalid argument")
-        return real(fd, buf, offset)  # type: ignore[arg-type]
+    def pwrite(fd: int, buf: memoryview, offset: int) -> int:
+        return fault(real, fd, buf, offset) if fd == direct_fd else real(fd, buf, offset)
 
     copier = RangeCopier(chunk=64 * 1024)
     with open(src, "rb") as s, open(dst, "wb") as d:
+        d.write(head)
         direct_fd = open_for(d.fileno())
         assert direct_fd is not None
         monkeypatch.setattr(os, "pwrite", pwrite)
-        copier.append(d, 0, s.fileno(), 0, 200_000, direct_fd)
-        copier.append(d, 200_000, s.fileno(), 200_000, 100_000, direct_fd)
+        half = n * 2 // 3
+        copier.append(d, len(head), s.fileno(), 0, half, direct_fd)
+        copier.append(d, len(head) + half, s.fileno(), half, n - half, direct_fd)
         monkeypatch.undo()
         os.close(direct_fd)
+    return copier, head + data, dst.read_bytes()
+
+
+def test_a_refused_alignment_finishes_buffered_and_stays_buffered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    refused: list[int] = []
+
+    def einval(real: Callable[..., int], fd: int, buf: memoryview, offset: int) -> int:
+        refused.append(offset)  # a file system that wants another alignment
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    copier, want, got = _copy_faulty(tmp_path, monkeypatch, einval, b"", 300_000)
     assert copier.refused
     assert len(refused) == 1  # asked once, then never again
-    assert dst.read_bytes() == data
+    assert got == want
 
 
 def test_a_short_direct_write_finishes_buffered(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if not _local(tmp_path):
-        pytest.fail("the test folder must be on a local block file system (ext4 here)")
-    src = tmp_path / "src.bin"
-    data = os.urandom(500_000)
-    src.write_bytes(data)
-    dst = tmp_path / "dst.bin"
-    real = os.pwrite
+    def short(real: Callable[..., int], fd: int, buf: memoryview, offset: int) -> int:
+        return real(fd, buf[:ALIGN], offset)  # a disk nearly full: one block goes in
 
-    def pwrite(fd: int, buf: memoryview, offset: int) -> int:
-        if fd == direct_fd and len(buf) > ALIGN:  # a disk nearly full: one block goes in
-            return real(fd, buf[:ALIGN], offset)
-        return real(fd, buf, offset)
-
-    copier = RangeCopier(chunk=64 * 1024)
-    with open(src, "rb") as s, open(dst, "wb") as d:
-        d.write(b"0123456789")
-        direct_fd = open_for(d.fileno())
-        assert direct_fd is not None
-        monkeypatch.setattr(os, "pwrite", pwrite)
-        copier.append(d, 10, s.fileno(), 0, len(data), direct_fd)
-        monkeypatch.undo()
-        os.close(direct_fd)
+    copier, want, got = _copy_faulty(tmp_path, monkeypatch, short, b"0123456789", 500_000)
     assert not copier.refused
-    assert dst.read_bytes() == b"0123456789" + data
+    assert got == want
 
 
-def test_aligned_reads_give_any_range(tmp_path: Path) -> None:
+def _direct_file(tmp_path: Path, size: int) -> tuple[bytes, int | None]:
+    """A file of ``size`` random bytes and an O_DIRECT descriptor of it (None where the
+    test folder is not on a local block file system: then there must be none)."""
     path = tmp_path / "f.bin"
-    data = os.urandom(5 * ALIGN + 123)
+    data = os.urandom(size)
     path.write_bytes(data)
     with open(path, "rb") as f:
         fd = open_read(str(path), f.fileno())
-        if fd is None:
-            assert not _local(tmp_path)
-            return
+    assert (fd is not None) == _local(tmp_path)
+    return data, fd
+
+
+def test_aligned_reads_give_any_range(tmp_path: Path) -> None:
+    data, fd = _direct_file(tmp_path, 5 * ALIGN + 123)
+    if fd is not None:
         reads = AlignedReads(fd, size=2 * ALIGN)
         try:
             rng = random.Random(3)
@@ -248,14 +252,9 @@ def test_aligned_reads_give_any_range(tmp_path: Path) -> None:
 
 
 def test_aligned_reads_read_ahead_in_order_and_stop_cleanly(tmp_path: Path) -> None:
+    data, fd = _direct_file(tmp_path, 40 * ALIGN + 17)
     path = tmp_path / "f.bin"
-    data = os.urandom(40 * ALIGN + 17)
-    path.write_bytes(data)
-    with open(path, "rb") as f:
-        fd = open_read(str(path), f.fileno())
-        if fd is None:
-            assert not _local(tmp_path)
-            return
+    if fd is not None:
         for step in (3 * ALIGN, 3 * ALIGN - 1, 7 * ALIGN + 5, 1):
             reads = AlignedReads(os.dup(fd), size=4 * ALIGN)
             out, offset = bytearray(), 0
