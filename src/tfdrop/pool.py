@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 from tfdrop.errors import WorkerDiedError
 
 if TYPE_CHECKING:  # imported when a pool starts: 14 ms of start-up for every validate
+    import multiprocessing
     import multiprocessing.context
     from concurrent.futures import Future, ProcessPoolExecutor
 
@@ -158,9 +159,13 @@ def _result(pool: ProcessPoolExecutor, future: Future[R]) -> R:
         try:
             return future.result(timeout=RESULT_POLL_S)
         except TimeoutError:
-            processes = list((getattr(pool, "_processes", None) or {}).values())
-            if any(p.exitcode is not None for p in processes):
+            if any(p.exitcode is not None for p in _workers(pool)):
                 raise WorkerDiedError(_DIED) from None
+
+
+def _workers(pool: ProcessPoolExecutor) -> list[multiprocessing.Process]:
+    """The pool's worker processes now (no public way to them before Python 3.14)."""
+    return list((getattr(pool, "_processes", None) or {}).values())
 
 
 def _stop_now(pool: ProcessPoolExecutor) -> None:
@@ -170,7 +175,7 @@ def _stop_now(pool: ProcessPoolExecutor) -> None:
     in its manager thread for a future cancelled under it)."""
     # no public way before Python 3.14 (kill_workers); SIGKILL, as SIGTERM waits forever on a
     # stopped worker (SIGSTOP: an outside attack hung Ctrl-C of validate and convert so)
-    for process in list((getattr(pool, "_processes", None) or {}).values()):
+    for process in _workers(pool):
         process.kill()
     # A worker killed in the middle of sending a result (one larger than a pipe's atomic
     # write) leaves the pool's manager thread in recv() for the rest of that message, and the

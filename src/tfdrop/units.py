@@ -91,7 +91,6 @@ class UnitResult:
 
     items: list[Item | Encoded | Span]
     notes: Notes
-    spool: str | None = None  # the unit's spool file, removed once its spans are written
 
 
 def prepare(item: Item, spec: JobSpec, notes: Notes) -> Item:
@@ -198,11 +197,10 @@ class _Worker:
         assert isinstance(reader, Splittable)
         self.reader = reader
         self.notes.clear()  # the parent's reader already noted what opening says
-        self.count = 0  # units run: names the spool files
 
-    def run(self, unit: object, slot: int | None = None) -> UnitResult:
-        """The unit's items; spooled into the spool file ``slot`` of the spool folder when
-        given (slots are reused: see :func:`_pooled`), else into a file of its own."""
+    def run(self, unit: object, slot: int = 0) -> UnitResult:
+        """The unit's items; with a spool folder, their records spooled into the file of
+        ``slot`` (written over: see :func:`_pooled`)."""
         self.notes.clear()
         if self.spec.spool is not None and self.spec.encode is not None:
             return self._run_spooled(unit, self.spec.encode, self.spec.spool, slot)
@@ -218,15 +216,13 @@ class _Worker:
         return UnitResult(out, self.notes.copy())
 
     def _run_spooled(
-        self, unit: object, encode: WriteOptions, folder: str, slot: int | None
+        self, unit: object, encode: WriteOptions, folder: str, slot: int
     ) -> UnitResult:
         """The unit's records framed into its spool file, a run per subset; an item whose
         labels the parent must still resolve ends its subset's run, so each subset's records
         keep the source's order. A run also ends at :data:`UNIT_BYTES`: the records wait in
         memory until written, and a unit given out early may be far larger."""
-        self.count += 1
-        name = f"slot-{slot}" if slot is not None else f"{os.getpid()}-{self.count}"
-        spool = UnitSpool(os.path.join(folder, name), reuse=slot is not None)
+        spool = UnitSpool(os.path.join(folder, f"slot-{slot}"), reuse=True)
         out: list[Item | Encoded | Span] = []
         try:
             for item in self.reader.unit_items(unit):
@@ -242,15 +238,9 @@ class _Worker:
                         out.append(span)
                     out.append(item)
             out.extend(spool.flush_all())
-        except BaseException:
+        finally:  # the file stays for the slot's next unit (the folder goes with the pool)
             spool.close()
-            if spool.used:
-                os.unlink(spool.path)
-            raise
-        spool.close()
-        # a slot's file stays for the next unit of that slot (the folder goes with the pool)
-        mine = spool.used and slot is None
-        return UnitResult(out, self.notes.copy(), spool.path if mine else None)
+        return UnitResult(out, self.notes.copy())
 
 
 def _encoded(item: Item, record: bytes | None) -> Encoded:
@@ -390,16 +380,12 @@ def _pooled(
     # over in place: the same page-cache pages every time, where a new file per unit took
     # new ones (the workers' pwritev into new pages was 1.6 s of CPU of a VOC 20k run here).
     slots = window + 1
-    jobs_ = ((i % slots, unit) for i, unit in enumerate(units))
+    numbered = ((i % slots, unit) for i, unit in enumerate(units))
     results = ordered(
-        _run, jobs_, jobs, window=window, initializer=_init, initargs=(spec,), inherit=source
+        _run, numbered, jobs, window=window, initializer=_init, initargs=(spec,), inherit=source
     )
     for result in results:
         notes.merge(result.notes)
-        try:
-            yield from result.items
-        finally:
-            if result.spool is not None:
-                os.unlink(result.spool)
+        yield from result.items
         if on_unit is not None:
             on_unit()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import re
 import sys
 import threading
 from collections import deque
@@ -34,6 +35,7 @@ LOCAL: Final = frozenset({"ext4", "ext3", "xfs", "btrfs", "f2fs"})
 """File systems on a local block device whose direct writes are the disk's own speed."""
 
 _OFF: Final = ("0", "false", "no", "off")
+_ESCAPE: Final = re.compile(r"\\([0-7]{3})")
 
 
 def enabled() -> bool:
@@ -76,8 +78,6 @@ def open_read(path: str, like: int) -> int | None:
 def open_for(fd: int) -> int | None:
     """A second descriptor of the open file ``fd`` with ``O_DIRECT``, for appending its bulk
     bytes, or None where direct writes are off, not known to pay, or not possible."""
-    if not enabled():
-        return None
     link = f"/proc/self/fd/{fd}"
     try:
         path = os.readlink(link)
@@ -197,10 +197,9 @@ class AlignedReads:
 
 def _same(a: int, b: int) -> bool:
     try:
-        sa, sb = os.fstat(a), os.fstat(b)
+        return os.path.samestat(os.fstat(a), os.fstat(b))
     except OSError:
         return False
-    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
 def _under(path: str, point: str) -> bool:
@@ -209,14 +208,4 @@ def _under(path: str, point: str) -> bool:
 
 def _unescape(field: str) -> str:
     """A mountinfo path field: spaces, tabs, newlines and backslashes come as octal escapes."""
-    if "\\" not in field:
-        return field
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and field[i + 1 : i + 4].isdigit():
-            out.append(chr(int(field[i + 1 : i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
+    return _ESCAPE.sub(lambda m: chr(int(m[1], 8)), field)

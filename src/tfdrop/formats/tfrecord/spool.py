@@ -1,8 +1,9 @@
 """Records a worker process writes to a spool file, for the parent to append to the output.
 
 With a pool of workers (``convert --jobs N``) each work unit's framed records go to a spool
-file of the unit's own, one contiguous run per subset (each subset is its own output member,
-so runs of different subsets need no order between them), and the parent receives only
+file (its slot's, written over: :func:`tfdrop.units._pooled`), one contiguous run per subset
+(each subset is its own output member, so runs of different subsets need no order between
+them), and the parent receives only
 :class:`Span` descriptors: where the bytes are, how many, their CRC-32. The parent's
 :class:`~tfdrop.formats.tfrecord.TfrecordWriter` appends each run with one reused buffer
 (:meth:`~tfdrop.archive.ZipSink.append_range`), so the records never cross a pipe and the
@@ -90,11 +91,6 @@ class UnitSpool:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-
-    @property
-    def used(self) -> bool:
-        """Whether the spool file was created (the parent removes it)."""
-        return self._offset > 0 or self._fd is not None
 
 
 def _write_all(fd: int, parts: list[bytes], offset: int) -> None:
