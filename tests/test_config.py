@@ -122,6 +122,8 @@ def test_bad_environment_value_names_the_variable(tmp_path: Path) -> None:
     [
         ('[daemon]\nmax_jobs = "two"\n', "daemon.max_jobs", "integer"),
         ("[daemon]\nmax_jobs = 0\n", "daemon.max_jobs", "at least 1"),
+        ("[daemon]\njob_workers = 0\n", "daemon.job_workers", "at least 1"),
+        ("[daemon]\njob_workers = 65\n", "daemon.job_workers", "between 1 and 64"),
         ("[daemon]\nsettle_seconds = -1\n", "daemon.settle_seconds", "negative"),
         ("[daemon]\nsettle = 1\n", "daemon.settle", "allowed: max_jobs"),
         ('[daemon]\nlog_level = "loud"\n', "daemon.log_level", "allowed: debug, info"),

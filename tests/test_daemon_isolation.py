@@ -4,14 +4,20 @@ running."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 from pathlib import Path
 
 import psutil
+import pytest
 
 from daemon_support import Daemon, files, tfrecord_zip, wait_until, write_config
+from test_spool import _voc
+from tfdrop.convert import ConvertOptions, convert
+from tfdrop.pool import default_jobs
 
 
 def _job_processes(daemon: Daemon) -> list[psutil.Process]:
@@ -107,3 +113,65 @@ def test_a_drop_that_grows_while_it_converts_is_not_published_from_the_part_read
         assert not daemon.named("archive_published")
     finally:
         assert daemon.stop() == 0
+
+
+def _workers_of(daemon: Daemon) -> list[psutil.Process]:
+    """The worker processes of the running conversions (``job_workers``)."""
+    out = []
+    for job in _job_processes(daemon):
+        with contextlib.suppress(psutil.Error):
+            out.extend(job.children())
+    return out
+
+
+def test_a_job_with_workers_publishes_the_bytes_one_process_writes(tmp_path: Path) -> None:
+    src = _voc(tmp_path / "voc.zip", 400)
+    want = tmp_path / "one.zip"
+    convert(src, want, ConvertOptions(jobs=1))
+    config = write_config(
+        tmp_path / "tfdrop.toml",
+        [{"name": "p", "drop": "in", "output": "out"}],
+        max_jobs=1,
+        job_workers=2,
+    )
+    daemon = Daemon(config, tmp_path / "daemon.log")
+    try:
+        daemon.wait_event("daemon_ready")
+        (tmp_path / "in").mkdir(exist_ok=True)
+        shutil.copy2(src, tmp_path / "in" / ".voc.zip.part")  # the same mtime: member times
+        os.rename(tmp_path / "in" / ".voc.zip.part", tmp_path / "in" / "voc.zip")
+        wait_until(lambda: "voc.zip" in files(tmp_path / "out"), timeout=60)
+        assert [e["workers"] for e in daemon.named("convert_started")] == [min(2, default_jobs())]
+        assert (tmp_path / "out" / "voc.zip").read_bytes() == want.read_bytes()
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_a_killed_worker_fails_its_job_and_leaves_no_process(tmp_path: Path) -> None:
+    if default_jobs() < 2:
+        pytest.fail("this test needs 2 cores: a job's workers are capped at the cores")
+    config = write_config(
+        tmp_path / "tfdrop.toml",
+        [{"name": "p", "drop": "in", "output": "out"}],
+        max_jobs=1,
+        job_workers=2,
+    )
+    drop, out = tmp_path / "in", tmp_path / "out"
+    daemon = Daemon(config, tmp_path / "daemon.log")
+    try:
+        daemon.wait_event("daemon_ready")
+        _drop(drop, "big.zip", tfrecord_zip(20000, tag="big"))
+        workers = wait_until(lambda: _workers_of(daemon), timeout=60, step=0.005)
+        jobs = _job_processes(daemon)
+        workers[0].send_signal(signal.SIGKILL)
+        wait_until(lambda: "big.zip.error.json" in files(drop / "failed"), timeout=60)
+        doc = json.loads((drop / "failed" / "big.zip.error.json").read_text())
+        assert doc["kind"] == "worker_died"
+        assert not [n for n in files(out) if n.startswith("big")]
+        everyone = jobs + workers
+        wait_until(lambda: not any(p.is_running() and p.status() != "zombie" for p in everyone))
+        _drop(drop, "next.zip", tfrecord_zip(2, tag="next"))
+        wait_until(lambda: "next.zip" in files(out), timeout=60)
+    finally:
+        assert daemon.stop() == 0
+    assert "Traceback" not in daemon.text()

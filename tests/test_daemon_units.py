@@ -11,6 +11,7 @@ import pytest
 
 from tfdrop.archive.zipdir import has_end_record
 from tfdrop.config import DEFAULT_PATTERNS, DaemonConfig
+from tfdrop.daemon import jobs as jobs_module
 from tfdrop.daemon.claim import WorkArea
 from tfdrop.daemon.fsops import (
     NameTooLongError,
@@ -21,6 +22,7 @@ from tfdrop.daemon.fsops import (
     split_name,
     temp_name,
 )
+from tfdrop.daemon.jobs import workers_for
 from tfdrop.daemon.ledger import BEING_WRITTEN, Ledger
 from tfdrop.daemon.service import retry_delay
 from tfdrop.daemon.watch import DropTracker, Settled, has_end_record_async, matches
@@ -400,3 +402,17 @@ def test_the_settle_check_waits_for_the_outer_end_record(tmp_path: Path) -> None
         f.write(data[cut:])
     assert _settled(tracker, 2.0) == []  # the size changed: the settle clock starts again
     assert [s.complete for s in _settled(tracker, 3.0)] == [True]
+
+
+def test_a_jobs_workers_spread_the_cores_over_the_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
+    for cores, max_jobs, set_to, want in [
+        (2, 2, None, 1),
+        (2, 1, None, 2),
+        (8, 2, None, 4),
+        (8, 3, None, 2),
+        (1, 4, None, 1),
+        (2, 2, 4, 2),  # never more than the cores
+        (8, 2, 1, 1),
+    ]:
+        monkeypatch.setattr(jobs_module, "default_jobs", lambda c=cores: c)
+        assert workers_for(DaemonConfig(max_jobs=max_jobs, job_workers=set_to)) == want

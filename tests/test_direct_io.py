@@ -1,5 +1,5 @@
-"""Direct I/O for the output archive (tfdrop.archive.direct, RangeCopier's ``direct``): the
-bulk of a spooled TFRecord member goes to the disk past the page cache, and the read-back
+"""Direct I/O for the output archive (tfdrop.archive.direct, tfdrop.archive.stored): the
+bulk of a TFRecord member goes to the disk past the page cache, and the read-back
 reads it back the same way. Not a byte may differ from buffered writing; file systems where
 it does not pay keep buffered writes; a refused or short direct write finishes buffered; and
 no descriptor outlives the sink."""
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import random
 import shutil
@@ -23,12 +24,14 @@ import pytest
 
 from conftest import mounted_tmpfs, require_root
 from test_readback import _archive, _check, _item, _written
-from test_spool import _members, _unzip_checks, _voc
+from test_spool import _unzip_checks, _voc
+from tfdrop import convert as convert_module
 from tfdrop.archive import ZipSink, direct, open_source
 from tfdrop.archive.direct import ALIGN, AlignedReads, fs_type, open_for, open_read
-from tfdrop.archive.rawcopy import RangeCopier
+from tfdrop.archive.stored import StoredWriter
 from tfdrop.convert import ConvertOptions, convert
 from tfdrop.errors import ArchiveError, TfdropError
+from tfdrop.readback import Written, validate_archive
 
 
 def _local(path: Path) -> bool:
@@ -129,70 +132,106 @@ def test_a_direct_descriptor_is_the_same_file(tmp_path: Path) -> None:
 # --- the bytes --------------------------------------------------------------------------------
 
 
-def _copy_all(tmp_path: Path, ranges: list[tuple[int, int]], chunk: int, use: bool) -> bytes:
-    """Append ``ranges`` of a random source, after a 37-byte head, through the copier."""
-    rng = random.Random(7)
+Op = tuple[str, int, int]  # ("w", length, seed) a write, ("r", offset, length) a range
+
+
+def _ops(rng: random.Random) -> list[Op]:
+    lengths = [1, ALIGN - 38, 2 * ALIGN, 2 * ALIGN - 1, ALIGN, 3 * ALIGN + 1, 0, 1_000_003]
+    ops: list[Op] = []
+    for n in lengths + [rng.randrange(1, 300_000) for _ in range(12)]:
+        if rng.random() < 0.5:
+            ops.append(("w", n, rng.randrange(1 << 30)))
+        else:
+            ops.append(("r", rng.randrange(1 << 20), n))
+    return ops
+
+
+def _stored(
+    tmp_path: Path, name: str, ops: list[Op], *, chunk: int, use: bool
+) -> tuple[bytes, bytes, StoredWriter]:
+    """A zip whose stored member, after a 37-byte member (so it starts off a boundary), is
+    ``ops`` through a :class:`StoredWriter` (direct if ``use``); the file's bytes, the
+    member's, and the writer."""
     src = tmp_path / "src.bin"
     if not src.exists():
-        src.write_bytes(rng.randbytes(3 << 20))
-    dst = tmp_path / ("direct.bin" if use else "plain.bin")
-    dst.write_bytes(b"h" * 37)
-    copier = RangeCopier(chunk=chunk)
-    with open(src, "rb") as s, open(dst, "r+b") as d:
-        d.seek(0, os.SEEK_END)
-        fd = open_for(d.fileno()) if use else None
-        assert (fd is not None) == (use and _local(tmp_path))
-        try:
-            for offset, length in ranges:
-                copier.append(d, d.tell(), s.fileno(), offset, length, fd)
-        finally:
-            if fd is not None:
-                os.close(fd)
-    assert not copier.refused
-    return dst.read_bytes()
+        src.write_bytes(random.Random(7).randbytes(3 << 20))
+    data = src.read_bytes()
+    path = tmp_path / name
+    want = bytearray()
+    zf = zipfile.ZipFile(path, "w")
+    zf.writestr(zipfile.ZipInfo("first.txt"), b"h" * 37)  # a fixed date: runs compare
+    member = zf.open(zipfile.ZipInfo("a.tfrecord"), "w", force_zip64=True)
+    fd = open_for(member._fileobj.fileno()) if use else None  # type: ignore[attr-defined]
+    assert (fd is not None) == (use and _local(tmp_path))
+    w = StoredWriter(member, fd, chunk=chunk)
+    try:
+        with open(src, "rb") as s:
+            for kind, a, b in ops:
+                if kind == "w":
+                    part = random.Random(b).randbytes(a)
+                    assert w.write(part) == a
+                else:
+                    part = data[a : a + b]
+                    w.append_range(s.fileno(), a, b, zlib.crc32(part))
+                want += part
+        w.close()
+        zf.close()
+    except BaseException:
+        w.abort()
+        fp, zf.fp = zf.fp, None  # as ZipSink.abort: no directory written into a failed zip
+        assert fp is not None
+        fp.close()
+        raise
+    finally:
+        if fd is not None:
+            os.close(fd)
+    with zipfile.ZipFile(path) as zf:
+        assert zf.testzip() is None
+        assert zf.read("a.tfrecord") == want
+    return path.read_bytes(), bytes(want), w
 
 
-@pytest.mark.parametrize("chunk", [ALIGN, 3 * ALIGN + 5, 1 << 20])
-def test_direct_and_buffered_copies_are_the_same_bytes(tmp_path: Path, chunk: int) -> None:
-    ranges = [(0, 1), (5, ALIGN - 38), (100, 2 * ALIGN), (7, 2 * ALIGN - 1), (0, ALIGN),
-              (1, 3 * ALIGN + 1), (999, 1_000_003), (3, 0), (123_456, 2_000_000)]  # fmt: skip
-    got = _copy_all(tmp_path, ranges, chunk, use=True)
-    src = (tmp_path / "src.bin").read_bytes()
-    want = b"h" * 37 + b"".join(src[o : o + n] for o, n in ranges)
-    assert got == want == _copy_all(tmp_path, ranges, chunk, use=False)
+@pytest.mark.parametrize("chunk", [ALIGN, 3 * ALIGN, 1 << 20])
+@pytest.mark.parametrize("seed", [1, 2])
+def test_direct_and_buffered_members_are_the_same_bytes(
+    tmp_path: Path, chunk: int, seed: int
+) -> None:
+    ops = _ops(random.Random(seed))
+    got, _, w = _stored(tmp_path, "direct.zip", ops, chunk=chunk, use=True)
+    assert w.wrote_direct == _local(tmp_path)
+    assert not w.refused
+    assert got == _stored(tmp_path, "plain.zip", ops, chunk=chunk, use=False)[0]
+
+
+def test_a_stored_writers_buffer_is_whole_blocks() -> None:
+    with pytest.raises(ValueError, match="multiple"):
+        StoredWriter(None, None, chunk=ALIGN + 1)  # type: ignore[arg-type]
 
 
 Faulty = Callable[[Callable[..., int], int, memoryview, int], int]
 
 
-def _copy_faulty(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: Faulty, head: bytes, n: int
-) -> tuple[RangeCopier, bytes, bytes]:
-    """Copy ``n`` random bytes after ``head`` in two ranges, the direct descriptor's writes
-    going through ``fault(real_pwrite, fd, buf, offset)`` (a fault injected: this machine's
-    disks take every direct write); the copier, the bytes wanted and the file's bytes."""
+def _stored_faulty(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: Faulty
+) -> tuple[StoredWriter, bytes]:
+    """:func:`_stored` with the direct descriptor's writes going through
+    ``fault(real_pwrite, fd, buf, offset)`` (a fault injected: this machine's disks take every
+    direct write); the writer, and whether the zip is the same bytes as written buffered."""
     if not _local(tmp_path):
         pytest.fail("the test folder must be on a local block file system (ext4 here)")
-    src, dst = tmp_path / "src.bin", tmp_path / "dst.bin"
-    data = os.urandom(n)
-    src.write_bytes(data)
+    ops = _ops(random.Random(5))
+    want = _stored(tmp_path, "plain.zip", ops, chunk=64 * 1024, use=False)[0]
     real = os.pwrite
 
     def pwrite(fd: int, buf: memoryview, offset: int) -> int:
-        return fault(real, fd, buf, offset) if fd == direct_fd else real(fd, buf, offset)
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        return fault(real, fd, buf, offset) if flags & os.O_DIRECT else real(fd, buf, offset)
 
-    copier = RangeCopier(chunk=64 * 1024)
-    with open(src, "rb") as s, open(dst, "wb") as d:
-        d.write(head)
-        direct_fd = open_for(d.fileno())
-        assert direct_fd is not None
-        monkeypatch.setattr(os, "pwrite", pwrite)
-        half = n * 2 // 3
-        copier.append(d, len(head), s.fileno(), 0, half, direct_fd)
-        copier.append(d, len(head) + half, s.fileno(), half, n - half, direct_fd)
-        monkeypatch.undo()
-        os.close(direct_fd)
-    return copier, head + data, dst.read_bytes()
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    got, _, w = _stored(tmp_path, "faulty.zip", ops, chunk=64 * 1024, use=True)
+    monkeypatch.undo()
+    assert got == want
+    return w, got
 
 
 def test_a_refused_alignment_finishes_buffered_and_stays_buffered(
@@ -204,21 +243,36 @@ def test_a_refused_alignment_finishes_buffered_and_stays_buffered(
         refused.append(offset)  # a file system that wants another alignment
         raise OSError(errno.EINVAL, "Invalid argument")
 
-    copier, want, got = _copy_faulty(tmp_path, monkeypatch, einval, b"", 300_000)
-    assert copier.refused
+    w, _ = _stored_faulty(tmp_path, monkeypatch, einval)
+    assert w.refused
+    assert not w.wrote_direct
     assert len(refused) == 1  # asked once, then never again
-    assert got == want
 
 
 def test_a_short_direct_write_finishes_buffered(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    shorts: list[int] = []
+
     def short(real: Callable[..., int], fd: int, buf: memoryview, offset: int) -> int:
+        shorts.append(offset)
         return real(fd, buf[:ALIGN], offset)  # a disk nearly full: one block goes in
 
-    copier, want, got = _copy_faulty(tmp_path, monkeypatch, short, b"0123456789", 500_000)
-    assert not copier.refused
-    assert got == want
+    w, _ = _stored_faulty(tmp_path, monkeypatch, short)
+    assert not w.refused
+    assert w.wrote_direct
+    assert len(shorts) > 10  # every full buffer tried direct again
+
+
+def test_a_direct_write_error_is_the_callers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(real: Callable[..., int], fd: int, buf: memoryview, offset: int) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError) as err:
+        _stored_faulty(tmp_path, monkeypatch, full)
+    assert err.value.errno == errno.ENOSPC
 
 
 def _direct_file(tmp_path: Path, size: int) -> tuple[bytes, int | None]:
@@ -300,16 +354,17 @@ def test_a_sink_appending_direct_writes_a_checking_zip_and_closes_its_descriptor
             ZipSink(tmp_path / name) as sink,
             open(spool, "rb") as f,
         ):
-            with sink.open_member("a.tfrecord", compress=False) as w:
-                w.write(b"head")
-                offset = 0
-                for part in parts:
-                    sink.append_range(w, f.fileno(), offset, len(part), zlib.crc32(part))
-                    offset += len(part)
-                w.write(b"tail")
-            assert sink.wrote_direct == _local(tmp_path)
+            w = sink.open_stored("a.tfrecord")
+            w.write(b"head")
+            offset = 0
+            for part in parts:
+                w.append_range(f.fileno(), offset, len(part), zlib.crc32(part))
+                offset += len(part)
+            w.write(b"tail")
             if fail:
-                raise RuntimeError("stop")
+                raise RuntimeError("stop")  # a member left open: abort drops its buffer
+            w.close()
+            assert sink.wrote_direct == _local(tmp_path)
         assert _fds() == before
     _unzip_checks(tmp_path / "ok.zip")
     with zipfile.ZipFile(tmp_path / "ok.zip") as zf:
@@ -319,16 +374,26 @@ def test_a_sink_appending_direct_writes_a_checking_zip_and_closes_its_descriptor
     assert _fds() == before
 
 
+@pytest.mark.parametrize("jobs", [1, 2])
 def test_a_conversion_is_the_same_bytes_direct_or_not(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, jobs: int
 ) -> None:
     src = _voc(tmp_path / "in.zip", 300)
     before = _fds()
-    convert(src, tmp_path / "direct.zip", ConvertOptions(jobs=2))
+    direct_used: list[bool] = []
+    real = validate_archive
+
+    def validate(out: Path, target: str, written: Written, *args: object, **kw: object) -> int:
+        direct_used.append(written.direct)
+        return real(out, target, written, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(convert_module, "validate_archive", validate)
+    convert(src, tmp_path / "direct.zip", ConvertOptions(jobs=jobs))
     assert _fds() == before
     monkeypatch.setenv("TFDROP_DIRECT_IO", "0")
-    convert(src, tmp_path / "buffered.zip", ConvertOptions(jobs=2))
-    assert _members(tmp_path / "direct.zip") == _members(tmp_path / "buffered.zip")
+    convert(src, tmp_path / "buffered.zip", ConvertOptions(jobs=jobs))
+    assert direct_used == [_local(tmp_path), False]  # a single process writes direct too
+    assert (tmp_path / "direct.zip").read_bytes() == (tmp_path / "buffered.zip").read_bytes()
 
 
 def test_the_direct_read_back_finds_a_byte_changed_on_the_disk(tmp_path: Path) -> None:
@@ -377,7 +442,10 @@ def _read_rest(f: BinaryIO) -> None:
         pass
 
 
-def test_a_full_ext4_output_folder_is_one_os_error_and_leaves_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_full_ext4_output_folder_is_one_os_error_and_leaves_nothing(
+    tmp_path: Path, jobs: int
+) -> None:
     if shutil.which("mkfs.ext4") is None:
         pytest.fail("mkfs.ext4 (e2fsprogs) is needed: .ci/run installs it")
     src = _voc(tmp_path / "in.zip", 600)
@@ -390,6 +458,6 @@ def test_a_full_ext4_output_folder_is_one_os_error_and_leaves_nothing(tmp_path: 
         filler.write_bytes(b"x" * (free - size // 2))  # room for half the output
         before = sorted(disk.iterdir())
         with pytest.raises(OSError) as info:
-            convert(src, disk / "out.zip", ConvertOptions(jobs=2), workdir=tmp_path)
+            convert(src, disk / "out.zip", ConvertOptions(jobs=jobs), workdir=tmp_path)
         assert info.value.errno == errno.ENOSPC
         assert sorted(disk.iterdir()) == before  # no temp archive, nothing published

@@ -76,8 +76,11 @@ class DaemonConfig:
     """Process-wide settings (``[daemon]``)."""
 
     max_jobs: int = 2
+    job_workers: int | None = None
+    """Worker processes one job's conversion may read its drop with (``convert --jobs``);
+    None: the cores spread over ``max_jobs``, at least 1 (``daemon.jobs.workers_for``)."""
     max_hooks: int = 4  # hook processes running at once (more wait in a queue)
-    job_memory_mb: int = 2048  # address space of one job's conversion process
+    job_memory_mb: int = 2048  # address space of one job's conversion process (and each worker)
     settle_seconds: float = 2.0
     rescan_seconds: float = 30.0
     poll: bool = False
@@ -165,6 +168,7 @@ _SECONDS: Final[dict[str, tuple[float, float]]] = {
 # integer keys -> (lowest, highest)
 _INTS: Final[dict[str, tuple[int, int]]] = {
     "max_jobs": (1, MAX_JOBS),
+    "job_workers": (1, MAX_JOBS),
     "max_hooks": (1, MAX_JOBS),
     "job_memory_mb": (256, 1 << 20),
     "shards": (1, MAX_SHARDS),
@@ -174,6 +178,7 @@ _INTS: Final[dict[str, tuple[int, int]]] = {
 # key -> (type, allowed values or None); the order is the documented order
 _DAEMON_KEYS: Final[dict[str, tuple[type, tuple[str, ...] | None]]] = {
     "max_jobs": (int, None),
+    "job_workers": (int, None),
     "max_hooks": (int, None),
     "job_memory_mb": (int, None),
     "settle_seconds": (float, None),

@@ -14,12 +14,13 @@ import stat
 import time
 import zipfile
 from types import TracebackType
-from typing import IO, BinaryIO, Self
+from typing import IO, BinaryIO, Protocol, Self
 
 from tfdrop.archive import direct
 from tfdrop.archive.limits import check_write_name
-from tfdrop.archive.rawcopy import RangeCopier, crc32_combine
+from tfdrop.archive.rawcopy import RangeCopier
 from tfdrop.archive.source import CHUNK
+from tfdrop.archive.stored import StoredWriter, writes_raw
 from tfdrop.errors import FormatError
 
 # zipfile switches to zip64 records past this size; members that may reach it must be
@@ -28,6 +29,19 @@ _ZIP64_LIMIT = (1 << 31) - 1
 
 
 DosTime = tuple[int, int, int, int, int, int]
+
+
+class MemberWriter(Protocol):
+    """A stored member being written (:meth:`ZipSink.open_stored`): bytes, and byte ranges of
+    an open file whose CRC-32 is known; :meth:`close` ends the member."""
+
+    def write(self, data: bytes, /) -> int: ...
+
+    def append_range(self, fd: int, offset: int, length: int, crc: int) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 def dos_time(seconds: float) -> DosTime:
@@ -84,15 +98,15 @@ class ZipSink:
         self._zf = zipfile.ZipFile(target, "w", allowZip64=True)
         self._names: list[str] = []
         self._taken: set[str] = set()  # membership in O(1): a writer may add 100,000s of members
-        self.copier = RangeCopier()  # appends spooled byte ranges (append_range)
-        self._direct: int | None = None  # the zip's file with O_DIRECT, for append_range
+        self.copier = RangeCopier()  # copies spooled byte ranges into spill files
+        self._direct: int | None = None  # the zip's file with O_DIRECT, for open_stored
         self._direct_tried = False
-        self._direct_used = False
+        self._stored: list[StoredWriter] = []
 
     @property
     def wrote_direct(self) -> bool:
-        """Whether ranges were appended past the page cache (:mod:`tfdrop.archive.direct`)."""
-        return self._direct_used
+        """Whether a member's blocks went past the page cache (:mod:`tfdrop.archive.direct`)."""
+        return any(w.wrote_direct for w in self._stored)
 
     @property
     def names(self) -> list[str]:
@@ -146,39 +160,31 @@ class ZipSink:
         self, name: str, path: str | os.PathLike[str], *, crc: int, size: int
     ) -> None:
         """Store a finished file whose CRC-32 and size are known (a spilled TFRecord shard),
-        copied by :meth:`append_range` (not hashed again)."""
+        copied by :meth:`MemberWriter.append_range` (not hashed again)."""
         fd = os.open(path, os.O_RDONLY)
         try:
-            with self.open_member(name, compress=False, size=size) as w:
-                self.append_range(w, fd, 0, size, crc)
+            w = self.open_stored(name, size=size)
+            w.append_range(fd, 0, size, crc)
+            w.close()
         finally:
             os.close(fd)
 
-    def append_range(self, member: IO[bytes], fd: int, offset: int, length: int, crc: int) -> None:
-        """Append bytes ``offset:offset+length`` of the open file ``fd``, whose CRC-32 is
-        ``crc``, to the stored member being written by ``member`` (from :meth:`open_member`).
-
-        The bytes move through one reused buffer (:class:`~tfdrop.archive.rawcopy.RangeCopier`)
-        and the member's CRC is combined from ``crc``: a worker process's spooled records reach
-        the zip without a Python object per record and without being hashed again. Where
-        zipfile's member writer lacks the fields this relies on (another Python), the bytes
-        are read and written through it instead.
-        """
-        if length <= 0:
-            return
-        fields = ("_crc", "_file_size", "_compress_size", "_fileobj", "_compressor")
-        if not all(hasattr(member, f) for f in fields) or member._compressor is not None:  # type: ignore[attr-defined]
-            _copy_through(member, fd, offset, length)
-            return
-        out: IO[bytes] = member._fileobj  # type: ignore[attr-defined]
+    def open_stored(self, name: str, *, size: int | None = None) -> MemberWriter:
+        """Start a stored member (as :meth:`open_member`) written through one aligned buffer
+        (:class:`~tfdrop.archive.stored.StoredWriter`): its whole blocks past the page cache
+        where :func:`tfdrop.archive.direct.open_for` allows, and byte ranges of a worker's
+        spool file appended with their CRC-32 combined, without a Python object per record.
+        Where zipfile's member writer lacks the fields this relies on (another Python), the
+        bytes go through its own ``write``."""
+        member = self.open_member(name, compress=False, size=size)
+        if not writes_raw(member):
+            return _Through(member)
         if not self._direct_tried:
             self._direct_tried = True
-            self._direct = direct.open_for(out.fileno())
-            self._direct_used = self._direct is not None
-        self.copier.append(out, out.tell(), fd, offset, length, self._direct)
-        member._crc = crc32_combine(member._crc, crc, length)  # type: ignore[attr-defined]
-        member._file_size += length  # type: ignore[attr-defined]
-        member._compress_size += length  # type: ignore[attr-defined]
+            self._direct = direct.open_for(member._fileobj.fileno())  # type: ignore[attr-defined]
+        w = StoredWriter(member, self._direct)
+        self._stored.append(w)
+        return w
 
     def close(self) -> None:
         """Write the central directory and close the zip."""
@@ -197,6 +203,8 @@ class ZipSink:
         """
         # zipfile's __del__ calls close(), which would write a directory into a dead file.
         self._zf.fp = None
+        for w in self._stored:
+            w.abort()
         self._close_direct()
         if self._own is not None:
             self._own.close()
@@ -221,11 +229,26 @@ class ZipSink:
             self.abort()
 
 
-def _copy_through(member: IO[bytes], fd: int, offset: int, length: int) -> None:
-    done = 0
-    while done < length:
-        data = os.pread(fd, min(CHUNK, length - done), offset + done)
-        if not data:
-            raise OSError(f"a spool file ended {length - done} bytes early")
-        member.write(data)
-        done += len(data)
+class _Through:
+    """A :class:`MemberWriter` over zipfile's own member writer (ranges read and written)."""
+
+    def __init__(self, member: IO[bytes]) -> None:
+        self._member = member
+
+    def write(self, data: bytes, /) -> int:
+        return self._member.write(data)
+
+    def append_range(self, fd: int, offset: int, length: int, crc: int) -> None:
+        done = 0
+        while done < length:
+            data = os.pread(fd, min(CHUNK, length - done), offset + done)
+            if not data:
+                raise OSError(f"a spool file ended {length - done} bytes early")
+            self._member.write(data)
+            done += len(data)
+
+    def flush(self) -> None:
+        self._member.flush()
+
+    def close(self) -> None:
+        self._member.close()

@@ -99,6 +99,9 @@ def _child(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the service decides when a job stops
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _die_with_parent()
+    # started as a daemonic process (the service never waits for it at exit), it may still
+    # start the conversion's worker processes (options.jobs > 1); they die with it
+    multiprocessing.current_process().daemon = False
     if memory is not None:
         with contextlib.suppress(OSError, ValueError):  # a sandbox may forbid it: run uncapped
             resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
@@ -180,7 +183,8 @@ def convert_isolated(
         _say_unavailable(exc)
         send.close()
         receive.close()
-        return _convert(src, out, options, progress, workdir, preview)
+        # and in one process: the service has threads, so it never forks workers either
+        return _convert(src, out, replace(options, jobs=1), progress, workdir, preview)
     send.close()
     try:
         return _wait(proc, receive, progress, check, memory)

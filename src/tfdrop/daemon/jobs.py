@@ -42,6 +42,7 @@ from tfdrop.daemon.fsops import (
 from tfdrop.daemon.isolate import convert_isolated
 from tfdrop.daemon.ledger import BEING_WRITTEN, Entry, Ledger
 from tfdrop.errors import TfdropError, UnsafeArchiveError
+from tfdrop.pool import default_jobs
 from tfdrop.preview import preview_path_of
 from tfdrop.publish import NAME_MAX, name_bytes, name_fits
 
@@ -118,6 +119,16 @@ class Outcome:
 
     status: Status
     detail: dict[str, Any] = field(default_factory=dict)
+
+
+def workers_for(daemon: DaemonConfig) -> int:
+    """The worker processes one job's conversion reads its drop with: ``job_workers``, or the
+    cores this process may use spread over ``max_jobs`` (2 cores, 2 jobs: 1 each; 8 cores, 2
+    jobs: 4 each), never more than the cores."""
+    cores = default_jobs()
+    if daemon.job_workers is not None:
+        return min(daemon.job_workers, cores)
+    return max(1, cores // daemon.max_jobs)
 
 
 @dataclass(slots=True)
@@ -285,8 +296,9 @@ class JobRunner:
             compression=p.compression,
             images=p.images,
             limits=p.limits,
+            jobs=workers_for(self.daemon),
         )
-        log.info("convert_started", size=size, sha256=digest)
+        log.info("convert_started", size=size, sha256=digest, workers=options.jobs)
         report = convert_isolated(
             self.claimed.input,
             out,

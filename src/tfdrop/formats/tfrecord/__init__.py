@@ -23,9 +23,10 @@ import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 from tfdrop.archive.rawcopy import RangeCopier, crc32_combine
+from tfdrop.archive.sink import MemberWriter
 from tfdrop.codec.example import (
     ENCODED,
     FILENAME,
@@ -325,8 +326,9 @@ class _CrcFile:
     """A spill file that keeps the CRC-32 and size of what it holds, so it is stored in the
     zip at :meth:`TfrecordWriter.close` by a plain copy, without hashing its bytes again."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, copier: RangeCopier) -> None:
         self._f = path.open("wb")
+        self._copier = copier
         self.crc = 0
         self.size = 0
 
@@ -335,10 +337,10 @@ class _CrcFile:
         self.size += len(data)
         return self._f.write(data)
 
-    def append(self, fd: int, span: Span, copier: RangeCopier) -> None:
-        copier.append(self._f, self.size, fd, span.offset, span.length)
-        self.crc = crc32_combine(self.crc, span.crc, span.length)
-        self.size += span.length
+    def append_range(self, fd: int, offset: int, length: int, crc: int) -> None:
+        self._copier.append(self._f, self.size, fd, offset, length)
+        self.crc = crc32_combine(self.crc, crc, length)
+        self.size += length
 
     def flush(self) -> None:
         self._f.flush()
@@ -353,7 +355,7 @@ class _Out:
 
     name: str
     writer: RecordWriter
-    handle: IO[bytes]
+    handle: MemberWriter
     spill: Path | None = None
     crc_file: _CrcFile | None = None
 
@@ -379,16 +381,16 @@ class TfrecordWriter:
         compression = self.options.compression
         if not self._direct_open:
             self._direct_open = True
-            handle = self.sink.open_member(name, compress=False)
-            return _Out(name, RecordWriter(cast(BinaryIO, handle), compression=compression), handle)
+            member = self.sink.open_stored(name)
+            return _Out(name, RecordWriter(cast(BinaryIO, member), compression=compression), member)
         if self._tmpdir is None:
             self._tmpdir = tempfile.TemporaryDirectory(
                 prefix=".tfdrop-spill-", dir=self.options.workdir
             )
         path = Path(self._tmpdir.name) / name.replace("/", "_")
-        spill = _CrcFile(path)
+        spill = _CrcFile(path, self.sink.copier)
         writer = RecordWriter(cast(BinaryIO, spill), compression=compression)
-        return _Out(name, writer, cast(IO[bytes], spill), path, spill)
+        return _Out(name, writer, spill, path, spill)
 
     def _outputs(self, subset: str) -> list[_Out]:
         outs = self._subsets.get(subset)
@@ -427,10 +429,7 @@ class TfrecordWriter:
         out.writer.flush()
         fd = os.open(span.path, os.O_RDONLY)
         try:
-            if out.crc_file is not None:
-                out.crc_file.append(fd, span, self.sink.copier)
-            else:
-                self.sink.append_range(out.handle, fd, span.offset, span.length, span.crc)
+            out.handle.append_range(fd, span.offset, span.length, span.crc)
         finally:
             os.close(fd)
 

@@ -6,7 +6,7 @@ file (its slot's, written over: :func:`tfdrop.units._pooled`), one contiguous ru
 them), and the parent receives only
 :class:`Span` descriptors: where the bytes are, how many, their CRC-32. The parent's
 :class:`~tfdrop.formats.tfrecord.TfrecordWriter` appends each run with one reused buffer
-(:meth:`~tfdrop.archive.ZipSink.append_range`), so the records never cross a pipe and the
+(:meth:`tfdrop.archive.stored.StoredWriter.append_range`), so the records never cross a pipe and the
 parent makes no Python object per record. Only an uncompressed, unsharded output can take runs
 (:func:`takes_spans`): a compressed stream has one compressor, shards take records round-robin.
 """
