@@ -15,7 +15,8 @@ page cache:
 - ``tfdrop-j1``: the tfdrop run with ``--jobs 1`` (scaling);
 - ``datumaro``: ``datum convert -if coco_instances -f tf_detection_api -- --save-media``
   (once when N is large: minutes per run);
-- ``floor``: every member of the zip inflated once.
+- ``floor``: every member of the zip inflated once (one core); ``floor-cores``: the same,
+  members dealt out over one process per core.
 
 Runs alternate (run 1 of each, then run 2 of each); medians are reported. Wall time, CPU time
 and the peak RSS of the parent and each worker come from bench/common.py. The peers live in a
@@ -44,6 +45,7 @@ from common import (
     at_most,
     finish,
     floor,
+    floor_cores,
     link_or_copy,
     load,
     ratio,
@@ -195,6 +197,7 @@ def runs(archive: Path, tree: Path, out: Path) -> dict[str, list[str] | None]:
                      "-f", "tf_detection_api", "-o", str(out / "datumaro"), "--",
                      "--save-media"] if datum.exists() else None,
         "floor": floor(archive),
+        "floor-cores": floor_cores(archive),
     }  # fmt: skip
 
 
@@ -214,6 +217,8 @@ def report(n: int, res: dict[str, dict[str, Any]]) -> None:
     ratio(res, "datumaro", "tf-script", TARGETS["vs_datumaro"], "(TF script vs datumaro)")
     ratio(res, "tfdrop-j1", "tfdrop", 1.7, "default jobs vs --jobs 1")
     at_most(res, "tfdrop", "floor", 1.5)
+    at_most(res, "tfdrop", "floor-cores", 1.5)
+    at_most(res, "tfdrop-j1", "floor", 1.5)
     rss(res, "tfdrop", RSS_TARGET_MB)
 
 
@@ -223,7 +228,10 @@ def main() -> None:
         return
     parser = arguments(__doc__.split("\n")[0], repeat=2)
     parser.add_argument(
-        "--only", nargs="*", default=[], help="tfdrop, tfdrop-j1, tf-script, datumaro, floor"
+        "--only",
+        nargs="*",
+        default=[],
+        help="tfdrop, tfdrop-j1, tf-script, datumaro, floor, floor-cores",
     )
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
