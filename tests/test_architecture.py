@@ -36,6 +36,7 @@ ROOMS: dict[str, str] = {
     "tfdrop.convert": "convert",
     "tfdrop.units": "convert",
     "tfdrop.readback": "convert",
+    "tfdrop.follow": "convert",
     "tfdrop.handoff": "convert",
     "tfdrop.beam": "beam",
     "tfdrop.preview": "preview",

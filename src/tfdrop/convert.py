@@ -13,7 +13,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Generator, Iterator, Sequence
-from contextlib import closing
+from contextlib import AbstractContextManager, closing, nullcontext
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -26,6 +26,7 @@ from tfdrop.codec.compression import Compression
 from tfdrop.codec.keypoints import Skeleton
 from tfdrop.codec.model import Item, LabelMap
 from tfdrop.errors import TfdropError
+from tfdrop.follow import Follower
 from tfdrop.formats import (
     FORMATS,
     Notes,
@@ -52,7 +53,7 @@ from tfdrop.labels import LabelResolver, warn_renumbered
 from tfdrop.leftovers import run_folder
 from tfdrop.limits import DEFAULT_LIMITS, Limits
 from tfdrop.publish import atomic_path, flushing
-from tfdrop.readback import Written, validate_archive
+from tfdrop.readback import Followed, Written, validate_archive
 from tfdrop.stream import is_tfrecord_name
 from tfdrop.units import (
     UNIT_BYTES,
@@ -273,10 +274,15 @@ def convert(
             tally = Tally()
             # closed here, not when collected: an error or a signal stops the pool and removes
             # the spool folder before it leaves this function
-            with closing(stream), atomic_path(out) as tmp:
+            with (
+                closing(stream),
+                atomic_path(out) as tmp,
+                _follower(tmp, encode, resolver, options) as follower,
+            ):
                 tick = _ticker(progress, reader)
+                when = _member_time(src)
                 counts, members, wrote_direct = _write(
-                    stream, resolver, tmp, wopts, options, notes, tick, tally, _member_time(src)
+                    stream, resolver, tmp, wopts, options, notes, tick, tally, when, follower
                 )
                 with flushing(tmp):  # the disk write and the read-back at once
                     validated = validate_archive(
@@ -286,6 +292,7 @@ def convert(
                         resolver.map,
                         masks=options.masks,
                         limits=options.limits,
+                        followed=_followed(follower, resolver),
                     )
         except TfdropError as exc:
             raise exc.at(archive=str(src)) from None
@@ -311,6 +318,23 @@ def convert(
         keypoints=resolver.skeletons(),
         keypoint_slots=resolver.keypoint_slots(),
     )
+
+
+def _follower(
+    tmp: Path, encode: bool, resolver: LabelResolver, options: ConvertOptions
+) -> AbstractContextManager[Follower | None]:
+    """A read-back of the TFRecord member while it is written (:mod:`tfdrop.follow`), against
+    the label map known now; none for other targets."""
+    if not encode:
+        return nullcontext()
+    return Follower(tmp, resolver.map, options.limits)
+
+
+def _followed(follower: Follower | None, resolver: LabelResolver) -> Followed | None:
+    """What the follower checked, if it checked against the label map written."""
+    if follower is None or follower.label_map != resolver.map:
+        return None
+    return follower.verified()
 
 
 def _member_time(src: Path) -> DosTime:
@@ -382,6 +406,7 @@ def _write(
     progress: Callable[[int], None] | None,
     tally: Tally,
     date_time: DosTime,
+    follower: Follower | None = None,
 ) -> tuple[_Counts, list[str], bool]:
     """Write every item; the counts, the names of the members written, and whether their
     bulk went to the disk past the page cache (``ZipSink.wrote_direct``)."""
@@ -391,7 +416,8 @@ def _write(
     subsets: Counter[str] = Counter()
     labels: Counter[str] = Counter()
     names_files = options.target_format != "tfrecord"  # the item's name becomes a member's
-    with ZipSink(out, date_time=date_time) as sink:
+    on_stored = follower.attach if follower is not None else None
+    with ZipSink(out, date_time=date_time, on_stored=on_stored) as sink:
         writer = spec.open_writer(sink, wopts, notes)
         try:
             for entry in stream:

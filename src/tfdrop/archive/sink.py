@@ -13,6 +13,7 @@ import shutil
 import stat
 import time
 import zipfile
+from collections.abc import Callable
 from types import TracebackType
 from typing import IO, BinaryIO, Protocol, Self
 
@@ -73,6 +74,9 @@ class ZipSink:
         target: A path, or a binary file opened for writing (e.g. from
             :func:`tfdrop.publish.atomic_write`); a file object is not closed by the sink.
         date_time: The timestamp of every member; the current local time when omitted.
+        on_stored: Called with the name and the writer of every member :meth:`open_stored`
+            writes through a :class:`~tfdrop.archive.stored.StoredWriter` (a read-back that
+            follows it: :mod:`tfdrop.follow`).
 
     Example:
         >>> with atomic_path(out) as tmp, ZipSink(tmp) as sink:  # doctest: +SKIP
@@ -86,7 +90,9 @@ class ZipSink:
         target: str | os.PathLike[str] | BinaryIO,
         *,
         date_time: DosTime | None = None,
+        on_stored: Callable[[str, StoredWriter], None] | None = None,
     ) -> None:
+        self._on_stored = on_stored
         self._date_time = date_time if date_time is not None else time.localtime()[:6]
         self._own: BinaryIO | None = None
         if isinstance(target, (str, os.PathLike)):
@@ -184,6 +190,8 @@ class ZipSink:
             self._direct = direct.open_for(member._fileobj.fileno())  # type: ignore[attr-defined]
         w = StoredWriter(member, self._direct)
         self._stored.append(w)
+        if self._on_stored is not None:
+            self._on_stored(name, w)
         return w
 
     def close(self) -> None:

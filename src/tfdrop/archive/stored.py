@@ -23,7 +23,7 @@ import errno
 import mmap
 import os
 import zlib
-from typing import IO, Final
+from typing import IO, Final, Protocol
 
 from tfdrop.archive.direct import ALIGN
 from tfdrop.archive.rawcopy import crc32_combine
@@ -32,6 +32,19 @@ CHUNK: Final = 1 << 20
 """The buffer: a direct write's most bytes at once (a multiple of :data:`ALIGN`)."""
 
 _FIELDS: Final = ("_crc", "_file_size", "_compress_size", "_fileobj", "_compressor")
+
+
+class CommitWatch(Protocol):
+    """Told where a :class:`StoredWriter`'s member stands on the disk: every byte before
+    ``end`` is written (it only grows: nothing before it is written again)."""
+
+    def committed(self, end: int) -> None: ...
+
+    def ended(self, end: int) -> None:
+        """The member's last byte is written: it ends at ``end``."""
+
+    def dropped(self) -> None:
+        """The member will never be finished (the zip is being discarded)."""
 
 
 def writes_raw(member: IO[bytes]) -> bool:
@@ -64,6 +77,9 @@ class StoredWriter:
         self._view = memoryview(self._buf)
         self._chunk = chunk
         self._base = self._out.tell()  # the file offset of the buffer's first byte
+        self.start = self._base
+        """Where the member's data starts in the zip."""
+        self.watch: CommitWatch | None = None
         self._head = -self._base % ALIGN  # bytes before the first block boundary
         self._fill = 0
         self.crc = 0
@@ -123,6 +139,8 @@ class StoredWriter:
             self._view[:rest] = self._view[whole : self._fill]
         self._base += whole
         self._fill = rest
+        if self.watch is not None and not last:
+            self.watch.committed(self._base)
 
     def _align(self) -> None:
         """Write the bytes before the first block boundary buffered and move the rest to the
@@ -161,6 +179,8 @@ class StoredWriter:
         self.closed = True
         self._drain(last=True)
         end = self._base + self._fill
+        if self.watch is not None:
+            self.watch.ended(end)
         self._free()
         member = self._member
         member._crc = self.crc  # type: ignore[attr-defined]
@@ -174,6 +194,8 @@ class StoredWriter:
         if not self.closed:
             self.closed = True
             self._free()
+            if self.watch is not None:
+                self.watch.dropped()
 
     def _free(self) -> None:
         self._view.release()

@@ -76,6 +76,14 @@ class ZipSource(BaseSource):
         except KeyError:
             raise self._missing(name) from None
 
+    def data_start(self, name: str) -> int:
+        """Where a member's data starts, its local header checked against the directory."""
+        start = self._starts.get(name)
+        if start is None:
+            start = data_offset(self._file.fileno(), self.entry(name), self._label)
+            self._starts[name] = start
+        return start
+
     def _pread(self, name: str, offset: int, size: int) -> bytes | None:
         entry = self.entry(name)
         if entry.method == DEFLATED and entry.size:
@@ -85,9 +93,7 @@ class ZipSource(BaseSource):
         # before the read and after it
         fd = self._file.fileno()
         before = check_stamp(fd, self._stamp, archive=self._label, member=name)
-        start = self._starts.get(name)
-        if start is None:
-            start = self._starts[name] = data_offset(fd, entry, self._label)
+        start = self.data_start(name)
         data = os.pread(fd, size, start + offset)
         after = check_stamp(fd, self._stamp, archive=self._label, member=name)
         if before or after:  # only the ctime moved: a chmod, a link, or a disguised rewrite
