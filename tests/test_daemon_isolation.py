@@ -32,6 +32,15 @@ def _job_processes(daemon: Daemon) -> list[psutil.Process]:
     return out
 
 
+def _daemon(tmp_path: Path, **settings: object) -> tuple[Daemon, Path, Path]:
+    """A daemon of one pipeline (``in`` -> ``out``) with these ``[daemon]`` settings, started
+    (wait for ``daemon_ready`` in the ``try`` that stops it); the daemon, its drop folder and
+    its output folder."""
+    pipeline = [{"name": "p", "drop": "in", "output": "out"}]
+    config = write_config(tmp_path / "tfdrop.toml", pipeline, **settings)
+    return Daemon(config, tmp_path / "daemon.log"), tmp_path / "in", tmp_path / "out"
+
+
 def _drop(folder: Path, name: str, data: bytes) -> None:
     tmp = folder / f".{name}.part"
     tmp.write_bytes(data)
@@ -41,11 +50,7 @@ def _drop(folder: Path, name: str, data: bytes) -> None:
 def test_a_conversion_process_killed_fails_its_drop_and_the_daemon_goes_on(
     tmp_path: Path,
 ) -> None:
-    config = write_config(
-        tmp_path / "tfdrop.toml", [{"name": "p", "drop": "in", "output": "out"}], max_jobs=1
-    )
-    drop, out = tmp_path / "in", tmp_path / "out"
-    daemon = Daemon(config, tmp_path / "daemon.log")
+    daemon, drop, out = _daemon(tmp_path, max_jobs=1)
     try:
         daemon.wait_event("daemon_ready")
         _drop(drop, "big.zip", tfrecord_zip(6000, tag="big"))
@@ -69,19 +74,16 @@ def test_a_conversion_process_killed_fails_its_drop_and_the_daemon_goes_on(
 def test_a_killed_daemon_leaves_no_conversion_running(tmp_path: Path) -> None:
     # found by the outside attack: orphaned conversions ran on beside the restarted daemon
     # and wrote tracebacks into its log
-    config = write_config(
-        tmp_path / "tfdrop.toml", [{"name": "p", "drop": "in", "output": "out"}], max_jobs=1
-    )
-    daemon = Daemon(config, tmp_path / "daemon.log")
+    daemon, drop, _ = _daemon(tmp_path, max_jobs=1)
     try:
         daemon.wait_event("daemon_ready")
-        _drop(tmp_path / "in", "big.zip", tfrecord_zip(6000, tag="big"))
+        _drop(drop, "big.zip", tfrecord_zip(6000, tag="big"))
         jobs = wait_until(lambda: _job_processes(daemon), timeout=60, step=0.005)
     finally:
         daemon.kill()
     wait_until(lambda: not any(p.is_running() and p.status() != "zombie" for p in jobs), 60)
     # an orphan would have finished its archive in the job folder; a killed one did not
-    assert not list((tmp_path / "in" / ".tfdrop" / "work").rglob("archive.zip"))
+    assert not list((drop / ".tfdrop" / "work").rglob("archive.zip"))
     assert "Traceback" not in daemon.text()
 
 
@@ -92,15 +94,12 @@ def test_a_drop_that_grows_while_it_converts_is_not_published_from_the_part_read
     # claim, and the archive of the first part was published
     import errno
 
-    config = write_config(
-        tmp_path / "tfdrop.toml", [{"name": "p", "drop": "in", "output": "out"}], max_jobs=1
-    )
-    daemon = Daemon(config, tmp_path / "daemon.log")
+    daemon, drop, _ = _daemon(tmp_path, max_jobs=1)
     try:
         daemon.wait_event("daemon_ready")
-        _drop(tmp_path / "in", "grow.zip", tfrecord_zip(6000, tag="grow"))
+        _drop(drop, "grow.zip", tfrecord_zip(6000, tag="grow"))
         daemon.wait_event("convert_started")
-        claimed = next((tmp_path / "in" / ".tfdrop" / "work").rglob("grow.zip"))
+        claimed = next((drop / ".tfdrop" / "work").rglob("grow.zip"))
         with claimed.open("ab") as f:  # the writer's open file descriptor, still writing
             f.write(b"more")
         hits = wait_until(
@@ -128,21 +127,15 @@ def test_a_job_with_workers_publishes_the_bytes_one_process_writes(tmp_path: Pat
     src = _voc(tmp_path / "voc.zip", 400)
     want = tmp_path / "one.zip"
     convert(src, want, ConvertOptions(jobs=1))
-    config = write_config(
-        tmp_path / "tfdrop.toml",
-        [{"name": "p", "drop": "in", "output": "out"}],
-        max_jobs=1,
-        job_workers=2,
-    )
-    daemon = Daemon(config, tmp_path / "daemon.log")
+    daemon, drop, out = _daemon(tmp_path, max_jobs=1, job_workers=2)
     try:
         daemon.wait_event("daemon_ready")
-        (tmp_path / "in").mkdir(exist_ok=True)
-        shutil.copy2(src, tmp_path / "in" / ".voc.zip.part")  # the same mtime: member times
-        os.rename(tmp_path / "in" / ".voc.zip.part", tmp_path / "in" / "voc.zip")
-        wait_until(lambda: "voc.zip" in files(tmp_path / "out"), timeout=60)
+        drop.mkdir(exist_ok=True)
+        shutil.copy2(src, drop / ".voc.zip.part")  # the same mtime: member times
+        os.rename(drop / ".voc.zip.part", drop / "voc.zip")
+        wait_until(lambda: "voc.zip" in files(out), timeout=60)
         assert [e["workers"] for e in daemon.named("convert_started")] == [min(2, default_jobs())]
-        assert (tmp_path / "out" / "voc.zip").read_bytes() == want.read_bytes()
+        assert (out / "voc.zip").read_bytes() == want.read_bytes()
     finally:
         assert daemon.stop() == 0
 
@@ -150,14 +143,7 @@ def test_a_job_with_workers_publishes_the_bytes_one_process_writes(tmp_path: Pat
 def test_a_killed_worker_fails_its_job_and_leaves_no_process(tmp_path: Path) -> None:
     if default_jobs() < 2:
         pytest.fail("this test needs 2 cores: a job's workers are capped at the cores")
-    config = write_config(
-        tmp_path / "tfdrop.toml",
-        [{"name": "p", "drop": "in", "output": "out"}],
-        max_jobs=1,
-        job_workers=2,
-    )
-    drop, out = tmp_path / "in", tmp_path / "out"
-    daemon = Daemon(config, tmp_path / "daemon.log")
+    daemon, drop, out = _daemon(tmp_path, max_jobs=1, job_workers=2)
     try:
         daemon.wait_event("daemon_ready")
         _drop(drop, "big.zip", tfrecord_zip(20000, tag="big"))

@@ -24,7 +24,7 @@ import pytest
 
 from conftest import mounted_tmpfs, require_root
 from test_readback import _archive, _check, _item, _written
-from test_spool import _unzip_checks, _voc
+from test_spool import _unzip_checks, _voc, write_parts
 from tfdrop import convert as convert_module
 from tfdrop.archive import ZipSink, direct, open_source
 from tfdrop.archive.direct import ALIGN, AlignedReads, fs_type, open_for, open_read
@@ -354,13 +354,7 @@ def test_a_sink_appending_direct_writes_a_checking_zip_and_closes_its_descriptor
             ZipSink(tmp_path / name) as sink,
             open(spool, "rb") as f,
         ):
-            w = sink.open_stored("a.tfrecord")
-            w.write(b"head")
-            offset = 0
-            for part in parts:
-                w.append_range(f.fileno(), offset, len(part), zlib.crc32(part))
-                offset += len(part)
-            w.write(b"tail")
+            w = write_parts(sink, "a.tfrecord", f, parts, b"head", b"tail")
             if fail:
                 raise RuntimeError("stop")  # a member left open: abort drops its buffer
             w.close()

@@ -13,6 +13,7 @@ import time
 import zipfile
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 from hypothesis import given
@@ -24,6 +25,7 @@ from daemon_support import png, voc_xml
 from tfdrop.archive import ZipSink
 from tfdrop.archive import sink as sink_module
 from tfdrop.archive.rawcopy import RangeCopier, crc32_combine
+from tfdrop.archive.sink import MemberWriter
 from tfdrop.codec.model import LabelMap
 from tfdrop.convert import ConvertOptions, convert
 from tfdrop.errors import FormatError, TfdropError
@@ -72,20 +74,29 @@ def _unzip_checks(path: Path) -> None:
         subprocess.run(["unzip", "-tq", str(path)], check=True, capture_output=True)
 
 
+def write_parts(
+    sink: ZipSink, name: str, f: BinaryIO, parts: list[bytes], head: bytes, tail: bytes
+) -> MemberWriter:
+    """Start the stored member ``name``: ``head``, ``parts`` (the file ``f`` holds them one
+    after another) appended as ranges, ``tail``; the writer, not closed."""
+    w = sink.open_stored(name)
+    w.write(head)
+    offset = 0
+    for part in parts:
+        w.append_range(f.fileno(), offset, len(part), zlib.crc32(part))
+        offset += len(part)
+    w.write(tail)
+    return w
+
+
 def _member_of_writes_and_ranges(out: Path, spool: Path, parts: list[bytes]) -> bytes:
     """A zip of a stored member of writes and ``parts`` appended from ``spool`` (after a
     deflated member, so it starts off a block boundary), and a spilled file stored whole."""
     with ZipSink(out, date_time=(1980, 1, 1, 0, 0, 0)) as sink, open(spool, "rb") as f:
         sink.write_member("first.txt", b"a deflated member first", compress=True)
-        w = sink.open_stored("a.bin")
-        w.write(b"written first;")
-        offset = 0
-        for part in parts:
-            w.append_range(f.fileno(), offset, len(part), zlib.crc32(part))
-            offset += len(part)
-        w.write(b";written last")
-        w.close()
-        sink.add_file_known("c.bin", spool, crc=zlib.crc32(spool.read_bytes()), size=offset)
+        write_parts(sink, "a.bin", f, parts, b"written first;", b";written last").close()
+        size = spool.stat().st_size
+        sink.add_file_known("c.bin", spool, crc=zlib.crc32(spool.read_bytes()), size=size)
     _unzip_checks(out)
     with zipfile.ZipFile(out) as zf:
         assert zf.read("a.bin") == b"written first;" + b"".join(parts) + b";written last"

@@ -327,7 +327,7 @@ def _follower(
     the label map known now; none for other targets."""
     if not encode:
         return nullcontext()
-    return Follower(tmp, resolver.map, options.limits)
+    return closing(Follower(tmp, resolver.map, options.limits))
 
 
 def _followed(follower: Follower | None, resolver: LabelResolver) -> Followed | None:

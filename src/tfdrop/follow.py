@@ -24,8 +24,7 @@ import os
 import threading
 import zlib
 from pathlib import Path
-from types import TracebackType
-from typing import BinaryIO, Final, Self, cast
+from typing import BinaryIO, Final, cast
 
 from tfdrop.archive import direct
 from tfdrop.archive.direct import ALIGN
@@ -45,8 +44,8 @@ class _Stopped(Exception):
 
 class Follower:
     """Follows the first TFRecord member written into ``path`` (pass :meth:`attach` as the
-    sink's ``on_stored``); checked against ``label_map``. Use as a context manager: leaving
-    it stops the thread."""
+    sink's ``on_stored``); checked against ``label_map``. :meth:`close` stops the thread
+    (use it in ``contextlib.closing``)."""
 
     def __init__(self, path: Path, label_map: LabelMap, limits: Limits) -> None:
         self._path = path
@@ -132,17 +131,6 @@ class Follower:
         self.dropped()
         if self._thread is not None:
             self._thread.join()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class _Tail:
