@@ -6,6 +6,7 @@ byte of the member twice, which is checked here too."""
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import random
@@ -82,6 +83,7 @@ def test_a_followed_conversion_is_the_same_archive_and_skips_the_end_read(
     followed = seen[-1]
     assert followed is not None
     with zipfile.ZipFile(tmp_path / "followed.zip") as zf:
+        assert zf.testzip() is None  # what the follower read is what the file holds now
         info = zf.getinfo(followed.name)
         assert (followed.size, followed.crc) == (info.file_size, info.CRC)
     # items alternate train / val: the first member is train's, half of them (a third with
@@ -92,6 +94,31 @@ def test_a_followed_conversion_is_the_same_archive_and_skips_the_end_read(
     convert(src, tmp_path / "whole.zip", options)
     assert seen[-1] is None  # read back whole at the end
     assert (tmp_path / "followed.zip").read_bytes() == (tmp_path / "whole.zip").read_bytes()
+
+
+def test_a_gzip_member_that_deflates_far_is_followed_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # attack 12: the follower read with the input's ratio cap (200:1), not the read-back's,
+    # gave up on tfdrop's own compressible output and the member was read again
+    box = "<bndbox><xmin>1</xmin><ymin>2</ymin><xmax>10</xmax><ymax>12</ymax></bndbox>"
+    objects = f"<object><name>cat</name>{box}</object>" * 1000
+    with zipfile.ZipFile(tmp_path / "in.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+        for i in range(300):
+            zf.writestr(
+                f"Annotations/{i:04d}.xml",
+                f"<annotation><filename>{i:04d}.png</filename><size><width>16</width>"
+                f"<height>16</height></size>{objects}</annotation>",
+            )
+    seen = _spy(monkeypatch)
+    options = ConvertOptions(jobs=1, images=False, compression="gzip", label_map=PINNED)
+    convert(tmp_path / "in.zip", tmp_path / "out.zip", options)
+    with zipfile.ZipFile(tmp_path / "out.zip") as zf:
+        stream = zf.read("default.tfrecord")
+    records = gzip.decompress(stream)
+    assert len(records) > DEFAULT_LIMITS.ratio_floor  # checked for its ratio, which is past
+    assert len(records) > DEFAULT_LIMITS.max_ratio * len(stream)  # the input's cap
+    assert seen[-1] is not None
 
 
 def test_labels_met_late_are_read_back_whole(

@@ -12,8 +12,18 @@ the central directory, the local header and the label map agree.
 
 It checks against the label map known when the conversion starts. Any doubt (a label added
 later, an error, a map that changed, a member it did not reach the end of) makes it give up,
-and the member is read back whole at the end as before: it can only save the read, never
-pass what that would refuse.
+and the member is read back whole at the end as before.
+
+What it cannot see: a byte of the member changed after the follower read it, by anything but
+the writer, before the archive is published (an outside attack wrote one through its own
+``os.pwrite`` on the temp file: the end's whole read refused that archive, the follower passed
+it). Nothing in tfdrop writes there: the member's bytes come only through its
+:class:`~tfdrop.archive.stored.StoredWriter`, which only goes forward (tests/test_follow.py
+checks every write's offset), zipfile's own writes land before the member's data (its local
+header) or after its end (later members, the directory: the directory entry and local header
+are checked to agree with what was read), and the temp file has a temp name of this run's.
+The whole read at the end shortened that window but did not close it either (a write after
+it and before the rename was not seen).
 """
 
 from __future__ import annotations
@@ -31,7 +41,7 @@ from tfdrop.archive.direct import ALIGN
 from tfdrop.archive.stored import StoredWriter
 from tfdrop.codec.model import LabelMap
 from tfdrop.limits import Limits
-from tfdrop.readback import Followed, check_records
+from tfdrop.readback import Followed, check_records, own_output
 from tfdrop.stream import is_tfrecord_name
 
 _READ: Final = 4 << 20
@@ -50,7 +60,7 @@ class Follower:
     def __init__(self, path: Path, label_map: LabelMap, limits: Limits) -> None:
         self._path = path
         self.label_map = label_map
-        self._limits = limits
+        self._limits = own_output(limits)  # the caps the end's read-back reads with
         self._cond = threading.Condition()
         self._limit = 0  # bytes before this offset are written
         self._end: int | None = None
