@@ -5,7 +5,10 @@
   (it is a configured wait, not work);
 - ``startup``: process start to READY=1 on a real NOTIFY_SOCKET (median of 5);
 - ``throughput``: 500 small zips dropped at once into a running daemon, until all are
-  published, against ``tfdrop convert`` run once per file in sequence (the hand-run way).
+  published, against ``tfdrop convert`` run once per file in sequence (the hand-run way);
+- ``bigdrop``: one large drop (``--big``, default the VOC 20k zip of ``bench_voc.py``) into a
+  daemon of ``max_jobs = 1`` with ``job_workers`` 1 and then the cores, alternating, timed from
+  the rename to the published archive, settle subtracted (median of ``--repeat``).
 
 Everything runs as real processes (``python -m tfdrop run``), like a user's. Run
 ``python bench/bench_daemon.py`` (``--quick`` for a small smoke run); results also go to
@@ -235,6 +238,32 @@ def bench_throughput(files: int, jobs: int) -> dict[str, float]:
     return out
 
 
+def bench_bigdrop(big: Path, repeat: int) -> dict[str, Any]:
+    times: dict[int, list[float]] = {1: [], 2: []}
+    data = big.read_bytes()
+    for _ in range(repeat):
+        for workers, runs in times.items():
+            with tempfile.TemporaryDirectory(dir=big.parent) as tmp:
+                root = Path(tmp)
+                d, _ = _ready_daemon(root, max_jobs=1, job_workers=workers)
+                try:
+                    t0 = _drop(data, root / "in", big.name)
+                    target = root / "out" / big.name
+                    while not target.exists():
+                        time.sleep(0.005)
+                    runs.append(time.perf_counter() - t0 - SETTLE)
+                finally:
+                    d.stop()
+    med = {w: statistics.median(t) for w, t in times.items()}
+    return {
+        "drop": str(big),
+        "job_workers_1_s": med[1],
+        "job_workers_2_s": med[2],
+        "all_s": {str(w): t for w, t in times.items()},
+        "speedup": med[1] / med[2],
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small smoke run")
@@ -242,8 +271,11 @@ def main() -> int:
     parser.add_argument(
         "--parts",
         default="startup,latency,throughput",
-        help="comma-separated subset of startup,latency,throughput (default: all)",
+        help="comma-separated subset of startup,latency,throughput,bigdrop "
+        "(default: the first three)",
     )
+    parser.add_argument("--big", type=Path, default=Path("/tmp/tfdrop-bench/voc-20000.zip"))
+    parser.add_argument("--repeat", type=int, default=3, help="bigdrop runs of each")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     drops, files, starts = (10, 40, 2) if args.quick else (50, 500, 5)
@@ -269,6 +301,12 @@ def main() -> int:
             f"({thr['cli_files_per_s']:.1f} files/s); x{thr['speedup']:.1f}; "
             f"daemon peak RSS {thr['daemon_peak_rss_mb']:.0f} MB"
         )
+    if "bigdrop" in parts:
+        big = bench_bigdrop(args.big, args.repeat)
+        results["bigdrop"] = big
+        one, two = big["job_workers_1_s"], big["job_workers_2_s"]
+        print(f"one drop of {args.big.name}, max_jobs 1: job_workers 1 {one:.2f} s, ", end="")
+        print(f"job_workers 2 {two:.2f} s (x{big['speedup']:.2f}; all: {big['all_s']})")
     out_dir = HERE / "out"
     out_dir.mkdir(exist_ok=True)
     (out_dir / f"bench_daemon_{'_'.join(sorted(parts))}.json").write_text(
