@@ -176,8 +176,8 @@ class StoredWriter:
         """Write what the buffer holds and end the member (zipfile writes its header)."""
         if self.closed:
             return
+        self._drain(last=True)  # on an error (ENOSPC) abort() still frees and tells the watch
         self.closed = True
-        self._drain(last=True)
         end = self._base + self._fill
         if self.watch is not None:
             self.watch.ended(end)

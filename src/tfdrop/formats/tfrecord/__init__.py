@@ -327,6 +327,7 @@ class _CrcFile:
     zip at :meth:`TfrecordWriter.close` by a plain copy, without hashing its bytes again."""
 
     def __init__(self, path: Path, copier: RangeCopier) -> None:
+        self.path = path
         self._f = path.open("wb")
         self._copier = copier
         self.crc = 0
@@ -351,13 +352,12 @@ class _CrcFile:
 
 @dataclass(slots=True)
 class _Out:
-    """One output record file: a zip member streamed directly, or a spilled temp file."""
+    """One output record file: a zip member streamed directly, or a spilled temp file
+    (a :class:`_CrcFile` handle)."""
 
     name: str
     writer: RecordWriter
     handle: MemberWriter
-    spill: Path | None = None
-    crc_file: _CrcFile | None = None
 
 
 class TfrecordWriter:
@@ -390,7 +390,7 @@ class TfrecordWriter:
         path = Path(self._tmpdir.name) / name.replace("/", "_")
         spill = _CrcFile(path, self.sink.copier)
         writer = RecordWriter(cast(BinaryIO, spill), compression=compression)
-        return _Out(name, writer, spill, path, spill)
+        return _Out(name, writer, spill)
 
     def _outputs(self, subset: str) -> list[_Out]:
         outs = self._subsets.get(subset)
@@ -435,18 +435,15 @@ class TfrecordWriter:
 
     def close(self, label_map: LabelMap) -> None:
         try:
-            spilled: list[_Out] = []
+            spilled: list[tuple[str, _CrcFile]] = []
             for outs in self._subsets.values():
                 for out in outs:
                     out.writer.close()
                     out.handle.close()
-                    if out.spill is not None:
-                        spilled.append(out)
-            for out in spilled:
-                assert out.spill is not None
-                assert out.crc_file is not None
-                crc, size = out.crc_file.crc, out.crc_file.size
-                self.sink.add_file_known(out.name, out.spill, crc=crc, size=size)
+                    if isinstance(out.handle, _CrcFile):
+                        spilled.append((out.name, out.handle))
+            for name, spill in spilled:
+                self.sink.add_file_known(name, spill.path, crc=spill.crc, size=spill.size)
             self.sink.write_member(
                 LABEL_MAP_NAME, format_label_map(label_map).encode(), compress=True
             )
@@ -456,8 +453,8 @@ class TfrecordWriter:
     def abort(self) -> None:
         for outs in self._subsets.values():
             for out in outs:
-                if out.crc_file is not None:
-                    out.crc_file.close()
+                if isinstance(out.handle, _CrcFile):
+                    out.handle.close()
         if self._tmpdir is not None:
             self._tmpdir.cleanup()
 
