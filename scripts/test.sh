@@ -45,9 +45,11 @@ fi
 .venv/bin/mypy
 .venv/bin/python -m pytest "$@"
 # Once more on the pure-Python codec path (TFDROP_NO_C=1 keeps codec/wire.py off the C
-# accelerator), so neither path goes untested: the codec and TFRecord test files only.
+# accelerator and codec/inflate.py on the standard zlib), so neither path goes untested: the
+# codec, TFRecord and zip-reading test files only.
 TFDROP_NO_C=1 exec .venv/bin/python -m pytest -q \
   tests/test_framing.py tests/test_compression.py tests/test_example.py tests/test_wire.py \
   tests/test_fast_check.py tests/test_schema.py tests/test_stream.py \
   tests/test_format_tfrecord.py tests/test_cli_tfrecord.py tests/test_interop_validate.py \
-  tests/hostile/test_hostile_tfrecord.py tests/test_readback.py tests/test_units.py
+  tests/hostile/test_hostile_tfrecord.py tests/test_readback.py tests/test_units.py \
+  tests/test_inflate.py tests/test_archive.py tests/test_follow.py

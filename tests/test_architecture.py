@@ -52,7 +52,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     "limits": frozenset({"errors"}),
     "codec": frozenset({"errors"}),  # sans-IO: plain int caps, not the Limits object
     "shell": frozenset({"errors", "limits", "codec"}),
-    "archive": frozenset({"errors", "limits"}),  # never formats: it knows no format
+    # never formats: it knows no format; codec for the inflater and CRC-32 (codec/inflate.py)
+    "archive": frozenset({"errors", "limits", "codec"}),
     "formats": frozenset({"errors", "limits", "codec", "shell", "archive"}),
     "labels": frozenset({"errors", "limits", "codec"}),
     "convert": frozenset({"errors", "limits", "codec", "shell", "archive", "formats", "labels"}),

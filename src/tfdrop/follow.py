@@ -32,13 +32,13 @@ import contextlib
 import mmap
 import os
 import threading
-import zlib
 from pathlib import Path
 from typing import BinaryIO, Final, cast
 
 from tfdrop.archive import direct
 from tfdrop.archive.direct import ALIGN
 from tfdrop.archive.stored import StoredWriter
+from tfdrop.codec import inflate
 from tfdrop.codec.model import LabelMap
 from tfdrop.limits import Limits
 from tfdrop.readback import Followed, check_records, own_output
@@ -163,7 +163,7 @@ class _Tail:
         # at most _READ with the partial blocks around it (a direct read is whole blocks)
         want = min(avail, _READ - 2 * ALIGN, n if n > 0 else _READ)
         data = self._pread(want)
-        self.crc = zlib.crc32(data, self.crc)
+        self.crc = inflate.crc32(data, self.crc)
         self.pos += len(data)
         return data
 

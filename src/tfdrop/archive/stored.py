@@ -22,11 +22,11 @@ import contextlib
 import errno
 import mmap
 import os
-import zlib
 from typing import IO, Final, Protocol
 
 from tfdrop.archive.direct import ALIGN
 from tfdrop.archive.rawcopy import crc32_combine
+from tfdrop.codec import inflate
 
 CHUNK: Final = 1 << 20
 """The buffer: a direct write's most bytes at once (a multiple of :data:`ALIGN`)."""
@@ -89,7 +89,7 @@ class StoredWriter:
     def write(self, data: bytes | bytearray | memoryview) -> int:
         """Append ``data``; its length."""
         view = memoryview(data).cast("B")
-        self.crc = zlib.crc32(view, self.crc)
+        self.crc = inflate.crc32(view, self.crc)
         self.size += len(view)
         done = 0
         while done < len(view):

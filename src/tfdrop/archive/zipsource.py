@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import stat
-import zlib
 from pathlib import Path
 
 from tfdrop.archive.direct import AlignedReads, open_read
@@ -23,6 +22,7 @@ from tfdrop.archive.source import (
     stamp,
 )
 from tfdrop.archive.zipdir import DEFLATED, ZipEntry, data_offset, read_directory
+from tfdrop.codec import inflate
 from tfdrop.errors import ArchiveError, TfdropError, UnsafeArchiveError
 from tfdrop.limits import Limits
 
@@ -118,7 +118,7 @@ class ZipSource(BaseSource):
             chunk = os.pread(fd, min(CHUNK, end - pos), pos)
             if not chunk:
                 break
-            crc = zlib.crc32(chunk, crc)
+            crc = inflate.crc32(chunk, crc)
             pos += len(chunk)
         if pos != end or crc != entry.crc or stamp(os.fstat(fd)) != new:
             raise changed_error(self._label, entry.name)
@@ -170,7 +170,7 @@ class _ZipMemberReader(CheckedReader):
         self._pos = start
         self._left = entry.compressed_size
         self._crc = 0
-        self._inflate = zlib.decompressobj(-15) if entry.method == DEFLATED else None
+        self._inflate = inflate.decompressobj(-15) if entry.method == DEFLATED else None
         if entry.compressed_size == 0 and entry.size == 0:
             # An empty member may be stored as no bytes at all, even under deflate.
             self._inflate = None
@@ -214,7 +214,7 @@ class _ZipMemberReader(CheckedReader):
             )
         self._pos += n
         self._left -= n
-        self._crc = zlib.crc32(view[:n], self._crc)
+        self._crc = inflate.crc32(view[:n], self._crc)
         return n
 
     def _produce(self, want: int) -> bytes:
@@ -236,10 +236,10 @@ class _ZipMemberReader(CheckedReader):
             try:
                 # max_length bounds each step: a bomb inflates one chunk at a time.
                 out = self._inflate.decompress(src, min(want, CHUNK))
-            except zlib.error as exc:
+            except inflate.ERRORS as exc:
                 self._changed()
                 raise ArchiveError(f"corrupt deflate data ({exc})", hint=_CORRUPT_HINT) from exc
-        self._crc = zlib.crc32(out, self._crc)
+        self._crc = inflate.crc32(out, self._crc)
         return out
 
     def _at_end(self) -> bool:

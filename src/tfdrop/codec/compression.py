@@ -24,6 +24,7 @@ import zlib
 from collections.abc import Iterator
 from typing import Final, Literal, get_args
 
+from tfdrop.codec import inflate
 from tfdrop.codec.framing import HEADER_SIZE, masked_crc32c
 from tfdrop.errors import CompressionError, LimitExceededError
 
@@ -112,9 +113,9 @@ class Decompressor:
         self.total_out = 0
         """Decompressed bytes yielded so far."""
 
-    def _new(self) -> zlib._Decompress:
+    def _new(self) -> inflate.Inflater:
         wbits = 16 + zlib.MAX_WBITS if self.compression == "gzip" else zlib.MAX_WBITS
-        return zlib.decompressobj(wbits)
+        return inflate.decompressobj(wbits)
 
     def feed(self, data: bytes) -> Iterator[bytes]:
         """Decompressed output for ``data``, in chunks of at most :data:`OUTPUT_CHUNK`.
@@ -149,7 +150,7 @@ class Decompressor:
             start = base + pos - len(step)
             try:
                 out = self._obj.decompress(step, OUTPUT_CHUNK)
-            except zlib.error as exc:
+            except inflate.ERRORS as exc:
                 raise CompressionError(
                     f"corrupt {self.compression} stream: {exc}", offset=start
                 ) from None
@@ -197,7 +198,7 @@ class Decompressor:
         if not self._done:
             try:
                 out = self._obj.flush()
-            except zlib.error as exc:  # pragma: no cover - flush rarely raises
+            except inflate.ERRORS as exc:  # pragma: no cover - flush rarely raises
                 raise CompressionError(str(exc), offset=self._consumed) from None
             if out:
                 self._check(len(out), self._consumed)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, BinaryIO, cast
 
 from tfdrop.archive.rawcopy import RangeCopier, crc32_combine
 from tfdrop.archive.sink import MemberWriter
+from tfdrop.codec import inflate
 from tfdrop.codec.example import (
     ENCODED,
     FILENAME,
@@ -334,7 +334,7 @@ class _CrcFile:
         self.size = 0
 
     def write(self, data: bytes) -> int:
-        self.crc = zlib.crc32(data, self.crc)
+        self.crc = inflate.crc32(data, self.crc)
         self.size += len(data)
         return self._f.write(data)
 

@@ -14,10 +14,10 @@ parent makes no Python object per record. Only an uncompressed, unsharded output
 from __future__ import annotations
 
 import os
-import zlib
 from dataclasses import dataclass
 from typing import Final
 
+from tfdrop.codec import inflate
 from tfdrop.codec.framing import frame
 from tfdrop.formats.base import WriteOptions
 
@@ -73,7 +73,7 @@ class UnitSpool:
         length = self._sizes.pop(subset)
         crc = 0
         for part in run:
-            crc = zlib.crc32(part, crc)
+            crc = inflate.crc32(part, crc)
         if self._fd is None:
             excl = 0 if self._reuse else os.O_EXCL
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | excl, 0o600)
