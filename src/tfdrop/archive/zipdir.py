@@ -403,14 +403,26 @@ def data_offset(fd: int, entry: ZipEntry, archive: str) -> int:
     Reads with ``os.pread`` on ``fd``: no shared file position, so members may be opened
     from several threads at once.
     """
-    head = os.pread(fd, LOCAL.size, entry.header_offset)
-    if len(head) != LOCAL.size or head[:4] != LOCAL_SIG:
+    return local_data_start(
+        os.pread(fd, LOCAL.size + len(entry.raw_name), entry.header_offset), entry, archive
+    )
+
+
+def local_data_start(head: bytes, entry: ZipEntry, archive: str) -> int:
+    """Where a member's data starts, from ``head``: the bytes at its local header's offset,
+    at least the header and the directory's name long (more may follow). The header must be
+    a local header naming the directory's file, unencrypted.
+
+    Raises:
+        ArchiveError: No local header there, or the member is encrypted.
+        UnsafeArchiveError: The local header names another file.
+    """
+    if len(head) < LOCAL.size or head[:4] != LOCAL_SIG:
         raise ArchiveError(
             "bad local file header", archive=archive, member=entry.name, offset=entry.header_offset
         )
-    _, _, _, flags, _, _, _, _, _, _, n, m = LOCAL.unpack(head)
-    local_name = os.pread(fd, n, entry.header_offset + LOCAL.size)
-    if local_name != entry.raw_name:
+    _, _, _, flags, _, _, _, _, _, _, n, m = LOCAL.unpack_from(head)
+    if n != len(entry.raw_name) or head[LOCAL.size : LOCAL.size + n] != entry.raw_name:
         # A different name in the local header is how some scanners are fooled; refuse it.
         raise UnsafeArchiveError(
             "local header names a different file than the central directory",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import Final
 
 from tfdrop.archive.direct import AlignedReads, open_read
 from tfdrop.archive.source import (
@@ -19,14 +20,27 @@ from tfdrop.archive.source import (
     Stamp,
     changed_error,
     check_stamp,
+    check_whole,
     stamp,
 )
-from tfdrop.archive.zipdir import DEFLATED, ZipEntry, data_offset, read_directory
+from tfdrop.archive.zipdir import (
+    DEFLATED,
+    LOCAL,
+    ZipEntry,
+    data_offset,
+    local_data_start,
+    read_directory,
+)
 from tfdrop.codec import inflate
 from tfdrop.errors import ArchiveError, TfdropError, UnsafeArchiveError
 from tfdrop.limits import Limits
 
 _CORRUPT_HINT = "the archive is corrupt; export or copy it again"
+ONE_READ: Final = 4 * 1024 * 1024
+"""Members of at most this many compressed bytes that are read whole (annotations, images)
+take one ``pread`` and one inflate call (:meth:`ZipSource.read_bytes`)."""
+_EXTRA_SLACK: Final = 64
+"""Bytes of a local header's extra field the one read takes along (Info-ZIP's are 24-28)."""
 
 
 class ZipSource(BaseSource):
@@ -83,6 +97,43 @@ class ZipSource(BaseSource):
             start = data_offset(self._file.fileno(), self.entry(name), self._label)
             self._starts[name] = start
         return start
+
+    def read_bytes(self, name: str, *, max_size: int) -> bytes:
+        """The whole member (see :meth:`BaseSource.read_bytes`). A small member is read with
+        one ``pread`` of its local header and data, and inflated in one call; anything that
+        is not plainly right on that path (a short read, a long extra field, a stream that is
+        corrupt, too short or too long, a CRC-32 mismatch) is read again the careful way,
+        which finds the same fault and names it."""
+        entry = self.entry(name)
+        check_whole(entry.size, max_size, archive=self._label, member=name)
+        if 0 < entry.compressed_size <= ONE_READ and entry.size and not self._file.closed:
+            data = self._one_read(entry)
+            if data is not None:
+                return data
+        return super().read_bytes(name, max_size=max_size)
+
+    def _one_read(self, entry: ZipEntry) -> bytes | None:
+        """The member's bytes from one read, or None where the careful path must decide."""
+        want = LOCAL.size + len(entry.raw_name) + _EXTRA_SLACK + entry.compressed_size
+        head = os.pread(self._file.fileno(), want, entry.header_offset)
+        start = local_data_start(head, entry, self._label) - entry.header_offset
+        end = start + entry.compressed_size
+        if end > len(head):
+            return None
+        raw = memoryview(head)[start:end]
+        if entry.method == DEFLATED:
+            obj = inflate.decompressobj(-15)
+            try:  # one byte over the declared size tells a lying header
+                data = obj.decompress(raw, entry.size + 1)
+            except inflate.ERRORS:
+                return None
+            if not obj.eof:
+                return None
+        else:
+            data = bytes(raw)
+        if len(data) != entry.size or inflate.crc32(data, 0) != entry.crc:
+            return None
+        return data
 
     def _pread(self, name: str, offset: int, size: int) -> bytes | None:
         entry = self.entry(name)
