@@ -140,6 +140,19 @@ def test_a_job_with_workers_publishes_the_bytes_one_process_writes(tmp_path: Pat
         assert daemon.stop() == 0
 
 
+def test_a_lone_drop_gets_every_core_by_default(tmp_path: Path) -> None:
+    """``max_jobs = 2`` and no ``job_workers``: one drop alone is read with a worker per core
+    (the shares of a burst: test_daemon_units)."""
+    daemon, drop, out = _daemon(tmp_path, max_jobs=2)
+    try:
+        daemon.wait_event("daemon_ready")
+        _drop(drop, "lone.zip", tfrecord_zip(50, tag="lone"))
+        wait_until(lambda: "lone.zip" in files(out), timeout=60)
+        assert [e["workers"] for e in daemon.named("convert_started")] == [default_jobs()]
+    finally:
+        assert daemon.stop() == 0
+
+
 def test_a_killed_worker_fails_its_job_and_leaves_no_process(tmp_path: Path) -> None:
     if default_jobs() < 2:
         pytest.fail("this test needs 2 cores: a job's workers are capped at the cores")

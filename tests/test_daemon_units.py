@@ -416,3 +416,20 @@ def test_a_jobs_workers_spread_the_cores_over_the_jobs(monkeypatch: pytest.Monke
     ]:
         monkeypatch.setattr(jobs_module, "default_jobs", lambda c=cores: c)
         assert workers_for(DaemonConfig(max_jobs=max_jobs, job_workers=set_to)) == want
+
+
+def test_a_lone_job_gets_every_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The share counts the jobs as this one starts (running, it, queued), at most max_jobs."""
+    for cores, max_jobs, sharing, set_to, want in [
+        (2, 2, 1, None, 2),  # a lone drop: both cores
+        (2, 2, 2, None, 1),
+        (2, 2, 9, None, 1),  # a burst: never below cores // max_jobs
+        (8, 4, 2, None, 4),
+        (8, 4, 3, None, 2),
+        (8, 2, 0, None, 8),  # counted as 1
+        (2, 2, 1, 1, 1),  # job_workers set: as set
+        (1, 2, 1, None, 1),
+    ]:
+        monkeypatch.setattr(jobs_module, "default_jobs", lambda c=cores: c)
+        config = DaemonConfig(max_jobs=max_jobs, job_workers=set_to)
+        assert workers_for(config, sharing) == want, (cores, max_jobs, sharing, set_to)

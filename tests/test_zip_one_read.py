@@ -126,6 +126,7 @@ def test_intact_members_take_one_read(tmp_path: Path, monkeypatch: pytest.Monkey
     """The fast path is really taken (not the careful one each time) for intact members."""
     path = tmp_path / "x.zip"
     path.write_bytes(build_zip(_members()))
+
     def refuse(self: ZipSource, name: str, size: int) -> object:
         raise AssertionError(f"{name} was read the careful way")
 

@@ -78,7 +78,8 @@ class DaemonConfig:
     max_jobs: int = 2
     job_workers: int | None = None
     """Worker processes one job's conversion may read its drop with (``convert --jobs``);
-    None: the cores spread over ``max_jobs``, at least 1 (``daemon.jobs.workers_for``)."""
+    None: the cores spread over the jobs running, starting and queued as a job starts (at most
+    ``max_jobs``), at least 1 (``daemon.jobs.workers_for``)."""
     max_hooks: int = 4  # hook processes running at once (more wait in a queue)
     job_memory_mb: int = 2048  # address space of one job's conversion process (and each worker)
     settle_seconds: float = 2.0

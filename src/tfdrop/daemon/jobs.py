@@ -121,14 +121,19 @@ class Outcome:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
-def workers_for(daemon: DaemonConfig) -> int:
+def workers_for(daemon: DaemonConfig, sharing: int | None = None) -> int:
     """The worker processes one job's conversion reads its drop with: ``job_workers``, or the
-    cores this process may use spread over ``max_jobs`` (2 cores, 2 jobs: 1 each; 8 cores, 2
-    jobs: 4 each), never more than the cores."""
+    cores this process may use spread over the jobs that share them, never more than the
+    cores. ``sharing`` is how many jobs there are as this one starts (those running, this
+    one and those queued to start, at most ``max_jobs``; None: ``max_jobs``): a lone drop
+    gets every core, a burst of drops ``cores // max_jobs`` each (2 cores, 2 jobs: 1 each;
+    8 cores, 2 jobs: 4 each). A job keeps what it started with: one that starts beside a
+    lone job running on every core gets its share, and the two overlap until that one ends."""
     cores = default_jobs()
     if daemon.job_workers is not None:
         return min(daemon.job_workers, cores)
-    return max(1, cores // daemon.max_jobs)
+    jobs = daemon.max_jobs if sharing is None else min(max(sharing, 1), daemon.max_jobs)
+    return max(1, cores // jobs)
 
 
 @dataclass(slots=True)
@@ -145,6 +150,7 @@ class JobRunner:
     entry: Entry | None = None
     items: int = 0  # done so far, as the progress callback last said (read by daemon/status)
     total: int | None = None  # the items the archive's index announces, when it tells
+    sharing: int | None = None  # the jobs sharing the cores as it started (workers_for)
 
     def _check(self) -> None:
         if self.cancel.is_set():
@@ -296,7 +302,7 @@ class JobRunner:
             compression=p.compression,
             images=p.images,
             limits=p.limits,
-            jobs=workers_for(self.daemon),
+            jobs=workers_for(self.daemon, self.sharing),
         )
         log.info("convert_started", size=size, sha256=digest, workers=options.jobs)
         report = convert_isolated(

@@ -263,6 +263,8 @@ class Service:
             log.info("job_started", attempt=job.attempt, instance=rt.work.instance)
             self.monitor.started(job)
             runner = JobRunner(claimed, rt.cfg, d, rt.work, rt.ledger)
+            # the jobs that will share the cores: those running, this one, those queued
+            runner.sharing = len(self.running) + 1 + self.queue.qsize()
             self.running[claimed.job_id] = runner
             rt.jobs += 1
             try:
