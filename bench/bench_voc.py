@@ -9,7 +9,8 @@ fresh process from page cache (inputs are read once before timing), for N = 2,00
 - ``tfdrop``: ``python -m tfdrop convert voc-N.zip --to tfrecord`` (read-back validation included);
 - ``tf-script``: TF models' create_pascal_tf_record approach on the tree (bench/voc_tf_script.py);
 - ``datumaro``: ``datum convert -if voc -f tf_detection_api -- --save-media`` on the tree;
-- ``floor``: stream-read every member of the zip once (stdlib zipfile, one core).
+- ``floor``: stream-read every member of the zip once (stdlib zipfile with zlib-ng's inflater,
+  the one tfdrop reads with, one core); ``floor-zlib``: the same with the standard zlib.
 - ``floor-cores``: the same with the members dealt out over one process per core (the issue's
   "same number of cores" for the default ``--jobs``).
 
@@ -37,7 +38,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_codec import make_jpegs
-from common import PEERS, REPO, alternate, floor, floor_cores, rss, warm
+from common import PEERS, REPO, alternate, floor, floor_cores, floor_zlib, rss, warm
 
 VOC20 = [
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -172,6 +173,7 @@ def runs(archive: Path, tree: Path, out: Path) -> dict[str, list[str] | None]:
         if datum.exists() else None,
         "floor": floor(archive),
         "floor-cores": floor_cores(archive),
+        "floor-zlib": floor_zlib(archive),
     }  # fmt: skip
 
 
@@ -209,6 +211,7 @@ def report(all_results: dict[int, dict[str, dict[str, Any]]]) -> None:
             ("tfdrop", "floor", "one core's zip-read floor"),
             ("tfdrop", "floor-cores", "the zip-read floor on as many cores"),
             ("tfdrop-j1", "floor", "one core's floor (--jobs 1)"),
+            ("tfdrop", "floor-zlib", "one core's floor with the standard zlib (before session 9)"),
         ):
             if mine not in res or base not in res:
                 continue

@@ -219,7 +219,15 @@ def rss(results: dict[str, dict[str, Any]], name: str, target_mb: float) -> None
           f"{r['worker_rss_mb']:.0f} MB (target <= {target_mb:g} MB) {verdict}")  # fmt: skip
 
 
-FLOOR = """
+_NG = """
+try:  # the inflater and CRC-32 tfdrop reads with (codec/inflate.py), where installed
+    from zlib_ng import zlib_ng
+    zipfile.zlib = zlib_ng
+except ImportError:
+    pass
+"""
+
+FLOOR_ZLIB = """
 import sys, zipfile
 with zipfile.ZipFile(sys.argv[1]) as zf:
     for info in zf.infolist():
@@ -227,15 +235,26 @@ with zipfile.ZipFile(sys.argv[1]) as zf:
             while f.read(1 << 20):
                 pass
 """
-"""Every member of a zip inflated once, nothing else (stdlib zipfile, one core)."""
+"""Every member of a zip inflated once, nothing else (stdlib zipfile and zlib, one core)."""
+
+FLOOR = FLOOR_ZLIB.replace("import sys, zipfile\n", "import sys, zipfile\n" + _NG, 1)
+"""The same with zlib-ng's inflater and CRC-32, the ones tfdrop reads with: the floor."""
+
+
+def floor_zlib(archive: Path) -> list[str]:
+    return [sys.executable, "-c", FLOOR_ZLIB, str(archive)]
 
 
 def floor(archive: Path) -> list[str]:
     return [sys.executable, "-c", FLOOR, str(archive)]
 
 
-FLOOR_CORES = """
+FLOOR_CORES = (
+    """
 import os, sys, zipfile
+"""
+    + _NG
+    + """
 n = len(os.sched_getaffinity(0))
 with zipfile.ZipFile(sys.argv[1]) as zf:
     infos = zf.infolist()
@@ -253,6 +272,7 @@ for k in range(n):
 for pid in pids:
     os.waitpid(pid, 0)
 """
+)
 """The floor on every core this process may use: the members dealt out over one process a
 core (member k to process k mod n), each inflated once; the floor of ``--jobs`` = the cores."""
 
