@@ -10,6 +10,8 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import random
+import re
 import zipfile
 import zlib
 from pathlib import Path
@@ -33,6 +35,7 @@ from tfdrop.errors import (
     RecordTooLargeError,
     TruncatedRecordError,
 )
+from tfdrop.shards import split_shard_name
 from tfdrop.stream import (
     RecordPump,
     RecordWriter,
@@ -312,3 +315,25 @@ def test_a_bare_shard_with_the_suffix_after_the_numbers_brings_its_set(tmp_path:
 )
 def test_is_tfrecord_name(name: str, expected: bool) -> None:
     assert is_tfrecord_name(name) is expected
+
+
+def test_is_tfrecord_name_without_regex_answers_as_the_patterns() -> None:
+    """The ASCII shortcut (``str.endswith``, ``-of-``) against the patterns it stands for, on
+    names built from the pieces that matter, odd cases and non-ASCII look-alikes included."""
+    suffix = re.compile(r"\.(tfrecords?|record)(\.(gz|gzip|zz|zlib))?$", re.IGNORECASE)
+
+    def by_patterns(name: str) -> bool:
+        base = os.path.basename(name)
+        if not base or base.startswith("."):
+            return False
+        if suffix.search(base):
+            return True
+        return split_shard_name(re.sub(r"\.(gz|gzip|zz|zlib)$", "", base, flags=re.I)) is not None
+
+    parts = ["train", "-", "00001", "-of-", "-OF-", "-Of-", ".tfrecord", ".TFRecords", ".record",
+             ".gz", ".GZIP", ".zz", ".zlib", ".jpg", "x", "/", "."]  # fmt: skip
+    parts += ["\u017f", "\u0130", "\u212a"]  # long s, dotted I, Kelvin: IGNORECASE folds them
+    rng = random.Random(3)
+    for _ in range(20_000):
+        name = "".join(rng.choice(parts) for _ in range(rng.randrange(1, 8)))
+        assert is_tfrecord_name(name) == by_patterns(name), name
