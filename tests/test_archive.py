@@ -228,6 +228,19 @@ def test_member_size_cap(hostile_dir: Path) -> None:
     assert info.value.member == "part0000.bin"
 
 
+def test_impossible_sizes_get_a_hint_about_sizes_not_links(hostile_dir: Path) -> None:
+    """Outside attack 14: a lying size and overlapping members said "re-create the zip
+    without links or absolute paths" (the hint of unsafe names)."""
+    with ZipSource(hostile_dir / "lying_sizes.zip") as src, pytest.raises(UnsafeArchiveError) as e:
+        src.read_bytes("zeros.bin", max_size=1 << 30)
+    with pytest.raises(UnsafeArchiveError) as overlap:
+        ZipSource(hostile_dir / "overlapping_entries.zip")
+    for err in (e.value, overlap.value):
+        assert err.hint is not None
+        assert "sizes" in err.hint
+        assert "links" not in err.hint
+
+
 def test_duplicates_overlaps_and_header_mismatches_are_unsafe(hostile_dir: Path) -> None:
     with pytest.raises(UnsafeArchiveError, match="duplicate") as dup:
         ZipSource(hostile_dir / "duplicate_names.zip")

@@ -204,3 +204,35 @@ def test_random_damage_gets_the_careful_readers_answer(tmp_path: Path, compress:
             assert fast == slow
             compared += 1
     assert compared > 200
+
+
+def _other_layout() -> bytes:
+    """A zip of the same names whose members sit elsewhere (longer first member)."""
+    members = _members()
+    return build_zip([(members[0][0], members[0][1] * 3), *members[1:]])
+
+
+@pytest.mark.parametrize("how", ["cut", "rewritten"])
+@pytest.mark.parametrize("careful", [False, True])
+def test_a_zip_cut_or_rewritten_while_read_is_changed_not_corrupt(
+    tmp_path: Path, how: str, careful: bool
+) -> None:
+    """Outside attack 14: a zip cut short, or another zip written over it, while it is read
+    was "bad local file header" (the local header was not where the directory read at the
+    start says): the file is not the one whose directory was read, and the error says so."""
+    path = tmp_path / "x.zip"
+    data = build_zip(_members())
+    path.write_bytes(data)
+    with ZipSource(path) as src:
+        last = max(src.names(), key=lambda n: src.entry(n).header_offset)
+        with path.open("r+b") as f:
+            if how == "cut":
+                f.truncate(src.entry(last).header_offset + 10)
+            else:
+                f.write(_other_layout())
+
+        def read() -> bytes:
+            return src.open(last).read() if careful else src.read_bytes(last, max_size=BIG)
+
+        with pytest.raises(TfdropError, match="changed while it was read"):
+            read()

@@ -15,7 +15,7 @@ import struct
 import zlib
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import BinaryIO, TypeVar
+from typing import BinaryIO, Final, TypeVar
 
 from tfdrop.archive.limits import normalize_name, shown
 from tfdrop.errors import ArchiveError, UnsafeArchiveError
@@ -378,6 +378,13 @@ def _check_storage(name: str, flags: int, method: int, csize: int, size: int, ar
         )
 
 
+SIZES_HINT: Final = (
+    "rejected for safety: the zip's sizes or offsets do not add up (a zip bomb or a corrupt "
+    "zip); export or copy it again"
+)
+"""The hint of a zip whose declared sizes or member offsets are impossible."""
+
+
 def _check_layout(entries: list[ZipEntry], cd_start: int, archive: str) -> None:
     """Members must not overlap each other or the directory (overlap bombs reuse data)."""
     ordered = sorted(entries, key=lambda e: e.header_offset)
@@ -394,6 +401,7 @@ def _check_layout(entries: list[ZipEntry], cd_start: int, archive: str) -> None:
                 archive=archive,
                 member=here.name,
                 offset=here.header_offset,
+                hint=SIZES_HINT,
             )
 
 

@@ -7,8 +7,10 @@ declared size and CRC-checked at its end. Nothing is extracted to disk.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
@@ -26,6 +28,7 @@ from tfdrop.archive.source import (
 from tfdrop.archive.zipdir import (
     DEFLATED,
     LOCAL,
+    SIZES_HINT,
     ZipEntry,
     data_offset,
     local_data_start,
@@ -94,9 +97,25 @@ class ZipSource(BaseSource):
         """Where a member's data starts, its local header checked against the directory."""
         start = self._starts.get(name)
         if start is None:
-            start = data_offset(self._file.fileno(), self.entry(name), self._label)
+            entry = self.entry(name)
+            with self._said_changed(entry):
+                start = data_offset(self._file.fileno(), entry, self._label)
             self._starts[name] = start
         return start
+
+    @contextlib.contextmanager
+    def _said_changed(self, entry: ZipEntry) -> Iterator[None]:
+        """A local header that is not where the directory says (cut, or another zip written
+        over this one while it is read) is "changed" when the file is not the one whose
+        directory was read, a moved ctime included: its bytes are known to be wrong."""
+        try:
+            yield
+        except TfdropError:
+            if check_stamp(
+                self._file.fileno(), self._stamp, archive=self._label, member=entry.name
+            ):
+                raise changed_error(self._label, entry.name) from None
+            raise
 
     def read_bytes(self, name: str, *, max_size: int) -> bytes:
         """The whole member (see :meth:`BaseSource.read_bytes`). A small member is read with
@@ -116,7 +135,8 @@ class ZipSource(BaseSource):
         """The member's bytes from one read, or None where the careful path must decide."""
         want = LOCAL.size + len(entry.raw_name) + _EXTRA_SLACK + entry.compressed_size
         head = os.pread(self._file.fileno(), want, entry.header_offset)
-        start = local_data_start(head, entry, self._label) - entry.header_offset
+        with self._said_changed(entry):
+            start = local_data_start(head, entry, self._label) - entry.header_offset
         end = start + entry.compressed_size
         if end > len(head):
             return None
@@ -186,7 +206,8 @@ class ZipSource(BaseSource):
         entry = self.entry(name)
         if self._file.closed:
             raise ValueError(f"{self._label} is closed")
-        start = data_offset(self._file.fileno(), entry, self._label)
+        with self._said_changed(entry):
+            start = data_offset(self._file.fileno(), entry, self._label)
         # A duplicated descriptor per member: readers stay valid, and safe, after close().
         fd = os.dup(self._file.fileno())
         reads = None
@@ -302,7 +323,8 @@ class _ZipMemberReader(CheckedReader):
         self._changed()
         return UnsafeArchiveError(
             f"member inflates past its declared size of {self.declared} bytes "
-            "(lying header or zip bomb)"
+            "(lying header or zip bomb)",
+            hint=SIZES_HINT,
         )
 
     def _changed(self) -> None:
