@@ -922,3 +922,29 @@ def test_attack_an_object_with_too_many_children_is_limit_exceeded(tmp_path: Pat
     with pytest.raises(LimitExceededError, match="max_values_per_feature is 20") as err:
         read_limited(src, Limits(max_values_per_feature=20))
     assert (err.value.item, err.value.obj) == ("a.jpg", 0)
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_an_image_neither_jpeg_nor_png_fails_the_conversion_naming_it(
+    tmp_path: Path, jobs: str
+) -> None:
+    # found by an outside attack: convert published an archive its own validate refused
+    members: dict[str, bytes | str] = {}
+    for i in range(40):
+        members[f"Annotations/a{i:02}.xml"] = voc_xml(f"a{i:02}.jpg", [{"name": "cat"}])
+        members[f"JPEGImages/a{i:02}.jpg"] = jpeg(100, 50)
+    members["JPEGImages/a17.jpg"] = os.urandom(3000)
+    src = make_zip(tmp_path / "in.zip", members)
+    out = tmp_path / "out.zip"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+    done = subprocess.run(
+        [sys.executable, "-m", "tfdrop", "convert", str(src), "--to", "tfrecord", "-o", str(out),
+         "--jobs", jobs],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+    said = done.stderr + done.stdout
+    assert done.returncode == 1, said
+    assert "a17" in said, said
+    assert "neither a JPEG nor a PNG" in said, said
+    assert "Traceback" not in said
+    assert not out.exists()

@@ -38,6 +38,7 @@ from tfdrop.codec.example import (
     parse_example,
     to_item,
 )
+from tfdrop.codec.imagehead import image_kind
 from tfdrop.codec.keypoints import keypoint_losses
 from tfdrop.codec.labelmap import format_label_map, parse_label_map
 from tfdrop.codec.model import Item, LabelMap
@@ -307,6 +308,15 @@ def encode_record(item: Item, options: WriteOptions, notes: Notes) -> bytes:
     """
     if not options.images and item.image is not None:
         item = replace(item, image=None)
+    if item.image and image_kind(item.image) is None:
+        # the OD API decodes JPEG and PNG only, and validate refuses anything else: an
+        # archive tfdrop publishes must pass its own validate (found by an outside attack)
+        raise SchemaError(
+            "the image is neither a JPEG nor a PNG (what the OD API decodes)",
+            item=item.name,
+            key=ENCODED,
+            hint="convert the image to JPEG or PNG, or leave it out of the dataset",
+        )
     _count_losses(item, notes)
     return encode_example(item, options.keypoints)
 
