@@ -144,3 +144,51 @@ def test_the_table_forbids_what_architecture_md_promises() -> None:
     for room in ("formats", "archive", "codec", "convert", "config", "beam", "preview"):
         assert not ALLOWED[room] & {"daemon", "cli"}, room
     assert "cli" not in ALLOWED["daemon"]
+
+
+def test_a_voc_conversion_imports_one_format_and_no_pillow_before_its_first_item(
+    tmp_path: Path,
+) -> None:
+    # the parent's imports are serial start-up before the workers fork (issue 11): a format's
+    # row costs its detection only, and Pillow, YAML and urllib wait for whoever needs them
+    import os
+    import subprocess
+    import sys
+    import zipfile
+
+    src = tmp_path / "voc.zip"
+    with zipfile.ZipFile(src, "w") as zf:
+        zf.writestr(
+            "Annotations/a.xml",
+            "<annotation><filename>a.jpg</filename><size><width>4</width><height>4</height>"
+            "</size></annotation>",
+        )
+        zf.writestr("JPEGImages/a.jpg", b"\xff\xd8\xff\xc0\x00\x11\x08\x00\x04\x00\x04")
+    probe = (
+        "import sys\n"
+        "from tfdrop.cli import build_parser\n"
+        "import tfdrop.cli.convert, tfdrop.convert\n"
+        "from tfdrop.archive import open_source\n"
+        "from tfdrop.formats import FORMATS, Notes, ReadOptions, detect_format\n"
+        "build_parser(['convert', 'x'])\n"
+        f"src = open_source({str(src)!r})\n"
+        "fmt = detect_format(src.names())\n"
+        "reader = FORMATS[fmt].open_reader(src, ReadOptions(), Notes())\n"
+        "print(fmt, ' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('PIL', 'yaml', 'urllib', 'http', 'email') or m.startswith('tfdrop.formats.'))))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(SRC))
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60,
+        env=env,
+    )  # fmt: skip
+    fmt, *loaded = done.stdout.split()
+    assert fmt == "voc"
+    assert "tfdrop.formats.voc.reader" in loaded
+    heavy = [m for m in loaded if m.split(".")[0] in ("PIL", "yaml", "email", "http")]
+    assert heavy == [], heavy
+    assert "urllib.request" not in loaded
+    others = [
+        m for m in loaded if m.endswith((".reader", ".writer")) and m != "tfdrop.formats.voc.reader"
+    ]
+    assert others == [], others

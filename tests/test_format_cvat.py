@@ -23,7 +23,8 @@ from tfdrop.convert import ConvertOptions, convert
 from tfdrop.errors import FormatError, LimitExceededError, MemberNotFoundError, UnknownLabelError
 from tfdrop.formats import FORMATS, Notes, ReadOptions, WriteOptions, detect_format
 from tfdrop.formats.common.pixels import f32
-from tfdrop.formats.cvat import CvatReader, rle
+from tfdrop.formats.cvat import rle
+from tfdrop.formats.cvat.reader import CvatReader
 from tfdrop.formats.cvat.video import frame_images
 from tfdrop.limits import Limits
 from tfhelpers import tf_records

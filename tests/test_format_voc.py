@@ -23,8 +23,8 @@ from tfdrop.errors import DetectError, FormatError, LimitExceededError, UnknownL
 from tfdrop.formats import FORMATS, Notes, ReadOptions, WriteOptions, detect_format
 from tfdrop.formats.common.pixels import f32
 from tfdrop.formats.common.xmlsafe import SafeXmlParser, parse_bytes
-from tfdrop.formats.voc import VocReader
 from tfdrop.formats.voc.layout import format_labelmap, parse_labelmap, voc_color
+from tfdrop.formats.voc.reader import VocReader
 from tfdrop.limits import Limits
 from tfhelpers import tf_records
 

@@ -24,7 +24,8 @@ from tfdrop.errors import FormatError, LimitExceededError
 from tfdrop.formats import Notes, ReadOptions
 from tfdrop.formats.common.masks import decode_mask
 from tfdrop.formats.common.pixels import f32
-from tfdrop.formats.cvat import CvatReader, rle
+from tfdrop.formats.cvat import rle
+from tfdrop.formats.cvat.reader import CvatReader
 from tfhelpers import tf_records
 
 # --- CVAT's RLE ---------------------------------------------------------------------------------

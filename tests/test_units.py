@@ -16,7 +16,7 @@ from tfdrop.errors import FormatError, TfdropError
 from tfdrop.formats import FormatName, Notes, ReadOptions
 from tfdrop.formats.base import Splittable
 from tfdrop.formats.images import ImagesReader
-from tfdrop.formats.voc import VocReader
+from tfdrop.formats.voc.reader import VocReader
 
 LABELS = ("cat", "dog", "bird", "fox")
 

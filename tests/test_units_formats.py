@@ -328,7 +328,7 @@ def test_a_deflated_member_cannot_be_read_at_an_offset(tmp_path: Path) -> None:
 
 def test_a_voc_reader_without_read_ahead_gives_the_same_items(tmp_path: Path) -> None:
     from test_units import _voc
-    from tfdrop.formats.voc import VocReader
+    from tfdrop.formats.voc.reader import VocReader
 
     src = _voc(tmp_path / "in.zip", 70, listed_only=2)
     with open_source(src) as source:

@@ -10,6 +10,7 @@ without saying so).
 
 from __future__ import annotations
 
+import importlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -254,6 +255,28 @@ class Writer(Protocol):
 
 OpenReader = Callable[["Source", ReadOptions, Notes], Reader]
 OpenWriter = Callable[["ZipSink", WriteOptions, Notes], Writer]
+
+
+def deferred_reader(module: str) -> OpenReader:
+    """``module``'s ``open_reader``, imported on the first call. A format's row then costs
+    only its detection: a conversion imports the one reader and writer it uses, not all six
+    formats' (PIL drawing, YAML, ...), before its first item."""
+
+    def open_reader(source: Source, options: ReadOptions, notes: Notes) -> Reader:
+        opened: OpenReader = importlib.import_module(module).open_reader
+        return opened(source, options, notes)
+
+    return open_reader
+
+
+def deferred_writer(module: str) -> OpenWriter:
+    """``module``'s ``open_writer``, imported on the first call (as :func:`deferred_reader`)."""
+
+    def open_writer(sink: ZipSink, options: WriteOptions, notes: Notes) -> Writer:
+        opened: OpenWriter = importlib.import_module(module).open_writer
+        return opened(sink, options, notes)
+
+    return open_writer
 
 
 @dataclass(frozen=True, slots=True)

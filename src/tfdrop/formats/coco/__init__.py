@@ -10,18 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tfdrop.formats.base import FormatSpec
+from tfdrop.formats.base import FormatSpec, deferred_reader, deferred_writer
 from tfdrop.formats.coco.index import find_annotation_files
-from tfdrop.formats.coco.reader import CocoReader, open_reader
-from tfdrop.formats.coco.writer import CocoWriter, open_writer
 
-__all__ = ["SPEC", "CocoReader", "CocoWriter", "detect"]
+__all__ = ["SPEC", "detect"]
 
 
 def detect(names: Sequence[str]) -> int:
     """An instances file (or Roboflow's ``_annotations.coco.json``) marks a COCO archive."""
     return 100 if find_annotation_files(names) else 0
 
+
+open_reader = deferred_reader("tfdrop.formats.coco.reader")
+open_writer = deferred_writer("tfdrop.formats.coco.writer")
 
 SPEC = FormatSpec(
     name="coco",

@@ -13,8 +13,6 @@ import warnings
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Final
 
-from PIL import Image, UnidentifiedImageError
-
 from tfdrop.codec.imagehead import jpeg_size as _jpeg_size
 from tfdrop.codec.imagehead import png_size
 from tfdrop.errors import FormatError
@@ -93,6 +91,8 @@ def probe(data: bytes | IO[bytes], *, name: str) -> ImageInfo:
             return ImageInfo("png", *size)
         if (size := _jpeg_size(data)) is not None:
             return ImageInfo("jpeg", *size)
+    from PIL import Image, UnidentifiedImageError  # only here: ~8 ms a JPEG or PNG never needs
+
     stream = io.BytesIO(data) if isinstance(data, bytes) else data
     try:
         with warnings.catch_warnings():

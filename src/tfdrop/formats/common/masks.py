@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-
-from PIL import Image, ImageDraw
+from typing import TYPE_CHECKING
 
 from tfdrop.codec.imagehead import png_size
 from tfdrop.codec.model import Box
 from tfdrop.errors import FormatError, LimitExceededError
 from tfdrop.limits import DEFAULT_LIMITS, exceeded
 
+if TYPE_CHECKING:
+    from PIL import Image
+
 MAX_PIXELS = DEFAULT_LIMITS.max_mask_pixels
+# Pillow is imported by the functions that draw or decode (about 10 ms): a conversion
+# without masks never needs it, and check_mask_size is imported by every reader.
 
 
 def check_mask_size(width: int, height: int, max_pixels: int = MAX_PIXELS) -> None:
@@ -49,6 +53,8 @@ def polygons_mask_png(
     polygons: Sequence[Sequence[float]], width: int, height: int, *, max_pixels: int = MAX_PIXELS
 ) -> bytes:
     """Rasterise polygons given in pixels ``(x0, y0, x1, y1, ...)`` into one 0/1 PNG."""
+    from PIL import Image, ImageDraw
+
     check_mask_size(width, height, max_pixels)
     img = Image.new("L", (width, height), 0)
     draw = ImageDraw.Draw(img)
@@ -60,6 +66,8 @@ def polygons_mask_png(
 
 def box_mask_png(box: Box, width: int, height: int, *, max_pixels: int = MAX_PIXELS) -> bytes:
     """A box as a filled rectangle mask (for objects that have no shape of their own)."""
+    from PIL import Image, ImageDraw
+
     check_mask_size(width, height, max_pixels)
     xmin, ymin, xmax, ymax = box.to_pixels(width, height)
     img = Image.new("L", (width, height), 0)
@@ -73,6 +81,8 @@ def box_mask_png(box: Box, width: int, height: int, *, max_pixels: int = MAX_PIX
 
 def bitmap_mask_png(bits: bytes, width: int, height: int, *, max_pixels: int = MAX_PIXELS) -> bytes:
     """A row-major 0/1 (or 0/non-zero) byte buffer of ``width * height`` as a 0/1 PNG."""
+    from PIL import Image
+
     check_mask_size(width, height, max_pixels)
     if len(bits) != width * height:
         raise FormatError(f"mask has {len(bits)} pixels, expected {width}x{height}")
@@ -83,6 +93,8 @@ def bitmap_mask_png(bits: bytes, width: int, height: int, *, max_pixels: int = M
 def decode_mask(png: bytes, *, max_pixels: int = MAX_PIXELS) -> tuple[int, int, bytes]:
     """``(width, height, row-major 0/1 bytes)`` of a mask PNG (its header's size checked
     against ``max_pixels`` before it is decoded)."""
+    from PIL import Image
+
     _check_header(png, max_pixels)
     try:
         with Image.open(io.BytesIO(png), formats=("PNG",)) as img:
@@ -99,6 +111,8 @@ def decode_mask(png: bytes, *, max_pixels: int = MAX_PIXELS) -> tuple[int, int, 
 
 def mask_bbox(png: bytes, *, max_pixels: int = MAX_PIXELS) -> Box | None:
     """The normalised bounding box of a mask's non-zero pixels (``None`` if empty)."""
+    from PIL import Image
+
     _check_header(png, max_pixels)
     try:
         with Image.open(io.BytesIO(png), formats=("PNG",)) as img:

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tfdrop.formats.base import FormatSpec
-from tfdrop.formats.cvat.reader import CvatReader, open_reader
-from tfdrop.formats.cvat.writer import CvatWriter, open_writer
+from tfdrop.formats.base import FormatSpec, deferred_reader, deferred_writer
 
-__all__ = ["SPEC", "CvatReader", "CvatWriter", "detect"]
+__all__ = ["SPEC", "detect"]
 
 
 def detect(names: Sequence[str]) -> int:
@@ -30,6 +28,9 @@ def detect(names: Sequence[str]) -> int:
     has_images = any(n.lower().startswith("images/") for n in names)
     return 60 if has_images else 20
 
+
+open_reader = deferred_reader("tfdrop.formats.cvat.reader")
+open_writer = deferred_writer("tfdrop.formats.cvat.writer")
 
 SPEC = FormatSpec(
     name="cvat",

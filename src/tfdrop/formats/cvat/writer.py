@@ -37,6 +37,7 @@ from tfdrop.formats.common.imageinfo import probe
 from tfdrop.formats.common.losses import note_item_losses
 from tfdrop.formats.common.masks import decode_mask
 from tfdrop.formats.common.pixels import pixel_str
+from tfdrop.formats.common.xmltext import escape, quoteattr
 from tfdrop.formats.cvat import rle
 
 if TYPE_CHECKING:
@@ -47,31 +48,6 @@ MAX_SELECT_VALUES: Final = 64
 """An attribute with more distinct values than this is declared as free text."""
 
 _BAD_XML_CHARS: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
-
-
-# xml.sax.saxutils would do, but importing it pulls in urllib.request (~0.15 s of start-up)
-_TEXT_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
-_ATTR_ESCAPES = str.maketrans(
-    {
-        "&": "&amp;",
-        "<": "&lt;",
-        ">": "&gt;",
-        '"': "&quot;",
-        "\n": "&#10;",
-        "\r": "&#13;",
-        "\t": "&#9;",
-    }
-)
-
-
-def escape(text: str) -> str:
-    """Escape character data for XML text content."""
-    return text.translate(_TEXT_ESCAPES)
-
-
-def quoteattr(text: str) -> str:
-    """A double-quoted XML attribute value."""
-    return '"' + text.translate(_ATTR_ESCAPES) + '"'
 
 
 def image_path(subset: str, name: str) -> str:

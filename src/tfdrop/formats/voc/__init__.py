@@ -6,12 +6,13 @@ The format row: detection (:func:`~tfdrop.formats.voc.layout.detect`), the strea
 
 from __future__ import annotations
 
-from tfdrop.formats.base import FormatSpec
+from tfdrop.formats.base import FormatSpec, deferred_reader, deferred_writer
 from tfdrop.formats.voc.layout import detect
-from tfdrop.formats.voc.reader import VocReader, open_reader
-from tfdrop.formats.voc.writer import VocWriter, open_writer
 
-__all__ = ["SPEC", "VocReader", "VocWriter"]
+__all__ = ["SPEC"]
+
+open_reader = deferred_reader("tfdrop.formats.voc.reader")
+open_writer = deferred_writer("tfdrop.formats.voc.writer")
 
 SPEC = FormatSpec(
     name="voc",

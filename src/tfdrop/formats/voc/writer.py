@@ -13,7 +13,6 @@ crowd flags, areas or tags here: each is counted in the report as lost.
 from __future__ import annotations
 
 import re
-from xml.sax.saxutils import escape
 
 from tfdrop.archive import ZipSink
 from tfdrop.codec.model import Annotation, Item, LabelMap, LabelMapItem, Shape
@@ -21,6 +20,7 @@ from tfdrop.errors import FormatError
 from tfdrop.formats.base import Notes, WriteOptions
 from tfdrop.formats.common.losses import note_item_losses
 from tfdrop.formats.common.pixels import pixel_str
+from tfdrop.formats.common.xmltext import escape
 from tfdrop.formats.voc.layout import (
     ANNOTATIONS,
     IMAGES,

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tfdrop.formats.base import FormatSpec
+from tfdrop.formats.base import FormatSpec, deferred_reader, deferred_writer
 from tfdrop.formats.common.imageinfo import is_image_name
 from tfdrop.formats.yolo.layout import FLAT_NAMES, has_flat_pairs
-from tfdrop.formats.yolo.reader import YoloReader, open_reader
-from tfdrop.formats.yolo.writer import YoloWriter, open_writer
 
 
 def detect(names: Sequence[str]) -> int:
@@ -37,6 +35,9 @@ def detect(names: Sequence[str]) -> int:
     return 0
 
 
+open_reader = deferred_reader("tfdrop.formats.yolo.reader")
+open_writer = deferred_writer("tfdrop.formats.yolo.writer")
+
 SPEC = FormatSpec(
     name="yolo",
     description="YOLO: darknet/CVAT YOLO 1.1 (obj.names, obj.data, obj_<subset>_data/) "
@@ -46,4 +47,4 @@ SPEC = FormatSpec(
     open_writer=open_writer,
 )
 
-__all__ = ["SPEC", "YoloReader", "YoloWriter", "detect", "open_reader", "open_writer"]
+__all__ = ["SPEC", "detect", "open_reader", "open_writer"]
