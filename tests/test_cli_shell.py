@@ -112,6 +112,33 @@ def test_a_lowered_limit_is_enforced_and_named(tmp_path: Path) -> None:
     assert not (tmp_path / "o.zip").exists()
 
 
+@pytest.mark.parametrize("limit", ["max_member_size", "max_total_uncompressed", "max_name_length"])
+def test_a_limit_lowered_to_what_the_input_meets_does_not_fail_the_read_back(
+    tmp_path: Path, limit: str
+) -> None:
+    # found by an outside attack: the input's caps were applied to the read-back of tfdrop's
+    # own (larger) output, and the run failed with "this is a bug in tfdrop"
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 12)).save(buf, "JPEG")
+    src = tmp_path / "ab.zip"
+    with zipfile.ZipFile(src, "w") as zf:
+        zf.writestr("a.jpg", buf.getvalue())
+        zf.writestr("b.jpg", buf.getvalue())
+    size = len(buf.getvalue())
+    caps = {"max_member_size": size, "max_total_uncompressed": 2 * size, "max_name_length": 5}
+    out = tmp_path / "o.zip"
+    proc = tfdrop("convert", src, "--to", "tfrecord", "-o", out,
+                  "--limit", f"{limit}={caps[limit]}")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert zipfile.ZipFile(out).namelist() == ["default.tfrecord", "label_map.pbtxt"]
+    over = tfdrop("convert", src, "--to", "tfrecord", "-o", tmp_path / "p.zip",
+                  "--limit", f"{limit}={caps[limit] - 1}")  # fmt: skip
+    assert over.returncode == 1  # the input's cap still holds
+    assert "bug" not in over.stderr
+
+
 def test_inspect_counts_records_with_max_records_and_the_older_bare_limit(d: Path) -> None:
     for flags in (["-n", "2"], ["--max-records", "2"], ["--limit", "2"]):
         proc = tfdrop("inspect", d / "small.tfrecord", *flags)

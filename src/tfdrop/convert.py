@@ -291,7 +291,7 @@ def convert(
                         Written(*counts, direct=wrote_direct),
                         resolver.map,
                         masks=options.masks,
-                        limits=options.limits,
+                        limits=options.limits.at_least(DEFAULT_LIMITS),
                         followed=_followed(follower, resolver),
                     )
         except TfdropError as exc:
@@ -327,7 +327,7 @@ def _follower(
     the label map known now; none for other targets."""
     if not encode:
         return nullcontext()
-    return closing(Follower(tmp, resolver.map, options.limits))
+    return closing(Follower(tmp, resolver.map, options.limits.at_least(DEFAULT_LIMITS)))
 
 
 def _followed(follower: Follower | None, resolver: LabelResolver) -> Followed | None:

@@ -116,6 +116,13 @@ class Limits:
             raise ValueError(f"unknown limit {unknown[0]!r}; known: {', '.join(self.names())}")
         return replace(self, **values)
 
+    def at_least(self, other: Limits) -> Limits:
+        """Each limit the larger of this one's and ``other``'s: what reading back tfdrop's own
+        output needs when the caps were lowered for the input (the output is checked for
+        damage there, not against the input's policy, which it already met)."""
+        return replace(self, **{f.name: max(getattr(self, f.name), getattr(other, f.name))
+                                for f in fields(self)})  # fmt: skip
+
     def check(self, name: str, value: int, **where: Any) -> None:
         """Raise :class:`LimitExceededError` if ``value`` is over the limit ``name``.
 
