@@ -99,3 +99,34 @@ def test_plain_relative_item_names_pass(name: str) -> None:
     from tfdrop.archive.limits import check_item_name
 
     check_item_name(name)
+
+
+@pytest.mark.parametrize("target", ["voc", "coco", "cvat", "yolo"])
+def test_a_name_flagged_utf8_whose_bytes_are_not_is_a_clear_error_for_file_targets(
+    tmp_path: Path, target: str
+) -> None:
+    # found by an outside attack: a traceback (UnicodeEncodeError) in every file-naming writer
+    import io
+    import zipfile
+
+    from PIL import Image
+
+    from conftest import tfdrop
+
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 12)).save(buf, "JPEG")
+    good = io.BytesIO()
+    with zipfile.ZipFile(good, "w") as zf:
+        zf.writestr("caf\u00e9.jpg", buf.getvalue())  # zipfile sets the UTF-8 flag
+        zf.writestr("ok.jpg", buf.getvalue())
+    data = good.getvalue()
+    assert data.count(b"caf\xc3\xa9") == 2  # the local and the central name
+    src = tmp_path / "names.zip"
+    src.write_bytes(data.replace(b"caf\xc3\xa9", b"caf\x82\x82"))  # same length, not UTF-8
+    out = tmp_path / "o.zip"
+    proc = tfdrop("convert", src, "--to", target, "-o", out)
+    assert proc.returncode == 1, proc.stderr
+    assert "not valid Unicode" in proc.stderr
+    assert "caf" in proc.stderr
+    assert "bug" not in proc.stderr
+    assert not out.exists()

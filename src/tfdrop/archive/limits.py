@@ -100,6 +100,14 @@ def check_write_name(name: str, *, archive: str) -> None:
         )
 
 
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_item_name(name: str) -> None:
     """Reject an item's file name that a writer of files could not store as it is.
 
@@ -121,6 +129,10 @@ def check_item_name(name: str) -> None:
         why = "it ends in a folder"
     elif not stem:
         why = "it has no file name before the extension"
+    elif not _is_unicode(name):
+        # a zip name flagged UTF-8 whose bytes are not: read with surrogateescape, it has no
+        # UTF-8 spelling to write (found by an outside attack: a traceback in every writer)
+        why = "it is not valid Unicode: its bytes in the source are not UTF-8"
     else:
         try:
             norm, is_dir = normalize_name(name, archive="", limits=DEFAULT_LIMITS)
