@@ -115,6 +115,12 @@ class ZipSink:
         return any(w.wrote_direct for w in self._stored)
 
     @property
+    def date_time(self) -> DosTime:
+        """Every member's timestamp (local time): a writer that dates its file's content
+        (CVAT's ``<dumped>``) uses it, so the same input gives the same bytes."""
+        return self._date_time
+
+    @property
     def names(self) -> list[str]:
         """The members written so far, in order."""
         return list(self._names)

@@ -24,7 +24,7 @@ import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import IO, TYPE_CHECKING, Final
 
 from PIL import Image
@@ -308,7 +308,10 @@ class CvatWriter:
                     "        </label>",
                 ]
         lines += ["      </labels>", f"    </{kind}>"]
-        lines.append(f"    <dumped>{datetime.now(UTC).isoformat(sep=' ')}</dumped>")
+        # the members' time (SOURCE_DATE_EPOCH or the input's mtime), not the clock's: the
+        # same input converts to the same bytes (found by an outside attack)
+        dumped = datetime(*self.sink.date_time).astimezone().isoformat(sep=" ")
+        lines.append(f"    <dumped>{dumped}</dumped>")
         lines += ["  </meta>", ""]
         return "\n".join(lines)
 
