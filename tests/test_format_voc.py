@@ -948,3 +948,43 @@ def test_an_image_neither_jpeg_nor_png_fails_the_conversion_naming_it(
     assert "neither a JPEG nor a PNG" in said, said
     assert "Traceback" not in said
     assert not out.exists()
+
+
+def _coco_zip(path: Path, file_name: str, attributes: dict[str, str]) -> Path:
+    import json
+
+    ann = {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5], "area": 25,
+           "iscrowd": 0, "segmentation": [], "attributes": attributes}  # fmt: skip
+    doc = {
+        "categories": [{"id": 1, "name": "cat"}],
+        "images": [{"id": 1, "file_name": file_name, "width": 64, "height": 48}],
+        "annotations": [ann],
+    }
+    return make_zip(path, {f"images/default/{file_name}": jpeg(64, 48),
+                           "annotations/instances_default.json": json.dumps(doc)})  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "attributes", [{"k": "a\x02b"}, {"k\x02": "v"}, {"k": "a\uffffb"}], ids=["value", "key", "ffff"]
+)
+def test_attribute_text_xml_cannot_carry_is_written_as_replacement_and_warned(
+    tmp_path: Path, attributes: dict[str, str]
+) -> None:
+    # found by an outside attack: written raw, only the read-back caught it ("a bug in tfdrop")
+    src = _coco_zip(tmp_path / "in.zip", "a.jpg", attributes)
+    out = tmp_path / "out.zip"
+    report = convert(src, out, ConvertOptions(target_format="voc"))
+    assert report.warning_counts.get("xml_characters") == 1
+    with zipfile.ZipFile(out) as zf:
+        xml = zf.read("Annotations/a.xml").decode()
+    ET.fromstring(xml)  # well-formed
+    assert "\ufffd" in xml
+
+
+def test_a_file_name_xml_cannot_carry_is_refused_naming_the_item(tmp_path: Path) -> None:
+    src = _coco_zip(tmp_path / "in.zip", "c\x01.jpg", {})
+    out = tmp_path / "out.zip"
+    with pytest.raises(FormatError, match=r"XML 1\.0 cannot carry") as err:
+        convert(src, out, ConvertOptions(target_format="voc"))
+    assert err.value.item == "c\x01.jpg"
+    assert not out.exists()

@@ -20,7 +20,6 @@ same float32 (SPEC.md: boxes exact).
 from __future__ import annotations
 
 import math
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ from tfdrop.formats.common.imageinfo import probe
 from tfdrop.formats.common.losses import note_item_losses
 from tfdrop.formats.common.masks import decode_mask
 from tfdrop.formats.common.pixels import pixel_str
-from tfdrop.formats.common.xmltext import escape, quoteattr
+from tfdrop.formats.common.xmltext import XML_UNSAFE, Cleaner, escape, quoteattr
 from tfdrop.formats.cvat import rle
 
 if TYPE_CHECKING:
@@ -47,8 +46,6 @@ ANNOTATIONS: Final = "annotations.xml"
 MAX_SELECT_VALUES: Final = 64
 """An attribute with more distinct values than this is declared as free text."""
 
-_BAD_XML_CHARS: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
-
 
 def image_path(subset: str, name: str) -> str:
     """Where an item's image goes: ``images/<name>``, or ``images/<subset>/<name>``."""
@@ -56,7 +53,7 @@ def image_path(subset: str, name: str) -> str:
 
 
 def _checked(value: str, what: str) -> str:
-    if _BAD_XML_CHARS.search(value):
+    if XML_UNSAFE.search(value):
         raise FormatError(f"{what} {value!r} holds characters XML 1.0 cannot carry")
     return value
 
@@ -93,15 +90,9 @@ class CvatWriter:
         self._count = 0
         self._subsets: dict[str, int] = {}
         self._labels = _Labels()
-        self._cleaned = 0
+        self._text = Cleaner()
         self._skeletons: dict[str, Skeleton] = {}
         """Label -> the keypoint names its objects carried (when the label map has none)."""
-
-    def _text(self, value: str) -> str:
-        cleaned = _BAD_XML_CHARS.sub("\ufffd", value)
-        if cleaned != value:
-            self._cleaned += 1
-        return cleaned
 
     def _attr(self, value: str) -> str:
         return quoteattr(self._text(value))
@@ -338,11 +329,7 @@ class CvatWriter:
                 out.write(b"</annotations>\n")
         finally:
             self.abort()
-        if self._cleaned:
-            self.notes.warn(
-                "xml_characters",
-                f"{self._cleaned} texts held characters XML 1.0 cannot carry; written as U+FFFD",
-            )
+        self._text.warn(self.notes)
 
 
 def _attr(name: str) -> str:

@@ -12,15 +12,13 @@ crowd flags, areas or tags here: each is counted in the report as lost.
 
 from __future__ import annotations
 
-import re
-
 from tfdrop.archive import ZipSink
 from tfdrop.codec.model import Annotation, Item, LabelMap, LabelMapItem, Shape
 from tfdrop.errors import FormatError
 from tfdrop.formats.base import Notes, WriteOptions
 from tfdrop.formats.common.losses import note_item_losses
 from tfdrop.formats.common.pixels import pixel_str
-from tfdrop.formats.common.xmltext import escape
+from tfdrop.formats.common.xmltext import XML_UNSAFE, Cleaner, escape
 from tfdrop.formats.voc.layout import (
     ANNOTATIONS,
     IMAGES,
@@ -38,21 +36,18 @@ def item_id(name: str) -> str:
     return name[:dot] if dot > slash + 1 else name
 
 
-_XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
-
-
 def _xml_problem(text: str) -> str | None:
-    if _XML_BAD.search(text):
+    if XML_UNSAFE.search(text):
         return "holds characters XML 1.0 cannot carry"
     return None
 
 
-def _object_xml(obj: Annotation, width: int, height: int) -> str:
+def _object_xml(obj: Annotation, width: int, height: int, clean: Cleaner) -> str:
     b = obj.box
     parts = [
         "  <object>",
         f"    <name>{escape(obj.label)}</name>",
-        *([f"    <pose>{escape(obj.view)}</pose>"] if obj.view else []),
+        *([f"    <pose>{escape(clean(obj.view))}</pose>"] if obj.view else []),
         f"    <truncated>{int(obj.truncated)}</truncated>",
         f"    <difficult>{int(obj.difficult)}</difficult>",
         f"    <occluded>{int(obj.occluded)}</occluded>",
@@ -67,16 +62,17 @@ def _object_xml(obj: Annotation, width: int, height: int) -> str:
         parts.append("    <attributes>")
         for key, value in obj.attributes:
             parts.append(
-                f"      <attribute><name>{escape(key)}</name>"
-                f"<value>{escape(value)}</value></attribute>"
+                f"      <attribute><name>{escape(clean(key))}</name>"
+                f"<value>{escape(clean(value))}</value></attribute>"
             )
         parts.append("    </attributes>")
     parts.append("  </object>")
     return "\n".join(parts)
 
 
-def annotation_xml(item: Item) -> str:
-    """The ``Annotations/<id>.xml`` text of one item."""
+def annotation_xml(item: Item, clean: Cleaner) -> str:
+    """The ``Annotations/<id>.xml`` text of one item; ``clean`` takes what XML cannot carry
+    out of its free text (the attributes and poses)."""
     head = [
         "<?xml version='1.0' encoding='utf-8'?>",
         "<annotation>",
@@ -94,7 +90,7 @@ def annotation_xml(item: Item) -> str:
         "  </size>",
         "  <segmented>0</segmented>",
     ]
-    body = [_object_xml(o, item.width, item.height) for o in item.objects]
+    body = [_object_xml(o, item.width, item.height, clean) for o in item.objects]
     return "\n".join([*head, *body, "</annotation>"]) + "\n"
 
 
@@ -108,6 +104,7 @@ class VocWriter:
         self._subsets: dict[str, list[str]] = {}
         self._ids: set[str] = set()
         self._labels: set[str] = set()
+        self._clean = Cleaner()
 
     def write(self, item: Item) -> None:
         vid = item_id(item.name)
@@ -118,11 +115,18 @@ class VocWriter:
             )
         if item.objects and (item.width <= 0 or item.height <= 0):
             raise FormatError("item has objects but no image size", item=item.name)
+        if (problem := _xml_problem(item.name)) is not None:  # found by an outside attack
+            raise FormatError(
+                f"the item's file name {item.name!r} {problem}; rename it before converting to VOC",
+                item=item.name,
+            )
         self._check_labels(item)
         self._ids.add(vid)
         self._note_losses(item)
         self.sink.write_member(
-            f"{ANNOTATIONS}{vid}.xml", annotation_xml(item).encode("utf-8"), compress=True
+            f"{ANNOTATIONS}{vid}.xml",
+            annotation_xml(item, self._clean).encode("utf-8"),
+            compress=True,
         )
         if item.image is not None and self.options.images:
             self.sink.write_member(f"{IMAGES}{item.name}", item.image, compress=False)
@@ -163,6 +167,7 @@ class VocWriter:
         items = sorted(label_map.items, key=lambda it: it.id)
         names = [self._text_of(label_map, it) for it in items]
         self.sink.write_member(LABELMAP, format_labelmap(names).encode("utf-8"), compress=True)
+        self._clean.warn(self.notes)
 
     def abort(self) -> None:
         """Nothing to remove: every member goes straight into the zip."""
