@@ -87,3 +87,37 @@ def test_an_unreadable_image_says_what_is_wrong_without_object_reprs(
         assert says in str(info.value)
         assert " object at 0x" not in str(info.value)
         assert info.value.member == "images/a.jpg"
+
+
+class _Unseekable(io.RawIOBase):
+    """A stream that reads but cannot seek, as a zip member's."""
+
+    def __init__(self, data: bytes) -> None:
+        self._buf = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def readinto(self, b: memoryview) -> int:  # type: ignore[override]
+        return self._buf.readinto(b)
+
+
+def _stream(data: bytes) -> io.BufferedReader:
+    return io.BufferedReader(_Unseekable(data))
+
+
+def test_a_stream_that_cannot_seek_is_probed_as_its_bytes_are() -> None:
+    # found by an outside attack: a JPEG cut after its frame header, streamed from a zip
+    # member, was "the image is empty (0 bytes)" (Pillow had read the stream to its end)
+    jpeg = _encode("RGB", (64, 48), "JPEG")
+    cut = jpeg[: jpeg.find(b"\xff\xc0") + 19]
+    assert probe(_stream(cut), name="a.jpg") == probe(cut, name="a.jpg")
+    assert probe(_stream(cut), name="a.jpg") == ImageInfo("jpeg", 64, 48)
+    bmp = _encode("RGB", (5, 3), "BMP")
+    assert probe(_stream(bmp), name="b.bmp") == ImageInfo("bmp", 5, 3)
+    with pytest.raises(FormatError, match="not a readable image") as err:
+        probe(_stream(jpeg[:10]), name="c.jpg")
+    assert "empty" not in str(err.value)

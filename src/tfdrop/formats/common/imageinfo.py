@@ -86,6 +86,11 @@ def probe(data: bytes | IO[bytes], *, name: str) -> ImageInfo:
     JPEG and PNG headers are read directly (about 20x faster than opening with Pillow, which
     still answers for every other format and for anything the fast path does not recognise).
     """
+    if not isinstance(data, bytes) and not data.seekable():
+        # Pillow reads a stream it cannot seek whole anyway, and what is wrong with it could
+        # not be told after (a zip member: a JPEG cut short was "empty (0 bytes)", found by
+        # an outside attack); read as bytes, its header is also read the fast way
+        data = data.read()
     if isinstance(data, bytes):
         if (size := png_size(data)) is not None:
             return ImageInfo("png", *size)
