@@ -33,7 +33,7 @@ ITEMS = [
         name=f"img_{i}.jpg",
         width=32,
         height=24,
-        image=b"\xff\xd8\xff" + bytes([i]) * 40,
+        image=b"\xff\xd8\xff" + bytes([i]) * 40 + b"\xff\xd9",
         image_format="jpeg",
         objects=(
             Annotation(
@@ -188,7 +188,7 @@ def test_inspect_prints_text_and_json_lines(d: Path) -> None:
     assert [r["filename"] for r in rows] == [f"img_{i}.jpg" for i in range(N)]
     assert rows[1]["subset"] == "train"
     assert rows[1]["objects"] == [{"label": "dog", "id": 2, "box": [0.125, 0.25, 0.5, 0.75]}]
-    assert rows[0]["image_bytes"] == 43
+    assert rows[0]["image_bytes"] == 45
 
 
 def test_inspect_stops_at_a_bad_record_with_a_clear_error(d: Path) -> None:
@@ -373,7 +373,7 @@ def _one_box(label: str, label_id: int, **fields: object) -> Item:
         "name": "a.jpg",
         "width": 32,
         "height": 24,
-        "image": b"\xff\xd8\xff" + bytes(40),
+        "image": b"\xff\xd8\xff" + bytes(40) + b"\xff\xd9",
         "image_format": "jpeg",
         "objects": (Annotation(label=label, box=Box(0.1, 0.2, 0.5, 0.6), label_id=label_id),),
     }

@@ -19,7 +19,13 @@ from conftest import require_corpus
 from tfdrop.archive import ZipSink, open_source
 from tfdrop.codec.model import Annotation, Box, Item, LabelMap, LabelMapItem
 from tfdrop.convert import ConvertOptions, convert
-from tfdrop.errors import DetectError, FormatError, LimitExceededError, UnknownLabelError
+from tfdrop.errors import (
+    DetectError,
+    FormatError,
+    LimitExceededError,
+    SchemaError,
+    UnknownLabelError,
+)
 from tfdrop.formats import FORMATS, Notes, ReadOptions, WriteOptions, detect_format
 from tfdrop.formats.common.pixels import f32
 from tfdrop.formats.common.xmlsafe import SafeXmlParser, parse_bytes
@@ -987,4 +993,21 @@ def test_a_file_name_xml_cannot_carry_is_refused_naming_the_item(tmp_path: Path)
     with pytest.raises(FormatError, match=r"XML 1\.0 cannot carry") as err:
         convert(src, out, ConvertOptions(target_format="voc"))
     assert err.value.item == "c\x01.jpg"
+    assert not out.exists()
+
+
+def test_an_image_cut_before_its_end_marker_fails_the_conversion_naming_it(
+    tmp_path: Path,
+) -> None:
+    # found by an outside attack: published, validate passed, and TF's decoder refused it
+    whole = jpeg(100, 50)
+    src = make_zip(tmp_path / "in.zip", {
+        "Annotations/a.xml": voc_xml("a.jpg", [{"name": "cat"}]), "JPEGImages/a.jpg": whole,
+        "Annotations/b.xml": voc_xml("b.jpg", [{"name": "cat"}]),
+        "JPEGImages/b.jpg": whole[: len(whole) * 2 // 3],
+    })  # fmt: skip
+    out = tmp_path / "out.zip"
+    with pytest.raises(SchemaError, match="cut short") as err:
+        convert(src, out, ConvertOptions())
+    assert err.value.item == "b.jpg"
     assert not out.exists()

@@ -121,3 +121,23 @@ def test_a_stream_that_cannot_seek_is_probed_as_its_bytes_are() -> None:
     with pytest.raises(FormatError, match="not a readable image") as err:
         probe(_stream(jpeg[:10]), name="c.jpg")
     assert "empty" not in str(err.value)
+
+
+def test_image_complete_wants_the_end_marker_tensorflow_wants() -> None:
+    # TF's decode_image refuses a JPEG without its EOI and a PNG without IEND, and takes
+    # bytes after either (checked with TensorFlow when this was written; outside attack 15)
+    from tfdrop.codec.imagehead import image_complete
+
+    jpeg = _encode("RGB", (64, 48), "JPEG")
+    progressive = _encode("RGB", (64, 48), "JPEG", progressive=True)
+    thumb = _encode("RGB", (8, 8), "JPEG")
+    png = _encode("RGB", (64, 48), "PNG")
+    for whole in (jpeg, progressive, png, jpeg + b"\xff\xdatrailer", png + b"junk"):
+        assert image_complete(whole)
+    for cut in (jpeg[:-2], jpeg[: len(jpeg) // 2], progressive[:-2], png[:-12], png[:-4]):
+        assert not image_complete(cut)
+    # a thumbnail's own EOI, before the main image's first scan, does not end it
+    with_thumb = jpeg[:2] + b"\xff\xe1" + (len(thumb) + 2).to_bytes(2, "big") + thumb + jpeg[2:]
+    assert image_complete(with_thumb)
+    assert not image_complete(with_thumb[: len(with_thumb) - 40])
+    assert image_complete(b"GIF89a")  # not a JPEG or PNG: not this check's to judge

@@ -48,7 +48,7 @@ def texts(*values: bytes) -> bytes:
 
 def good_item(name: str = "a.jpg") -> Item:
     box = Annotation(label="cat", label_id=1, box=Box(0.1, 0.2, 0.5, 0.6))
-    return Item(name=name, width=8, height=6, image=b"\xff\xd8img", objects=(box,))
+    return Item(name=name, width=8, height=6, image=b"\xff\xd8img\xff\xd9", objects=(box,))
 
 
 def framed(*records: bytes, kind: str = "none") -> bytes:

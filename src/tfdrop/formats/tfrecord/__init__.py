@@ -38,7 +38,7 @@ from tfdrop.codec.example import (
     parse_example,
     to_item,
 )
-from tfdrop.codec.imagehead import image_kind
+from tfdrop.codec.imagehead import image_complete, image_kind
 from tfdrop.codec.keypoints import keypoint_losses
 from tfdrop.codec.labelmap import format_label_map, parse_label_map
 from tfdrop.codec.model import Item, LabelMap
@@ -316,6 +316,15 @@ def encode_record(item: Item, options: WriteOptions, notes: Notes) -> bytes:
             item=item.name,
             key=ENCODED,
             hint="convert the image to JPEG or PNG, or leave it out of the dataset",
+        )
+    if item.image and not image_complete(item.image):
+        # TF's decoder refuses a JPEG or PNG cut before its end marker: training would stop
+        # at this record (found by an outside attack)
+        raise SchemaError(
+            f"the {image_kind(item.image)} image is cut short (it has no end marker)",
+            item=item.name,
+            key=ENCODED,
+            hint="the image file is incomplete: copy or export it again",
         )
     _count_losses(item, notes)
     return encode_example(item, options.keypoints)
