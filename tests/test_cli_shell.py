@@ -27,7 +27,7 @@ def _item(i: int) -> Item:
         name=f"img_{i:05d}.jpg",
         width=32,
         height=24,
-        image=b"\xff\xd8\xff" + bytes([i % 256]) * 20 + b"\xff\xd9",
+        image=b"\xff\xd8\xff\xda\x00\x02" + bytes([i % 256]) * 20 + b"\xff\xd9",
         image_format="jpeg",
         objects=(Annotation("cat", Box(0.1, 0.2, 0.5, 0.7), label_id=1),),
     )

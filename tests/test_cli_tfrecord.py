@@ -9,6 +9,7 @@ images, and pins ids to a label map (an unknown label fails naming it).
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -18,6 +19,7 @@ from types import ModuleType
 from typing import Any, BinaryIO, cast
 
 import pytest
+from PIL import Image
 
 from conftest import records_bytes, tfdrop
 from tfdrop.codec.example import decode_example, encode_example
@@ -33,7 +35,7 @@ ITEMS = [
         name=f"img_{i}.jpg",
         width=32,
         height=24,
-        image=b"\xff\xd8\xff" + bytes([i]) * 40 + b"\xff\xd9",
+        image=b"\xff\xd8\xff\xda\x00\x02" + bytes([i]) * 40 + b"\xff\xd9",
         image_format="jpeg",
         objects=(
             Annotation(
@@ -188,7 +190,7 @@ def test_inspect_prints_text_and_json_lines(d: Path) -> None:
     assert [r["filename"] for r in rows] == [f"img_{i}.jpg" for i in range(N)]
     assert rows[1]["subset"] == "train"
     assert rows[1]["objects"] == [{"label": "dog", "id": 2, "box": [0.125, 0.25, 0.5, 0.75]}]
-    assert rows[0]["image_bytes"] == 45
+    assert rows[0]["image_bytes"] == 48
 
 
 def test_inspect_stops_at_a_bad_record_with_a_clear_error(d: Path) -> None:
@@ -296,11 +298,9 @@ def test_convert_a_file_name_that_is_not_utf8_is_a_clear_error(tmp_path: Path) -
     # with a UnicodeEncodeError traceback
     src = tmp_path / "camera"
     src.mkdir()
-    png = (
-        b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x04\x00\x00\x00\x03\x08\x02\x00\x00"
-        b"\x00\x12\x16\xf1M\x00\x00\x00\x12IDATx\x9cc`@\x06\x0c\x0c\x0c\xc8\x00\x00\x00$"
-        b"\x00\x01\xfe\x99\x13\x1d\x00\x00\x00\x00IEND\xaeB`\x82"
-    )
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 3)).save(buf, "PNG")
+    png = buf.getvalue()
     with open(os.path.join(os.fsencode(src), b"\xff.png"), "wb") as f:
         f.write(png)
     out = tmp_path / "out.zip"
@@ -373,7 +373,7 @@ def _one_box(label: str, label_id: int, **fields: object) -> Item:
         "name": "a.jpg",
         "width": 32,
         "height": 24,
-        "image": b"\xff\xd8\xff" + bytes(40) + b"\xff\xd9",
+        "image": b"\xff\xd8\xff\xda\x00\x02" + bytes(40) + b"\xff\xd9",
         "image_format": "jpeg",
         "objects": (Annotation(label=label, box=Box(0.1, 0.2, 0.5, 0.6), label_id=label_id),),
     }
@@ -407,10 +407,16 @@ def test_validate_names_class_ids_and_texts_that_disagree_across_records(
 
 def test_validate_refuses_an_image_the_keys_describe_wrongly(tmp_path: Path) -> None:
     png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR" + (32).to_bytes(4, "big") * 2 + bytes(9)
+    png += b"\x00\x00\x00\x00IEND\xaeB`\x82"
+    scan = b"\xff\xd8\xff\xda\x00\x02" + bytes(30)  # a JPEG's start of scan, then its data
     items = [
         _one_box("cat", 1, image=png, image_format="png"),  # 32x32 but declared 32x24
         _one_box("cat", 1, image=png, image_format="jpeg", height=32),
         _one_box("cat", 1, image=b"GIF89a", image_format="gif"),
+        # cut before its end marker (TensorFlow's decoder refuses it), and cut after it
+        _one_box("cat", 1, image=scan, image_format="jpeg"),
+        _one_box("cat", 1, image=scan + b"\xff\xd9" + bytes(7), image_format="jpeg"),
+        _one_box("cat", 1, image=png[:-12], image_format="png", height=32),
     ]
     path = tmp_path / "images.tfrecord"
     path.write_bytes(records_bytes(items))
@@ -422,7 +428,11 @@ def test_validate_refuses_an_image_the_keys_describe_wrongly(tmp_path: Path) -> 
         (1, "image/format"),
         (2, "image/format"),
         (2, "image/encoded"),
+        (3, "image/encoded"),
+        (5, "image/encoded"),
     }
+    said = {p["record"]: p["message"] for p in json_lines(proc.stdout)[:-1]}
+    assert "cut short (it has no end marker)" in said[3]
 
 
 def test_validate_refuses_a_key_without_a_value_and_boxes_with_only_class_text(

@@ -35,7 +35,7 @@ from tfdrop.codec.model import Annotation, Box, Item, LabelMap, Shape
 from tfdrop.codec.proto import Example, Feature
 from tfdrop.errors import ExampleError, SchemaError, TfdropError
 
-PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 12
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 12 + b"\x00\x00\x00\x00IEND\xaeB`\x82"
 
 
 def f32(v: float) -> float:

@@ -51,11 +51,12 @@ def test_the_c_path_is_built_unless_disabled_on_purpose() -> None:
 
 LABELS = LabelMap.from_names(["cat", "dog", "bird"])
 EDGES = [0.0, -0.0, 0.25, 1.0, 1.0000001, -1e-9, math.nan, math.inf, -math.inf]
-PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 8
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 12 + b"\x00\x00\x00\x00IEND\xaeB`\x82"
 # a JPEG's start: APP0, then a start-of-frame of 640x480 (what the valid items declare)
 JPEG_640 = (
     b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
     b"\xff\xc0\x00\x11\x08\x01\xe0\x02\x80\x03\x01\x22\x00\x02\x11\x01\x03\x11\x01"
+    b"\xff\xd9"
 )
 
 coords = st.one_of(st.sampled_from(EDGES), st.floats(0, 1, width=32))
@@ -138,7 +139,8 @@ def test_fast_check_passes_ordinary_valid_records() -> None:
         Annotation(label=name, label_id=i, box=Box(0.1, 0.2, 0.5, 0.9))
         for i, name in enumerate(["cat", "dog", "bird"], start=1)
     )
-    item = Item(name="x.jpg", width=64, height=48, image=b"\xff\xd8img", image_format="jpeg")
+    image = b"\xff\xd8\xff\xda\x00\x02img\xff\xd9"  # a start of scan, its data, the end
+    item = Item(name="x.jpg", width=64, height=48, image=image, image_format="jpeg")
     data = encode_example(replace(item, objects=objs))
     assert fast_check(data, LABELS) == (3 if wire.HAVE_C else None)
     assert fast_check(data, None) == (3 if wire.HAVE_C else None)
@@ -304,7 +306,7 @@ def test_corruption_keeps_some_records_valid_so_the_property_is_not_vacuous() ->
             name="a.jpg",
             width=640,
             height=480,
-            image=JPEG_640 + bytes(range(200)),
+            image=JPEG_640[:-2] + bytes(range(200)) + JPEG_640[-2:],
             image_format="jpeg",
             objects=(Annotation(label="cat", label_id=1, box=Box(0.1, 0.2, 0.5, 0.6)),),
         )
@@ -327,18 +329,21 @@ def _png_head(w: int, h: int) -> bytes:
         + w.to_bytes(4, "big")
         + h.to_bytes(4, "big")
         + b"\x08\x02\x00\x00\x00"
+        + b"\x00\x00\x00\x00"  # its CRC (not checked)
+        + b"\x00\x00\x00\x00IEND\xaeB`\x82"
     )
 
 
 def _jpeg_head(w: int, h: int, sof: int, pre: list[tuple[int, bytes]]) -> bytes:
-    """SOI, the segments ``pre`` (marker, payload), fill bytes, then a frame header."""
+    """SOI, the segments ``pre`` (marker, payload), fill bytes, a frame header (marker
+    ``sof``), a start of scan, its data and the end of image."""
     out = b"\xff\xd8"
     for marker, payload in pre:
         out += bytes([0xFF, marker]) + (len(payload) + 2).to_bytes(2, "big") + payload
     out += b"\xff\xff"  # fill
-    return (
-        out + bytes([0xFF, sof, 0, 17, 8]) + h.to_bytes(2, "big") + w.to_bytes(2, "big") + b"\x03"
-    )
+    frame = b"\x08" + h.to_bytes(2, "big") + w.to_bytes(2, "big") + b"\x03" + bytes(9)
+    out += bytes([0xFF, sof]) + (len(frame) + 2).to_bytes(2, "big") + frame
+    return out + b"\xff\xda\x00\x08\x01\x01\x00\x00\x3f\x00" + b"scan data\xff\xd9"
 
 
 _SIZES = st.sampled_from([0, 1, 640, 65535])
@@ -365,8 +370,9 @@ def test_the_c_image_check_agrees_with_image_problems_both_ways(
     pre: list[tuple[int, bytes]],
     cut: int | None,
 ) -> None:
-    """The all-clear check reads the image header itself (JPEG frame, PNG IHDR): it passes a
-    record exactly when the full check finds nothing wrong with the image or its keys."""
+    """The all-clear check reads the image header itself (JPEG frame and scan, PNG IHDR and
+    IEND): it never passes a record the full check finds something wrong with, and it passes
+    every one with nothing wrong when the image's markers follow one another."""
     image = {
         "png": _png_head(*real),
         "jpeg": _jpeg_head(*real, sof, pre),
@@ -386,9 +392,13 @@ def test_the_c_image_check_agrees_with_image_problems_both_ways(
     if not wire.HAVE_C:
         assert fast is None
         return
-    assert (fast is not None) == (problems == []), problems
     if fast is not None:
+        assert problems == []
         assert fast == n
+    if kind != "jpeg" or sof not in (0xD0, 0x01):
+        # a standalone marker there leaves bytes that are no marker: the Python path skips
+        # them, as libjpeg does; the C one leaves such an image to it
+        assert (fast is not None) == (problems == []), problems
 
 
 @settings(max_examples=300, deadline=None)

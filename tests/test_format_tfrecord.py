@@ -46,7 +46,7 @@ def make_items(n: int, subset: str = "train") -> list[Item]:
             subset=subset,
             width=64,
             height=48,
-            image=b"\xff\xd8" + bytes([i % 256]) * 50 + b"\xff\xd9",
+            image=b"\xff\xd8\xff\xda\x00\x02" + bytes([i % 256]) * 50 + b"\xff\xd9",
             image_format="jpeg",
             objects=tuple(
                 Annotation(

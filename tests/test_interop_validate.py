@@ -32,17 +32,18 @@ from tfhelpers import seed_features
 
 pytestmark = pytest.mark.interop
 
-# a JPEG's start: APP0, then a start-of-frame of 64x48 (the item's declared size)
+# a JPEG's start: APP0, a start-of-frame of 64x48 (the item's declared size), a start of scan
 JPEG_64x48 = (
     b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
     b"\xff\xc0\x00\x11\x08\x00\x30\x00\x40\x03\x01\x22\x00\x02\x11\x01\x03\x11\x01"
+    b"\xff\xda\x00\x02"
 )
 
 ITEM = Item(
     name="a.jpg",
     width=64,
     height=48,
-    image=JPEG_64x48 + bytes(range(256)) * 2,
+    image=JPEG_64x48 + bytes(range(256)) * 2 + b"\xff\xd9",
     image_format="jpeg",
     source_id="7",
     objects=(

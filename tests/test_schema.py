@@ -40,8 +40,8 @@ from tfdrop.codec.proto import Example
 from tfdrop.codec.schema import Problem, check_parsed, fast_check
 from tfdrop.errors import LimitExceededError, SchemaError
 
-PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
-JPEG = b"\xff\xd8\xff\xe0 a small jpeg"
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 12 + b"\x00\x00\x00\x00IEND\xaeB`\x82"
+JPEG = b"\xff\xd8\xff\xda\x00\x02 a small jpeg\xff\xd9"  # its start of scan, data, end
 LM = LabelMap.from_names(["cat", "dog"])
 LM_BG = LabelMap((LabelMapItem(0, "background"), LabelMapItem(1, "cat"), LabelMapItem(2, "dog")))
 
@@ -322,15 +322,18 @@ def test_class_text_that_is_not_utf8_is_a_problem(label_map: LabelMap | None) ->
 
 
 def jpeg(width: int, height: int) -> bytes:
-    """A JPEG's first segments: APP0, then a baseline start-of-frame with the size."""
+    """A JPEG's segments: APP0, a baseline start-of-frame with the size, a start of scan,
+    its data, the end of image."""
     app0 = b"\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
     sof = b"\xff\xc0\x00\x11\x08" + height.to_bytes(2, "big") + width.to_bytes(2, "big")
-    return b"\xff\xd8" + app0 + sof + b"\x03\x01\x22\x00\x02\x11\x01\x03\x11\x01"
+    sof += b"\x03\x01\x22\x00\x02\x11\x01\x03\x11\x01"
+    return b"\xff\xd8" + app0 + sof + b"\xff\xda\x00\x02scan data\xff\xd9"
 
 
 def png(width: int, height: int) -> bytes:
     ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + b"\x08\x02\x00\x00\x00"
-    return b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR" + ihdr + b"\x00\x00\x00\x00"
+    iend = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+    return b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR" + ihdr + b"\x00\x00\x00\x00" + iend
 
 
 def with_image(image: bytes, fmt: bytes, **changes: Any) -> bytes:
@@ -375,6 +378,26 @@ def test_image_encoded_that_is_not_an_image_is_a_problem() -> None:
     assert p.key == ENCODED
     assert "neither a JPEG nor a PNG" in p.message
     assert problems(with_image(b"", b"jpeg")) == []  # no image kept: nothing to check
+
+
+@pytest.mark.parametrize("image", [jpeg(640, 480), png(640, 480)], ids=["jpeg", "png"])
+def test_an_image_cut_before_its_end_marker_is_a_problem_and_bytes_after_it_are_not(
+    image: bytes,
+) -> None:
+    """TensorFlow's decode_image refuses a JPEG without its EOI and a PNG without IEND, and
+    takes bytes after them: validate says the same, with and without the C all-clear check
+    (which passes only an image ending with its marker, and leaves the rest to Python)."""
+    fmt = b"png" if image.startswith(b"\x89PNG") else b"jpeg"
+    marker = 12 if fmt == b"png" else 2
+    p = one(with_image(image[:-marker], fmt))
+    assert p.key == ENCODED
+    assert f"is a {fmt.decode().upper()} image cut short (it has no end marker)" in p.message
+    trailing = with_image(image + b"\x00 trailing bytes", fmt)
+    assert problems(trailing) == []
+    # the C check walks a PNG's chunks; a JPEG not ending with its EOI it leaves to Python
+    assert fast_check(trailing) == (2 if fmt == b"png" and wire.HAVE_C else None)
+    if wire.HAVE_C:
+        assert fast_check(with_image(image, fmt)) == 2
 
 
 def test_a_mask_of_another_size_than_the_image_is_a_problem() -> None:

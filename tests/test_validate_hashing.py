@@ -26,7 +26,7 @@ pytestmark = pytest.mark.skipif(not wire.HAVE_C, reason="the all-clear check is 
 
 
 def _record(i: int, *, good: bool) -> bytes:
-    image = b"\xff\xd8" + i.to_bytes(4, "big") * 5000
+    image = b"\xff\xd8\xff\xda\x00\x02" + i.to_bytes(4, "big") * 5000 + b"\xff\xd9"
     obj = Annotation(label="cat", label_id=1, box=Box(0.1, 0.2, 0.5, 0.9))
     data = encode_example(Item(name=f"{i}", width=4, height=4, image=image, objects=(obj,)))
     sha = hashlib.sha256(image).hexdigest().encode()

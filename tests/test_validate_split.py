@@ -47,7 +47,8 @@ def _example(
     image: bytes | None = None,
     box: Box = IN_IMAGE,
 ) -> bytes:
-    image = image if image is not None else b"\xff\xd8" + i.to_bytes(4, "big") * 50
+    if image is None:  # start of image, of scan, its data, end of image
+        image = b"\xff\xd8\xff\xda\x00\x02" + i.to_bytes(4, "big") * 50 + b"\xff\xd9"
     objs = tuple(Annotation(label=text, label_id=lid, box=box) for text, lid in labels)
     return encode_example(Item(name=f"{i}.jpg", width=4, height=4, image=image, objects=objs))
 
@@ -244,7 +245,8 @@ def test_the_ranges_cover_every_record_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unit_records: int
 ) -> None:
     monkeypatch.setattr(checkunits, "UNIT_RECORDS", unit_records)
-    records = [_example(i, [("cat", 1)], image=b"\xff\xd8" + bytes(i * 37)) for i in range(50)]
+    jpegs = [b"\xff\xd8\xff\xda\x00\x02" + bytes(i * 37) + b"\xff\xd9" for i in range(50)]
+    records = [_example(i, [("cat", 1)], image=jpegs[i]) for i in range(50)]
     path = _file(tmp_path / "a.tfrecord", records)
     size = path.stat().st_size
     with path.open("rb") as f:

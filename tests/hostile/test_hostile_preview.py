@@ -141,7 +141,7 @@ def test_png_prints_each_problem_and_counts_what_it_drew(tmp_path: Path) -> None
     assert "2 items, 2 objects, 1 unreadable records; 3 shown, 2 drawn, 3 with problems" in first
     assert len(problems) == 3
     assert problems[0].startswith("  outside.png: object 0, image/object/bbox/xmax: 1.5")
-    assert problems[1].startswith("  truncated.jpg: image/encoded: the JPEG has no end marker")
+    assert problems[1].startswith("  truncated.jpg: image/encoded: is a JPEG image cut short")
     assert problems[2].startswith("  train.tfrecord, record 2: the record cannot be read")
     assert len(list(out.iterdir())) == 2
 

@@ -48,7 +48,8 @@ def texts(*values: bytes) -> bytes:
 
 def good_item(name: str = "a.jpg") -> Item:
     box = Annotation(label="cat", label_id=1, box=Box(0.1, 0.2, 0.5, 0.6))
-    return Item(name=name, width=8, height=6, image=b"\xff\xd8img\xff\xd9", objects=(box,))
+    image = b"\xff\xd8\xff\xda\x00\x02img\xff\xd9"  # start of image, of scan, end of image
+    return Item(name=name, width=8, height=6, image=image, objects=(box,))
 
 
 def framed(*records: bytes, kind: str = "none") -> bytes:

@@ -464,8 +464,24 @@ float_at(const unsigned char *buf, const span_t *sp, Py_ssize_t i)
     return PyFloat_Unpack4((const char *)buf + sp->start + 4 * i, 1);
 }
 
+/* 1 when walking a PNG's chunks by their lengths meets a whole IEND chunk within 65536 chunks
+ * (tfdrop.codec.imagehead.image_complete: beyond them the Python path decides), else 0. */
+static int
+png_complete(const unsigned char *e, Py_ssize_t len)
+{
+    Py_ssize_t pos = 8;
+    for (int steps = 0; steps < 65536 && pos + 12 <= len; steps++) {
+        Py_ssize_t clen = (Py_ssize_t)be32(e + pos);
+        if (memcmp(e + pos + 4, "IEND", 4) == 0)
+            return pos + 12 + clen <= len;
+        pos += 12 + clen;
+    }
+    return 0;
+}
+
 /* The embedded image's header as tfdrop.codec.schema.image_problems reads it: 1 when it has
- * nothing to say (a JPEG or PNG of the declared kind and, when its header tells, size), else 0. */
+ * nothing to say (a JPEG or PNG of the declared kind, ending with its end marker and, when its
+ * header tells, of the declared size), else 0. */
 static int
 image_ok(const unsigned char *data, Py_ssize_t enc_s, Py_ssize_t enc_e, Py_ssize_t fmt_s,
          Py_ssize_t fmt_e, int64_t height, int64_t width)
@@ -490,6 +506,8 @@ image_ok(const unsigned char *data, Py_ssize_t enc_s, Py_ssize_t enc_e, Py_ssize
     if (len >= 8 && memcmp(e, png, 8) == 0) {
         if (fmt == 1)
             return 0;
+        if (!png_complete(e, len))
+            return 0; /* the Python path names it (image_complete) */
         if (len >= 24 && memcmp(e + 12, "IHDR", 4) == 0) {
             w = (int64_t)be32(e + 16);
             h = (int64_t)be32(e + 20);
@@ -497,6 +515,12 @@ image_ok(const unsigned char *data, Py_ssize_t enc_s, Py_ssize_t enc_e, Py_ssize
     } else if (len >= 2 && e[0] == 0xFF && e[1] == 0xD8) {
         if (fmt == 2)
             return 0;
+        /* passed only when it ends with an EOI and a start of scan comes before it, markers
+         * one after another; anything else is the Python path's (image_complete walks the
+         * markers as libjpeg does) */
+        if (len < 4 || e[len - 2] != 0xFF || e[len - 1] != 0xD9)
+            return 0;
+        int frame = 0, scan = 0;
         Py_ssize_t pos = 2;
         while (pos + 4 <= len) {
             if (e[pos] != 0xFF)
@@ -510,18 +534,26 @@ image_ok(const unsigned char *data, Py_ssize_t enc_s, Py_ssize_t enc_e, Py_ssize
                 pos += 2;
                 continue;
             }
+            if (m == 0xDA) {
+                scan = 1;
+                break;
+            }
+            if (m == 0x00 || m == 0xD9)
+                break;
             Py_ssize_t seg = ((Py_ssize_t)e[pos + 2] << 8) | e[pos + 3];
-            if (m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC) {
+            if (!frame && m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC) {
+                frame = 1; /* the first frame header has the size (schema's jpeg_size) */
                 if (pos + 9 <= len) {
                     h = ((int64_t)e[pos + 5] << 8) | e[pos + 6];
                     w = ((int64_t)e[pos + 7] << 8) | e[pos + 8];
                 }
-                break;
             }
-            if (m == 0xDA || seg < 2)
+            if (seg < 2)
                 break;
             pos += 2 + seg;
         }
+        if (!scan)
+            return 0;
     } else {
         return 0; /* neither a JPEG nor a PNG */
     }
@@ -739,8 +771,8 @@ od_check(PyObject *self, PyObject *args)
         while (mp < sp[K_MASK].end) {
             mp++;
             read_len(data, sp[K_MASK].end, &mp, &len);
-            if (len < 8 || memcmp(data + mp, png, 8) != 0)
-                Py_RETURN_NONE;
+            if (len < 8 || memcmp(data + mp, png, 8) != 0 || !png_complete(data + mp, len))
+                Py_RETURN_NONE; /* the Python path names what is wrong with it */
             if (len >= 24 && memcmp(data + mp + 12, "IHDR", 4) == 0 &&
                 (be32(data + mp + 16) != (uint64_t)width || be32(data + mp + 20) != (uint64_t)height))
                 Py_RETURN_NONE; /* a mask of another size than the image */

@@ -7,6 +7,7 @@ start-of-frame segment, found by skipping segments by their lengths (no decoding
 
 from __future__ import annotations
 
+import re
 import struct
 from typing import Final
 
@@ -27,44 +28,71 @@ def image_kind(data: bytes) -> str | None:
 
 
 _JPEG_EOI: Final = b"\xff\xd9"
-_JPEG_SOS: Final = b"\xff\xda"
-_PNG_IEND: Final = b"IEND\xaeB`\x82"  # the chunk type and its CRC-32
+_PNG_IEND: Final = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # IEND: no data, then its CRC-32
+_MARKER: Final = re.compile(rb"[^\xff]*\xff+([^\xff])", re.DOTALL)
+"""The next JPEG marker as libjpeg's ``next_marker`` finds it: bytes that are not 0xFF are
+skipped (it warns "extraneous bytes before marker" and decodes on), so are 0xFF fill bytes."""
+MAX_HEADER_STEPS: Final = 1 << 16
+"""Most markers (JPEG) or chunks (PNG) :func:`image_complete` walks before it judges by the
+last bytes alone: real files have tens (a PNG of 64 MiB in 8 KiB chunks, 8,192); a file made
+of millions of tiny segments is judged in bounded time."""
 
 
 def image_complete(data: bytes) -> bool:
-    """Whether a JPEG or PNG reaches its end marker (JPEG: an end-of-image after the first
-    start-of-scan; PNG: the IEND chunk). TensorFlow's decoder refuses one that does not,
-    even when only the marker is missing; bytes after the marker are fine. True for other
-    data (not this function's to judge)."""
+    """Whether a JPEG or PNG reaches its end marker: TensorFlow's decoder refuses one that
+    does not, even when only the marker is missing; bytes after the marker are fine.
+
+    JPEG: an end-of-image after the first start-of-scan, found by walking the markers as
+    libjpeg does (an EXIF thumbnail's own scan and EOI lie inside its APP1 segment, an FF D9
+    in a comment inside the comment). PNG: an IEND chunk, found by walking the chunks (an
+    ``IEND`` inside a text chunk is text). True for other data (not this function's to
+    judge)."""
     if data.startswith(JPEG_MAGIC):
-        if data.endswith(_JPEG_EOI):
-            return True
-        # entropy-coded data stuffs every 0xFF, so an EOI after the first scan began is the
-        # end; the scan is found by segment lengths, past an EXIF thumbnail (which has its
-        # own scan and EOI inside its APP1 segment)
         sos = _first_scan(data)
-        return sos >= 0 and data.find(_JPEG_EOI, sos) >= 0
+        if sos == -2:
+            return data.endswith(_JPEG_EOI)
+        # entropy-coded data stuffs every 0xFF, so an EOI after the first scan is the end
+        return sos >= 0 and (data.endswith(_JPEG_EOI) or data.find(_JPEG_EOI, sos) >= 0)
     if data.startswith(PNG_MAGIC):
-        return data.endswith(_PNG_IEND) or data.find(_PNG_IEND, 33) >= 0
+        return _has_iend(data)
     return True
 
 
 def _first_scan(data: bytes) -> int:
-    """Where a JPEG's first start-of-scan marker is, walking its segments; -1 if none."""
-    pos = 2
-    while pos + 4 <= len(data):
-        if data[pos] != 0xFF:
-            return -1
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-        elif marker in _STANDALONE:
-            pos += 2
-        elif marker == _JPEG_SOS[1]:
-            return pos
+    """Where a JPEG's first start-of-scan marker is; -1 if none (the data ends first, or an
+    EOI comes before it), -2 past :data:`MAX_HEADER_STEPS` markers."""
+    pos, end = 2, len(data)
+    for _ in range(MAX_HEADER_STEPS):
+        if pos + 1 < end and data[pos] == 0xFF and 0 < data[pos + 1] < 0xFF:
+            marker, pos = data[pos + 1], pos + 2  # the usual case: one marker after another
         else:
-            pos += 2 + struct.unpack_from(">H", data, pos + 2)[0]
-    return -1
+            found = _MARKER.match(data, pos)
+            if found is None:
+                return -1
+            marker, pos = data[found.end() - 1], found.end()
+        if marker == 0xDA:
+            return pos - 2
+        if marker == 0xD9:
+            return -1
+        if marker and marker not in _STANDALONE:  # FF 00 is skipped, as libjpeg does
+            if pos + 2 > end:
+                return -1
+            pos += struct.unpack_from(">H", data, pos)[0]
+    return -2
+
+
+def _has_iend(data: bytes) -> bool:
+    """Whether walking a PNG's chunks by their lengths meets a whole IEND chunk (beyond
+    :data:`MAX_HEADER_STEPS` chunks: whether it ends with one)."""
+    pos, end = 8, len(data)
+    for _ in range(MAX_HEADER_STEPS):
+        if pos + 12 > end:
+            return False
+        length: int = struct.unpack_from(">I", data, pos)[0]
+        if data[pos + 4 : pos + 8] == b"IEND":
+            return pos + 12 + length <= end
+        pos += 12 + length
+    return data.endswith(_PNG_IEND)
 
 
 def png_size(data: bytes) -> tuple[int, int] | None:

@@ -33,7 +33,7 @@ from tfdrop.codec.example import (
     YMIN,
     ParsedExample,
 )
-from tfdrop.codec.imagehead import image_kind, image_size, png_size
+from tfdrop.codec.imagehead import image_complete, image_kind, image_size, png_size
 from tfdrop.codec.keypoints import keypoint_problems
 from tfdrop.codec.model import LabelMap
 from tfdrop.codec.wire import DEFAULT_MAX_VALUES, boxes_ok
@@ -98,6 +98,8 @@ def image_problems(fmt: str, encoded: bytes | None, height: int, width: int) -> 
         return out
     if fmt in IMAGE_FORMATS and fmt != kind:
         out.append(Problem(FORMAT, f"says {fmt!r} but {ENCODED} is a {kind.upper()} image"))
+    if not image_complete(encoded):  # TensorFlow's decoder refuses it
+        out.append(Problem(ENCODED, f"is a {kind.upper()} image cut short (it has no end marker)"))
     size = image_size(encoded)
     if size is not None:
         for key, declared, real in ((WIDTH, width, size[0]), (HEIGHT, height, size[1])):
@@ -237,6 +239,8 @@ def check_parsed(
         for i, m in enumerate(masks):
             if not m.startswith(_PNG_MAGIC):
                 out.append(Problem(MASK, "instance mask is not a PNG", i))
+            elif not image_complete(m):  # TensorFlow's decoder refuses it
+                out.append(Problem(MASK, "instance mask is a PNG cut short (no IEND chunk)", i))
         if verify_sha256:
             _check_mask_sizes(p, masks, out)
     if verify_sha256:

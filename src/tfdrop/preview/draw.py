@@ -32,8 +32,6 @@ THUMB: Final = 320
 _CANVAS: Final = (96, 96, 96)
 _MASK_ALPHA: Final = 110
 """Opacity of a mask overlay (of 255)."""
-_TAIL: Final = 64
-"""Bytes at the end of an image searched for its end marker."""
 _PILLOW_ERRORS: Final = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 """What Pillow raises for bytes it cannot decode (a truncated file, a broken header...)."""
 
@@ -77,23 +75,6 @@ def _progressive_budget(img: Image.Image, max_pixels: int) -> str | None:
             f"(max_mask_pixels = {max_pixels}; raise it with --limit max_mask_pixels=N)"
         )
     return None
-
-
-def trailer_problem(data: bytes) -> str | None:
-    """A JPEG or PNG whose end marker is missing (cut short): TensorFlow's decoders refuse it.
-    Cheap: the last bytes only (a JPEG may carry a few bytes of padding after EOI)."""
-    kind = image_kind(data)
-    tail = data[-_TAIL:]
-    if kind == "png" and b"IEND" not in tail:
-        marker = "IEND chunk"
-    elif kind == "jpeg" and b"\xff\xd9" not in tail:
-        marker = "end marker (EOI)"
-    else:
-        return None
-    return (
-        f"image/encoded: the {kind.upper()} has no {marker} at its end (cut short?): "
-        "TensorFlow's decoder refuses it"
-    )
 
 
 def _rgb(img: Image.Image) -> Image.Image:
@@ -286,10 +267,7 @@ def render(item: Item, *, max_pixels: int, thumb: int | None = THUMB, png: bool 
     """The item drawn: a thumbnail (longer side ``thumb``) or, with ``thumb=None``, at full
     size. A JPEG stays a JPEG (quality 85, no chroma subsampling) unless ``png``; anything
     else is a PNG."""
-    end = trailer_problem(item.image) if item.image else None
     img, problems = decode(item, max_pixels=max_pixels, reduce_to=thumb)
-    if end:
-        problems.insert(0, end)
     canvas = _canvas(item, img, thumb, max_pixels)
     problems += annotate(canvas, item, max_pixels)
     buf = io.BytesIO()

@@ -31,6 +31,7 @@ from tfdrop.codec.example import (
     ENCODED,
     FILENAME,
     LABEL,
+    MASK,
     SOURCE_ID,
     TEXT,
     ParsedExample,
@@ -326,6 +327,15 @@ def encode_record(item: Item, options: WriteOptions, notes: Notes) -> bytes:
             key=ENCODED,
             hint="the image file is incomplete: copy or export it again",
         )
+    for i, obj in enumerate(item.objects):
+        if obj.mask is not None and not image_complete(obj.mask):  # a mask read from a record
+            raise SchemaError(
+                "the instance mask is a PNG cut short (it has no IEND chunk)",
+                item=item.name,
+                key=MASK,
+                obj=i,
+                hint="the mask is incomplete: export the dataset again",
+            )
     _count_losses(item, notes)
     return encode_example(item, options.keypoints)
 

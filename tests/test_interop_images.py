@@ -1,0 +1,120 @@
+"""Which images TensorFlow can decode, and which tfdrop calls complete: the same ones.
+
+``codec.imagehead.image_complete`` is what makes ``convert`` refuse, and ``validate`` flag, a
+JPEG or PNG cut before its end marker: TensorFlow's ``decode_image`` refuses those, and
+training would stop at the record. Here real TensorFlow decides on each case, whole and cut at
+every offset: the shapes real files have (EXIF thumbnails, fill bytes, stray bytes a writer
+left between segments, trailers phones append, text chunks), and the cuts an outside attack
+found misjudged (a cut at a thumbnail's own end, at an FF D9 inside a comment, a PNG cut
+before its IEND with ``IEND`` in a text chunk).
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from types import ModuleType
+
+import pytest
+from PIL import Image
+
+from tfdrop.codec.imagehead import image_complete
+
+pytestmark = pytest.mark.interop
+
+
+def _jpeg(size: tuple[int, int] = (24, 16), **kw: object) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, (120, 30, 200)).save(buf, "JPEG", quality=80, **kw)
+    return buf.getvalue()
+
+
+def _segment(marker: int, payload: bytes) -> bytes:
+    return bytes([0xFF, marker]) + (len(payload) + 2).to_bytes(2, "big") + payload
+
+
+def _at_marker(data: bytes, marker: int) -> int:
+    """Where the first segment with ``marker`` starts (walking by lengths from SOI)."""
+    pos = 2
+    while data[pos + 1] != marker:
+        pos += 2 + struct.unpack_from(">H", data, pos + 2)[0]
+    return pos
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _png_with_text(text: bytes) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 6), (1, 2, 3)).save(buf, "PNG")
+    png = buf.getvalue()
+    iend = png.rindex(b"IEND") - 4
+    return png[:iend] + _chunk(b"tEXt", b"Comment\x00" + text) + png[iend:]
+
+
+def _cases() -> dict[str, bytes]:
+    plain = _jpeg()
+    thumb = _jpeg((8, 8))
+    dqt = _at_marker(plain, 0xDB)
+    app0 = _at_marker(plain, 0xE0)
+    app0_len = struct.unpack_from(">H", plain, app0 + 2)[0]
+    progressive = _jpeg(progressive=True)
+    sof2 = _at_marker(progressive, 0xC2)
+    trailer = b"\x00\x00\x00\x00SEFHtrailer after the end"
+    return {
+        "plain": plain,
+        "progressive": progressive,
+        "trailer": plain + trailer,
+        "exif thumbnail": plain[:2] + _segment(0xE1, b"Exif\x00\x00" + thumb) + plain[2:],
+        "fill bytes": plain[:dqt] + b"\xff\xff\xff" + plain[dqt:],
+        "FF D9 in a comment": plain[:dqt] + _segment(0xFE, b"ab\xff\xd9cd") + plain[dqt:],
+        # libjpeg skips bytes that are no marker ("extraneous bytes before marker") and decodes
+        "stray bytes, trailer": plain[:dqt] + b"\x00\x00" + plain[dqt:] + trailer,
+        "APP0 length one short, trailer": (
+            plain[: app0 + 2] + (app0_len - 1).to_bytes(2, "big") + plain[app0 + 4 :] + trailer
+        ),
+        "progressive, stray byte": progressive[:sof2] + b"\x07" + progressive[sof2:] + trailer,
+        "png": _png_with_text(b"plain text"),
+        "png with IEND in its text": _png_with_text(b"\x00\x00\x00\x00IEND\xaeB`\x82"),
+        "png, trailer": _png_with_text(b"x") + b"junk after IEND",
+    }
+
+
+CASES = _cases()
+
+
+def _decodes(tf: ModuleType, data: bytes) -> bool:
+    try:
+        tf.io.decode_image(data, expand_animations=False)
+    except tf.errors.OpError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_tensorflow_decodes_each_whole_image_and_tfdrop_calls_it_complete(
+    tf: ModuleType, name: str
+) -> None:
+    data = CASES[name]
+    assert _decodes(tf, data), name
+    assert image_complete(data), name
+
+
+@pytest.mark.parametrize(
+    "name", ["plain", "exif thumbnail", "FF D9 in a comment", "stray bytes, trailer", "png",
+             "png with IEND in its text"],
+)  # fmt: skip
+def test_an_image_cut_anywhere_before_its_end_is_refused_by_both(tf: ModuleType, name: str) -> None:
+    """Every cut from the first byte to the end marker: TensorFlow refuses each, and so does
+    image_complete (a cut after the end marker, in the trailer, is whole for both)."""
+    data = CASES[name]
+    png = name.startswith("png")
+    end = data.rindex(b"IEND") + 8 if png else data.rindex(b"\xff\xd9") + 2
+    start = 8 if png else 2  # from a whole magic number on (before it: not this check's)
+    disagree = [
+        cut for cut in range(start, end) if image_complete(data[:cut]) != _decodes(tf, data[:cut])
+    ]
+    assert disagree == [], f"{name}: cut at {disagree[:10]}"
+    assert all(image_complete(data[:cut]) for cut in range(end, len(data) + 1))
