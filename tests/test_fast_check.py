@@ -16,6 +16,7 @@ without the extension fails instead of passing quietly.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from dataclasses import replace
@@ -25,6 +26,7 @@ import pytest
 from google.protobuf.message import DecodeError
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from PIL import Image
 
 from tfdrop.codec import wire
 from tfdrop.codec.example import (
@@ -35,6 +37,7 @@ from tfdrop.codec.example import (
     encode_example,
     parse_example,
 )
+from tfdrop.codec.imagehead import jpeg_end_py
 from tfdrop.codec.model import Annotation, Box, Item, LabelMap
 from tfdrop.codec.proto import Example
 from tfdrop.codec.schema import check_parsed, fast_check, fast_scan
@@ -437,3 +440,44 @@ def test_the_c_image_check_on_plain_cases(image: bytes, fmt: str, passes: bool) 
     data = encode_example(item)
     assert (fast_check(data) is not None) == (passes and wire.HAVE_C)
     assert (_full_path(data, None)[1] == []) == passes
+
+
+# --- a JPEG's markers walked to its end, in C and in Python --------------------------------
+
+_MARKERS = st.sampled_from(
+    [0xC0, 0xC2, 0xC4, 0xDB, 0xDD, 0xE0, 0xE1, 0xFE, 0xDA, 0xD9, 0xD8, 0xD0, 0x01, 0x00]
+)
+_PIECE = st.one_of(
+    st.tuples(_MARKERS, st.binary(max_size=12)).map(
+        lambda mp: bytes([0xFF, mp[0]]) + (len(mp[1]) + 2).to_bytes(2, "big") + mp[1]
+    ),
+    st.sampled_from([b"\xff", b"\xff\xff", b"\x00", b"\xff\x00", b"\xff\xd9", b"\xff\xda"]),
+    st.binary(max_size=8),
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(pieces=st.lists(_PIECE, max_size=12), cut=st.none() | st.integers(0, 200))
+def test_the_c_jpeg_walk_is_the_python_one(pieces: list[bytes], cut: int | None) -> None:
+    """``image_complete`` walks a JPEG's markers in C when it can (``wire.jpeg_end``): the
+    same answer as :func:`jpeg_end_py` for any bytes after a start of image, whole or cut."""
+    if wire.jpeg_end is None:
+        return  # TFDROP_NO_C: only the Python walk runs (the first test says why)
+    data = b"\xff\xd8" + b"".join(pieces)
+    if cut is not None:
+        data = data[:cut]
+    assert wire.jpeg_end(data) == jpeg_end_py(data)
+
+
+def test_the_c_jpeg_walk_is_the_python_one_on_real_files_cut_everywhere() -> None:
+    if wire.jpeg_end is None:
+        return
+    images = []
+    for kw in ({}, {"progressive": True}, {"progressive": True, "optimize": True}):
+        buf = io.BytesIO()
+        Image.new("RGB", (20, 12), (9, 200, 30)).save(buf, "JPEG", **kw)
+        images.append(buf.getvalue())
+    for data in images:
+        assert jpeg_end_py(data) == 1
+        for cut in range(len(data) + 1):
+            assert wire.jpeg_end(data[:cut]) == jpeg_end_py(data[:cut]), cut

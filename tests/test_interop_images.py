@@ -4,8 +4,9 @@
 JPEG or PNG cut before its end marker: TensorFlow's ``decode_image`` refuses those, and
 training would stop at the record. Here real TensorFlow decides on each case, whole and cut at
 every offset: the shapes real files have (EXIF thumbnails, fill bytes, stray bytes a writer
-left between segments, trailers phones append, text chunks), and the cuts an outside attack
-found misjudged (a cut at a thumbnail's own end, at an FF D9 inside a comment, a PNG cut
+left between segments, trailers phones append, text chunks, tables and comments between a
+progressive JPEG's scans), and the cuts outside attacks 16 and 17 found misjudged (a cut at a
+thumbnail's own end, at an FF D9 inside a comment, or inside a table between scans; a PNG cut
 before its IEND with ``IEND`` in a text chunk).
 """
 
@@ -19,7 +20,7 @@ from types import ModuleType
 import pytest
 from PIL import Image
 
-from tfdrop.codec.imagehead import image_complete
+from tfdrop.codec.imagehead import image_complete, image_kind
 
 pytestmark = pytest.mark.interop
 
@@ -40,6 +41,12 @@ def _at_marker(data: bytes, marker: int) -> int:
     while data[pos + 1] != marker:
         pos += 2 + struct.unpack_from(">H", data, pos + 2)[0]
     return pos
+
+
+def _third_scan(data: bytes) -> int:
+    """Where a progressive JPEG's third start of scan is (a scan's data never holds FF DA)."""
+    first = data.index(b"\xff\xda")
+    return data.index(b"\xff\xda", data.index(b"\xff\xda", first + 2) + 2)
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
@@ -63,6 +70,10 @@ def _cases() -> dict[str, bytes]:
     progressive = _jpeg(progressive=True)
     sof2 = _at_marker(progressive, 0xC2)
     trailer = b"\x00\x00\x00\x00SEFHtrailer after the end"
+    third = _third_scan(progressive)
+    # a quantization table no frame uses, between scans, whose values are FF D9 (outside
+    # attack 17: cjpeg's luma table at quality 6 holds 255, 217)
+    table = _segment(0xDB, b"\x03" + bytes([0xFF, 0xD9]) * 32)
     return {
         "plain": plain,
         "progressive": progressive,
@@ -76,6 +87,10 @@ def _cases() -> dict[str, bytes]:
             plain[: app0 + 2] + (app0_len - 1).to_bytes(2, "big") + plain[app0 + 4 :] + trailer
         ),
         "progressive, stray byte": progressive[:sof2] + b"\x07" + progressive[sof2:] + trailer,
+        "FF D9 in a table between scans": progressive[:third] + table + progressive[third:],
+        "FF D9 in a comment between scans": (
+            progressive[:third] + _segment(0xFE, b"ab\xff\xd9cd") + progressive[third:]
+        ),
         "png": _png_with_text(b"plain text"),
         "png with IEND in its text": _png_with_text(b"\x00\x00\x00\x00IEND\xaeB`\x82"),
         "png, trailer": _png_with_text(b"x") + b"junk after IEND",
@@ -103,7 +118,8 @@ def test_tensorflow_decodes_each_whole_image_and_tfdrop_calls_it_complete(
 
 
 @pytest.mark.parametrize(
-    "name", ["plain", "exif thumbnail", "FF D9 in a comment", "stray bytes, trailer", "png",
+    "name", ["plain", "exif thumbnail", "FF D9 in a comment", "stray bytes, trailer",
+             "FF D9 in a table between scans", "FF D9 in a comment between scans", "png",
              "png with IEND in its text"],
 )  # fmt: skip
 def test_an_image_cut_anywhere_before_its_end_is_refused_by_both(tf: ModuleType, name: str) -> None:
@@ -112,9 +128,25 @@ def test_an_image_cut_anywhere_before_its_end_is_refused_by_both(tf: ModuleType,
     data = CASES[name]
     png = name.startswith("png")
     end = data.rindex(b"IEND") + 8 if png else data.rindex(b"\xff\xd9") + 2
-    start = 8 if png else 2  # from a whole magic number on (before it: not this check's)
+    start = 8 if png else 3  # from a whole magic number on (before it: not this check's)
     disagree = [
         cut for cut in range(start, end) if image_complete(data[:cut]) != _decodes(tf, data[:cut])
     ]
     assert disagree == [], f"{name}: cut at {disagree[:10]}"
     assert all(image_complete(data[:cut]) for cut in range(end, len(data) + 1))
+
+
+def test_a_jpeg_without_its_end_before_another_jpeg_is_cut_short(tf: ModuleType) -> None:
+    """Files joined after a cut: TensorFlow refuses the second start of image."""
+    whole = CASES["plain"]
+    joined = whole[:-2] + whole
+    assert not _decodes(tf, joined)
+    assert not image_complete(joined)
+
+
+def test_a_start_of_image_without_a_marker_after_it_is_no_jpeg(tf: ModuleType) -> None:
+    """TensorFlow takes a JPEG by its first three bytes (FF D8 FF): with a stray byte after
+    the start of image it is no image to it, and to tfdrop neither (outside attack 17)."""
+    stray = CASES["plain"][:2] + b"\x00" + CASES["plain"][2:]
+    assert not _decodes(tf, stray)
+    assert image_kind(stray) is None

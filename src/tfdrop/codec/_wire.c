@@ -464,6 +464,68 @@ float_at(const unsigned char *buf, const span_t *sp, Py_ssize_t i)
     return PyFloat_Unpack4((const char *)buf + sp->start + 4 * i, 1);
 }
 
+/* tfdrop.codec.imagehead.jpeg_end_py, the same walk: 1 when a JPEG's markers, read from its SOI
+ * as libjpeg reads them, end with an EOI after a scan; 0 when the data ends first (or an EOI
+ * comes before any scan, or a second SOI); -1 past 65536 markers. Bytes that are not 0xFF and
+ * fill before a marker are skipped, a segment by its length, entropy-coded data up to the
+ * next marker that is not a stuffed zero or a restart. */
+static int
+jpeg_end(const unsigned char *e, Py_ssize_t len)
+{
+    Py_ssize_t pos = 2;
+    int scanned = 0, entropy = 0;
+    for (int steps = 0; steps < 65536; steps++) {
+        unsigned char m;
+        if (entropy) {
+            for (;;) {
+                const unsigned char *p =
+                    pos < len ? memchr(e + pos, 0xFF, (size_t)(len - pos)) : NULL;
+                if (p == NULL || p + 1 >= e + len)
+                    return 0;
+                m = p[1];
+                pos = (p - e) + 1; /* at the byte after the 0xFF */
+                if (m != 0x00 && m != 0xFF && !(m >= 0xD0 && m <= 0xD7))
+                    break;
+            }
+            pos += 1;
+            entropy = 0;
+        } else {
+            while (pos < len && e[pos] != 0xFF)
+                pos++;
+            while (pos < len && e[pos] == 0xFF)
+                pos++;
+            if (pos >= len)
+                return 0;
+            m = e[pos++];
+        }
+        if (m == 0xD9)
+            return scanned;
+        if (m == 0xD8)
+            return 0;
+        if (m == 0x00 || m == 0x01 || (m >= 0xD0 && m <= 0xD7))
+            continue;
+        if (pos + 2 > len)
+            return 0;
+        if (m == 0xDA)
+            scanned = entropy = 1;
+        pos += ((Py_ssize_t)e[pos] << 8) | e[pos + 1];
+        if (pos > len)
+            return 0;
+    }
+    return -1;
+}
+
+static PyObject *
+py_jpeg_end(PyObject *self, PyObject *args)
+{
+    Py_buffer buf;
+    if (!PyArg_ParseTuple(args, "y*", &buf))
+        return NULL;
+    int r = jpeg_end((const unsigned char *)buf.buf, buf.len);
+    PyBuffer_Release(&buf);
+    return PyLong_FromLong(r);
+}
+
 /* 1 when walking a PNG's chunks by their lengths meets a whole IEND chunk within 65536 chunks
  * (tfdrop.codec.imagehead.image_complete: beyond them the Python path decides), else 0. */
 static int
@@ -512,16 +574,12 @@ image_ok(const unsigned char *data, Py_ssize_t enc_s, Py_ssize_t enc_e, Py_ssize
             w = (int64_t)be32(e + 16);
             h = (int64_t)be32(e + 20);
         }
-    } else if (len >= 2 && e[0] == 0xFF && e[1] == 0xD8) {
+    } else if (len >= 3 && e[0] == 0xFF && e[1] == 0xD8 && e[2] == 0xFF) {
         if (fmt == 2)
             return 0;
-        /* passed only when it ends with an EOI and a start of scan comes before it, markers
-         * one after another; anything else is the Python path's (image_complete walks the
-         * markers as libjpeg does) */
-        if (len < 4 || e[len - 2] != 0xFF || e[len - 1] != 0xD9)
-            return 0;
-        int frame = 0, scan = 0;
-        Py_ssize_t pos = 2;
+        if (jpeg_end(e, len) != 1)
+            return 0; /* cut short, or past the walk's bound: the Python path decides */
+        Py_ssize_t pos = 2; /* the size from the first frame header, as schema's jpeg_size */
         while (pos + 4 <= len) {
             if (e[pos] != 0xFF)
                 break;
@@ -534,26 +592,18 @@ image_ok(const unsigned char *data, Py_ssize_t enc_s, Py_ssize_t enc_e, Py_ssize
                 pos += 2;
                 continue;
             }
-            if (m == 0xDA) {
-                scan = 1;
-                break;
-            }
-            if (m == 0x00 || m == 0xD9)
-                break;
             Py_ssize_t seg = ((Py_ssize_t)e[pos + 2] << 8) | e[pos + 3];
-            if (!frame && m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC) {
-                frame = 1; /* the first frame header has the size (schema's jpeg_size) */
+            if (m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC) {
                 if (pos + 9 <= len) {
                     h = ((int64_t)e[pos + 5] << 8) | e[pos + 6];
                     w = ((int64_t)e[pos + 7] << 8) | e[pos + 8];
                 }
+                break;
             }
-            if (seg < 2)
+            if (m == 0xDA || seg < 2)
                 break;
             pos += 2 + seg;
         }
-        if (!scan)
-            return 0;
     } else {
         return 0; /* neither a JPEG nor a PNG */
     }
@@ -1030,6 +1080,9 @@ static PyMethodDef methods[] = {
     {"od_check", od_check, METH_VARARGS,
      "od_check(data, text_ids, max_values[, labels]): all-clear schema check of one Example: "
      "(n, enc span, sha span, format span, height, width[, texts, ids]) or None."},
+    {"jpeg_end", py_jpeg_end, METH_VARARGS,
+     "jpeg_end(data): 1 when a JPEG's markers end with an EOI after a scan, 0 when not, -1 past "
+     "65536 markers (tfdrop.codec.imagehead.jpeg_end_py)."},
     {"boxes_ok", boxes_ok, METH_VARARGS,
      "All boxes (xmin, ymin, xmax, ymax lists) inside [0, 1] and ordered."},
     {"parse_features", parse_features, METH_VARARGS,

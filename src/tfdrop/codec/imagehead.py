@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Callable
 from typing import Final
 
+from tfdrop.codec.wire import jpeg_end as _jpeg_end_c
+
 PNG_MAGIC: Final = b"\x89PNG\r\n\x1a\n"
-JPEG_MAGIC: Final = b"\xff\xd8"
+JPEG_MAGIC: Final = b"\xff\xd8\xff"  # what TensorFlow takes for a JPEG (SOI, a marker)
 # JPEG start-of-frame markers carry the size; C4 (DHT), C8 (JPG) and CC (DAC) are not frames
 _SOF: Final = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _STANDALONE: Final = frozenset((0x01, *range(0xD0, 0xD8)))
@@ -32,6 +35,9 @@ _PNG_IEND: Final = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # IEND: no data, then its 
 _MARKER: Final = re.compile(rb"[^\xff]*\xff+([^\xff])", re.DOTALL)
 """The next JPEG marker as libjpeg's ``next_marker`` finds it: bytes that are not 0xFF are
 skipped (it warns "extraneous bytes before marker" and decodes on), so are 0xFF fill bytes."""
+_SCAN_END: Final = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+"""The marker that ends entropy-coded data: 0xFF then a byte that is not a stuffed zero, a
+restart marker or more fill (one pair, so a long run of 0xFF costs one pass)."""
 MAX_HEADER_STEPS: Final = 1 << 16
 """Most markers (JPEG) or chunks (PNG) :func:`image_complete` walks before it judges by the
 last bytes alone: real files have tens (a PNG of 64 MiB in 8 KiB chunks, 8,192); a file made
@@ -42,43 +48,62 @@ def image_complete(data: bytes) -> bool:
     """Whether a JPEG or PNG reaches its end marker: TensorFlow's decoder refuses one that
     does not, even when only the marker is missing; bytes after the marker are fine.
 
-    JPEG: an end-of-image after the first start-of-scan, found by walking the markers as
-    libjpeg does (an EXIF thumbnail's own scan and EOI lie inside its APP1 segment, an FF D9
-    in a comment inside the comment). PNG: an IEND chunk, found by walking the chunks (an
-    ``IEND`` inside a text chunk is text). True for other data (not this function's to
-    judge)."""
+    JPEG: the markers walked as libjpeg reads them, scan by scan (:func:`jpeg_end`), to an
+    end of image after a scan (an EXIF thumbnail's own EOI lies inside its APP1 segment, an
+    FF D9 in a comment or a table between scans inside that segment). PNG: an IEND chunk,
+    found by walking the chunks (an ``IEND`` inside a text chunk is text). True for other
+    data (not this function's to judge)."""
     if data.startswith(JPEG_MAGIC):
-        sos = _first_scan(data)
-        if sos == -2:
-            return data.endswith(_JPEG_EOI)
-        # entropy-coded data stuffs every 0xFF, so an EOI after the first scan is the end
-        return sos >= 0 and (data.endswith(_JPEG_EOI) or data.find(_JPEG_EOI, sos) >= 0)
+        end = jpeg_end(data)
+        return data.endswith(_JPEG_EOI) if end < 0 else end == 1
     if data.startswith(PNG_MAGIC):
         return _has_iend(data)
     return True
 
 
-def _first_scan(data: bytes) -> int:
-    """Where a JPEG's first start-of-scan marker is; -1 if none (the data ends first, or an
-    EOI comes before it), -2 past :data:`MAX_HEADER_STEPS` markers."""
+def jpeg_end_py(data: bytes) -> int:
+    """1 when a JPEG's markers, walked from its SOI as libjpeg reads them, end with an EOI
+    after a scan; 0 when the data ends first (or an EOI comes before any scan, or a second
+    SOI); -1 past :data:`MAX_HEADER_STEPS` markers. Between markers a segment is skipped by
+    its length, and after a start of scan its entropy-coded data up to the next marker that
+    is not a restart (``_wire.c`` ``jpeg_end`` is the same walk)."""
     pos, end = 2, len(data)
+    scanned = entropy = False
     for _ in range(MAX_HEADER_STEPS):
-        if pos + 1 < end and data[pos] == 0xFF and 0 < data[pos + 1] < 0xFF:
-            marker, pos = data[pos + 1], pos + 2  # the usual case: one marker after another
-        else:
-            found = _MARKER.match(data, pos)
-            if found is None:
-                return -1
-            marker, pos = data[found.end() - 1], found.end()
-        if marker == 0xDA:
-            return pos - 2
+        marker, pos = _next_marker(data, pos, entropy)
         if marker == 0xD9:
-            return -1
-        if marker and marker not in _STANDALONE:  # FF 00 is skipped, as libjpeg does
-            if pos + 2 > end:
-                return -1
-            pos += struct.unpack_from(">H", data, pos)[0]
-    return -2
+            return int(scanned)
+        if marker < 0 or marker == 0xD8:  # the data ended; a second SOI ("two SOI markers")
+            return 0
+        entropy = False
+        if not marker or marker in _STANDALONE:  # FF 00 is skipped, as libjpeg does
+            continue
+        if marker == 0xDA:
+            scanned = entropy = True
+        length = struct.unpack_from(">H", data, pos)[0] if pos + 2 <= end else end
+        pos += length
+        if pos > end:
+            return 0
+    return -1
+
+
+def _next_marker(data: bytes, pos: int, entropy: bool) -> tuple[int, int]:
+    """The next marker's byte and the position after it (-1 when the data ends first): in
+    entropy-coded data the next one that is not a stuffed zero or a restart, else the next
+    0xFF (bytes before it skipped, as libjpeg does) and the byte after its fill."""
+    if entropy:
+        found = _SCAN_END.search(data, pos)
+    elif pos + 1 < len(data) and data[pos] == 0xFF and 0 < data[pos + 1] < 0xFF:
+        return data[pos + 1], pos + 2  # the usual case: one marker after another
+    else:
+        found = _MARKER.match(data, pos)
+    if found is None:
+        return -1, pos
+    return data[found.end() - 1], found.end()
+
+
+jpeg_end: Callable[[bytes], int] = _jpeg_end_c if _jpeg_end_c is not None else jpeg_end_py
+""":func:`jpeg_end_py`, in C when the accelerator is built (and not off)."""
 
 
 def _has_iend(data: bytes) -> bool:

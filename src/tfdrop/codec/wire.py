@@ -206,6 +206,8 @@ boxes_ok = _wire_c.boxes_ok if _wire_c is not None else _boxes_ok_py
 OdCheck = Callable[[bytes, dict[bytes, int] | None, int, bool], tuple[Any, ...] | None]
 od_check: OdCheck | None = _wire_c.od_check if _wire_c is not None else None
 """The C all-clear schema check (see ``_wire.c``), or ``None`` without the accelerator."""
+jpeg_end: Callable[[bytes], int] | None = _wire_c.jpeg_end if _wire_c is not None else None
+"""The C walk of a JPEG's markers (:func:`tfdrop.codec.imagehead.jpeg_end_py`), or ``None``."""
 parse_features = _parse_features_c if _wire_c is not None else parse_features_py
 """``Example`` bytes -> {key: (kind, values, feature bytes)}; raises :class:`NotCanonical`."""
 
