@@ -30,6 +30,7 @@ from functools import partial
 from typing import Final
 
 from tfdrop.archive import Source
+from tfdrop.codec.imagehead import image_kind
 from tfdrop.codec.model import Annotation, Box, Item, LabelMap
 from tfdrop.errors import FormatError, TfdropError
 from tfdrop.formats.base import Notes, ReadOptions, plan_ranges
@@ -57,16 +58,11 @@ from tfdrop.formats.voc.layout import (
 TOLERANCE: Final = 1.0
 """Pixels a box may reach outside the image before it is an error (then it is clamped)."""
 _FIELDS: Final = frozenset({"name", "pose", "truncated", "difficult", "occluded"})
-_PNG: Final = b"\x89PNG\r\n\x1a\n"
 
 
 def sniff_format(data: bytes, name: str) -> str:
     """``image/format`` from the first bytes (JPEG/PNG magic), else from the file name."""
-    if data.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if data.startswith(_PNG):
-        return "png"
-    return format_from_name(name)
+    return image_kind(data) or format_from_name(name)
 
 
 @dataclass(frozen=True, slots=True)
