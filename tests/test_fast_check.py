@@ -447,11 +447,13 @@ def test_the_c_image_check_on_plain_cases(image: bytes, fmt: str, passes: bool) 
 _MARKERS = st.sampled_from(
     [0xC0, 0xC2, 0xC4, 0xDB, 0xDD, 0xE0, 0xE1, 0xFE, 0xDA, 0xD9, 0xD8, 0xD0, 0x01, 0x00]
 )
+_LOOSE_BYTES = [b"\xff", b"\xff\xff", b"\x00", b"\xff\x00", b"\xff\xd9", b"\xff\xda"]
+_LOOSE_BYTES += [b"\xff\x01", b"\xff\xd3", b"\xff\xff\xd7", b"\x07\xff\x01\xff\x00"]
 _PIECE = st.one_of(
     st.tuples(_MARKERS, st.binary(max_size=12)).map(
         lambda mp: bytes([0xFF, mp[0]]) + (len(mp[1]) + 2).to_bytes(2, "big") + mp[1]
     ),
-    st.sampled_from([b"\xff", b"\xff\xff", b"\x00", b"\xff\x00", b"\xff\xd9", b"\xff\xda"]),
+    st.sampled_from(_LOOSE_BYTES),
     st.binary(max_size=8),
 )
 
@@ -467,6 +469,24 @@ def test_the_c_jpeg_walk_is_the_python_one(pieces: list[bytes], cut: int | None)
     if cut is not None:
         data = data[:cut]
     assert wire.jpeg_end(data) == jpeg_end_py(data)
+
+
+@pytest.mark.parametrize(
+    "run", [b"\xff\x01", b"\xff\xd0", b"\xff\x00", b"\x00\xff\xff\x01", b"\xff\xfe\x00\x04\xff\xd9"]
+)  # fmt: skip
+def test_both_walks_follow_runs_of_markers_past_any_count(run: bytes) -> None:
+    """A header of 70,000 standalone markers, stuffed zeros or tiny comments (outside attack
+    18: the walk once stopped at 65,536 and judged by the last bytes): both walks go on to
+    the end, so a cut inside the run is cut and the whole image, trailer and all, is whole."""
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), (9, 200, 30)).save(buf, "JPEG")
+    real = buf.getvalue()
+    whole = real[:2] + run * 70_000 + real[2:] + b"trailer"
+    walks = [jpeg_end_py] + ([wire.jpeg_end] if wire.jpeg_end is not None else [])
+    for walk in walks:
+        assert walk(whole) == 1
+        assert walk(whole[: 2 + len(run) * 69_000]) == 0
+        assert walk(whole[: 2 + len(run) * 69_000] + b"\xff\xd9") == 0  # an EOI, no scan
 
 
 def test_the_c_jpeg_walk_is_the_python_one_on_real_files_cut_everywhere() -> None:

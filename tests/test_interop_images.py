@@ -144,6 +144,20 @@ def test_a_jpeg_without_its_end_before_another_jpeg_is_cut_short(tf: ModuleType)
     assert not image_complete(joined)
 
 
+def test_seventy_thousand_segments_before_the_image_are_walked_to_its_end(tf: ModuleType) -> None:
+    """A real JPEG behind 70,000 comments, each holding FF D9, and a PNG behind 70,000
+    private chunks (outside attack 18: past 65,536 the walk judged by the last bytes, so a cut
+    inside the comments passed and the whole file with a trailer did not)."""
+    plain, png = CASES["plain"], CASES["png"]
+    jpeg = plain[:2] + _segment(0xFE, b"\xff\xd9") * 70_000 + plain[2:]
+    many = png[:33] + _chunk(b"prVt", b"") * 70_000 + png[33:]  # after the IHDR chunk
+    for whole, cut in ((jpeg, 2 + 6 * 69_000), (many, 33 + 12 * 69_000 + 9)):
+        assert _decodes(tf, whole + b"trailer")
+        assert image_complete(whole + b"trailer")
+        assert not _decodes(tf, whole[:cut])
+        assert not image_complete(whole[:cut])
+
+
 def test_a_start_of_image_without_a_marker_after_it_is_no_jpeg(tf: ModuleType) -> None:
     """TensorFlow takes a JPEG by its first three bytes (FF D8 FF): with a stray byte after
     the start of image it is no image to it, and to tfdrop neither (outside attack 17)."""

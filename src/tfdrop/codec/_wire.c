@@ -466,15 +466,16 @@ float_at(const unsigned char *buf, const span_t *sp, Py_ssize_t i)
 
 /* tfdrop.codec.imagehead.jpeg_end_py, the same walk: 1 when a JPEG's markers, read from its SOI
  * as libjpeg reads them, end with an EOI after a scan; 0 when the data ends first (or an EOI
- * comes before any scan, or a second SOI); -1 past 65536 markers. Bytes that are not 0xFF and
- * fill before a marker are skipped, a segment by its length, entropy-coded data up to the
- * next marker that is not a stuffed zero or a restart. */
+ * comes before any scan, or a second SOI). Bytes that are not 0xFF and fill before a marker are
+ * skipped, a segment by its length, entropy-coded data up to the next marker that is not a
+ * stuffed zero or a restart. No bound on the markers: each turn moves on by two bytes at least,
+ * so the walk is linear in the data. */
 static int
 jpeg_end(const unsigned char *e, Py_ssize_t len)
 {
     Py_ssize_t pos = 2;
     int scanned = 0, entropy = 0;
-    for (int steps = 0; steps < 65536; steps++) {
+    for (;;) {
         unsigned char m;
         if (entropy) {
             for (;;) {
@@ -512,7 +513,6 @@ jpeg_end(const unsigned char *e, Py_ssize_t len)
         if (pos > len)
             return 0;
     }
-    return -1;
 }
 
 static PyObject *
@@ -526,13 +526,13 @@ py_jpeg_end(PyObject *self, PyObject *args)
     return PyLong_FromLong(r);
 }
 
-/* 1 when walking a PNG's chunks by their lengths meets a whole IEND chunk within 65536 chunks
- * (tfdrop.codec.imagehead.image_complete: beyond them the Python path decides), else 0. */
+/* 1 when walking a PNG's chunks by their lengths meets a whole IEND chunk, else 0
+ * (tfdrop.codec.imagehead._has_iend; each chunk is 12 bytes at least, so linear). */
 static int
 png_complete(const unsigned char *e, Py_ssize_t len)
 {
     Py_ssize_t pos = 8;
-    for (int steps = 0; steps < 65536 && pos + 12 <= len; steps++) {
+    while (pos + 12 <= len) {
         Py_ssize_t clen = (Py_ssize_t)be32(e + pos);
         if (memcmp(e + pos + 4, "IEND", 4) == 0)
             return pos + 12 + clen <= len;
@@ -578,7 +578,7 @@ image_ok(const unsigned char *data, Py_ssize_t enc_s, Py_ssize_t enc_e, Py_ssize
         if (fmt == 2)
             return 0;
         if (jpeg_end(e, len) != 1)
-            return 0; /* cut short, or past the walk's bound: the Python path decides */
+            return 0; /* cut short: the Python path names it */
         Py_ssize_t pos = 2; /* the size from the first frame header, as schema's jpeg_size */
         while (pos + 4 <= len) {
             if (e[pos] != 0xFF)
@@ -1081,8 +1081,8 @@ static PyMethodDef methods[] = {
      "od_check(data, text_ids, max_values[, labels]): all-clear schema check of one Example: "
      "(n, enc span, sha span, format span, height, width[, texts, ids]) or None."},
     {"jpeg_end", py_jpeg_end, METH_VARARGS,
-     "jpeg_end(data): 1 when a JPEG's markers end with an EOI after a scan, 0 when not, -1 past "
-     "65536 markers (tfdrop.codec.imagehead.jpeg_end_py)."},
+     "jpeg_end(data): 1 when a JPEG's markers end with an EOI after a scan, else 0 "
+     "(tfdrop.codec.imagehead.jpeg_end_py)."},
     {"boxes_ok", boxes_ok, METH_VARARGS,
      "All boxes (xmin, ymin, xmax, ymax lists) inside [0, 1] and ordered."},
     {"parse_features", parse_features, METH_VARARGS,

@@ -19,6 +19,8 @@ JPEG_MAGIC: Final = b"\xff\xd8\xff"  # what TensorFlow takes for a JPEG (SOI, a 
 # JPEG start-of-frame markers carry the size; C4 (DHT), C8 (JPG) and CC (DAC) are not frames
 _SOF: Final = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _STANDALONE: Final = frozenset((0x01, *range(0xD0, 0xD8)))
+_SKIPPED: Final = _STANDALONE | {0x00, 0xFF}
+"""Bytes after 0xFF that start no segment: stuffing, fill, TEM and the restart markers."""
 
 
 def image_kind(data: bytes) -> str | None:
@@ -30,18 +32,16 @@ def image_kind(data: bytes) -> str | None:
     return None
 
 
-_JPEG_EOI: Final = b"\xff\xd9"
-_PNG_IEND: Final = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # IEND: no data, then its CRC-32
-_MARKER: Final = re.compile(rb"[^\xff]*\xff+([^\xff])", re.DOTALL)
-"""The next JPEG marker as libjpeg's ``next_marker`` finds it: bytes that are not 0xFF are
-skipped (it warns "extraneous bytes before marker" and decodes on), so are 0xFF fill bytes."""
+_MARKER: Final = re.compile(
+    rb"(?:[^\xff]*+\xff++[\x00\x01\xd0-\xd7])*+[^\xff]*+\xff++([^\xff])", re.DOTALL
+)
+"""The next JPEG marker that starts a segment, as libjpeg's ``next_marker`` finds it: bytes
+that are not 0xFF are skipped (it warns "extraneous bytes before marker" and decodes on), so
+are 0xFF fill bytes, FF 00 and the standalone markers (TEM, RST; possessive, so a run of
+millions of them is one pass)."""
 _SCAN_END: Final = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 """The marker that ends entropy-coded data: 0xFF then a byte that is not a stuffed zero, a
 restart marker or more fill (one pair, so a long run of 0xFF costs one pass)."""
-MAX_HEADER_STEPS: Final = 1 << 16
-"""Most markers (JPEG) or chunks (PNG) :func:`image_complete` walks before it judges by the
-last bytes alone: real files have tens (a PNG of 64 MiB in 8 KiB chunks, 8,192); a file made
-of millions of tiny segments is judged in bounded time."""
 
 
 def image_complete(data: bytes) -> bool:
@@ -54,8 +54,7 @@ def image_complete(data: bytes) -> bool:
     found by walking the chunks (an ``IEND`` inside a text chunk is text). True for other
     data (not this function's to judge)."""
     if data.startswith(JPEG_MAGIC):
-        end = jpeg_end(data)
-        return data.endswith(_JPEG_EOI) if end < 0 else end == 1
+        return jpeg_end(data) == 1
     if data.startswith(PNG_MAGIC):
         return _has_iend(data)
     return True
@@ -64,37 +63,39 @@ def image_complete(data: bytes) -> bool:
 def jpeg_end_py(data: bytes) -> int:
     """1 when a JPEG's markers, walked from its SOI as libjpeg reads them, end with an EOI
     after a scan; 0 when the data ends first (or an EOI comes before any scan, or a second
-    SOI); -1 past :data:`MAX_HEADER_STEPS` markers. Between markers a segment is skipped by
-    its length, and after a start of scan its entropy-coded data up to the next marker that
-    is not a restart (``_wire.c`` ``jpeg_end`` is the same walk)."""
+    SOI). Between markers a segment is skipped by its length, and after a start of scan its
+    entropy-coded data up to the next marker that is not a restart (``_wire.c`` ``jpeg_end``
+    is the same walk). No bound on the markers: the walk is linear in the data, and a
+    judgement by the last bytes alone is wrong both ways (a cut inside comments holding
+    FF D9 would pass, a whole file with a trailer would not)."""
     pos, end = 2, len(data)
     scanned = entropy = False
-    for _ in range(MAX_HEADER_STEPS):
+    while True:  # each turn moves on by at least two bytes: linear in the data, no bound
         marker, pos = _next_marker(data, pos, entropy)
         if marker == 0xD9:
             return int(scanned)
         if marker < 0 or marker == 0xD8:  # the data ended; a second SOI ("two SOI markers")
             return 0
-        entropy = False
-        if not marker or marker in _STANDALONE:  # FF 00 is skipped, as libjpeg does
+        entropy = marker == 0xDA
+        if entropy:
+            scanned = True
+        elif marker in _STANDALONE:  # a TEM that ended a scan; header markers follow
             continue
-        if marker == 0xDA:
-            scanned = entropy = True
         length = struct.unpack_from(">H", data, pos)[0] if pos + 2 <= end else end
         pos += length
         if pos > end:
             return 0
-    return -1
 
 
 def _next_marker(data: bytes, pos: int, entropy: bool) -> tuple[int, int]:
-    """The next marker's byte and the position after it (-1 when the data ends first): in
-    entropy-coded data the next one that is not a stuffed zero or a restart, else the next
-    0xFF (bytes before it skipped, as libjpeg does) and the byte after its fill."""
+    """The next marker that starts a segment (or ends the image) and the position after it
+    (-1 when the data ends first): in entropy-coded data the next one that is not a stuffed
+    zero or a restart, else the next past bytes, fill and standalone markers (all skipped,
+    as libjpeg does)."""
     if entropy:
         found = _SCAN_END.search(data, pos)
-    elif pos + 1 < len(data) and data[pos] == 0xFF and 0 < data[pos + 1] < 0xFF:
-        return data[pos + 1], pos + 2  # the usual case: one marker after another
+    elif pos + 1 < len(data) and data[pos] == 0xFF and data[pos + 1] not in _SKIPPED:
+        return data[pos + 1], pos + 2  # the usual case: one segment after another
     else:
         found = _MARKER.match(data, pos)
     if found is None:
@@ -107,17 +108,14 @@ jpeg_end: Callable[[bytes], int] = _jpeg_end_c if _jpeg_end_c is not None else j
 
 
 def _has_iend(data: bytes) -> bool:
-    """Whether walking a PNG's chunks by their lengths meets a whole IEND chunk (beyond
-    :data:`MAX_HEADER_STEPS` chunks: whether it ends with one)."""
+    """Whether walking a PNG's chunks by their lengths meets a whole IEND chunk."""
     pos, end = 8, len(data)
-    for _ in range(MAX_HEADER_STEPS):
-        if pos + 12 > end:
-            return False
+    while pos + 12 <= end:  # each chunk is at least 12 bytes: linear in the data
         length: int = struct.unpack_from(">I", data, pos)[0]
         if data[pos + 4 : pos + 8] == b"IEND":
             return pos + 12 + length <= end
         pos += 12 + length
-    return data.endswith(_PNG_IEND)
+    return False
 
 
 def png_size(data: bytes) -> tuple[int, int] | None:
