@@ -135,6 +135,31 @@ def test_sorted_annotations_give_units_before_pass_2_ends_and_they_hold_every_it
         reader.close()
 
 
+def test_an_early_unit_goes_out_once_its_bytes_are_complete_not_at_its_share(
+    tmp_path: Path,
+) -> None:
+    """An early unit is cut at ``early_bytes``: it goes out as soon as that many bytes of
+    complete images are spilled, not when pass 2 reaches its share of the file (the workers
+    stood idle meanwhile: COCO 20k's first unit of 64 MB waited for a sixth of pass 2)."""
+    src = _zip(tmp_path / "in.zip", _annotations(N))
+    with open_source(src) as source:
+        plain = [(it.name, it.objects) for it in
+                 CocoReader(source, ReadOptions(images=False), Notes()).items()]  # fmt: skip
+        reader = CocoReader(source, ReadOptions(images=False), Notes())
+        plan = reader.overlapped_units(max_items=64, max_bytes=1 << 30, early=1, early_bytes=2000)
+        assert plan is not None
+        first = next(plan)
+        assert plan._first is not None
+        assert plan._first.pos < N // EARLY_SHARE  # before pass 2 reached the unit's share
+        assert 0 < first.stop <= plan._first.pos  # complete images only
+        worker = CocoReader(source, ReadOptions(images=False), Notes())
+        assert _items(worker, [first]) == plain[: first.stop]
+        rest = list(plan)
+        assert plan.settle()
+        assert _items(worker, [first, *rest]) == plain
+        reader.close()
+
+
 def test_an_annotation_for_an_image_already_given_out_fails_the_plan(
     tmp_path: Path, settled: list[tuple[int, bool]]
 ) -> None:

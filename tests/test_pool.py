@@ -6,6 +6,7 @@ The pool runs in a child process with a deadline: a hang is the failure, not a s
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -98,3 +99,22 @@ def test_a_worker_killed_in_the_middle_of_a_result_is_a_dead_worker(tmp_path: Pa
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("died: a worker process reading the source died")
     assert "Traceback" not in proc.stderr
+
+
+def _priority(_unit: int) -> int:
+    return os.getpriority(os.PRIO_PROCESS, 0)
+
+
+def _nothing() -> None:
+    pass
+
+
+def test_workers_run_below_their_parent_so_the_serial_stage_keeps_its_core() -> None:
+    """The parent (COCO's pass 2, the in-order writer) must not lose its core to its own
+    workers: each runs :data:`WORKER_NICE` below it."""
+    from tfdrop.pool import WORKER_NICE, ordered
+
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    got = list(ordered(_priority, range(4), 2, window=4, initializer=_nothing))
+    assert got == [min(mine + WORKER_NICE, 19)] * 4
+    assert os.getpriority(os.PRIO_PROCESS, 0) == mine  # the parent's own stays

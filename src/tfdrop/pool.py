@@ -6,11 +6,12 @@ ranges of records (:mod:`tfdrop.cli.checkunits`). Workers are forked where the p
 CLI's process has no other threads when the pool starts), and a forked worker inherits one
 object of the parent's (an open source, a file descriptor) through :func:`inherited`.
 
-At most ``window`` units are in flight. A worker's exception is raised when the parent reaches
-its unit, so the first error is the one a sequential run meets; a worker that dies (killed,
-out of memory) is one :class:`~tfdrop.errors.WorkerDiedError`. Ctrl-C reaches the whole
-process group: workers ignore it and the parent stops the pool and says so once; SIGTERM ends
-a worker at once; a worker whose parent is gone ends itself. An error, an interrupt or
+Workers run at a lower priority than the parent (:data:`WORKER_NICE`): the parent's work is the
+serial part. At most ``window`` units are in flight. A worker's exception is raised when the
+parent reaches its unit, so the first error is the one a sequential run meets; a worker that
+dies (killed, out of memory) is one :class:`~tfdrop.errors.WorkerDiedError`. Ctrl-C reaches the
+whole process group: workers ignore it and the parent stops the pool and says so once; SIGTERM
+ends a worker at once; a worker whose parent is gone ends itself. An error, an interrupt or
 closing the iterator early ends the workers at once instead of waiting for their units.
 """
 
@@ -41,6 +42,12 @@ MAX_WORKERS: Final = 256
 ORPHAN_POLL_S: Final = 0.5
 """How often a worker looks whether its parent still lives."""
 
+WORKER_NICE: Final = 5
+"""How much lower a worker's scheduling priority is than its parent's. The parent is the one
+serial stage (COCO's pass 2 of every annotation, then writing every record in order); with
+all at one priority, three processes on two cores gave it two thirds of a core, and the
+workers stood idle waiting for its units. COCO 20k x 10, --jobs 2, medians of 8 alternating
+runs: 4.67 s against 5.04 s; VOC 20k unchanged (5.69 against 5.75 s)."""
 RESULT_POLL_S: Final = 0.25
 """How often the parent, waiting for a result, looks whether a worker died."""
 _DIED: Final = "a worker process reading the source died (out of memory, or killed)"
@@ -82,6 +89,8 @@ def _init(initializer: Callable[..., None], initargs: tuple[Any, ...]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPS)
+    with contextlib.suppress(OSError):
+        os.nice(WORKER_NICE)
     parent = os.getppid()
     _die_with_parent()
     threading.Thread(target=_orphaned, args=(parent,), daemon=True).start()

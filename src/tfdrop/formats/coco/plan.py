@@ -8,10 +8,12 @@ so it cannot be made much cheaper; instead :class:`UnitPlan` gives the pool its 
 *while* it runs. When the annotations come grouped by image in the images' order (what CVAT,
 Datumaro and Roboflow write), the spill is one sorted run read from the file as it grows
 (:meth:`~.spill.Spill.start_of`), and a range of images is complete once an annotation of a
-later image has been spilled; up to ``early`` such ranges are given out (large ones: together
-a third of the first file's images), then pass 2 of every file ends, here, before any later
-unit, so nothing is taken from the pool before it ended (:func:`tfdrop.units.settled_items`
-holds the first entry until :meth:`UnitPlan.settle`, whatever the pool's window).
+later image has been spilled; up to ``early`` such ranges are given out (large ones: each up
+to its share of the first half of the first file's images, cut at the early bytes, and given
+out as soon as that many bytes of images are complete), then pass 2 of every file ends, here,
+before any later unit, so nothing is taken from the pool before it ended
+(:func:`tfdrop.units.settled_items` holds the first entry until :meth:`UnitPlan.settle`,
+whatever the pool's window).
 
 An early unit turns out wrong only when a later annotation belongs to one of its images
 (disorder found after it was given out): :meth:`UnitPlan.settle` then says so and the caller
@@ -112,22 +114,37 @@ class _FilePass:
             pass
         return self.indexed
 
-    def reach(self, target: int) -> bool:
-        """Spill until every image before ``target`` has all its annotations, if the rest
-        stays in order, and :data:`IN_ORDER` of them came in order; False when that cannot
-        be told (out of order, keypoints, the end)."""
+    def reach(self, target: int, max_bytes: int) -> bool:
+        """Spill until the images ``given:target`` have all their annotations, or enough of
+        them to fill ``max_bytes`` (an early unit is cut there anyway: waiting for the rest
+        only keeps the workers idle), if the rest stays in order, and :data:`IN_ORDER` of
+        them came in order; False when that cannot be told (out of order, keypoints, the
+        end)."""
+        ready, cost = self.given, 0  # images given:ready are complete, ``cost`` bytes
         while self.pos < target or self.spill.count < IN_ORDER:
             if not self._step() or not self.spill.sorted or self.reader._kp_seen:
                 return False
+            while ready < self.pos and cost <= max_bytes:
+                cost += self._cost(ready)
+                ready += 1
+            if cost > max_bytes and self.spill.count >= IN_ORDER:
+                break
         return True
 
+    def _cost(self, pos: int) -> int:
+        """Image ``pos``'s declared bytes: its file and its spilled annotations (complete)."""
+        spill = self.spill
+        cost = self.reader._image_cost(self.f, self.index.name(pos))
+        return cost + spill.start_of(pos + 1) - spill.start_of(pos)
+
     def early_unit(self, stop: int, max_bytes: int) -> CocoUnit:
-        """The images ``given:stop`` (or fewer, at ``max_bytes``), readable by a worker now."""
+        """The images ``given:stop`` (or fewer: the complete ones, up to ``max_bytes``),
+        readable by a worker now."""
+        stop = min(stop, self.pos)
         start, spill, cost = self.given, self.spill, 0
         end = start
         while end < stop:
-            nxt = self.reader._image_cost(self.f, self.index.name(end))
-            nxt += spill.start_of(end + 1) - spill.start_of(end)
+            nxt = self._cost(end)
             if end > start and cost + nxt > max_bytes:
                 break
             cost += nxt
@@ -307,7 +324,7 @@ class UnitPlan:
             stop = n * (i + 1) // (EARLY_SHARE * self.early)
             if stop <= first.given:
                 continue
-            if not first.reach(stop):
+            if not first.reach(stop, self.early_bytes):
                 return
             self.early_given += 1
             yield first.early_unit(stop, self.early_bytes)
