@@ -19,7 +19,7 @@ from tfdrop.archive import open_source
 from tfdrop.convert import ConvertOptions, Report, convert
 from tfdrop.errors import FormatError
 from tfdrop.formats import Notes, ReadOptions
-from tfdrop.formats.coco.plan import EARLY_SHARE, CocoUnit, UnitPlan
+from tfdrop.formats.coco.plan import EARLY_SHARE, CocoUnit, UnitPlan, early_cap
 from tfdrop.formats.coco.reader import CocoReader
 from tfdrop.formats.coco.spill import Spill, iter_groups, read_groups
 from tfdrop.formats.tfrecord import TfrecordWriter
@@ -158,6 +158,22 @@ def test_an_early_unit_goes_out_once_its_bytes_are_complete_not_at_its_share(
         assert plan.settle()
         assert _items(worker, [first, *rest]) == plain
         reader.close()
+
+
+@pytest.mark.parametrize("workers", [2, 3, 4, 8])
+def test_early_units_give_every_worker_as_much_work_and_the_first_unit_is_small(
+    workers: int,
+) -> None:
+    """Worker k takes early unit k, then unit workers + k (the smaller first units end
+    first): each holds ``largest`` bytes until pass 2 ends (with three units of one size, one
+    of two workers stood idle 0.2-0.5 s before it ended)."""
+    early, largest = 2 * workers - 1, 96 << 20
+    caps = [early_cap(i, early, largest) for i in range(early)]
+    loads = [caps[k] + (caps[workers + k] if workers + k < early else 0) for k in range(workers)]
+    assert all(abs(load - largest) <= 1 for load in loads), loads
+    assert caps[0] == min(caps[:workers])
+    assert caps[0] <= largest // 2
+    assert all(0 < c <= largest for c in caps)
 
 
 def test_an_annotation_for_an_image_already_given_out_fails_the_plan(

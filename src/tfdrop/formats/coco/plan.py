@@ -324,10 +324,23 @@ class UnitPlan:
             stop = n * (i + 1) // (EARLY_SHARE * self.early)
             if stop <= first.given:
                 continue
-            if not first.reach(stop, self.early_bytes):
+            cap = early_cap(i, self.early, self.early_bytes)
+            if not first.reach(stop, cap):
                 return
             self.early_given += 1
-            yield first.early_unit(stop, self.early_bytes)
+            yield first.early_unit(stop, cap)
+
+
+def early_cap(i: int, early: int, largest: int) -> int:
+    """The most bytes of early unit ``i`` of ``early`` (``2 * workers - 1``): the first
+    ``workers`` grow to ``largest`` (the first small, so a worker starts soon), and each later
+    one tops up the worker that took the matching first one to ``largest`` (worker ``k``
+    finishes its first unit ``k``-th, so it takes unit ``workers + k``), so every worker holds
+    as much work until pass 2 ends. Two workers: a half, a whole, a half."""
+    workers = (early + 1) // 2
+    if i < workers:
+        return largest * (i + 1) // workers
+    return largest - largest * (i - workers + 1) // workers
 
 
 def plan_units(
