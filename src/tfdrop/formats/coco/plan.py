@@ -336,11 +336,11 @@ def early_cap(i: int, early: int, largest: int) -> int:
     ``workers`` grow to ``largest`` (the first small, so a worker starts soon), and each later
     one tops up the worker that took the matching first one to ``largest`` (worker ``k``
     finishes its first unit ``k``-th, so it takes unit ``workers + k``), so every worker holds
-    as much work until pass 2 ends. Two workers: a half, a whole, a half."""
+    as much work until pass 2 ends. Two workers: a quarter, a whole, three quarters."""
     workers = (early + 1) // 2
     if i < workers:
-        return largest * (i + 1) // workers
-    return largest - largest * (i - workers + 1) // workers
+        return largest // (2 * workers) if i == 0 else largest * (i + 1) // workers
+    return largest - early_cap(i - workers, early, largest)
 
 
 def plan_units(
