@@ -57,6 +57,15 @@ def _reference(item: Item) -> bytes:
 
 floats = st.floats(allow_nan=False, width=32) | st.sampled_from([math.inf, -math.inf, 1e39])
 ints = st.integers(-(2**63), 2**63 - 1)
+
+
+def _feature(kind: str, values: list[Any]) -> bytes:
+    """A serialized Feature of one kind (through the message API, as the reference)."""
+    feature: Any = Feature()
+    getattr(feature, kind).value.extend(values)
+    return bytes(feature.SerializeToString())
+
+
 _SURROGATES: tuple[Literal["Cs"]] = ("Cs",)  # no str of them encodes as UTF-8
 text = st.text(st.characters(blacklist_categories=_SURROGATES), max_size=20)
 objects = st.builds(
@@ -77,9 +86,9 @@ unknown = st.lists(
         st.sampled_from(["zz/extra", "a/first", "image/object/x"]),
         st.sampled_from(
             [
-                Feature(float_list={"value": [1.5, 2.0]}).SerializeToString(),
-                Feature(int64_list={"value": [-3, 300]}).SerializeToString(),
-                Feature(bytes_list={"value": [b"q"]}).SerializeToString(),
+                _feature("float_list", [1.5, 2.0]),
+                _feature("int64_list", [-3, 300]),
+                _feature("bytes_list", [b"q"]),
             ]
         ),
     ),
