@@ -55,18 +55,20 @@ UNIT_ITEMS: Final = 64
 """Most items in one unit: small enough to keep both cores busy to the end of a run."""
 UNIT_BYTES: Final = 16 << 20
 """Most declared bytes (annotations and images) in one unit: bounds the parent's memory."""
-EARLY_BYTES: Final = 96 << 20
+EARLY_BYTES: Final = 128 << 20
 """Most declared bytes of a unit given out before the reader has checked its source, when
 the workers' results hold no images (:func:`early_bytes`): their records are spooled, in
 runs of at most :data:`UNIT_BYTES` (:meth:`_Worker._run_spooled`). COCO's plan gives the
 largest early unit this much, the others less (:func:`tfdrop.formats.coco.plan.early_cap`:
-24, 96 and 72 MB with two workers, 192 MB in all). Bounded because a unit's records fill its
+32, 128 and 96 MB with two workers, 256 MB in all). Bounded because a unit's records fill its
 slot's spool file: unbounded, the early units of COCO 20k x 10 (half its images) wrote some
 600 MB into new page-cache pages, 38% of a run's samples under ``perf``
 (``copy_folio_from_iter_atomic``) and 2.8-4.1 s of kernel time. Three units of 64 MB each:
 3.78 s; 48/96/48 MB: 3.55 s; 64/128/64 MB: 3.57 s (COCO 20k --jobs 2, medians of 6
 alternating runs; --jobs 1 6.00 s); 24/96/72 MB: 3.76 s against 48/96/48 MB's 3.87 s in a
-busier run (--jobs 1 7.00 s)."""
+busier run (--jobs 1 7.00 s); 32/128/96 MB: 4.00 s against 24/96/72 MB's 4.30 s, faster in 6
+of 8 pairs, 6.59 against 7.48 s of CPU (--jobs 1 6.68 s): the workers no longer run out of
+early units before pass 2 ends."""
 
 
 @dataclass(frozen=True, slots=True)
