@@ -15,7 +15,7 @@ import pytest
 
 from daemon_support import png
 from tfdrop import units
-from tfdrop.archive import open_source
+from tfdrop.archive import Source, open_source
 from tfdrop.convert import ConvertOptions, Report, convert
 from tfdrop.errors import FormatError
 from tfdrop.formats import Notes, ReadOptions
@@ -273,9 +273,9 @@ def test_large_units_spool_their_records_in_runs_with_the_same_bytes(
     spans: list[int] = []
     write_span = TfrecordWriter.write_span
 
-    def counted(self: TfrecordWriter, span: Span) -> None:
+    def counted(self: TfrecordWriter, span: Span, source: Source | None = None) -> None:
         spans.append(span.records)
-        write_span(self, span)
+        write_span(self, span, source)
 
     monkeypatch.setattr(TfrecordWriter, "write_span", counted)
     convert(src, tmp_path / "two.zip", ConvertOptions(jobs=2))

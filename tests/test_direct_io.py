@@ -172,7 +172,7 @@ def _stored(
                     assert w.write(part) == a
                 else:
                     part = data[a : a + b]
-                    w.append_range(s.fileno(), a, b, zlib.crc32(part))
+                    w.append_ranges([(s.fileno(), a, b)], zlib.crc32(part))
                 want += part
         w.close()
         zf.close()

@@ -84,7 +84,7 @@ def write_parts(
     w.write(head)
     offset = 0
     for part in parts:
-        w.append_range(f.fileno(), offset, len(part), zlib.crc32(part))
+        w.append_ranges([(f.fileno(), offset, len(part))], zlib.crc32(part))
         offset += len(part)
     w.write(tail)
     return w

@@ -282,8 +282,9 @@ def convert(
                 tick = _ticker(progress, reader)
                 when = _member_time(src)
                 counts, members, wrote_direct = _write(
-                    stream, resolver, tmp, wopts, options, notes, tick, tally, when, follower
-                )
+                    stream, resolver, tmp, wopts, options, notes, tick, tally, when, follower,
+                    source=source,
+                )  # fmt: skip
                 with flushing(tmp):  # the disk write and the read-back at once
                     validated = validate_archive(
                         tmp,
@@ -407,9 +408,12 @@ def _write(
     tally: Tally,
     date_time: DosTime,
     follower: Follower | None = None,
+    *,
+    source: Source | None = None,
 ) -> tuple[_Counts, list[str], bool]:
     """Write every item; the counts, the names of the members written, and whether their
-    bulk went to the disk past the page cache (``ZipSink.wrote_direct``)."""
+    bulk went to the disk past the page cache (``ZipSink.wrote_direct``). ``source``: the
+    open input, whose stored bytes a worker's spooled run may name."""
     spec = FORMATS[options.target_format]
     assert spec.open_writer is not None
     n_items = n_objects = 0
@@ -421,7 +425,9 @@ def _write(
         writer = spec.open_writer(sink, wopts, notes)
         try:
             for entry in stream:
-                written = _write_entry(entry, writer, resolver, tally, names_files=names_files)
+                written = _write_entry(
+                    entry, writer, resolver, tally, names_files=names_files, source=source
+                )
                 if written is None:
                     continue
                 subset, names = written
@@ -449,12 +455,13 @@ def _write_entry(
     tally: Tally,
     *,
     names_files: bool,
+    source: Source | None = None,
 ) -> tuple[str, tuple[str, ...]] | None:
     """Write one entry of the stream; the item's subset and labels (None for a run of
     records a worker spooled: its items came before it, as ``Encoded`` without a record)."""
     if isinstance(entry, Span):
         assert isinstance(writer, TfrecordWriter)
-        writer.write_span(entry)
+        writer.write_span(entry, source)
         return None
     if isinstance(entry, Encoded):  # a worker encoded it: its label ids are final
         assert isinstance(writer, TfrecordWriter)

@@ -21,10 +21,11 @@ notes come as a sequential run has them.
 For an uncompressed, unsharded TFRecord target the workers also frame their records and write
 them to a spool file (:mod:`tfdrop.formats.tfrecord.spool`), one run per subset; the parent
 gets :class:`~tfdrop.formats.tfrecord.spool.Span` descriptors and appends the runs to the
-output through one reused buffer. Unit k writes over the file of slot k % (window + 1), whose
-last unit has been written out by then (see :func:`_pooled`), so the spool folder (in the
-job's work folder) holds one file per slot, the same page-cache pages again and again, and is
-removed when the pool ends.
+output through one reused buffer (an image that is a stored member of the input zip is
+named there, not spooled: the parent copies it from the input). Unit k writes over the file
+of slot k % (window + 1), whose last unit has been written out by then (see :func:`_pooled`),
+so the spool folder (in the job's work folder) holds one file per slot, the same page-cache
+pages again and again, and is removed when the pool ends.
 """
 
 from __future__ import annotations
@@ -38,9 +39,11 @@ from pathlib import Path
 from typing import Final, cast
 
 from tfdrop.archive import Source
+from tfdrop.codec.example import ENCODED
 from tfdrop.codec.imagehead import image_size
 from tfdrop.codec.keypoints import KP_X
 from tfdrop.codec.model import Annotation, Item, KeypointLayout, LabelMap, Shape
+from tfdrop.codec.wire import leading_value
 from tfdrop.errors import FormatError, TfdropError
 from tfdrop.formats import FORMATS, Notes, ReadOptions, WriteOptions
 from tfdrop.formats.base import FormatName, Splittable, UnitPlan
@@ -51,10 +54,14 @@ from tfdrop.inputs import open_input
 from tfdrop.limits import Limits
 from tfdrop.pool import default_jobs, inherited, ordered
 
+ENCODED_KEY: Final = ENCODED.encode()
 UNIT_ITEMS: Final = 64
 """Most items in one unit: small enough to keep both cores busy to the end of a run."""
 UNIT_BYTES: Final = 16 << 20
 """Most declared bytes (annotations and images) in one unit: bounds the parent's memory."""
+NAMED_BYTES: Final = 4096
+"""The smallest image a spooled record names in the source instead of holding (one page:
+each named image is one more read for the parent)."""
 EARLY_BYTES: Final = 128 << 20
 """Most declared bytes of a unit given out before the reader has checked its source, when
 the workers' results hold no images (:func:`early_bytes`): their records are spooled, in
@@ -238,7 +245,8 @@ class _Worker:
             for item in self.reader.unit_items(unit):
                 item, final = _preassign(prepare(item, self.spec, self.notes), self.spec.known)
                 if final:
-                    spool.add(item.subset, encode_record(item, encode, self.notes))
+                    record = encode_record(item, encode, self.notes)
+                    spool.add(item.subset, record, self._named(item, record))
                     out.append(_encoded(item, None))
                     if spool.pending(item.subset) >= UNIT_BYTES:  # a large unit's (early)
                         out.append(cast(Span, spool.flush(item.subset)))
@@ -251,6 +259,20 @@ class _Worker:
         finally:  # the file stays for the slot's next unit (the folder goes with the pool)
             spool.close()
         return UnitResult(out, self.notes.copy())
+
+    def _named(self, item: Item, record: bytes) -> tuple[int, int, int] | None:
+        """Where ``record`` holds the item's image and where the source holds the same bytes
+        (a stored member: ``Item.image_member``), for the spool to name them; None to spool
+        the record whole."""
+        image = item.image
+        if not image or len(image) < NAMED_BYTES or not item.image_member:
+            return None
+        member = item.image_member
+        at = self.source.stored_at(member)
+        if at is None or self.source.size(member) != len(image):
+            return None
+        start = leading_value(record, ENCODED_KEY, len(image))
+        return None if start is None else (start, len(image), at)
 
 
 def _encoded(item: Item, record: bytes | None) -> Encoded:

@@ -18,10 +18,10 @@ from types import TracebackType
 from typing import BinaryIO, Self
 
 from tfdrop.archive.plainfile import FileReader, pread_exact
-from tfdrop.archive.source import BUFFER, Stamp, check_stamp, check_whole, stamp
+from tfdrop.archive.source import BUFFER, NoStored, Stamp, check_stamp, check_whole, stamp
 
 
-class FileSource:
+class FileSource(NoStored):
     """The files of ``paths`` (member name -> file) as a :class:`~tfdrop.archive.Source`."""
 
     def __init__(self, paths: Mapping[str, Path], *, label: str) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+from collections.abc import Iterable
 from typing import IO, Final
 
 _POLY: Final = 0xEDB88320  # CRC-32 (zip, gzip), bit-reflected
@@ -77,12 +78,16 @@ class RangeCopier:
         self._buf: mmap.mmap | None = None
         self._chunk = chunk
 
-    def append(self, f: IO[bytes], pos: int, src_fd: int, src_offset: int, length: int) -> None:
-        """Copy ``length`` bytes of ``src_fd`` at ``src_offset`` to the buffered file ``f`` at
-        ``pos`` (its end), then leave ``f`` positioned after them."""
+    def append(self, f: IO[bytes], pos: int, ranges: Iterable[tuple[int, int, int]]) -> int:
+        """Copy byte ranges ``(fd, offset, length)``, in order, to the buffered file ``f`` at
+        ``pos`` (its end), then leave ``f`` positioned after them; how many bytes."""
         f.flush()
-        self.copy(src_fd, src_offset, f.fileno(), pos, length)
-        f.seek(pos + length)
+        end = pos
+        for src_fd, src_offset, length in ranges:
+            self.copy(src_fd, src_offset, f.fileno(), end, length)
+            end += length
+        f.seek(end)
+        return end - pos
 
     def copy(self, src_fd: int, src_offset: int, dst_fd: int, dst_offset: int, length: int) -> None:
         """Copy ``length`` bytes of ``src_fd`` at ``src_offset`` to ``dst_fd`` at
@@ -98,7 +103,7 @@ class RangeCopier:
         while done < length:
             got = os.preadv(src_fd, [view[: min(self._chunk, length - done)]], src_offset + done)
             if got <= 0:
-                raise OSError(errno.EIO, f"a spool file ended {length - done} bytes early")
+                raise OSError(errno.EIO, f"a file ended {length - done} bytes early")
             put = 0
             while put < got:
                 put += os.pwrite(dst_fd, view[put:got], dst_offset + done + put)

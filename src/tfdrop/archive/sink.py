@@ -13,7 +13,7 @@ import shutil
 import stat
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import IO, BinaryIO, Protocol, Self
 
@@ -38,7 +38,7 @@ class MemberWriter(Protocol):
 
     def write(self, data: bytes, /) -> int: ...
 
-    def append_range(self, fd: int, offset: int, length: int, crc: int) -> None: ...
+    def append_ranges(self, ranges: Iterable[tuple[int, int, int]], crc: int, /) -> None: ...
 
     def flush(self) -> None: ...
 
@@ -172,11 +172,11 @@ class ZipSink:
         self, name: str, path: str | os.PathLike[str], *, crc: int, size: int
     ) -> None:
         """Store a finished file whose CRC-32 and size are known (a spilled TFRecord shard),
-        copied by :meth:`MemberWriter.append_range` (not hashed again)."""
+        copied by :meth:`MemberWriter.append_ranges` (not hashed again)."""
         fd = os.open(path, os.O_RDONLY)
         try:
             w = self.open_stored(name, size=size)
-            w.append_range(fd, 0, size, crc)
+            w.append_ranges([(fd, 0, size)], crc)
             w.close()
         finally:
             os.close(fd)
@@ -252,14 +252,15 @@ class _Through:
     def write(self, data: bytes, /) -> int:
         return self._member.write(data)
 
-    def append_range(self, fd: int, offset: int, length: int, crc: int) -> None:
-        done = 0
-        while done < length:
-            data = os.pread(fd, min(CHUNK, length - done), offset + done)
-            if not data:
-                raise OSError(f"a spool file ended {length - done} bytes early")
-            self._member.write(data)
-            done += len(data)
+    def append_ranges(self, ranges: Iterable[tuple[int, int, int]], crc: int, /) -> None:
+        for fd, offset, length in ranges:
+            done = 0
+            while done < length:
+                data = os.pread(fd, min(CHUNK, length - done), offset + done)
+                if not data:
+                    raise OSError(f"a file ended {length - done} bytes early")
+                self._member.write(data)
+                done += len(data)
 
     def flush(self) -> None:
         self._member.flush()

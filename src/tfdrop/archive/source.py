@@ -74,6 +74,25 @@ class Source(Protocol):
         whole once, or checks what it reads (TFRecord framing CRCs)."""
         ...
 
+    def stored_at(self, name: str) -> int | None:
+        """Where the member's bytes lie unchanged in the file :meth:`stored_fd` reads (a zip's
+        stored member), or None: a worker's spooled record names them, and the parent copies
+        them from there (:mod:`tfdrop.formats.tfrecord.spool`)."""
+        ...
+
+    def stored_fd(self) -> int:
+        """The descriptor :meth:`stored_at` offsets point into (only once it gave one)."""
+        ...
+
+    def check_stored(self, starts: Sequence[int]) -> None:
+        """After bytes of stored members (at ``starts``, from :meth:`stored_at`) were copied:
+        refuse a source that changed since it was opened.
+
+        Raises:
+            ArchiveError: The source changed while it was read.
+        """
+        ...
+
     def close(self) -> None:
         """Release the source; readers already open stay usable."""
         ...
@@ -88,7 +107,20 @@ class Source(Protocol):
     ) -> None: ...
 
 
-class BaseSource(ABC):
+class NoStored:
+    """A source without stored members (folders, plain files): see :meth:`Source.stored_at`."""
+
+    def stored_at(self, name: str) -> int | None:
+        return None
+
+    def stored_fd(self) -> int:
+        raise ValueError("this source has no stored members")
+
+    def check_stored(self, starts: Sequence[int]) -> None:
+        raise ValueError("this source has no stored members")
+
+
+class BaseSource(NoStored, ABC):
     """Shared bookkeeping for sources: the name table, lookups and ``read_bytes``."""
 
     def __init__(self, label: str, sizes: dict[str, int], limits: Limits) -> None:
@@ -174,7 +206,7 @@ class BaseSource(ABC):
         """The bytes, or None when this member cannot be read at an offset."""
         return None
 
-    def close(self) -> None:  # noqa: B027  (folders hold nothing open)
+    def close(self) -> None:
         """Release the source; readers already open stay usable."""
 
     def __enter__(self) -> Self:

@@ -22,6 +22,7 @@ import contextlib
 import errno
 import mmap
 import os
+from collections.abc import Iterable
 from typing import IO, Final, Protocol
 
 from tfdrop.archive.direct import ALIGN
@@ -57,7 +58,7 @@ class StoredWriter:
     """The bytes of the stored member ``member`` (see :func:`writes_raw`), appended through
     one aligned buffer; ``direct`` is an ``O_DIRECT`` descriptor of the zip's file, or None.
 
-    Use :meth:`write` and :meth:`append_range` in any order, then :meth:`close` (which ends
+    Use :meth:`write` and :meth:`append_ranges` in any order, then :meth:`close` (which ends
     the member). Not shared between threads.
     """
 
@@ -101,25 +102,31 @@ class StoredWriter:
                 self._drain()
         return len(view)
 
-    def append_range(self, fd: int, offset: int, length: int, crc: int) -> None:
-        """Append bytes ``offset:offset+length`` of the open file ``fd``, whose CRC-32 is
-        ``crc`` (a worker's spooled records: not hashed again).
+    def append_ranges(self, ranges: Iterable[tuple[int, int, int]], crc: int) -> None:
+        """Append byte ranges ``(fd, offset, length)`` of open files, in order; ``crc`` is
+        the CRC-32 of them all (a worker's spooled records, and the source's bytes they name:
+        not hashed again).
 
         Raises:
-            OSError: Reading or writing failed, or ``fd`` ended early.
+            OSError: Reading or writing failed, or a file ended early.
         """
-        done = 0
-        while done < length:
-            want = min(self._chunk - self._fill, length - done)
-            n = os.preadv(fd, [self._view[self._fill : self._fill + want]], offset + done)
-            if n <= 0:
-                raise OSError(errno.EIO, f"a spool file ended {length - done} bytes early")
-            self._fill += n
-            done += n
-            if self._fill == self._chunk:
-                self._drain()
-        self.crc = crc32_combine(self.crc, crc, length)
-        self.size += length
+        total = 0
+        view = self._view
+        chunk = self._chunk
+        for fd, offset, length in ranges:
+            done = 0
+            while done < length:
+                want = min(chunk - self._fill, length - done)
+                n = os.preadv(fd, [view[self._fill : self._fill + want]], offset + done)
+                if n <= 0:
+                    raise OSError(errno.EIO, f"a file ended {length - done} bytes early")
+                self._fill += n
+                done += n
+                if self._fill == chunk:
+                    self._drain()
+            total += length
+        self.crc = crc32_combine(self.crc, crc, total)
+        self.size += total
 
     def flush(self) -> None:
         """Nothing: the buffer is written when full and at :meth:`close` (a partial block

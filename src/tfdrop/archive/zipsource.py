@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -29,6 +29,7 @@ from tfdrop.archive.zipdir import (
     DEFLATED,
     LOCAL,
     SIZES_HINT,
+    STORED,
     ZipEntry,
     data_offset,
     local_data_start,
@@ -103,6 +104,39 @@ class ZipSource(BaseSource):
             self._starts[name] = start
         return start
 
+    def stored_at(self, name: str) -> int | None:
+        """Where a stored member's data starts in the zip (see :meth:`Source.stored_at`)."""
+        entry = self.entry(name)
+        if entry.method != STORED or not entry.size:
+            return None
+        return self.data_start(name)
+
+    def stored_fd(self) -> int:
+        return self._file.fileno()
+
+    def check_stored(self, starts: Sequence[int]) -> None:
+        """Refuse a zip changed since it was opened (see :meth:`Source.check_stored`); when
+        only its ctime moved, each member at ``starts`` is proven by its CRC-32, as
+        :meth:`read_range` does."""
+        fd = self._file.fileno()
+        if not check_stamp(fd, self._stamp, archive=self._label):
+            return
+        by_start = self._by_start()
+        for start in dict.fromkeys(starts):
+            entry = by_start.get(start)
+            if entry is None:  # not a member's start: never what stored_at gave
+                raise changed_error(self._label, None)
+            self._prove_unchanged(entry, start)
+
+    def _by_start(self) -> dict[int, ZipEntry]:
+        """Stored members by where their data starts (looked up again: in a forked worker's
+        parent the cache of starts does not hold the workers' lookups)."""
+        return {
+            self.data_start(e.name): e
+            for e in self._entries.values()
+            if e.method == STORED and e.size
+        }
+
     @contextlib.contextmanager
     def _said_changed(self, entry: ZipEntry) -> Iterator[None]:
         """A local header that is not where the directory says (cut, or another zip written
@@ -136,7 +170,9 @@ class ZipSource(BaseSource):
         want = LOCAL.size + len(entry.raw_name) + _EXTRA_SLACK + entry.compressed_size
         head = os.pread(self._file.fileno(), want, entry.header_offset)
         with self._said_changed(entry):
-            start = local_data_start(head, entry, self._label) - entry.header_offset
+            begin = local_data_start(head, entry, self._label)
+        self._starts.setdefault(entry.name, begin)  # for stored_at: no second header read
+        start = begin - entry.header_offset
         end = start + entry.compressed_size
         if end > len(head):
             return None

@@ -100,7 +100,10 @@ class Item:
     ``name`` is the image file name as the source spells it (a relative path, ``/`` separated);
     ``image`` the encoded file bytes, unchanged, or ``None`` when images are not embedded.
     ``extra`` keeps Example features tfdrop does not know, serialized, so a record that passes
-    through keeps them (SPEC.md: readers keep unknown keys).
+    through keeps them (SPEC.md: readers keep unknown keys). ``image_member`` names the source
+    member ``image`` was read from, byte for byte ("" when it was not): a work unit's spooled
+    record then names those bytes in the source instead of copying them (tfdrop.units); it
+    takes no part in comparing items.
     """
 
     name: str
@@ -115,6 +118,7 @@ class Item:
     tags: tuple[str, ...] = ()
     extra: tuple[tuple[str, bytes], ...] = ()
     frame: int | None = None
+    image_member: str = field(default="", compare=False, repr=False)
 
     @property
     def stem(self) -> str:

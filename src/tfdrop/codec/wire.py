@@ -296,6 +296,31 @@ def varint(value: int) -> bytes:
     return bytes(out)
 
 
+def leading_value(data: bytes, key: bytes, size: int) -> int | None:
+    """Where the one value of ``key``'s bytes list starts in the serialized Example ``data``,
+    when that feature is its first entry and holds just that value, ``size`` bytes long;
+    else None. Map entries are written sorted by key, so an Example whose smallest key is
+    ``image/encoded`` has the image bytes here, unchanged, and a worker can name them in the
+    source instead of copying them (:mod:`tfdrop.formats.tfrecord.spool`)."""
+    value_head = _head(b"\x0a", size)
+    list_len = len(value_head) + size
+    list_head = _head(b"\x0a", list_len)
+    feature_len = len(list_head) + list_len
+    key_head = _head(b"\x0a", len(key)) + key
+    entry = key_head + _head(b"\x12", feature_len) + list_head + value_head
+    entry_head = _head(b"\x0a", len(entry) + size)
+    try:
+        total, pos = _varint(data, 1)
+    except (IndexError, NotCanonical):
+        return None
+    if data[:1] != b"\x0a" or total != len(data) - pos:
+        return None
+    if not data.startswith(entry_head + entry, pos):
+        return None
+    start = pos + len(entry_head) + len(entry)
+    return start if start + size <= len(data) else None
+
+
 _LEN_HEADS: Final = {
     tag: [bytes([tag[0], n]) for n in range(128)] for tag in (b"\x0a", b"\x12", b"\x1a")
 }

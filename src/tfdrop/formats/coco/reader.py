@@ -411,6 +411,7 @@ class CocoReader:
             image_format=fmt,
             source_id=str(index.image_id(pos)),
             objects=objects,
+            image_member=member if image is not None and member is not None else "",
         )
 
 

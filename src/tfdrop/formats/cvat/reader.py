@@ -501,6 +501,7 @@ class CvatReader:
             objects=tuple(objects),
             tags=tuple(tags),
             frame=frame,
+            image_member=image_member if image is not None and image_member is not None else "",
         )
 
 

@@ -115,6 +115,7 @@ class ImagesReader:
             image=data,
             image_format=info.format,
             source_id=name,
+            image_member=name if data is not None else "",
         )
 
 

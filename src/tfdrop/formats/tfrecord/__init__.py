@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, cast
@@ -367,8 +367,8 @@ class _CrcFile:
         self.size += len(data)
         return self._f.write(data)
 
-    def append_range(self, fd: int, offset: int, length: int, crc: int) -> None:
-        self._copier.append(self._f, self.size, fd, offset, length)
+    def append_ranges(self, ranges: Iterable[tuple[int, int, int]], crc: int, /) -> None:
+        length = self._copier.append(self._f, self.size, ranges)
         self.crc = crc32_combine(self.crc, crc, length)
         self.size += length
 
@@ -447,9 +447,10 @@ class TfrecordWriter:
         order their subsets first come, whoever writes the records)."""
         self._outputs(subset or "default")
 
-    def write_span(self, span: Span) -> None:
+    def write_span(self, span: Span, source: Source | None = None) -> None:
         """Append a run of framed records a worker process spooled (:mod:`.spool`), after
-        every record written so far to its subset (copied without a Python object per record)."""
+        every record written so far to its subset (copied without a Python object per record);
+        ``source``: the conversion's open source, whose stored bytes the run may name."""
         if not takes_spans(self.options):
             raise ValueError("spooled runs need an uncompressed, unsharded output")
         subset = span.subset or "default"
@@ -458,7 +459,17 @@ class TfrecordWriter:
         out.writer.flush()
         fd = os.open(span.path, os.O_RDONLY)
         try:
-            out.handle.append_range(fd, span.offset, span.length, span.crc)
+            if not span.pieces:
+                out.handle.append_ranges(span.ranges(fd, -1), span.crc)
+                return
+            if source is None:
+                raise ValueError("a run that names the source's bytes needs the source")
+            try:
+                out.handle.append_ranges(span.ranges(fd, source.stored_fd()), span.crc)
+            except OSError:
+                source.check_stored(span.source_starts())  # a zip cut under us says so
+                raise
+            source.check_stored(span.source_starts())
         finally:
             os.close(fd)
 

@@ -348,6 +348,7 @@ class VocReader:
             image=data,
             image_format=fmt,
             source_id=item.source_id,
+            image_member=image if data is not None and image is not None else "",
         )
 
     def _label(self, label: str | None, index: int, where: _Where) -> str:

@@ -388,6 +388,7 @@ class YoloReader:
             image=data,
             image_format=fmt,
             objects=tuple(objects),
+            image_member=entry.image if data is not None and entry.image is not None else "",
         )
 
     def _annotation(
