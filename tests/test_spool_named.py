@@ -21,16 +21,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
+from daemon_support import run_tfdrop
 from tfdrop import units
 from tfdrop.archive import Source, open_source
 from tfdrop.codec import wire
-from tfdrop.codec.example import encode_example
+from tfdrop.codec.example import decode_example, encode_example
 from tfdrop.codec.framing import frame
-from tfdrop.codec.model import Annotation, Box, Item
+from tfdrop.codec.model import Annotation, Box, Item, LabelMap
 from tfdrop.convert import ConvertOptions, convert
 from tfdrop.errors import ArchiveError
 from tfdrop.formats.tfrecord import TfrecordWriter
 from tfdrop.formats.tfrecord.spool import Span, UnitSpool
+from tfdrop.stream import iter_records
 
 LABELS = ("cat", "dog", "bird")
 ENCODED = b"image/encoded"
@@ -187,7 +189,7 @@ def test_only_stored_members_of_a_zip_are_named(tmp_path: Path) -> None:
         assert source.stored_at("stored.jpg") == at  # the one read's start, the same
         assert source.stored_at("deflated.jpg") is None
         assert source.stored_at("empty.jpg") is None
-        source.check_stored([at])  # unchanged: nothing raised
+        source.check_stored()  # unchanged: nothing raised
     folder = tmp_path / "tree"
     folder.mkdir()
     (folder / "a.jpg").write_bytes(data)
@@ -220,6 +222,32 @@ def test_named_images_give_the_bytes_of_one_process(
         assert zf.testzip() is None
 
 
+def test_voc_items_with_objects_name_their_images(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only VOC items without objects kept ``image_member`` (an outside attack: 67 of 200
+    named)."""
+    src = tmp_path / "voc.zip"
+    with zipfile.ZipFile(src, "w") as zf:
+        for i in range(60):
+            objs = "".join(
+                f"<object><name>{LABELS[k % 3]}</name><bndbox><xmin>1</xmin><ymin>2</ymin>"
+                f"<xmax>{9 + k}</xmax><ymax>20</ymax></bndbox></object>"
+                for k in range(i % 3)
+            )
+            xml = (f"<annotation><filename>{i:04d}.jpg</filename><size><width>72</width>"
+                   f"<height>72</height><depth>3</depth></size>{objs}</annotation>")  # fmt: skip
+            zf.writestr(f"Annotations/{i:04d}.xml", xml)
+            zf.writestr(f"JPEGImages/{i:04d}.jpg", jpeg(i))
+    pinned = LabelMap.from_names(list(LABELS))  # every record final: all spooled
+    convert(src, tmp_path / "one.zip", ConvertOptions(jobs=1, label_map=pinned))
+    spans = _spy_spans(monkeypatch)
+    monkeypatch.setattr(units, "UNIT_BYTES", 100_000)
+    convert(src, tmp_path / "two.zip", ConvertOptions(jobs=2, label_map=pinned))
+    assert sum(len(s.source_starts()) for s in spans) == 60
+    assert (tmp_path / "two.zip").read_bytes() == (tmp_path / "one.zip").read_bytes()
+
+
 def test_a_folder_source_spools_its_records_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -236,19 +264,44 @@ def test_a_folder_source_spools_its_records_whole(
     assert (tmp_path / "two.zip").read_bytes() == (tmp_path / "one.zip").read_bytes()
 
 
+def _forge_crc32(data: bytearray, pos: int, target: int) -> None:
+    """Set ``data[pos:pos+4]`` so that the CRC-32 of ``data`` is ``target`` (CRC-32 is affine
+    over GF(2): solve for the 32 bits)."""
+    data[pos : pos + 4] = bytes(4)
+    base = zlib.crc32(data)
+    columns = []
+    for bit in range(32):
+        data[pos : pos + 4] = (1 << bit).to_bytes(4, "little")
+        columns.append(zlib.crc32(data) ^ base)
+    # rows: (mask of input bits, output bit value) for each of the 32 output bits
+    rows = [(sum(((c >> o) & 1) << b for b, c in enumerate(columns)), (base ^ target) >> o & 1)
+            for o in range(32)]  # fmt: skip
+    solution = 0
+    for col in range(32):
+        pivot = next(i for i in range(col, 32) if rows[i][0] >> col & 1)
+        rows[col], rows[pivot] = rows[pivot], rows[col]
+        for i in range(32):
+            if i != col and rows[i][0] >> col & 1:
+                rows[i] = (rows[i][0] ^ rows[col][0], rows[i][1] ^ rows[col][1])
+    for col in range(32):
+        solution |= rows[col][1] << col
+    data[pos : pos + 4] = solution.to_bytes(4, "little")
+    assert zlib.crc32(data) == target
+
+
 def _rewrite_before_first_named_span(
     monkeypatch: pytest.MonkeyPatch, src: Path, how: str
 ) -> list[int]:
     """Change the input zip in place once, just before the parent copies the first run that
-    names its bytes (after the workers read them): one byte of a named image flipped, with its
-    mtime kept (``flip``) or moved (``touch``), or the file cut (``cut``), or only its mode
-    changed (``chmod``)."""
+    names its bytes (after the workers read them): 16 bytes of a named image rewritten, with
+    its mtime kept (``flip``), kept and the member's CRC-32 kept too (``forged``), or moved
+    (``touch``); or the file cut (``cut``); or only its mode changed (``chmod``)."""
     done: list[int] = []
     write_span = TfrecordWriter.write_span
 
     def spy(self: TfrecordWriter, span: Span, source: Source | None = None) -> None:
         if span.pieces and not done:
-            at = span.source_starts()[0]
+            at, length = span.pieces[1], span.pieces[2]
             done.append(at)
             st = src.stat()
             if how == "cut":
@@ -257,11 +310,13 @@ def _rewrite_before_first_named_span(
                 os.chmod(src, 0o600)
             else:
                 with open(src, "r+b") as f:
-                    f.seek(at + 100)
-                    byte = f.read(1)
-                    f.seek(at + 100)
-                    f.write(bytes([byte[0] ^ 0xFF]))
-                if how == "flip":
+                    image = bytearray(os.pread(f.fileno(), length, at))
+                    crc = zlib.crc32(image)
+                    image[100:116] = bytes(16)
+                    if how == "forged":
+                        _forge_crc32(image, 200, crc)
+                    os.pwrite(f.fileno(), bytes(image), at)
+                if how != "touch":
                     os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))
         write_span(self, span, source)
 
@@ -269,10 +324,14 @@ def _rewrite_before_first_named_span(
     return done
 
 
-@pytest.mark.parametrize("how", ["flip", "touch", "cut"])
+@pytest.mark.parametrize("how", ["flip", "forged", "touch", "cut", "chmod"])
 def test_an_input_changed_before_the_parent_copies_it_is_refused_as_changed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
+    """Any move of the input's stamp, its ctime alone included, refuses the named bytes: a
+    rewrite with its mtime put back and its CRC-32 kept (``forged``) passed a proof by the
+    member's CRC-32 and was published unchecked (an outside attack); a chmod cannot be told
+    from it."""
     src = _coco_zip(tmp_path / "in.zip", 200)
     done = _rewrite_before_first_named_span(monkeypatch, src, how)
     out = tmp_path / "out.zip"
@@ -284,12 +343,25 @@ def test_an_input_changed_before_the_parent_copies_it_is_refused_as_changed(
     assert [p.name for p in tmp_path.iterdir() if p.name != "in.zip"] == []
 
 
-def test_a_chmod_while_the_parent_copies_changes_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_an_image_whose_name_lies_about_its_format_is_written_as_what_it_is(
+    tmp_path: Path,
 ) -> None:
-    src = _coco_zip(tmp_path / "in.zip", 200)
-    convert(src, tmp_path / "one.zip", ConvertOptions(jobs=1))
-    done = _rewrite_before_first_named_span(monkeypatch, src, "chmod")
-    convert(src, tmp_path / "two.zip", ConvertOptions(jobs=2))
-    assert done  # the ctime moved; each named member was proven by its CRC-32
-    assert (tmp_path / "two.zip").read_bytes() == (tmp_path / "one.zip").read_bytes()
+    """A PNG named .jpg was published with image/format 'jpeg', and validate refused the
+    archive (an outside attack)."""
+    src = tmp_path / "in.zip"
+    buf = io.BytesIO()
+    Image.frombytes("RGB", (40, 40), random.Random(3).randbytes(4800)).save(buf, format="PNG")
+    images = [{"id": 1, "file_name": "x.jpg", "width": 40, "height": 40}]
+    anns = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 2, 6, 8], "iscrowd": 0,
+             "area": 48}]  # fmt: skip
+    doc = {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "cat"}]}
+    with zipfile.ZipFile(src, "w") as zf:
+        zf.writestr("annotations/instances_train.json", json.dumps(doc))
+        zf.writestr("images/train/x.jpg", buf.getvalue())
+    for jobs in (1, 2):
+        convert(src, tmp_path / f"{jobs}.zip", ConvertOptions(jobs=jobs))
+        done = run_tfdrop("validate", tmp_path / f"{jobs}.zip", cwd=tmp_path)
+        assert done.returncode == 0, done.stdout + done.stderr
+        with zipfile.ZipFile(tmp_path / f"{jobs}.zip") as zf:
+            record = next(iter_records(io.BytesIO(zf.read("train.tfrecord"))))
+        assert decode_example(record).image_format == "png"

@@ -84,9 +84,10 @@ class Source(Protocol):
         """The descriptor :meth:`stored_at` offsets point into (only once it gave one)."""
         ...
 
-    def check_stored(self, starts: Sequence[int]) -> None:
-        """After bytes of stored members (at ``starts``, from :meth:`stored_at`) were copied:
-        refuse a source that changed since it was opened.
+    def check_stored(self) -> None:
+        """After bytes of stored members (from :meth:`stored_at`) were copied: refuse a
+        source that changed in any way since it was opened (a chmod or a new hard link
+        included: nothing tells those from a rewrite with its mtime put back).
 
         Raises:
             ArchiveError: The source changed while it was read.
@@ -116,7 +117,7 @@ class NoStored:
     def stored_fd(self) -> int:
         raise ValueError("this source has no stored members")
 
-    def check_stored(self, starts: Sequence[int]) -> None:
+    def check_stored(self) -> None:
         raise ValueError("this source has no stored members")
 
 

@@ -309,7 +309,12 @@ def encode_record(item: Item, options: WriteOptions, notes: Notes) -> bytes:
     """
     if not options.images and item.image is not None:
         item = replace(item, image=None)
-    if item.image and image_kind(item.image) is None:
+    kind = image_kind(item.image) if item.image else None
+    if kind is not None and item.image_format != kind:
+        # image/format says what the bytes are, whatever the file's name says (a PNG named
+        # .jpg was published as 'jpeg', and validate refused it: found by an outside attack)
+        item = replace(item, image_format=kind)
+    if item.image and kind is None:
         # the OD API decodes JPEG and PNG only, and validate refuses anything else: an
         # archive tfdrop publishes must pass its own validate (found by an outside attack)
         raise SchemaError(
@@ -322,7 +327,7 @@ def encode_record(item: Item, options: WriteOptions, notes: Notes) -> bytes:
         # TF's decoder refuses a JPEG or PNG cut before its end marker: training would stop
         # at this record (found by an outside attack)
         raise SchemaError(
-            f"the {image_kind(item.image)} image is cut short (it has no end marker)",
+            f"the {kind} image is cut short (it has no end marker)",
             item=item.name,
             key=ENCODED,
             hint="the image file is incomplete: copy or export it again",
@@ -467,9 +472,9 @@ class TfrecordWriter:
             try:
                 out.handle.append_ranges(span.ranges(fd, source.stored_fd()), span.crc)
             except OSError:
-                source.check_stored(span.source_starts())  # a zip cut under us says so
+                source.check_stored()  # a zip cut under us says so
                 raise
-            source.check_stored(span.source_starts())
+            source.check_stored()
         finally:
             os.close(fd)
 

@@ -278,6 +278,7 @@ class VocReader:
             image_format=item.image_format,
             source_id=item.source_id,
             objects=objects,
+            image_member=item.image_member,
         )
 
     def _no_image(self, expected: str, width: int, height: int, where: _Where) -> None:
