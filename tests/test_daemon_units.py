@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -236,6 +237,23 @@ def test_a_removed_work_folder_and_slot_lock_are_made_again_under_the_same_slot(
         other = WorkArea(state, host="h")  # the new lock file is held: the next one moves on
         assert other.instance == "h-1"
         other.close()
+    finally:
+        area.close()
+
+
+def test_the_state_folder_is_not_made_again_in_a_drop_folder_that_is_gone(
+    tmp_path: Path,
+) -> None:
+    """A drop folder removed while the daemon made its work folder whole again came back,
+    with the state folder in it (a flaky test: ``rm -rf`` of the drop folder, then mkdir
+    raced it)."""
+    drop = tmp_path / "in"
+    area = WorkArea(drop / ".tfdrop", host="h")
+    try:
+        shutil.rmtree(drop)
+        with pytest.raises(FileNotFoundError):
+            area.ensure()
+        assert not drop.exists()
     finally:
         area.close()
 

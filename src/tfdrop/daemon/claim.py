@@ -144,7 +144,10 @@ class WorkArea:
             missing = "work_folder"
         if missing is None:
             return None
-        self.folder.mkdir(parents=True, exist_ok=True)  # the state folder too
+        # the state folder and its work folder, not what holds them: a drop folder removed
+        # while this ran was made again, with the state folder in it (found by a flaky test)
+        for folder in (self.state, self.root, self.folder):
+            folder.mkdir(exist_ok=True)
         if _file_id(self.lock) != self._id:
             fd = _try_lock(self.lock)
             if fd is None:
