@@ -118,3 +118,25 @@ def test_workers_run_below_their_parent_so_the_serial_stage_keeps_its_core() -> 
     got = list(ordered(_priority, range(4), 2, window=4, initializer=_nothing))
     assert got == [min(mine + WORKER_NICE, 19)] * 4
     assert os.getpriority(os.PRIO_PROCESS, 0) == mine  # the parent's own stays
+
+
+def _mark(path: str) -> None:
+    Path(path).write_text("ran")
+
+
+def test_a_worker_whose_parent_died_before_it_was_set_up_ends_at_once(tmp_path: Path) -> None:
+    """A parent killed between the fork and a worker's set-up left that worker running for
+    good: the kernel's death signal was not set yet, and its watch took the new parent for
+    its own (a kill -9 in the suite, under load, waited 60 s on the worker's pipes)."""
+    from tfdrop import pool
+
+    marker = tmp_path / "ran"
+    pid = os.fork()
+    if pid == 0:  # the child, told of a parent that is not its parent (it died, say)
+        try:
+            pool._init(os.getppid() + 1_000_000, _mark, (str(marker),))
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 1
+    assert not marker.exists()

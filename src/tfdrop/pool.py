@@ -83,7 +83,7 @@ def _context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("fork" if can_fork() else "spawn")
 
 
-def _init(initializer: Callable[..., None], initargs: tuple[Any, ...]) -> None:
+def _init(parent: int, initializer: Callable[..., None], initargs: tuple[Any, ...]) -> None:
     # Both signals were blocked across the fork (a Ctrl-C landing before this line would
     # break the pool instead of interrupting it).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -91,8 +91,12 @@ def _init(initializer: Callable[..., None], initargs: tuple[Any, ...]) -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPS)
     with contextlib.suppress(OSError):
         os.nice(WORKER_NICE)
-    parent = os.getppid()
     _die_with_parent()
+    if os.getppid() != parent:
+        # the parent (its pid taken before the fork) died before the line above: the kernel
+        # will not kill this worker for it, and the watch below would wait on the new parent
+        # (a worker outlived a parent killed just after forking it, under load)
+        os._exit(1)
     threading.Thread(target=_orphaned, args=(parent,), daemon=True).start()
     initializer(*initargs)
 
@@ -140,7 +144,7 @@ def ordered(
             max_workers=jobs,
             mp_context=context,
             initializer=_init,
-            initargs=(initializer, initargs),
+            initargs=(os.getpid(), initializer, initargs),
         ) as pool:
             try:
                 for unit in units:
