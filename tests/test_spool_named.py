@@ -365,3 +365,25 @@ def test_an_image_whose_name_lies_about_its_format_is_written_as_what_it_is(
         with zipfile.ZipFile(tmp_path / f"{jobs}.zip") as zf:
             record = next(iter_records(io.BytesIO(zf.read("train.tfrecord"))))
         assert decode_example(record).image_format == "png"
+
+
+@pytest.mark.parametrize("fmt", ["webp", "bmp", "tiff"])
+def test_without_images_a_format_word_validate_refuses_is_left_out(
+    tmp_path: Path, fmt: str
+) -> None:
+    """With --no-images, a COCO image named .webp was written with image/format 'webp', and
+    validate refused the archive (an outside attack)."""
+    src = tmp_path / "in.zip"
+    images = [{"id": 1, "file_name": f"x.{fmt}", "width": 40, "height": 40}]
+    anns = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 2, 6, 8], "iscrowd": 0,
+             "area": 48}]  # fmt: skip
+    doc = {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "cat"}]}
+    with zipfile.ZipFile(src, "w") as zf:
+        zf.writestr("annotations/instances_train.json", json.dumps(doc))
+    out = tmp_path / "out.zip"
+    convert(src, out, ConvertOptions(images=False))
+    done = run_tfdrop("validate", out, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    with zipfile.ZipFile(out) as zf:
+        record = next(iter_records(io.BytesIO(zf.read("train.tfrecord"))))
+    assert decode_example(record).image_format == ""

@@ -43,7 +43,7 @@ from tfdrop.codec.imagehead import image_complete, image_kind
 from tfdrop.codec.keypoints import keypoint_losses
 from tfdrop.codec.labelmap import format_label_map, parse_label_map
 from tfdrop.codec.model import Item, LabelMap
-from tfdrop.codec.schema import check_parsed
+from tfdrop.codec.schema import IMAGE_FORMATS, check_parsed
 from tfdrop.errors import DataError, FormatError, SchemaError, TfdropError
 from tfdrop.formats.base import FormatSpec, Notes, ReadOptions, WriteOptions, plan_ranges
 from tfdrop.formats.tfrecord.spool import Span, takes_spans
@@ -314,6 +314,10 @@ def encode_record(item: Item, options: WriteOptions, notes: Notes) -> bytes:
         # image/format says what the bytes are, whatever the file's name says (a PNG named
         # .jpg was published as 'jpeg', and validate refused it: found by an outside attack)
         item = replace(item, image_format=kind)
+    elif not item.image and item.image_format and item.image_format not in IMAGE_FORMATS:
+        # no bytes to tell: a name's 'webp' or 'bmp' describes nothing the record holds, and
+        # validate refuses any word but 'jpeg' and 'png' (an outside attack, --no-images)
+        item = replace(item, image_format="")
     if item.image and kind is None:
         # the OD API decodes JPEG and PNG only, and validate refuses anything else: an
         # archive tfdrop publishes must pass its own validate (found by an outside attack)
