@@ -38,8 +38,8 @@ LABELS = ("cat", "dog", "bird")
 ENCODED = b"image/encoded"
 
 
-def jpeg(seed: int, side: int = 72) -> bytes:
-    """A noisy JPEG (some 5.5 KB at 72 px: above the size a spooled record names; under 1 KB
+def jpeg(seed: int, side: int = 140) -> bytes:
+    """A noisy JPEG (some 20 KB at 140 px: above the size a spooled record names; under 1 KB
     at 16 px)."""
     noise = random.Random(seed).randbytes(side * side * 3)
     buf = io.BytesIO()
@@ -51,7 +51,7 @@ def _coco_zip(path: Path, n: int, *, method: Any = zipfile.ZIP_STORED, tiny: int
     """A COCO zip of ``n`` images (every ``tiny``-th a 16 px one, below the naming size),
     annotations grouped by image; images written with ``method`` (an int, or a function of
     the index giving one)."""
-    sides = [16 if i % tiny == 0 else 72 for i in range(n)]
+    sides = [16 if i % tiny == 0 else 140 for i in range(n)]
     images = [
         {"id": i + 1, "file_name": f"{i:04d}.jpg", "width": s, "height": s}
         for i, s in enumerate(sides)
@@ -235,8 +235,8 @@ def test_voc_items_with_objects_name_their_images(
                 f"<xmax>{9 + k}</xmax><ymax>20</ymax></bndbox></object>"
                 for k in range(i % 3)
             )
-            xml = (f"<annotation><filename>{i:04d}.jpg</filename><size><width>72</width>"
-                   f"<height>72</height><depth>3</depth></size>{objs}</annotation>")  # fmt: skip
+            xml = (f"<annotation><filename>{i:04d}.jpg</filename><size><width>140</width>"
+                   f"<height>140</height><depth>3</depth></size>{objs}</annotation>")  # fmt: skip
             zf.writestr(f"Annotations/{i:04d}.xml", xml)
             zf.writestr(f"JPEGImages/{i:04d}.jpg", jpeg(i))
     pinned = LabelMap.from_names(list(LABELS))  # every record final: all spooled
