@@ -21,7 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from daemon_support import run_tfdrop
+from daemon_support import run_tfdrop, voc_xml
 from tfdrop import units
 from tfdrop.archive import Source, open_source
 from tfdrop.codec import wire
@@ -230,13 +230,8 @@ def test_voc_items_with_objects_name_their_images(
     src = tmp_path / "voc.zip"
     with zipfile.ZipFile(src, "w") as zf:
         for i in range(60):
-            objs = "".join(
-                f"<object><name>{LABELS[k % 3]}</name><bndbox><xmin>1</xmin><ymin>2</ymin>"
-                f"<xmax>{9 + k}</xmax><ymax>20</ymax></bndbox></object>"
-                for k in range(i % 3)
-            )
-            xml = (f"<annotation><filename>{i:04d}.jpg</filename><size><width>140</width>"
-                   f"<height>140</height><depth>3</depth></size>{objs}</annotation>")  # fmt: skip
+            labels = [LABELS[k % 3] for k in range(i % 3)]  # some items with no objects
+            xml = voc_xml(i, labels).replace(".png<", ".jpg<").replace(">16<", ">140<")
             zf.writestr(f"Annotations/{i:04d}.xml", xml)
             zf.writestr(f"JPEGImages/{i:04d}.jpg", jpeg(i))
     pinned = LabelMap.from_names(list(LABELS))  # every record final: all spooled
