@@ -215,7 +215,7 @@ def test_named_images_give_the_bytes_of_one_process(
     for jobs in (2, 3):
         convert(src, tmp_path / f"{jobs}.zip", ConvertOptions(jobs=jobs))
         assert (tmp_path / f"{jobs}.zip").read_bytes() == (tmp_path / "one.zip").read_bytes()
-    named = sum(len(s.source_starts()) for s in spans)
+    named = sum(len(s.pieces[1::3]) for s in spans)
     stored = sum(1 for i in range(300) if i % 7 and (method == zipfile.ZIP_STORED or i % 3 != 1))
     assert named == 2 * stored  # every stored image of 4 KB or more, both runs, and no other
     with zipfile.ZipFile(tmp_path / "2.zip") as zf:
@@ -239,7 +239,7 @@ def test_voc_items_with_objects_name_their_images(
     spans = _spy_spans(monkeypatch)
     monkeypatch.setattr(units, "UNIT_BYTES", 100_000)
     convert(src, tmp_path / "two.zip", ConvertOptions(jobs=2, label_map=pinned))
-    assert sum(len(s.source_starts()) for s in spans) == 60
+    assert sum(len(s.pieces[1::3]) for s in spans) == 60
     assert (tmp_path / "two.zip").read_bytes() == (tmp_path / "one.zip").read_bytes()
 
 

@@ -306,8 +306,7 @@ def leading_value(data: bytes, key: bytes, size: int) -> int | None:
     list_len = len(value_head) + size
     list_head = _head(b"\x0a", list_len)
     feature_len = len(list_head) + list_len
-    key_head = _head(b"\x0a", len(key)) + key
-    entry = key_head + _head(b"\x12", feature_len) + list_head + value_head
+    entry = _key_head(key) + _head(b"\x12", feature_len) + list_head + value_head
     entry_head = _head(b"\x0a", len(entry) + size)
     try:
         total, pos = _varint(data, 1)

@@ -70,10 +70,6 @@ class Span:
                 pos += p[i + 2]
         return out
 
-    def source_starts(self) -> tuple[int, ...]:
-        """Where each range of the source starts."""
-        return self.pieces[1::3]
-
 
 class _Run:
     """A subset's records not written yet: the bytes to spool, and the pieces so far."""
@@ -121,10 +117,9 @@ class UnitSpool:
             run.keep(header, record, footer)
             return
         start, length, at = named
-        view = memoryview(record)
-        run.keep(header, bytes(view[:start]))
+        run.keep(header, record[:start])
         run.pieces += (at, length, 0)
-        run.keep(bytes(view[start + length :]), footer)
+        run.keep(record[start + length :], footer)
 
     def pending(self, subset: str) -> int:
         """Bytes of the subset's records held to be spooled."""
