@@ -258,6 +258,22 @@ def test_the_state_folder_is_not_made_again_in_a_drop_folder_that_is_gone(
         area.close()
 
 
+def test_the_ledger_is_not_made_again_in_a_state_folder_that_is_gone(tmp_path: Path) -> None:
+    """The ledger's folders come back inside the state folder, never the state folder or the
+    drop folder holding it: ``Ledger.ensure`` runs right after ``WorkArea.ensure``, and a
+    drop folder removed between the two came back with ``mkdir(parents=True)``."""
+    drop = tmp_path / "in"
+    ledger = Ledger(drop / ".tfdrop", "h-0")
+    shutil.rmtree(drop / ".tfdrop" / "ledger")
+    ledger.ensure()
+    assert ledger.hashes.is_dir()
+    assert ledger.names.is_dir()
+    shutil.rmtree(drop)
+    with pytest.raises(FileNotFoundError):
+        ledger.ensure()
+    assert not drop.exists()
+
+
 def test_ledger_entries_are_exclusive_and_stems_are_never_reused(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()

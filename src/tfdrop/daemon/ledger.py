@@ -53,15 +53,21 @@ class Entry:
 
 class Ledger:
     def __init__(self, state: Path, instance: str) -> None:
-        self.hashes = state / "ledger" / "sha256"
-        self.names = state / "ledger" / "names"
+        self.root = state / "ledger"
+        self.hashes = self.root / "sha256"
+        self.names = self.root / "names"
         self.instance = instance
+        self.root.mkdir(parents=True, exist_ok=True)
         self.ensure()
 
     def ensure(self) -> None:
-        """Make the ledger's folders (again, if the state folder was removed)."""
-        self.hashes.mkdir(parents=True, exist_ok=True)
-        self.names.mkdir(parents=True, exist_ok=True)
+        """Make the ledger's folders again if they were removed, inside the state folder only:
+        never the state folder or what holds it (a drop folder removed right after
+        :meth:`~tfdrop.daemon.claim.WorkArea.ensure` made its state folder whole again came
+        back with ``mkdir(parents=True)``). FileNotFoundError when the state folder is gone:
+        the caller tries again on its next tick."""
+        for folder in (self.root, self.hashes, self.names):
+            folder.mkdir(exist_ok=True)
 
     def _path(self, sha256: str) -> Path:
         return self.hashes / f"{sha256}.json"
