@@ -370,3 +370,50 @@ def test_one_small_file_is_not_planned_early(tmp_path: Path) -> None:
         assert early is None
         assert reader.units(max_items=64, max_bytes=1 << 30) is not None
         reader.close()
+
+
+_GOOD_KP = [2, 2, 2, 4, 4, 2, 6, 6, 1]
+_BAD_KP = {
+    "a count other than the category's": [2, 2, 2, 4, 4, 2],
+    "a visibility of 5": [2, 2, 5, 4, 4, 2, 6, 6, 1],
+    "an infinite coordinate": [2, 2, 2, 1e999, 4, 2, 6, 6, 1],
+    "a string": [2, "x", 2, 4, 4, 2, 6, 6, 1],
+    "4 values": [1, 2, 3, 4],
+}
+
+
+@pytest.mark.parametrize("where", [3, N - 40])
+@pytest.mark.parametrize("fault", list(_BAD_KP))
+def test_a_bad_keypoint_is_the_same_error_for_every_number_of_jobs(
+    tmp_path: Path, fault: str, where: int
+) -> None:
+    """A keypoint fault found in pass 2 (not a list of numbers, 3 a keypoint) or by the
+    reader of its item (a worker's, with two jobs or more) names the same member, item, key
+    and problem, word for word (an outside attack once saw the wording differ by --jobs)."""
+    anns = [
+        {"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [1, 1, 8, 8], "area": 64,
+         "iscrowd": 0, "keypoints": _GOOD_KP, "num_keypoints": 3}
+        for i in range(N)
+    ]  # fmt: skip
+    anns[where]["keypoints"] = _BAD_KP[fault]
+    doc = {
+        "images": [{"id": i + 1, "file_name": f"{i:04d}.png", "width": 16, "height": 16}
+                   for i in range(N)],
+        "annotations": anns,
+        "categories": [{"id": 1, "name": "cat", "keypoints": ["a", "b", "c"],
+                        "skeleton": [[1, 2], [2, 3]]}],
+    }  # fmt: skip
+    src = tmp_path / "in.zip"
+    with zipfile.ZipFile(src, "w") as zf:
+        zf.writestr("annotations/instances_train.json", json.dumps(doc))
+        for i in range(N):
+            zf.writestr(f"images/train/{i:04d}.png", png(i))
+    errors = []
+    for jobs in (1, 2, 3):
+        with pytest.raises(FormatError) as info:
+            convert(src, tmp_path / f"out{jobs}.zip", ConvertOptions(jobs=jobs))
+        errors.append(str(info.value))
+    assert f"annotations[{where}].keypoints" in errors[0]
+    assert errors[1] == errors[0]
+    assert errors[2] == errors[0]
+    assert not list(tmp_path.glob("out*.zip"))
