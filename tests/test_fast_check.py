@@ -489,6 +489,45 @@ def test_both_walks_follow_runs_of_markers_past_any_count(run: bytes) -> None:
         assert walk(whole[: 2 + len(run) * 69_000] + b"\xff\xd9") == 0  # an EOI, no scan
 
 
+_SCAN_BYTES = st.sampled_from(
+    [b"\x00", b"\x12", b"\xff\x00", b"\xff\xd3", b"\xff\xff", b"\xff", b"\xfe", b"\xff\xd9"]
+)
+
+
+@settings(max_examples=800, deadline=None)
+@given(
+    body=st.lists(_SCAN_BYTES, min_size=0, max_size=120),
+    pad=st.integers(0, 40),
+    end=st.sampled_from([b"", b"\xff", b"\xff\xd9", b"\xff\x00", b"\xff\xd9trailer"]),
+)
+def test_the_c_scan_finds_markers_as_the_python_walk_at_every_offset(
+    body: list[bytes], pad: int, end: bytes
+) -> None:
+    """Entropy-coded data is searched 16 bytes at a time in C (SSE2): stuffed zeros, restarts,
+    runs of 0xFF and a marker on, across or just past a 16-byte boundary, and data that ends
+    in the middle of a 0xFF pair, get the Python walk's answer."""
+    if wire.jpeg_end is None:
+        return
+    head = b"\xff\xd8\xff\xda\x00\x02" + b"\x55" * pad
+    data = head + b"".join(body) + end
+    assert wire.jpeg_end(data) == jpeg_end_py(data)
+
+
+def test_the_c_jpeg_walk_is_the_python_one_on_noisy_images_cut_everywhere() -> None:
+    """Long scans (a noisy image: a 0xFF every few hundred bytes, stuffed), cut at every
+    byte: the 16-byte search and the Python walk agree."""
+    if wire.jpeg_end is None:
+        return
+    noise = Image.frombytes("RGB", (48, 40), os.urandom(48 * 40 * 3))
+    for kw in ({}, {"progressive": True}):
+        buf = io.BytesIO()
+        noise.save(buf, "JPEG", quality=95, **kw)
+        data = buf.getvalue()
+        assert jpeg_end_py(data) == 1
+        for cut in range(len(data) + 1):
+            assert wire.jpeg_end(data[:cut]) == jpeg_end_py(data[:cut]), cut
+
+
 def test_the_c_jpeg_walk_is_the_python_one_on_real_files_cut_everywhere() -> None:
     if wire.jpeg_end is None:
         return
